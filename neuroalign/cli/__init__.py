@@ -1,0 +1,48 @@
+"""Command-line interface: `python -m neuroalign <command>`.
+
+Each command group lives in its own module with a `register(subparsers)` function that adds its
+sub-commands; a sub-command's handler takes the parsed args and returns an exit code. User-fixable
+errors (ValueError, FileNotFoundError, FileExistsError) become a one-line message on stderr and exit
+code 2 -- never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+
+from neuroalign import __version__
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m neuroalign", description=__doc__.splitlines()[0])
+    parser.add_argument("--version", action="version", version=f"neuroalign {__version__}")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log progress to stderr")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+    from neuroalign.cli import data_commands
+
+    data_commands.register(sub)
+    try:
+        from neuroalign.cli import train_commands
+    except ImportError as exc:  # pragma: no cover - only while the training package is absent
+        logging.getLogger(__name__).debug("training commands unavailable: %s", exc)
+    else:
+        train_commands.register(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
+                        format="%(levelname)s %(name)s: %(message)s")
+    try:
+        return int(args.handler(args) or 0)
+    except (ValueError, FileNotFoundError, FileExistsError, NotADirectoryError, PermissionError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130

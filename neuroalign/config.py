@@ -1,0 +1,184 @@
+"""One configuration object for a training run, with the reference defaults.
+
+`TrainConfig` is passed explicitly everywhere (trainer, CLI, dashboard) and saved with every run as
+`config.json`; `TrainConfig.from_dict(json.load(...))` rebuilds it. Two named presets:
+
+* ``reference`` -- the research code's choices exactly (plain cosine similarity, linear MLP,
+  fixed temperature 0.01, AdamW 3e-4 / RMSprop 5e-5, plateau scheduler, no early stopping).
+* ``recommended`` -- what the measurements on the simulated subjects showed to work best,
+  chosen on the validation split (see README).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field, fields
+from typing import Any
+
+BACKBONES = ("ds_net_tiny", "ds_net_small")
+BACKBONE_MODES = ("frozen", "finetune")
+NEURAL_BLOCKS = ("reference", "transformer", "latent")
+ACTIVATIONS = ("none", "gelu", "relu")
+NORMALISERS = ("minmax", "zscore")
+DEVICES = ("auto", "cpu", "cuda")
+PRESETS = ("reference", "recommended")
+
+
+@dataclass
+class ImageTowerConfig:
+    backbone: str = "ds_net_small"
+    stage: int = 2
+    block: int = 4
+    mode: str = "frozen"  # "frozen": only the 1x1 conv learns (cached features); "finetune"
+    weights: str | None = None  # optional path to a DS-Net state dict (nothing is downloaded)
+    init_seed: int = 0  # seed of the backbone's random init when no weights are given
+
+
+@dataclass
+class NeuralTowerConfig:
+    d_model: int = 512
+    n_heads: int = 1
+    n_layers: int = 1
+    block: str = "reference"  # "reference" | "transformer" (residual + LayerNorm + FFN) | "latent"
+    n_latents: int = 64  # only for block="latent"
+    mlp_activation: str = "none"  # the reference MLP is purely linear
+    dropout: float = 0.0
+    folded: bool = True  # use the exact folded O(K^2) path when the tower is in reference form
+
+
+@dataclass
+class LossConfig:
+    w_clip: float = 1.0
+    w_rmse: float = 0.0
+    w_ssim: float = 0.0
+    temperature: float = 0.01
+    learnable_temperature: bool = False
+    center: bool = False  # mean-centre maps before L2 normalisation (similarity -> correlation)
+
+
+@dataclass
+class OptimConfig:
+    image_lr: float = 3e-4  # AdamW on the image side
+    image_weight_decay: float = 5e-5
+    neural_optimizer: str = "rmsprop"  # "rmsprop" (reference) | "adamw"
+    neural_lr: float = 5e-5
+    neural_alpha: float = 0.9
+    neural_weight_decay: float = 0.0
+    plateau_factor: float = 0.5
+    plateau_patience: int = 50
+    grad_clip: float | None = None
+
+
+@dataclass
+class DataConfig:
+    normaliser: str = "minmax"  # fitted on the training split only
+    val_fraction: float = 0.1
+    test_fraction: float = 0.1
+    split_seed: int = 1234
+
+
+@dataclass
+class TrainConfig:
+    preset: str = "reference"
+    epochs: int = 5000
+    batch_size: int = 128
+    seed: int = 1234
+    device: str = "auto"
+    bf16: bool = False  # bf16 autocast, CUDA only
+    deterministic: bool = True
+    early_stopping_patience: int | None = None  # epochs without val improvement; None = off
+    max_seconds: float | None = None  # wall-clock budget; ends training cleanly
+    log_every_steps: int = 10
+    checkpoint_every_epochs: int = 10  # "last" checkpoint cadence (also written at the end)
+    image: ImageTowerConfig = field(default_factory=ImageTowerConfig)
+    neural: NeuralTowerConfig = field(default_factory=NeuralTowerConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "TrainConfig":
+        """Rebuild from `to_dict()` output; unknown keys raise a ValueError naming them."""
+        return _from_dict(cls, d)
+
+    def replace(self, **changes: Any) -> "TrainConfig":
+        """Copy with top-level or dotted changes, e.g. replace(epochs=3, **{"loss.center": True})."""
+        d = self.to_dict()
+        for key, value in changes.items():
+            target = d
+            parts = key.split(".")
+            for p in parts[:-1]:
+                if p not in target or not isinstance(target[p], dict):
+                    raise ValueError(f"unknown config section {p!r} in {key!r}")
+                target = target[p]
+            if parts[-1] not in target:
+                raise ValueError(f"unknown config field {key!r}")
+            target[parts[-1]] = value
+        return TrainConfig.from_dict(d)
+
+    def validate(self) -> None:
+        """Raise ValueError with a one-line reason for any out-of-range setting."""
+        checks = [
+            (self.preset in PRESETS or self.preset == "custom", f"preset must be one of {PRESETS}, got {self.preset!r}"),
+            (self.epochs >= 1, f"epochs must be >= 1, got {self.epochs}"),
+            (self.batch_size >= 2, f"batch size must be >= 2 (contrastive loss needs negatives), got {self.batch_size}"),
+            (self.device in DEVICES, f"device must be one of {DEVICES}, got {self.device!r}"),
+            (self.image.backbone in BACKBONES, f"backbone must be one of {BACKBONES}, got {self.image.backbone!r}"),
+            (self.image.mode in BACKBONE_MODES, f"backbone mode must be one of {BACKBONE_MODES}, got {self.image.mode!r}"),
+            (1 <= self.image.stage <= 4, f"stage must be 1..4, got {self.image.stage}"),
+            (self.image.block >= 1, f"block must be >= 1, got {self.image.block}"),
+            (self.neural.block in NEURAL_BLOCKS, f"neural block must be one of {NEURAL_BLOCKS}, got {self.neural.block!r}"),
+            (self.neural.mlp_activation in ACTIVATIONS, f"MLP activation must be one of {ACTIVATIONS}, got {self.neural.mlp_activation!r}"),
+            (self.neural.d_model % self.neural.n_heads == 0, f"d_model ({self.neural.d_model}) must be divisible by n_heads ({self.neural.n_heads})"),
+            (self.neural.n_layers >= 1, f"n_layers must be >= 1, got {self.neural.n_layers}"),
+            (self.loss.temperature > 0, f"temperature must be > 0, got {self.loss.temperature}"),
+            (min(self.loss.w_clip, self.loss.w_rmse, self.loss.w_ssim) >= 0, "loss weights must be >= 0"),
+            (self.loss.w_clip + self.loss.w_rmse + self.loss.w_ssim > 0, "at least one loss weight must be > 0"),
+            (self.optim.image_lr > 0 and self.optim.neural_lr > 0, "learning rates must be > 0"),
+            (self.optim.neural_optimizer in ("rmsprop", "adamw"), f"neural optimizer must be rmsprop or adamw, got {self.optim.neural_optimizer!r}"),
+            (self.data.normaliser in NORMALISERS, f"normaliser must be one of {NORMALISERS}, got {self.data.normaliser!r}"),
+            (0 < self.data.val_fraction < 0.5 and 0 < self.data.test_fraction < 0.5, "val/test fractions must be in (0, 0.5)"),
+            (self.max_seconds is None or self.max_seconds > 0, f"max_seconds must be > 0, got {self.max_seconds}"),
+            (self.early_stopping_patience is None or self.early_stopping_patience >= 1, "early stopping patience must be >= 1"),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise ValueError(message)
+
+
+def _from_dict(cls: type, d: dict[str, Any]) -> Any:
+    if not isinstance(d, dict):
+        raise ValueError(f"expected a mapping for {cls.__name__}, got {type(d).__name__}")
+    known = {f.name: f for f in fields(cls)}
+    unknown = sorted(set(d) - set(known))
+    if unknown:
+        raise ValueError(f"unknown {cls.__name__} field(s): {', '.join(unknown)}")
+    kwargs = {}
+    for name, value in d.items():
+        default = known[name].default_factory if known[name].default_factory is not dataclasses.MISSING else None
+        if default is not None and dataclasses.is_dataclass(default):
+            kwargs[name] = _from_dict(default, value)
+        else:
+            kwargs[name] = value
+    return cls(**kwargs)
+
+
+def preset(name: str) -> TrainConfig:
+    """The named preset ('reference' or 'recommended') as a fresh TrainConfig."""
+    if name == "reference":
+        return TrainConfig(preset="reference")
+    if name == "recommended":
+        # Chosen on the validation split of the simulated subjects (see README, "Presets").
+        return TrainConfig(
+            preset="recommended",
+            epochs=300,
+            early_stopping_patience=40,
+            neural=NeuralTowerConfig(mlp_activation="gelu", dropout=0.1),
+            loss=LossConfig(center=True, temperature=0.05),
+            optim=OptimConfig(neural_optimizer="adamw", neural_lr=3e-4, neural_weight_decay=1e-2,
+                              image_lr=1e-3, plateau_patience=15),
+        )
+    raise ValueError(f"unknown preset {name!r}; expected one of {PRESETS}")
