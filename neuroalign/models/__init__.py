@@ -1,0 +1,32 @@
+"""Models: the DS-Net image tower, the attention neural tower and the alignment losses.
+
+* `dsnet` -- DS-Net backbone with `forward_intermediates` (stops after the requested block).
+* `image_tower` -- `ImageTower`: backbone features -> 1x1 conv -> 16x64 map (frozen or finetune).
+* `feature_cache` -- `cached_features`: frozen-backbone features cached in memory and on disk.
+* `neural_tower` -- `NeuralTower`: per-neuron embedding, attention over neurons, MLP -> 16x64 map.
+* `folded` -- exact O(K^2) evaluation of the reference neural tower's attention (used when present).
+* `losses` -- `clip_loss`, `similarity_matrix`, RMSE, SSIM, `CombinedLoss`.
+* `weights` -- `load_backbone_weights` from a local DS-Net state-dict file.
+"""
+
+from neuroalign.models.dsnet import DSNet, build_backbone, ds_net_small, ds_net_tiny
+from neuroalign.models.feature_cache import cached_features
+from neuroalign.models.image_tower import ImageTower
+from neuroalign.models.losses import (
+    CombinedLoss,
+    clip_loss,
+    rmse_loss,
+    similarity_matrix,
+    ssim_loss,
+    ssim_map,
+    ssim_per_sample,
+)
+from neuroalign.models.maps import MAP_SIZE, minmax_per_sample
+from neuroalign.models.neural_tower import NeuralTower
+from neuroalign.models.weights import LoadReport, load_backbone_weights
+
+__all__ = [
+    "DSNet", "build_backbone", "ds_net_small", "ds_net_tiny", "cached_features", "ImageTower",
+    "CombinedLoss", "clip_loss", "rmse_loss", "similarity_matrix", "ssim_loss", "ssim_map",
+    "ssim_per_sample", "MAP_SIZE", "minmax_per_sample", "NeuralTower", "LoadReport", "load_backbone_weights",
+]

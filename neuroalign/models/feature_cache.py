@@ -1,0 +1,114 @@
+"""Cache of frozen-backbone features: computed once per (backbone, block, data), reused every epoch.
+
+Two levels: a bounded in-process LRU (shared by all threads, e.g. dashboard training jobs) and
+`<cache_dir>/features/<key>.pt` on disk (written atomically, read with `weights_only=True`). The
+key hashes the backbone fingerprint (config + weights), the stage/block, the data hash and the
+input shape, so a changed backbone or dataset never reuses stale features.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import threading
+from collections import OrderedDict
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from neuroalign.io_utils import atomic_torch_save
+
+logger = logging.getLogger(__name__)
+
+MEMORY_LIMIT_BYTES = 4 * 1024**3  # total size of features kept in memory
+_memory: "OrderedDict[str, torch.Tensor]" = OrderedDict()
+_lock = threading.Lock()
+
+
+def feature_key(tower, data_hash: str, shape: tuple[int, ...]) -> str:
+    """Cache key of `tower`'s features for a dataset with hash `data_hash` and image shape `shape`."""
+    text = "|".join([tower.backbone_fingerprint(), f"stage={tower.stage}", f"block={tower.block}",
+                     str(data_hash), "x".join(str(int(s)) for s in shape)])
+    return hashlib.sha256(text.encode()).hexdigest()[:40]
+
+
+def clear_memory_cache() -> None:
+    """Drop all in-memory features (the disk cache is untouched)."""
+    with _lock:
+        _memory.clear()
+
+
+def _remember(key: str, feats: torch.Tensor) -> None:
+    with _lock:
+        _memory[key] = feats
+        _memory.move_to_end(key)
+        total = sum(t.numel() * t.element_size() for t in _memory.values())
+        while len(_memory) > 1 and total > MEMORY_LIMIT_BYTES:
+            _, old = _memory.popitem(last=False)
+            total -= old.numel() * old.element_size()
+
+
+def _load_disk(path: Path, shape: tuple[int, ...]) -> torch.Tensor | None:
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+        feats = obj["features"]
+        if not isinstance(feats, torch.Tensor) or feats.shape[0] != shape[0]:
+            raise ValueError(f"unexpected content {type(feats).__name__}")
+        return feats
+    except Exception as exc:  # a corrupt or foreign file is recomputed, not fatal
+        logger.warning("ignoring unreadable feature cache %s (%s); recomputing", path, exc)
+        return None
+
+
+@torch.no_grad()
+def compute_features(tower, images: np.ndarray | torch.Tensor, device: torch.device | str = "cpu",
+                     batch_size: int = 64) -> torch.Tensor:
+    """Backbone features of all `images (N, 1, H, W)` in eval mode, in batches: `(N, C, h, w)` on CPU."""
+    device = torch.device(device)
+    backbone = tower.backbone
+    was_training = backbone.training
+    backbone.eval()
+    try:
+        out = []
+        for start in range(0, len(images), batch_size):
+            batch = torch.as_tensor(np.asarray(images[start:start + batch_size]), dtype=torch.float32)
+            batch = batch.to(device).contiguous(memory_format=torch.channels_last)
+            feats = backbone.forward_intermediates(batch, tower.stage, tower.block)
+            out.append(feats.float().cpu().contiguous())
+    finally:
+        backbone.train(was_training)
+    return torch.cat(out)
+
+
+def cached_features(tower, images: np.ndarray, data_hash: str, cache_dir: str | Path | None = None,
+                    device: torch.device | str = "cpu", batch_size: int = 64) -> torch.Tensor:
+    """Features `(N, C, h, w)` (float32, on `device`) of `images (N, 1, H, W)` for an `ImageTower`.
+
+    Looked up in memory, then in `<cache_dir>/features/<key>.pt` (skipped when `cache_dir` is
+    None), else computed in eval mode under no_grad and stored in both.
+    """
+    shape = tuple(int(s) for s in np.shape(images))
+    if len(shape) != 4:
+        raise ValueError(f"expected images of shape (N, 1, H, W), got {shape}")
+    key = feature_key(tower, data_hash, shape)
+    with _lock:
+        feats = _memory.get(key)
+        if feats is not None:
+            _memory.move_to_end(key)
+    if feats is not None:
+        logger.debug("feature cache hit (memory) %s", key)
+        return feats.to(device)
+    path = Path(cache_dir) / "features" / f"{key}.pt" if cache_dir is not None else None
+    if path is not None and path.exists():
+        feats = _load_disk(path, shape)
+        if feats is not None:
+            logger.info("feature cache hit (disk) %s", path)
+    if feats is None:
+        logger.info("computing backbone features for %d images (stage %d, block %d)",
+                    shape[0], tower.stage, tower.block)
+        feats = compute_features(tower, images, device=device, batch_size=batch_size)
+        if path is not None:
+            atomic_torch_save(path, {"features": feats, "key": key})
+    _remember(key, feats)
+    return feats.to(device)

@@ -1,0 +1,196 @@
+"""Neural tower: parameter layout, equality with a per-neuron loop reference, options, inspection."""
+
+from __future__ import annotations
+
+import math
+import sys
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from neuroalign.config import NeuralTowerConfig
+from neuroalign.models.neural_tower import NeuralTower
+
+
+def _loop_reference(tower: NeuralTower, r: torch.Tensor) -> torch.Tensor:
+    """The reference tower written the straightforward way: a ModuleList of per-neuron Linear
+    layers looped in Python and torch's nn.MultiheadAttention, sharing `tower`'s weights."""
+    k, d = tower.embed_weight.shape
+    dtype = tower.embed_weight.dtype
+    embeds = nn.ModuleList(nn.Linear(1, d) for _ in range(k)).to(dtype)
+    reads = nn.ModuleList(nn.Linear(d, 1) for _ in range(k)).to(dtype)
+    mha = nn.MultiheadAttention(d, tower.n_heads, batch_first=True).to(dtype)
+    with torch.no_grad():
+        for i in range(k):
+            embeds[i].weight.copy_(tower.embed_weight[i].view(d, 1))
+            embeds[i].bias.copy_(tower.embed_bias[i])
+            reads[i].weight.copy_(tower.readout_weight[i].view(1, d))
+            reads[i].bias.copy_(tower.readout_bias[i].view(1))
+        a = tower.attn
+        mha.in_proj_weight.copy_(torch.cat([a.q.weight, a.k.weight, a.v.weight]))
+        mha.in_proj_bias.copy_(torch.cat([a.q.bias, a.k.bias, a.v.bias]))
+        mha.out_proj.weight.copy_(a.o.weight)
+        mha.out_proj.bias.copy_(a.o.bias)
+    tokens = torch.stack([embeds[i](r[:, i:i + 1]) for i in range(k)], dim=1)
+    att, _ = mha(tokens, tokens, tokens, need_weights=False)
+    per_neuron = torch.cat([reads[i](att[:, i]) for i in range(k)], dim=1)
+    z = tower.mlp(per_neuron).view(-1, 1, 8, 32)
+    z = F.interpolate(z, size=(16, 64), mode="bilinear", align_corners=False)
+    flat = z.flatten(1)
+    lo, hi = flat.min(1, keepdim=True).values, flat.max(1, keepdim=True).values
+    return ((flat - lo) / (hi - lo)).view_as(z)
+
+
+@pytest.mark.parametrize("k", [1, 7, 50])
+def test_reference_parameter_count(k):
+    tower = NeuralTower(k)
+    assert sum(p.numel() for p in tower.parameters()) == 3585 * k + 2_233_088
+    shapes = {n: tuple(p.shape) for n, p in tower.named_parameters()}
+    assert shapes["embed_weight"] == (k, 512) and shapes["embed_bias"] == (k, 512)
+    assert shapes["readout_weight"] == (k, 512) and shapes["readout_bias"] == (k,)
+    assert shapes["attn.q.weight"] == (512, 512) and shapes["mlp.0.weight"] == (2048, k)
+    assert tower.is_reference_form
+
+
+@pytest.mark.parametrize("use_folded", [False, True])
+@pytest.mark.parametrize("n_heads", [1, 2])
+def test_vectorised_equals_per_neuron_loop(use_folded, n_heads):
+    torch.manual_seed(0)
+    tower = NeuralTower(9, d_model=16, n_heads=n_heads).double()
+    tower.use_folded = use_folded
+    r = torch.rand(5, 9, dtype=torch.float64)
+    expected = _loop_reference(tower, r)
+    out = tower(r)
+    assert out.shape == (5, 1, 16, 64)
+    torch.testing.assert_close(out, expected, atol=1e-9, rtol=1e-7)
+    assert out.amin(dim=(1, 2, 3)).abs().max() < 1e-12 and (out.amax(dim=(1, 2, 3)) - 1).abs().max() < 1e-12
+
+
+def test_plain_path_is_used_without_folded_module(monkeypatch):
+    torch.manual_seed(0)
+    tower = NeuralTower(6, d_model=8)
+    r = torch.rand(4, 6)
+    plain = tower._plain_attention_readout(r)
+    monkeypatch.setitem(sys.modules, "neuroalign.models.folded", None)  # import raises ImportError
+    torch.testing.assert_close(tower.neuron_features(r), plain)
+
+
+def test_gradients_reach_every_parameter():
+    torch.manual_seed(0)
+    for kwargs in ({}, {"block": "transformer", "n_layers": 2}, {"block": "latent", "n_latents": 4, "n_layers": 2}):
+        tower = NeuralTower(6, d_model=8, n_heads=2, mlp_activation="gelu", **kwargs)
+        out = tower(torch.rand(3, 6))
+        (out * torch.randn_like(out)).sum().backward()
+        for name, p in tower.named_parameters():
+            assert p.grad is not None and torch.isfinite(p.grad).all(), (kwargs, name)
+
+
+def test_mlp_activation_and_dropout_options():
+    tower = NeuralTower(5, d_model=8, mlp_activation="relu", dropout=0.2)
+    kinds = [type(m).__name__ for m in tower.mlp]
+    assert kinds == ["Linear", "ReLU", "Dropout", "Linear", "ReLU", "Dropout", "Linear"]
+    assert [type(m).__name__ for m in NeuralTower(5, d_model=8).mlp] == ["Linear"] * 3
+    # dropout makes train-mode outputs stochastic, eval deterministic
+    r = torch.rand(2, 5)
+    tower.eval()
+    torch.testing.assert_close(tower(r), tower(r))
+    with pytest.raises(ValueError, match="activation"):
+        NeuralTower(5, mlp_activation="tanh")
+
+
+def test_transformer_block_layout_and_shapes():
+    torch.manual_seed(0)
+    tower = NeuralTower(10, d_model=16, n_heads=4, n_layers=2, block="transformer")
+    assert not tower.is_reference_form
+    r = torch.rand(3, 10)
+    out = tower(r)
+    assert out.shape == (3, 1, 16, 64) and out.min() >= 0 and out.max() <= 1
+    w = tower.attention_weights(r)
+    assert w.shape == (3, 4, 10, 10)
+    torch.testing.assert_close(w.sum(-1), torch.ones(3, 4, 10))
+    assert tower.attention_weights(r, layer=1).shape == (3, 4, 10, 10)
+    torch.testing.assert_close(tower.neuron_importance(r, query_chunk=4), w.mean(dim=(1, 2)))
+
+
+def test_latent_block_scales_linearly_in_neurons():
+    small = NeuralTower(10, d_model=16, block="latent", n_latents=4)
+    big = NeuralTower(1010, d_model=16, block="latent", n_latents=4)
+    n_small = sum(p.numel() for p in small.parameters())
+    n_big = sum(p.numel() for p in big.parameters())
+    assert n_big - n_small == 1000 * 2 * 16  # only the per-neuron embedding grows with K
+    r = torch.rand(2, 1010)
+    assert big(r).shape == (2, 1, 16, 64)
+    w = big.attention_weights(r)
+    assert w.shape == (2, 1, 4, 1010)
+    torch.testing.assert_close(w.sum(-1), torch.ones(2, 1, 4))
+    torch.testing.assert_close(big.neuron_importance(r, query_chunk=3), w.mean(dim=(1, 2)))
+
+
+def test_attention_weights_match_manual_softmax():
+    torch.manual_seed(0)
+    tower = NeuralTower(7, d_model=8, n_heads=2)
+    r = torch.rand(3, 7)
+    e = r.unsqueeze(-1) * tower.embed_weight + tower.embed_bias
+    q = tower.attn.q(e).view(3, 7, 2, 4).transpose(1, 2)
+    k = tower.attn.k(e).view(3, 7, 2, 4).transpose(1, 2)
+    expected = torch.softmax(q @ k.transpose(-1, -2) / math.sqrt(4), dim=-1)
+    torch.testing.assert_close(tower.attention_weights(r), expected)
+    imp = tower.neuron_importance(r)
+    torch.testing.assert_close(imp, expected.mean(dim=(1, 2)))
+    torch.testing.assert_close(tower.neuron_importance(r, query_chunk=3), imp)
+    torch.testing.assert_close(imp.sum(1), torch.ones(3))
+
+
+def test_from_config_and_input_validation():
+    cfg = NeuralTowerConfig(d_model=32, n_heads=4, n_layers=2, block="transformer", mlp_activation="gelu",
+                            dropout=0.1, folded=False)
+    tower = NeuralTower.from_config(12, cfg)
+    assert (tower.d_model, tower.n_heads, tower.n_layers, tower.block, tower.use_folded) == (32, 4, 2, "transformer", False)
+    with pytest.raises(ValueError, match=r"\(B, 12\)"):
+        tower(torch.rand(2, 11))
+    with pytest.raises(ValueError, match="divisible"):
+        NeuralTower(4, d_model=10, n_heads=3)
+    with pytest.raises(ValueError, match="neural block"):
+        NeuralTower(4, block="lstm")
+
+
+def test_constant_output_map_is_zero_not_nan():
+    tower = NeuralTower(4, d_model=8)
+    with torch.no_grad():
+        for p in tower.mlp.parameters():
+            p.zero_()
+    out = tower(torch.rand(2, 4))
+    assert torch.equal(out, torch.zeros_like(out))
+
+
+def test_folded_path_used_only_in_reference_form(monkeypatch):
+    import neuroalign.models.folded as folded
+
+    calls = []
+    original = folded.folded_attention_readout
+
+    def counting(*args, **kwargs):
+        calls.append(1)
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(folded, "folded_attention_readout", counting)
+    r = torch.rand(2, 5)
+    tower = NeuralTower(5, d_model=8)
+    tower(r)
+    assert len(calls) == 1
+    tower.use_folded = False
+    tower(r)
+    NeuralTower(5, d_model=8, n_layers=2)(r)
+    NeuralTower(5, d_model=8, block="transformer")(r)
+    assert len(calls) == 1
+
+
+def test_bf16_autocast_gives_float32_maps():
+    torch.manual_seed(0)
+    tower = NeuralTower(12, d_model=16, n_heads=2)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = tower(torch.rand(3, 12))
+    assert out.dtype == torch.float32 and torch.isfinite(out).all()
+    assert out.amin().item() == 0.0 and out.amax().item() == pytest.approx(1.0)
