@@ -1,0 +1,384 @@
+"""One subject's stimuli and responses, loaded from the lab's .mat files.
+
+Layout decisions (recorded in `Subject.meta`):
+
+* Images may be stored H x W x N (MATLAB order, like the natimg2800 `imgs`, 68 x 270 x N),
+  N x H x W, N x 1 x H x W, N x H x W x 1 or H x W x 1 x N, in variable `images` or `imgs`. N is the axis that
+  matches the number of responses; when H x W x N and N x H x W both match, the one whose
+  image aspect is closer to 68 x 270 wins (ties: H x W x N, the MATLAB order).
+* Image intensities become float32 in [0, 1], keeping relative intensities: unsigned integers
+  are divided by their dtype maximum (uint8 / 255, uint16 / 65535), bool is 0/1, floats already
+  within [0, 1] are kept, floats (or signed integers) within [0, 255] are divided by 255, and
+  anything else is min-max scaled over the whole array (one offset and scale for all images).
+* Responses (`responses`) may be trials x neurons or neurons x trials: the axis that matches
+  the trial count is the trial axis; when both match, trials x neurons (the reference code's
+  convention) is assumed and noted in `meta["notes"]`.
+* Repeats: an optional `istim` (1-based image id per trial, Stringer et al. format; ids above
+  the image count are gray-screen trials and are dropped) is averaged into one row per image,
+  and the first two presentations are kept as `repeats (2, N, K)` when every image has at least
+  two. An optional `responses_repeats (R, N, K)` is used as the repeats directly (and its mean
+  when `responses` is absent). Images never presented are dropped (`meta["n_images_unshown"]`).
+* A recording file of Stringer et al. (2019) without `responses` works too: its struct
+  `stim` gives `stim.resp` (trials x neurons) and `stim.istim`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import math
+import os
+from dataclasses import dataclass, field
+from functools import cached_property
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from neuroalign.data.matio import MatInfo, peek_mat, read_mat_struct_fields, read_mat_variables
+
+logger = logging.getLogger(__name__)
+
+IMAGE_VARIABLES = ("images", "imgs")
+RESPONSE_VARIABLE = "responses"
+OPTIONAL_RESPONSE_VARIABLES = ("istim", "responses_repeats")
+SIDECAR = "subject.json"
+GROUND_TRUTH = "ground_truth.npz"
+_REFERENCE_ASPECT = 270 / 68
+
+
+@dataclass
+class Subject:
+    """Stimuli and responses of one subject, one response row per image.
+
+    images: (N, 1, H, W) float32 in [0, 1]; responses: (N, K) float32 as stored (not normalised,
+    the mean over repeats when repeats exist); repeats: (R, N, K) float32 or None;
+    image_ids: (N,) int64, 0-based index of each image in the source file.
+    """
+
+    name: str
+    images: np.ndarray
+    responses: np.ndarray
+    repeats: np.ndarray | None = None
+    meta: dict[str, Any] = field(default_factory=dict)
+    image_ids: np.ndarray | None = None
+
+    def __post_init__(self) -> None:
+        if self.image_ids is None:
+            self.image_ids = np.arange(self.images.shape[0], dtype=np.int64)
+        assert self.images.ndim == 4 and self.images.shape[1] == 1, self.images.shape
+        assert self.responses.shape[0] == self.images.shape[0], (self.responses.shape, self.images.shape)
+
+    @property
+    def n_images(self) -> int:
+        return int(self.images.shape[0])
+
+    @property
+    def n_neurons(self) -> int:
+        return int(self.responses.shape[1])
+
+    @property
+    def image_shape(self) -> tuple[int, int]:
+        return int(self.images.shape[2]), int(self.images.shape[3])
+
+    @cached_property
+    def data_hash(self) -> str:
+        """sha256 hex of the images and responses (bytes + shapes); the feature-cache key."""
+        h = hashlib.sha256()
+        for arr in (self.images, self.responses):
+            a = np.ascontiguousarray(arr)
+            h.update(str(a.shape).encode())
+            h.update(str(a.dtype).encode())
+            h.update(memoryview(a).cast("B"))
+        return h.hexdigest()
+
+
+# ---------------------------------------------------------------------------------------------
+# layout decisions (shape-only, so `SubjectStore.list` can use them on headers)
+
+
+def _aspect_score(h: int, w: int) -> float:
+    return abs(math.log(max(w, 1) / max(h, 1)) - math.log(_REFERENCE_ASPECT))
+
+
+def image_layout_candidates(shape: tuple[int, ...]) -> list[tuple[str, int, tuple[int, int]]]:
+    """Possible (layout, n_images, (H, W)) for an image array shape, most plausible first."""
+    if len(shape) == 4:
+        out = []
+        if shape[1] == 1:
+            out.append(("N1HW", shape[0], (shape[2], shape[3])))
+        if shape[2] == 1:
+            out.append(("HW1N", shape[3], (shape[0], shape[1])))
+        if shape[3] == 1:
+            out.append(("NHW1", shape[0], (shape[1], shape[2])))
+        return out
+    if len(shape) == 3:
+        hwn = ("HWN", shape[2], (shape[0], shape[1]))
+        nhw = ("NHW", shape[0], (shape[1], shape[2]))
+        return sorted([hwn, nhw], key=lambda c: (_aspect_score(*c[2]), c[0] != "HWN"))
+    return []
+
+
+@dataclass
+class LayoutDecision:
+    image_layout: str
+    n_images: int
+    image_hw: tuple[int, int]
+    response_orientation: str  # "trials x neurons" | "neurons x trials"
+    n_trials: int
+    n_neurons: int
+    notes: list[str]
+
+
+def decide_layout(images_shape: tuple[int, ...], responses_shape: tuple[int, ...],
+                  n_trials: int | None = None, images_name: str = "images.mat",
+                  responses_name: str = "responses.mat") -> LayoutDecision:
+    """Decide image layout and response orientation from shapes alone.
+
+    `n_trials` is the trial count when an `istim` vector gives it; otherwise trials = images.
+    Raises ValueError (naming both files and the shapes) when nothing is consistent.
+    """
+    images_shape, responses_shape = tuple(images_shape), tuple(responses_shape)
+    candidates = image_layout_candidates(images_shape)
+    if not candidates:
+        raise ValueError(f"{images_name}: images have shape {images_shape} (rank {len(images_shape)}); "
+                         "expected grayscale H x W x N, N x H x W, N x 1 x H x W, N x H x W x 1 or H x W x 1 x N")
+    if len(responses_shape) != 2:
+        raise ValueError(f"{responses_name}: responses have shape {responses_shape} (rank {len(responses_shape)}); "
+                         "expected a 2-D trials x neurons (or neurons x trials) matrix")
+    for layout, n, hw in candidates:
+        t = n if n_trials is None else n_trials
+        notes: list[str] = []
+        if responses_shape[0] == t:
+            orientation, k = "trials x neurons", responses_shape[1]
+            if responses_shape[1] == t:
+                notes.append(f"responses are {responses_shape[0]} x {responses_shape[1]}: both axes match the "
+                             f"{t} trials; assumed trials x neurons as the reference code does")
+        elif responses_shape[1] == t:
+            orientation, k = "neurons x trials", responses_shape[0]
+        else:
+            continue
+        if n_trials is None and any(c[1] in responses_shape for c in candidates if c[0] != layout):
+            notes.append(f"images {images_shape}: both {candidates[0][0]} and {candidates[1][0]} match; "
+                         f"chose {layout} (image {hw[0]} x {hw[1]} closest to the 68 x 270 aspect)")
+        # with istim every candidate has the same trial count: the most plausible aspect wins
+        return LayoutDecision(layout, n, hw, orientation, t, k, notes)
+    counts = sorted({c[1] for c in candidates})
+    wanted = f"{n_trials} trials (length of istim)" if n_trials is not None else \
+        f"the image count ({' or '.join(str(c) for c in counts)})"
+    raise ValueError(f"{responses_name}: responses have shape {responses_shape} but {images_name} holds images "
+                     f"of shape {images_shape}; expected one responses axis to equal {wanted}")
+
+
+# ---------------------------------------------------------------------------------------------
+# conversions
+
+
+def _to_nhw(arr: np.ndarray, layout: str) -> np.ndarray:
+    if layout == "HWN":
+        return np.moveaxis(arr, 2, 0)
+    if layout == "NHW":
+        return arr
+    if layout == "N1HW":
+        return arr[:, 0]
+    if layout == "HW1N":
+        return np.moveaxis(arr[:, :, 0, :], 2, 0)
+    if layout == "NHW1":
+        return arr[..., 0]
+    raise AssertionError(layout)
+
+
+def scale_images(arr: np.ndarray) -> tuple[np.ndarray, str]:
+    """Intensities -> float32 in [0, 1] keeping relative intensities (see module docstring)."""
+    if arr.dtype == bool:
+        return arr.astype(np.float32), "bool as 0/1"
+    if arr.dtype.kind == "u":
+        top = np.iinfo(arr.dtype).max
+        return (arr.astype(np.float32) / np.float32(top)), f"{arr.dtype} / {top}"
+    lo, hi = float(arr.min()), float(arr.max())
+    if lo >= 0 and hi <= 1 and arr.dtype.kind == "f":
+        return arr.astype(np.float32, copy=False), "float within [0, 1], kept"
+    if lo >= 0 and hi <= 255:
+        return (arr.astype(np.float32) / np.float32(255.0)), f"{arr.dtype} within [0, 255], divided by 255"
+    if hi == lo:
+        return np.zeros(arr.shape, np.float32), f"constant {arr.dtype} ({lo:g}), set to 0"
+    out = ((arr.astype(np.float64) - lo) / (hi - lo)).astype(np.float32)
+    return out, f"{arr.dtype} in [{lo:g}, {hi:g}], min-max scaled over the whole array"
+
+
+def _check_values(path: Path, name: str, arr: np.ndarray) -> None:
+    if arr.size == 0:
+        raise ValueError(f"{path.name}: variable {name!r} is empty (shape {arr.shape}); expected data")
+    if arr.dtype.kind == "f" and not np.isfinite(arr).all():
+        n_nan, n_inf = int(np.isnan(arr).sum()), int(np.isinf(arr).sum())
+        raise ValueError(f"{path.name}: variable {name!r} {arr.shape} {arr.dtype} contains {n_nan} NaN and {n_inf} Inf "
+                         "values; expected finite numbers (remove or impute them first)")
+
+
+def _aggregate_istim(path: Path, istim: np.ndarray, resp: np.ndarray, n_images: int
+                     ) -> tuple[np.ndarray, np.ndarray | None, np.ndarray, dict[str, Any]]:
+    """Trials (T, K) + 1-based ids (T,) -> mean per image (M, K), repeats (2, M, K)|None, image ids (M,)."""
+    ids = istim.reshape(-1).astype(np.float64)
+    if np.any(ids != np.round(ids)) or ids.min() < 1:
+        raise ValueError(f"{path.name}: istim must hold 1-based integer image ids; found values in "
+                         f"[{ids.min():g}, {ids.max():g}] with non-integers or ids < 1")
+    ids = ids.astype(np.int64) - 1
+    keep = ids < n_images
+    n_gray = int((~keep).sum())
+    ids, resp = ids[keep], resp[keep]
+    if ids.size == 0:
+        raise ValueError(f"{path.name}: istim ids are all above the {n_images} images (gray screens); expected ids 1..{n_images}")
+    order = np.argsort(ids, kind="stable")  # stable: presentations stay in trial order per image
+    ids_sorted, resp_sorted = ids[order], resp[order]
+    shown, starts, counts = np.unique(ids_sorted, return_index=True, return_counts=True)
+    sums = np.add.reduceat(resp_sorted.astype(np.float64), starts, axis=0)
+    means = (sums / counts[:, None]).astype(np.float32)
+    repeats = None
+    if counts.min() >= 2:
+        repeats = np.stack([resp_sorted[starts], resp_sorted[starts + 1]]).astype(np.float32)
+    info = {"n_trials": int(keep.size), "n_gray_trials_dropped": n_gray,
+            "n_images_unshown": int(n_images - shown.size),
+            "presentations_per_image": [int(counts.min()), int(counts.max())]}
+    return means, repeats, shown.astype(np.int64), info
+
+
+def _orient_repeats(path: Path, rep: np.ndarray, n: int, k: int) -> np.ndarray:
+    if rep.ndim != 3 or rep.shape[0] < 2:
+        raise ValueError(f"{path.name}: responses_repeats has shape {rep.shape}; expected (R, N, K) with R >= 2 "
+                         f"repeats, N = {n} images, K = {k} neurons")
+    if rep.shape[1:] == (n, k):
+        return rep
+    if rep.shape[1:] == (k, n):
+        return np.swapaxes(rep, 1, 2)
+    raise ValueError(f"{path.name}: responses_repeats has shape {rep.shape}; expected (R, {n}, {k}) "
+                     f"(repeats, images, neurons)")
+
+
+# ---------------------------------------------------------------------------------------------
+# loading
+
+
+def _pick_image_variable(path: Path, info: MatInfo) -> str:
+    for name in IMAGE_VARIABLES:
+        if name in info.variables:
+            return name
+    raise ValueError(f"{path.name}: no image variable ('images' or 'imgs'); found {info.describe()} ({info.format})")
+
+
+def load_pair(images_path: str | os.PathLike, responses_path: str | os.PathLike, name: str | None = None) -> Subject:
+    """Load and check an images file + responses file into a Subject (see module docstring)."""
+    images_path, responses_path = Path(images_path), Path(responses_path)
+    img_info = peek_mat(images_path)
+    img_var = _pick_image_variable(images_path, img_info)
+    resp_info = peek_mat(responses_path)
+    stringer = RESPONSE_VARIABLE not in resp_info.variables and "responses_repeats" not in resp_info.variables
+    if stringer and resp_info.variables.get("stim", ((), ""))[1] != "struct":
+        raise ValueError(f"{responses_path.name}: no variable 'responses'; found {resp_info.describe()} "
+                         f"({resp_info.format}); expected 'responses' (trials x neurons), optionally 'istim'")
+    img_data, _ = read_mat_variables(images_path, [img_var])
+    if stringer:
+        # a recording file of Stringer et al. (2019): stim.resp (trials x neurons), stim.istim
+        fields = read_mat_struct_fields(responses_path, "stim", ["resp"], optional=["istim"])
+        resp_data = {"responses": fields["resp"], **({"istim": fields["istim"]} if "istim" in fields else {})}
+    else:
+        required = [RESPONSE_VARIABLE] if RESPONSE_VARIABLE in resp_info.variables else ["responses_repeats"]
+        resp_data, _ = read_mat_variables(responses_path, required, optional=OPTIONAL_RESPONSE_VARIABLES)
+    raw_images = img_data[img_var]
+    _check_values(images_path, img_var, raw_images)
+    for key, arr in resp_data.items():
+        _check_values(responses_path, key, arr)
+
+    notes: list[str] = []
+    repeats = None
+    repeats_source = None
+    istim = resp_data.get("istim")
+    if istim is not None and min(istim.shape) != 1 and istim.ndim != 1:
+        raise ValueError(f"{responses_path.name}: istim has shape {istim.shape}; expected a vector of image ids")
+    if "responses" in resp_data:
+        raw_resp = resp_data["responses"]
+    else:
+        raw_resp = resp_data["responses_repeats"].mean(axis=0)
+        notes.append("responses computed as the mean of responses_repeats")
+    decision = decide_layout(raw_images.shape, raw_resp.shape, None if istim is None else int(istim.size),
+                             images_path.name, responses_path.name)
+    notes += decision.notes
+    images, scaling = scale_images(_to_nhw(raw_images, decision.image_layout))
+    resp = raw_resp if decision.response_orientation == "trials x neurons" else raw_resp.T
+    resp = np.asarray(resp, dtype=np.float32)
+    image_ids = np.arange(decision.n_images, dtype=np.int64)
+    extra: dict[str, Any] = {"n_trials": decision.n_trials}
+    if istim is not None:
+        resp, repeats, image_ids, extra = _aggregate_istim(responses_path, istim, resp, decision.n_images)
+        images = images[image_ids]
+        repeats_source = "istim" if repeats is not None else None
+        if extra["n_images_unshown"]:
+            notes.append(f"{extra['n_images_unshown']} images never presented were dropped")
+    elif "responses_repeats" in resp_data:
+        repeats = _orient_repeats(responses_path, resp_data["responses_repeats"], decision.n_images,
+                                  decision.n_neurons).astype(np.float32)
+        repeats_source = "responses_repeats"
+
+    images = np.ascontiguousarray(images[:, None], dtype=np.float32)
+    resp = np.ascontiguousarray(resp, dtype=np.float32)
+    formats = {img_info.format, resp_info.format}
+    meta = {
+        "format": img_info.format if len(formats) == 1 else f"images {img_info.format}, responses {resp_info.format}",
+        "images_file": str(images_path), "responses_file": str(responses_path),
+        "images_variable": img_var,
+        "images_shape_original": list(raw_images.shape), "images_dtype": str(raw_images.dtype),
+        "responses_shape_original": list(raw_resp.shape), "responses_dtype": str(raw_resp.dtype),
+        "image_layout": decision.image_layout, "response_orientation": decision.response_orientation,
+        "image_scaling": scaling, "n_images": int(images.shape[0]), "n_neurons": int(resp.shape[1]),
+        "image_shape": [int(images.shape[2]), int(images.shape[3])],
+        "has_repeats": repeats is not None, "repeats_source": repeats_source,
+        "n_repeats": 0 if repeats is None else int(repeats.shape[0]),
+        "simulated": False, "path": str(images_path.parent), "notes": notes, **extra,
+    }
+    for n in notes:
+        logger.info("%s: %s", name or images_path.parent.name, n)
+    return Subject(name=name or images_path.parent.name, images=images, responses=resp,
+                   repeats=repeats, meta=meta, image_ids=image_ids)
+
+
+def subject_files(path: str | os.PathLike) -> tuple[Path, Path]:
+    """(images.mat, responses.mat) of a subject folder: `<path>/Data/` (reference layout) or `<path>/`."""
+    path = Path(path)
+    for folder in (path / "Data", path):
+        if (folder / "images.mat").is_file() and (folder / "responses.mat").is_file():
+            return folder / "images.mat", folder / "responses.mat"
+    if not path.is_dir():
+        raise FileNotFoundError(f"{path}: subject folder not found")
+    raise FileNotFoundError(f"{path}: expected Data/images.mat and Data/responses.mat in the subject folder")
+
+
+def read_sidecar(path: str | os.PathLike) -> dict[str, Any] | None:
+    """The `subject.json` sidecar of a subject folder, or None when absent or unreadable."""
+    f = Path(path) / SIDECAR
+    try:
+        return json.loads(f.read_text("utf-8"))
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError) as exc:
+        logger.warning("ignoring unreadable %s: %s", f, exc)
+        return None
+
+
+def load_subject(path: str | os.PathLike) -> Subject:
+    """Load the subject folder `<root>/<name>` (files in `Data/`, as the reference code lays them out)."""
+    path = Path(path)
+    images_path, responses_path = subject_files(path)
+    subject = load_pair(images_path, responses_path, name=path.name)
+    sidecar = read_sidecar(path) or {}
+    subject.meta["simulated"] = bool(sidecar.get("simulated", False))
+    subject.meta["path"] = str(path)
+    return subject
+
+
+def load_ground_truth(path: str | os.PathLike) -> dict[str, np.ndarray] | None:
+    """Noiseless `rates (N, K)` and `repeats (R, N, K)` of a simulated subject folder, else None."""
+    f = Path(path) / GROUND_TRUTH
+    if not f.is_file():
+        return None
+    with np.load(f, allow_pickle=False) as z:
+        return {k: z[k] for k in z.files}
