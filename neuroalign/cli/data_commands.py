@@ -1,11 +1,43 @@
-"""Data commands: `demo-data`, `list`, `validate`, `import` (all take `--data-dir`)."""
+"""Data commands: `demo-data`, `list`, `validate`, `import` (all take `--data-dir`).
+
+Every failure a user can meet here (bad files, bad names, a full or read-only disk, too little
+memory) reaches the CLI entry point as a one-line ValueError/FileNotFoundError/FileExistsError,
+which prints it and exits with code 2: never a traceback.
+"""
 
 from __future__ import annotations
 
 import argparse
+import functools
+import sys
 import time
+from typing import Callable
 
 from neuroalign.paths import data_dir
+
+
+def _one_line_errors(handler: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
+    """Turn OSError (no space, read-only, name too long, ...) and MemoryError into one-line ValueErrors."""
+
+    @functools.wraps(handler)
+    def wrapped(args: argparse.Namespace) -> int:
+        try:
+            return handler(args)
+        except (ValueError, FileNotFoundError, FileExistsError, KeyboardInterrupt):
+            raise
+        except MemoryError as exc:
+            raise ValueError("not enough memory for this command; free memory or use a larger machine") from exc
+        except OSError as exc:
+            where = f" ({exc.filename})" if getattr(exc, "filename", None) else ""
+            raise ValueError(f"{exc.strerror or type(exc).__name__}{where}") from exc
+
+    return wrapped
+
+
+def _out(text: str) -> None:
+    """print() that never fails on characters the terminal cannot encode (e.g. odd folder names)."""
+    enc = getattr(sys.stdout, "encoding", None) or "utf-8"
+    print(text.encode(enc, errors="backslashreplace").decode(enc, errors="replace"))
 
 
 def _add_data_dir(p: argparse.ArgumentParser) -> None:
@@ -44,6 +76,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(handler=cmd_import)
 
 
+@_one_line_errors
 def cmd_demo_data(args: argparse.Namespace) -> int:
     from neuroalign.data.simulate import make_demo_subjects
 
@@ -51,47 +84,50 @@ def cmd_demo_data(args: argparse.Namespace) -> int:
     t0 = time.perf_counter()
     names = make_demo_subjects(root, size=args.size, seed=args.seed, overwrite=args.force)
     if names:
-        print(f"created {', '.join(names)} in {root} ({time.perf_counter() - t0:.1f} s)")
+        _out(f"created {', '.join(names)} in {root} ({time.perf_counter() - t0:.1f} s)")
     else:
-        print(f"demo subjects already exist in {root} (use --force to regenerate)")
+        _out(f"demo subjects already exist in {root} (use --force to regenerate)")
     return 0
 
 
+@_one_line_errors
 def cmd_list(args: argparse.Namespace) -> int:
     from neuroalign.data import SubjectStore
 
     store = SubjectStore(data_dir(args.data_dir))
     infos = store.list()
     if not infos:
-        print(f"no subjects in {store.root} (run `python -m neuroalign demo-data` or `import`)")
+        _out(f"no subjects in {store.root} (run `python -m neuroalign demo-data` or `import`)")
         return 0
     header = f"{'name':<20} {'images':>7} {'neurons':>8} {'image':>9} {'repeats':>7}  {'format':<8} kind"
-    print(header)
+    _out(header)
     for i in infos:
         if i.error:
-            print(f"{i.name:<20} unreadable: {i.error}")
+            _out(f"{i.name:<20} unreadable: {i.error}")
             continue
         shape = f"{i.image_shape[0]}x{i.image_shape[1]}"
-        print(f"{i.name:<20} {i.n_images:>7} {i.n_neurons:>8} {shape:>9} {'yes' if i.has_repeats else 'no':>7}  "
+        _out(f"{i.name:<20} {i.n_images:>7} {i.n_neurons:>8} {shape:>9} {'yes' if i.has_repeats else 'no':>7}  "
               f"{i.format:<8} {'simulated' if i.simulated else 'recorded'}")
     return 0
 
 
+@_one_line_errors
 def cmd_validate(args: argparse.Namespace) -> int:
     from neuroalign.data import SubjectStore
 
     report = SubjectStore(data_dir(args.data_dir)).validate(args.images, args.responses)
-    print("ok: importable")
+    _out("ok: importable")
     for line in report.summary_lines():
-        print(f"  {line}")
+        _out(f"  {line}")
     return 0
 
 
+@_one_line_errors
 def cmd_import(args: argparse.Namespace) -> int:
     from neuroalign.data import SubjectStore
 
     store = SubjectStore(data_dir(args.data_dir))
     info = store.import_subject(args.name, args.images, args.responses)
-    print(f"imported {info.name}: {info.n_images} images x {info.n_neurons} neurons "
+    _out(f"imported {info.name}: {info.n_images} images x {info.n_neurons} neurons "
           f"({'with' if info.has_repeats else 'no'} repeats) into {info.path}")
     return 0

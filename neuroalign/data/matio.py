@@ -7,6 +7,14 @@ formats give the same shapes (e.g. the natimg2800 `imgs` is (68, 270, N) either 
 Every problem a user can fix (empty, truncated or non-MAT file, missing or non-numeric
 variable, absurd declared size) is a `ValueError` naming the file, what was found and what was
 expected.
+
+Hostile files: before any data is read, a variable's declared size is checked against the bytes
+the file really stores for it (uncompressed: declared <= stored; zlib/gzip-compressed: within the
+format's maximal ratio, and for v5 a streaming, constant-memory count of the inflated bytes when
+the ratio looks suspicious), so a tiny truncated file declaring gigabytes is refused without
+allocating them. Negative dimensions are refused; running out of memory is a ValueError too.
+Complex, sparse, char, cell and struct variables are refused with a message saying so; MATLAB
+logical arrays come back as bool in both formats.
 """
 
 from __future__ import annotations
@@ -14,7 +22,9 @@ from __future__ import annotations
 import logging
 import math
 import os
+import struct
 import time
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping, Sequence
@@ -29,6 +39,13 @@ MAX_VARIABLE_BYTES = 8 * 1024**3
 V5_MAX_VARIABLE_BYTES = 2**31 - 1
 
 _HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
+#: Deflate never expands data by more than ~1032x; allow some slack for headers.
+_MAX_DEFLATE_RATIO = 1100
+#: Compressed v5 variables declaring more than this ratio get their inflated size counted first.
+_SUSPICIOUS_RATIO = 16
+_MI_COMPRESSED = 15
+#: MatInfo dtype of HDF5 variables whose data lives in other files (external links/storage, virtual)
+_OUTSIDE = "stored outside the file"
 _CLASS_TO_DTYPE = {
     "double": "float64", "single": "float32", "logical": "bool",
     "int8": "int8", "uint8": "uint8", "int16": "int16", "uint16": "uint16",
@@ -49,6 +66,9 @@ class MatInfo:
     path: str
     format: str
     variables: dict[str, tuple[tuple[int, ...], str]] = field(default_factory=dict)
+    #: name -> (bytes the file stores for it, compression "none" | "zlib" | "gzip" | "other", offset of
+    #: a v5 zlib stream or -1); filled by `peek_mat` (used to refuse impossible declared sizes)
+    stored: dict[str, tuple[int, str, int]] = field(default_factory=dict, repr=False)
 
     def describe(self, names: Sequence[str] | None = None) -> str:
         """One-line listing such as "images (68, 270, 60) uint8, extra (1, 3) float64"."""
@@ -65,8 +85,10 @@ def _fail(path: Path, message: str) -> ValueError:
 def _check_file(path: Path) -> None:
     if not path.exists():
         raise FileNotFoundError(f"{path}: file not found")
+    if path.is_dir():
+        raise _fail(path, "is a folder, not a file (expected a .mat file)")
     if not path.is_file():
-        raise _fail(path, "is not a file (expected a .mat file)")
+        raise _fail(path, "is not a regular file (expected a .mat file)")
     if path.stat().st_size == 0:
         raise _fail(path, "the file is empty (expected a MATLAB .mat file)")
 
@@ -75,7 +97,7 @@ def _detect_format(path: Path) -> str:
     """"v4", "v5", "v7.3" or "hdf5"; ValueError when it is not a MAT file."""
     with open(path, "rb") as fh:
         head = fh.read(520)
-    if head[:10] == b"MATLAB 7.3" or head[512:520] == _HDF5_SIGNATURE or head[:8] == _HDF5_SIGNATURE:
+    if head[:10] == b"MATLAB 7.3" or (not head.startswith(b"MATLAB 5.0") and _has_hdf5_signature(path)):
         import h5py
 
         try:
@@ -90,12 +112,32 @@ def _detect_format(path: Path) -> str:
     try:
         major, _minor = matfile_version(str(path))
     except Exception as exc:  # scipy raises ValueError/MatReadError/... for non-MAT bytes
-        raise _fail(path, f"not a MATLAB .mat file ({exc}); expected a MAT v5 or v7.3 file") from exc
+        raise _fail(path, f"not a MATLAB .mat file ({_short(exc)}); expected a MAT v5 or v7.3 file") from exc
     if major == 0:
         return "v4"  # no text header; reading the variable headers below tells garbage apart
     if major == 1:
         return "v5"
     return "v7.3"
+
+
+def _has_hdf5_signature(path: Path) -> bool:
+    """HDF5 signature at offset 0 or after a user block (512, 1024, 2048, ... bytes)."""
+    size = path.stat().st_size
+    with open(path, "rb") as fh:
+        offset = 0
+        while offset + 8 <= size and offset <= 1 << 20:
+            fh.seek(offset)
+            if fh.read(8) == _HDF5_SIGNATURE:
+                return True
+            offset = 512 if offset == 0 else offset * 2
+    return False
+
+
+def _short(exc: BaseException, limit: int = 160) -> str:
+    """First sentence of an exception message, on one line (scipy's are long)."""
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    text = text.split("; ")[0]
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def _bytes_of(shape: Sequence[int], dtype: str) -> int:
@@ -116,10 +158,64 @@ def _peek_scipy(path: Path, fmt: str) -> MatInfo:
     try:
         entries = whosmat(str(path))
     except Exception as exc:
-        raise _fail(path, f"cannot read the MAT {fmt} variable headers ({type(exc).__name__}: {exc}); "
+        raise _fail(path, f"cannot read the MAT {fmt} variable headers ({type(exc).__name__}: {_short(exc)}); "
                           "the file may be truncated or corrupt") from exc
     variables = {name: (tuple(int(s) for s in shape), _CLASS_TO_DTYPE.get(cls, cls)) for name, shape, cls in entries}
-    return MatInfo(str(path), fmt, variables)
+    info = MatInfo(str(path), fmt, variables)
+    size = path.stat().st_size
+    elements = _v5_elements(path) if fmt == "v5" else None
+    if elements is not None and len(elements) == len(entries):
+        for (name, _, _), (offset, nbytes, compressed) in zip(entries, elements):
+            info.stored[name] = (nbytes, "zlib", offset) if compressed else (nbytes, "none", -1)
+    else:  # v4 (never compressed) or an element list that does not line up: bound by the file
+        compressed = fmt == "v5" and (elements is None or any(e[2] for e in elements))
+        for name in variables:
+            info.stored[name] = (size, "other" if compressed else "none", -1)
+    return info
+
+
+def _v5_elements(path: Path) -> list[tuple[int, int, bool]] | None:
+    """Top-level v5 elements as (data offset, byte count, compressed), or None when unparsable."""
+    out = []
+    size = path.stat().st_size
+    with open(path, "rb") as fh:
+        header = fh.read(128)
+        if len(header) < 128 or header[126:128] not in (b"IM", b"MI"):
+            return None
+        endian = "<" if header[126:128] == b"IM" else ">"
+        pos = 128
+        while pos + 8 <= size:
+            fh.seek(pos)
+            mdtype, nbytes = struct.unpack(endian + "II", fh.read(8))
+            if mdtype >> 16:  # small data element: not a variable
+                return None
+            out.append((pos + 8, min(nbytes, max(size - pos - 8, 0)), mdtype == _MI_COMPRESSED))
+            pos += 8 + nbytes
+    return out
+
+
+def _inflated_size(path: Path, offset: int, nbytes: int, limit: int) -> int:
+    """Bytes a zlib stream at `offset` inflates to (stops counting past `limit`); constant memory."""
+    inflater = zlib.decompressobj()
+    total, left = 0, nbytes
+    with open(path, "rb") as fh:
+        fh.seek(offset)
+        while left > 0 and total <= limit:
+            chunk = fh.read(min(left, 1 << 20))
+            if not chunk:
+                break
+            left -= len(chunk)
+            data = chunk
+            while data and total <= limit:
+                try:
+                    out = inflater.decompress(data, 1 << 22)
+                except zlib.error:
+                    return total
+                total += len(out)
+                data = inflater.unconsumed_tail
+            if inflater.eof:
+                break
+    return total
 
 
 def _h5_entry(obj: Any, matlab: bool) -> tuple[tuple[int, ...], str]:
@@ -145,12 +241,30 @@ def _h5_entry(obj: Any, matlab: bool) -> tuple[tuple[int, ...], str]:
 def _peek_h5(path: Path, fmt: str) -> MatInfo:
     import h5py
 
+    stored: dict[str, tuple[int, str, int]] = {}
     try:
         with h5py.File(path, "r") as f:
-            variables = {k: _h5_entry(f[k], fmt == "v7.3") for k in f.keys() if k not in _HDF5_SKIP}
+            variables = {}
+            for k in f.keys():
+                if k in _HDF5_SKIP:
+                    continue
+                if isinstance(f.get(k, getlink=True), h5py.ExternalLink):
+                    variables[k] = ((), _OUTSIDE)  # never opened: it would read another file
+                    continue
+                obj = f[k]
+                variables[k] = _h5_entry(obj, fmt == "v7.3")
+                if isinstance(obj, h5py.Dataset) and (obj.external or obj.is_virtual):
+                    variables[k] = (variables[k][0], _OUTSIDE)  # raw data in other files
+                elif isinstance(obj, h5py.Dataset):
+                    filters = set(obj._filters) - {"shuffle", "fletcher32", "scaleoffset"}
+                    kind = "none" if not filters else ("gzip" if filters <= {"gzip", "lzf", "szip"} else "other")
+                    stored[k] = (int(obj.id.get_storage_size()), kind, -1)
     except OSError as exc:
-        raise _fail(path, f"cannot read the HDF5 (v7.3) structure ({exc}); the file may be truncated") from exc
-    return MatInfo(str(path), fmt, variables)
+        raise _fail(path, f"cannot read the HDF5 (v7.3) structure ({_short(exc)}); the file may be truncated") from exc
+    except Exception as exc:  # h5py raises KeyError/RuntimeError/... for damaged metadata
+        raise _fail(path, f"cannot read the HDF5 (v7.3) structure ({type(exc).__name__}: {_short(exc)}); "
+                          "the file may be corrupt") from exc
+    return MatInfo(str(path), fmt, variables, stored)
 
 
 def peek_mat(path: str | os.PathLike) -> MatInfo:
@@ -166,10 +280,52 @@ def peek_mat(path: str | os.PathLike) -> MatInfo:
 
 
 def _check_numeric(path: Path, name: str, arr: np.ndarray, kind_desc: str) -> np.ndarray:
+    if isinstance(arr, np.ndarray) and arr.dtype.kind == "c":
+        raise _fail(path, f"variable {name!r} {arr.shape} holds complex numbers ({arr.dtype}); expected real "
+                          "numbers (save real(x) or abs(x))")
+    if not isinstance(arr, np.ndarray) and hasattr(arr, "toarray"):
+        raise _fail(path, f"variable {name!r} is a MATLAB sparse matrix {getattr(arr, 'shape', '')}; "
+                          "expected a full numeric array (save full(x))")
     if not isinstance(arr, np.ndarray) or arr.dtype.kind not in "biuf":
         dtype = getattr(arr, "dtype", type(arr).__name__)
         raise _fail(path, f"variable {name!r} is {kind_desc} ({dtype}); expected a numeric array")
     return arr
+
+
+def _check_declared_size(path: Path, info: MatInfo, name: str, max_bytes: int) -> None:
+    """Refuse before reading: negative dims, over `max_bytes`, or more than the file can hold."""
+    shape, dtype = info.variables[name]
+    if any(int(s) < 0 for s in shape):
+        raise _fail(path, f"variable {name!r} declares negative dimensions {shape}; the file is corrupt")
+    size = _bytes_of(shape, dtype)
+    if size > max_bytes:
+        raise _fail(path, f"variable {name!r} declares shape {shape} {dtype} = {size / 1024**3:.1f} GiB, "
+                          f"above the {max_bytes / 1024**3:.1f} GiB limit")
+    if dtype not in _DTYPE_TO_CLASS or name not in info.stored:
+        return  # non-numeric (refused with its own message when read) or unknown storage
+    stored, compression, offset = info.stored[name]
+    if info.format in ("v4", "v5"):
+        # MATLAB may store a class's data in a smaller type (e.g. a double array of small integers
+        # as uint8, and v4 headers do not tell the type): bound by one byte per element
+        size = int(math.prod(int(s) for s in shape))
+    if compression == "none":
+        bound = stored
+    elif compression in ("zlib", "gzip"):
+        bound = stored * _MAX_DEFLATE_RATIO
+        if compression == "zlib" and offset >= 0 and size > stored * _SUSPICIOUS_RATIO:
+            bound = _inflated_size(path, offset, stored, size)
+    else:
+        return
+    if size > bound:
+        raise _fail(path, f"variable {name!r} declares shape {shape} {dtype} (at least {_human(size)}) but the file "
+                          f"holds only {_human(bound)} for it; the file is truncated or corrupt")
+
+
+def _human(n: int) -> str:
+    for unit, scale in (("GiB", 1024**3), ("MiB", 1024**2), ("KiB", 1024)):
+        if n >= scale:
+            return f"{n / scale:.1f} {unit}"
+    return f"{n} bytes"
 
 
 def _read_scipy(path: Path, info: MatInfo, names: Sequence[str]) -> dict[str, np.ndarray]:
@@ -179,7 +335,9 @@ def _read_scipy(path: Path, info: MatInfo, names: Sequence[str]) -> dict[str, np
         raw = loadmat(str(path), variable_names=list(names), squeeze_me=False, chars_as_strings=False,
                       struct_as_record=True, simplify_cells=False)
     except Exception as exc:
-        raise _fail(path, f"cannot read MAT {info.format} data ({type(exc).__name__}: {exc}); "
+        if isinstance(exc, MemoryError):
+            raise
+        raise _fail(path, f"cannot read MAT {info.format} data ({type(exc).__name__}: {_short(exc)}); "
                           "the file may be truncated or corrupt") from exc
     out = {}
     for name in names:
@@ -187,7 +345,10 @@ def _read_scipy(path: Path, info: MatInfo, names: Sequence[str]) -> dict[str, np
             raise _fail(path, f"variable {name!r} could not be read; found {info.describe()}")
         arr = raw[name]
         cls = info.variables.get(name, ((), "?"))[1]
-        out[name] = _check_numeric(path, name, arr, f"a MATLAB {cls}" if cls not in _DTYPE_TO_CLASS else "not numeric")
+        arr = _check_numeric(path, name, arr, f"a MATLAB {cls}" if cls not in _DTYPE_TO_CLASS else "not numeric")
+        if cls == "bool" and arr.dtype != bool:
+            arr = arr.astype(bool)  # scipy gives MATLAB logicals as uint8
+        out[name] = arr
     return out
 
 
@@ -198,6 +359,9 @@ def _read_h5(path: Path, info: MatInfo, names: Sequence[str]) -> dict[str, np.nd
     try:
         with h5py.File(path, "r") as f:
             for name in names:
+                if info.variables[name][1] == _OUTSIDE:
+                    raise _fail(path, f"variable {name!r} is an HDF5 external link, external or virtual dataset "
+                                      "(its data is in other files); expected the data inside this file")
                 obj = f[name]
                 if isinstance(obj, h5py.Group):
                     raise _fail(path, f"variable {name!r} is a MATLAB {info.variables[name][1]}; expected a numeric array")
@@ -208,16 +372,21 @@ def _read_h5(path: Path, info: MatInfo, names: Sequence[str]) -> dict[str, np.nd
                 if obj.attrs.get("MATLAB_empty", 0):
                     out[name] = np.zeros((0,), dtype=np.float64)
                     continue
+                if obj.attrs.get("MATLAB_sparse", None) is not None:
+                    raise _fail(path, f"variable {name!r} is a MATLAB sparse matrix; expected a full numeric array "
+                                      "(save full(x))")
+                if obj.dtype.names and {"real", "imag"} <= set(obj.dtype.names):
+                    raise _fail(path, f"variable {name!r} holds complex numbers; expected real numbers "
+                                      "(save real(x) or abs(x))")
                 if obj.dtype.kind not in "biuf":
                     raise _fail(path, f"variable {name!r} has HDF5 type {obj.dtype}; expected a numeric array")
-                arr = obj[()]
-                arr = np.asarray(arr)
+                arr = np.asarray(obj[()])
                 if cls == "logical":
                     arr = arr.astype(bool)
                 if info.format == "v7.3" or cls is not None:
-                    arr = np.ascontiguousarray(arr.T)
+                    arr = arr.T  # MATLAB order as a view: no copy of a possibly huge array
                 out[name] = arr
-    except ValueError:
+    except (ValueError, MemoryError):
         raise
     except Exception as exc:  # h5py raises OSError/KeyError/RuntimeError for damaged data
         raise _fail(path, f"cannot read HDF5 (v7.3) data ({type(exc).__name__}: {exc}); "
@@ -240,16 +409,23 @@ def read_mat_variables(path: str | os.PathLike, names: Sequence[str], optional: 
                           f"found {info.describe()} ({info.format})")
     wanted = list(names) + [n for n in optional if n in info.variables and n not in names]
     for name in wanted:
-        shape, dtype = info.variables[name]
-        size = _bytes_of(shape, dtype)
-        if size > max_bytes:
-            raise _fail(path, f"variable {name!r} declares shape {shape} {dtype} = {size / 1024**3:.1f} GiB, "
-                              f"above the {max_bytes / 1024**3:.1f} GiB limit")
+        _check_declared_size(path, info, name, max_bytes)
     if not wanted:
         return {}, info
     t0 = time.perf_counter()
     reader = _read_h5 if info.format in ("v7.3", "hdf5") else _read_scipy
-    data = reader(path, info, wanted)
+    try:
+        data = reader(path, info, wanted)
+    except MemoryError as exc:
+        total = sum(_bytes_of(*info.variables[n]) for n in wanted)
+        if total < 64 * 1024**2:  # a small variable cannot need that much: a data element lies about its size
+            raise _fail(path, f"a data element of {', '.join(wanted)} declares more bytes than its "
+                              f"{_human(total)} variable; the file is corrupt") from exc
+        raise _fail(path, f"not enough memory to read {', '.join(wanted)} ({_human(total)} declared); "
+                          "expected a file that fits in memory (free memory or use a larger machine)") from exc
+    for name, arr in data.items():
+        if arr.dtype.byteorder not in ("=", "|") and not arr.dtype.isnative:
+            data[name] = arr.astype(arr.dtype.newbyteorder("="))  # big-endian file: native order for numpy maths
     logger.debug("read %s from %s (%s) in %.2fs", wanted, path, info.format, time.perf_counter() - t0)
     return data, info
 
@@ -327,7 +503,9 @@ def read_mat_struct_fields(path: str | os.PathLike, name: str, fields: Sequence[
                 if not isinstance(group, h5py.Group):
                     raise _fail(path, f"variable {name!r} is not a struct; expected fields {', '.join(fields)}")
                 present = list(group.keys())
-                sub = MatInfo(info.path, info.format, {k: _h5_entry(group[k], True) for k in present})
+                sub = MatInfo(info.path, info.format, {
+                    k: ((), _OUTSIDE) if isinstance(group.get(k, getlink=True), h5py.ExternalLink)
+                    else _h5_entry(group[k], True) for k in present})
             for field_name in list(fields) + [o for o in optional if o in present]:
                 if field_name not in present:
                     raise _fail(path, f"struct {name!r} has no field {field_name!r}; found {', '.join(present) or 'none'}")
@@ -337,10 +515,16 @@ def read_mat_struct_fields(path: str | os.PathLike, name: str, fields: Sequence[
                     shape, dtype = sub.variables[field_name]
                     if _bytes_of(shape, dtype) > MAX_VARIABLE_BYTES:
                         raise _fail(path, f"field {name}.{field_name} declares shape {shape}, above the size limit")
+                    if isinstance(f[name].get(field_name, getlink=True), h5py.ExternalLink):
+                        raise _fail(path, f"field {name}.{field_name} is an HDF5 external link; expected the data "
+                                          "inside this file")
                     ds = f[name][field_name]
                     if isinstance(ds, h5py.Group) or ds.dtype.kind not in "biuf":
                         raise _fail(path, f"field {name}.{field_name} is not a numeric array")
-                    out[field_name] = np.ascontiguousarray(np.asarray(ds[()]).T)
+                    if ds.external or ds.is_virtual:
+                        raise _fail(path, f"field {name}.{field_name} is an external or virtual dataset; expected "
+                                          "the data inside this file")
+                    out[field_name] = np.asarray(ds[()]).T
         except ValueError:
             raise
         except Exception as exc:

@@ -6,10 +6,14 @@ Layout decisions (recorded in `Subject.meta`):
   N x H x W, N x 1 x H x W, N x H x W x 1 or H x W x 1 x N, in variable `images` or `imgs`. N is the axis that
   matches the number of responses; when H x W x N and N x H x W both match, the one whose
   image aspect is closer to 68 x 270 wins (ties: H x W x N, the MATLAB order).
-* Image intensities become float32 in [0, 1], keeping relative intensities: unsigned integers
-  are divided by their dtype maximum (uint8 / 255, uint16 / 65535), bool is 0/1, floats already
-  within [0, 1] are kept, floats (or signed integers) within [0, 255] are divided by 255, and
-  anything else is min-max scaled over the whole array (one offset and scale for all images).
+* Image intensities become float32 in [0, 1], keeping relative intensities: uint8 and uint16
+  are divided by their dtype maximum (uint8 / 255, uint16 / 65535), bool (MATLAB logical) is 0/1,
+  floats already within [0, 1] are kept, other numbers (floats, signed integers, uint32/uint64)
+  within [0, 255] are divided by 255, and anything else (e.g. negative int16) is min-max scaled
+  over the whole array (one offset and scale for all images).
+* Values must be finite: NaN/Inf in images or responses, and responses beyond the float32 range
+  (|x| > 3.4e38), are refused. Responses are converted to float32 (N, K) C-order in one step
+  (no intermediate copies of a possibly large float64 matrix).
 * Responses (`responses`) may be trials x neurons or neurons x trials: the axis that matches
   the trial count is the trial axis; when both match, trials x neurons (the reference code's
   convention) is assumed and noted in `meta["notes"]`.
@@ -189,31 +193,61 @@ def _to_nhw(arr: np.ndarray, layout: str) -> np.ndarray:
     raise AssertionError(layout)
 
 
+def _f32(arr: np.ndarray) -> np.ndarray:
+    """A fresh C-ordered float32 copy (safe to scale in place)."""
+    return np.array(arr, dtype=np.float32, order="C", copy=True)
+
+
 def scale_images(arr: np.ndarray) -> tuple[np.ndarray, str]:
-    """Intensities -> float32 in [0, 1] keeping relative intensities (see module docstring)."""
+    """Intensities -> C-ordered float32 in [0, 1] keeping relative intensities (see module docstring)."""
     if arr.dtype == bool:
-        return arr.astype(np.float32), "bool as 0/1"
-    if arr.dtype.kind == "u":
+        return _f32(arr), "bool as 0/1"
+    if arr.dtype in (np.uint8, np.uint16):
         top = np.iinfo(arr.dtype).max
-        return (arr.astype(np.float32) / np.float32(top)), f"{arr.dtype} / {top}"
+        out = _f32(arr)
+        out /= np.float32(top)
+        return out, f"{arr.dtype} / {top}"
     lo, hi = float(arr.min()), float(arr.max())
     if lo >= 0 and hi <= 1 and arr.dtype.kind == "f":
-        return arr.astype(np.float32, copy=False), "float within [0, 1], kept"
+        return np.ascontiguousarray(arr, dtype=np.float32), "float within [0, 1], kept"
     if lo >= 0 and hi <= 255:
-        return (arr.astype(np.float32) / np.float32(255.0)), f"{arr.dtype} within [0, 255], divided by 255"
+        out = _f32(arr)
+        out /= np.float32(255.0)
+        return out, f"{arr.dtype} within [0, 255], divided by 255"
     if hi == lo:
         return np.zeros(arr.shape, np.float32), f"constant {arr.dtype} ({lo:g}), set to 0"
-    out = ((arr.astype(np.float64) - lo) / (hi - lo)).astype(np.float32)
+    span = hi - lo
+    if not math.isfinite(span):
+        raise ValueError(f"image values span [{lo:g}, {hi:g}], too wide to scale; expected intensities "
+                         "(e.g. 0..255 or 0..1)")
+    out = np.empty(arr.shape, dtype=np.float32)
+    np.subtract(arr, lo, out=out, dtype=np.float64, casting="same_kind")  # float64 maths, float32 result
+    out *= np.float32(1.0 / span)
+    np.clip(out, 0.0, 1.0, out=out)  # float32 rounding may leave 1 + eps
     return out, f"{arr.dtype} in [{lo:g}, {hi:g}], min-max scaled over the whole array"
+
+
+def _all_finite(arr: np.ndarray) -> bool:
+    """True when no NaN/Inf; min and max propagate both, so no temporary array of the input's size."""
+    return arr.dtype.kind != "f" or bool(np.isfinite(arr.min()) and np.isfinite(arr.max()))
 
 
 def _check_values(path: Path, name: str, arr: np.ndarray) -> None:
     if arr.size == 0:
         raise ValueError(f"{path.name}: variable {name!r} is empty (shape {arr.shape}); expected data")
-    if arr.dtype.kind == "f" and not np.isfinite(arr).all():
+    if not _all_finite(arr):
         n_nan, n_inf = int(np.isnan(arr).sum()), int(np.isinf(arr).sum())
         raise ValueError(f"{path.name}: variable {name!r} {arr.shape} {arr.dtype} contains {n_nan} NaN and {n_inf} Inf "
                          "values; expected finite numbers (remove or impute them first)")
+
+
+def _responses_f32(path: Path, name: str, arr: np.ndarray) -> np.ndarray:
+    """(N, K) float32 C-order in one conversion step; refuses values beyond the float32 range."""
+    big = float(np.finfo(np.float32).max)
+    if arr.dtype.kind == "f" and arr.dtype.itemsize > 4 and (arr.max() > big or arr.min() < -big):
+        raise ValueError(f"{path.name}: variable {name!r} has values in [{float(arr.min()):g}, {float(arr.max()):g}], "
+                         f"beyond the float32 range (|x| <= {big:.3g}); expected responses such as rates or dF/F")
+    return np.ascontiguousarray(arr, dtype=np.float32)
 
 
 def _aggregate_istim(path: Path, istim: np.ndarray, resp: np.ndarray, n_images: int
@@ -226,13 +260,14 @@ def _aggregate_istim(path: Path, istim: np.ndarray, resp: np.ndarray, n_images: 
     ids = ids.astype(np.int64) - 1
     keep = ids < n_images
     n_gray = int((~keep).sum())
-    ids, resp = ids[keep], resp[keep]
+    if not keep.all():
+        ids, resp = ids[keep], resp[keep]
     if ids.size == 0:
         raise ValueError(f"{path.name}: istim ids are all above the {n_images} images (gray screens); expected ids 1..{n_images}")
     order = np.argsort(ids, kind="stable")  # stable: presentations stay in trial order per image
     ids_sorted, resp_sorted = ids[order], resp[order]
     shown, starts, counts = np.unique(ids_sorted, return_index=True, return_counts=True)
-    sums = np.add.reduceat(resp_sorted.astype(np.float64), starts, axis=0)
+    sums = np.add.reduceat(resp_sorted, starts, axis=0, dtype=np.float64)
     means = (sums / counts[:, None]).astype(np.float32)
     repeats = None
     if counts.min() >= 2:
@@ -269,6 +304,14 @@ def _pick_image_variable(path: Path, info: MatInfo) -> str:
 def load_pair(images_path: str | os.PathLike, responses_path: str | os.PathLike, name: str | None = None) -> Subject:
     """Load and check an images file + responses file into a Subject (see module docstring)."""
     images_path, responses_path = Path(images_path), Path(responses_path)
+    try:
+        return _load_pair(images_path, responses_path, name)
+    except MemoryError as exc:
+        raise ValueError(f"{images_path.name} + {responses_path.name}: not enough memory to load this subject; "
+                         "expected files that fit in memory (free memory or use a larger machine)") from exc
+
+
+def _load_pair(images_path: Path, responses_path: Path, name: str | None) -> Subject:
     img_info = peek_mat(images_path)
     img_var = _pick_image_variable(images_path, img_info)
     resp_info = peek_mat(responses_path)
@@ -304,8 +347,11 @@ def load_pair(images_path: str | os.PathLike, responses_path: str | os.PathLike,
                              images_path.name, responses_path.name)
     notes += decision.notes
     images, scaling = scale_images(_to_nhw(raw_images, decision.image_layout))
-    resp = raw_resp if decision.response_orientation == "trials x neurons" else raw_resp.T
-    resp = np.asarray(resp, dtype=np.float32)
+    resp = _responses_f32(responses_path, "responses",
+                          raw_resp if decision.response_orientation == "trials x neurons" else raw_resp.T)
+    raw_resp_shape, raw_resp_dtype = list(raw_resp.shape), str(raw_resp.dtype)
+    resp_data.pop("responses", None)
+    del raw_resp  # the float64 original can go as soon as the float32 copy exists
     image_ids = np.arange(decision.n_images, dtype=np.int64)
     extra: dict[str, Any] = {"n_trials": decision.n_trials}
     if istim is not None:
@@ -315,10 +361,13 @@ def load_pair(images_path: str | os.PathLike, responses_path: str | os.PathLike,
         if extra["n_images_unshown"]:
             notes.append(f"{extra['n_images_unshown']} images never presented were dropped")
     elif "responses_repeats" in resp_data:
-        repeats = _orient_repeats(responses_path, resp_data["responses_repeats"], decision.n_images,
-                                  decision.n_neurons).astype(np.float32)
+        repeats = _responses_f32(responses_path, "responses_repeats", _orient_repeats(
+            responses_path, resp_data["responses_repeats"], decision.n_images, decision.n_neurons))
         repeats_source = "responses_repeats"
 
+    if images.shape[0] < 3:
+        notes.append(f"only {images.shape[0]} image(s): loadable, but training needs at least 3 "
+                     "(one each for train, validation and test)")
     images = np.ascontiguousarray(images[:, None], dtype=np.float32)
     resp = np.ascontiguousarray(resp, dtype=np.float32)
     formats = {img_info.format, resp_info.format}
@@ -327,7 +376,7 @@ def load_pair(images_path: str | os.PathLike, responses_path: str | os.PathLike,
         "images_file": str(images_path), "responses_file": str(responses_path),
         "images_variable": img_var,
         "images_shape_original": list(raw_images.shape), "images_dtype": str(raw_images.dtype),
-        "responses_shape_original": list(raw_resp.shape), "responses_dtype": str(raw_resp.dtype),
+        "responses_shape_original": raw_resp_shape, "responses_dtype": raw_resp_dtype,
         "image_layout": decision.image_layout, "response_orientation": decision.response_orientation,
         "image_scaling": scaling, "n_images": int(images.shape[0]), "n_neurons": int(resp.shape[1]),
         "image_shape": [int(images.shape[2]), int(images.shape[3])],
@@ -356,12 +405,16 @@ def read_sidecar(path: str | os.PathLike) -> dict[str, Any] | None:
     """The `subject.json` sidecar of a subject folder, or None when absent or unreadable."""
     f = Path(path) / SIDECAR
     try:
-        return json.loads(f.read_text("utf-8"))
+        data = json.loads(f.read_text("utf-8"))
     except FileNotFoundError:
         return None
-    except (OSError, ValueError) as exc:
+    except (OSError, ValueError) as exc:  # ValueError covers bad JSON and bad UTF-8
         logger.warning("ignoring unreadable %s: %s", f, exc)
         return None
+    if not isinstance(data, dict):
+        logger.warning("ignoring %s: expected a JSON object, found %s", f, type(data).__name__)
+        return None
+    return data
 
 
 def load_subject(path: str | os.PathLike) -> Subject:
