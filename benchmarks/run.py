@@ -1,0 +1,636 @@
+"""Benchmark: neuroalign side by side with a faithful re-creation of the reference training loop.
+
+    python benchmarks/run.py [--quick] [--device cpu|cuda] --json PATH [--profile DIR]
+
+Everything is measured in one process on the same synthetic data of the demo subject's shape
+(68x270 images, 450 neurons, batch 128): warm-up excluded, medians of repeats; ratios are the
+numbers to quote (absolute times only from a quiet GPU). The full run (no ``--quick``) adds scale
+curves (train-step time and peak memory vs neurons, each point in a fresh subprocess; epoch time
+vs images) and writes SVG plots into ``assets/``. With ``--device cuda`` it adds the full-scale
+synthetic subject (2,800 images x 10,000 neurons, batch 128, bf16 autocast).
+
+Imports only the core package (no streamlit/plotly/hdf5storage), so it runs on a bare GPU box.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import math
+import os
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:  # run as a script from a checkout
+    sys.path.insert(0, str(ROOT))
+
+from benchmarks.reference_loop import ReferenceNeuralTower, ReferenceStep  # noqa: E402
+from neuroalign.config import TrainConfig  # noqa: E402
+from neuroalign.data.subject import Subject  # noqa: E402
+from neuroalign.models import NeuralTower  # noqa: E402
+from neuroalign.models import folded as folded_mod  # noqa: E402
+from neuroalign.training.device import describe_device, resolve_device  # noqa: E402
+
+logger = logging.getLogger("benchmarks.run")
+
+IMAGE_HW = (68, 270)
+DEMO_NEURONS = 450  # neuroalign.data.simulate.SIZES["default"]
+BATCH = 128  # the reference's batch size
+QUICK_BATCH = 32  # --quick on a CPU: the reference step costs ~40 s of CPU at batch 128
+REFERENCE_EPOCHS = 5000
+REFERENCE_TRAIN_FRACTION = 0.9
+
+
+# ------------------------------------------------------------------------------------------------
+# timing helpers
+# ------------------------------------------------------------------------------------------------
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+TIMER: dict[str, Any] = {"name": "wall", "warmup": 2}  # "cpu": CPU time of the (single) compute thread, robust on a shared machine
+
+
+def set_timer(name: str) -> None:
+    """'wall' (perf_counter) or 'cpu' (thread CPU time; also sets torch to one thread so all
+    compute runs on the timed thread and other processes' load does not count)."""
+    if name not in ("wall", "cpu"):
+        raise ValueError(f"timer must be wall or cpu, got {name!r}")
+    TIMER["name"] = name
+    if name == "cpu":
+        torch.set_num_threads(1)
+
+
+def time_fn(fn: Callable[[], Any], device: torch.device, repeats: int = 3, warmup: int | None = None) -> dict[str, Any]:
+    """Median seconds of `fn()` over `repeats` runs after `warmup` untimed runs (default TIMER's).
+
+    When one warm-up run already took longer than TIMER["slow_s"], a single timed run follows
+    (the reference loop at 1,000 neurons costs tens of seconds per step)."""
+    warmup = TIMER["warmup"] if warmup is None else warmup
+    clock = time.thread_time if TIMER["name"] == "cpu" and device.type == "cpu" else time.perf_counter
+    slow = TIMER.get("slow_s")
+    for _ in range(warmup):
+        t = clock()
+        fn()
+        _sync(device)
+        if slow is not None and clock() - t > slow:
+            repeats = 1
+    times = []
+    for _ in range(repeats):
+        t = clock()
+        fn()
+        _sync(device)
+        times.append(clock() - t)
+    return {"median_s": statistics.median(times), "times_s": [round(x, 6) for x in times]}
+
+
+def synthetic_subject(n_images: int, n_neurons: int, seed: int = 0,
+                      image_hw: tuple[int, int] = IMAGE_HW) -> Subject:
+    """Random images in [0, 1] (N, 1, 68, 270) and non-negative responses (N, K)."""
+    rng = np.random.default_rng(seed)
+    images = rng.random((n_images, 1, *image_hw), dtype=np.float32)
+    responses = rng.gamma(2.0, 1.0, size=(n_images, n_neurons)).astype(np.float32)
+    return Subject(name=f"bench-{n_images}x{n_neurons}", images=images, responses=responses,
+                   meta={"simulated": True})
+
+
+def make_trainer(subject: Subject, device: torch.device, batch: int, mode: str = "frozen", **neural: Any):
+    """The real Trainer (frozen: features cached at construction), as `fit` would use it."""
+    from neuroalign.training.trainer import Trainer
+
+    changes = {"epochs": 1, "batch_size": batch, "device": device.type, "image.mode": mode,
+               "bf16": device.type == "cuda"}
+    changes.update({f"neural.{k}": v for k, v in neural.items()})
+    config = TrainConfig().replace(**changes)
+    return Trainer(config, subject)
+
+
+def trainer_step_fn(trainer, batch: int, seed: int = 0) -> Callable[[], None]:
+    """Exactly the per-step work of `Trainer.fit` (forward, zero_grad, backward, both optimizers)."""
+    gen = torch.Generator().manual_seed(seed)
+    train = torch.as_tensor(trainer.split["train"], dtype=torch.long)
+
+    def step() -> None:
+        idx = train[torch.randperm(len(train), generator=gen)[:batch]].to(trainer.inputs.device)
+        with trainer._autocast():
+            loss, _, _, _ = trainer.model(trainer.inputs[idx], trainer.responses[idx])
+        trainer.opt_image.zero_grad(set_to_none=True)
+        trainer.opt_neural.zero_grad(set_to_none=True)
+        loss.backward()
+        trainer.opt_image.step()
+        trainer.opt_neural.step()
+
+    return step
+
+
+def reference_step_fn(subject: Subject, device: torch.device, batch: int, seed: int = 0) -> Callable[[], None]:
+    ref = ReferenceStep(subject.n_neurons, device)
+    images = torch.from_numpy(subject.images).to(device)
+    responses = torch.from_numpy(subject.responses).to(device)
+    responses = (responses - responses.min(0).values) / (responses.max(0).values - responses.min(0).values + 1e-8)
+    gen = torch.Generator().manual_seed(seed)
+
+    def step() -> None:
+        idx = torch.randperm(subject.n_images, generator=gen)[:batch].to(device)
+        ref.step(images[idx], responses[idx])
+
+    return step
+
+
+# ------------------------------------------------------------------------------------------------
+# sections
+# ------------------------------------------------------------------------------------------------
+
+def bench_train_steps(device: torch.device, n_images: int, n_neurons: int, batch: int, repeats: int,
+                      image_hw: tuple[int, int] = IMAGE_HW) -> dict[str, Any]:
+    """Frozen and fine-tune neuroalign steps vs the reference step, same data, same batch."""
+    subject = synthetic_subject(n_images, n_neurons, image_hw=image_hw)
+    t = time.perf_counter()
+    trainer = make_trainer(subject, device, batch, "frozen")
+    init_s = time.perf_counter() - t
+    neu = time_fn(trainer_step_fn(trainer, batch), device, repeats)
+    ref = time_fn(reference_step_fn(subject, device, batch), device, repeats)
+    ft_trainer = make_trainer(subject, device, batch, "finetune")
+    ft = time_fn(trainer_step_fn(ft_trainer, batch), device, repeats)
+    ref_sps, neu_sps, ft_sps = batch / ref["median_s"], batch / neu["median_s"], batch / ft["median_s"]
+    common = {"batch_size": batch, "n_neurons": n_neurons, "n_images": n_images, "image_hw": list(image_hw)}
+    return {
+        "train_step": {
+            "reference_samples_per_s": ref_sps, "neuroalign_samples_per_s": neu_sps,
+            "speedup": neu_sps / ref_sps, "mode": "frozen", **common,
+            "reference_step_ms": 1e3 * ref["median_s"], "neuroalign_step_ms": 1e3 * neu["median_s"],
+            "reference_times_s": ref["times_s"], "neuroalign_times_s": neu["times_s"],
+            # one-off: trainer construction incl. backbone features of all images (the cache)
+            "feature_cache_s": init_s, "feature_cache_ms_per_image": 1e3 * init_s / n_images,
+            "neuroalign_source": "neuroalign.training.trainer.Trainer (per-step body of fit)",
+        },
+        "finetune_step": {
+            "reference_samples_per_s": ref_sps, "neuroalign_samples_per_s": ft_sps,
+            "speedup": ft_sps / ref_sps, "mode": "finetune", **common,
+            "neuroalign_step_ms": 1e3 * ft["median_s"], "neuroalign_times_s": ft["times_s"],
+        },
+        "_trainer": trainer,
+    }
+
+
+def _tower_step(tower: torch.nn.Module, responses: torch.Tensor, device: torch.device,
+                bf16: bool = False) -> Callable[[], None]:
+    target = torch.rand(responses.shape[0], 1, 16, 64, device=device)
+
+    def step() -> None:
+        tower.zero_grad(set_to_none=True)
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
+            out = tower(responses)
+        ((out.float() - target) ** 2).mean().backward()
+
+    return step
+
+
+NEURAL_METHODS = {
+    "reference": lambda k: ReferenceNeuralTower(k),
+    "plain": lambda k: NeuralTower(k, folded=False),
+    "folded": lambda k: NeuralTower(k),
+    "latent": lambda k: NeuralTower(k, block="latent", n_latents=64),
+}
+
+
+def neural_tower_point(method: str, k: int, batch: int, device: torch.device, repeats: int) -> dict[str, Any]:
+    """Forward + backward time of one neural tower on (batch, k) responses."""
+    torch.manual_seed(0)
+    tower = NEURAL_METHODS[method](k).to(device).train()
+    responses = torch.rand(batch, k, device=device)
+    res = time_fn(_tower_step(tower, responses, device, bf16=device.type == "cuda"), device, repeats)
+    return {"ms": 1e3 * res["median_s"], "times_s": res["times_s"]}
+
+
+def bench_neural_tower(device: torch.device, sizes: list[int], batch: int, repeats: int,
+                       cap_s: float) -> dict[str, Any]:
+    """ms per forward+backward vs n_neurons; a method whose step exceeds `cap_s` skips larger K."""
+    out: dict[str, Any] = {"n_neurons": sizes, "batch_size": batch, "what": "forward+backward of the neural tower"}
+    for method in NEURAL_METHODS:
+        values: list[float | None] = []
+        skipping = False
+        for k in sizes:
+            if skipping:
+                values.append(None)
+                continue
+            try:
+                ms = neural_tower_point(method, k, batch, device, repeats)["ms"]
+            except torch.OutOfMemoryError:
+                logger.warning("neural tower %s K=%d: out of memory", method, k)
+                if device.type == "cuda":
+                    torch.cuda.empty_cache()
+                values.append(None)
+                skipping = True
+                continue
+            values.append(ms)
+            logger.info("neural tower %-9s K=%-6d %10.1f ms", method, k, ms)
+            skipping = ms / 1e3 > cap_s
+        out[f"{method}_ms"] = values
+    return _with_ratios(out)
+
+
+def _with_ratios(out: dict[str, Any]) -> dict[str, Any]:
+    out["neuroalign_ms"] = out["folded_ms"]
+    out["speedup_vs_reference"] = _ratios(out["reference_ms"], out["folded_ms"])
+    out["speedup_vs_plain"] = _ratios(out["plain_ms"], out["folded_ms"])
+    out["plain_speedup_vs_reference"] = _ratios(out["reference_ms"], out["plain_ms"])
+    out["latent_speedup_vs_folded"] = _ratios(out["folded_ms"], out["latent_ms"])
+    return out
+
+
+def _ratios(num: list[float | None], den: list[float | None]) -> list[float | None]:
+    return [a / b if a is not None and b else None for a, b in zip(num, den)]
+
+
+def bench_compiled_folded(device: torch.device, k: int, batch: int, repeats: int) -> dict[str, Any]:
+    """The folded tower with torch.compile'd chunk kernels (compile time reported separately)."""
+    folded_mod.set_compile_mode("on")
+    try:
+        torch.manual_seed(0)
+        tower = NeuralTower(k).to(device).train()
+        responses = torch.rand(batch, k, device=device)
+        step = _tower_step(tower, responses, device)
+        t = time.perf_counter()
+        step()
+        _sync(device)
+        compile_s = time.perf_counter() - t
+        res = time_fn(step, device, repeats, warmup=0)
+    finally:
+        folded_mod.set_compile_mode("auto")
+    return {"n_neurons": k, "batch_size": batch, "ms": 1e3 * res["median_s"], "compile_s": compile_s,
+            "compile_failed": folded_mod._compile_failed}
+
+
+def bench_eval(trainer, device: torch.device, n_items: int, repeats: int) -> dict[str, Any]:
+    """A test set of `n_items`: maps of both towers, similarity, retrieval metrics and SSIM."""
+    from neuroalign.evaluation.retrieval import retrieval_metrics
+    from neuroalign.models.feature_cache import compute_features
+    from neuroalign.models.losses import similarity_matrix, ssim_per_sample
+
+    idx = torch.arange(n_items, device=trainer.inputs.device)
+    images = trainer.subject.images[:n_items]
+
+    def evaluate(features: torch.Tensor) -> None:
+        trainer.core.eval()
+        with torch.no_grad():
+            img, neu = trainer.core.maps(features, trainer.responses[idx])
+            sim = similarity_matrix(img, neu, center=trainer.config.loss.center).cpu().numpy()
+            retrieval_metrics(sim)
+            ssim_per_sample(img, neu).cpu()
+        trainer.core.train()
+
+    warm = time_fn(lambda: evaluate(trainer.inputs[idx]), device, repeats)
+    cold = time_fn(lambda: evaluate(compute_features(trainer.image_tower, images, device=device).to(device)),
+                   device, repeats=1, warmup=0)
+    return {"n_items": n_items, "seconds": warm["median_s"], "cold_seconds": cold["median_s"],
+            "what": "image+neural maps, similarity, retrieval metrics, SSIM; cold = backbone features too"}
+
+
+# ------------------------------------------------------------------------------------------------
+# scale curves (full run): each point in a fresh subprocess so peak memory is that point's alone
+# ------------------------------------------------------------------------------------------------
+
+def _rss_mb(field: str) -> float | None:
+    """VmRSS / VmHWM of this process from /proc (Linux); None elsewhere."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith(field + ":"):
+                    return int(line.split()[1]) / 1024.0
+    except OSError:
+        return None
+    return None
+
+
+def _reset_peak_rss() -> None:
+    """Reset VmHWM to the current RSS (Linux >= 4.0); ru_maxrss would include the parent's peak."""
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+    except OSError:
+        pass
+
+
+def run_point(spec: dict[str, Any]) -> dict[str, Any]:
+    """One scale-curve point: `{"kind": "train"|"tower", "method", "k", "batch", "device", ...}`."""
+    device = resolve_device(spec["device"])
+    set_timer(spec.get("timer", "wall"))
+    TIMER["warmup"] = spec.get("warmup", 1)
+    TIMER["slow_s"] = 30.0
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    _reset_peak_rss()
+    base = _rss_mb("VmRSS")
+    if spec["kind"] == "tower":
+        res = neural_tower_point(spec["method"], spec["k"], spec["batch"], device, spec["repeats"])
+    else:
+        subject = synthetic_subject(spec["n_images"], spec["k"])
+        if spec["method"] == "reference":
+            fn = reference_step_fn(subject, device, spec["batch"])
+        else:
+            fn = trainer_step_fn(make_trainer(subject, device, spec["batch"], "frozen"), spec["batch"])
+        res = {"ms": 1e3 * time_fn(fn, device, spec["repeats"])["median_s"]}
+    if device.type == "cuda":
+        res["peak_mb"] = torch.cuda.max_memory_allocated(device) / 2**20
+    else:
+        peak = _rss_mb("VmHWM")
+        res["peak_mb"] = None if peak is None or base is None else peak - base  # RSS growth of this point
+    return res
+
+
+def _subprocess_point(spec: dict[str, Any], timeout_s: float) -> dict[str, Any] | None:
+    cmd = [sys.executable, str(Path(__file__).resolve()), "--point", json.dumps(spec)]
+    try:
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout_s, cwd=str(ROOT))
+    except subprocess.TimeoutExpired:
+        logger.warning("point %s exceeded %.0f s; skipped", spec, timeout_s)
+        return None
+    if proc.returncode != 0:
+        logger.warning("point %s failed: %s", spec, proc.stderr.strip().splitlines()[-1:] or proc.returncode)
+        return None
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def bench_scale_neurons(device: torch.device, sizes: list[int], batch: int, n_images: int, repeats: int,
+                        cap_s: float) -> dict[str, Any]:
+    """Train-step time and peak memory vs neurons (reference vs neuroalign frozen), and the tower alone."""
+    out: dict[str, Any] = {"n_neurons": sizes, "batch_size": batch, "n_images": n_images}
+    series = [("train", "reference"), ("train", "neuroalign"),
+              ("tower", "reference"), ("tower", "plain"), ("tower", "folded"), ("tower", "latent")]
+    for kind, method in series:
+        ms, mb, skipping = [], [], False
+        for k in sizes:
+            res = None
+            if not skipping:
+                big = k >= 3000 and device.type == "cpu"  # one warm-up, one timed run: minutes each
+                spec = {"kind": kind, "method": method, "k": k, "batch": batch, "n_images": n_images,
+                        "device": device.type, "repeats": 1 if big else repeats, "warmup": 1,
+                        "timer": TIMER["name"]}
+                res = _subprocess_point(spec, timeout_s=max(120.0, cap_s * (repeats + 2) * 4))
+            ms.append(None if res is None else res["ms"])
+            mb.append(None if res is None else res["peak_mb"])
+            skipping = res is None or res["ms"] / 1e3 > cap_s
+            logger.info("scale %s/%s K=%d: %s", kind, method, k, res)
+        out[f"{kind}_{method}_ms"] = ms
+        out[f"{kind}_{method}_peak_mb"] = mb
+    return out
+
+
+def scale_images(train: dict[str, Any], image_counts: list[int]) -> dict[str, Any]:
+    """Epoch time vs images, derived from the measured step times and per-image feature time."""
+    ref_s, neu_s = train["reference_step_ms"] / 1e3, train["neuroalign_step_ms"] / 1e3
+    per_image = train["feature_cache_ms_per_image"] / 1e3
+    steps = [math.ceil(n * REFERENCE_TRAIN_FRACTION / train["batch_size"]) for n in image_counts]
+    c, h, w = 128, 8, 33  # stage-2 block-4 feature of a 68x270 image
+    return {
+        "n_images": image_counts,
+        "reference_epoch_s": [s * ref_s for s in steps],
+        "neuroalign_epoch_s": [s * neu_s for s in steps],
+        "neuroalign_feature_cache_once_s": [n * per_image for n in image_counts],
+        "feature_cache_mb": [n * c * h * w * 4 / 2**20 for n in image_counts],
+        "derived_from": "measured step times x steps per epoch (90% train); cache time = measured per-image time x N",
+    }
+
+
+# ------------------------------------------------------------------------------------------------
+# GPU full scale
+# ------------------------------------------------------------------------------------------------
+
+def bench_gpu_full_scale(device: torch.device, n_images: int, n_neurons: int, batch: int, repeats: int,
+                         with_plain: bool = True, chunk_sizes: tuple[int, ...] = ()) -> dict[str, Any]:
+    """2,800 x 10,000 synthetic subject, batch 128, bf16 autocast: samples/s, memory, schedule time."""
+    torch.cuda.reset_peak_memory_stats(device)
+    subject = synthetic_subject(n_images, n_neurons)
+    t = time.perf_counter()
+    trainer = make_trainer(subject, device, batch, "frozen")
+    init_s = time.perf_counter() - t
+    step = trainer_step_fn(trainer, batch)
+    t = time.perf_counter()
+    step()  # compile happens here
+    _sync(device)
+    first_s = time.perf_counter() - t
+    res = time_fn(step, device, repeats, warmup=1)
+    peak = torch.cuda.max_memory_allocated(device) / 2**30
+    steps_per_epoch = math.ceil(n_images * REFERENCE_TRAIN_FRACTION / batch)
+    out = {"n_images": n_images, "n_neurons": n_neurons, "batch_size": batch, "precision": "bf16 autocast",
+           "samples_per_s": batch / res["median_s"], "step_ms": 1e3 * res["median_s"], "peak_gib": peak,
+           "first_step_s": first_s, "feature_cache_s": init_s, "steps_per_epoch": steps_per_epoch,
+           "schedule_5000_epochs_min": REFERENCE_EPOCHS * steps_per_epoch * res["median_s"] / 60,
+           "folded_compiled": folded_mod._use_compiled(device), "compile_failed": folded_mod._compile_failed,
+           "chunk_size": folded_mod.auto_chunk_size(batch, n_neurons, 1, "cuda", folded_mod._use_compiled(device))}
+    del trainer, step
+    torch.cuda.empty_cache()
+    for c in chunk_sizes:
+        out[f"tower_folded_chunk{c}_ms"] = _gpu_tower_ms(device, n_neurons, batch, repeats, chunk=c)
+    if with_plain:
+        out["tower_folded_ms"] = _gpu_tower_ms(device, n_neurons, batch, repeats)
+        out["tower_plain_ms"] = _gpu_tower_ms(device, n_neurons, batch, repeats, folded=False)
+        out["plain_schedule_5000_epochs_min"] = (REFERENCE_EPOCHS * steps_per_epoch
+                                                 * out["tower_plain_ms"] / 1e3 / 60)
+    return out
+
+
+def _gpu_tower_ms(device: torch.device, k: int, batch: int, repeats: int, folded: bool = True,
+                  chunk: int | None = None) -> float | None:
+    try:
+        torch.manual_seed(0)
+        tower = NeuralTower(k, folded=folded).to(device).train()
+        if chunk is not None:
+            orig = folded_mod.auto_chunk_size
+            folded_mod.auto_chunk_size = lambda *a, **kw: chunk  # noqa: E731
+        try:
+            res = time_fn(_tower_step(tower, torch.rand(batch, k, device=device), device, bf16=True), device, repeats)
+        finally:
+            if chunk is not None:
+                folded_mod.auto_chunk_size = orig
+        return 1e3 * res["median_s"]
+    except torch.OutOfMemoryError:
+        return None
+    finally:
+        torch.cuda.empty_cache()
+
+
+# ------------------------------------------------------------------------------------------------
+# profile, table, plots, main
+# ------------------------------------------------------------------------------------------------
+
+def profile_steps(trainer, device: torch.device, batch: int, out_dir: Path) -> dict[str, str]:
+    """torch.profiler tables (top ops by self time) of one neuroalign and one reference step."""
+    from torch.profiler import ProfilerActivity, profile
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    acts = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
+    sort = "self_device_time_total" if device.type == "cuda" else "self_cpu_time_total"
+    paths = {}
+    steps = {"neuroalign": trainer_step_fn(trainer, batch),
+             "reference": reference_step_fn(trainer.subject, device, batch)}
+    for name, fn in steps.items():
+        fn()
+        with profile(activities=acts) as prof:
+            fn()
+            _sync(device)
+        path = out_dir / f"profile_{name}_{device.type}.txt"
+        try:
+            table = prof.key_averages().table(sort_by=sort, row_limit=25)
+        except (KeyError, AttributeError, ValueError):
+            table = prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=25)
+        path.write_text(table)
+        paths[name] = str(path)
+    return paths
+
+
+def format_table(result: dict[str, Any]) -> str:
+    lines = [f"device: {result['device']} (timer: {result.get('timer', 'wall')})"]
+    for key in ("train_step", "finetune_step"):
+        if key not in result:
+            continue
+        r = result[key]
+        lines.append(f"{key:14s} ({r['mode']}, B={r['batch_size']}, K={r['n_neurons']}): reference "
+                     f"{r['reference_samples_per_s']:8.1f} samples/s | neuroalign {r['neuroalign_samples_per_s']:8.1f}"
+                     f" samples/s | x{r['speedup']:.1f}")
+    nt = result.get("neural_tower", {"n_neurons": [], "batch_size": "-"})
+    lines.append(f"neural tower fwd+bwd ms (B={nt['batch_size']}):")
+    lines.append("  K        reference     plain    folded    latent   folded/ref  folded/plain")
+    fmt = lambda v: "       -" if v is None else f"{v:9.1f}"  # noqa: E731
+    fr = lambda v: "      -" if v is None else f"{v:8.1f}x"  # noqa: E731
+    for i, k in enumerate(nt["n_neurons"]):
+        lines.append(f"  {k:<7d}{fmt(nt['reference_ms'][i])} {fmt(nt['plain_ms'][i])} {fmt(nt['folded_ms'][i])}"
+                     f" {fmt(nt['latent_ms'][i])}   {fr(nt['speedup_vs_reference'][i])}   {fr(nt['speedup_vs_plain'][i])}")
+    if "folded_compiled" in result:
+        c = result["folded_compiled"]
+        lines.append(f"folded + torch.compile at K={c['n_neurons']}: {c['ms']:.1f} ms (compile {c['compile_s']:.0f} s)")
+    if "eval" in result:
+        e = result["eval"]
+        lines.append(f"eval ({e['n_items']} items): {e['seconds'] * 1e3:.0f} ms warm, "
+                     f"{e['cold_seconds'] * 1e3:.0f} ms cold")
+    if "gpu_full_scale" in result:
+        g = result["gpu_full_scale"]
+        lines.append(f"GPU full scale ({g['n_images']}x{g['n_neurons']}, B={g['batch_size']}, bf16): "
+                     f"{g['samples_per_s']:.0f} samples/s, peak {g['peak_gib']:.1f} GiB, 5000 epochs ~ "
+                     f"{g['schedule_5000_epochs_min']:.0f} min")
+    for name, err in result.get("errors", {}).items():
+        lines.append(f"FAILED {name}: {err}")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--quick", action="store_true", help="small configuration, < 5 min on 2 CPU cores")
+    parser.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
+    parser.add_argument("--json", type=Path, required=False, help="write the results here")
+    parser.add_argument("--profile", type=Path, default=None, help="write torch.profiler tables into this folder")
+    parser.add_argument("--assets", type=Path, default=ROOT / "assets", help="folder for the scale-curve SVGs")
+    parser.add_argument("--neurons", type=int, nargs="*", default=None, help="neuron counts of the tower curve")
+    parser.add_argument("--batch", type=int, default=None, help=f"default {BATCH} ({QUICK_BATCH} with --quick)")
+    parser.add_argument("--repeats", type=int, default=None)
+    parser.add_argument("--compile", action="store_true", help="also time the torch.compile'd folded path")
+    parser.add_argument("--timer", default="wall", choices=("wall", "cpu"),
+                        help="cpu: single-thread CPU time (use on a shared/noisy machine)")
+    parser.add_argument("--smoke", action="store_true", help="tiny shapes, seconds (tests only)")
+    parser.add_argument("--keep-going", action="store_true", help="record a failing part in 'errors' and go on")
+    parser.add_argument("--point", default=None, help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+
+    if args.point:  # internal: one scale-curve point in a fresh process
+        print(json.dumps(run_point(json.loads(args.point))))
+        return 0
+
+    device = resolve_device(args.device)
+    set_timer(args.timer if device.type == "cpu" else "wall")
+    smoke, quick = args.smoke, args.quick or args.smoke
+    repeats = args.repeats or (1 if smoke else 2)
+    TIMER["warmup"] = 1
+    TIMER["slow_s"] = 10.0 if quick else 60.0
+    batch = args.batch or (8 if smoke else QUICK_BATCH if quick and device.type == "cpu" else BATCH)
+    n_neurons = 24 if smoke else DEMO_NEURONS
+    n_images = 40 if smoke else (300 if quick else 1400)
+    sizes = args.neurons or ([16, 32] if smoke else [100, 300, 1000] if quick else [100, 300, 1000, 3000])
+    cap_s = 2.0 if smoke else 30.0
+    if device.type == "cuda":
+        sizes = args.neurons or ([1000, 10000] if quick else [100, 1000, 3000, 10000])
+
+    t_start = time.perf_counter()
+    result: dict[str, Any] = {"device": describe_device(device), "torch": torch.__version__,
+                              "quick": bool(quick), "repeats": repeats, "threads": torch.get_num_threads(),
+                              "timer": TIMER["name"]}
+    state: dict[str, Any] = {}
+
+    def section(name: str, fn: Callable[[], Any]) -> None:
+        """Run one part; write the JSON after each so a time limit still leaves results."""
+        t = time.perf_counter()
+        try:
+            value = fn()
+        except Exception as exc:  # noqa: BLE001 - with --keep-going a failed part is recorded, not fatal
+            if not args.keep_going:
+                raise
+            logger.exception("section %s failed", name)
+            result.setdefault("errors", {})[name] = f"{type(exc).__name__}: {exc}"
+            return
+        if isinstance(value, dict) and name == "steps":
+            state["trainer"] = value.pop("_trainer")
+            result.update(value)
+        else:
+            result[name] = value
+        logger.info("[%s done in %.0f s]", name, time.perf_counter() - t)
+        result["wall_s"] = time.perf_counter() - t_start
+        if args.json:
+            _write_json(args.json, result)
+
+    image_hw = (32, 96) if smoke else IMAGE_HW
+    section("steps", lambda: bench_train_steps(device, n_images, n_neurons, batch, repeats, image_hw))
+    if device.type == "cuda":
+        section("gpu_full_scale", lambda: bench_gpu_full_scale(device, 2800, 10000, batch, repeats))
+    if quick or device.type == "cuda":
+        section("neural_tower", lambda: bench_neural_tower(device, sizes, batch, repeats, cap_s))
+    if "trainer" in state:
+        section("eval", lambda: bench_eval(state["trainer"], device, min(300, n_images), repeats))
+        if args.profile is not None:
+            section("profiles", lambda: profile_steps(state["trainer"], device, batch, args.profile))
+    if args.compile:
+        section("folded_compiled", lambda: bench_compiled_folded(device, 32 if smoke else 1000, batch, repeats))
+    if not quick:
+        if "train_step" in result:
+            section("scale_images", lambda: scale_images(result["train_step"], [350, 700, 1400, 2800]))
+        scale_batch = 32 if device.type == "cpu" else batch
+        section("scale_neurons", lambda: bench_scale_neurons(
+            device, [100, 300, 1000, 3000, 10000], scale_batch, 256, repeats, cap_s))
+        if "neural_tower" not in result and "scale_neurons" in result:
+            # on a CPU the tower curve comes from the scale run (same measurement, fresh processes)
+            sn = result["scale_neurons"]
+            nt = {"n_neurons": sn["n_neurons"], "batch_size": sn["batch_size"],
+                  "what": "forward+backward of the neural tower (from scale_neurons)"}
+            nt.update({f"{m}_ms": sn[f"tower_{m}_ms"] for m in NEURAL_METHODS})
+            section("neural_tower", lambda: _with_ratios(nt))
+
+        def plots() -> list[str]:
+            from benchmarks.plots import write_scale_plots
+
+            return write_scale_plots(result, args.assets)
+
+        section("plots", plots)
+    print(format_table(result))
+    return 0
+
+
+def _write_json(path: Path, result: dict[str, Any]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(json.dumps(result, indent=2))
+    os.replace(tmp, path)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,15 @@
+"""Evaluation: retrieval metrics, baselines and the honest test-split evaluation of a run.
+
+* `retrieval` -- `retrieval_metrics(similarity)` (top-1/5/10, mean/median rank, both directions,
+  chance levels), `n_way_metrics` (the 300-way protocol), `correlation_matrix`.
+* `baselines` -- `ridge_baseline` (pixels -> responses), `repeat_baseline` (Stringer et al. 2019
+  repeat-to-repeat decoder), `oracle_baseline` (noiseless rates of simulated subjects).
+* `evaluate` -- `evaluate_trainer` / `evaluate_run(run_dir)`: results.json, test_outputs.npz,
+  test_result.mat from the best checkpoint on the untouched test split.
+"""
+
+from neuroalign.evaluation.baselines import oracle_baseline, repeat_baseline, ridge_baseline
+from neuroalign.evaluation.retrieval import correlation_matrix, n_way_metrics, retrieval_metrics
+
+__all__ = ["correlation_matrix", "n_way_metrics", "oracle_baseline", "repeat_baseline", "retrieval_metrics",
+           "ridge_baseline"]

@@ -1,0 +1,120 @@
+"""Honest evaluation of a trained run on its untouched TEST split (eval mode, best checkpoint).
+
+`evaluate_trainer` scores a fitted `Trainer` (best weights restored) and writes the artifacts;
+`evaluate_run(run_dir)` rebuilds the trainer from the run folder (config, split, normaliser,
+`best.pt`) and does the same -- `python -m neuroalign evaluate RUN_DIR`.
+
+Written into the run folder:
+* `results.json`: `test` (retrieval both directions over the whole test set, `n`, chance levels,
+  `n_way_300` when the test set has >= 300 items), `val` (same on the val split), `ssim`
+  (mean/median/std of per-sample SSIM between the two towers' maps on test), `baselines`
+  (`ridge`, `repeat` when repeats exist, `oracle` for simulated subjects; same test split),
+  `training` (best epoch, stop reason, ...), `similarity` (which similarity ranked the items).
+* `test_outputs.npz`: `test_indices (n,)`, `image_maps (n,16,64)`, `neural_maps (n,16,64)`,
+  `similarity (n,n)` (image rows x neural columns), `ssim (n,)` -- for the dashboard.
+* `test_result.mat` in the reference format: `z_img`, `z_neu` `(n,16,64)`, `ssim_list (1,n)`,
+  `mean_ssim` -- on TEST samples (the reference used the first 100 training-mostly samples).
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from neuroalign.evaluation.baselines import oracle_baseline, repeat_baseline, ridge_baseline
+from neuroalign.evaluation.retrieval import n_way_metrics, retrieval_metrics
+from neuroalign.io_utils import atomic_savemat, atomic_savez, atomic_write_json
+
+logger = logging.getLogger(__name__)
+
+N_WAY = 300
+N_WAY_DRAWS = 100
+
+
+def _maps_metrics(trainer, indices: np.ndarray) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+    from neuroalign.models import similarity_matrix, ssim_per_sample
+
+    img, neu = trainer.predict(indices)
+    center = trainer.config.loss.center
+    sim = similarity_matrix(torch.from_numpy(img), torch.from_numpy(neu), center=center).numpy().astype(np.float64)
+    metrics = retrieval_metrics(sim)
+    nway = n_way_metrics(sim, n_way=N_WAY, draws=N_WAY_DRAWS, seed=0)
+    if nway is not None:
+        metrics[f"n_way_{N_WAY}"] = nway
+    ssim = ssim_per_sample(torch.from_numpy(img), torch.from_numpy(neu)).numpy().astype(np.float64)
+    return metrics, {"image_maps": img, "neural_maps": neu, "similarity": sim.astype(np.float32), "ssim": ssim}
+
+
+def compute_baselines(subject, split: dict[str, np.ndarray], subject_path: str | Path | None = None) -> dict[str, Any]:
+    """Ridge, repeat (when the subject has >= 2 repeats) and oracle (simulated ground truth) baselines."""
+    out: dict[str, Any] = {}
+    try:
+        out["ridge"] = ridge_baseline(subject.images, subject.responses, split)
+    except ValueError as exc:
+        logger.warning("ridge baseline skipped: %s", exc)
+    rep = repeat_baseline(subject.repeats, split) if subject.repeats is not None else None
+    if rep is not None:
+        out["repeat"] = rep
+    if subject_path is not None:
+        from neuroalign.data import load_ground_truth
+
+        truth = load_ground_truth(subject_path)
+        if truth is not None and "rates" in truth and truth["rates"].shape == subject.responses.shape:
+            out["oracle"] = oracle_baseline(truth["rates"], subject.responses, split)
+    return out
+
+
+def evaluate_trainer(trainer, run_dir: str | Path | None = None, subject_path: str | Path | None = None,
+                     training: dict[str, Any] | None = None, baselines: bool = True) -> dict[str, Any]:
+    """Score a fitted trainer on its test (and val) split; write the artifacts when `run_dir` is given."""
+    split = trainer.split
+    test_idx = np.asarray(split["test"], dtype=np.int64)
+    if len(test_idx) < 2:
+        raise ValueError(f"evaluation needs >= 2 test images, got {len(test_idx)}")
+    test, outputs = _maps_metrics(trainer, test_idx)
+    val, _ = _maps_metrics(trainer, np.asarray(split["val"], dtype=np.int64))
+    ssim = outputs["ssim"]
+    results: dict[str, Any] = {
+        "test": test,
+        "val": val,
+        "ssim": {"mean": float(ssim.mean()), "median": float(np.median(ssim)), "std": float(ssim.std()), "n": int(len(ssim))},
+        "similarity": "correlation (centred cosine)" if trainer.config.loss.center else "cosine",
+        "checkpoint": "best.pt",
+        "training": training or {},
+    }
+    if baselines:
+        results["baselines"] = compute_baselines(trainer.subject, split, subject_path)
+    if run_dir is not None:
+        run_dir = Path(run_dir)
+        atomic_write_json(run_dir / "results.json", results)
+        atomic_savez(run_dir / "test_outputs.npz", test_indices=test_idx, **outputs)
+        atomic_savemat(run_dir / "test_result.mat", {
+            "z_img": outputs["image_maps"].astype(np.float64), "z_neu": outputs["neural_maps"].astype(np.float64),
+            "ssim_list": ssim.reshape(1, -1), "mean_ssim": float(ssim.mean()), "test_indices": test_idx.reshape(1, -1) + 1,
+        })
+    i2n, n2i = test["image_to_neural"], test["neural_to_image"]
+    logger.info("test (n=%d): top1 image->neural %.3f, neural->image %.3f (chance %.3f); mean SSIM %.3f",
+                test["n"], i2n["top1"], n2i["top1"], test["chance_top1"], ssim.mean())
+    return results
+
+
+def evaluate_run(run_dir: str | Path, data_dir: str | Path | None = None, cache_dir: str | Path | None = None,
+                 device: str | None = None) -> dict[str, Any]:
+    """Recompute `results.json` (and the test outputs) of a run from its `best.pt`."""
+    from neuroalign.training.pipeline import rebuild_trainer
+    from neuroalign.training.runs import BEST_CKPT, load_checkpoint, load_run
+
+    record = load_run(run_dir)
+    best_path = Path(run_dir) / BEST_CKPT
+    if not best_path.is_file():
+        raise FileNotFoundError(f"{best_path} not found; the run has no best checkpoint to evaluate")
+    trainer, subject_path = rebuild_trainer(record, data_dir=data_dir, cache_dir=cache_dir, device=device)
+    best = load_checkpoint(best_path)
+    trainer.load_model_state(best["model"])
+    training = dict((record.results or {}).get("training") or {})
+    training.update({"best_epoch": int(best["epoch"]), "best_val_loss": float(best["val_loss"])})
+    return evaluate_trainer(trainer, run_dir=record.path, subject_path=subject_path, training=training)

@@ -1,0 +1,310 @@
+"""Folded exact path of the reference-form neural tower (embed -> multi-head attention -> readout).
+
+In the reference form every neuron token is an affine function of one scalar,
+``e_bi = r_bi * W_i + B_i``, and nothing nonlinear sits between the embedding, the q/k/v
+projections, the attention and the per-neuron readout except the softmax. So, per head ``h``
+(head slice of width ``d_h``, PyTorch ``nn.Linear`` convention ``y = x Wq^T + bq``)::
+
+    q_bi = r_bi Aq_i + Cq_i      Aq = W Wq^T,  Cq = B Wq^T + bq     (K, d) once per step
+    k_bj = r_bj Ak_j + Ck_j      (likewise k and v)
+    s_bij = (r_bi r_bj M1_ij + r_bi M2_ij + r_bj M3_ij + M4_ij) / sqrt(d_h)
+            M1 = Aq Ak^T, M2 = Aq Ck^T, M3 = Cq Ak^T, M4 = Cq Ck^T     (K, K) per head
+    z_bi = sum_h sum_j softmax_j(s_b)_ij (r_bj N1_ij + N2_ij) + beta_i
+            N1 = G Av^T, N2 = G Cv^T with G = R Wo_h (readout folded through the out-projection),
+            beta = R bo + c
+
+This is the same function as the plain computation, but it costs O(K^2) per sample instead of
+O(K^2 d + K d^2): the d-dimensional work happens once per step in the K x K matrices.
+
+The per-sample part runs in a custom autograd function over chunks of the batch: nothing of size
+(B, K, K) is kept between forward and backward (the backward recomputes each chunk's softmax), so
+memory is bounded by the chunk size at any K. Gradients reach every parameter through ordinary
+autograd of the small matrix products that build the K x K matrices.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+
+import torch
+from torch import Tensor
+
+logger = logging.getLogger(__name__)
+
+# Elements of one (chunk, heads, K, K) temporary that the automatic chunk size aims for: small on
+# a CPU (the eager path is memory-bound; a few MB stay in cache), large on a GPU (fewer launches).
+_CHUNK_ELEMENTS = {"cpu": 1 << 21, "cuda": 1 << 27}
+_COMPILED_CHUNK_ELEMENTS = {"cpu": 1 << 21, "cuda": 1 << 30}
+
+
+def auto_chunk_size(batch: int, n_neurons: int, n_heads: int, device_type: str = "cpu",
+                    compiled: bool = False) -> int:
+    """Samples per chunk so that one (chunk, heads, K, K) temporary stays near the device's budget."""
+    budgets = _COMPILED_CHUNK_ELEMENTS if compiled else _CHUNK_ELEMENTS
+    budget = budgets.get(device_type, budgets["cpu"])
+    per_sample = max(1, n_heads * n_neurons * n_neurons)
+    return int(max(1, min(batch, budget // per_sample)))
+
+
+def fold_matrices(
+    embed_weight: Tensor, embed_bias: Tensor,
+    wq: Tensor, bq: Tensor, wk: Tensor, bk: Tensor, wv: Tensor, bv: Tensor,
+    wo: Tensor, bo: Tensor, readout_weight: Tensor, readout_bias: Tensor, n_heads: int,
+) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
+    """The per-step folded matrices: M1..M4, N1, N2 each (h, K, K) and beta (K,).
+
+    M1..M4 already carry the 1/sqrt(d_h) attention scale. Differentiable in all parameters.
+    """
+    k, d = embed_weight.shape
+    if d % n_heads != 0:
+        raise ValueError(f"d_model ({d}) must be divisible by n_heads ({n_heads})")
+    dh = d // n_heads
+
+    def split(x: Tensor) -> Tensor:  # (K, d) -> (h, K, d_h)
+        return x.reshape(k, n_heads, dh).transpose(0, 1)
+
+    aq, cq = split(embed_weight @ wq.T), split(embed_bias @ wq.T + bq)
+    ak, ck = split(embed_weight @ wk.T), split(embed_bias @ wk.T + bk)
+    av, cv = split(embed_weight @ wv.T), split(embed_bias @ wv.T + bv)
+    scale = 1.0 / math.sqrt(dh)
+    aq, cq = aq * scale, cq * scale
+    akt, ckt = ak.transpose(1, 2), ck.transpose(1, 2)
+    m1, m2, m3, m4 = aq @ akt, aq @ ckt, cq @ akt, cq @ ckt
+    # Readout through the out-projection: z_bi = y_bi . R_i, y_bi = sum_h o^h_bi Wo_h^T + bo.
+    g = (readout_weight @ wo).reshape(k, n_heads, dh).transpose(0, 1)  # (h, K, d_h)
+    n1, n2 = g @ av.transpose(1, 2), g @ cv.transpose(1, 2)
+    beta = readout_weight @ bo + readout_bias
+    return m1, m2, m3, m4, n1, n2, beta
+
+
+def _compute_dtype(dtype: torch.dtype) -> torch.dtype:
+    """Per-sample work runs in float32 when the folded matrices are half/bfloat16 (autocast)."""
+    return torch.float32 if dtype in (torch.float16, torch.bfloat16) else dtype
+
+
+# ---------------------------------------------------------------------------------------------
+# Eager path: in-place operations on one (c, h, K, K) buffer at a time (lean memory, any shape).
+# ---------------------------------------------------------------------------------------------
+
+def _chunk_probs_and_values(rc: Tensor, m1: Tensor, m2: Tensor, m3: Tensor, m4: Tensor,
+                            n1: Tensor, n2: Tensor) -> tuple[Tensor, Tensor]:
+    """Softmax P (c, h, K, K) and values W_bij = r_bj N1_ij + N2_ij (c, h, K, K) of one chunk."""
+    rj = rc[:, None, None, :]
+    s = torch.addcmul(m2, m1, rj)  # r_j M1 + M2
+    s.mul_(rc[:, None, :, None])
+    s.addcmul_(m3, rj)
+    s.add_(m4)
+    p = torch.softmax(s, dim=-1)
+    del s
+    return p, torch.addcmul(n2, n1, rj)
+
+
+def _eager_forward(r: Tensor, ms: tuple[Tensor, ...], chunk: int) -> Tensor:
+    out = r.new_empty(r.shape)
+    for start in range(0, r.shape[0], chunk):
+        p, w = _chunk_probs_and_values(r[start:start + chunk], *ms)
+        out[start:start + chunk] = p.mul_(w).sum(dim=(1, 3))
+        del p, w
+    return out
+
+
+def _eager_backward(r: Tensor, grad: Tensor, ms: tuple[Tensor, ...], chunk: int, need_r: bool,
+                    acc: list[Tensor]) -> Tensor | None:
+    """Adds this batch's gradients into acc = [dM1, dM2, dM3, dM4, dN1, dN2]; returns dr if asked."""
+    m1, m2, m3, _, n1, _ = ms
+    dm1, dm2, dm3, dm4, dn1, dn2 = acc
+    dr = torch.zeros_like(r) if need_r else None
+    for start in range(0, r.shape[0], chunk):
+        rc, gc = r[start:start + chunk], grad[start:start + chunk]
+        rj, ri = rc[:, None, None, :], rc[:, None, :, None]
+        p, w = _chunk_probs_and_values(rc, *ms)
+        zp = (p * w).sum(-1, keepdim=True)  # per-head output before the head sum
+        q = p.mul_(gc[:, None, :, None])  # dL/dW_bij = g_bi P_bij
+        dn2 += q.sum(0)
+        if need_r:
+            dr[start:start + chunk] += torch.einsum("chij,hij->cj", q, n1)
+        ds = w.sub_(zp).mul_(q)  # softmax backward: P * (dP - sum_j P dP), dP_ij = g_i W_ij
+        dn1 += q.mul_(rj).sum(0)
+        del q, p
+        if need_r:
+            # s_bij depends on r_bi through (r_bj M1 + M2) and on r_bj through (r_bi M1 + M3).
+            dr[start:start + chunk] += (
+                torch.einsum("chij,hij,cj->ci", ds, m1, rc) + torch.einsum("chij,hij->ci", ds, m2)
+                + torch.einsum("chij,hij,ci->cj", ds, m1, rc) + torch.einsum("chij,hij->cj", ds, m3))
+        dm4 += ds.sum(0)
+        t = ds * rj
+        dm3 += t.sum(0)
+        dm2 += ds.mul_(ri).sum(0)
+        dm1 += t.mul_(ri).sum(0)
+        del ds, t, w
+    return dr
+
+
+# ---------------------------------------------------------------------------------------------
+# Compiled path: the same chunk maths as pure functions, fused by torch.compile (Triton on a GPU,
+# vectorised C++ on a CPU). Chunks have a fixed size (the last one is zero-padded) so one
+# compilation serves a whole run.
+# ---------------------------------------------------------------------------------------------
+
+def chunk_forward(rc: Tensor, m1: Tensor, m2: Tensor, m3: Tensor, m4: Tensor, n1: Tensor,
+                  n2: Tensor) -> Tensor:
+    """z (c, K) of one chunk rc (c, K), without beta; pure (the function torch.compile fuses)."""
+    dt = rc.dtype
+    rj, ri = rc[:, None, None, :], rc[:, None, :, None]
+    s = ri * (rj * m1.to(dt) + m2.to(dt)) + rj * m3.to(dt) + m4.to(dt)
+    p = torch.softmax(s, dim=-1)
+    return (p * (rj * n1.to(dt) + n2.to(dt))).sum(dim=(1, 3))
+
+
+def chunk_backward(rc: Tensor, gc: Tensor, m1: Tensor, m2: Tensor, m3: Tensor, m4: Tensor,
+                   n1: Tensor, n2: Tensor) -> tuple[Tensor, ...]:
+    """(dM1, dM2, dM3, dM4, dN1, dN2), each (h, K, K), of one chunk for output gradient gc (c, K)."""
+    dt = rc.dtype
+    rj, ri = rc[:, None, None, :], rc[:, None, :, None]
+    s = ri * (rj * m1.to(dt) + m2.to(dt)) + rj * m3.to(dt) + m4.to(dt)
+    p = torch.softmax(s, dim=-1)
+    w = rj * n1.to(dt) + n2.to(dt)
+    zp = (p * w).sum(-1, keepdim=True)
+    q = p * gc[:, None, :, None]
+    ds = q * (w - zp)
+    return ((ds * ri * rj).sum(0), (ds * ri).sum(0), (ds * rj).sum(0), ds.sum(0),
+            (q * rj).sum(0), q.sum(0))
+
+
+_COMPILE_MODES = ("auto", "on", "off")
+_compile_mode = os.environ.get("NEUROALIGN_FOLDED_COMPILE", "auto").strip().lower()
+_compiled: dict[str, object] = {}
+_compile_failed = False
+
+
+def set_compile_mode(mode: str) -> None:
+    """'auto' (compile on CUDA only, the default), 'on' (also on CPU) or 'off' (always eager).
+
+    The environment variable NEUROALIGN_FOLDED_COMPILE sets the initial value. Compilation takes
+    tens of seconds once per shape, which pays off in any real training run but not in unit tests.
+    """
+    global _compile_mode
+    if mode not in _COMPILE_MODES:
+        raise ValueError(f"compile mode must be one of {_COMPILE_MODES}, got {mode!r}")
+    _compile_mode = mode
+
+
+def _use_compiled(device: torch.device) -> bool:
+    if _compile_failed or _compile_mode == "off":
+        return False
+    return _compile_mode == "on" or device.type == "cuda"
+
+
+def _compiled_fn(name: str):
+    if name not in _compiled:
+        fn = chunk_forward if name == "forward" else chunk_backward
+        _compiled[name] = torch.compile(fn, dynamic=False)
+    return _compiled[name]
+
+
+def _compiled_forward(r: Tensor, ms: tuple[Tensor, ...], chunk: int) -> Tensor:
+    fwd = _compiled_fn("forward")
+    out = r.new_empty(r.shape)
+    for start in range(0, r.shape[0], chunk):
+        rc = r[start:start + chunk]
+        n = rc.shape[0]
+        if n < chunk:  # zero-padded rows are valid inputs; their outputs are dropped
+            rc = torch.cat([rc, rc.new_zeros(chunk - n, rc.shape[1])])
+        out[start:start + n] = fwd(rc, *ms)[:n]
+    return out
+
+
+def _compiled_backward(r: Tensor, grad: Tensor, ms: tuple[Tensor, ...], chunk: int,
+                       acc: list[Tensor]) -> None:
+    bwd = _compiled_fn("backward")
+    for start in range(0, r.shape[0], chunk):
+        rc, gc = r[start:start + chunk], grad[start:start + chunk]
+        n = rc.shape[0]
+        if n < chunk:  # padded rows get zero output gradient, so they add nothing
+            rc = torch.cat([rc, rc.new_zeros(chunk - n, rc.shape[1])])
+            gc = torch.cat([gc, gc.new_zeros(chunk - n, gc.shape[1])])
+        for a, g in zip(acc, bwd(rc, gc, *ms)):
+            a += g
+
+
+class _FoldedAttention(torch.autograd.Function):
+    """z_bi = sum_h sum_j softmax_j(s_bh)_ij W_bhij over chunks of the batch (see module doc)."""
+
+    @staticmethod
+    def forward(ctx, r: Tensor, m1: Tensor, m2: Tensor, m3: Tensor, m4: Tensor,
+                n1: Tensor, n2: Tensor, chunk: int) -> Tensor:
+        ms = (m1, m2, m3, m4, n1, n2)
+        ctx.save_for_backward(r, *ms)
+        ctx.chunk = chunk
+        with torch.autocast(r.device.type, enabled=False):
+            if _use_compiled(r.device):
+                try:
+                    return _compiled_forward(r, ms, chunk)
+                except Exception as exc:  # a broken compiler toolchain must not stop training
+                    _disable_compile(exc)
+            return _eager_forward(r, _upcast(ms, r.dtype), chunk)
+
+    @staticmethod
+    def backward(ctx, grad_out: Tensor):
+        r, *ms = ctx.saved_tensors
+        ms = tuple(ms)
+        need_r = ctx.needs_input_grad[0]
+        grad_out = grad_out.to(r.dtype)
+        acc = [torch.zeros(ms[0].shape, dtype=r.dtype, device=r.device) for _ in range(6)]
+        dr = None
+        with torch.autocast(r.device.type, enabled=False):
+            done = False
+            if _use_compiled(r.device) and not need_r:
+                try:
+                    _compiled_backward(r, grad_out, ms, ctx.chunk, acc)
+                    done = True
+                except Exception as exc:
+                    _disable_compile(exc)
+                    for a in acc:
+                        a.zero_()
+            if not done:
+                dr = _eager_backward(r, grad_out, _upcast(ms, r.dtype), ctx.chunk, need_r, acc)
+        grads = [a.to(m.dtype) for a, m in zip(acc, ms)]
+        return (dr, *grads, None)
+
+
+def _upcast(ms: tuple[Tensor, ...], dtype: torch.dtype) -> tuple[Tensor, ...]:
+    return tuple(m.to(dtype) for m in ms)
+
+
+def _disable_compile(exc: Exception) -> None:
+    global _compile_failed
+    _compile_failed = True
+    logger.warning("torch.compile of the folded attention failed (%s); using the eager path", exc)
+
+
+def folded_attention_readout(
+    r: Tensor, embed_weight: Tensor, embed_bias: Tensor,
+    wq: Tensor, bq: Tensor, wk: Tensor, bk: Tensor, wv: Tensor, bv: Tensor,
+    wo: Tensor, bo: Tensor, readout_weight: Tensor, readout_bias: Tensor,
+    n_heads: int, chunk_size: int | None = None,
+) -> Tensor:
+    """Per-neuron embed -> multi-head self-attention -> per-neuron readout, folded.
+
+    r (B, K); embed_weight/embed_bias/readout_weight (K, d); wq..wo (d, d) and bq..bo (d,) in the
+    ``nn.Linear`` convention; readout_bias (K,). Returns (B, K), the same function as the plain
+    path (up to floating-point rounding), with gradients to every parameter (and to ``r`` when it
+    requires grad). ``chunk_size`` samples are processed at a time (automatic when None) so
+    temporaries stay bounded at large K. Under autocast the K x K matrices are built in the
+    autocast dtype and the per-sample work runs in float32.
+    """
+    if r.dim() != 2:
+        raise ValueError(f"responses must be (batch, neurons), got shape {tuple(r.shape)}")
+    k = embed_weight.shape[0]
+    if r.shape[1] != k:
+        raise ValueError(f"responses have {r.shape[1]} neurons, the tower expects {k}")
+    if chunk_size is not None and chunk_size < 1:
+        raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
+    m1, m2, m3, m4, n1, n2, beta = fold_matrices(
+        embed_weight, embed_bias, wq, bq, wk, bk, wv, bv, wo, bo, readout_weight, readout_bias, n_heads)
+    chunk = chunk_size or auto_chunk_size(r.shape[0], k, n_heads, r.device.type, _use_compiled(r.device))
+    r = r.to(_compute_dtype(m1.dtype))
+    z = _FoldedAttention.apply(r, m1, m2, m3, m4, n1, n2, chunk)
+    return z + beta

@@ -1,0 +1,367 @@
+"""Plotly figure builders for the dashboard (no streamlit here).
+
+Every builder takes plain numpy arrays / lists of dicts and returns a `plotly.graph_objects.Figure`,
+so pages only pick data and draw. A few small, vectorised summaries that exist only to be drawn
+(EMA smoothing, ranks of the true match, per-neuron reliability, a display ordering for response
+rasters) live here too.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from typing import Iterable, Mapping, Sequence
+
+import numpy as np
+import plotly.graph_objects as go
+from plotly.subplots import make_subplots
+
+logger = logging.getLogger(__name__)
+
+PALETTE = ("#2f6fdf", "#e4572e", "#17a398", "#f3a712", "#8e44ad", "#6c757d", "#c2185b", "#2e7d32")
+MAP_COLORSCALE = "Viridis"
+DIFF_COLORSCALE = "RdBu_r"
+_LAYOUT = dict(template="plotly_white", margin=dict(l=50, r=20, t=40, b=40))
+
+
+# --------------------------------------------------------------------------------------------
+# small summaries drawn by the figures
+# --------------------------------------------------------------------------------------------
+def ema_smooth(values: Sequence[float], weight: float) -> np.ndarray:
+    """Exponential moving average with debiasing (TensorBoard-style); `weight` in [0, 1).
+
+    NaNs are skipped (they keep the running average) and stay NaN in the output.
+    """
+    if not 0.0 <= weight < 1.0:
+        raise ValueError(f"smoothing weight must be in [0, 1), got {weight}")
+    x = np.asarray(values, dtype=np.float64)
+    if weight == 0.0 or x.size == 0:
+        return x.copy()
+    out = np.full_like(x, np.nan)
+    avg, norm = 0.0, 0.0
+    for i, v in enumerate(x):  # one pass over logged points (hundreds), not over neurons
+        if not np.isfinite(v):
+            continue
+        avg = weight * avg + (1.0 - weight) * v
+        norm = weight * norm + (1.0 - weight)
+        out[i] = avg / norm
+    return out
+
+
+def true_match_ranks(similarity: np.ndarray) -> dict[str, np.ndarray]:
+    """Rank (1 = best) of the true match for every query, both directions.
+
+    `similarity` is (n, n) with image rows × neural columns and the true pairs on the diagonal.
+    Ties are split evenly (rank = 1 + #better + #tied / 2), as in `evaluation.retrieval`, so the
+    mean of these ranks is the reported mean rank.
+    """
+    s = np.asarray(similarity, dtype=np.float64)
+    if s.ndim != 2 or s.shape[0] != s.shape[1]:
+        raise ValueError(f"similarity must be a square (n, n) matrix, got shape {s.shape}")
+    diag = np.diag(s)
+    others = ~np.eye(len(s), dtype=bool)
+    i2n = 1 + (s > diag[:, None]).sum(axis=1) + ((s == diag[:, None]) & others).sum(axis=1) / 2
+    n2i = 1 + (s > diag[None, :]).sum(axis=0) + ((s == diag[None, :]) & others).sum(axis=0) / 2
+    return {"image_to_neural": i2n.astype(np.float64), "neural_to_image": n2i.astype(np.float64)}
+
+
+def top_k(similarity: np.ndarray, query: int, k: int, direction: str) -> tuple[np.ndarray, np.ndarray]:
+    """Indices and scores of the k best candidates for one query.
+
+    direction "image_to_neural": query is an image row, candidates are neural columns;
+    "neural_to_image": query is a neural column, candidates are image rows.
+    """
+    s = np.asarray(similarity)
+    if direction == "image_to_neural":
+        scores = s[query, :]
+    elif direction == "neural_to_image":
+        scores = s[:, query]
+    else:
+        raise ValueError(f"direction must be image_to_neural or neural_to_image, got {direction!r}")
+    k = max(1, min(int(k), scores.size))
+    order = np.argsort(-scores, kind="stable")[:k]
+    return order, scores[order]
+
+
+def neuron_reliability(repeats: np.ndarray) -> np.ndarray:
+    """Per-neuron split-half reliability: correlation over images between the mean of even and
+    odd repeats, Spearman-Brown corrected (2r / (1 + r), clipped to [-1, 1]). `repeats` is
+    (R, N, K) with R >= 2; returns (K,) (NaN for neurons constant over images)."""
+    r = np.asarray(repeats)
+    if r.ndim != 3 or r.shape[0] < 2:
+        raise ValueError(f"repeats must be (R>=2, N, K), got shape {r.shape}")
+    work = np.float32 if r.dtype in (np.float16, np.float32) else np.float64  # (N, K) halves stay small
+    a = r[0::2].mean(axis=0, dtype=work)
+    b = r[1::2].mean(axis=0, dtype=work)
+    a -= a.mean(axis=0, dtype=np.float64).astype(work)
+    b -= b.mean(axis=0, dtype=np.float64).astype(work)
+    denom = np.sqrt((a * a).sum(axis=0, dtype=np.float64) * (b * b).sum(axis=0, dtype=np.float64))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        corr = (a * b).sum(axis=0, dtype=np.float64) / denom
+        corr = np.where(denom > 0, corr, np.nan)
+        return np.clip(2 * corr / (1 + corr), -1.0, 1.0)
+
+
+def raster_order(responses: np.ndarray, max_images: int = 300, max_neurons: int = 400) -> tuple[np.ndarray, np.ndarray]:
+    """A display ordering for a response raster: (image_idx, neuron_idx).
+
+    Keeps at most `max_images` images (even spread) and the `max_neurons` most variable neurons;
+    images sorted by mean population response, neurons sorted by the position of their
+    preferred image in that order, so tuning shows up as a diagonal band.
+    """
+    x = np.asarray(responses)
+    n, k = x.shape
+    img = np.unique(np.linspace(0, n - 1, num=min(n, max_images)).round().astype(np.int64))
+    var = x[img].var(axis=0, dtype=np.float64)
+    neu = np.argsort(-var, kind="stable")[: min(k, max_neurons)]
+    sub = x[np.ix_(img, neu)].astype(np.float64)
+    img_sort = np.argsort(-sub.mean(axis=1), kind="stable")
+    sub = sub[img_sort]
+    pref = np.argmax(sub, axis=0)
+    neu_sort = np.argsort(pref, kind="stable")
+    return img[img_sort], neu[neu_sort]
+
+
+# --------------------------------------------------------------------------------------------
+# training curves
+# --------------------------------------------------------------------------------------------
+def _series(history: Iterable[Mapping], key: str, x_key: str = "step") -> tuple[np.ndarray, np.ndarray]:
+    xs, ys = [], []
+    for rec in history:
+        v = rec.get(key)
+        if v is None:
+            continue
+        try:
+            v = float(v)
+        except (TypeError, ValueError):
+            continue
+        if not math.isfinite(v):
+            continue
+        x = rec.get(x_key)
+        xs.append(float(x) if x is not None else float(len(xs)))
+        ys.append(v)
+    return np.asarray(xs), np.asarray(ys)
+
+
+def _train_records(history: Sequence[Mapping]) -> list[Mapping]:
+    """Per-step records when the history has any (finest grain), else all records."""
+    steps = [r for r in history if r.get("event") == "step" and r.get("train_loss") is not None]
+    return steps or list(history)
+
+
+def loss_curves(histories: Mapping[str, Sequence[Mapping]], smoothing: float = 0.0,
+                log_y: bool = False, x_key: str = "step", title: str = "Loss") -> go.Figure:
+    """Train (solid) and validation (dashed, markers) loss per labelled history.
+
+    `histories` maps a label (subject or run) to a list of logged records with `train_loss`
+    and/or `val_loss` and the x key (`step` by default). Smoothing applies to train loss only.
+    """
+    fig = go.Figure()
+    for i, (label, history) in enumerate(histories.items()):
+        color = PALETTE[i % len(PALETTE)]
+        x, y = _series(_train_records(history), "train_loss", x_key)
+        if y.size:
+            if smoothing > 0:
+                fig.add_trace(go.Scatter(x=x, y=y, mode="lines", line=dict(color=color, width=1),
+                                         opacity=0.25, showlegend=False, hoverinfo="skip",
+                                         name=f"{label} train (raw)"))
+            fig.add_trace(go.Scatter(x=x, y=ema_smooth(y, smoothing), mode="lines",
+                                     line=dict(color=color, width=2), name=f"{label} train"))
+        x, y = _series(history, "val_loss", x_key)
+        if y.size:
+            fig.add_trace(go.Scatter(x=x, y=y, mode="lines+markers", line=dict(color=color, dash="dash"),
+                                     marker=dict(size=5), name=f"{label} val"))
+    fig.update_layout(title=title, xaxis_title=x_key, yaxis_title="loss", hovermode="x unified",
+                      legend=dict(orientation="h", y=-0.2), **_LAYOUT)
+    if log_y:
+        fig.update_yaxes(type="log")
+    return fig
+
+
+def lr_curves(histories: Mapping[str, Sequence[Mapping]], x_key: str = "step") -> go.Figure:
+    """Learning rate of the image side (solid) and neural side (dotted) per history, log scale."""
+    fig = go.Figure()
+    for i, (label, history) in enumerate(histories.items()):
+        color = PALETTE[i % len(PALETTE)]
+        for key, dash, side in (("lr_image", "solid", "image"), ("lr_neural", "dot", "neural")):
+            x, y = _series(_train_records(history), key, x_key)
+            if y.size:
+                fig.add_trace(go.Scatter(x=x, y=y, mode="lines", line=dict(color=color, dash=dash),
+                                         name=f"{label} {side} lr"))
+    fig.update_layout(title="Learning rate", xaxis_title=x_key, yaxis_title="lr", **_LAYOUT)
+    fig.update_yaxes(type="log")
+    return fig
+
+
+# --------------------------------------------------------------------------------------------
+# subjects
+# --------------------------------------------------------------------------------------------
+def neuron_stats(mean: np.ndarray, variance: np.ndarray, reliability: np.ndarray | None = None) -> go.Figure:
+    """Per-neuron mean vs variance (log-log), coloured by reliability when given."""
+    mean = np.asarray(mean, dtype=np.float64)
+    variance = np.asarray(variance, dtype=np.float64)
+    marker = dict(size=4, opacity=0.6, color=PALETTE[0])
+    if reliability is not None:
+        marker.update(color=np.nan_to_num(np.asarray(reliability, dtype=np.float64), nan=0.0),
+                      colorscale="Viridis", colorbar=dict(title="reliability"), cmin=0, cmax=1)
+    fig = go.Figure(go.Scattergl(x=mean, y=variance, mode="markers", marker=marker,
+                                 text=[f"neuron {i}" for i in range(mean.size)],
+                                 hovertemplate="%{text}<br>mean %{x:.3g}<br>var %{y:.3g}<extra></extra>"))
+    fig.update_layout(title=f"Per-neuron mean and variance ({mean.size} neurons)",
+                      xaxis_title="mean response", yaxis_title="variance", **_LAYOUT)
+    if np.all(mean > 0) and np.all(variance > 0):
+        fig.update_xaxes(type="log")
+        fig.update_yaxes(type="log")
+    return fig
+
+
+def histogram(values: np.ndarray, title: str, x_title: str, nbins: int = 40,
+              vline: float | None = None, vline_label: str = "") -> go.Figure:
+    """A plain histogram of finite values, with an optional labelled vertical line."""
+    v = np.asarray(values, dtype=np.float64)
+    v = v[np.isfinite(v)]
+    fig = go.Figure(go.Histogram(x=v, nbinsx=nbins, marker_color=PALETTE[0]))
+    if vline is not None and math.isfinite(vline):
+        fig.add_vline(x=vline, line_dash="dash", line_color=PALETTE[1], annotation_text=vline_label)
+    fig.update_layout(title=title, xaxis_title=x_title, yaxis_title="count", bargap=0.05, **_LAYOUT)
+    return fig
+
+
+def response_raster(responses: np.ndarray, image_idx: np.ndarray, neuron_idx: np.ndarray) -> go.Figure:
+    """Heatmap of z-scored responses, images × neurons in the given display order."""
+    x = np.asarray(responses)[np.ix_(image_idx, neuron_idx)].astype(np.float64)
+    sd = x.std(axis=0)
+    z = (x - x.mean(axis=0)) / np.where(sd > 0, sd, 1.0)
+    fig = go.Figure(go.Heatmap(z=z.T, x=[str(i) for i in image_idx], y=[str(j) for j in neuron_idx],
+                               colorscale="Magma", zmin=-1, zmax=3, colorbar=dict(title="z"),
+                               hovertemplate="image %{x}<br>neuron %{y}<br>z %{z:.2f}<extra></extra>"))
+    fig.update_layout(title="Responses (neurons sorted by preferred image, images by population mean)",
+                      xaxis=dict(title="image", showticklabels=False, type="category"),
+                      yaxis=dict(title="neuron", showticklabels=False, type="category"),
+                      height=420, **_LAYOUT)
+    return fig
+
+
+# --------------------------------------------------------------------------------------------
+# retrieval
+# --------------------------------------------------------------------------------------------
+def similarity_heatmap(similarity: np.ndarray, labels: Sequence | None = None) -> go.Figure:
+    """Test similarity matrix (image rows × neural columns); the diagonal is the true pairing."""
+    s = np.asarray(similarity, dtype=np.float64)
+    ticks = [str(v) for v in labels] if labels is not None else [str(i) for i in range(len(s))]
+    fig = go.Figure(go.Heatmap(z=s, x=ticks, y=ticks, colorscale="Viridis", colorbar=dict(title="sim"),
+                               hovertemplate="image %{y} × neural %{x}<br>sim %{z:.3f}<extra></extra>"))
+    fig.update_layout(title="Test similarity (image × neural)",
+                      xaxis=dict(title="neural response of image", type="category", showticklabels=len(s) <= 40),
+                      yaxis=dict(title="image", type="category", autorange="reversed",
+                                 scaleanchor="x", showticklabels=len(s) <= 40),
+                      height=520, **_LAYOUT)
+    return fig
+
+
+def rank_histogram(ranks: Mapping[str, np.ndarray]) -> go.Figure:
+    """Overlaid histograms of the true match's rank for each direction (1 = best)."""
+    fig = go.Figure()
+    for i, (name, r) in enumerate(ranks.items()):
+        r = np.asarray(r)
+        fig.add_trace(go.Histogram(x=r, name=name.replace("_", " "), opacity=0.6,
+                                   marker_color=PALETTE[i % len(PALETTE)],
+                                   xbins=dict(start=0.5, end=float(r.max(initial=1)) + 0.5,
+                                              size=max(1, int(r.max(initial=1)) // 40))))
+    fig.update_layout(title="Rank of the true match (1 = retrieved first)", barmode="overlay",
+                      xaxis_title="rank", yaxis_title="queries", **_LAYOUT)
+    return fig
+
+
+def metrics_bars(rows: Mapping[str, Mapping[str, float]], metric: str = "top1") -> go.Figure:
+    """Bar chart of one metric for the model and its reference points (chance, baselines, oracle)."""
+    names = list(rows)
+    values = [rows[n].get(metric, np.nan) for n in names]
+    colors = [PALETTE[0] if n == "model" else PALETTE[5] for n in names]
+    fig = go.Figure(go.Bar(x=names, y=values, marker_color=colors, text=[f"{v:.3f}" if v == v else "" for v in values],
+                           textposition="outside"))
+    fig.update_layout(title=f"{metric} (image → neural)", yaxis_title=metric, **_LAYOUT)
+    return fig
+
+
+# --------------------------------------------------------------------------------------------
+# feature maps
+# --------------------------------------------------------------------------------------------
+def _resize_nearest(m: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    rows = np.minimum((np.arange(shape[0]) * m.shape[0] / shape[0]).astype(np.int64), m.shape[0] - 1)
+    cols = np.minimum((np.arange(shape[1]) * m.shape[1] / shape[1]).astype(np.int64), m.shape[1] - 1)
+    return m[np.ix_(rows, cols)]
+
+
+def feature_map_panel(stimulus: np.ndarray, image_map: np.ndarray, neural_map: np.ndarray,
+                      overlay: bool = False, title: str = "") -> go.Figure:
+    """2×2 grid read left to right: stimulus | image-tower map / neural-tower map | difference,
+    each at the stimulus aspect ratio. With `overlay`, the maps are drawn semi-transparently on top
+    of the stimulus (resampled to the map grid)."""
+    stim = np.asarray(stimulus, dtype=np.float64).squeeze()
+    im = np.asarray(image_map, dtype=np.float64).squeeze()
+    nm = np.asarray(neural_map, dtype=np.float64).squeeze()
+    if im.shape != nm.shape or im.ndim != 2:
+        raise ValueError(f"image and neural maps must be two (h, w) arrays of one shape, got {im.shape} and {nm.shape}")
+    diff = im - nm
+    fig = make_subplots(rows=2, cols=2, horizontal_spacing=0.08, vertical_spacing=0.14,
+                        subplot_titles=("stimulus", "image-tower map", "neural-tower map", "image − neural"))
+    fig.add_trace(go.Heatmap(z=stim, colorscale="gray", showscale=False, hoverinfo="skip"), 1, 1)
+    for (row, col), m, name in (((1, 2), im, "image"), ((2, 1), nm, "neural")):
+        if overlay:
+            fig.add_trace(go.Heatmap(z=_resize_nearest(stim, m.shape), colorscale="gray", showscale=False,
+                                     hoverinfo="skip"), row, col)
+        fig.add_trace(go.Heatmap(z=m, colorscale=MAP_COLORSCALE, zmin=0, zmax=1, showscale=(row, col) == (1, 2),
+                                 opacity=0.55 if overlay else 1.0, name=name,
+                                 colorbar=dict(x=1.0, y=0.79, len=0.42, thickness=10, title="map"),
+                                 hovertemplate=f"{name} %{{z:.2f}}<extra></extra>"), row, col)
+    lim = float(np.abs(diff).max(initial=1e-6))
+    fig.add_trace(go.Heatmap(z=diff, colorscale=DIFF_COLORSCALE, zmid=0, zmin=-lim, zmax=lim,
+                             colorbar=dict(x=1.0, y=0.21, len=0.42, thickness=10, title="diff"),
+                             hovertemplate="diff %{z:.2f}<extra></extra>"), 2, 2)
+    for i, (row, col) in enumerate(((1, 1), (1, 2), (2, 1), (2, 2))):
+        fig.update_yaxes(autorange="reversed", showticklabels=False, scaleanchor=f"x{'' if i == 0 else i + 1}",
+                         row=row, col=col)
+        fig.update_xaxes(showticklabels=False, row=row, col=col)
+    fig.update_layout(title=title, height=420, template="plotly_white", margin=dict(l=10, r=40, t=70, b=10))
+    return fig
+
+
+def mean_maps(image_maps: np.ndarray, neural_maps: np.ndarray) -> go.Figure:
+    """Mean image-tower and neural-tower maps over the test set, side by side."""
+    a = np.asarray(image_maps, dtype=np.float64).reshape(-1, *np.asarray(image_maps).shape[-2:]).mean(axis=0)
+    b = np.asarray(neural_maps, dtype=np.float64).reshape(-1, *np.asarray(neural_maps).shape[-2:]).mean(axis=0)
+    fig = make_subplots(rows=1, cols=2, horizontal_spacing=0.05,
+                        subplot_titles=("mean image-tower map", "mean neural-tower map"))
+    lo, hi = float(min(a.min(), b.min())), float(max(a.max(), b.max()))
+    fig.add_trace(go.Heatmap(z=a, colorscale=MAP_COLORSCALE, zmin=lo, zmax=hi, showscale=False), 1, 1)
+    fig.add_trace(go.Heatmap(z=b, colorscale=MAP_COLORSCALE, zmin=lo, zmax=hi), 1, 2)
+    for c in (1, 2):
+        fig.update_yaxes(autorange="reversed", showticklabels=False, scaleanchor=f"x{'' if c == 1 else c}",
+                         row=1, col=c)
+        fig.update_xaxes(showticklabels=False, row=1, col=c)
+    fig.update_layout(height=230, template="plotly_white", margin=dict(l=10, r=10, t=50, b=10))
+    return fig
+
+
+def as_display_image(image: np.ndarray) -> np.ndarray:
+    """A stimulus (1, H, W) or (H, W) as a uint8 (H, W) grayscale picture for st.image."""
+    x = np.asarray(image, dtype=np.float64).squeeze()
+    if x.ndim != 2:
+        raise ValueError(f"expected a single grayscale image (H, W), got shape {x.shape}")
+    lo, hi = float(np.nanmin(x)), float(np.nanmax(x))
+    if 0.0 <= lo and hi <= 1.0:
+        scaled = x
+    else:
+        scaled = (x - lo) / (hi - lo) if hi > lo else np.zeros_like(x)
+    return np.clip(np.round(scaled * 255.0), 0, 255).astype(np.uint8)
+
+
+def framed(picture: np.ndarray, color: tuple[int, int, int] = (23, 163, 152), width: int = 4) -> np.ndarray:
+    """A uint8 grayscale picture (H, W) as RGB (H, W, 3) with a coloured frame (marks the correct match)."""
+    g = np.asarray(picture, dtype=np.uint8)
+    rgb = np.repeat(g[..., None], 3, axis=2).copy()
+    w = max(1, min(width, g.shape[0] // 4, g.shape[1] // 4))
+    for edge in (np.s_[:w, :], np.s_[-w:, :], np.s_[:, :w], np.s_[:, -w:]):
+        rgb[edge] = color
+    return rgb

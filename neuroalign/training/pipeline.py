@@ -1,0 +1,192 @@
+"""One training run end to end: load -> split -> normalise -> train -> evaluate -> exports.
+
+`run_training` is what the CLI (`python -m neuroalign train`) and the dashboard's background jobs
+call; `resume_training` continues an interrupted run from its `last.pt` in the same folder.
+The run folder is written as training goes (see `neuroalign.training.runs`): `status.json`
+says queued/running/finished/failed/stopped, and a failure leaves its one-line reason there.
+
+Exports in the reference format: `loss_data.mat` with `train_loss_hist` and `test_loss_hist`
+(1 x epochs). NOTE: `test_loss_hist` holds our VALIDATION loss history -- the reference drove
+its scheduler with the test loss under that name; we never touch test data during training,
+but keep the variable name so existing MATLAB scripts still run.
+"""
+
+from __future__ import annotations
+
+import logging
+import subprocess
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from neuroalign import __version__
+from neuroalign.config import TrainConfig
+from neuroalign.data import Normaliser, Subject, SubjectStore, load_subject
+from neuroalign.io_utils import atomic_savemat, atomic_write_json
+from neuroalign.training import runs as runs_io
+from neuroalign.training.device import describe_device
+from neuroalign.training.trainer import Callback, FitResult, Trainer, TrainingDiverged
+
+logger = logging.getLogger(__name__)
+
+STOP_MESSAGES = {
+    "completed": "finished all epochs",
+    "early_stopping": "stopped early: no val-loss improvement",
+    "time_budget": "time budget reached",
+    "stopped": "stopped by user",
+}
+
+
+def _git_commit() -> str | None:
+    try:
+        out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=Path(__file__).resolve().parent,
+                             capture_output=True, text=True, timeout=5)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout.strip() or None if out.returncode == 0 else None
+
+
+def _config_record(config: TrainConfig, subject: Subject, subject_path: Path, trainer: Trainer) -> dict[str, Any]:
+    return {
+        "config": config.to_dict(),
+        "subject": {"name": subject.name, "path": str(subject_path), "data_hash": subject.data_hash,
+                    "n_images": subject.n_images, "n_neurons": subject.n_neurons,
+                    "image_shape": list(subject.images.shape[2:]), "simulated": bool(subject.meta.get("simulated", False))},
+        "code_version": __version__, "git_commit": _git_commit(), "torch_version": torch.__version__,
+        "device": str(trainer.device), "device_description": describe_device(trainer.device),
+        "world_size": trainer.dist.world_size, "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "resumed_from_epoch": None,
+        "reproduce": f"python -m neuroalign train --subjects {subject.name} (config.json holds every setting)",
+    }
+
+
+def _subject_path(data_dir: str | Path, name: str) -> Path:
+    return SubjectStore(data_dir).path(name)
+
+
+def _finish(trainer: Trainer, fit: FitResult, run_dir: Path, subject_path: Path) -> None:
+    from neuroalign.evaluation.evaluate import evaluate_trainer
+
+    if not trainer.is_main:
+        return
+    atomic_savemat(run_dir / runs_io.LOSS_MAT, {
+        "train_loss_hist": np.asarray(fit.train_loss_hist, dtype=np.float64).reshape(1, -1),
+        "test_loss_hist": np.asarray(fit.val_loss_hist, dtype=np.float64).reshape(1, -1),
+    })
+    runs_io.write_status(run_dir, "running", "evaluating on the test split", progress=1.0, epoch=fit.epochs_run)
+    training = {"epochs_run": fit.epochs_run, "best_epoch": fit.best_epoch, "best_val_loss": fit.best_val_loss,
+                "stop_reason": fit.stop_reason, "elapsed_s": fit.elapsed_s}
+    results = evaluate_trainer(trainer, run_dir=run_dir, subject_path=subject_path, training=training)
+    t = results["test"]
+    summary = (f"{STOP_MESSAGES[fit.stop_reason]} (epoch {fit.epochs_run}, best {fit.best_epoch}); test top-1 "
+               f"image->neural {t['image_to_neural']['top1']:.3f}, neural->image {t['neural_to_image']['top1']:.3f} "
+               f"(chance {t['chance_top1']:.3f})")
+    state = "stopped" if fit.stop_reason == "stopped" else "finished"
+    runs_io.write_status(run_dir, state, summary, progress=1.0, epoch=fit.epochs_run)
+
+
+def _train_and_finish(trainer: Trainer, run_dir: Path, subject_path: Path, callback: Callback | None,
+                      stop_event: threading.Event | None) -> Path:
+    config = trainer.config
+
+    def on_event(event: str, values: dict[str, float]) -> None:
+        if event == "epoch":
+            runs_io.write_status(run_dir, "running", f"epoch {int(values['epoch'])}/{config.epochs}",
+                                 progress=values["progress"], epoch=int(values["epoch"]), epochs=config.epochs,
+                                 eta_s=values.get("eta_s"))
+        if callback is not None:
+            callback(event, values)
+
+    try:
+        fit = trainer.fit(callback=on_event if trainer.is_main else None, stop_event=stop_event)
+        _finish(trainer, fit, run_dir, subject_path)
+    except TrainingDiverged as exc:
+        if trainer.is_main:
+            runs_io.write_status(run_dir, "failed", str(exc))
+        raise
+    except BaseException as exc:
+        if trainer.is_main:
+            runs_io.write_status(run_dir, "failed", f"{type(exc).__name__}: {exc}")
+        raise
+    return run_dir
+
+
+def run_training(subject_name: str, config: TrainConfig, data_dir: str | Path, runs_dir: str | Path,
+                 callback: Callback | None = None, stop_event: threading.Event | None = None,
+                 run_dir: str | Path | None = None, cache_dir: str | Path | None = None) -> Path:
+    """Train `subject_name` from `data_dir` into a new run folder under `runs_dir` (or `run_dir`).
+
+    Returns the run folder. A NaN/Inf loss raises `TrainingDiverged` after writing status
+    `failed`; a stop request or the time budget ends cleanly (best checkpoint restored, evaluated).
+    """
+    config.validate()
+    subject_path = _subject_path(data_dir, subject_name)
+    from neuroalign.training.device import dist_info_from_env
+
+    is_main = dist_info_from_env().is_main
+    run_dir = Path(run_dir) if run_dir is not None else (runs_io.new_run_dir(runs_dir, subject_name) if is_main else None)
+    if run_dir is None:  # non-zero torchrun ranks train but write nothing
+        subject = load_subject(subject_path)
+        trainer = Trainer(config, subject, run_dir=None, cache_dir=cache_dir)
+        trainer.fit(stop_event=stop_event)
+        return Path(runs_dir)
+    runs_io.write_status(run_dir, "running", "loading data", epochs=config.epochs, progress=0.0)
+    try:
+        subject = load_subject(subject_path)
+        runs_io.write_status(run_dir, "running", "preparing (backbone features are computed once)")
+        trainer = Trainer(config, subject, run_dir=run_dir, cache_dir=cache_dir)
+    except BaseException as exc:
+        runs_io.write_status(run_dir, "failed", f"{type(exc).__name__}: {exc}")
+        raise
+    atomic_write_json(run_dir / runs_io.CONFIG_FILE, _config_record(config, subject, subject_path, trainer))
+    runs_io.write_split(run_dir, trainer.split)
+    atomic_write_json(run_dir / runs_io.NORMALISER_FILE, trainer.normaliser.state_dict())
+    return _train_and_finish(trainer, run_dir, subject_path, callback, stop_event)
+
+
+def rebuild_trainer(record: runs_io.RunRecord, data_dir: str | Path | None = None, cache_dir: str | Path | None = None,
+                    device: str | None = None) -> tuple[Trainer, Path]:
+    """A Trainer with a run's config, subject, split and normaliser (weights: fresh init)."""
+    if "config" not in record.config or "subject" not in record.config:
+        raise FileNotFoundError(f"{record.path / runs_io.CONFIG_FILE} is missing or incomplete")
+    config = record.train_config()
+    if device is not None:
+        config = config.replace(device=device)
+    meta = record.config["subject"]
+    subject_path = _subject_path(data_dir, meta["name"]) if data_dir is not None else Path(meta["path"])
+    subject = load_subject(subject_path)
+    if subject.data_hash != meta.get("data_hash"):
+        raise ValueError(f"subject data at {subject_path} changed since the run (hash {subject.data_hash[:12]}, "
+                         f"run used {str(meta.get('data_hash'))[:12]}); evaluate against the original data")
+    if record.split is None:
+        raise FileNotFoundError(f"{record.path / runs_io.SPLIT_FILE} not found")
+    norm_state = runs_io._read_json(record.path / runs_io.NORMALISER_FILE)
+    if norm_state is None:
+        raise FileNotFoundError(f"{record.path / runs_io.NORMALISER_FILE} not found")
+    trainer = Trainer(config, subject, run_dir=record.path, cache_dir=cache_dir, split=record.split,
+                      normaliser=Normaliser.from_state_dict(norm_state))
+    return trainer, subject_path
+
+
+def resume_training(run_dir: str | Path, data_dir: str | Path | None = None, callback: Callback | None = None,
+                    stop_event: threading.Event | None = None, cache_dir: str | Path | None = None) -> Path:
+    """Continue a run from its `last.pt` (same split, normaliser, optimizer state) in the same folder."""
+    record = runs_io.load_run(run_dir)
+    last = runs_io.load_checkpoint(record.path / runs_io.LAST_CKPT)
+    best_path = record.path / runs_io.BEST_CKPT
+    best = runs_io.load_checkpoint(best_path) if best_path.is_file() else None
+    runs_io.write_status(record.path, "running", f"resuming from epoch {int(last['epoch'])}")
+    try:
+        trainer, subject_path = rebuild_trainer(record, data_dir=data_dir, cache_dir=cache_dir)
+        trainer.load_training_state(last, best)
+    except BaseException as exc:
+        runs_io.write_status(record.path, "failed", f"could not resume: {type(exc).__name__}: {exc}")
+        raise
+    cfg = dict(record.config)
+    cfg["resumed_from_epoch"] = int(last["epoch"])
+    atomic_write_json(record.path / runs_io.CONFIG_FILE, cfg)
+    return _train_and_finish(trainer, record.path, subject_path, callback, stop_event)

@@ -1,0 +1,68 @@
+"""Session-state keys and environment switches used by the dashboard, in one place.
+
+Widget keys are namespaced by page (`subjects.*`, `train.*`, ...) so tests can drive widgets by key.
+"""
+
+from __future__ import annotations
+
+# Environment switch: set to 1 to skip creating the demo subjects on first start (tests, CI).
+NO_DEMO_ENV = "NEUROALIGN_NO_DEMO"
+
+# --- app-wide state ---------------------------------------------------------------------------
+SELECTED_SUBJECT = "selected_subject"  # name of the subject last opened on the Subjects page
+SELECTED_RUN = "selected_run"  # run dir (str) shared by Retrieval / Feature maps / Runs
+APP_ENTERED = "_app_entered"  # set by app.py for each run it drives (see ui.entry)
+
+# --- Subjects page ----------------------------------------------------------------------------
+SUBJECT_PICK = "subjects.pick"
+UPLOAD_NAME = "subjects.upload_name"
+UPLOAD_IMAGES = "subjects.upload_images"
+UPLOAD_RESPONSES = "subjects.upload_responses"
+UPLOAD_CHECK = "subjects.upload_check"
+UPLOAD_SAVE = "subjects.upload_save"
+UPLOAD_STAGED = "subjects.upload_staged"  # dict: name, images path, responses path, summary lines
+DELETE_PICK = "subjects.delete_pick"
+DELETE_CONFIRM = "subjects.delete_confirm"
+DELETE_BUTTON = "subjects.delete"
+GRID_COUNT = "subjects.grid_count"
+
+# --- Train page -------------------------------------------------------------------------------
+TRAIN_SUBJECTS = "train.subjects"
+TRAIN_PRESET = "train.preset"
+TRAIN_FORM = "train.form"
+TRAIN_SUBMIT = "train.submit"
+TRAIN_FIELD_PREFIX = "train.field."  # + dotted config key, e.g. "train.field.optim.image_lr"
+TRAIN_SMOOTHING = "train.smoothing"
+TRAIN_LOG_Y = "train.log_y"
+TRAIN_STOP_PREFIX = "train.stop."  # + job id
+TRAIN_LAUNCHED = "train.launched"  # job ids launched from this session (info only)
+TRAIN_ERRORS = "train.errors"  # messages of the last launch attempt, shown once
+TRAIN_SHOW_FINISHED = "train.show_finished"
+
+# --- Retrieval page ---------------------------------------------------------------------------
+RETRIEVAL_RUN = "retrieval.run"
+RETRIEVAL_QUERY = "retrieval.query"
+RETRIEVAL_DIRECTION = "retrieval.direction"
+RETRIEVAL_K = "retrieval.k"
+
+# --- Feature maps page ------------------------------------------------------------------------
+MAPS_RUN = "maps.run"
+MAPS_SAMPLE = "maps.sample"  # position in the test set
+MAPS_OVERLAY = "maps.overlay"
+MAPS_BEST = "maps.best"
+MAPS_WORST = "maps.worst"
+MAPS_RANDOM = "maps.random"
+MAPS_PREV = "maps.prev"
+MAPS_NEXT = "maps.next"
+
+# --- Runs page --------------------------------------------------------------------------------
+RUNS_FILTER_SUBJECT = "runs.filter_subject"
+RUNS_FILTER_STATE = "runs.filter_state"
+RUNS_TABLE = "runs.table"
+RUNS_PICK = "runs.pick"
+RUNS_SORT = "runs.sort"
+RUNS_ONE = "runs.one"  # the run whose files / actions are shown
+RUNS_DELETE_CONFIRM = "runs.delete_confirm"
+RUNS_DELETE = "runs.delete"
+RUNS_SMOOTHING = "runs.smoothing"
+RUNS_LOG_Y = "runs.log_y"

@@ -1,0 +1,185 @@
+"""Cached access to subjects, runs and the device for the pages.
+
+Caches are keyed on folder paths plus modification stamps, so a page rerun (every widget click)
+re-reads nothing that did not change, and a changed file is picked up on the next rerun.
+Subjects are cached as resources (large arrays, never mutated by pages); run data as plain data.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import streamlit as st
+
+from neuroalign import paths
+
+logger = logging.getLogger(__name__)
+
+RUN_FILES = ("status.json", "results.json", "metrics.jsonl", "test_outputs.npz", "config.json", "split.json")
+
+
+def _mtime(path: Path) -> float:
+    try:
+        return path.stat().st_mtime
+    except OSError:
+        return 0.0
+
+
+def subject_stamp(root: Path, name: str | None = None) -> tuple:
+    """A cheap change stamp: the root's entries (names + mtimes), or one subject's data files."""
+    if name is not None:
+        data = Path(root) / name / "Data"
+        return tuple(sorted((p.name, _mtime(p), p.stat().st_size) for p in data.glob("*") if p.is_file())) \
+            if data.is_dir() else ()
+    root = Path(root)
+    if not root.is_dir():
+        return ()
+    return tuple(sorted((p.name, _mtime(p), _mtime(p / "Data")) for p in root.iterdir()))
+
+
+def run_stamp(run_dir: Path) -> tuple:
+    """Modification times of the run files the pages read."""
+    return tuple(_mtime(Path(run_dir) / f) for f in RUN_FILES)
+
+
+def subject_store():
+    """The SubjectStore of the data root in use (`neuroalign.paths.data_dir()`)."""
+    from neuroalign.data.store import SubjectStore
+
+    return SubjectStore(paths.data_dir())
+
+
+@st.cache_data(show_spinner=False, max_entries=16)
+def _list_subjects(root: str, stamp: tuple) -> list:
+    from neuroalign.data.store import SubjectStore
+
+    return SubjectStore(Path(root)).list()
+
+
+def list_subjects() -> list:
+    """SubjectInfo list of the data root (cached until the root's contents change)."""
+    root = paths.data_dir()
+    return _list_subjects(str(root), subject_stamp(root))
+
+
+@st.cache_resource(show_spinner=False, max_entries=3)
+def _load_subject(root: str, name: str, stamp: tuple):
+    from neuroalign.data.store import SubjectStore
+
+    return SubjectStore(Path(root)).load(name)
+
+
+def load_subject(name: str):
+    """The full Subject (cached as a resource per data-file stamp)."""
+    root = paths.data_dir()
+    return _load_subject(str(root), name, subject_stamp(root, name))
+
+
+@st.cache_data(show_spinner=False, max_entries=3)
+def _ground_truth(root: str, name: str, stamp: tuple) -> dict | None:
+    from neuroalign.data.subject import load_ground_truth
+
+    return load_ground_truth(Path(root) / name)
+
+
+def ground_truth(name: str) -> dict | None:
+    root = paths.data_dir()
+    return _ground_truth(str(root), name, subject_stamp(root, name))
+
+
+def list_runs() -> list:
+    """RunInfo list of the runs root, newest first, after marking orphaned active runs as
+    interrupted (not cached: it changes while jobs run, and it reads only small JSON files)."""
+    from neuroalign.training.jobs import get_job_manager
+
+    root = paths.runs_dir()
+    if not root.is_dir():
+        return []
+    return get_job_manager().sync_runs(root)
+
+
+@st.cache_data(show_spinner=False, max_entries=32)
+def _run_summary(run_dir: str, stamp: tuple) -> dict[str, Any]:
+    from neuroalign.training.runs import load_run
+
+    rec = load_run(Path(run_dir))
+    return {"config": _plain(rec.config), "split": _plain(rec.split), "status": _plain(rec.status),
+            "results": _plain(rec.results), "metrics": list(rec.metrics())}
+
+
+def run_summary(run_dir: str | os.PathLike) -> dict[str, Any]:
+    """config / split / status / results / metrics of one run as plain data (cached on mtimes)."""
+    return _run_summary(str(run_dir), run_stamp(Path(run_dir)))
+
+
+@st.cache_data(show_spinner=False, max_entries=8)
+def _run_test_outputs(run_dir: str, stamp: tuple) -> dict[str, np.ndarray]:
+    from neuroalign.training.runs import load_run
+
+    out = load_run(Path(run_dir)).test_outputs()
+    return {k: np.asarray(v) for k, v in out.items()}
+
+
+def run_test_outputs(run_dir: str | os.PathLike) -> dict[str, np.ndarray]:
+    """test_indices / image_maps / neural_maps / similarity / ssim of a finished run (cached)."""
+    return _run_test_outputs(str(run_dir), run_stamp(Path(run_dir)))
+
+
+@st.cache_resource(show_spinner=False)
+def device_description() -> str:
+    """`neuroalign.training.device.describe_device()`, computed once per process."""
+    from neuroalign.training.device import describe_device
+
+    return describe_device()
+
+
+def _plain(obj: Any) -> Any:
+    """Config dataclasses / objects with to_dict -> dicts, so cached values stay plain data."""
+    if obj is None or isinstance(obj, (dict, list, str, int, float, bool)):
+        return obj
+    if hasattr(obj, "to_dict"):
+        return obj.to_dict()
+    import dataclasses
+
+    if dataclasses.is_dataclass(obj):
+        return dataclasses.asdict(obj)
+    return obj
+
+
+def runs_table():
+    """All runs as a pandas table (see `tables.runs_frame`); unreadable runs are skipped and logged."""
+    from neuroalign.ui import tables
+
+    runs = list_runs()
+    summaries: dict[str, dict[str, Any]] = {}
+    for run in runs:
+        p = tables.run_path(run)
+        try:
+            summaries[str(p)] = run_summary(p)
+        except (ValueError, FileNotFoundError, OSError) as exc:
+            logger.warning("skipping unreadable run %s: %s", p, exc)
+    return tables.runs_frame(runs, summaries)
+
+
+@st.cache_data(show_spinner=False, max_entries=4)
+def _subject_stats(root: str, name: str, stamp: tuple) -> dict[str, Any]:
+    from neuroalign import plots
+
+    subject = _load_subject(root, name, stamp)
+    r = subject.responses
+    out: dict[str, Any] = {"mean": r.mean(axis=0, dtype=np.float64), "variance": r.var(axis=0, dtype=np.float64),
+                           "reliability": None}
+    if subject.repeats is not None and subject.repeats.shape[0] >= 2:
+        out["reliability"] = plots.neuron_reliability(subject.repeats)
+    out["raster_images"], out["raster_neurons"] = plots.raster_order(r)
+    return out
+
+
+def subject_stats(name: str) -> dict[str, Any]:
+    """Per-neuron mean / variance / split-half reliability and a raster display order (cached)."""
+    root = paths.data_dir()
+    return _subject_stats(str(root), name, subject_stamp(root, name))

@@ -1,0 +1,79 @@
+"""Choosing a finished run (shared by Retrieval and Feature maps) and loading what it points to."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import numpy as np
+import streamlit as st
+
+from neuroalign.ui import guards, keys, loaders, tables
+
+logger = logging.getLogger(__name__)
+
+
+def _label(run: Any) -> str:
+    top1 = (getattr(run, "metrics", None) or {}).get("test_top1_image_to_neural")
+    score = f" · top-1 {top1:.2f}" if isinstance(top1, (int, float)) else ""
+    return f"{run.subject} · {run.run_id}{score}"
+
+
+def _remember(widget_key: str) -> None:
+    """The user picked a run: make it the run every page opens with."""
+    st.session_state[keys.SELECTED_RUN] = st.session_state[widget_key]
+
+
+def pick_finished_run(widget_key: str) -> tuple[Any, dict[str, Any], dict[str, np.ndarray]]:
+    """Selectbox over finished runs (default: the run picked on another page); returns
+    (RunInfo, run summary, test outputs). Stops the page with a message when there is nothing to show."""
+    runs = guards.require_finished_runs()
+    by_path = {str(tables.run_path(r)): r for r in runs}
+    options = list(by_path)
+    wanted = st.session_state.get(keys.SELECTED_RUN)
+    if wanted in by_path and st.session_state.get(widget_key) != wanted:
+        st.session_state[widget_key] = wanted
+    elif st.session_state.get(widget_key) not in by_path:
+        st.session_state[widget_key] = options[0]
+    chosen = st.selectbox("Run", options, key=widget_key, format_func=lambda p: _label(by_path[p]),
+                          on_change=_remember, args=(widget_key,))
+    st.session_state[keys.SELECTED_RUN] = chosen
+    try:
+        summary = loaders.run_summary(chosen)
+        outputs = loaders.run_test_outputs(chosen)
+    except Exception as exc:  # noqa: BLE001 - a damaged run folder must not take the page down
+        logger.warning("cannot read run %s: %s", chosen, exc)
+        st.error(f"Cannot read run {by_path[chosen].run_id}: {type(exc).__name__}: {exc}")
+        st.stop()
+    needed = ("test_indices", "image_maps", "neural_maps", "similarity", "ssim")
+    missing = [k for k in needed if k not in (outputs or {})]
+    if outputs and missing:
+        st.error(f"Run {by_path[chosen].run_id}: test_outputs.npz lacks {', '.join(missing)}; re-evaluate the run.")
+        st.stop()
+    if not outputs:
+        st.error(f"Run {by_path[chosen].run_id} has no test outputs (test_outputs.npz); evaluate it first.")
+        st.stop()
+    return by_path[chosen], summary, outputs
+
+
+def stimuli_for(summary: dict[str, Any], indices: np.ndarray) -> np.ndarray | None:
+    """The run subject's stimuli at `indices` (n, 1, H, W), or None (with a warning) when the subject
+    is no longer in the data root or has changed since the run."""
+    subject_meta = (summary.get("config") or {}).get("subject") or {}
+    name = subject_meta.get("name")
+    if not name:
+        st.warning("This run does not record its subject; stimuli cannot be shown.")
+        return None
+    try:
+        subject = loaders.load_subject(name)
+    except (ValueError, FileNotFoundError, OSError) as exc:
+        st.warning(f"Subject {name} is not available in the data folder ({exc}); showing indices only.")
+        return None
+    expected = subject_meta.get("data_hash")
+    if expected and expected != subject.data_hash:
+        st.warning(f"Subject {name} changed since this run was trained; stimuli may not match.")
+    idx = np.asarray(indices, dtype=np.int64)
+    if idx.size and idx.max() >= subject.n_images:
+        st.warning(f"Subject {name} has fewer images than the run's test indices; stimuli cannot be shown.")
+        return None
+    return subject.images[idx]

@@ -1,0 +1,51 @@
+"""Home: what this is, subjects and runs at a glance, best result per subject, next steps."""
+
+import streamlit as st
+
+from neuroalign.ui import jobs_view, loaders, nav, tables
+from neuroalign.ui.entry import page_entry
+
+page_entry()
+st.title("neuroalign")
+st.markdown(
+    "Train a model that maps **natural images** and the **population responses of visual-cortex neurons** "
+    "into one shared 16×64 feature map, then *look* at how well they align. "
+    "A good model identifies which image a neural response belongs to far above chance, "
+    "and draws matching feature maps from both sides."
+)
+
+try:
+    subjects = loaders.list_subjects()
+    runs = loaders.runs_table()
+except (ValueError, FileNotFoundError, OSError) as exc:
+    st.error(f"Cannot read the data or runs folder: {exc}")
+    st.stop()
+
+running = jobs_view.active(jobs_view.snapshots())
+finished = runs[runs["top1 img→neu"].notna()] if not runs.empty else runs
+c1, c2, c3, c4 = st.columns(4)
+c1.metric("Subjects", len(subjects))
+c2.metric("Runs", len(runs))
+c3.metric("Finished with results", len(finished))
+c4.metric("Training now", len(running))
+
+left, right = st.columns(2)
+with left:
+    st.subheader("Subjects")
+    if subjects:
+        st.dataframe(tables.subjects_frame(subjects)[["subject", "images", "neurons", "repeats", "simulated"]],
+                     hide_index=True, column_config=tables.SUBJECT_COLUMNS, key="home.subjects")
+    else:
+        st.info("No subjects yet.")
+    st.page_link(nav.SUBJECTS.path, label="Browse or import subjects", icon=nav.SUBJECTS.icon)
+with right:
+    st.subheader("Best result per subject")
+    best = tables.best_per_subject(runs)
+    if best.empty:
+        st.info("No finished run yet: train one to see test identification accuracy here.")
+    else:
+        st.dataframe(best[["subject", "top1 img→neu", "top1 neu→img", "chance top1", "test n", "run"]],
+                     hide_index=True, column_config=tables.RUN_COLUMNS, key="home.best")
+    st.page_link(nav.TRAIN.path, label="Train a model", icon=nav.TRAIN.icon)
+    if not best.empty:
+        st.page_link(nav.RETRIEVAL.path, label="Browse retrieval results", icon=nav.RETRIEVAL.icon)

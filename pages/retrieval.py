@@ -1,0 +1,70 @@
+"""Retrieval: how well a finished run identifies images from neural responses and vice versa."""
+
+import numpy as np
+import streamlit as st
+
+from neuroalign import plots
+from neuroalign.ui import keys, run_picker, tables
+from neuroalign.ui.entry import page_entry
+
+page_entry()
+st.title("Retrieval")
+run, summary, outputs = run_picker.pick_finished_run(keys.RETRIEVAL_RUN)
+results = summary.get("results") or {}
+sim = np.asarray(outputs["similarity"])
+test_idx = np.asarray(outputs["test_indices"])
+n = len(test_idx)
+
+# ---- metrics -----------------------------------------------------------------------------------
+st.subheader(f"Test identification among {n} held-out images")
+left, right = st.columns([3, 2])
+left.dataframe(tables.retrieval_table(results), hide_index=True, key="retrieval.metrics",
+               column_config={c: st.column_config.NumberColumn(c, format="%.3f")
+                              for c in ("model", "chance", "ridge baseline", "repeat baseline", "oracle ceiling")})
+right.plotly_chart(plots.metrics_bars(tables.reference_top1(results), "top1"), key="retrieval.bars")
+left.caption("chance: a random ranking · ridge: pixels → responses by ridge regression · "
+             "repeat: one repeat identifies the other (recording noise ceiling) · "
+             "oracle: the simulator's noiseless rates (simulated subjects only).")
+
+# ---- query browser -----------------------------------------------------------------------------
+st.subheader("Query browser")
+stimuli = run_picker.stimuli_for(summary, test_idx)
+c = st.columns([2, 2, 1])
+direction = c[0].radio("Direction", list(tables.DIRECTIONS), format_func=tables.DIRECTIONS.get, horizontal=True,
+                       key=keys.RETRIEVAL_DIRECTION)
+query = c[1].selectbox("Query (test image)", range(n), format_func=lambda i: f"image {int(test_idx[i])}",
+                       key=keys.RETRIEVAL_QUERY)
+k = c[2].number_input("Top k", 1, min(20, n), min(5, n), key=keys.RETRIEVAL_K)
+order, scores = plots.top_k(sim, query, k, direction)
+ranks = plots.true_match_ranks(sim)
+rank = float(ranks[direction][query])
+
+qcol, rcol = st.columns([1, 4])
+with qcol:
+    what = "stimulus" if direction == "image_to_neural" else "neural response to"
+    st.markdown(f"**Query:** {what} image {int(test_idx[query])}")
+    if stimuli is not None:
+        st.image(plots.as_display_image(stimuli[query]), width="stretch")
+    st.metric("Rank of the true match", f"{rank:g} / {n}")
+with rcol:
+    kind = "neural responses (shown as their stimuli)" if direction == "image_to_neural" else "stimuli"
+    st.markdown(f"**Top {len(order)} retrieved {kind}** — the correct match is framed in green")
+    cols = st.columns(min(len(order), 5))
+    for pos, (j, score) in enumerate(zip(order, scores)):
+        correct = j == query
+        caption = f"#{pos + 1} · image {int(test_idx[j])} · sim {score:.3f}" + (" · CORRECT" if correct else "")
+        with cols[pos % len(cols)]:
+            if stimuli is not None:
+                picture = plots.as_display_image(stimuli[j])
+                st.image(plots.framed(picture) if correct else picture, caption=caption, width="stretch")
+            else:
+                st.markdown(caption)
+
+# ---- whole test set ----------------------------------------------------------------------------
+st.subheader("All test pairs")
+left, right = st.columns(2)
+shown = min(n, 300)
+left.plotly_chart(plots.similarity_heatmap(sim[:shown, :shown], test_idx[:shown]), key="retrieval.heatmap")
+if shown < n:
+    left.caption(f"First {shown} of {n} test images.")
+right.plotly_chart(plots.rank_histogram(ranks), key="retrieval.ranks")

@@ -1,0 +1,106 @@
+"""Runs: every run with its config and key metrics; compare curves, download artifacts, delete."""
+
+import io
+from pathlib import Path
+
+import pandas as pd
+import streamlit as st
+
+from neuroalign import plots
+from neuroalign.ui import keys, loaders, nav, tables
+from neuroalign.ui.entry import page_entry
+
+page_entry()
+st.title("Runs")
+try:
+    df = loaders.runs_table()
+except (ValueError, FileNotFoundError, OSError) as exc:
+    st.error(f"Cannot read the runs folder: {exc}")
+    st.stop()
+if df.empty:
+    st.info("No runs yet.")
+    st.page_link(nav.TRAIN.path, label="Train a model", icon=nav.TRAIN.icon)
+    st.stop()
+
+# ---- table with filters ------------------------------------------------------------------------
+c = st.columns([2, 2, 2])
+subjects = c[0].multiselect("Subject", sorted(df["subject"].unique()), key=keys.RUNS_FILTER_SUBJECT)
+states = c[1].multiselect("State", sorted(df["state"].unique()), key=keys.RUNS_FILTER_STATE)
+sort_by = c[2].selectbox("Sort by", ["created", "top1 img→neu", "top1 neu→img", "mean rank", "subject"],
+                         key=keys.RUNS_SORT)
+view = df
+if subjects:
+    view = view[view["subject"].isin(subjects)]
+if states:
+    view = view[view["state"].isin(states)]
+view = view.sort_values(sort_by, ascending=sort_by in ("mean rank", "subject"), na_position="last")
+st.dataframe(view, hide_index=True, column_config=tables.RUN_COLUMNS, key=keys.RUNS_TABLE)
+if view.empty:
+    st.info("No run matches the filters.")
+    st.stop()
+
+# ---- compare curves ----------------------------------------------------------------------------
+st.subheader("Compare loss curves")
+runs_by_path = dict(zip(view["path"], view["run"]))
+default = list(view["path"][:2])
+picked = st.multiselect("Runs", list(runs_by_path), default=default, format_func=runs_by_path.get,
+                        key=keys.RUNS_PICK)
+if picked:
+    c = st.columns([3, 1])
+    smoothing = c[0].slider("Smoothing", 0.0, 0.99, 0.6, 0.01, key=keys.RUNS_SMOOTHING)
+    log_y = c[1].toggle("Log scale", key=keys.RUNS_LOG_Y)
+    histories = {}
+    for p in picked:
+        try:
+            histories[runs_by_path[p]] = loaders.run_summary(p)["metrics"]
+        except (ValueError, FileNotFoundError, OSError) as exc:
+            st.error(f"Cannot read metrics of {runs_by_path[p]}: {exc}")
+    st.plotly_chart(plots.loss_curves(histories, smoothing=smoothing, log_y=log_y), key="runs.curves")
+
+# ---- one run: open, download, delete -----------------------------------------------------------
+st.subheader("One run")
+chosen = st.selectbox("Run", list(runs_by_path), format_func=runs_by_path.get, key=keys.RUNS_ONE,
+                      index=list(runs_by_path).index(st.session_state[keys.SELECTED_RUN])
+                      if st.session_state.get(keys.SELECTED_RUN) in runs_by_path else 0)
+st.session_state[keys.SELECTED_RUN] = chosen
+run_dir = Path(chosen)
+row = view[view["path"] == chosen].iloc[0]
+if row["state"] == "failed":
+    st.error(f"This run failed: {(loaders.run_summary(chosen).get('status') or {}).get('message', '')}")
+links = st.columns(3)
+if pd.notna(row["top1 img→neu"]):
+    links[0].page_link(nav.RETRIEVAL.path, label="Open in Retrieval", icon=nav.RETRIEVAL.icon)
+    links[1].page_link(nav.FEATURE_MAPS.path, label="Open in Feature maps", icon=nav.FEATURE_MAPS.icon)
+
+downloads = [("best.pt", "Checkpoint (best.pt)", "application/octet-stream"),
+             ("results.json", "results.json", "application/json"),
+             ("test_result.mat", "test_result.mat", "application/octet-stream"),
+             ("loss_data.mat", "loss_data.mat", "application/octet-stream"),
+             ("config.json", "config.json", "application/json")]
+metrics = loaders.run_summary(chosen)["metrics"]
+buf = io.StringIO()
+pd.DataFrame(metrics).to_csv(buf, index=False)
+with st.container(horizontal=True):
+    for fname, label, mime in downloads:
+        path = run_dir / fname
+        st.download_button(label, data=(lambda p=path: p.read_bytes()), file_name=f"{run_dir.name}_{fname}",
+                           mime=mime, disabled=not path.is_file(), key=f"runs.download.{fname}", on_click="ignore",
+                           icon=":material/download:")
+    st.download_button("Metrics CSV", data=buf.getvalue(), file_name=f"{run_dir.name}_metrics.csv",
+                       mime="text/csv", disabled=not metrics, key="runs.download.csv", on_click="ignore",
+                       icon=":material/download:")
+
+with st.expander("Delete this run"):
+    sure = st.checkbox(f"Yes, delete {run_dir.name} and all its files", key=keys.RUNS_DELETE_CONFIRM)
+    if st.button("Delete run", key=keys.RUNS_DELETE, disabled=not sure, type="primary"):
+        from neuroalign.training.runs import delete_run
+
+        try:
+            delete_run(run_dir)
+        except (ValueError, FileNotFoundError, OSError) as exc:
+            st.error(f"Could not delete {run_dir.name}: {exc}")
+        else:
+            st.session_state.pop(keys.SELECTED_RUN, None)
+            st.session_state.pop(keys.RUNS_DELETE_CONFIRM, None)
+            st.toast(f"Deleted {run_dir.name}")
+            st.rerun()

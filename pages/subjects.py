@@ -1,0 +1,119 @@
+"""Subjects: the table, one subject's stimuli and response statistics, import and delete."""
+
+import numpy as np
+import streamlit as st
+
+from neuroalign import plots
+from neuroalign.ui import keys, loaders, tables, upload
+from neuroalign.ui.entry import page_entry
+
+page_entry()
+st.title("Subjects")
+
+try:
+    store = loaders.subject_store()
+    subjects = loaders.list_subjects()
+except (ValueError, FileNotFoundError, OSError) as exc:
+    st.error(f"Cannot read the data folder: {exc}")
+    st.stop()
+
+browse, add, remove = st.tabs(["Browse", "Import a subject", "Delete"])
+
+# --------------------------------------------------------------------------------------------
+with browse:
+    if not subjects:
+        st.info("No subjects in the data folder yet. Import one in the next tab, or run "
+                "`python -m neuroalign demo-data` to create the simulated demo subjects.")
+    else:
+        st.dataframe(tables.subjects_frame(subjects), hide_index=True, column_config=tables.SUBJECT_COLUMNS,
+                     key="subjects.table")
+        names = [s.name for s in subjects]
+        default = names.index(st.session_state[keys.SELECTED_SUBJECT]) \
+            if st.session_state.get(keys.SELECTED_SUBJECT) in names else 0
+        name = st.selectbox("Subject", names, index=default, key=keys.SUBJECT_PICK)
+        st.session_state[keys.SELECTED_SUBJECT] = name
+        try:
+            with st.spinner(f"Loading {name}…"):
+                subject = loaders.load_subject(name)
+                stats = loaders.subject_stats(name)
+        except (ValueError, FileNotFoundError, OSError) as exc:
+            st.error(f"Cannot load subject {name}: {exc}")
+        else:
+            h, w = subject.image_shape
+            c = st.columns(4)
+            c[0].metric("Images", subject.n_images)
+            c[1].metric("Neurons", subject.n_neurons)
+            c[2].metric("Repeats", subject.repeats.shape[0] if subject.repeats is not None else 1)
+            c[3].metric("Image size", f"{h}×{w}")
+
+            st.subheader("Stimuli")
+            count = st.select_slider("How many", options=[8, 16, 32, 64], value=16, key=keys.GRID_COUNT)
+            idx = np.unique(np.linspace(0, subject.n_images - 1, num=min(count, subject.n_images)).astype(int))
+            cols = st.columns(4)
+            for j, i in enumerate(idx):
+                cols[j % 4].image(plots.as_display_image(subject.images[i]),
+                                  caption=f"image {int(subject.image_ids[i])}", width="stretch")
+
+            st.subheader("Responses")
+            left, right = st.columns(2)
+            left.plotly_chart(plots.neuron_stats(stats["mean"], stats["variance"], stats["reliability"]),
+                              key="subjects.stats")
+            if stats["reliability"] is not None:
+                rel = stats["reliability"]
+                right.plotly_chart(plots.histogram(rel, "Split-half reliability per neuron", "reliability",
+                                                   vline=float(np.nanmedian(rel)) if np.isfinite(rel).any() else None,
+                                                   vline_label="median"), key="subjects.reliability")
+            else:
+                right.info("One response per image: reliability needs repeated presentations.")
+            st.plotly_chart(plots.response_raster(subject.responses, stats["raster_images"], stats["raster_neurons"]),
+                            key="subjects.raster")
+
+# --------------------------------------------------------------------------------------------
+with add:
+    st.markdown("Upload `images.mat` (stimuli, e.g. N×68×270 or 68×270×N) and `responses.mat` "
+                "(images×neurons, optionally with repeats). They are checked and previewed before anything is saved.")
+    new_name = st.text_input("Name", key=keys.UPLOAD_NAME, placeholder="e.g. mouse7")
+    c1, c2 = st.columns(2)
+    images_file = c1.file_uploader("images.mat", type=["mat"], key=keys.UPLOAD_IMAGES)
+    responses_file = c2.file_uploader("responses.mat", type=["mat"], key=keys.UPLOAD_RESPONSES)
+    if st.button("Check files", key=keys.UPLOAD_CHECK, type="primary"):
+        upload.discard(st.session_state.pop(keys.UPLOAD_STAGED, None))
+        try:
+            with st.spinner("Reading and validating…"):
+                st.session_state[keys.UPLOAD_STAGED] = upload.stage_and_validate(store, new_name, images_file,
+                                                                                  responses_file)
+        except (ValueError, FileNotFoundError, OSError) as exc:
+            st.error(f"Not importable: {exc}")
+    staged = st.session_state.get(keys.UPLOAD_STAGED)
+    if staged is not None:
+        st.success(f"Ready to import as **{staged.name}**:")
+        st.code("\n".join(staged.summary), language=None)
+        if st.button(f"Save subject {staged.name}", key=keys.UPLOAD_SAVE, type="primary"):
+            st.session_state.pop(keys.UPLOAD_STAGED, None)
+            try:
+                info = upload.save_staged(store, staged)
+            except (ValueError, FileNotFoundError, OSError) as exc:
+                st.error(f"Import failed, nothing saved: {exc}")
+            else:
+                st.session_state[keys.SELECTED_SUBJECT] = info.name
+                st.toast(f"Imported {info.name}")
+                st.rerun()
+
+# --------------------------------------------------------------------------------------------
+with remove:
+    if not subjects:
+        st.info("Nothing to delete.")
+    else:
+        victim = st.selectbox("Subject to delete", [s.name for s in subjects], key=keys.DELETE_PICK)
+        sure = st.checkbox(f"Yes, delete {victim} and its data files", key=keys.DELETE_CONFIRM)
+        if st.button("Delete subject", key=keys.DELETE_BUTTON, disabled=not sure):
+            try:
+                store.delete(victim)
+            except (ValueError, FileNotFoundError, OSError) as exc:
+                st.error(f"Could not delete {victim}: {exc}")
+            else:
+                if st.session_state.get(keys.SELECTED_SUBJECT) == victim:
+                    st.session_state.pop(keys.SELECTED_SUBJECT)
+                st.session_state.pop(keys.DELETE_CONFIRM, None)
+                st.toast(f"Deleted {victim}")
+                st.rerun()

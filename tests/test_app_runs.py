@@ -1,0 +1,59 @@
+"""Runs page through AppTest: table, filters, curve overlay, selecting a run, downloads, delete."""
+
+import app_support as s
+from app_support import app_env, app_populated  # noqa: F401 (fixtures)
+
+from neuroalign.training import runs as runs_io
+from neuroalign.ui import keys
+
+PAGE = "pages/runs.py"
+
+
+def _with_failed_and_orphan(env):
+    failed = s.write_finished_run(env["runs"], "m1", env["subject_dir"], state="failed", seed=1)
+    (failed / "results.json").unlink()
+    runs_io.write_status(failed, "failed", "ValueError: broken on purpose")
+    orphan = s.write_finished_run(env["runs"], "m1", env["subject_dir"], state="running", seed=2)
+    return failed, orphan
+
+
+def test_empty_root(app_env):
+    at = s.app_at(PAGE)
+    s.no_exceptions(at)
+    assert at.info[0].value == "No runs yet."
+
+
+def test_table_filters_and_overlay(app_populated):
+    failed, orphan = _with_failed_and_orphan(app_populated)
+    at = s.app_at(PAGE)
+    s.no_exceptions(at)
+    table = at.dataframe[0].value
+    assert sorted(table["state"]) == ["failed", "finished", "interrupted"]  # orphaned "running" run marked
+    assert runs_io.read_status(orphan)["state"] == "interrupted"
+    at.multiselect(key=keys.RUNS_FILTER_STATE).set_value(["finished"]).run()
+    assert at.dataframe[0].value["run"].tolist() == [app_populated["run"].name]
+    at.multiselect(key=keys.RUNS_FILTER_STATE).set_value([]).run()
+    at.multiselect(key=keys.RUNS_PICK).set_value([str(app_populated["run"]), str(failed)]).run()
+    curves = next(sp for sp in s.chart_specs(at) if sp["layout"]["title"]["text"] == "Loss")
+    names = {t["name"] for t in curves["data"]}
+    assert {f"{app_populated['run'].name} val", f"{failed.name} val"} <= names
+
+
+def test_select_run_downloads_and_delete(app_populated):
+    failed, _ = _with_failed_and_orphan(app_populated)
+    at = s.app_at(PAGE)
+    at.selectbox(key=keys.RUNS_ONE).set_value(str(failed)).run()
+    s.no_exceptions(at)
+    assert at.error[0].value == "This run failed: ValueError: broken on purpose"
+    assert at.session_state[keys.SELECTED_RUN] == str(failed)
+    at.selectbox(key=keys.RUNS_ONE).set_value(str(app_populated["run"])).run()
+    buttons = {b.key: b for b in at.get("download_button")}
+    assert buttons["runs.download.best.pt"].proto.disabled  # no checkpoint in this run folder
+    assert not buttons["runs.download.results.json"].proto.disabled
+    assert not buttons["runs.download.csv"].proto.disabled
+    assert at.button(key=keys.RUNS_DELETE).disabled
+    at.checkbox(key=keys.RUNS_DELETE_CONFIRM).check().run()
+    at.button(key=keys.RUNS_DELETE).click().run()
+    s.no_exceptions(at)
+    assert not app_populated["run"].exists() and failed.exists()
+    assert app_populated["run"].name not in at.dataframe[0].value["run"].tolist()

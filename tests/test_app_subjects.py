@@ -1,0 +1,123 @@
+"""Subjects page through AppTest: browse, upload (good / bad pair, bad name), delete; and the
+upload handler directly."""
+
+import io
+
+import numpy as np
+import pytest
+
+import app_support as s
+from app_support import app_env, app_populated  # noqa: F401 (fixtures)
+
+from neuroalign.data.store import SubjectStore
+from neuroalign.ui import keys, upload
+
+PAGE = "pages/subjects.py"
+
+
+def _upload(at, name, images: bytes, responses: bytes):
+    at.text_input(key=keys.UPLOAD_NAME).set_value(name)
+    at.file_uploader(key=keys.UPLOAD_IMAGES).set_value(("images.mat", images, "application/octet-stream"))
+    at.file_uploader(key=keys.UPLOAD_RESPONSES).set_value(("responses.mat", responses, "application/octet-stream"))
+    at.button(key=keys.UPLOAD_CHECK).click().run()
+    return at
+
+
+def test_empty_root(app_env):
+    at = s.app_at(PAGE)
+    s.no_exceptions(at)
+    assert any("No subjects in the data folder" in i.value for i in at.info)
+    assert len(at.file_uploader) == 2
+
+
+def test_populated_browse(app_populated):
+    at = s.app_at(PAGE)
+    s.no_exceptions(at)
+    assert at.dataframe[0].value["subject"].tolist() == ["m1"]
+    assert [m.value for m in at.metric] == ["48", "24", "2", "68×270"]
+    assert len(at.get("imgs")) == 16 or len(at.get("image")) == 16
+    specs = s.chart_specs(at)
+    assert len(specs) == 3  # mean/variance, reliability histogram, raster
+    assert len(s.arr(specs[0]["data"][0]["x"])) == 24  # one point per neuron
+    at.select_slider(key=keys.GRID_COUNT).set_value(32).run()
+    assert len(at.get("image")) == 32
+
+
+def test_upload_good_pair_previews_then_saves(app_env):
+    images, responses = s.tiny_pair(n_images=30, n_neurons=12)
+    at = _upload(s.app_at(PAGE), "new_one", s.mat_bytes(images), s.mat_bytes(responses))
+    s.no_exceptions(at)
+    assert not at.error
+    summary = at.code[0].value
+    assert "30" in summary and "12" in summary  # images and neurons found
+    assert not (app_env["data"] / "new_one").exists()  # nothing saved before confirmation
+    at.button(key=keys.UPLOAD_SAVE).click().run()
+    s.no_exceptions(at)
+    assert (app_env["data"] / "new_one" / "Data" / "responses.mat").is_file()
+    assert SubjectStore(app_env["data"]).load("new_one").n_neurons == 12
+    at.switch_page(PAGE).run()
+    assert at.dataframe[0].value["subject"].tolist() == ["new_one"]
+
+
+def test_upload_bad_pair_errors_and_saves_nothing(app_env):
+    images, _ = s.tiny_pair(n_images=30, n_neurons=12)
+    _, responses = s.tiny_pair(n_images=17, n_neurons=12)  # 17 response rows for 30 images
+    at = _upload(s.app_at(PAGE), "bad", s.mat_bytes(images), s.mat_bytes(responses))
+    s.no_exceptions(at)
+    assert len(at.error) == 1 and at.error[0].value.startswith("Not importable:")
+    assert "\n" not in at.error[0].value.strip()
+    assert list(app_env["data"].iterdir()) == []
+    assert keys.UPLOAD_SAVE not in [b.key for b in at.button]  # no way to save a bad pair
+
+
+def test_upload_garbage_and_missing_file(app_env):
+    at = _upload(s.app_at(PAGE), "junk", b"not a mat file at all", b"nor this")
+    s.no_exceptions(at)
+    assert at.error[0].value.startswith("Not importable:")
+    at = s.app_at(PAGE)
+    at.text_input(key=keys.UPLOAD_NAME).set_value("x")
+    at.button(key=keys.UPLOAD_CHECK).click().run()
+    assert "missing upload" in at.error[0].value
+
+
+def test_upload_existing_name_refused(app_populated):
+    images, responses = s.tiny_pair(n_images=30, n_neurons=12)
+    at = _upload(s.app_at(PAGE), "m1", s.mat_bytes(images), s.mat_bytes(responses))
+    assert "already exists" in at.error[0].value
+
+
+def test_delete_needs_confirmation(app_populated):
+    at = s.app_at(PAGE)
+    assert at.button(key=keys.DELETE_BUTTON).disabled
+    at.checkbox(key=keys.DELETE_CONFIRM).check().run()
+    at.button(key=keys.DELETE_BUTTON).click().run()
+    s.no_exceptions(at)
+    assert not (app_populated["data"] / "m1").exists()
+    assert any("No subjects" in i.value for i in at.info)
+
+
+class _File(io.BytesIO):
+    def __init__(self, name, data):
+        super().__init__(data)
+        self.name = name
+
+
+def test_stage_and_validate_cleans_up(app_env, tmp_path):
+    store = SubjectStore(app_env["data"])
+    staging = tmp_path / "staging"
+    staging.mkdir()
+    images, responses = s.tiny_pair(n_images=20, n_neurons=5, repeats=1)
+    staged = upload.stage_and_validate(store, " ok ", _File("i.mat", s.mat_bytes(images)),
+                                       _File("r.mat", s.mat_bytes(responses)), staging_root=staging)
+    assert staged.name == "ok" and staged.folder.is_dir() and staged.summary
+    info = upload.save_staged(store, staged)
+    assert info.n_images == 20 and not staged.folder.exists()
+    with pytest.raises(ValueError):
+        upload.stage_and_validate(store, "bad", _File("i.mat", b"junk"), _File("r.mat", b"junk"),
+                                  staging_root=staging)
+    assert list(staging.iterdir()) == []  # the failed upload's temp folder is gone
+    with pytest.raises(ValueError, match="empty"):
+        upload.check_name(store, "  ")
+    with pytest.raises(ValueError, match="already exists"):
+        upload.check_name(store, "ok")
+    assert np.isfinite(info.n_neurons)

@@ -1,0 +1,165 @@
+"""End to end: `python -m neuroalign train/evaluate/runs` on a tiny subject, every artifact checked;
+resume, graceful stop through the job manager, NaN -> failed status."""
+
+import json
+import threading
+
+import numpy as np
+import pytest
+import torch
+from scipy.io import loadmat
+
+from neuroalign.cli import main
+from neuroalign.config import TrainConfig
+from neuroalign.evaluation.retrieval import retrieval_metrics
+from neuroalign.models import similarity_matrix
+from neuroalign.training import pipeline, runs
+from neuroalign.training.jobs import JobManager
+
+TINY_FLAGS = ["--backbone", "ds_net_tiny", "--stage", "1", "--block", "1", "--device", "cpu", "--batch-size", "16"]
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+def tiny_config(**changes) -> TrainConfig:
+    base = {"epochs": 3, "batch_size": 16, "device": "cpu", "image.backbone": "ds_net_tiny", "image.stage": 1,
+            "image.block": 1, "neural.d_model": 16, "checkpoint_every_epochs": 1}
+    base.update(changes)
+    return TrainConfig().replace(**base)
+
+
+def test_cli_train_writes_every_artifact(tiny_subject_root, tmp_path, capsys):
+    runs_root = tmp_path / "runs"
+    code = main(["train", "--subjects", "tiny", "--data-dir", str(tiny_subject_root), "--runs-dir", str(runs_root),
+                 "--epochs", "3", "--cache-dir", str(tmp_path / "cache"), "--quiet", *TINY_FLAGS])
+    out = capsys.readouterr().out.strip().splitlines()
+    assert code == 0 and len(out) == 1
+    run_dir = runs_root / out[0].rsplit("/", 1)[-1]
+    for name in ("config.json", "split.json", "normaliser.json", "metrics.jsonl", "status.json", "best.pt", "last.pt",
+                 "results.json", "test_outputs.npz", "loss_data.mat", "test_result.mat"):
+        assert (run_dir / name).is_file(), name
+    cfg = json.loads((run_dir / "config.json").read_text())
+    assert cfg["config"]["preset"] == "recommended" and cfg["config"]["epochs"] == 3
+    assert cfg["subject"]["data_hash"] and cfg["world_size"] == 1 and cfg["device"] == "cpu"
+    assert runs.read_status(run_dir)["state"] == "finished"
+
+    split = json.loads((run_dir / "split.json").read_text())
+    all_idx = split["train"] + split["val"] + split["test"]
+    assert sorted(all_idx) == list(range(60))  # disjoint and covering
+    results = json.loads((run_dir / "results.json").read_text())
+    test = results["test"]
+    n = len(split["test"])
+    assert test["n"] == n and test["chance_top1"] == pytest.approx(1 / n)
+    for d in ("image_to_neural", "neural_to_image"):
+        assert set(test[d]) >= {"top1", "top5", "top10", "mean_rank", "median_rank"}
+    assert {"ridge", "repeat"} <= set(results["baselines"]) and "val" in results and "mean" in results["ssim"]
+
+    # results.json is exactly what the saved maps give (test rows, centred similarity of the recommended preset)
+    with np.load(run_dir / "test_outputs.npz") as z:
+        assert z["test_indices"].tolist() == split["test"]
+        sim = similarity_matrix(torch.from_numpy(z["image_maps"]), torch.from_numpy(z["neural_maps"]), center=True).numpy()
+        np.testing.assert_allclose(z["similarity"], sim, atol=1e-5)
+        ref = retrieval_metrics(z["similarity"])
+        assert ref["image_to_neural"]["top1"] == pytest.approx(test["image_to_neural"]["top1"])
+        assert ref["neural_to_image"]["mean_rank"] == pytest.approx(test["neural_to_image"]["mean_rank"])
+
+    mat = loadmat(run_dir / "test_result.mat")
+    assert mat["z_img"].shape == (n, 16, 64) and mat["z_neu"].shape == (n, 16, 64)
+    assert mat["ssim_list"].shape == (1, n)
+    assert mat["mean_ssim"].item() == pytest.approx(results["ssim"]["mean"], rel=1e-6)
+    loss = loadmat(run_dir / "loss_data.mat")
+    assert loss["train_loss_hist"].shape == (1, 3) and loss["test_loss_hist"].shape == (1, 3)
+    epochs = [m for m in runs.read_metrics(run_dir) if m["event"] == "epoch"]
+    np.testing.assert_allclose(loss["test_loss_hist"][0], [m["val_loss"] for m in epochs])
+
+    # normaliser: fitted on train rows only
+    norm = json.loads((run_dir / "normaliser.json").read_text())
+    from neuroalign.data import load_subject
+    sub = load_subject(tiny_subject_root / "tiny")
+    np.testing.assert_allclose(norm["offset"], sub.responses[split["train"]].min(axis=0), rtol=1e-6)
+
+    # evaluate recomputes the same numbers from best.pt
+    (run_dir / "results.json").unlink()
+    assert main(["evaluate", str(run_dir)]) == 0
+    again = json.loads((run_dir / "results.json").read_text())
+    assert again["test"]["image_to_neural"] == pytest.approx(test["image_to_neural"])
+    capsys.readouterr()
+    assert main(["runs", "--runs-dir", str(runs_root), "--json"]) == 0
+    listed = json.loads(capsys.readouterr().out)
+    assert listed[0]["subject"] == "tiny" and listed[0]["state"] == "finished"
+
+
+def test_cli_errors_are_one_line(tiny_subject_root, tmp_path, capsys):
+    assert main(["train", "--subjects", "nobody", "--data-dir", str(tiny_subject_root), "--runs-dir", str(tmp_path)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error:") and "nobody" in err[0]
+    assert main(["train", "--subjects", "tiny", "--data-dir", str(tiny_subject_root), "--epochs", "0"]) == 2
+    assert main(["evaluate", str(tmp_path / "missing")]) == 2
+    if not torch.cuda.is_available():
+        assert main(["train", "--subjects", "tiny", "--data-dir", str(tiny_subject_root), "--runs-dir", str(tmp_path),
+                     "--device", "cuda"]) == 2
+        assert "cuda" in capsys.readouterr().err
+
+
+def test_cli_flags_override_preset():
+    from neuroalign.cli import build_parser
+    from neuroalign.cli.train_commands import build_config
+
+    args = build_parser().parse_args(["train", "--subjects", "x", "--preset", "reference", "--center",
+                                      "--temperature", "0.1", "--lr-image", "1e-3", "--lr-neural", "2e-4",
+                                      "--early-stopping", "7", "--backbone-mode", "finetune", "--backbone", "ds_net_tiny"])
+    cfg = build_config(args)
+    assert cfg.preset == "reference" and cfg.loss.center and cfg.loss.temperature == 0.1
+    assert cfg.optim.image_lr == 1e-3 and cfg.optim.neural_lr == 2e-4 and cfg.early_stopping_patience == 7
+    assert cfg.image.mode == "finetune" and cfg.image.block == 2  # clamped to ds_net_tiny's stage-2 depth
+    assert build_config(build_parser().parse_args(["train", "--subjects", "x"])).preset == "recommended"
+
+
+def test_resume_continues_exactly(tiny_subject_root, tmp_path):
+    straight = pipeline.run_training("tiny", tiny_config(epochs=4), tiny_subject_root, tmp_path / "a")
+    stop = threading.Event()
+
+    def cb(event, values):
+        if event == "epoch" and values["epoch"] == 2:
+            stop.set()
+
+    first = pipeline.run_training("tiny", tiny_config(epochs=4), tiny_subject_root, tmp_path / "b",
+                                  callback=cb, stop_event=stop)
+    assert runs.read_status(first)["state"] == "stopped"
+    assert (first / "results.json").is_file()  # a stopped run is still evaluated
+    runs.write_status(first, "interrupted", "simulated crash")
+    pipeline.resume_training(first)
+    assert runs.read_status(first)["state"] == "finished"
+    a = loadmat(straight / "loss_data.mat")["train_loss_hist"][0]
+    b = loadmat(first / "loss_data.mat")["train_loss_hist"][0]
+    np.testing.assert_allclose(a, b, rtol=1e-6)
+
+
+def test_job_manager_real_pipeline_stop_and_nan(tiny_subject_root, tmp_path, monkeypatch):
+    mgr = JobManager()
+    job = mgr.start("tiny", tiny_config(epochs=10_000), tiny_subject_root, tmp_path / "runs")
+    for _ in range(600):
+        snap = mgr.get(job)
+        if any(h["event"] == "epoch" for h in snap.history):
+            break
+        threading.Event().wait(0.05)
+    mgr.stop(job)
+    snap = mgr.wait(job, 60)
+    assert snap.state == "stopped" and snap.epoch < 10_000
+    assert (snap.run_dir / "results.json").is_file() and (snap.run_dir / "best.pt").is_file()
+
+    from neuroalign.models import CombinedLoss
+    orig = CombinedLoss.forward
+    monkeypatch.setattr(CombinedLoss, "forward", lambda self, a, b: (orig(self, a, b)[0] * float("inf"), orig(self, a, b)[1]))
+    job = mgr.start("tiny", tiny_config(epochs=3), tiny_subject_root, tmp_path / "runs")
+    snap = mgr.wait(job, 60)
+    assert snap.state == "failed" and "inf" in snap.error
+    status = runs.read_status(snap.run_dir)
+    assert status["state"] == "failed" and "loss became inf" in status["message"]
+    assert not (snap.run_dir / "results.json").exists()

@@ -1,0 +1,177 @@
+"""The folded attention path computes exactly the plain embed -> MHA -> readout function."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from neuroalign.models import folded
+from neuroalign.models.folded import (
+    auto_chunk_size,
+    chunk_backward,
+    chunk_forward,
+    fold_matrices,
+    folded_attention_readout,
+    set_compile_mode,
+)
+from neuroalign.models.neural_tower import NeuralTower
+
+
+def _plain(r, ew, eb, wq, bq, wk, bk, wv, bv, wo, bo, rw, rb, n_heads):
+    """Straightforward reference: tokens, q/k/v per head, softmax attention, out-proj, readout."""
+    b, k = r.shape
+    d = ew.shape[1]
+    dh = d // n_heads
+    tokens = r[:, :, None] * ew + eb
+    heads = lambda x: x.reshape(b, k, n_heads, dh).transpose(1, 2)  # noqa: E731
+    q, kk, v = heads(F.linear(tokens, wq, bq)), heads(F.linear(tokens, wk, bk)), heads(F.linear(tokens, wv, bv))
+    att = torch.softmax(q @ kk.transpose(-1, -2) / math.sqrt(dh), dim=-1)
+    y = F.linear((att @ v).transpose(1, 2).reshape(b, k, d), wo, bo)
+    return (y * rw).sum(-1) + rb
+
+
+def _params(k: int, d: int, seed: int = 0, dtype=torch.float64) -> list[torch.Tensor]:
+    g = torch.Generator().manual_seed(seed)
+    rnd = lambda *s, scale=1.0: (torch.randn(*s, generator=g, dtype=dtype) * scale).requires_grad_()  # noqa: E731
+    ps = [rnd(k, d), rnd(k, d)]
+    for _ in range(4):
+        ps += [rnd(d, d, scale=d ** -0.5), rnd(d, scale=0.3)]
+    return ps + [rnd(k, d, scale=0.3), rnd(k, scale=0.3)]
+
+
+@pytest.mark.parametrize("n_heads,chunk", [(1, None), (3, 2), (4, 5)])
+def test_folded_equals_plain_outputs_and_gradients(n_heads: int, chunk: int | None) -> None:
+    b, k, d = 7, 9, 12
+    ps = _params(k, d, seed=n_heads)
+    r = torch.rand(b, k, dtype=torch.float64, generator=torch.Generator().manual_seed(1)) * 2 - 0.5
+    r.requires_grad_()
+    z_plain = _plain(r, *ps, n_heads)
+    z_fold = folded_attention_readout(r, *ps, n_heads, chunk_size=chunk)
+    assert z_fold.shape == (b, k)
+    torch.testing.assert_close(z_fold, z_plain, rtol=1e-10, atol=1e-10)
+    g = torch.randn(b, k, dtype=torch.float64, generator=torch.Generator().manual_seed(2))
+    grads_plain = torch.autograd.grad(z_plain, [r, *ps], g)
+    grads_fold = torch.autograd.grad(z_fold, [r, *ps], g)
+    for gp, gf in zip(grads_plain, grads_fold):
+        assert gf.abs().sum() > 0
+        torch.testing.assert_close(gf, gp, rtol=1e-9, atol=1e-10)
+
+
+def test_gradcheck_small() -> None:
+    """Finite differences agree with the hand-written backward (a few inputs keep it fast)."""
+    ps = [p.detach() for p in _params(3, 4, seed=5)]
+    for i in (0, 2, 6, 8, 10):  # embed_weight, wq, wv, wo, readout_weight
+        ps[i].requires_grad_()
+    r = torch.rand(3, 3, dtype=torch.float64).requires_grad_()
+    fn = lambda r_, *p: folded_attention_readout(r_, *p, 2, chunk_size=2)  # noqa: E731
+    assert torch.autograd.gradcheck(fn, (r, *ps), fast_mode=True)
+
+
+def test_chunk_functions_match_autograd() -> None:
+    """The pure chunk functions (what torch.compile fuses) give the same values and M/N gradients."""
+    k, d, h = 6, 8, 2
+    ms = [m.detach().requires_grad_() for m in fold_matrices(*_params(k, d, seed=3), h)[:6]]
+    rc = torch.rand(4, k, dtype=torch.float64)
+    gc = torch.randn(4, k, dtype=torch.float64)
+    z = chunk_forward(rc, *ms)
+    p, w = folded._chunk_probs_and_values(rc, *[m.detach() for m in ms])
+    torch.testing.assert_close(z.detach(), (p * w).sum(dim=(1, 3)))
+    expected = torch.autograd.grad(z, ms, gc)
+    for got, want in zip(chunk_backward(rc, gc, *[m.detach() for m in ms]), expected):
+        torch.testing.assert_close(got, want, rtol=1e-10, atol=1e-12)
+
+
+def test_compiled_driver_pads_last_chunk(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The fixed-size-chunk driver (padding + accumulation) is exact; compile itself is swapped for
+    the eager pure functions so the test stays fast."""
+    monkeypatch.setattr(folded, "_compiled_fn", lambda name: chunk_forward if name == "forward" else chunk_backward)
+    monkeypatch.setattr(folded, "_compile_mode", "on")
+    b, k, d = 7, 5, 8
+    ps = _params(k, d, seed=7)
+    r = torch.rand(b, k, dtype=torch.float64)
+    z = folded_attention_readout(r, *ps, 2, chunk_size=3)  # chunks 3, 3, 1 (padded to 3)
+    torch.testing.assert_close(z, _plain(r, *ps, 2))
+    grads = torch.autograd.grad(z.sum(), ps)
+    expected = torch.autograd.grad(_plain(r, *ps, 2).sum(), ps)
+    for got, want in zip(grads, expected):
+        torch.testing.assert_close(got, want, rtol=1e-9, atol=1e-10)
+
+
+def test_compile_failure_falls_back_to_eager(monkeypatch: pytest.MonkeyPatch, caplog) -> None:
+    def broken(name):
+        raise RuntimeError("no compiler")
+
+    monkeypatch.setattr(folded, "_compiled_fn", broken)
+    monkeypatch.setattr(folded, "_compile_mode", "on")
+    monkeypatch.setattr(folded, "_compile_failed", False)
+    ps = _params(4, 6, seed=8)
+    r = torch.rand(3, 4, dtype=torch.float64)
+    with caplog.at_level("WARNING", logger="neuroalign.models.folded"):
+        z = folded_attention_readout(r, *ps, 1)
+    torch.testing.assert_close(z, _plain(r, *ps, 1))
+    assert folded._compile_failed and "eager" in caplog.text
+
+
+def test_memory_saved_for_backward_is_independent_of_batch() -> None:
+    """Nothing of size (B, K, K) is kept for backward: only the inputs and the K x K matrices."""
+    k, d, h, b = 20, 8, 2, 64
+    ps = [p.detach().float().requires_grad_() for p in _params(k, d)]
+    r = torch.rand(b, k)
+    saved: list[int] = []
+
+    def pack(t: torch.Tensor) -> torch.Tensor:
+        saved.append(t.numel())
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        folded_attention_readout(r, *ps, h, chunk_size=4).sum().backward()
+    assert max(saved) <= max(h * k * k, b * k)  # the K x K matrices or the (B, K) inputs
+    assert max(saved) < b * k * k
+
+
+def test_tower_folded_matches_plain_path() -> None:
+    torch.manual_seed(0)
+    tower = NeuralTower(n_neurons=11, d_model=16, n_heads=2).double()
+    assert tower.is_reference_form and tower.use_folded
+    r = torch.rand(6, 11, dtype=torch.float64)
+    z_plain = tower._plain_attention_readout(r)
+    z_fold = tower._folded_attention_readout(r)
+    torch.testing.assert_close(z_fold, z_plain, rtol=1e-10, atol=1e-10)
+    params = [p for n, p in tower.named_parameters() if not n.startswith("mlp")]
+    g_plain = torch.autograd.grad(z_plain.square().sum(), params)
+    g_fold = torch.autograd.grad(z_fold.square().sum(), params)
+    for gp, gf in zip(g_plain, g_fold):
+        torch.testing.assert_close(gf, gp, rtol=1e-9, atol=1e-10)
+    maps_fold = tower(r)
+    tower.use_folded = False
+    torch.testing.assert_close(maps_fold, tower(r), rtol=1e-9, atol=1e-10)
+
+
+def test_autocast_bf16_stays_close_to_float32() -> None:
+    ps = [p.detach().float().requires_grad_() for p in _params(10, 16, seed=4)]
+    r = torch.rand(5, 10)
+    exact = _plain(r, *ps, 2)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        z = folded_attention_readout(r, *ps, 2)
+    assert z.dtype == torch.float32
+    assert (z - exact).abs().max() < 0.05 * exact.abs().max()
+    z.sum().backward()
+    assert all(p.grad is not None and p.grad.dtype == torch.float32 for p in ps)
+
+
+def test_errors_and_chunk_size() -> None:
+    ps = _params(4, 6)
+    with pytest.raises(ValueError, match="4"):
+        folded_attention_readout(torch.rand(2, 5, dtype=torch.float64), *ps, 1)
+    with pytest.raises(ValueError, match="divisible"):
+        folded_attention_readout(torch.rand(2, 4, dtype=torch.float64), *ps, 4)
+    with pytest.raises(ValueError, match="chunk_size"):
+        folded_attention_readout(torch.rand(2, 4, dtype=torch.float64), *ps, 1, chunk_size=0)
+    with pytest.raises(ValueError, match="compile mode"):
+        set_compile_mode("sometimes")
+    assert auto_chunk_size(128, 10_000, 1) == 1
+    assert auto_chunk_size(128, 100, 1) == 128
+    assert 1 <= auto_chunk_size(128, 1000, 2) < 128

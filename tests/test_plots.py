@@ -1,0 +1,143 @@
+"""Figure builders and the small summaries they draw (synthetic arrays, no streamlit)."""
+
+import numpy as np
+import pytest
+
+from neuroalign import plots
+from neuroalign.evaluation.retrieval import retrieval_metrics
+
+
+def test_ema_smooth_debiased_and_skips_nan():
+    assert np.allclose(plots.ema_smooth([3.0, 3.0, 3.0], 0.9), 3.0)  # debiasing: no pull towards 0
+    out = plots.ema_smooth([1.0, 0.0, np.nan, 0.0], 0.5)
+    assert out[0] == pytest.approx(1.0)
+    assert out[1] == pytest.approx(0.25 / 0.75)
+    assert np.isnan(out[2])
+    assert out[3] == pytest.approx(0.125 / 0.875)
+    assert np.array_equal(plots.ema_smooth([1.0, 2.0], 0.0), [1.0, 2.0])
+    with pytest.raises(ValueError, match="smoothing"):
+        plots.ema_smooth([1.0], 1.0)
+
+
+def test_true_match_ranks_match_brute_force_and_package_metrics():
+    rng = np.random.default_rng(0)
+    s = rng.normal(size=(9, 9))
+    s[2, 2] = 5.0  # query 2 is retrieved first in both directions
+    ranks = plots.true_match_ranks(s)
+    for i in range(9):
+        assert ranks["image_to_neural"][i] == 1 + sum(s[i, j] > s[i, i] for j in range(9))
+        assert ranks["neural_to_image"][i] == 1 + sum(s[j, i] > s[i, i] for j in range(9))
+    assert ranks["image_to_neural"][2] == 1 and ranks["neural_to_image"][2] == 1
+    m = retrieval_metrics(s)
+    assert ranks["image_to_neural"].mean() == pytest.approx(m["image_to_neural"]["mean_rank"])
+    assert ranks["neural_to_image"].mean() == pytest.approx(m["neural_to_image"]["mean_rank"])
+    with pytest.raises(ValueError, match="square"):
+        plots.true_match_ranks(np.zeros((2, 3)))
+
+
+def test_top_k_both_directions():
+    s = np.array([[0.1, 0.9, 0.5], [0.3, 0.2, 0.8], [0.7, 0.0, 0.4]])
+    idx, scores = plots.top_k(s, 0, 2, "image_to_neural")
+    assert idx.tolist() == [1, 2] and scores.tolist() == [0.9, 0.5]
+    idx, _ = plots.top_k(s, 0, 10, "neural_to_image")  # column 0, k clipped to n
+    assert idx.tolist() == [2, 1, 0]
+    with pytest.raises(ValueError, match="direction"):
+        plots.top_k(s, 0, 1, "sideways")
+
+
+def test_neuron_reliability():
+    rng = np.random.default_rng(1)
+    signal = rng.normal(size=(200, 3))
+    reps = np.stack([signal, signal])
+    reps[:, :, 1] = rng.normal(size=(2, 200))  # pure noise neuron
+    reps[:, :, 2] = 1.0  # constant neuron
+    rel = plots.neuron_reliability(reps)
+    assert rel[0] == pytest.approx(1.0)
+    assert abs(rel[1]) < 0.3
+    assert np.isnan(rel[2])
+    rel32 = plots.neuron_reliability(reps.astype(np.float32))  # float32 recordings stay float32 inside
+    assert np.allclose(rel32[:2], rel[:2], atol=1e-5)
+    with pytest.raises(ValueError, match="R>=2"):
+        plots.neuron_reliability(reps[:1])
+
+
+def test_raster_order_caps_and_sorts_by_preferred_image():
+    rng = np.random.default_rng(2)
+    x = rng.random((500, 50))
+    img, neu = plots.raster_order(x, max_images=100, max_neurons=20)
+    assert len(img) == 100 and len(neu) == 20 and len(set(neu)) == 20
+    sub = x[np.ix_(img, neu)]
+    assert np.all(np.diff(sub.mean(axis=1)) <= 1e-12)  # images: population mean descending
+    assert np.all(np.diff(np.argmax(sub, axis=0)) >= 0)  # neurons: preferred image ascending
+
+
+def _history():
+    h = []
+    for step in range(1, 21):
+        h.append({"event": "step", "epoch": step // 10, "step": step, "train_loss": 1.0 / step,
+                  "lr_image": 1e-3, "lr_neural": 1e-4})
+        if step % 10 == 0:
+            h.append({"event": "epoch", "epoch": step // 10, "step": step, "train_loss": 0.5, "val_loss": 2.0 / step})
+    return h
+
+
+def test_loss_curves_train_from_steps_val_from_epochs():
+    fig = plots.loss_curves({"m1": _history()}, smoothing=0.0, log_y=True)
+    names = [t.name for t in fig.data]
+    assert names == ["m1 train", "m1 val"]
+    train, val = fig.data
+    assert len(train.x) == 20 and train.y[0] == pytest.approx(1.0)  # epoch summaries not mixed in
+    assert list(val.x) == [10, 20] and list(val.y) == pytest.approx([0.2, 0.1])
+    assert fig.layout.yaxis.type == "log"
+    smoothed = plots.loss_curves({"m1": _history(), "m2": _history()}, smoothing=0.8)
+    assert len(smoothed.data) == 6  # raw + smoothed train and val per history
+    assert smoothed.data[1].y[-1] > smoothed.data[0].y[-1]  # smoothing lags a falling curve
+
+
+def test_lr_curves_log_axis_two_sides():
+    fig = plots.lr_curves({"a": _history()})
+    assert [t.name for t in fig.data] == ["a image lr", "a neural lr"]
+    assert fig.layout.yaxis.type == "log"
+
+
+def test_feature_map_panel_difference_and_overlay():
+    rng = np.random.default_rng(3)
+    stim = rng.random((1, 68, 270))
+    a, b = rng.random((16, 64)), rng.random((16, 64))
+    fig = plots.feature_map_panel(stim, a, b)
+    assert len(fig.data) == 4
+    assert np.allclose(np.asarray(fig.data[3].z), a - b)
+    assert np.asarray(fig.data[0].z).shape == (68, 270)
+    over = plots.feature_map_panel(stim, a, b, overlay=True)
+    assert len(over.data) == 6 and np.asarray(over.data[1].z).shape == (16, 64)
+    with pytest.raises(ValueError, match="one shape"):
+        plots.feature_map_panel(stim, a, b[:8])
+
+
+def test_similarity_rank_histogram_mean_maps_bars():
+    s = np.eye(5) + 0.01
+    fig = plots.similarity_heatmap(s, [10, 11, 12, 13, 14])
+    assert np.allclose(np.asarray(fig.data[0].z), s) and list(fig.data[0].x) == ["10", "11", "12", "13", "14"]
+    hist = plots.rank_histogram(plots.true_match_ranks(s))
+    assert len(hist.data) == 2 and len(hist.data[0].x) == 5
+    maps = np.stack([np.zeros((16, 64)), np.ones((16, 64))])
+    mm = plots.mean_maps(maps, 2 * maps)
+    assert np.allclose(np.asarray(mm.data[0].z), 0.5) and np.allclose(np.asarray(mm.data[1].z), 1.0)
+    bars = plots.metrics_bars({"model": {"top1": 0.4}, "chance": {"top1": 0.01}})
+    assert list(bars.data[0].y) == [0.4, 0.01]
+    h = plots.histogram(np.array([0.1, np.nan, 0.3]), "t", "x", vline=0.2)
+    assert list(h.data[0].x) == [0.1, 0.3]
+
+
+def test_display_image_and_frame():
+    x = np.linspace(0, 1, 68 * 270).reshape(1, 68, 270)
+    img = plots.as_display_image(x)
+    assert img.dtype == np.uint8 and img.shape == (68, 270) and img.min() == 0 and img.max() == 255
+    other = plots.as_display_image(np.full((4, 4), 7.0))  # constant, outside [0, 1]: black, no NaN
+    assert other.max() == 0
+    with pytest.raises(ValueError, match="grayscale"):
+        plots.as_display_image(np.zeros((2, 4, 4)))
+    f = plots.framed(img, color=(1, 2, 3), width=2)
+    assert f.shape == (68, 270, 3)
+    assert tuple(f[0, 100]) == (1, 2, 3) and tuple(f[30, -1]) == (1, 2, 3)
+    assert tuple(f[30, 100]) == (img[30, 100],) * 3
