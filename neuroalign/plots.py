@@ -357,7 +357,7 @@ def as_display_image(image: np.ndarray) -> np.ndarray:
     return np.clip(np.round(scaled * 255.0), 0, 255).astype(np.uint8)
 
 
-def framed(picture: np.ndarray, color: tuple[int, int, int] = (23, 163, 152), width: int = 4) -> np.ndarray:
+def framed(picture: np.ndarray, color: tuple[int, int, int] = (23, 163, 152), width: int = 6) -> np.ndarray:
     """A uint8 grayscale picture (H, W) as RGB (H, W, 3) with a coloured frame (marks the correct match)."""
     g = np.asarray(picture, dtype=np.uint8)
     rgb = np.repeat(g[..., None], 3, axis=2).copy()

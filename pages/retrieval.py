@@ -19,12 +19,12 @@ n = len(test_idx)
 st.subheader(f"Test identification among {n} held-out images")
 left, right = st.columns([3, 2])
 left.dataframe(tables.retrieval_table(results), hide_index=True, key="retrieval.metrics",
-               column_config={c: st.column_config.NumberColumn(c, format="%.3f")
-                              for c in ("model", "chance", "ridge baseline", "repeat baseline", "oracle ceiling")})
+               column_config={c: st.column_config.NumberColumn(c, format="%.3f", help=tables.REFERENCE_HELP.get(c))
+                              for c in ("model", "chance", "ridge", "repeat", "oracle")})
 right.plotly_chart(plots.metrics_bars(tables.reference_top1(results), "top1"), key="retrieval.bars")
-left.caption("chance: a random ranking · ridge: pixels → responses by ridge regression · "
-             "repeat: one repeat identifies the other (recording noise ceiling) · "
-             "oracle: the simulator's noiseless rates (simulated subjects only).")
+left.caption("top-k: share of queries whose true match is among the k best · rank 1 = best · "
+             "chance: a random ranking · ridge: pixels → responses by ridge regression · "
+             "repeat: one recorded repeat identifies the other · oracle: the simulator's noiseless rates.")
 
 # ---- query browser -----------------------------------------------------------------------------
 st.subheader("Query browser")

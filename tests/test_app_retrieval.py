@@ -23,10 +23,10 @@ def test_metrics_table_and_charts(app_populated):
     s.no_exceptions(at)
     results = s.load_json(app_populated["run"] / "results.json")
     table = at.dataframe[0].value.set_index("metric")
-    assert table.loc["top1 · image → neural", "model"] == results["test"]["image_to_neural"]["top1"]
-    assert table.loc["top1 · image → neural", "chance"] == results["test"]["chance_top1"]
+    assert table.loc["top1 · img→neu", "model"] == results["test"]["image_to_neural"]["top1"]
+    assert table.loc["top1 · img→neu", "chance"] == results["test"]["chance_top1"]
     ridge = results["baselines"]["ridge"]["neural_to_image"]["mean_rank"]
-    assert table.loc["mean_rank · neural → image", "ridge baseline"] == ridge
+    assert table.loc["mean_rank · neu→img", "ridge"] == ridge
     titles = [sp["layout"]["title"]["text"] for sp in s.chart_specs(at)]
     assert any("similarity" in t.lower() for t in titles) and any("Rank of the true match" in t for t in titles)
 

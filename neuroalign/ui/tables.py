@@ -81,6 +81,14 @@ def run_row(run_dir: Path, summary: Mapping[str, Any], subject: str | None = Non
         "run": run_dir.name,
         "subject": subject or _get(meta, "subject", "name") or "?",
         "state": status.get("state", "unknown"),
+        "top1 img→neu": _get(test, "image_to_neural", "top1"),
+        "top1 neu→img": _get(test, "neural_to_image", "top1"),
+        "chance top1": test.get("chance_top1"),
+        "ridge top1": _get(results, "baselines", "ridge", "image_to_neural", "top1"),
+        "top5 img→neu": _get(test, "image_to_neural", "top5"),
+        "mean rank": _get(test, "image_to_neural", "mean_rank"),
+        "mean SSIM": _get(results, "ssim", "mean"),
+        "test n": test.get("n"),
         "created": when,
         "epochs": status.get("epoch"),
         "preset": cfg.get("preset"),
@@ -88,14 +96,6 @@ def run_row(run_dir: Path, summary: Mapping[str, Any], subject: str | None = Non
         "mode": _get(cfg, "image", "mode"),
         "batch": cfg.get("batch_size"),
         "temperature": _get(cfg, "loss", "temperature"),
-        "top1 img→neu": _get(test, "image_to_neural", "top1"),
-        "top1 neu→img": _get(test, "neural_to_image", "top1"),
-        "top5 img→neu": _get(test, "image_to_neural", "top5"),
-        "mean rank": _get(test, "image_to_neural", "mean_rank"),
-        "chance top1": test.get("chance_top1"),
-        "ridge top1": _get(results, "baselines", "ridge", "image_to_neural", "top1"),
-        "mean SSIM": _get(results, "ssim", "mean"),
-        "test n": test.get("n"),
         "path": str(run_dir),
     }
 
@@ -145,7 +145,12 @@ def best_per_subject(df: pd.DataFrame) -> pd.DataFrame:
 
 RETRIEVAL_METRICS = ("top1", "top5", "top10", "mean_rank", "median_rank")
 DIRECTIONS = {"image_to_neural": "image → neural", "neural_to_image": "neural → image"}
-REFERENCE_NAMES = {"ridge": "ridge baseline", "repeat": "repeat baseline", "oracle": "oracle ceiling"}
+SHORT_DIRECTIONS = {"image_to_neural": "img→neu", "neural_to_image": "neu→img"}
+REFERENCE_NAMES = {"ridge": "ridge", "repeat": "repeat", "oracle": "oracle"}
+REFERENCE_HELP = {"chance": "expected value for a random ranking",
+                  "ridge": "baseline: ridge regression from pixels to responses",
+                  "repeat": "baseline: one recorded repeat identifies the other (recording noise ceiling)",
+                  "oracle": "ceiling: the simulator's noiseless rates (simulated subjects only)"}
 
 
 def retrieval_table(results: Mapping[str, Any]) -> pd.DataFrame:
@@ -158,7 +163,7 @@ def retrieval_table(results: Mapping[str, Any]) -> pd.DataFrame:
         if isinstance(ref, Mapping) and "image_to_neural" in ref:
             columns[label] = ref
     rows = []
-    for direction, dlabel in DIRECTIONS.items():
+    for direction, dlabel in SHORT_DIRECTIONS.items():
         for metric in RETRIEVAL_METRICS:
             row: dict[str, Any] = {"metric": f"{metric} · {dlabel}", "model": _get(test, direction, metric)}
             if metric.startswith("top"):
