@@ -1,13 +1,17 @@
 """Benchmark: neuroalign side by side with a faithful re-creation of the reference training loop.
 
-    python benchmarks/run.py [--quick] [--device cpu|cuda] --json PATH [--profile DIR]
+    python benchmarks/run.py [--quick] [--device cpu|cuda] [--timer wall|cpu] --json PATH [--profile DIR]
+    python benchmarks/run.py --update FULL.json --series tower/folded ...   # re-measure some scale series
 
-Everything is measured in one process on the same synthetic data of the demo subject's shape
-(68x270 images, 450 neurons, batch 128): warm-up excluded, medians of repeats; ratios are the
-numbers to quote (absolute times only from a quiet GPU). The full run (no ``--quick``) adds scale
-curves (train-step time and peak memory vs neurons, each point in a fresh subprocess; epoch time
-vs images) and writes SVG plots into ``assets/``. With ``--device cuda`` it adds the full-scale
-synthetic subject (2,800 images x 10,000 neurons, batch 128, bf16 autocast).
+The train steps, tower timings and evaluation run in this process on the same synthetic data of
+the demo subject's shape (68x270 images, 450 neurons; batch 128, or 32 with --quick on a CPU).
+Warm-up runs are excluded and the medians of repeats reported. Ratios are the numbers to quote;
+absolute times only from a quiet GPU. ``--timer cpu`` times one thread's CPU time, which
+tolerates a shared machine. The full run (no ``--quick``) adds scale curves
+(`benchmarks/scale.py`: train-step time and peak memory vs neurons, each point in a fresh
+process; epoch time vs images) and writes SVG plots into ``assets/`` (`benchmarks/plots.py`).
+With ``--device cuda`` it adds the full-scale synthetic subject (2,800 images x 10,000 neurons,
+batch 128, bf16 autocast). See docs/PERFORMANCE.md for results.
 
 Imports only the core package (no streamlit/plotly/hdf5storage), so it runs on a bare GPU box.
 """
@@ -19,136 +23,43 @@ import json
 import logging
 import math
 import os
-import statistics
-import subprocess
 import sys
 import time
 from pathlib import Path
 from typing import Any, Callable
 
-import numpy as np
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:  # run as a script from a checkout
     sys.path.insert(0, str(ROOT))
 
-from benchmarks.reference_loop import ReferenceNeuralTower, ReferenceStep  # noqa: E402
-from neuroalign.config import TrainConfig  # noqa: E402
-from neuroalign.data.subject import Subject  # noqa: E402
+from benchmarks.common import (  # noqa: E402
+    BATCH,
+    DEMO_NEURONS,
+    IMAGE_HW,
+    NEURAL_METHODS,
+    QUICK_BATCH,
+    REFERENCE_EPOCHS,
+    REFERENCE_TRAIN_FRACTION,
+    TIMER,
+    _sync,
+    _tower_step,
+    make_trainer,
+    neural_tower_point,
+    reference_step_fn,
+    set_timer,
+    synthetic_subject,
+    time_fn,
+    trainer_step_fn,
+)
+from benchmarks.scale import SERIES, bench_scale_neurons, run_point, scale_images  # noqa: E402
 from neuroalign.models import NeuralTower  # noqa: E402
 from neuroalign.models import folded as folded_mod  # noqa: E402
 from neuroalign.training.device import describe_device, resolve_device  # noqa: E402
 
 logger = logging.getLogger("benchmarks.run")
 
-IMAGE_HW = (68, 270)
-DEMO_NEURONS = 450  # neuroalign.data.simulate.SIZES["default"]
-BATCH = 128  # the reference's batch size
-QUICK_BATCH = 32  # --quick on a CPU: the reference step costs ~40 s of CPU at batch 128
-REFERENCE_EPOCHS = 5000
-REFERENCE_TRAIN_FRACTION = 0.9
-
-
-# ------------------------------------------------------------------------------------------------
-# timing helpers
-# ------------------------------------------------------------------------------------------------
-
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-TIMER: dict[str, Any] = {"name": "wall", "warmup": 2}  # "cpu": CPU time of the (single) compute thread, robust on a shared machine
-
-
-def set_timer(name: str) -> None:
-    """'wall' (perf_counter) or 'cpu' (thread CPU time; also sets torch to one thread so all
-    compute runs on the timed thread and other processes' load does not count)."""
-    if name not in ("wall", "cpu"):
-        raise ValueError(f"timer must be wall or cpu, got {name!r}")
-    TIMER["name"] = name
-    if name == "cpu":
-        torch.set_num_threads(1)
-
-
-def time_fn(fn: Callable[[], Any], device: torch.device, repeats: int = 3, warmup: int | None = None) -> dict[str, Any]:
-    """Median seconds of `fn()` over `repeats` runs after `warmup` untimed runs (default TIMER's).
-
-    When one warm-up run already took longer than TIMER["slow_s"], a single timed run follows
-    (the reference loop at 1,000 neurons costs tens of seconds per step)."""
-    warmup = TIMER["warmup"] if warmup is None else warmup
-    clock = time.thread_time if TIMER["name"] == "cpu" and device.type == "cpu" else time.perf_counter
-    slow = TIMER.get("slow_s")
-    for _ in range(warmup):
-        t = clock()
-        fn()
-        _sync(device)
-        if slow is not None and clock() - t > slow:
-            repeats = 1
-    times = []
-    for _ in range(repeats):
-        t = clock()
-        fn()
-        _sync(device)
-        times.append(clock() - t)
-    return {"median_s": statistics.median(times), "times_s": [round(x, 6) for x in times]}
-
-
-def synthetic_subject(n_images: int, n_neurons: int, seed: int = 0,
-                      image_hw: tuple[int, int] = IMAGE_HW) -> Subject:
-    """Random images in [0, 1] (N, 1, 68, 270) and non-negative responses (N, K)."""
-    rng = np.random.default_rng(seed)
-    images = rng.random((n_images, 1, *image_hw), dtype=np.float32)
-    responses = rng.gamma(2.0, 1.0, size=(n_images, n_neurons)).astype(np.float32)
-    return Subject(name=f"bench-{n_images}x{n_neurons}", images=images, responses=responses,
-                   meta={"simulated": True})
-
-
-def make_trainer(subject: Subject, device: torch.device, batch: int, mode: str = "frozen", **neural: Any):
-    """The real Trainer (frozen: features cached at construction), as `fit` would use it."""
-    from neuroalign.training.trainer import Trainer
-
-    changes = {"epochs": 1, "batch_size": batch, "device": device.type, "image.mode": mode,
-               "bf16": device.type == "cuda"}
-    changes.update({f"neural.{k}": v for k, v in neural.items()})
-    config = TrainConfig().replace(**changes)
-    return Trainer(config, subject)
-
-
-def trainer_step_fn(trainer, batch: int, seed: int = 0) -> Callable[[], None]:
-    """Exactly the per-step work of `Trainer.fit` (forward, zero_grad, backward, both optimizers)."""
-    gen = torch.Generator().manual_seed(seed)
-    train = torch.as_tensor(trainer.split["train"], dtype=torch.long)
-
-    def step() -> None:
-        idx = train[torch.randperm(len(train), generator=gen)[:batch]].to(trainer.inputs.device)
-        with trainer._autocast():
-            loss, _, _, _ = trainer.model(trainer.inputs[idx], trainer.responses[idx])
-        trainer.opt_image.zero_grad(set_to_none=True)
-        trainer.opt_neural.zero_grad(set_to_none=True)
-        loss.backward()
-        trainer.opt_image.step()
-        trainer.opt_neural.step()
-
-    return step
-
-
-def reference_step_fn(subject: Subject, device: torch.device, batch: int, seed: int = 0) -> Callable[[], None]:
-    ref = ReferenceStep(subject.n_neurons, device)
-    images = torch.from_numpy(subject.images).to(device)
-    responses = torch.from_numpy(subject.responses).to(device)
-    responses = (responses - responses.min(0).values) / (responses.max(0).values - responses.min(0).values + 1e-8)
-    gen = torch.Generator().manual_seed(seed)
-
-    def step() -> None:
-        idx = torch.randperm(subject.n_images, generator=gen)[:batch].to(device)
-        ref.step(images[idx], responses[idx])
-
-    return step
-
-
-# ------------------------------------------------------------------------------------------------
 # sections
 # ------------------------------------------------------------------------------------------------
 
@@ -182,36 +93,6 @@ def bench_train_steps(device: torch.device, n_images: int, n_neurons: int, batch
         },
         "_trainer": trainer,
     }
-
-
-def _tower_step(tower: torch.nn.Module, responses: torch.Tensor, device: torch.device,
-                bf16: bool = False) -> Callable[[], None]:
-    target = torch.rand(responses.shape[0], 1, 16, 64, device=device)
-
-    def step() -> None:
-        tower.zero_grad(set_to_none=True)
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
-            out = tower(responses)
-        ((out.float() - target) ** 2).mean().backward()
-
-    return step
-
-
-NEURAL_METHODS = {
-    "reference": lambda k: ReferenceNeuralTower(k),
-    "plain": lambda k: NeuralTower(k, folded=False),
-    "folded": lambda k: NeuralTower(k),
-    "latent": lambda k: NeuralTower(k, block="latent", n_latents=64),
-}
-
-
-def neural_tower_point(method: str, k: int, batch: int, device: torch.device, repeats: int) -> dict[str, Any]:
-    """Forward + backward time of one neural tower on (batch, k) responses."""
-    torch.manual_seed(0)
-    tower = NEURAL_METHODS[method](k).to(device).train()
-    responses = torch.rand(batch, k, device=device)
-    res = time_fn(_tower_step(tower, responses, device, bf16=device.type == "cuda"), device, repeats)
-    return {"ms": 1e3 * res["median_s"], "times_s": res["times_s"]}
 
 
 def bench_neural_tower(device: torch.device, sizes: list[int], batch: int, repeats: int,
@@ -296,112 +177,6 @@ def bench_eval(trainer, device: torch.device, n_items: int, repeats: int) -> dic
                    device, repeats=1, warmup=0)
     return {"n_items": n_items, "seconds": warm["median_s"], "cold_seconds": cold["median_s"],
             "what": "image+neural maps, similarity, retrieval metrics, SSIM; cold = backbone features too"}
-
-
-# ------------------------------------------------------------------------------------------------
-# scale curves (full run): each point in a fresh subprocess so peak memory is that point's alone
-# ------------------------------------------------------------------------------------------------
-
-def _rss_mb(field: str) -> float | None:
-    """VmRSS / VmHWM of this process from /proc (Linux); None elsewhere."""
-    try:
-        with open("/proc/self/status") as f:
-            for line in f:
-                if line.startswith(field + ":"):
-                    return int(line.split()[1]) / 1024.0
-    except OSError:
-        return None
-    return None
-
-
-def _reset_peak_rss() -> None:
-    """Reset VmHWM to the current RSS (Linux >= 4.0); ru_maxrss would include the parent's peak."""
-    try:
-        with open("/proc/self/clear_refs", "w") as f:
-            f.write("5")
-    except OSError:
-        pass
-
-
-def run_point(spec: dict[str, Any]) -> dict[str, Any]:
-    """One scale-curve point: `{"kind": "train"|"tower", "method", "k", "batch", "device", ...}`."""
-    device = resolve_device(spec["device"])
-    set_timer(spec.get("timer", "wall"))
-    TIMER["warmup"] = spec.get("warmup", 1)
-    TIMER["slow_s"] = 30.0
-    if device.type == "cuda":
-        torch.cuda.reset_peak_memory_stats(device)
-    _reset_peak_rss()
-    base = _rss_mb("VmRSS")
-    if spec["kind"] == "tower":
-        res = neural_tower_point(spec["method"], spec["k"], spec["batch"], device, spec["repeats"])
-    else:
-        subject = synthetic_subject(spec["n_images"], spec["k"])
-        if spec["method"] == "reference":
-            fn = reference_step_fn(subject, device, spec["batch"])
-        else:
-            fn = trainer_step_fn(make_trainer(subject, device, spec["batch"], "frozen"), spec["batch"])
-        res = {"ms": 1e3 * time_fn(fn, device, spec["repeats"])["median_s"]}
-    if device.type == "cuda":
-        res["peak_mb"] = torch.cuda.max_memory_allocated(device) / 2**20
-    else:
-        peak = _rss_mb("VmHWM")
-        res["peak_mb"] = None if peak is None or base is None else peak - base  # RSS growth of this point
-    return res
-
-
-def _subprocess_point(spec: dict[str, Any], timeout_s: float) -> dict[str, Any] | None:
-    cmd = [sys.executable, str(Path(__file__).resolve()), "--point", json.dumps(spec)]
-    try:
-        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout_s, cwd=str(ROOT))
-    except subprocess.TimeoutExpired:
-        logger.warning("point %s exceeded %.0f s; skipped", spec, timeout_s)
-        return None
-    if proc.returncode != 0:
-        logger.warning("point %s failed: %s", spec, proc.stderr.strip().splitlines()[-1:] or proc.returncode)
-        return None
-    return json.loads(proc.stdout.strip().splitlines()[-1])
-
-
-def bench_scale_neurons(device: torch.device, sizes: list[int], batch: int, n_images: int, repeats: int,
-                        cap_s: float) -> dict[str, Any]:
-    """Train-step time and peak memory vs neurons (reference vs neuroalign frozen), and the tower alone."""
-    out: dict[str, Any] = {"n_neurons": sizes, "batch_size": batch, "n_images": n_images}
-    series = [("train", "reference"), ("train", "neuroalign"),
-              ("tower", "reference"), ("tower", "plain"), ("tower", "folded"), ("tower", "latent")]
-    for kind, method in series:
-        ms, mb, skipping = [], [], False
-        for k in sizes:
-            res = None
-            if not skipping:
-                big = k >= 3000 and device.type == "cpu"  # one warm-up, one timed run: minutes each
-                spec = {"kind": kind, "method": method, "k": k, "batch": batch, "n_images": n_images,
-                        "device": device.type, "repeats": 1 if big else repeats, "warmup": 1,
-                        "timer": TIMER["name"]}
-                res = _subprocess_point(spec, timeout_s=max(120.0, cap_s * (repeats + 2) * 4))
-            ms.append(None if res is None else res["ms"])
-            mb.append(None if res is None else res["peak_mb"])
-            skipping = res is None or res["ms"] / 1e3 > cap_s
-            logger.info("scale %s/%s K=%d: %s", kind, method, k, res)
-        out[f"{kind}_{method}_ms"] = ms
-        out[f"{kind}_{method}_peak_mb"] = mb
-    return out
-
-
-def scale_images(train: dict[str, Any], image_counts: list[int]) -> dict[str, Any]:
-    """Epoch time vs images, derived from the measured step times and per-image feature time."""
-    ref_s, neu_s = train["reference_step_ms"] / 1e3, train["neuroalign_step_ms"] / 1e3
-    per_image = train["feature_cache_ms_per_image"] / 1e3
-    steps = [math.ceil(n * REFERENCE_TRAIN_FRACTION / train["batch_size"]) for n in image_counts]
-    c, h, w = 128, 8, 33  # stage-2 block-4 feature of a 68x270 image
-    return {
-        "n_images": image_counts,
-        "reference_epoch_s": [s * ref_s for s in steps],
-        "neuroalign_epoch_s": [s * neu_s for s in steps],
-        "neuroalign_feature_cache_once_s": [n * per_image for n in image_counts],
-        "feature_cache_mb": [n * c * h * w * 4 / 2**20 for n in image_counts],
-        "derived_from": "measured step times x steps per epoch (90% train); cache time = measured per-image time x N",
-    }
 
 
 # ------------------------------------------------------------------------------------------------
@@ -540,6 +315,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="cpu: single-thread CPU time (use on a shared/noisy machine)")
     parser.add_argument("--smoke", action="store_true", help="tiny shapes, seconds (tests only)")
     parser.add_argument("--keep-going", action="store_true", help="record a failing part in 'errors' and go on")
+    parser.add_argument("--update", type=Path, default=None,
+                        help="re-measure only --series of the scale curves of this earlier full-run JSON")
+    parser.add_argument("--series", nargs="*", default=None, help="kind/method, e.g. tower/folded train/neuroalign")
     parser.add_argument("--point", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
@@ -550,6 +328,8 @@ def main(argv: list[str] | None = None) -> int:
 
     device = resolve_device(args.device)
     set_timer(args.timer if device.type == "cpu" else "wall")
+    if args.update is not None:
+        return update_scale(args, device)
     smoke, quick = args.smoke, args.quick or args.smoke
     repeats = args.repeats or (1 if smoke else 2)
     TIMER["warmup"] = 1
@@ -609,11 +389,7 @@ def main(argv: list[str] | None = None) -> int:
             device, [100, 300, 1000, 3000, 10000], scale_batch, 256, repeats, cap_s))
         if "neural_tower" not in result and "scale_neurons" in result:
             # on a CPU the tower curve comes from the scale run (same measurement, fresh processes)
-            sn = result["scale_neurons"]
-            nt = {"n_neurons": sn["n_neurons"], "batch_size": sn["batch_size"],
-                  "what": "forward+backward of the neural tower (from scale_neurons)"}
-            nt.update({f"{m}_ms": sn[f"tower_{m}_ms"] for m in NEURAL_METHODS})
-            section("neural_tower", lambda: _with_ratios(nt))
+            section("neural_tower", lambda: _tower_from_scale(result["scale_neurons"]))
 
         def plots() -> list[str]:
             from benchmarks.plots import write_scale_plots
@@ -623,6 +399,36 @@ def main(argv: list[str] | None = None) -> int:
         section("plots", plots)
     print(format_table(result))
     return 0
+
+
+def update_scale(args: argparse.Namespace, device: torch.device) -> int:
+    """Re-measure some scale series of an earlier full run (e.g. after a change to one path)."""
+    result = json.loads(args.update.read_text())
+    previous = result.get("scale_neurons")
+    if previous is None:
+        raise ValueError(f"{args.update} has no scale_neurons section; expected a full-run JSON")
+    series = [tuple(s.split("/")) for s in (args.series or [])]
+    unknown = [s for s in series if s not in SERIES]
+    if unknown or not series:
+        raise ValueError(f"--series must name some of {['/'.join(s) for s in SERIES]}, got {args.series}")
+    TIMER["warmup"] = 1
+    result["scale_neurons"] = bench_scale_neurons(
+        device, previous["n_neurons"], previous["batch_size"], previous["n_images"], args.repeats or 2,
+        30.0, series=series, previous=previous)
+    result["neural_tower"] = _tower_from_scale(result["scale_neurons"])
+    from benchmarks.plots import write_scale_plots
+
+    result["plots"] = write_scale_plots(result, args.assets)
+    _write_json(args.json or args.update, result)
+    print(format_table(result))
+    return 0
+
+
+def _tower_from_scale(sn: dict[str, Any]) -> dict[str, Any]:
+    nt = {"n_neurons": sn["n_neurons"], "batch_size": sn["batch_size"],
+          "what": "forward+backward of the neural tower (from scale_neurons)"}
+    nt.update({f"{m}_ms": sn[f"tower_{m}_ms"] for m in NEURAL_METHODS})
+    return _with_ratios(nt)
 
 
 def _write_json(path: Path, result: dict[str, Any]) -> None:

@@ -11,6 +11,7 @@ import torch.nn.functional as F
 from neuroalign.models import folded
 from neuroalign.models.folded import (
     auto_chunk_size,
+    auto_row_block,
     chunk_backward,
     chunk_forward,
     fold_matrices,
@@ -42,14 +43,14 @@ def _params(k: int, d: int, seed: int = 0, dtype=torch.float64) -> list[torch.Te
     return ps + [rnd(k, d, scale=0.3), rnd(k, scale=0.3)]
 
 
-@pytest.mark.parametrize("n_heads,chunk", [(1, None), (3, 2), (4, 5)])
-def test_folded_equals_plain_outputs_and_gradients(n_heads: int, chunk: int | None) -> None:
+@pytest.mark.parametrize("n_heads,chunk,rows", [(1, None, None), (3, 2, None), (4, 5, 4), (2, 3, 1)])
+def test_folded_equals_plain_outputs_and_gradients(n_heads: int, chunk: int | None, rows: int | None) -> None:
     b, k, d = 7, 9, 12
     ps = _params(k, d, seed=n_heads)
     r = torch.rand(b, k, dtype=torch.float64, generator=torch.Generator().manual_seed(1)) * 2 - 0.5
     r.requires_grad_()
     z_plain = _plain(r, *ps, n_heads)
-    z_fold = folded_attention_readout(r, *ps, n_heads, chunk_size=chunk)
+    z_fold = folded_attention_readout(r, *ps, n_heads, chunk_size=chunk, row_block=rows)
     assert z_fold.shape == (b, k)
     torch.testing.assert_close(z_fold, z_plain, rtol=1e-10, atol=1e-10)
     g = torch.randn(b, k, dtype=torch.float64, generator=torch.Generator().manual_seed(2))
@@ -172,6 +173,16 @@ def test_errors_and_chunk_size() -> None:
         folded_attention_readout(torch.rand(2, 4, dtype=torch.float64), *ps, 1, chunk_size=0)
     with pytest.raises(ValueError, match="compile mode"):
         set_compile_mode("sometimes")
-    assert auto_chunk_size(128, 10_000, 1) == 1
-    assert auto_chunk_size(128, 100, 1) == 128
-    assert 1 <= auto_chunk_size(128, 1000, 2) < 128
+    with pytest.raises(ValueError, match="row_block"):
+        folded_attention_readout(torch.rand(2, 4, dtype=torch.float64), *ps, 1, row_block=0)
+    # GPU: whole-row tiles within the budget; CPU eager: >= 16 samples, rows tiled to fit the cache
+    assert auto_chunk_size(128, 10_000, 1, "cuda") == 1
+    assert auto_chunk_size(128, 100, 1, "cuda") == 128
+    assert auto_chunk_size(128, 10_000, 1, "cpu") == 16
+    assert auto_row_block(16, 10_000, 1, "cuda") == 10_000
+    rows = auto_row_block(16, 3000, 1, "cpu")
+    assert 1 <= rows < 3000 and 16 * rows * 3000 <= folded._CHUNK_ELEMENTS["cpu"]
+    assert auto_row_block(16, 10**6, 1, "cpu") == 1
+    assert auto_row_block(4, 20, 1, "cpu") == 20
+    # compiled kernels: one chunk shape per K whatever the batch (short batches are zero-padded)
+    assert auto_chunk_size(12, 450, 1, "cuda", compiled=True) == auto_chunk_size(128, 450, 1, "cuda", compiled=True)

@@ -33,19 +33,37 @@ from torch import Tensor
 
 logger = logging.getLogger(__name__)
 
-# Elements of one (chunk, heads, K, K) temporary that the automatic chunk size aims for: small on
-# a CPU (the eager path is memory-bound; a few MB stay in cache), large on a GPU (fewer launches).
-_CHUNK_ELEMENTS = {"cpu": 1 << 21, "cuda": 1 << 27}
+# Elements of one (chunk, heads, rows, K) tile that the automatic sizes aim for. On a CPU the eager
+# path is memory-bound, so tiles stay small enough for the L2 cache: at least _CPU_MIN_CHUNK samples
+# per tile (to amortise the gradient accumulators) and as many softmax rows as fit. On a GPU tiles
+# are whole rows and large (fewer launches).
+_CHUNK_ELEMENTS = {"cpu": 1 << 17, "cuda": 1 << 27}
 _COMPILED_CHUNK_ELEMENTS = {"cpu": 1 << 21, "cuda": 1 << 30}
+_CPU_MIN_CHUNK = 16
+_COMPILED_MAX_CHUNK = 64
 
 
 def auto_chunk_size(batch: int, n_neurons: int, n_heads: int, device_type: str = "cpu",
                     compiled: bool = False) -> int:
-    """Samples per chunk so that one (chunk, heads, K, K) temporary stays near the device's budget."""
+    """Samples per chunk: whole (chunk, heads, K, K) tiles near the device's budget; on a CPU (eager)
+    at least _CPU_MIN_CHUNK samples, with the rows tiled instead (`auto_row_block`). Compiled
+    chunks do not depend on `batch`, so every batch of a run reuses one compiled shape."""
     budgets = _COMPILED_CHUNK_ELEMENTS if compiled else _CHUNK_ELEMENTS
     budget = budgets.get(device_type, budgets["cpu"])
-    per_sample = max(1, n_heads * n_neurons * n_neurons)
-    return int(max(1, min(batch, budget // per_sample)))
+    chunk = budget // max(1, n_heads * n_neurons * n_neurons)
+    if compiled:  # independent of the batch size: one compiled shape per K (smaller batches are padded)
+        return int(max(1, min(_COMPILED_MAX_CHUNK, chunk)))
+    if device_type == "cpu":
+        chunk = max(chunk, _CPU_MIN_CHUNK)
+    return int(max(1, min(batch, chunk)))
+
+
+def auto_row_block(chunk: int, n_neurons: int, n_heads: int, device_type: str = "cpu") -> int:
+    """Softmax rows per tile of the eager path (all K rows off the CPU)."""
+    if device_type != "cpu":
+        return n_neurons
+    rows = _CHUNK_ELEMENTS["cpu"] // max(1, chunk * n_heads * n_neurons)
+    return int(max(1, min(n_neurons, rows)))
 
 
 def fold_matrices(
@@ -89,11 +107,14 @@ def _compute_dtype(dtype: torch.dtype) -> torch.dtype:
 # ---------------------------------------------------------------------------------------------
 
 def _chunk_probs_and_values(rc: Tensor, m1: Tensor, m2: Tensor, m3: Tensor, m4: Tensor,
-                            n1: Tensor, n2: Tensor) -> tuple[Tensor, Tensor]:
-    """Softmax P (c, h, K, K) and values W_bij = r_bj N1_ij + N2_ij (c, h, K, K) of one chunk."""
+                            n1: Tensor, n2: Tensor, r_rows: Tensor | None = None) -> tuple[Tensor, Tensor]:
+    """Softmax P and values W_bij = r_bj N1_ij + N2_ij, each (c, h, R, K), of one tile.
+
+    rc (c, K) are the tile's samples (all columns j); the matrices are the tile's row slices
+    (h, R, K) and r_rows (c, R) the responses of those rows (default: all rows, R = K)."""
     rj = rc[:, None, None, :]
     s = torch.addcmul(m2, m1, rj)  # r_j M1 + M2
-    s.mul_(rc[:, None, :, None])
+    s.mul_((rc if r_rows is None else r_rows)[:, None, :, None])
     s.addcmul_(m3, rj)
     s.add_(m4)
     p = torch.softmax(s, dim=-1)
@@ -101,38 +122,44 @@ def _chunk_probs_and_values(rc: Tensor, m1: Tensor, m2: Tensor, m3: Tensor, m4: 
     return p, torch.addcmul(n2, n1, rj)
 
 
-def _eager_forward(r: Tensor, ms: tuple[Tensor, ...], chunk: int) -> Tensor:
+def _tiles(n: int, chunk: int, k: int, rows: int):
+    """(sample slice, row slice) of each tile: softmax rows are independent, so rows tile freely."""
+    for start in range(0, n, chunk):
+        for i0 in range(0, k, rows):
+            yield slice(start, start + chunk), slice(i0, i0 + rows)
+
+
+def _eager_forward(r: Tensor, ms: tuple[Tensor, ...], chunk: int, rows: int) -> Tensor:
     out = r.new_empty(r.shape)
-    for start in range(0, r.shape[0], chunk):
-        p, w = _chunk_probs_and_values(r[start:start + chunk], *ms)
-        out[start:start + chunk] = p.mul_(w).sum(dim=(1, 3))
+    for bs, rs in _tiles(r.shape[0], chunk, r.shape[1], rows):
+        p, w = _chunk_probs_and_values(r[bs], *(m[:, rs] for m in ms), r_rows=r[bs, rs])
+        out[bs, rs] = p.mul_(w).sum(dim=(1, 3))
         del p, w
     return out
 
 
-def _eager_backward(r: Tensor, grad: Tensor, ms: tuple[Tensor, ...], chunk: int, need_r: bool,
+def _eager_backward(r: Tensor, grad: Tensor, ms: tuple[Tensor, ...], chunk: int, rows: int, need_r: bool,
                     acc: list[Tensor]) -> Tensor | None:
     """Adds this batch's gradients into acc = [dM1, dM2, dM3, dM4, dN1, dN2]; returns dr if asked."""
-    m1, m2, m3, _, n1, _ = ms
-    dm1, dm2, dm3, dm4, dn1, dn2 = acc
     dr = torch.zeros_like(r) if need_r else None
-    for start in range(0, r.shape[0], chunk):
-        rc, gc = r[start:start + chunk], grad[start:start + chunk]
-        rj, ri = rc[:, None, None, :], rc[:, None, :, None]
-        p, w = _chunk_probs_and_values(rc, *ms)
+    for bs, rs in _tiles(r.shape[0], chunk, r.shape[1], rows):
+        rc, rr, gc = r[bs], r[bs, rs], grad[bs, rs]
+        m1, m2, m3, m4, n1, n2 = (m[:, rs] for m in ms)
+        dm1, dm2, dm3, dm4, dn1, dn2 = (a[:, rs] for a in acc)  # views: += writes into acc
+        rj, ri = rc[:, None, None, :], rr[:, None, :, None]
+        p, w = _chunk_probs_and_values(rc, m1, m2, m3, m4, n1, n2, r_rows=rr)
         zp = (p * w).sum(-1, keepdim=True)  # per-head output before the head sum
         q = p.mul_(gc[:, None, :, None])  # dL/dW_bij = g_bi P_bij
         dn2 += q.sum(0)
         if need_r:
-            dr[start:start + chunk] += torch.einsum("chij,hij->cj", q, n1)
+            dr[bs] += torch.einsum("chij,hij->cj", q, n1)
         ds = w.sub_(zp).mul_(q)  # softmax backward: P * (dP - sum_j P dP), dP_ij = g_i W_ij
         dn1 += q.mul_(rj).sum(0)
         del q, p
         if need_r:
             # s_bij depends on r_bi through (r_bj M1 + M2) and on r_bj through (r_bi M1 + M3).
-            dr[start:start + chunk] += (
-                torch.einsum("chij,hij,cj->ci", ds, m1, rc) + torch.einsum("chij,hij->ci", ds, m2)
-                + torch.einsum("chij,hij,ci->cj", ds, m1, rc) + torch.einsum("chij,hij->cj", ds, m3))
+            dr[bs, rs] += torch.einsum("chij,hij,cj->ci", ds, m1, rc) + torch.einsum("chij,hij->ci", ds, m2)
+            dr[bs] += torch.einsum("chij,hij,ci->cj", ds, m1, rr) + torch.einsum("chij,hij->cj", ds, m3)
         dm4 += ds.sum(0)
         t = ds * rj
         dm3 += t.sum(0)
@@ -234,17 +261,17 @@ class _FoldedAttention(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, r: Tensor, m1: Tensor, m2: Tensor, m3: Tensor, m4: Tensor,
-                n1: Tensor, n2: Tensor, chunk: int) -> Tensor:
+                n1: Tensor, n2: Tensor, chunk: int, rows: int) -> Tensor:
         ms = (m1, m2, m3, m4, n1, n2)
         ctx.save_for_backward(r, *ms)
-        ctx.chunk = chunk
+        ctx.chunk, ctx.rows = chunk, rows
         with torch.autocast(r.device.type, enabled=False):
             if _use_compiled(r.device):
                 try:
                     return _compiled_forward(r, ms, chunk)
                 except Exception as exc:  # a broken compiler toolchain must not stop training
                     _disable_compile(exc)
-            return _eager_forward(r, _upcast(ms, r.dtype), chunk)
+            return _eager_forward(r, _upcast(ms, r.dtype), chunk, rows)
 
     @staticmethod
     def backward(ctx, grad_out: Tensor):
@@ -265,9 +292,9 @@ class _FoldedAttention(torch.autograd.Function):
                     for a in acc:
                         a.zero_()
             if not done:
-                dr = _eager_backward(r, grad_out, _upcast(ms, r.dtype), ctx.chunk, need_r, acc)
+                dr = _eager_backward(r, grad_out, _upcast(ms, r.dtype), ctx.chunk, ctx.rows, need_r, acc)
         grads = [a.to(m.dtype) for a, m in zip(acc, ms)]
-        return (dr, *grads, None)
+        return (dr, *grads, None, None)
 
 
 def _upcast(ms: tuple[Tensor, ...], dtype: torch.dtype) -> tuple[Tensor, ...]:
@@ -284,15 +311,15 @@ def folded_attention_readout(
     r: Tensor, embed_weight: Tensor, embed_bias: Tensor,
     wq: Tensor, bq: Tensor, wk: Tensor, bk: Tensor, wv: Tensor, bv: Tensor,
     wo: Tensor, bo: Tensor, readout_weight: Tensor, readout_bias: Tensor,
-    n_heads: int, chunk_size: int | None = None,
+    n_heads: int, chunk_size: int | None = None, row_block: int | None = None,
 ) -> Tensor:
     """Per-neuron embed -> multi-head self-attention -> per-neuron readout, folded.
 
     r (B, K); embed_weight/embed_bias/readout_weight (K, d); wq..wo (d, d) and bq..bo (d,) in the
     ``nn.Linear`` convention; readout_bias (K,). Returns (B, K), the same function as the plain
     path (up to floating-point rounding), with gradients to every parameter (and to ``r`` when it
-    requires grad). ``chunk_size`` samples are processed at a time (automatic when None) so
-    temporaries stay bounded at large K. Under autocast the K x K matrices are built in the
+    requires grad). ``chunk_size`` samples and ``row_block`` softmax rows (eager path) are
+    processed at a time (automatic when None) so temporaries stay bounded at large K. Under autocast the K x K matrices are built in the
     autocast dtype and the per-sample work runs in float32.
     """
     if r.dim() != 2:
@@ -302,9 +329,13 @@ def folded_attention_readout(
         raise ValueError(f"responses have {r.shape[1]} neurons, the tower expects {k}")
     if chunk_size is not None and chunk_size < 1:
         raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
+    if row_block is not None and row_block < 1:
+        raise ValueError(f"row_block must be >= 1, got {row_block}")
     m1, m2, m3, m4, n1, n2, beta = fold_matrices(
         embed_weight, embed_bias, wq, bq, wk, bk, wv, bv, wo, bo, readout_weight, readout_bias, n_heads)
-    chunk = chunk_size or auto_chunk_size(r.shape[0], k, n_heads, r.device.type, _use_compiled(r.device))
+    compiled = _use_compiled(r.device)
+    chunk = chunk_size or auto_chunk_size(r.shape[0], k, n_heads, r.device.type, compiled)
+    rows = row_block or auto_row_block(chunk, k, n_heads, r.device.type)
     r = r.to(_compute_dtype(m1.dtype))
-    z = _FoldedAttention.apply(r, m1, m2, m3, m4, n1, n2, chunk)
+    z = _FoldedAttention.apply(r, m1, m2, m3, m4, n1, n2, chunk, rows)
     return z + beta
