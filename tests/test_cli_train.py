@@ -82,7 +82,9 @@ def test_cli_train_writes_every_artifact(tiny_subject_root, tmp_path, capsys):
     norm = json.loads((run_dir / "normaliser.json").read_text())
     from neuroalign.data import load_subject
     sub = load_subject(tiny_subject_root / "tiny")
-    np.testing.assert_allclose(norm["offset"], sub.responses[split["train"]].min(axis=0), rtol=1e-6)
+    assert norm["kind"] == cfg["config"]["data"]["normaliser"] == "zscore"  # the recommended preset's choice
+    np.testing.assert_allclose(norm["offset"], sub.responses[split["train"]].astype(np.float64).mean(axis=0), rtol=1e-6)
+    assert not np.allclose(norm["offset"], sub.responses.astype(np.float64).mean(axis=0), rtol=1e-6)
 
     # evaluate recomputes the same numbers from best.pt
     (run_dir / "results.json").unlink()
@@ -119,6 +121,11 @@ def test_cli_flags_override_preset():
     assert cfg.optim.image_lr == 1e-3 and cfg.optim.neural_lr == 2e-4 and cfg.early_stopping_patience == 7
     assert cfg.image.mode == "finetune" and cfg.image.block == 2  # clamped to ds_net_tiny's stage-2 depth
     assert build_config(build_parser().parse_args(["train", "--subjects", "x"])).preset == "recommended"
+
+
+def test_cli_threads_flag_validated(tiny_subject_root, tmp_path):
+    assert main(["train", "--subjects", "tiny", "--data-dir", str(tiny_subject_root), "--runs-dir", str(tmp_path),
+                 "--threads", "0"]) == 2
 
 
 def test_resume_continues_exactly(tiny_subject_root, tmp_path):

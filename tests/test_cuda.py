@@ -72,3 +72,41 @@ def test_cuda_finetune_and_auto_device(subject):
     assert tr.device.type == "cuda"
     assert tr.inputs.is_cuda and tr.inputs.shape[1:] == subject.images.shape[1:]
     assert np.isfinite(tr.fit().best_val_loss)
+
+
+def _ddp_worker(rank: int, port: int, out_dir: str, arrays: dict) -> None:
+    import os
+
+    os.environ.update({"MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port), "WORLD_SIZE": "2",
+                       "RANK": str(rank), "LOCAL_RANK": str(rank)})
+    torch.set_num_threads(1)
+    sub = Subject("toy", arrays["images"], arrays["responses"], None)
+    run_dir = out_dir if rank == 0 else None
+    tr = Trainer(tiny_config(device="cpu", epochs=2, batch_size=8, log_every_steps=1), sub, run_dir=run_dir)
+    assert tr.model is not tr.core  # wrapped in DistributedDataParallel
+    res = tr.fit()
+    torch.save({"state": tr.model_state(), "steps": tr.global_step, "epochs": res.epochs_run},
+               os.path.join(out_dir, f"rank{rank}.pt"))
+    torch.distributed.destroy_process_group()
+
+
+def test_ddp_two_cpu_processes_share_the_work(subject, tmp_path):
+    """torchrun-style WORLD_SIZE=2 on CPU (gloo): each rank takes half of each epoch, weights stay identical,
+    only rank 0 writes the run folder."""
+    import socket
+
+    import torch.multiprocessing as mp
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    arrays = {"images": subject.images[:40], "responses": subject.responses[:40]}
+    mp.spawn(_ddp_worker, args=(port, str(tmp_path), arrays), nprocs=2, join=True)
+    r0 = torch.load(tmp_path / "rank0.pt", weights_only=True)
+    r1 = torch.load(tmp_path / "rank1.pt", weights_only=True)
+    n_train = 40 - 2 * 4  # 10 % val and 10 % test of 40 images
+    assert r0["steps"] == r1["steps"] == 2 * -(-(n_train // 2) // 8)  # half the batches per rank, 2 epochs
+    for part in ("image_tower", "neural_tower"):
+        for k, v in r0["state"][part].items():
+            assert torch.equal(v, r1["state"][part][k]), k
+    assert (tmp_path / "best.pt").is_file() and (tmp_path / "metrics.jsonl").is_file()

@@ -56,6 +56,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     g.add_argument("--lr-image", type=float, default=None, help="AdamW learning rate of the image side")
     g.add_argument("--lr-neural", type=float, default=None, help="learning rate of the neural side")
     g.add_argument("--neural-optimizer", choices=("rmsprop", "adamw"), default=None)
+    p.add_argument("--threads", type=int, default=None,
+                   help="CPU threads for torch (default: torch's choice; 1 is much faster on a busy shared CPU)")
     p.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
     p.set_defaults(handler=cmd_train)
 
@@ -132,8 +134,15 @@ def _summary(results: dict[str, Any]) -> str:
 
 def cmd_train(args: argparse.Namespace) -> int:
     from neuroalign.training import pipeline, runs
+    from neuroalign.training.device import dist_info_from_env
     from neuroalign.training.trainer import TrainingDiverged
 
+    if args.threads is not None:
+        if args.threads < 1:
+            raise ValueError(f"--threads must be >= 1, got {args.threads}")
+        import torch
+
+        torch.set_num_threads(args.threads)
     cache = cache_dir(args.cache_dir)
     if args.resume:
         run_dir = pipeline.resume_training(args.resume, data_dir=args.data_dir, cache_dir=cache,
@@ -144,7 +153,9 @@ def cmd_train(args: argparse.Namespace) -> int:
         raise ValueError("train needs --subjects NAME [NAME ...] (or --resume RUN_DIR)")
     cfg = build_config(args)
     root, out = data_dir(args.data_dir), runs_dir(args.runs_dir)
-    _ensure_demo_subjects(root, args.subjects)
+    is_main = dist_info_from_env().is_main  # under torchrun only rank 0 writes and prints
+    if is_main:  # other torchrun ranks must find the subjects already there
+        _ensure_demo_subjects(root, args.subjects)
     failures = 0
     for name in args.subjects:
         try:
@@ -154,10 +165,14 @@ def cmd_train(args: argparse.Namespace) -> int:
             print(f"error: {name}: {exc}", file=sys.stderr)
             failures += 1
             continue
+        if not is_main:
+            continue
         print(run_dir, flush=True)
         rec = runs.load_run(run_dir)
         if rec.results and not args.quiet:
-            print(f"[{name}] {rec.status.get('message', '')}; {_summary(rec.results)}", file=sys.stderr)
+            tr = rec.results.get("training") or {}
+            print(f"[{name}] {tr.get('stop_reason', '?')} after epoch {tr.get('epochs_run', '?')} "
+                  f"(best {tr.get('best_epoch', '?')}); {_summary(rec.results)}", file=sys.stderr)
     return 1 if failures else 0
 
 
