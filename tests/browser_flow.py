@@ -23,6 +23,8 @@ CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networki
 PAGES = ("subjects", "train", "retrieval", "feature_maps", "runs")
 TITLES = {"": "neuroalign", "subjects": "Subjects", "train": "Train", "retrieval": "Retrieval",
           "feature_maps": "Feature maps", "runs": "Runs"}
+# Demo mode's training time budget (s); NEUROALIGN_DEMO_BUDGET_S shortens it for quick screenshot runs.
+DEMO_BUDGET_S = int(os.environ.get("NEUROALIGN_DEMO_BUDGET_S") or 600)
 
 
 def free_port() -> int:

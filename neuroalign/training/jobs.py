@@ -180,17 +180,21 @@ class JobManager:
 
     def _run(self, job: _Job) -> None:
         try:
+            extra: dict[str, Any] = {}
             if self._runner is None:
+                from neuroalign import paths
                 from neuroalign.training import pipeline
 
                 runner = pipeline.resume_training if job.resume else pipeline.run_training
+                extra["cache_dir"] = paths.cache_dir()  # frozen features computed once per subject, kept on disk
             else:
                 runner = self._runner
             if job.resume:
-                runner(job.run_dir, data_dir=job.data_dir, callback=self._callback(job), stop_event=job.stop_event)
+                runner(job.run_dir, data_dir=job.data_dir, callback=self._callback(job), stop_event=job.stop_event,
+                       **extra)
             else:
                 runner(job.subject, job.config, job.data_dir, job.runs_dir, callback=self._callback(job),
-                       stop_event=job.stop_event, run_dir=job.run_dir)
+                       stop_event=job.stop_event, run_dir=job.run_dir, **extra)
             status = runs_io.read_status(job.run_dir)
             state = status.get("state", "finished")
             if state in runs_io.ACTIVE_STATES:  # a runner that did not write a final status
