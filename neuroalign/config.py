@@ -166,6 +166,19 @@ def _from_dict(cls: type, d: dict[str, Any]) -> Any:
     return cls(**kwargs)
 
 
+# Fields that say how long / where / how reproducibly to run, not what is trained: changing them
+# keeps a run labelled with its preset. Any other change labels the run "custom".
+RUN_CONTROL_FIELDS = frozenset({"preset", "epochs", "seed", "device", "bf16", "deterministic", "max_seconds",
+                                "log_every_steps", "checkpoint_every_epochs"})
+
+
+def preset_label(config: TrainConfig, base: str) -> str:
+    """`base` if `config` equals preset `base` up to run-control fields (epochs, budget, device, seed,
+    ...), else "custom" -- the one rule the CLI and the dashboard use to label runs."""
+    strip = lambda d: {k: v for k, v in d.items() if k not in RUN_CONTROL_FIELDS}  # noqa: E731
+    return base if strip(config.to_dict()) == strip(preset(base).to_dict()) else "custom"
+
+
 def preset(name: str) -> TrainConfig:
     """The named preset ('reference' or 'recommended') as a fresh TrainConfig."""
     if name == "reference":

@@ -70,3 +70,14 @@ def sim_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("sim-data")
     make_demo_subjects(root, size="tiny", seed=0)
     return root
+
+
+@pytest.fixture(autouse=True)
+def _isolated_neuroalign_dirs(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every test gets its own data/runs/cache roots, so nothing is written into the checkout
+    (tests that need specific roots set the variables themselves, which overrides these)."""
+    from neuroalign import paths
+
+    base = tmp_path_factory.mktemp("roots")
+    for var, sub in ((paths.DATA_DIR_ENV, "data"), (paths.RUNS_DIR_ENV, "runs"), (paths.CACHE_DIR_ENV, "cache")):
+        monkeypatch.setenv(var, str(base / sub))

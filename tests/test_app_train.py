@@ -65,8 +65,12 @@ def test_config_from_values_marks_custom_and_validates():
     values[F + "epochs"] = 7
     values[F + "max_seconds"] = 30
     cfg = train_form.config_from_values("recommended", values)
-    assert cfg.epochs == 7 and cfg.max_seconds == 30.0 and cfg.preset == "custom"
+    assert cfg.epochs == 7 and cfg.max_seconds == 30.0
+    assert cfg.preset == "recommended"  # how long to train is not a change of the preset
     assert cfg.neural.mlp_activation == "gelu"  # untouched fields keep the preset's values
+    values[F + "loss.temperature"] = 0.2
+    assert train_form.config_from_values("recommended", values).preset == "custom"
+    values[F + "loss.temperature"] = preset("recommended").loss.temperature
     values[F + "neural.n_heads"] = 3
     with pytest.raises(ValueError, match="divisible"):
         train_form.config_from_values("recommended", values)

@@ -45,7 +45,7 @@ def test_cli_train_writes_every_artifact(tiny_subject_root, tmp_path, capsys):
                  "results.json", "test_outputs.npz", "loss_data.mat", "test_result.mat"):
         assert (run_dir / name).is_file(), name
     cfg = json.loads((run_dir / "config.json").read_text())
-    assert cfg["config"]["preset"] == "recommended" and cfg["config"]["epochs"] == 3
+    assert cfg["config"]["preset"] == "custom" and cfg["config"]["epochs"] == 3  # tiny backbone: not the preset
     assert cfg["subject"]["data_hash"] and cfg["world_size"] == 1 and cfg["device"] == "cpu"
     assert runs.read_status(run_dir)["state"] == "finished"
 
@@ -117,10 +117,13 @@ def test_cli_flags_override_preset():
                                       "--temperature", "0.1", "--lr-image", "1e-3", "--lr-neural", "2e-4",
                                       "--early-stopping", "7", "--backbone-mode", "finetune", "--backbone", "ds_net_tiny"])
     cfg = build_config(args)
-    assert cfg.preset == "reference" and cfg.loss.center and cfg.loss.temperature == 0.1
+    assert cfg.preset == "custom" and cfg.loss.center and cfg.loss.temperature == 0.1
     assert cfg.optim.image_lr == 1e-3 and cfg.optim.neural_lr == 2e-4 and cfg.early_stopping_patience == 7
     assert cfg.image.mode == "finetune" and cfg.image.block == 2  # clamped to ds_net_tiny's stage-2 depth
     assert build_config(build_parser().parse_args(["train", "--subjects", "x"])).preset == "recommended"
+    kept = build_config(build_parser().parse_args(["train", "--subjects", "x", "--preset", "reference", "--epochs", "5",
+                                                   "--max-seconds", "60", "--device", "cpu", "--seed", "3"]))
+    assert kept.preset == "reference" and kept.epochs == 5  # run-control flags keep the preset's name
 
 
 def test_cli_threads_flag_validated(tiny_subject_root, tmp_path):

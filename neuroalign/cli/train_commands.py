@@ -103,6 +103,9 @@ def build_config(args: argparse.Namespace):
             changes["image.block"] = depths[stage - 1]
     if changes:
         cfg = cfg.replace(**changes)
+    from neuroalign.config import preset_label
+
+    cfg = cfg.replace(preset=preset_label(cfg, args.preset))
     cfg.validate()
     return cfg
 

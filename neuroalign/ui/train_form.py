@@ -142,7 +142,6 @@ def config_from_values(preset_name: str, values: dict[str, Any]) -> cfgmod.Train
             v = float(v)
         changes[f.key] = v
     config = base.replace(**changes)
-    if config.to_dict() != base.to_dict():
-        config = config.replace(preset="custom")
+    config = config.replace(preset=cfgmod.preset_label(config, preset_name))
     config.validate()
     return config
