@@ -81,3 +81,14 @@ def _isolated_neuroalign_dirs(tmp_path_factory: pytest.TempPathFactory, monkeypa
     base = tmp_path_factory.mktemp("roots")
     for var, sub in ((paths.DATA_DIR_ENV, "data"), (paths.RUNS_DIR_ENV, "runs"), (paths.CACHE_DIR_ENV, "cache")):
         monkeypatch.setenv(var, str(base / sub))
+
+
+@pytest.fixture
+def one_torch_thread():
+    """Run a test with one torch thread (training tests: faster and steadier on a shared 2-core CPU)."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

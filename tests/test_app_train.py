@@ -2,7 +2,6 @@
 finish, invalid settings, a failing job and stopping a job."""
 
 import pytest
-import torch
 
 import app_support as s
 from app_support import app_env, app_populated  # noqa: F401 (fixtures)
@@ -15,12 +14,7 @@ PAGE = "pages/train.py"
 F = keys.TRAIN_FIELD_PREFIX
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _tiny(at, epochs=3, block=2):

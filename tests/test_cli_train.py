@@ -19,12 +19,7 @@ from neuroalign.training.jobs import JobManager
 TINY_FLAGS = ["--backbone", "ds_net_tiny", "--stage", "1", "--block", "1", "--device", "cpu", "--batch-size", "16"]
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def tiny_config(**changes) -> TrainConfig:

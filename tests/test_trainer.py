@@ -13,12 +13,7 @@ from neuroalign.training.runs import load_checkpoint
 from neuroalign.training.trainer import Trainer, TrainingDiverged
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def tiny_config(**changes) -> TrainConfig:

@@ -37,7 +37,6 @@ def _check_square(similarity: np.ndarray) -> np.ndarray:
 
 def _direction(s: np.ndarray) -> dict[str, float]:
     """Metrics where row i's correct column is i (rows are the queries)."""
-    n = s.shape[0]
     correct = np.diag(s)[:, None]
     greater = (s > correct).sum(axis=1).astype(np.float64)
     ties = (s == correct).sum(axis=1).astype(np.float64) - 1.0  # others tied with the correct item
