@@ -340,6 +340,61 @@ def test_huge_declared_sizes_are_refused_without_allocating(tmp_path, pair, case
     _one_line_error(e, "huge.mat", *words)
 
 
+def _stim_bytes(resp: np.ndarray, istim: np.ndarray, compress: bool = False) -> bytes:
+    """A Stringer-style recording file: struct `stim` with fields `resp` (trials x neurons) and `istim`."""
+    bio = io.BytesIO()
+    savemat(bio, {"stim": {"resp": resp, "istim": istim, "note": np.array(["x"], dtype=object)}},
+            do_compression=compress)
+    return bio.getvalue()
+
+
+def _patch_stim_resp(raw: bytes, shape: tuple[int, int], dims: tuple[int, int]) -> bytes:
+    """Overwrite the dimensions of the (uncompressed) field `stim.resp` declared `shape`."""
+    old = struct.pack("<IIii", 5, 8, *shape)
+    assert raw.count(old) == 1
+    return raw.replace(old, struct.pack("<IIii", 5, 8, *dims))
+
+
+@pytest.mark.parametrize("compress", [False, True])
+def test_small_stim_struct_loads(tmp_path, pair, arrays, compress):
+    f = tmp_path / "rec.mat"
+    f.write_bytes(_stim_bytes(arrays["responses"], np.arange(1, N + 1, dtype=np.float64)[:, None], compress))
+    s = load_pair(pair[0], f)
+    np.testing.assert_allclose(s.responses, arrays["responses"], rtol=1e-6)
+
+
+STIM_HUGE = {  # name: file bytes builder, words in the message
+    "v5 stim.resp declares 240 GB": (lambda raw: _patch_stim_resp(raw, (N, K), (300000, 100000)),
+                                     ["stim.resp", "(300000, 100000)", "truncated or corrupt"]),
+    "v5 compressed stim.resp declares 240 GB": (
+        lambda raw: _compress_v5(_patch_stim_resp(raw, (N, K), (300000, 100000))),
+        ["stim.resp", "(300000, 100000)", "truncated or corrupt"]),
+    "v5 stim.resp declares 2x its content": (lambda raw: _patch_stim_resp(raw, (N, K), (N, 16 * K)),
+                                             ["stim.resp", "truncated or corrupt"]),
+    "v5 stim.resp negative dimension": (lambda raw: _patch_stim_resp(raw, (N, K), (-1, K)),
+                                        ["stim.resp", "negative"]),
+    "v5 stim cut short": (lambda raw: raw[:300], ["stim", "truncated"]),
+}
+
+
+@pytest.mark.parametrize("case", list(STIM_HUGE))
+def test_huge_struct_fields_are_refused_without_allocating(tmp_path, pair, arrays, case):
+    build, words = STIM_HUGE[case]
+    bad = tmp_path / "huge.mat"
+    bad.write_bytes(build(_stim_bytes(arrays["responses"], np.arange(1, N + 1, dtype=np.float64)[:, None])))
+    t0 = time.perf_counter()
+    tracemalloc.start()
+    try:
+        with pytest.raises(ValueError) as e:
+            load_pair(pair[0], bad)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert time.perf_counter() - t0 < 2
+    assert peak < 32 * 1024**2, f"{peak / 1024**2:.0f} MiB allocated for a {bad.stat().st_size}-byte file"
+    _one_line_error(e, "huge.mat", *words)
+
+
 def test_v73_dataset_without_stored_chunks_is_refused_quickly(tmp_path, pair):
     bad = tmp_path / "empty73.mat"
     with h5py.File(bad, "w", userblock_size=512) as f:

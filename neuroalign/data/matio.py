@@ -13,6 +13,8 @@ the file really stores for it (uncompressed: declared <= stored; zlib/gzip-compr
 format's maximal ratio, and for v5 a streaming, constant-memory count of the inflated bytes when
 the ratio looks suspicious), so a tiny truncated file declaring gigabytes is refused without
 allocating them. Negative dimensions are refused; running out of memory is a ValueError too.
+The v5 struct read by `read_mat_struct_fields` is walked field by field first (constant memory)
+with the same rule: no field may declare more elements than the bytes stored for it.
 Complex, sparse, char, cell and struct variables are refused with a message saying so; MATLAB
 logical arrays come back as bool in both formats.
 """
@@ -216,6 +218,159 @@ def _inflated_size(path: Path, offset: int, nbytes: int, limit: int) -> int:
             if inflater.eof:
                 break
     return total
+
+
+class _V5Stream:
+    """Sequential bytes of one v5 element (plain or zlib), read and skipped in constant memory."""
+
+    def __init__(self, fh: Any, nbytes: int, compressed: bool) -> None:
+        self.fh, self.left, self.buf = fh, nbytes, b""
+        self.inflater = zlib.decompressobj() if compressed else None
+
+    def _more(self, want: int) -> bytes:
+        want = max(1 << 16, min(want, 1 << 20))
+        if self.inflater is None:
+            data = self.fh.read(min(self.left, want)) if self.left > 0 else b""
+            self.left -= len(data)
+            return data
+        while True:
+            data = self.inflater.unconsumed_tail
+            if not data:
+                if self.left <= 0 or self.inflater.eof:
+                    return b""
+                data = self.fh.read(min(self.left, 1 << 16))
+                self.left -= len(data)
+                if not data:
+                    return b""
+            try:
+                out = self.inflater.decompress(data, want)
+            except zlib.error:
+                return b""
+            if out:
+                return out
+
+    def read(self, n: int) -> bytes:
+        while len(self.buf) < n:
+            more = self._more(n - len(self.buf))
+            if not more:
+                break
+            self.buf += more
+        out, self.buf = self.buf[:n], self.buf[n:]
+        return out
+
+    def skip(self, n: int) -> int:
+        """Skip up to `n` bytes; returns how many were really there."""
+        done = 0
+        while done < n:
+            if not self.buf:
+                if self.inflater is None:  # plain: seek instead of reading
+                    k = min(n - done, self.left)
+                    self.fh.seek(k, 1)
+                    self.left -= k
+                    done += k
+                    break
+                self.buf = self._more(n - done)
+                if not self.buf:
+                    break
+            k = min(len(self.buf), n - done)
+            self.buf, done = self.buf[k:], done + k
+        return done
+
+
+def _check_v5_matrix(path: Path, s: _V5Stream, endian: str, nbytes: int, where: str, depth: int = 0) -> None:
+    """Walk one miMATRIX body of `nbytes` bytes (recursing into struct/cell elements) and refuse
+    dimensions declaring more elements than the bytes stored for them (at least 1 byte each)."""
+    consumed = 0
+
+    def truncated() -> ValueError:
+        return _fail(path, f"{where} is cut short (its header declares {nbytes} bytes); "
+                           "the file is truncated or corrupt")
+
+    def element() -> bytes:
+        nonlocal consumed
+        head = s.read(8)
+        if len(head) < 8:
+            raise truncated()
+        mdtype, n = struct.unpack(endian + "II", head)
+        if mdtype >> 16:  # small data element: up to 4 bytes inside the tag
+            consumed += 8
+            return head[4:4 + (mdtype >> 16)]
+        if n > min(nbytes, 1 << 20):
+            raise _fail(path, f"{where} has a header element declaring {n} bytes; expected a few bytes "
+                              "(the file is corrupt)")
+        data = s.read(n + (-n % 8))
+        if len(data) < n:
+            raise truncated()
+        consumed += 8 + len(data)
+        return data[:n]
+
+    if nbytes == 0:
+        return  # empty matrix
+    if depth > 16:
+        raise _fail(path, f"{where} is nested more than 16 levels deep; expected a plain struct")
+    flags = element()
+    cls = struct.unpack(endian + "I", flags[:4])[0] & 0xFF if len(flags) >= 4 else 0
+    dims_raw = element()
+    dims = struct.unpack(endian + f"{len(dims_raw) // 4}i", dims_raw[: len(dims_raw) // 4 * 4])
+    element()  # array name (empty inside structs and cells)
+    if any(d < 0 for d in dims):
+        raise _fail(path, f"{where} declares negative dimensions {dims}; the file is corrupt")
+    count = math.prod(dims)
+    subs: list[str] = []
+    if cls in (2, 3):  # struct or object: fields of every element, one miMATRIX each
+        if cls == 3:
+            element()  # class name
+        field_len = element()
+        width = struct.unpack(endian + "i", field_len[:4])[0] if len(field_len) >= 4 else 0
+        names = element()
+        fields = [names[i:i + width].split(b"\0")[0].decode("latin-1") for i in range(0, len(names), width)] \
+            if width > 0 else []
+        if count * len(fields) * 8 > nbytes - consumed:
+            raise _fail(path, f"{where} declares {dims} x {len(fields)} fields but the file holds only "
+                              f"{_human(nbytes)} for it; the file is truncated or corrupt")
+        subs = [f"{where}.{f}" if count == 1 else f"{where}({i + 1}).{f}" for i in range(count) for f in fields]
+    elif cls == 1:  # cell
+        if count * 8 > nbytes - consumed:
+            raise _fail(path, f"{where} declares a {dims} cell but the file holds only {_human(nbytes)} for it; "
+                              "the file is truncated or corrupt")
+        subs = [f"{where}{{{i + 1}}}" for i in range(count)]
+    elif cls != 5 and count > nbytes - consumed:  # sparse (5) dims are not its stored element count
+        raise _fail(path, f"{where} declares shape {dims} ({count} elements) but the file holds only "
+                          f"{_human(nbytes - consumed)} for it (expected at least 1 byte per element); "
+                          "the file is truncated or corrupt")
+    for sub in subs:
+        head = s.read(8)
+        if len(head) < 8:
+            raise truncated()
+        _mdtype, n = struct.unpack(endian + "II", head)
+        consumed += 8
+        if n > nbytes - consumed:
+            raise _fail(path, f"{sub} declares {n} bytes but its struct holds only {nbytes - consumed}; "
+                              "the file is truncated or corrupt")
+        _check_v5_matrix(path, s, endian, n, sub, depth + 1)
+        consumed += n
+    rest = nbytes - consumed
+    if rest > 0 and s.skip(rest) < rest:
+        raise truncated()
+
+
+def _check_v5_struct(path: Path, info: MatInfo, name: str) -> None:
+    """Refuse a v5 struct variable whose fields declare more data than the file stores, before scipy reads it."""
+    elements = _v5_elements(path)
+    names = list(info.variables)
+    if elements is None or len(elements) != len(names):
+        return  # scipy refuses an element list it cannot follow either
+    offset, nbytes, compressed = elements[names.index(name)]
+    with open(path, "rb") as fh:
+        endian = "<" if fh.read(128)[126:128] == b"IM" else ">"
+        fh.seek(offset)
+        stream = _V5Stream(fh, nbytes, compressed)
+        if compressed:
+            head = stream.read(8)
+            if len(head) < 8:
+                raise _fail(path, f"struct {name!r} is cut short; the file is truncated or corrupt")
+            nbytes = struct.unpack(endian + "II", head)[1]
+        _check_v5_matrix(path, stream, endian, nbytes, name)
 
 
 def _h5_entry(obj: Any, matlab: bool) -> tuple[tuple[int, ...], str]:
@@ -533,6 +688,8 @@ def read_mat_struct_fields(path: str | os.PathLike, name: str, fields: Sequence[
     from scipy.io import loadmat
 
     _, size_dtype = info.variables[name]
+    if info.format == "v5" and size_dtype == "struct":
+        _check_v5_struct(path, info, name)
     try:
         raw = loadmat(str(path), variable_names=[name], struct_as_record=True, squeeze_me=False)[name]
     except Exception as exc:
