@@ -11,7 +11,7 @@ def require_subjects() -> list:
     """SubjectInfo list, or an info box linking to Subjects and `st.stop()` when there is none."""
     try:
         subjects = loaders.list_subjects()
-    except (ValueError, FileNotFoundError) as exc:
+    except (ValueError, OSError) as exc:
         st.error(f"Cannot read the data folder: {exc}")
         st.stop()
     if not subjects:
@@ -25,7 +25,7 @@ def require_finished_runs() -> list:
     """RunInfo list of finished runs with results, or an info box linking to Train and `st.stop()`."""
     try:
         runs = [r for r in loaders.list_runs() if _has_results(r)]
-    except (ValueError, FileNotFoundError) as exc:
+    except (ValueError, OSError) as exc:
         st.error(f"Cannot read the runs folder: {exc}")
         st.stop()
     if not runs:
@@ -36,4 +36,6 @@ def require_finished_runs() -> list:
 
 
 def _has_results(run) -> bool:
-    return (run.path / "results.json").is_file() and (run.path / "test_outputs.npz").is_file()
+    from neuroalign.training import runs as runs_io
+
+    return (run.path / runs_io.RESULTS_FILE).is_file() and (run.path / runs_io.TEST_OUTPUTS).is_file()

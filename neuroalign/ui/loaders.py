@@ -19,7 +19,11 @@ from neuroalign import paths
 
 logger = logging.getLogger(__name__)
 
-RUN_FILES = ("status.json", "results.json", "metrics.jsonl", "test_outputs.npz", "config.json", "split.json")
+from neuroalign.training import runs as _runs_io
+
+# The run files the pages read (their mtimes key the caches).
+RUN_FILES = (_runs_io.STATUS_FILE, _runs_io.RESULTS_FILE, _runs_io.METRICS_FILE, _runs_io.TEST_OUTPUTS,
+             _runs_io.CONFIG_FILE, _runs_io.SPLIT_FILE)
 
 
 def _mtime(path: Path) -> float:
