@@ -56,6 +56,7 @@ from benchmarks.common import (  # noqa: E402
 from benchmarks.scale import SERIES, bench_scale_neurons, run_point, scale_images  # noqa: E402
 from neuroalign.models import NeuralTower  # noqa: E402
 from neuroalign.models import folded as folded_mod  # noqa: E402
+from neuroalign.models import native  # noqa: E402
 from neuroalign.training.device import describe_device, resolve_device  # noqa: E402
 
 logger = logging.getLogger("benchmarks.run")
@@ -133,6 +134,33 @@ def _with_ratios(out: dict[str, Any]) -> dict[str, Any]:
 
 def _ratios(num: list[float | None], den: list[float | None]) -> list[float | None]:
     return [a / b if a is not None and b else None for a, b in zip(num, den)]
+
+
+def bench_folded_vs_plain(device: torch.device, k: int, batches: list[int], repeats: int) -> dict[str, Any]:
+    """Folded vs plain vectorised tower at one K for several batch sizes (CPU).
+
+    The folded path has a per-step cost that does not grow with the batch (building the K x K
+    blocks and their gradients, 18 K^2 d multiply-adds) plus a small per-sample part; the plain
+    path is all per-sample work. So the ratio grows with the batch. "folded_eager" is the same
+    folded maths without the fused CPU kernels (NEUROALIGN_NATIVE=off)."""
+    out: dict[str, Any] = {"n_neurons": k, "batch_size": batches, "plain_ms": [], "folded_ms": [],
+                           "folded_eager_ms": [], "native": native.status()}
+    for b in batches:
+        out["plain_ms"].append(neural_tower_point("plain", k, b, device, repeats)["ms"])
+        out["folded_ms"].append(neural_tower_point("folded", k, b, device, repeats)["ms"])
+        previous = native.native_mode()
+        native.set_native_mode("off")
+        try:
+            out["folded_eager_ms"].append(neural_tower_point("folded", k, b, device, repeats)["ms"])
+        finally:
+            native.set_native_mode(previous)
+        logger.info("folded vs plain K=%d B=%d: plain %.0f ms, folded %.0f ms (eager %.0f ms)", k, b,
+                    out["plain_ms"][-1], out["folded_ms"][-1], out["folded_eager_ms"][-1])
+    out["native"] = native.status()
+    out["speedup_vs_plain"] = _ratios(out["plain_ms"], out["folded_ms"])
+    out["eager_speedup_vs_plain"] = _ratios(out["plain_ms"], out["folded_eager_ms"])
+    out["fused_speedup_vs_eager"] = _ratios(out["folded_eager_ms"], out["folded_ms"])
+    return out
 
 
 def bench_compiled_folded(device: torch.device, k: int, batch: int, repeats: int) -> dict[str, Any]:
@@ -283,6 +311,14 @@ def format_table(result: dict[str, Any]) -> str:
     for i, k in enumerate(nt["n_neurons"]):
         lines.append(f"  {k:<7d}{fmt(nt['reference_ms'][i])} {fmt(nt['plain_ms'][i])} {fmt(nt['folded_ms'][i])}"
                      f" {fmt(nt['latent_ms'][i])}   {fr(nt['speedup_vs_reference'][i])}   {fr(nt['speedup_vs_plain'][i])}")
+    if "folded_vs_plain" in result:
+        f = result["folded_vs_plain"]
+        lines.append(f"folded vs plain tower at K={f['n_neurons']} (fused CPU kernels: "
+                     f"{'on' if f['native']['loaded'] else 'off'}):")
+        lines.append("  batch     plain    folded  folded-eager  folded/plain")
+        for i, b in enumerate(f["batch_size"]):
+            lines.append(f"  {b:<6d}{fmt(f['plain_ms'][i])} {fmt(f['folded_ms'][i])}    {fmt(f['folded_eager_ms'][i])}"
+                         f"     {fr(f['speedup_vs_plain'][i])}")
     if "folded_compiled" in result:
         c = result["folded_compiled"]
         lines.append(f"folded + torch.compile at K={c['n_neurons']}: {c['ms']:.1f} ms (compile {c['compile_s']:.0f} s)")
@@ -345,7 +381,7 @@ def main(argv: list[str] | None = None) -> int:
     t_start = time.perf_counter()
     result: dict[str, Any] = {"device": describe_device(device), "torch": torch.__version__,
                               "quick": bool(quick), "repeats": repeats, "threads": torch.get_num_threads(),
-                              "timer": TIMER["name"]}
+                              "timer": TIMER["name"], "native_kernels": native.status()}
     state: dict[str, Any] = {}
 
     def section(name: str, fn: Callable[[], Any]) -> None:
@@ -375,6 +411,9 @@ def main(argv: list[str] | None = None) -> int:
         section("gpu_full_scale", lambda: bench_gpu_full_scale(device, 2800, 10000, batch, repeats))
     if quick or device.type == "cuda":
         section("neural_tower", lambda: bench_neural_tower(device, sizes, batch, repeats, cap_s))
+    if device.type == "cpu":
+        fvp_batches = [4, 8] if smoke else [QUICK_BATCH, BATCH] if quick else [QUICK_BATCH, BATCH, 2 * BATCH]
+        section("folded_vs_plain", lambda: bench_folded_vs_plain(device, 32 if smoke else 1000, fvp_batches, repeats))
     if "trainer" in state:
         section("eval", lambda: bench_eval(state["trainer"], device, min(300, n_images), repeats))
         if args.profile is not None:
@@ -397,6 +436,9 @@ def main(argv: list[str] | None = None) -> int:
             return write_scale_plots(result, args.assets)
 
         section("plots", plots)
+    result["native_kernels"] = native.status()
+    if args.json:
+        _write_json(args.json, result)
     print(format_table(result))
     return 0
 

@@ -32,7 +32,9 @@ def smoke_result(tmp_path_factory: pytest.TempPathFactory) -> dict:
                           cwd=ROOT, capture_output=True, text=True, timeout=240)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "train_step" in proc.stdout and "neural tower" in proc.stdout  # the readable table
-    return json.loads(out.read_text())
+    result = json.loads(out.read_text())
+    result["_table"] = proc.stdout
+    return result
 
 
 def test_train_step_contract(smoke_result: dict) -> None:
@@ -55,6 +57,18 @@ def test_neural_tower_contract(smoke_result: dict) -> None:
         assert all(v is None or _is_number(v) for v in nt[key])
     assert nt["neuroalign_ms"] == nt["folded_ms"]
     assert all(v is not None for v in nt["reference_ms"] + nt["neuroalign_ms"])  # smoke sizes are all measured
+
+
+def test_folded_vs_plain_by_batch(smoke_result: dict) -> None:
+    f = smoke_result["folded_vs_plain"]
+    assert f["batch_size"] == sorted(f["batch_size"]) and len(f["batch_size"]) >= 2
+    for key in ("plain_ms", "folded_ms", "folded_eager_ms", "speedup_vs_plain", "fused_speedup_vs_eager"):
+        assert len(f[key]) == len(f["batch_size"]) and all(_is_number(v) and v > 0 for v in f[key])
+    assert f["speedup_vs_plain"][0] == pytest.approx(f["plain_ms"][0] / f["folded_ms"][0])
+    # whether the fused CPU kernels ran is recorded next to the numbers they produced
+    assert set(f["native"]) == {"mode", "attempted", "loaded", "error"}
+    assert smoke_result["native_kernels"]["attempted"] is True
+    assert "folded vs plain" in smoke_result["_table"]
 
 
 def test_eval_and_device(smoke_result: dict) -> None:

@@ -66,35 +66,68 @@ def auto_row_block(chunk: int, n_neurons: int, n_heads: int, device_type: str = 
     return int(max(1, min(n_neurons, rows)))
 
 
-def fold_matrices(
+def fold_blocks(
     embed_weight: Tensor, embed_bias: Tensor,
     wq: Tensor, bq: Tensor, wk: Tensor, bk: Tensor, wv: Tensor, bv: Tensor,
     wo: Tensor, bo: Tensor, readout_weight: Tensor, readout_bias: Tensor, n_heads: int,
-) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
-    """The per-step folded matrices: M1..M4, N1, N2 each (h, K, K) and beta (K,).
+) -> tuple[Tensor, Tensor, Tensor]:
+    """The per-step folded matrices as two blocks: MM (h, 2K, 2K), NN (h, K, 2K) and beta (K,).
 
-    M1..M4 already carry the 1/sqrt(d_h) attention scale. Differentiable in all parameters.
+    With E = [W; B] (2K, d) the embedding rows (the first K multiply r, the last K are constant),
+    MM = [[M1, M2], [M3, M4]] and NN = [N1, N2] (see the module docstring). M1..M4 already carry the
+    1/sqrt(d_h) attention scale. Differentiable in all parameters.
+
+    - One head (the reference): q.k = (E_I Wq^T + bq)(Wk E_J^T + bk), so MM = (E (Wq^T Wk) + bq Wk) E^T
+      plus the key-bias term; Wq^T Wk is one d x d product, which saves computing both E Wq^T and
+      E Wk^T. Likewise NN = (R (Wo Wv)) E^T.
+    - The value bias adds R_i Wo bv to z_bi whatever the attention weights (they sum to 1), so it
+      joins beta instead of NN.
     """
     k, d = embed_weight.shape
     if d % n_heads != 0:
         raise ValueError(f"d_model ({d}) must be divisible by n_heads ({n_heads})")
     dh = d // n_heads
-
-    def split(x: Tensor) -> Tensor:  # (K, d) -> (h, K, d_h)
-        return x.reshape(k, n_heads, dh).transpose(0, 1)
-
-    aq, cq = split(embed_weight @ wq.T), split(embed_bias @ wq.T + bq)
-    ak, ck = split(embed_weight @ wk.T), split(embed_bias @ wk.T + bk)
-    av, cv = split(embed_weight @ wv.T), split(embed_bias @ wv.T + bv)
     scale = 1.0 / math.sqrt(dh)
-    aq, cq = aq * scale, cq * scale
-    akt, ckt = ak.transpose(1, 2), ck.transpose(1, 2)
-    m1, m2, m3, m4 = aq @ akt, aq @ ckt, cq @ akt, cq @ ckt
-    # Readout through the out-projection: z_bi = y_bi . R_i, y_bi = sum_h o^h_bi Wo_h^T + bo.
-    g = (readout_weight @ wo).reshape(k, n_heads, dh).transpose(0, 1)  # (h, K, d_h)
-    n1, n2 = g @ av.transpose(1, 2), g @ cv.transpose(1, 2)
-    beta = readout_weight @ bo + readout_bias
-    return m1, m2, m3, m4, n1, n2, beta
+    e = torch.cat([embed_weight, embed_bias])  # (2K, d)
+
+    def with_bias(x: Tensor, bias: Tensor) -> Tensor:  # the bias only on the constant (last K) rows
+        return torch.cat([x[:k], x[k:] + bias])
+
+    if n_heads == 1:
+        x = with_bias(e @ (wq.T @ wk), bq @ wk)  # (2K, d)
+        key_bias = with_bias(e @ (wq.T @ bk), bq @ bk)  # (2K,): q_I . bk, only in the last K columns
+        const = torch.cat([e.new_zeros(k), e.new_ones(k)])
+        # One GEMM with the key-bias term as an extra column: [x, q.bk] [E, const]^T
+        mm = torch.cat([x, key_bias[:, None]], dim=1).mul(scale) @ torch.cat([e, const[:, None]], dim=1).T
+        nn = (readout_weight @ (wo @ wv)) @ e.T  # (K, 2K)
+        mm, nn = mm[None], nn[None]
+    else:
+        def split(x: Tensor) -> Tensor:  # (n, d) -> (h, n, d_h)
+            return x.reshape(x.shape[0], n_heads, dh).transpose(0, 1)
+
+        x = split(with_bias(e @ wq.T, bq) * scale)
+        y = split(with_bias(e @ wk.T, bk))
+        mm = x @ y.transpose(1, 2)  # (h, 2K, 2K)
+        nn = split(readout_weight @ wo) @ split(e @ wv.T).transpose(1, 2)  # (h, K, 2K)
+    beta = readout_weight @ (bo + wo @ bv) + readout_bias
+    return mm, nn, beta
+
+
+def split_blocks(mm: Tensor, nn: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
+    """Views M1, M2, M3, M4, N1, N2, each (h, K, K), of the blocks MM (h, 2K, 2K) and NN (h, K, 2K)."""
+    k = nn.shape[1]
+    return (mm[:, :k, :k], mm[:, :k, k:], mm[:, k:, :k], mm[:, k:, k:], nn[:, :, :k], nn[:, :, k:])
+
+
+def fold_matrices(
+    embed_weight: Tensor, embed_bias: Tensor,
+    wq: Tensor, bq: Tensor, wk: Tensor, bk: Tensor, wv: Tensor, bv: Tensor,
+    wo: Tensor, bo: Tensor, readout_weight: Tensor, readout_bias: Tensor, n_heads: int,
+) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
+    """M1..M4, N1, N2 each (h, K, K) (views of `fold_blocks`) and beta (K,)."""
+    mm, nn, beta = fold_blocks(embed_weight, embed_bias, wq, bq, wk, bk, wv, bv, wo, bo,
+                               readout_weight, readout_bias, n_heads)
+    return (*split_blocks(mm, nn), beta)
 
 
 def _compute_dtype(dtype: torch.dtype) -> torch.dtype:
@@ -256,16 +289,37 @@ def _compiled_backward(r: Tensor, grad: Tensor, ms: tuple[Tensor, ...], chunk: i
             a += g
 
 
+def _native_kernels(r: Tensor, need_r: bool):
+    """The fused CPU kernels when they apply: float32 on a CPU, no gradient for r (the responses are
+    data in training; a gradient for r takes the eager path)."""
+    if need_r or r.device.type != "cpu" or r.dtype != torch.float32:
+        return None
+    from neuroalign.models import native
+
+    return native.load()
+
+
 class _FoldedAttention(torch.autograd.Function):
-    """z_bi = sum_h sum_j softmax_j(s_bh)_ij W_bhij over chunks of the batch (see module doc)."""
+    """z_bi = sum_h sum_j softmax_j(s_bh)_ij W_bhij over the batch (see module doc).
+
+    Three implementations of the same per-sample part: the fused CPU kernels (float32 on a CPU,
+    `neuroalign.models.native`), torch.compile'd chunk functions (CUDA by default) and the eager
+    tiled path (everything else, and the fallback of both)."""
 
     @staticmethod
-    def forward(ctx, r: Tensor, m1: Tensor, m2: Tensor, m3: Tensor, m4: Tensor,
-                n1: Tensor, n2: Tensor, chunk: int, rows: int) -> Tensor:
-        ms = (m1, m2, m3, m4, n1, n2)
-        ctx.save_for_backward(r, *ms)
+    def forward(ctx, r: Tensor, mm: Tensor, nn: Tensor, chunk: int, rows: int) -> Tensor:
         ctx.chunk, ctx.rows = chunk, rows
+        ctx.native = False
         with torch.autocast(r.device.type, enabled=False):
+            kernels = _native_kernels(r, ctx.needs_input_grad[0])
+            if kernels is not None:
+                mm32, nn32 = mm.to(r.dtype).contiguous(), nn.to(r.dtype).contiguous()
+                z, lse, zh = kernels.folded_forward(r.contiguous(), mm32, nn32)
+                ctx.native = True
+                ctx.save_for_backward(r, mm, nn, lse, zh)
+                return z
+            ctx.save_for_backward(r, mm, nn)
+            ms = split_blocks(mm, nn)
             if _use_compiled(r.device):
                 try:
                     return _compiled_forward(r, ms, chunk)
@@ -275,26 +329,35 @@ class _FoldedAttention(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, grad_out: Tensor):
-        r, *ms = ctx.saved_tensors
-        ms = tuple(ms)
+        r, mm, nn, *stats = ctx.saved_tensors
         need_r = ctx.needs_input_grad[0]
-        grad_out = grad_out.to(r.dtype)
-        acc = [torch.zeros(ms[0].shape, dtype=r.dtype, device=r.device) for _ in range(6)]
+        grad_out = grad_out.to(r.dtype).contiguous()
         dr = None
         with torch.autocast(r.device.type, enabled=False):
-            done = False
-            if _use_compiled(r.device) and not need_r:
-                try:
-                    _compiled_backward(r, grad_out, ms, ctx.chunk, acc)
-                    done = True
-                except Exception as exc:
-                    _disable_compile(exc)
-                    for a in acc:
-                        a.zero_()
-            if not done:
-                dr = _eager_backward(r, grad_out, _upcast(ms, r.dtype), ctx.chunk, ctx.rows, need_r, acc)
-        grads = [a.to(m.dtype) for a, m in zip(acc, ms)]
-        return (dr, *grads, None, None)
+            if ctx.native:  # the kernel writes every element of dmm and dnn
+                from neuroalign.models import native
+
+                dmm = torch.empty(mm.shape, dtype=r.dtype, device=r.device)
+                dnn = torch.empty(nn.shape, dtype=r.dtype, device=r.device)
+                native.load().folded_backward(r.contiguous(), grad_out, *stats, mm.to(r.dtype).contiguous(),
+                                              nn.to(r.dtype).contiguous(), dmm, dnn)
+            else:
+                dmm = torch.zeros(mm.shape, dtype=r.dtype, device=r.device)
+                dnn = torch.zeros(nn.shape, dtype=r.dtype, device=r.device)
+                ms = split_blocks(mm, nn)
+                acc = list(split_blocks(dmm, dnn))  # views: the paths add into dmm and dnn
+                done = False
+                if _use_compiled(r.device) and not need_r:
+                    try:
+                        _compiled_backward(r, grad_out, ms, ctx.chunk, acc)
+                        done = True
+                    except Exception as exc:
+                        _disable_compile(exc)
+                        dmm.zero_()
+                        dnn.zero_()
+                if not done:
+                    dr = _eager_backward(r, grad_out, _upcast(ms, r.dtype), ctx.chunk, ctx.rows, need_r, acc)
+        return dr, dmm.to(mm.dtype), dnn.to(nn.dtype), None, None
 
 
 def _upcast(ms: tuple[Tensor, ...], dtype: torch.dtype) -> tuple[Tensor, ...]:
@@ -331,11 +394,11 @@ def folded_attention_readout(
         raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
     if row_block is not None and row_block < 1:
         raise ValueError(f"row_block must be >= 1, got {row_block}")
-    m1, m2, m3, m4, n1, n2, beta = fold_matrices(
+    mm, nn, beta = fold_blocks(
         embed_weight, embed_bias, wq, bq, wk, bk, wv, bv, wo, bo, readout_weight, readout_bias, n_heads)
     compiled = _use_compiled(r.device)
     chunk = chunk_size or auto_chunk_size(r.shape[0], k, n_heads, r.device.type, compiled)
     rows = row_block or auto_row_block(chunk, k, n_heads, r.device.type)
-    r = r.to(_compute_dtype(m1.dtype))
-    z = _FoldedAttention.apply(r, m1, m2, m3, m4, n1, n2, chunk, rows)
+    r = r.to(_compute_dtype(mm.dtype))
+    z = _FoldedAttention.apply(r, mm, nn, chunk, rows)
     return z + beta

@@ -1,0 +1,109 @@
+"""Build and load the fused CPU kernels of the folded attention (`csrc/folded_cpu.cpp`).
+
+The kernels are compiled once per machine with the system C++ compiler through
+`torch.utils.cpp_extension` (about 20 s) into PyTorch's extension cache (``$TORCH_EXTENSIONS_DIR``,
+default ``~/.cache/torch_extensions``). The build name carries a hash of the source, the compiler
+flags, the torch version and this CPU's model and instruction-set flags: code built with
+``-march=native`` on one machine is never loaded on another (a shared home directory on a cluster
+would otherwise hand a node an illegal instruction).
+
+Nothing is downloaded. When there is no compiler, or the build fails, `load()` returns None once
+with a logged warning and the folded path keeps using its eager PyTorch implementation.
+``NEUROALIGN_NATIVE=off`` (or `set_native_mode("off")`) turns the kernels off.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import platform
+import threading
+from pathlib import Path
+from types import ModuleType
+
+import torch
+
+logger = logging.getLogger(__name__)
+
+SOURCE = Path(__file__).with_name("csrc") / "folded_cpu.cpp"
+NATIVE_ENV = "NEUROALIGN_NATIVE"
+_MODES = ("auto", "off")
+
+_mode = os.environ.get(NATIVE_ENV, "auto").strip().lower()
+_lock = threading.Lock()
+_state: dict[str, object] = {}  # "module": ModuleType | None once a load was attempted, "error": str
+
+
+def set_native_mode(mode: str) -> None:
+    """'auto' (use the kernels on a CPU when they build, the default) or 'off'."""
+    global _mode
+    if mode not in _MODES:
+        raise ValueError(f"native mode must be one of {_MODES}, got {mode!r}")
+    _mode = mode
+
+
+def native_mode() -> str:
+    return _mode if _mode in _MODES else "auto"
+
+
+def compile_flags() -> list[str]:
+    flags = ["-O3", "-fopenmp", "-fopenmp-simd", "-fno-math-errno", "-fno-trapping-math"]
+    if platform.machine().lower() in ("x86_64", "amd64"):
+        flags += ["-march=native", "-mprefer-vector-width=512"]
+    elif platform.machine().lower() in ("aarch64", "arm64"):
+        flags += ["-mcpu=native"]
+    return flags
+
+
+def _cpu_identity() -> str:
+    """Model name and feature flags of this CPU (what -march=native compiles for)."""
+    try:
+        lines = Path("/proc/cpuinfo").read_text(errors="replace").splitlines()
+    except OSError:
+        return f"{platform.machine()}|{platform.processor()}"
+    keep = [ln for ln in lines if ln.split(":")[0].strip() in ("model name", "flags", "Features", "CPU part")]
+    return "\n".join(sorted(set(keep))) or platform.machine()
+
+
+def build_name() -> str:
+    digest = hashlib.sha256()
+    for part in (SOURCE.read_bytes(), " ".join(compile_flags()).encode(), torch.__version__.encode(),
+                 _cpu_identity().encode()):
+        digest.update(part)
+        digest.update(b"\0")
+    return f"neuroalign_folded_{digest.hexdigest()[:16]}"
+
+
+def load() -> ModuleType | None:
+    """The compiled kernel module, building it on first use; None when unavailable or turned off."""
+    if native_mode() == "off":
+        return None
+    if "module" in _state:
+        return _state["module"]  # type: ignore[return-value]
+    with _lock:
+        if "module" not in _state:
+            _state["module"] = _build()
+    return _state["module"]  # type: ignore[return-value]
+
+
+def _build() -> ModuleType | None:
+    try:
+        from torch.utils import cpp_extension
+
+        name = build_name()
+        logger.info("loading the fused CPU kernels %s (compiled once per machine, ~20 s)", name)
+        ldflags = ["-fopenmp"] if platform.system() == "Linux" else []
+        return cpp_extension.load(name=name, sources=[str(SOURCE)], extra_cflags=compile_flags(),
+                                  extra_ldflags=ldflags, verbose=False)
+    except Exception as exc:  # no compiler, no headers, a failed build: keep the eager path
+        _state["error"] = f"{type(exc).__name__}: {str(exc).strip().splitlines()[-1] if str(exc).strip() else ''}"
+        logger.warning("fused CPU kernels unavailable (%s); the folded attention uses its eager "
+                       "PyTorch path", _state["error"])
+        return None
+
+
+def status() -> dict[str, object]:
+    """What `load()` found: mode, whether loaded, and the build error if any (for benchmarks/UI)."""
+    return {"mode": native_mode(), "attempted": "module" in _state,
+            "loaded": _state.get("module") is not None, "error": _state.get("error")}
