@@ -354,6 +354,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--update", type=Path, default=None,
                         help="re-measure only --series of the scale curves of this earlier full-run JSON")
     parser.add_argument("--series", nargs="*", default=None, help="kind/method, e.g. tower/folded train/neuroalign")
+    parser.add_argument("--only", nargs="*", default=None,
+                        help="run only these sections (e.g. folded_vs_plain; steps feeds eval and profiles)")
+    parser.add_argument("--batches", type=int, nargs="*", default=None,
+                        help="batch sizes of the folded-vs-plain section (CPU)")
     parser.add_argument("--point", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
@@ -386,6 +390,8 @@ def main(argv: list[str] | None = None) -> int:
 
     def section(name: str, fn: Callable[[], Any]) -> None:
         """Run one part; write the JSON after each so a time limit still leaves results."""
+        if args.only is not None and name not in args.only:
+            return
         t = time.perf_counter()
         try:
             value = fn()
@@ -412,7 +418,8 @@ def main(argv: list[str] | None = None) -> int:
     if quick or device.type == "cuda":
         section("neural_tower", lambda: bench_neural_tower(device, sizes, batch, repeats, cap_s))
     if device.type == "cpu":
-        fvp_batches = [4, 8] if smoke else [QUICK_BATCH, BATCH] if quick else [QUICK_BATCH, BATCH, 2 * BATCH]
+        fvp_batches = args.batches or ([4, 8] if smoke else [QUICK_BATCH, BATCH] if quick
+                                       else [QUICK_BATCH, BATCH, 2 * BATCH])
         section("folded_vs_plain", lambda: bench_folded_vs_plain(device, 32 if smoke else 1000, fvp_batches, repeats))
     if "trainer" in state:
         section("eval", lambda: bench_eval(state["trainer"], device, min(300, n_images), repeats))

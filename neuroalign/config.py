@@ -43,7 +43,7 @@ class NeuralTowerConfig:
     n_latents: int = 64  # only for block="latent"
     mlp_activation: str = "none"  # the reference MLP is purely linear
     dropout: float = 0.0
-    folded: bool = True  # use the exact folded O(K^2) path when the tower is in reference form
+    folded: bool = True  # exact folded paths: reference-form attention (O(K^2)/sample), latent cross-attention
 
 
 @dataclass

@@ -42,6 +42,7 @@ def test_cli_train_writes_every_artifact(tiny_subject_root, tmp_path, capsys):
     cfg = json.loads((run_dir / "config.json").read_text())
     assert cfg["config"]["preset"] == "custom" and cfg["config"]["epochs"] == 3  # tiny backbone: not the preset
     assert cfg["subject"]["data_hash"] and cfg["world_size"] == 1 and cfg["device"] == "cpu"
+    assert isinstance(cfg["fused_cpu_kernels"], bool)
     assert runs.read_status(run_dir)["state"] == "finished"
 
     split = json.loads((run_dir / "split.json").read_text())

@@ -194,3 +194,42 @@ def test_bf16_autocast_gives_float32_maps():
         out = tower(torch.rand(3, 12))
     assert out.dtype == torch.float32 and torch.isfinite(out).all()
     assert out.amin().item() == 0.0 and out.amax().item() == pytest.approx(1.0)
+
+
+@pytest.mark.parametrize("n_heads,n_layers", [(1, 1), (2, 2)])
+def test_folded_latent_cross_attention_is_the_same_function(n_heads, n_layers):
+    """The folded latent path (no (B, K, d) tokens) gives the unfolded outputs and gradients."""
+    torch.manual_seed(3)
+    tower = NeuralTower(13, d_model=8, n_heads=n_heads, n_layers=n_layers, block="latent", n_latents=5).double()
+    assert tower.use_folded
+    r = torch.rand(6, 13, dtype=torch.float64) * 2 - 0.5
+    folded_out = tower(r)
+    g_folded = torch.autograd.grad(folded_out.square().sum(), list(tower.parameters()))
+    tower.use_folded = False
+    plain_out = tower(r)
+    g_plain = torch.autograd.grad(plain_out.square().sum(), list(tower.parameters()))
+    torch.testing.assert_close(folded_out, plain_out, rtol=1e-10, atol=1e-12)
+    for (name, _), gf, gp in zip(tower.named_parameters(), g_folded, g_plain):
+        torch.testing.assert_close(gf, gp, rtol=1e-9, atol=1e-11, msg=name)
+
+
+def test_folded_latent_never_builds_token_tensor():
+    """Nothing of size (B, K, d) is saved for backward on the folded latent path."""
+    b, k, d = 8, 300, 32
+    tower = NeuralTower(k, d_model=d, block="latent", n_latents=4)
+    weights = {p.data_ptr() for p in tower.parameters()}
+    sizes: list[int] = []
+
+    def pack(t: torch.Tensor) -> torch.Tensor:
+        if t.data_ptr() not in weights:  # activations only (the MLP's 2048 x 512 weight is larger)
+            sizes.append(t.numel())
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        tower(torch.rand(b, k)).sum().backward()
+    assert sizes and max(sizes) < b * k * d
+    tower.use_folded = False  # the unfolded path does keep (B, K, d) tokens: the check can fail
+    sizes.clear()
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        tower(torch.rand(b, k)).sum().backward()
+    assert max(sizes) >= b * k * d

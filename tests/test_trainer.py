@@ -139,3 +139,16 @@ def test_frozen_mode_never_runs_backbone_per_step(subject, monkeypatch):
         raise AssertionError("backbone ran during training")
     monkeypatch.setattr(tr.image_tower.backbone, "forward_intermediates", boom)
     tr.fit()
+
+
+def test_fused_kernels_are_built_before_the_first_step(subject, monkeypatch):
+    """On a CPU the reference tower's fused kernels load in the constructor (a first build takes
+    ~20 s, which must not look like a hung first step); other towers do not ask for them."""
+    from neuroalign.models import native
+
+    calls = []
+    monkeypatch.setattr(native, "load", lambda: calls.append(1) or object())
+    assert Trainer(tiny_config(), subject).fused_kernels is True and calls == [1]
+    assert Trainer(tiny_config(**{"neural.block": "transformer"}), subject).fused_kernels is False
+    monkeypatch.setattr(native, "load", lambda: None)  # no compiler: the eager path, reported as such
+    assert Trainer(tiny_config(), subject).fused_kernels is False and calls == [1]

@@ -18,6 +18,8 @@ import hashlib
 import logging
 import os
 import platform
+import shutil
+import sysconfig
 import threading
 from pathlib import Path
 from types import ModuleType
@@ -87,10 +89,31 @@ def load() -> ModuleType | None:
     return _state["module"]  # type: ignore[return-value]
 
 
+def _ensure_ninja_on_path() -> None:
+    """torch's extension builder runs `ninja` from PATH; the PyPI `ninja` package (requirements.txt)
+    may sit in this interpreter's scripts folder without that folder being on PATH (pyenv shims, an
+    unactivated venv)."""
+    if shutil.which("ninja"):
+        return
+    candidates = []
+    try:
+        import ninja  # type: ignore[import-not-found]
+
+        candidates.append(getattr(ninja, "BIN_DIR", ""))
+    except ImportError:
+        pass
+    candidates.append(sysconfig.get_path("scripts"))
+    for folder in candidates:
+        if folder and shutil.which("ninja", path=folder):
+            os.environ["PATH"] = folder + os.pathsep + os.environ.get("PATH", "")
+            return
+
+
 def _build() -> ModuleType | None:
     try:
         from torch.utils import cpp_extension
 
+        _ensure_ninja_on_path()
         name = build_name()
         logger.info("loading the fused CPU kernels %s (compiled once per machine, ~20 s)", name)
         ldflags = ["-fopenmp"] if platform.system() == "Linux" else []

@@ -7,7 +7,8 @@ upsample to 16x64 and per-sample min-max. 3585*K + 2,233,088 parameters with d_m
 
 The per-neuron layers are batched parameter tensors (broadcast/einsum), never a loop over neurons.
 In reference form the embed -> attention -> readout part can run through the exact folded
-O(K^2)-per-sample formulation in `neuroalign.models.folded` (toggle with `use_folded`).
+O(K^2)-per-sample formulation in `neuroalign.models.folded`; the latent block's cross-attention
+folds the same way (linear in K, no (B, K, d) tokens). Both are on by default (`use_folded`).
 
 Options:
 * `block="transformer"`: n_layers pre-LN blocks `x + MHA(LN(x))`, `x + FFN(LN(x))` (FFN ratio 4,
@@ -208,6 +209,34 @@ class NeuralTower(nn.Module):
             r, self.embed_weight, self.embed_bias, a.q.weight, a.q.bias, a.k.weight, a.k.bias,
             a.v.weight, a.v.bias, a.o.weight, a.o.bias, self.readout_weight, self.readout_bias, self.n_heads)
 
+    def _folded_latent_cross_attention(self, r: torch.Tensor) -> torch.Tensor:
+        """The latent block's cross-attention `MHA(LN(latents), tokens)` without building the
+        `(B, K, d)` tokens: exactly the same function, linear in K with no K*d^2 per sample.
+
+        The queries do not depend on the sample, and every token is affine in its neuron's scalar
+        (e_bj = r_bj W_j + B_j, not normalised before the cross-attention), so per head
+        logits_blj = r_bj P1_lj + P2_lj with P1 = q Ak^T, P2 = q Ck^T (Ak = W Wk^T, Ck = B Wk^T + bk,
+        once per step), and the attended values are (P_b * r_b) Av + P_b Cv: two
+        (B*L, K) x (K, d_h) products instead of K/V projections of B*K tokens (2*B*K*d^2)."""
+        mha = self.cross_attn
+        b, k = r.shape
+        h, d = self.n_heads, self.d_model
+        dh = d // h
+
+        def heads(x: torch.Tensor) -> torch.Tensor:  # (n, d) -> (h, n, d_h)
+            return x.reshape(x.shape[0], h, dh).transpose(0, 1)
+
+        q = heads(mha.q(self.latent_norm(self.latents))) / math.sqrt(dh)  # (h, L, d_h)
+        w, bias = self.embed_weight, self.embed_bias
+        ak, ck = heads(w @ mha.k.weight.T), heads(bias @ mha.k.weight.T + mha.k.bias)
+        av, cv = heads(w @ mha.v.weight.T), heads(bias @ mha.v.weight.T + mha.v.bias)
+        n_lat = self.n_latents
+        rj = r[None, :, None, :]  # (1, B, 1, K); head-major layout so the products below are plain bmm
+        logits = torch.addcmul((q @ ck.transpose(1, 2))[:, None], (q @ ak.transpose(1, 2))[:, None], rj)
+        p = torch.softmax(logits, dim=-1)  # (h, B, L, K)
+        out = (p * rj).reshape(h, b * n_lat, k) @ av + p.reshape(h, b * n_lat, k) @ cv  # (h, B*L, d_h)
+        return mha.o(out.reshape(h, b, n_lat, dh).permute(1, 2, 0, 3).reshape(b, n_lat, d))
+
     def neuron_features(self, r: torch.Tensor) -> torch.Tensor:
         """The MLP input: `(B, K)` per-neuron readouts, or `(B, n_latents*8)` for the latent block."""
         self._check_responses(r)
@@ -217,13 +246,16 @@ class NeuralTower(nn.Module):
                 if out is not None:
                     return out
             return self._plain_attention_readout(r)
-        tokens = self.embed(r)
         if self.block == "transformer":
+            tokens = self.embed(r)
             for layer in self.layers:
                 tokens = layer(tokens)
             return self.readout(self.final_norm(tokens))
         lat = self.latents.unsqueeze(0).expand(r.shape[0], -1, -1)
-        lat = lat + self.cross_attn(self.latent_norm(lat), tokens)
+        if self.use_folded:
+            lat = lat + self._folded_latent_cross_attention(r)
+        else:
+            lat = lat + self.cross_attn(self.latent_norm(lat), self.embed(r))
         for layer in self.layers:
             lat = layer(lat)
         return self.latent_readout(self.final_norm(lat)).flatten(1)

@@ -58,7 +58,7 @@ def _config_record(config: TrainConfig, subject: Subject, subject_path: Path, tr
                     "image_shape": list(subject.images.shape[2:]), "simulated": bool(subject.meta.get("simulated", False))},
         "code_version": __version__, "git_commit": _git_commit(), "torch_version": torch.__version__,
         "device": str(trainer.device), "device_description": describe_device(trainer.device),
-        "world_size": trainer.dist.world_size, "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "fused_cpu_kernels": trainer.fused_kernels, "world_size": trainer.dist.world_size, "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "resumed_from_epoch": None,
         "reproduce": f"python -m neuroalign train --subjects {subject.name} (config.json holds every setting)",
     }

@@ -123,6 +123,7 @@ class Trainer:
 
         self.image_tower = ImageTower.from_config(config.image)
         self.neural_tower = NeuralTower.from_config(subject.n_neurons, config.neural)
+        self.fused_kernels = self._prepare_fused_kernels()
         self.loss_fn = CombinedLoss(config.loss)
         self.frozen = self.image_tower.frozen
         self.core = DualTower(self.image_tower, self.neural_tower, self.loss_fn, from_features=self.frozen).to(device)
@@ -287,6 +288,16 @@ class Trainer:
         finally:
             self.core.train(was)
         return torch.cat(img_out).numpy(), torch.cat(neu_out).numpy()
+
+    def _prepare_fused_kernels(self) -> bool:
+        """Build/load the fused CPU kernels of the folded attention now (once per machine, ~20 s)
+        rather than inside the first training step. True when training will use them."""
+        tower = self.neural_tower
+        if self.device.type != "cpu" or not (tower.use_folded and tower.is_reference_form):
+            return False
+        from neuroalign.models import native
+
+        return native.load() is not None
 
     # ---- training -------------------------------------------------------------------------
     def _check_finite(self, value: float, where: str) -> None:
