@@ -16,10 +16,13 @@ projections, the attention and the per-neuron readout except the softmax. So, pe
 This is the same function as the plain computation, but it costs O(K^2) per sample instead of
 O(K^2 d + K d^2): the d-dimensional work happens once per step in the K x K matrices.
 
-The per-sample part runs in a custom autograd function over chunks of the batch: nothing of size
-(B, K, K) is kept between forward and backward (the backward recomputes each chunk's softmax), so
-memory is bounded by the chunk size at any K. Gradients reach every parameter through ordinary
-autograd of the small matrix products that build the K x K matrices.
+The K x K matrices are built as two blocks, MM = [[M1, M2], [M3, M4]] and NN = [N1, N2]
+(`fold_blocks`), by ordinary autograd matmuls, so gradients reach every parameter through them.
+The per-sample part is a custom autograd function with three implementations: fused C++ kernels
+on a CPU in float32 (`neuroalign.models.native`, csrc/folded_cpu.cpp), torch.compile'd chunk
+functions (CUDA by default) and eager tiles (everything else, and the fallback of both). Nothing of
+size (B, K, K) is kept between forward and backward (the backward recomputes the softmax), so
+memory stays bounded at any K.
 """
 
 from __future__ import annotations
