@@ -185,3 +185,14 @@ def test_mode_and_build_name(monkeypatch) -> None:
     a = native.build_name()
     monkeypatch.setattr(native, "_cpu_identity", lambda: "model name: B\nflags: avx512f")
     assert native.build_name() != a and native.build_name().startswith("neuroalign_folded_")
+
+
+def test_ninja_from_the_pypi_package_is_found_off_path(monkeypatch) -> None:
+    """pip puts ninja next to the interpreter, which need not be on PATH (pyenv, unactivated venv);
+    the build must still find it."""
+    ninja = pytest.importorskip("ninja")
+    monkeypatch.setenv("PATH", "/nonexistent")
+    assert shutil.which("ninja") is None
+    native._ensure_ninja_on_path()
+    found = shutil.which("ninja")
+    assert found is not None and found.startswith(ninja.BIN_DIR)
