@@ -1,4 +1,5 @@
-"""Shared pytest fixtures (all cheap: milliseconds, a few MB at most).
+"""Shared pytest fixtures (all cheap: milliseconds, a few MB at most), and a session-start hook
+that loads (on a new machine: builds) the fused CPU kernels of the folded attention.
 
 * `make_tiny_arrays(n_images=60, n_neurons=40, n_repeats=2, seed=0, hw=(68, 270))` -- factory
   returning a dict with `images (N, H, W) uint8`, `rates (N, K)` noiseless float32,
@@ -22,6 +23,14 @@ from typing import Callable
 import numpy as np
 import pytest
 from scipy.io import savemat
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    """Load the fused CPU kernels once before any test. A first build on a new machine takes
+    ~20 s and must not fall inside a test that has a time limit (an AppTest run, the browser)."""
+    from neuroalign.models import native
+
+    native.load()
 
 
 def _tiny_arrays(n_images: int = 60, n_neurons: int = 40, n_repeats: int = 2, seed: int = 0,

@@ -196,3 +196,22 @@ def test_ninja_from_the_pypi_package_is_found_off_path(monkeypatch) -> None:
     native._ensure_ninja_on_path()
     found = shutil.which("ninja")
     assert found is not None and found.startswith(ninja.BIN_DIR)
+
+
+def test_stale_build_lock_is_removed_fresh_one_kept(tmp_path, monkeypatch, caplog) -> None:
+    """A build killed half-way leaves torch's `lock` file; torch would then wait for ever."""
+    import os
+    import time
+
+    monkeypatch.setenv("TORCH_EXTENSIONS_DIR", str(tmp_path))
+    name = native.build_name()
+    lock = tmp_path / name / "lock"
+    lock.parent.mkdir(parents=True)
+    lock.write_text("")
+    native._clear_stale_lock(name)
+    assert lock.exists()  # another process may be building right now
+    old = time.time() - native.STALE_LOCK_S - 60
+    os.utime(lock, (old, old))
+    with caplog.at_level("WARNING", logger="neuroalign.models.native"):
+        native._clear_stale_lock(name)
+    assert not lock.exists() and "interrupted build" in caplog.text

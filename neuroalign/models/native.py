@@ -21,6 +21,7 @@ import platform
 import shutil
 import sysconfig
 import threading
+import time
 from pathlib import Path
 from types import ModuleType
 
@@ -109,12 +110,35 @@ def _ensure_ninja_on_path() -> None:
             return
 
 
+STALE_LOCK_S = 600  # a build takes 20 s to 2 min; a lock this old was left by a killed build
+
+
+def _clear_stale_lock(name: str) -> None:
+    """torch's builder waits for ever while its build folder holds a `lock` file, and a build
+    interrupted by Ctrl-C or a killed server leaves one behind: remove it when it is old."""
+    from torch.utils import cpp_extension
+
+    try:
+        folder = Path(cpp_extension._get_build_directory(name, False))
+    except Exception:  # a private helper of torch; without it, nothing to clear
+        return
+    lock = folder / "lock"
+    try:
+        age = time.time() - lock.stat().st_mtime
+    except OSError:
+        return
+    if age > STALE_LOCK_S:
+        logger.warning("removing a build lock left %.0f min ago by an interrupted build: %s", age / 60, lock)
+        lock.unlink(missing_ok=True)
+
+
 def _build() -> ModuleType | None:
     try:
         from torch.utils import cpp_extension
 
         _ensure_ninja_on_path()
         name = build_name()
+        _clear_stale_lock(name)
         logger.info("loading the fused CPU kernels %s (compiled once per machine, ~20 s)", name)
         ldflags = ["-fopenmp"] if platform.system() == "Linux" else []
         return cpp_extension.load(name=name, sources=[str(SOURCE)], extra_cflags=compile_flags(),
