@@ -152,3 +152,32 @@ def test_fused_kernels_are_built_before_the_first_step(subject, monkeypatch):
     assert Trainer(tiny_config(**{"neural.block": "transformer"}), subject).fused_kernels is False
     monkeypatch.setattr(native, "load", lambda: None)  # no compiler: the eager path, reported as such
     assert Trainer(tiny_config(), subject).fused_kernels is False and calls == [1]
+
+
+def test_reference_tower_too_big_for_memory_is_refused_up_front(subject, monkeypatch):
+    """A K x K-block tower that cannot fit fails before training with a one-line reason and the way
+    out (the latent block), not with an allocator error in the first step."""
+    import neuroalign.training.trainer as trainer_mod
+
+    tower_bytes = 2 * 6 * 24 ** 2 * 4  # the 24-neuron subject's blocks and their gradients
+    monkeypatch.setattr(trainer_mod, "available_memory_bytes", lambda device: tower_bytes)
+    with pytest.raises(ValueError, match=r"24 neurons needs about .* GiB .*latent") as info:
+        Trainer(tiny_config(), subject)
+    assert "\n" not in str(info.value)
+    Trainer(tiny_config(**{"neural.block": "latent"}), subject)  # linear in K: no K x K blocks
+    monkeypatch.setattr(trainer_mod, "available_memory_bytes", lambda device: 10 * tower_bytes)
+    Trainer(tiny_config(), subject)
+    monkeypatch.setattr(trainer_mod, "available_memory_bytes", lambda device: None)  # unknown: no check
+    Trainer(tiny_config(), subject)
+
+
+def test_available_memory_is_read():
+    from neuroalign.training.device import available_memory_bytes
+
+    from pathlib import Path
+
+    have = available_memory_bytes(torch.device("cpu"))
+    if Path("/proc/meminfo").exists():
+        assert isinstance(have, int) and have > 2**20
+    else:
+        assert have is None

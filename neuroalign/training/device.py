@@ -38,6 +38,21 @@ def describe_device(device: torch.device | str | None = None) -> str:
     return f"cpu ({torch.get_num_threads()} threads)"
 
 
+def available_memory_bytes(device: torch.device) -> int | None:
+    """Memory a new allocation can still get: free GPU memory, or MemAvailable from /proc/meminfo
+    on a Linux CPU; None when it cannot be read."""
+    try:
+        if device.type == "cuda":
+            return int(torch.cuda.mem_get_info(device)[0])
+        with open("/proc/meminfo", encoding="ascii", errors="replace") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, RuntimeError, ValueError, IndexError):
+        return None
+    return None
+
+
 def seed_everything(seed: int, deterministic: bool = True) -> None:
     """Seed python, numpy and torch; with `deterministic`, pick deterministic kernels where torch can.
 

@@ -36,7 +36,13 @@ from neuroalign.data import Normaliser, Subject, split_indices
 from neuroalign.io_utils import atomic_torch_save
 from neuroalign.models import CombinedLoss, ImageTower, NeuralTower, cached_features
 from neuroalign.training import runs as runs_io
-from neuroalign.training.device import dist_info_from_env, init_distributed, resolve_device, seed_everything
+from neuroalign.training.device import (
+    available_memory_bytes,
+    dist_info_from_env,
+    init_distributed,
+    resolve_device,
+    seed_everything,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -123,6 +129,7 @@ class Trainer:
 
         self.image_tower = ImageTower.from_config(config.image)
         self.neural_tower = NeuralTower.from_config(subject.n_neurons, config.neural)
+        self._check_memory()
         self.fused_kernels = self._prepare_fused_kernels()
         self.loss_fn = CombinedLoss(config.loss)
         self.frozen = self.image_tower.frozen
@@ -288,6 +295,19 @@ class Trainer:
         finally:
             self.core.train(was)
         return torch.cat(img_out).numpy(), torch.cat(neu_out).numpy()
+
+    def _check_memory(self) -> None:
+        """Refuse up front, with what to do instead, a reference tower whose K x K blocks cannot fit
+        (an out-of-memory error half-way through the first step says much less)."""
+        need = self.neural_tower.folded_block_bytes()
+        have = available_memory_bytes(self.device) if need else None
+        if have is not None and need > 0.9 * have:
+            k = self.neural_tower.n_neurons
+            raise ValueError(
+                f"the reference attention over {k:,} neurons needs about {need / 2**30:.1f} GiB for its "
+                f"{k:,} x {k:,} blocks and their gradients, but {self.device} has {have / 2**30:.1f} GiB "
+                "available; use the latent neural block (neural.block = latent, linear in the number "
+                "of neurons) or a machine with more memory")
 
     def _prepare_fused_kernels(self) -> bool:
         """Build/load the fused CPU kernels of the folded attention now (once per machine, ~20 s)
