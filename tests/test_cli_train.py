@@ -120,6 +120,12 @@ def test_cli_flags_override_preset():
     kept = build_config(build_parser().parse_args(["train", "--subjects", "x", "--preset", "reference", "--epochs", "5",
                                                    "--max-seconds", "60", "--device", "cpu", "--seed", "3"]))
     assert kept.preset == "reference" and kept.epochs == 5  # run-control flags keep the preset's name
+    latent = build_config(build_parser().parse_args(["train", "--subjects", "x", "--neural-block", "latent",
+                                                     "--latents", "16", "--d-model", "32", "--heads", "2"]))
+    n = latent.neural
+    assert (n.block, n.n_latents, n.d_model, n.n_heads, latent.preset) == ("latent", 16, 32, 2, "custom")
+    with pytest.raises(ValueError, match="divisible"):  # validated like any other config
+        build_config(build_parser().parse_args(["train", "--subjects", "x", "--d-model", "30", "--heads", "4"]))
 
 
 def test_cli_threads_flag_validated(tiny_subject_root, tmp_path):

@@ -19,7 +19,7 @@ def _add_dirs(p: argparse.ArgumentParser, runs: bool = True) -> None:
 
 def register(sub: argparse._SubParsersAction) -> None:
     """Add `train`, `evaluate` and `runs` to the CLI."""
-    from neuroalign.config import ACTIVATIONS, BACKBONE_MODES, BACKBONES, DEVICES, PRESETS
+    from neuroalign.config import ACTIVATIONS, BACKBONE_MODES, BACKBONES, DEVICES, NEURAL_BLOCKS, PRESETS
 
     p = sub.add_parser("train", help="train one run per subject; prints each run directory",
                        description="Train the dual-tower model, evaluate it on the held-out test split and "
@@ -47,6 +47,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     g.add_argument("--backbone-mode", choices=BACKBONE_MODES, default=None,
                    help="frozen: cached features, only the 1x1 conv learns; finetune: train the backbone too")
     g.add_argument("--backbone-weights", default=None, metavar="PATH", help="local DS-Net state dict (nothing is downloaded)")
+    g.add_argument("--neural-block", choices=NEURAL_BLOCKS, default=None,
+                   help="reference: one attention layer (exact folded path); transformer: residual blocks "
+                        "with LayerNorm and FFN; latent: learned queries, linear in the number of neurons")
+    g.add_argument("--latents", type=int, default=None, metavar="N", help="learned queries of the latent block")
+    g.add_argument("--d-model", type=int, default=None, help="neural-tower token width")
+    g.add_argument("--heads", type=int, default=None, help="attention heads of the neural tower")
     g.add_argument("--mlp-activation", choices=ACTIVATIONS, default=None, help="neural-tower MLP nonlinearity")
     g = p.add_argument_group("loss and optimizer")
     g.add_argument("--center", action=argparse.BooleanOptionalAction, default=None,
@@ -84,7 +90,9 @@ def build_config(args: argparse.Namespace):
         "epochs": "epochs", "batch_size": "batch_size", "device": "device", "seed": "seed",
         "max_seconds": "max_seconds", "bf16": "bf16", "backbone": "image.backbone", "stage": "image.stage",
         "block": "image.block", "backbone_mode": "image.mode",
-        "backbone_weights": "image.weights", "mlp_activation": "neural.mlp_activation", "center": "loss.center",
+        "backbone_weights": "image.weights", "neural_block": "neural.block", "latents": "neural.n_latents",
+        "d_model": "neural.d_model", "heads": "neural.n_heads",
+        "mlp_activation": "neural.mlp_activation", "center": "loss.center",
         "temperature": "loss.temperature", "learnable_temperature": "loss.learnable_temperature",
         "lr_image": "optim.image_lr", "lr_neural": "optim.neural_lr", "neural_optimizer": "optim.neural_optimizer",
     }
