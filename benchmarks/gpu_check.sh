@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# The GPU checks in one call, for a session that has the device machine (one H200, ~15 minutes):
+#   1. what the GPU is;  2. the CUDA tests and the folded-path tests on it;
+#   3. the GPU benchmark (train steps, the 2,800 x 10,000 full-scale subject with bf16 autocast,
+#      neural tower folded vs plain at 1,000 and 10,000 neurons), JSON + profiles.
+# Usage (repository root): OUT=some/folder bash benchmarks/gpu_check.sh   (the device tool sets OUT)
+# The machine's python3 has torch, numpy, scipy, pandas, h5py and pytest but not streamlit, plotly
+# or hdf5storage: only the core package is imported. Each step has its own time limit so that a
+# hang in one still leaves the others' results in $OUT.
+set -uo pipefail
+OUT=${OUT:-gpu_out}
+mkdir -p "$OUT"
+export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
+nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv 2>&1 | tee "$OUT/gpu.txt"
+python3 -c "import torch; print('torch', torch.__version__, 'cuda', torch.version.cuda, torch.cuda.is_available())" \
+    2>&1 | tee -a "$OUT/gpu.txt"
+timeout 150 python3 -m pytest -q -p no:cacheprovider tests/test_cuda.py tests/test_folded.py 2>&1 | tee "$OUT/tests.log"
+timeout 360 python3 benchmarks/run.py --device cuda --quick --keep-going --json "$OUT/bench_gpu.json" \
+    --profile "$OUT" 2>&1 | tee "$OUT/bench.log"
