@@ -100,8 +100,11 @@ def fold_blocks(
         x = with_bias(e @ (wq.T @ wk), bq @ wk)  # (2K, d)
         key_bias = with_bias(e @ (wq.T @ bk), bq @ bk)  # (2K,): q_I . bk, only in the last K columns
         const = torch.cat([e.new_zeros(k), e.new_ones(k)])
-        # One GEMM with the key-bias term as an extra column: [x, q.bk] [E, const]^T
-        mm = torch.cat([x, key_bias[:, None]], dim=1).mul(scale) @ torch.cat([e, const[:, None]], dim=1).T
+        # One GEMM with the key-bias term as an extra column, [x, q.bk] [E, const]^T, padded with zero
+        # columns to a multiple of 8 so that GPU tensor cores get aligned rows (d + 1 is odd)
+        pad = e.new_zeros(2 * k, (-(d + 1)) % 8)
+        mm = (torch.cat([x, key_bias[:, None], pad], dim=1).mul(scale)
+              @ torch.cat([e, const[:, None], pad], dim=1).T)
         nn = (readout_weight @ (wo @ wv)) @ e.T  # (K, 2K)
         mm, nn = mm[None], nn[None]
     else:
