@@ -137,7 +137,8 @@ def run_training(subject_name: str, config: TrainConfig, data_dir: str | Path, r
     runs_io.write_status(run_dir, "running", "loading data", epochs=config.epochs, progress=0.0)
     try:
         subject = load_subject(subject_path)
-        runs_io.write_status(run_dir, "running", "preparing (backbone features and, on a CPU, the fused kernels are built once)")
+        runs_io.write_status(run_dir, "running",
+                             "preparing (backbone features and, on a CPU, the fused kernels are built once)")
         trainer = Trainer(config, subject, run_dir=run_dir, cache_dir=cache_dir)
     except BaseException as exc:
         runs_io.write_status(run_dir, "failed", f"{type(exc).__name__}: {exc}")
