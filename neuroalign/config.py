@@ -88,6 +88,7 @@ class TrainConfig:
     deterministic: bool = True
     early_stopping_patience: int | None = None  # epochs without val improvement; None = off
     max_seconds: float | None = None  # wall-clock budget; ends training cleanly
+    threads: int | None = None  # CPU threads torch uses while training (None = torch's default)
     log_every_steps: int = 10
     checkpoint_every_epochs: int = 10  # "last" checkpoint cadence (also written at the end)
     image: ImageTowerConfig = field(default_factory=ImageTowerConfig)
@@ -142,6 +143,7 @@ class TrainConfig:
             (self.data.normaliser in NORMALISERS, f"normaliser must be one of {NORMALISERS}, got {self.data.normaliser!r}"),
             (0 < self.data.val_fraction < 0.5 and 0 < self.data.test_fraction < 0.5, "val/test fractions must be in (0, 0.5)"),
             (self.max_seconds is None or self.max_seconds > 0, f"max_seconds must be > 0, got {self.max_seconds}"),
+            (self.threads is None or self.threads >= 1, f"threads must be >= 1, got {self.threads}"),
             (self.early_stopping_patience is None or self.early_stopping_patience >= 1, "early stopping patience must be >= 1"),
         ]
         for ok, message in checks:
@@ -169,7 +171,7 @@ def _from_dict(cls: type, d: dict[str, Any]) -> Any:
 # Fields that say how long / where / how reproducibly to run, not what is trained: changing them
 # keeps a run labelled with its preset. Any other change labels the run "custom".
 RUN_CONTROL_FIELDS = frozenset({"preset", "epochs", "seed", "device", "bf16", "deterministic", "max_seconds",
-                                "log_every_steps", "checkpoint_every_epochs"})
+                                "threads", "log_every_steps", "checkpoint_every_epochs"})
 
 
 def preset_label(config: TrainConfig, base: str) -> str:

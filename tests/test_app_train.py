@@ -61,6 +61,10 @@ def test_config_from_values_marks_custom_and_validates():
     cfg = train_form.config_from_values("recommended", values)
     assert cfg.epochs == 7 and cfg.max_seconds == 30.0
     assert cfg.preset == "recommended"  # how long to train is not a change of the preset
+    assert values[F + "threads"] == 0 and cfg.threads is None  # 0 = torch's default
+    values[F + "threads"] = 1
+    assert train_form.config_from_values("recommended", values).threads == 1
+    assert train_form.config_from_values("recommended", values).preset == "recommended"  # run control
     assert cfg.neural.mlp_activation == "gelu"  # untouched fields keep the preset's values
     values[F + "loss.temperature"] = 0.2
     assert train_form.config_from_values("recommended", values).preset == "custom"

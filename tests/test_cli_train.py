@@ -122,6 +122,7 @@ def test_cli_flags_override_preset():
     assert kept.preset == "reference" and kept.epochs == 5  # run-control flags keep the preset's name
     latent = build_config(build_parser().parse_args(["train", "--subjects", "x", "--neural-block", "latent",
                                                      "--latents", "16", "--d-model", "32", "--heads", "2"]))
+    assert build_config(build_parser().parse_args(["train", "--subjects", "x", "--threads", "3"])).threads == 3
     n = latent.neural
     assert (n.block, n.n_latents, n.d_model, n.n_heads, latent.preset) == ("latent", 16, 32, 2, "custom")
     with pytest.raises(ValueError, match="divisible"):  # validated like any other config

@@ -181,3 +181,14 @@ def test_available_memory_is_read():
         assert isinstance(have, int) and have > 2**20
     else:
         assert have is None
+
+
+def test_threads_setting_applies_while_training_only(subject):
+    """config.threads sets torch's CPU threads for the fit and restores the previous count."""
+    before = torch.get_num_threads()  # 1 (one_torch_thread)
+    seen = []
+    tr = Trainer(tiny_config(epochs=1, threads=2), subject)
+    tr.fit(callback=lambda e, v: seen.append(torch.get_num_threads()))
+    assert seen and set(seen) == {2} and torch.get_num_threads() == before
+    with pytest.raises(ValueError, match="threads must be >= 1"):
+        tiny_config(threads=0).validate()

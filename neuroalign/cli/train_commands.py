@@ -88,7 +88,7 @@ def build_config(args: argparse.Namespace):
     changes: dict[str, Any] = {}
     flag_to_field = {
         "epochs": "epochs", "batch_size": "batch_size", "device": "device", "seed": "seed",
-        "max_seconds": "max_seconds", "bf16": "bf16", "backbone": "image.backbone", "stage": "image.stage",
+        "max_seconds": "max_seconds", "threads": "threads", "bf16": "bf16", "backbone": "image.backbone", "stage": "image.stage",
         "block": "image.block", "backbone_mode": "image.mode",
         "backbone_weights": "image.weights", "neural_block": "neural.block", "latents": "neural.n_latents",
         "d_model": "neural.d_model", "heads": "neural.n_heads",
@@ -157,7 +157,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     cache = cache_dir(args.cache_dir)
     if args.resume:
         run_dir = pipeline.resume_training(args.resume, data_dir=args.data_dir, cache_dir=cache,
-                                           callback=_progress_printer("resume", args.quiet))
+                                           callback=_progress_printer("resume", args.quiet), threads=args.threads)
         print(run_dir)
         return 0
     if not args.subjects:

@@ -150,13 +150,17 @@ def run_training(subject_name: str, config: TrainConfig, data_dir: str | Path, r
 
 
 def rebuild_trainer(record: runs_io.RunRecord, data_dir: str | Path | None = None, cache_dir: str | Path | None = None,
-                    device: str | None = None) -> tuple[Trainer, Path]:
-    """A Trainer with a run's config, subject, split and normaliser (weights: fresh init)."""
+                    device: str | None = None, threads: int | None = None) -> tuple[Trainer, Path]:
+    """A Trainer with a run's config, subject, split and normaliser (weights: fresh init); `device`
+    and `threads` override the recorded run-control settings."""
     if "config" not in record.config or "subject" not in record.config:
         raise FileNotFoundError(f"{record.path / runs_io.CONFIG_FILE} is missing or incomplete")
     config = record.train_config()
     if device is not None:
         config = config.replace(device=device)
+    if threads is not None:
+        config = config.replace(threads=threads)
+        config.validate()
     meta = record.config["subject"]
     subject_path = _subject_path(data_dir, meta["name"]) if data_dir is not None else Path(meta["path"])
     subject = load_subject(subject_path)
@@ -174,15 +178,17 @@ def rebuild_trainer(record: runs_io.RunRecord, data_dir: str | Path | None = Non
 
 
 def resume_training(run_dir: str | Path, data_dir: str | Path | None = None, callback: Callback | None = None,
-                    stop_event: threading.Event | None = None, cache_dir: str | Path | None = None) -> Path:
-    """Continue a run from its `last.pt` (same split, normaliser, optimizer state) in the same folder."""
+                    stop_event: threading.Event | None = None, cache_dir: str | Path | None = None,
+                    threads: int | None = None) -> Path:
+    """Continue a run from its `last.pt` (same split, normaliser, optimizer state) in the same folder
+    (`threads`: CPU threads for this continuation instead of the recorded setting)."""
     record = runs_io.load_run(run_dir)
     last = runs_io.load_checkpoint(record.path / runs_io.LAST_CKPT)
     best_path = record.path / runs_io.BEST_CKPT
     best = runs_io.load_checkpoint(best_path) if best_path.is_file() else None
     runs_io.write_status(record.path, "running", f"resuming from epoch {int(last['epoch'])}")
     try:
-        trainer, subject_path = rebuild_trainer(record, data_dir=data_dir, cache_dir=cache_dir)
+        trainer, subject_path = rebuild_trainer(record, data_dir=data_dir, cache_dir=cache_dir, threads=threads)
         trainer.load_training_state(last, best)
     except BaseException as exc:
         runs_io.write_status(record.path, "failed", f"could not resume: {type(exc).__name__}: {exc}")

@@ -331,8 +331,19 @@ class Trainer:
 
         `callback(event, values)` gets event "step" (every `log_every_steps` steps) or "epoch", with
         plain floats: epoch, step, train_loss, val_loss (epoch), lr_image, lr_neural, samples_per_s,
-        elapsed_s, progress (0..1), eta_s.
+        elapsed_s, progress (0..1), eta_s. With `config.threads` set, torch uses that many CPU
+        threads while training (process-wide) and the previous count is restored afterwards.
         """
+        threads, previous = self.config.threads, torch.get_num_threads()
+        if threads:
+            torch.set_num_threads(threads)
+        try:
+            return self._fit(callback, stop_event)
+        finally:
+            if threads:
+                torch.set_num_threads(previous)
+
+    def _fit(self, callback: Callback | None, stop_event: threading.Event | None) -> FitResult:
         cfg = self.config
         t0 = time.monotonic()
         stop_reason = "completed"

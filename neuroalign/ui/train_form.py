@@ -42,6 +42,9 @@ SECTIONS: dict[str, tuple[Field, ...]] = {
               min_value=0),
         Field("device", "Device", "select", "auto = the CUDA GPU when there is one, else the CPU.",
               options=cfgmod.DEVICES),
+        Field("threads", "CPU threads", "int", "Threads torch uses while training. 0 = torch's default (all "
+              "cores); 1 is often several times faster on a CPU that other work shares.", min_value=0,
+              none_as_zero=True),
     ),
     "Optimisers": (
         Field("optim.image_lr", "Image-side learning rate", "sci", "AdamW learning rate of the image tower "
