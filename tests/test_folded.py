@@ -186,3 +186,26 @@ def test_errors_and_chunk_size() -> None:
     assert auto_row_block(4, 20, 1, "cpu") == 20
     # compiled kernels: one chunk shape per K whatever the batch (short batches are zero-padded)
     assert auto_chunk_size(12, 450, 1, "cuda", compiled=True) == auto_chunk_size(128, 450, 1, "cuda", compiled=True)
+
+
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")  # torch.compile's own imports (torch.jit)
+def test_torch_compile_path_really_compiles_and_matches_plain(monkeypatch) -> None:
+    """The compiled chunk functions (the default on CUDA) through a real torch.compile, here with
+    inductor's CPU backend: same outputs and gradients as the plain path, no fallback taken."""
+    from neuroalign.models import native
+
+    monkeypatch.setattr(folded, "_compile_mode", "on")
+    monkeypatch.setattr(folded, "_compile_failed", False)
+    monkeypatch.setattr(folded, "_compiled", {})
+    monkeypatch.setattr(native, "_mode", "off")  # keep the fused CPU kernels out of the way
+    ps = [p.detach().float().requires_grad_() for p in _params(40, 16, seed=2)]
+    r = torch.rand(10, 40, generator=torch.Generator().manual_seed(3))
+    z = folded_attention_readout(r, *ps, 2, chunk_size=4)  # chunks 4, 4, 2 (padded)
+    grads = torch.autograd.grad(z.square().sum(), ps)
+    assert not folded._compile_failed and set(folded._compiled) == {"forward", "backward"}
+    z_plain = _plain(r, *ps, 2)
+    torch.testing.assert_close(z, z_plain, rtol=1e-4, atol=1e-4 * z_plain.abs().max().item())
+    wants = torch.autograd.grad(z_plain.square().sum(), ps)
+    largest = max(w.abs().max().item() for w in wants)  # floor for the key bias, whose exact gradient is 0
+    for got, want in zip(grads, wants):
+        torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-4 * want.abs().max().item() + 1e-5 * largest)
