@@ -385,7 +385,7 @@ def main(argv: list[str] | None = None) -> int:
     t_start = time.perf_counter()
     result: dict[str, Any] = {"device": describe_device(device), "torch": torch.__version__,
                               "quick": bool(quick), "repeats": repeats, "threads": torch.get_num_threads(),
-                              "timer": TIMER["name"], "native_kernels": native.status()}
+                              "timer": TIMER["name"]}
     state: dict[str, Any] = {}
 
     def section(name: str, fn: Callable[[], Any]) -> None:

@@ -14,7 +14,7 @@ from neuroalign.models.folded import (
     auto_row_block,
     chunk_backward,
     chunk_forward,
-    fold_matrices,
+    fold_blocks,
     folded_attention_readout,
     set_compile_mode,
 )
@@ -74,7 +74,8 @@ def test_gradcheck_small() -> None:
 def test_chunk_functions_match_autograd() -> None:
     """The pure chunk functions (what torch.compile fuses) give the same values and M/N gradients."""
     k, d, h = 6, 8, 2
-    ms = [m.detach().requires_grad_() for m in fold_matrices(*_params(k, d, seed=3), h)[:6]]
+    mm, nn, _ = fold_blocks(*_params(k, d, seed=3), h)
+    ms = [m.detach().requires_grad_() for m in folded.split_blocks(mm, nn)]
     rc = torch.rand(4, k, dtype=torch.float64)
     gc = torch.randn(4, k, dtype=torch.float64)
     z = chunk_forward(rc, *ms)

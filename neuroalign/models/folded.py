@@ -125,17 +125,6 @@ def split_blocks(mm: Tensor, nn: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor
     return (mm[:, :k, :k], mm[:, :k, k:], mm[:, k:, :k], mm[:, k:, k:], nn[:, :, :k], nn[:, :, k:])
 
 
-def fold_matrices(
-    embed_weight: Tensor, embed_bias: Tensor,
-    wq: Tensor, bq: Tensor, wk: Tensor, bk: Tensor, wv: Tensor, bv: Tensor,
-    wo: Tensor, bo: Tensor, readout_weight: Tensor, readout_bias: Tensor, n_heads: int,
-) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
-    """M1..M4, N1, N2 each (h, K, K) (views of `fold_blocks`) and beta (K,)."""
-    mm, nn, beta = fold_blocks(embed_weight, embed_bias, wq, bq, wk, bk, wv, bv, wo, bo,
-                               readout_weight, readout_bias, n_heads)
-    return (*split_blocks(mm, nn), beta)
-
-
 def _compute_dtype(dtype: torch.dtype) -> torch.dtype:
     """Per-sample work runs in float32 when the folded matrices are half/bfloat16 (autocast)."""
     return torch.float32 if dtype in (torch.float16, torch.bfloat16) else dtype

@@ -177,9 +177,14 @@ class NeuralTower(nn.Module):
         """Memory the folded reference attention needs per step, whatever the batch: the blocks
         MM (h, 2K, 2K) and NN (h, K, 2K), kept for backward, and their gradients (0 when the
         folded path is not used). About 4.8 GB at 10,000 neurons in float32, 48 GB at 31,600."""
-        if not (self.use_folded and self.is_reference_form):
+        if not self.uses_folded_attention:
             return 0
         return 2 * 6 * self.n_heads * self.n_neurons ** 2 * itemsize
+
+    @property
+    def uses_folded_attention(self) -> bool:
+        """True when the reference attention runs through the folded K x K path."""
+        return self.use_folded and self.is_reference_form
 
     @property
     def is_reference_form(self) -> bool:
@@ -249,7 +254,7 @@ class NeuralTower(nn.Module):
         """The MLP input: `(B, K)` per-neuron readouts, or `(B, n_latents*8)` for the latent block."""
         self._check_responses(r)
         if self.block == "reference":
-            if self.use_folded and self.is_reference_form:
+            if self.uses_folded_attention:
                 out = self._folded_attention_readout(r)
                 if out is not None:
                     return out

@@ -159,8 +159,7 @@ def rebuild_trainer(record: runs_io.RunRecord, data_dir: str | Path | None = Non
     if device is not None:
         config = config.replace(device=device)
     if threads is not None:
-        config = config.replace(threads=threads)
-        config.validate()
+        config = config.replace(threads=threads)  # validated by Trainer
     meta = record.config["subject"]
     subject_path = _subject_path(data_dir, meta["name"]) if data_dir is not None else Path(meta["path"])
     subject = load_subject(subject_path)

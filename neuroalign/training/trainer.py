@@ -312,8 +312,7 @@ class Trainer:
     def _prepare_fused_kernels(self) -> bool:
         """Build/load the fused CPU kernels of the folded attention now (once per machine, ~20 s)
         rather than inside the first training step. True when training will use them."""
-        tower = self.neural_tower
-        if self.device.type != "cpu" or not (tower.use_folded and tower.is_reference_form):
+        if self.device.type != "cpu" or not self.neural_tower.uses_folded_attention:
             return False
         from neuroalign.models import native
 
