@@ -28,9 +28,9 @@ with browse:
         st.dataframe(tables.subjects_frame(subjects), hide_index=True, column_config=tables.SUBJECT_COLUMNS,
                      key="subjects.table")
         names = [s.name for s in subjects]
-        default = names.index(st.session_state[keys.SELECTED_SUBJECT]) \
-            if st.session_state.get(keys.SELECTED_SUBJECT) in names else 0
-        name = st.selectbox("Subject", names, index=default, key=keys.SUBJECT_PICK)
+        if st.session_state.get(keys.SELECTED_SUBJECT) in names:  # e.g. the subject just imported
+            st.session_state[keys.SUBJECT_PICK] = st.session_state[keys.SELECTED_SUBJECT]
+        name = st.selectbox("Subject", names, key=keys.SUBJECT_PICK)
         st.session_state[keys.SELECTED_SUBJECT] = name
         try:
             with st.spinner(f"Loading {name}…"):
@@ -76,22 +76,27 @@ with add:
     c1, c2 = st.columns(2)
     images_file = c1.file_uploader("images.mat", type=["mat"], key=keys.UPLOAD_IMAGES)
     responses_file = c2.file_uploader("responses.mat", type=["mat"], key=keys.UPLOAD_RESPONSES)
+    staged = st.session_state.get(keys.UPLOAD_STAGED)
+    if staged is not None and not upload.is_current(staged, new_name, images_file, responses_file):
+        upload.discard(st.session_state.pop(keys.UPLOAD_STAGED))  # the preview described other files
+        staged = None
+        st.info("The name or a file changed since the check: press **Check files** again.")
     if st.button("Check files", key=keys.UPLOAD_CHECK, type="primary"):
         upload.discard(st.session_state.pop(keys.UPLOAD_STAGED, None))
+        staged = None
         try:
             with st.spinner("Reading and validating…"):
-                st.session_state[keys.UPLOAD_STAGED] = upload.stage_and_validate(store, new_name, images_file,
-                                                                                  responses_file)
+                staged = st.session_state[keys.UPLOAD_STAGED] = upload.stage_and_validate(
+                    store, new_name, images_file, responses_file)
         except (ValueError, FileNotFoundError, OSError) as exc:
             st.error(f"Not importable: {exc}")
-    staged = st.session_state.get(keys.UPLOAD_STAGED)
     if staged is not None:
         st.success(f"Ready to import as **{staged.name}**:")
         st.code("\n".join(staged.summary), language=None)
         if st.button(f"Save subject {staged.name}", key=keys.UPLOAD_SAVE, type="primary"):
             st.session_state.pop(keys.UPLOAD_STAGED, None)
             try:
-                info = upload.save_staged(store, staged)
+                info = upload.save_staged(store, staged, images_file, responses_file)
             except (ValueError, FileNotFoundError, OSError) as exc:
                 st.error(f"Import failed, nothing saved: {exc}")
             else:

@@ -59,6 +59,62 @@ def test_upload_good_pair_previews_then_saves(app_env):
     assert at.dataframe[0].value["subject"].tolist() == ["new_one"]
 
 
+def test_changed_upload_invalidates_the_preview(app_env):
+    """Issue 12 item 1: after a check, replacing a file (or the name) must drop the preview; Save
+    imports exactly the checked bytes."""
+    images, responses = s.tiny_pair(n_images=30, n_neurons=12)
+    _, short = s.tiny_pair(n_images=25, n_neurons=12)  # fails the check: 25 rows for 30 images
+    at = _upload(s.app_at(PAGE), "first", s.mat_bytes(images), s.mat_bytes(responses))
+    assert at.success and keys.UPLOAD_SAVE in [b.key for b in at.button]
+    at.file_uploader(key=keys.UPLOAD_RESPONSES).set_value(("responses.mat", s.mat_bytes(short),
+                                                           "application/octet-stream")).run()
+    s.no_exceptions(at)
+    assert not at.success and keys.UPLOAD_SAVE not in [b.key for b in at.button]
+    assert any("changed since the check" in i.value for i in at.info)
+    at.button(key=keys.UPLOAD_CHECK).click().run()  # checking the new file refuses it
+    assert at.error[0].value.startswith("Not importable:") and keys.UPLOAD_SAVE not in [b.key for b in at.button]
+    # a valid but different responses file after a good check: the preview goes too
+    _, other = s.tiny_pair(n_images=30, n_neurons=7, seed=3)
+    at.file_uploader(key=keys.UPLOAD_RESPONSES).set_value(("responses.mat", s.mat_bytes(responses),
+                                                           "application/octet-stream"))
+    at.button(key=keys.UPLOAD_CHECK).click().run()
+    assert at.success
+    at.file_uploader(key=keys.UPLOAD_RESPONSES).set_value(("responses.mat", s.mat_bytes(other),
+                                                           "application/octet-stream")).run()
+    assert keys.UPLOAD_SAVE not in [b.key for b in at.button]
+    at.button(key=keys.UPLOAD_CHECK).click().run()
+    assert "7" in at.code[0].value
+    at.text_input(key=keys.UPLOAD_NAME).set_value("renamed").run()  # the name is part of the check
+    assert keys.UPLOAD_SAVE not in [b.key for b in at.button]
+    at.button(key=keys.UPLOAD_CHECK).click().run()
+    at.button(key=keys.UPLOAD_SAVE).click().run()
+    s.no_exceptions(at)
+    assert [p.name for p in app_env["data"].iterdir()] == ["renamed"]
+    assert SubjectStore(app_env["data"]).load("renamed").n_neurons == 7  # the file that was checked
+    assert at.selectbox(key=keys.SUBJECT_PICK).value == "renamed"  # Browse opens the new subject
+
+
+def test_save_refuses_bytes_that_were_not_checked(app_env, tmp_path):
+    store = SubjectStore(app_env["data"])
+    images, responses = s.tiny_pair(n_images=20, n_neurons=5, repeats=1)
+    _, other = s.tiny_pair(n_images=20, n_neurons=4, repeats=1, seed=1)
+    img, resp = _File("i.mat", s.mat_bytes(images)), _File("r.mat", s.mat_bytes(responses))
+    staged = upload.stage_and_validate(store, "x", img, resp, staging_root=tmp_path)
+    assert upload.is_current(staged, "x ", img, resp)
+    swapped = _File("r.mat", s.mat_bytes(other))
+    assert not upload.is_current(staged, "x", img, swapped) and not upload.is_current(staged, "y", img, resp)
+    with pytest.raises(ValueError, match="not the file that was checked"):
+        upload.save_staged(store, staged, img, swapped)
+    assert not store.exists("x") and not staged.folder.exists()
+    staged = upload.stage_and_validate(store, "x", img, resp, staging_root=tmp_path)
+    staged.responses_path.write_bytes(s.mat_bytes(other))  # the staged copy altered behind our back
+    with pytest.raises(ValueError, match="changed after the check"):
+        upload.save_staged(store, staged, img, resp)
+    assert not store.exists("x")
+    staged = upload.stage_and_validate(store, "x", img, resp, staging_root=tmp_path)
+    assert upload.save_staged(store, staged, img, resp).n_neurons == 5
+
+
 def test_upload_bad_pair_errors_and_saves_nothing(app_env):
     images, _ = s.tiny_pair(n_images=30, n_neurons=12)
     _, responses = s.tiny_pair(n_images=17, n_neurons=12)  # 17 response rows for 30 images

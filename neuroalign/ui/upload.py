@@ -6,6 +6,7 @@ objects (anything with `.name` and a binary `read`) and shows the report or the 
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import shutil
 import tempfile
@@ -28,13 +29,57 @@ class UploadedFileLike(Protocol):
 
 @dataclass
 class StagedUpload:
-    """Two validated files waiting in a private temp folder for the user's confirmation."""
+    """Two validated files waiting in a private temp folder for the user's confirmation.
+
+    `identity` is what the widgets held when the files were checked (see `upload_identity`): the
+    page drops the preview as soon as the widgets hold anything else. `digests` are the SHA-256
+    of the checked bytes (images, responses); `save_staged` imports only when the staged files
+    and the files in the uploaders still have exactly these contents.
+    """
 
     name: str
     folder: Path
     images_path: Path
     responses_path: Path
     summary: list[str] = field(default_factory=list)
+    identity: tuple = ()
+    digests: tuple[str, str] = ("", "")
+
+
+def _file_identity(f: UploadedFileLike | None) -> tuple | None:
+    if f is None:
+        return None
+    size = getattr(f, "size", None)
+    return (getattr(f, "file_id", None) or id(f), f.name, size)
+
+
+def upload_identity(name: str | None, images_file: UploadedFileLike | None,
+                    responses_file: UploadedFileLike | None) -> tuple:
+    """What the upload widgets hold now: the stripped name and each uploader's file (Streamlit's
+    per-upload `file_id`, name, size). Cheap (reads no bytes); any change to either uploader or
+    the name gives a different value."""
+    return ((name or "").strip(), _file_identity(images_file), _file_identity(responses_file))
+
+
+def is_current(staged: StagedUpload | None, name: str | None, images_file: UploadedFileLike | None,
+               responses_file: UploadedFileLike | None) -> bool:
+    """Whether a preview still describes what the widgets hold."""
+    return staged is not None and staged.identity == upload_identity(name, images_file, responses_file)
+
+
+def sha256_of(src: UploadedFileLike | Path) -> str:
+    """SHA-256 hex digest of an uploaded file's full contents (or of a file on disk)."""
+    h = hashlib.sha256()
+    if isinstance(src, Path):
+        with open(src, "rb") as f:
+            for chunk in iter(lambda: f.read(_CHUNK), b""):
+                h.update(chunk)
+        return h.hexdigest()
+    src.seek(0)
+    for chunk in iter(lambda: src.read(_CHUNK), b""):
+        h.update(chunk)
+    src.seek(0)
+    return h.hexdigest()
 
 
 def check_name(store, name: str) -> str:
@@ -47,10 +92,16 @@ def check_name(store, name: str) -> str:
     return name
 
 
-def _write(src: UploadedFileLike, dst: Path) -> None:
+def _write(src: UploadedFileLike, dst: Path) -> str:
+    """Copy an upload to `dst`; returns the SHA-256 of the bytes written."""
+    h = hashlib.sha256()
     src.seek(0)
     with open(dst, "wb") as out:
-        shutil.copyfileobj(src, out, _CHUNK)  # type: ignore[arg-type]
+        for chunk in iter(lambda: src.read(_CHUNK), b""):
+            h.update(chunk)
+            out.write(chunk)
+    src.seek(0)
+    return h.hexdigest()
 
 
 def stage_and_validate(store, name: str, images_file: UploadedFileLike | None,
@@ -63,25 +114,42 @@ def stage_and_validate(store, name: str, images_file: UploadedFileLike | None,
     if images_file is None or responses_file is None:
         missing = [n for n, f in (("images.mat", images_file), ("responses.mat", responses_file)) if f is None]
         raise ValueError(f"missing upload: {' and '.join(missing)}; expected both files")
+    identity = upload_identity(name, images_file, responses_file)
     name = check_name(store, name)
     folder = Path(tempfile.mkdtemp(prefix="neuroalign-upload-", dir=staging_root))
     try:
         images_path = folder / "images.mat"
         responses_path = folder / "responses.mat"
-        _write(images_file, images_path)
-        _write(responses_file, responses_path)
+        digests = (_write(images_file, images_path), _write(responses_file, responses_path))
         report = store.validate(images_path, responses_path)
     except BaseException:
         shutil.rmtree(folder, ignore_errors=True)
         raise
     logger.info("staged upload %s (%s, %s)", name, images_file.name, responses_file.name)
-    return StagedUpload(name, folder, images_path, responses_path, list(report.summary_lines()))
+    return StagedUpload(name, folder, images_path, responses_path, list(report.summary_lines()),
+                        identity=identity, digests=digests)
 
 
-def save_staged(store, staged: StagedUpload):
-    """Import the staged files under `staged.name` (atomic in the store); always removes the temp folder."""
+def save_staged(store, staged: StagedUpload, images_file: UploadedFileLike | None = None,
+                responses_file: UploadedFileLike | None = None):
+    """Import the staged files under `staged.name` (atomic in the store); always removes the temp folder.
+
+    Imports exactly the bytes that were checked: the staged copies must still hash to
+    `staged.digests`, and so must `images_file` / `responses_file` when given (what the uploaders
+    hold at the moment of saving). Otherwise ValueError, and nothing is written.
+    """
     try:
         check_name(store, staged.name)
+        for label, path, current, digest in (("images.mat", staged.images_path, images_file, staged.digests[0]),
+                                             ("responses.mat", staged.responses_path, responses_file,
+                                              staged.digests[1])):
+            if not digest:
+                raise ValueError(f"{label} was never checked; press 'Check files' first")
+            if sha256_of(Path(path)) != digest:
+                raise ValueError(f"the staged copy of {label} changed after the check; check the files again")
+            if current is not None and sha256_of(current) != digest:
+                raise ValueError(f"{label} in the uploader is not the file that was checked "
+                                 f"({current.name}); check the files again")
         return store.import_subject(staged.name, staged.images_path, staged.responses_path)
     finally:
         discard(staged)
