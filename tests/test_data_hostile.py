@@ -436,7 +436,7 @@ def test_running_out_of_memory_is_a_value_error(tmp_path, pair, monkeypatch):
     def boom(*a, **k):
         raise MemoryError()
 
-    monkeypatch.setattr(matio, "_read_scipy", boom)
+    monkeypatch.setattr(matio, "read_v5", boom)
     big = tmp_path / "big.mat"
     savemat(big, {"responses": np.zeros((N, 800_000), np.float64)}, do_compression=True)
     with pytest.raises(ValueError) as e:
