@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import math
+import re
 from typing import Iterable, Mapping, Sequence
 
 import numpy as np
@@ -19,8 +20,31 @@ from plotly.subplots import make_subplots
 logger = logging.getLogger(__name__)
 
 PALETTE = ("#2f6fdf", "#e4572e", "#17a398", "#f3a712", "#8e44ad", "#6c757d", "#c2185b", "#2e7d32")
-MAP_COLORSCALE = "Viridis"
-DIFF_COLORSCALE = "RdBu_r"
+
+# Streamlit's plotly theme sends the colours #000001-#000040 as placeholders and the browser
+# replaces every occurrence in the figure JSON with a theme colour; plotly's Magma and Inferno
+# start at exactly #000004, so their darkest values would be drawn in a theme colour (pink).
+THEME_PLACEHOLDER = re.compile(r"#0000(?:0[1-9]|[1-3][0-9]|40)(?![0-9a-f])", re.IGNORECASE)
+
+
+def explicit_colorscale(name: str) -> list[list]:
+    """Plotly's named colour scale as explicit [position, colour] stops, with any colour that
+    Streamlit's theme would replace (#000001-#000040) written as the same colour in rgb() form."""
+    import plotly.colors
+
+    stops = []
+    for pos, colour in plotly.colors.get_colorscale(name):
+        if THEME_PLACEHOLDER.fullmatch(colour.strip()):
+            r, g, b = plotly.colors.hex_to_rgb(colour.strip())
+            colour = f"rgb({r}, {g}, {b})"
+        stops.append([float(pos), colour])
+    return stops
+
+
+MAP_COLORSCALE = explicit_colorscale("Viridis")  # feature maps, similarity, reliability
+DIFF_COLORSCALE = explicit_colorscale("RdBu_r")  # signed differences, centred at 0
+RASTER_COLORSCALE = explicit_colorscale("Magma")  # responses (z-scores)
+GRAY_COLORSCALE = explicit_colorscale("gray")  # stimuli
 _LAYOUT = dict(template="plotly_white", margin=dict(l=50, r=20, t=40, b=40))
 
 
@@ -203,7 +227,7 @@ def neuron_stats(mean: np.ndarray, variance: np.ndarray, reliability: np.ndarray
     marker = dict(size=4, opacity=0.6, color=PALETTE[0])
     if reliability is not None:
         marker.update(color=np.nan_to_num(np.asarray(reliability, dtype=np.float64), nan=0.0),
-                      colorscale="Viridis", colorbar=dict(title="reliability"), cmin=0, cmax=1)
+                      colorscale=MAP_COLORSCALE, colorbar=dict(title="reliability"), cmin=0, cmax=1)
     fig = go.Figure(go.Scattergl(x=mean, y=variance, mode="markers", marker=marker,
                                  text=[f"neuron {i}" for i in range(mean.size)],
                                  hovertemplate="%{text}<br>mean %{x:.3g}<br>var %{y:.3g}<extra></extra>"))
@@ -233,7 +257,7 @@ def response_raster(responses: np.ndarray, image_idx: np.ndarray, neuron_idx: np
     sd = x.std(axis=0)
     z = (x - x.mean(axis=0)) / np.where(sd > 0, sd, 1.0)
     fig = go.Figure(go.Heatmap(z=z.T, x=[str(i) for i in image_idx], y=[str(j) for j in neuron_idx],
-                               colorscale="Magma", zmin=-1, zmax=3, colorbar=dict(title="z"),
+                               colorscale=RASTER_COLORSCALE, zmin=-1, zmax=3, colorbar=dict(title="z"),
                                hovertemplate="image %{x}<br>neuron %{y}<br>z %{z:.2f}<extra></extra>"))
     fig.update_layout(title="Responses (neurons sorted by preferred image, images by population mean)",
                       xaxis=dict(title="image", showticklabels=False, type="category"),
@@ -249,7 +273,7 @@ def similarity_heatmap(similarity: np.ndarray, labels: Sequence | None = None) -
     """Test similarity matrix (image rows × neural columns); the diagonal is the true pairing."""
     s = np.asarray(similarity, dtype=np.float64)
     ticks = [str(v) for v in labels] if labels is not None else [str(i) for i in range(len(s))]
-    fig = go.Figure(go.Heatmap(z=s, x=ticks, y=ticks, colorscale="Viridis", colorbar=dict(title="sim"),
+    fig = go.Figure(go.Heatmap(z=s, x=ticks, y=ticks, colorscale=MAP_COLORSCALE, colorbar=dict(title="sim"),
                                hovertemplate="image %{y} × neural %{x}<br>sim %{z:.3f}<extra></extra>"))
     fig.update_layout(title="Test similarity (image × neural)",
                       xaxis=dict(title="neural response of image", type="category", showticklabels=len(s) <= 40),
@@ -293,37 +317,61 @@ def _resize_nearest(m: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
     return m[np.ix_(rows, cols)]
 
 
+def map_range(*maps: np.ndarray) -> tuple[float, float]:
+    """One (lo, hi) colour range shared by all the given maps (finite values; (0, 1) when empty)."""
+    vals = np.concatenate([np.asarray(m, dtype=np.float64).ravel() for m in maps]) if maps else np.zeros(0)
+    vals = vals[np.isfinite(vals)]
+    if vals.size == 0:
+        return 0.0, 1.0
+    lo, hi = float(vals.min()), float(vals.max())
+    return (lo, hi) if hi > lo else (lo - 0.5, hi + 0.5)
+
+
+PANEL_TITLES = ("stimulus", "image-tower map", "neural-tower map", "image − neural")
+
+
 def feature_map_panel(stimulus: np.ndarray, image_map: np.ndarray, neural_map: np.ndarray,
-                      overlay: bool = False, title: str = "") -> go.Figure:
-    """2×2 grid read left to right: stimulus | image-tower map / neural-tower map | difference,
-    each at the stimulus aspect ratio. With `overlay`, the maps are drawn semi-transparently on top
-    of the stimulus (resampled to the map grid)."""
+                      overlay: bool = False, title: str = "", zrange: tuple[float, float] | None = None) -> go.Figure:
+    """One row, left to right: stimulus | image-tower map | neural-tower map | difference.
+
+    All four panels have the same size (the stimulus aspect, which the 16×64 maps share); the two
+    maps share one colour scale and one colour bar (`zrange`, default: the joint range of both
+    maps), the difference has a diverging scale centred at 0. With `overlay`, the maps are drawn
+    semi-transparently on top of the stimulus (resampled to the map grid).
+    """
     stim = np.asarray(stimulus, dtype=np.float64).squeeze()
     im = np.asarray(image_map, dtype=np.float64).squeeze()
     nm = np.asarray(neural_map, dtype=np.float64).squeeze()
     if im.shape != nm.shape or im.ndim != 2:
         raise ValueError(f"image and neural maps must be two (h, w) arrays of one shape, got {im.shape} and {nm.shape}")
+    lo, hi = zrange if zrange is not None else map_range(im, nm)
     diff = im - nm
-    fig = make_subplots(rows=2, cols=2, horizontal_spacing=0.08, vertical_spacing=0.14,
-                        subplot_titles=("stimulus", "image-tower map", "neural-tower map", "image − neural"))
-    fig.add_trace(go.Heatmap(z=stim, colorscale="gray", showscale=False, hoverinfo="skip"), 1, 1)
-    for (row, col), m, name in (((1, 2), im, "image"), ((2, 1), nm, "neural")):
+    fig = make_subplots(rows=1, cols=4, horizontal_spacing=0.02, subplot_titles=PANEL_TITLES)
+    fig.add_trace(go.Heatmap(z=stim, colorscale=GRAY_COLORSCALE, showscale=False, hoverinfo="skip",
+                             name="stimulus"), 1, 1)
+    domains = [fig.layout[f"xaxis{'' if c == 1 else c}"].domain for c in range(1, 5)]
+    for col, m, name in ((2, im, "image"), (3, nm, "neural")):
         if overlay:
-            fig.add_trace(go.Heatmap(z=_resize_nearest(stim, m.shape), colorscale="gray", showscale=False,
-                                     hoverinfo="skip"), row, col)
-        fig.add_trace(go.Heatmap(z=m, colorscale=MAP_COLORSCALE, zmin=0, zmax=1, showscale=(row, col) == (1, 2),
+            fig.add_trace(go.Heatmap(z=_resize_nearest(stim, m.shape), colorscale=GRAY_COLORSCALE, showscale=False,
+                                     hoverinfo="skip", name="stimulus"), 1, col)
+        fig.add_trace(go.Heatmap(z=m, colorscale=MAP_COLORSCALE, zmin=lo, zmax=hi, showscale=col == 3,
                                  opacity=0.55 if overlay else 1.0, name=name,
-                                 colorbar=dict(x=1.0, y=0.79, len=0.42, thickness=10, title="map"),
-                                 hovertemplate=f"{name} %{{z:.2f}}<extra></extra>"), row, col)
-    lim = float(np.abs(diff).max(initial=1e-6))
-    fig.add_trace(go.Heatmap(z=diff, colorscale=DIFF_COLORSCALE, zmid=0, zmin=-lim, zmax=lim,
-                             colorbar=dict(x=1.0, y=0.21, len=0.42, thickness=10, title="diff"),
-                             hovertemplate="diff %{z:.2f}<extra></extra>"), 2, 2)
-    for i, (row, col) in enumerate(((1, 1), (1, 2), (2, 1), (2, 2))):
-        fig.update_yaxes(autorange="reversed", showticklabels=False, scaleanchor=f"x{'' if i == 0 else i + 1}",
-                         row=row, col=col)
-        fig.update_xaxes(showticklabels=False, row=row, col=col)
-    fig.update_layout(title=title, height=420, template="plotly_white", margin=dict(l=10, r=40, t=70, b=10))
+                                 colorbar=dict(orientation="h", x=domains[1][1], xanchor="center", y=-0.08,
+                                               yanchor="top", len=0.4, thickness=10, title=dict(text="map", side="top")),
+                                 hovertemplate=f"{name} %{{z:.3f}}<extra></extra>"), 1, col)
+    lim = float(np.abs(diff[np.isfinite(diff)]).max(initial=1e-6))
+    fig.add_trace(go.Heatmap(z=diff, colorscale=DIFF_COLORSCALE, zmid=0, zmin=-lim, zmax=lim, name="difference",
+                             colorbar=dict(orientation="h", x=sum(domains[3]) / 2, xanchor="center", y=-0.08,
+                                           yanchor="top", len=0.2, thickness=10, title=dict(text="diff", side="top")),
+                             hovertemplate="diff %{z:.3f}<extra></extra>"), 1, 4)
+    for c in range(1, 5):
+        h, w = (stim.shape if c == 1 else im.shape)
+        fig.update_xaxes(showticklabels=False, showgrid=False, zeroline=False, range=[-0.5, w - 0.5],
+                         constrain="domain", row=1, col=c)
+        fig.update_yaxes(showticklabels=False, showgrid=False, zeroline=False, range=[h - 0.5, -0.5],
+                         scaleanchor=f"x{'' if c == 1 else c}", scaleratio=(im.shape[0] / im.shape[1]) * (w / h) if c == 1 else 1.0,
+                         constrain="domain", row=1, col=c)
+    fig.update_layout(title=title, height=260, template="plotly_white", margin=dict(l=10, r=10, t=70, b=70))
     return fig
 
 

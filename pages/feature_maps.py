@@ -22,11 +22,12 @@ def _set_sample(position: int) -> None:
     st.session_state[keys.MAPS_SAMPLE] = int(position) % n
 
 
-if st.session_state.get(keys.MAPS_SAMPLE, 0) >= n:
+if not 0 <= st.session_state.get(keys.MAPS_SAMPLE, 0) < n:
     _set_sample(0)
 with st.container(horizontal=True, vertical_alignment="bottom"):
-    st.number_input("Test sample", 0, n - 1, key=keys.MAPS_SAMPLE, width=200,
-                    help="Position in the test set (0-based); the image id is shown below.")
+    st.selectbox("Sample", range(n), key=keys.MAPS_SAMPLE, width=220,
+                 format_func=lambda j: f"test image {int(test_idx[j])}",
+                 help="Images of the run's held-out test split, by image id (0-based index in the subject).")
     current = int(st.session_state.get(keys.MAPS_SAMPLE, 0))
     st.button("Best", icon=":material/star:", key=keys.MAPS_BEST, on_click=_set_sample, args=(int(order[0]),),
               help="highest SSIM")
@@ -36,15 +37,24 @@ with st.container(horizontal=True, vertical_alignment="bottom"):
               on_click=lambda: _set_sample(np.random.default_rng().integers(n)))
     st.button("Prev", icon=":material/chevron_left:", key=keys.MAPS_PREV, on_click=_set_sample, args=(current - 1,))
     st.button("Next", icon=":material/chevron_right:", key=keys.MAPS_NEXT, on_click=_set_sample, args=(current + 1,))
+    centre = st.toggle("Subtract the mean map", value=True, key=keys.MAPS_CENTRE,
+                       help="Show each map minus its tower's mean map over the test set, so structure that every "
+                            "stimulus shares (e.g. a bright border frame of the image tower) does not hide what is "
+                            "specific to this stimulus. SSIM is always computed on the maps as they are.")
     overlay = st.toggle("Overlay on stimulus", key=keys.MAPS_OVERLAY)
 
 i = current
 stimuli = run_picker.stimuli_for(summary, test_idx[i:i + 1])
 stimulus = stimuli[0] if stimuli is not None else np.zeros(image_maps.shape[-2:])
+shown_image, shown_neural = image_maps[i], neural_maps[i]
+if centre:
+    shown_image = shown_image - image_maps.mean(axis=0)
+    shown_neural = shown_neural - neural_maps.mean(axis=0)
 better = int((ssim > ssim[i]).sum())
-st.plotly_chart(plots.feature_map_panel(stimulus, image_maps[i], neural_maps[i], overlay=overlay,
-                                        title=f"image {int(test_idx[i])} · SSIM {ssim[i]:.3f} "
-                                              f"(rank {better + 1} of {n})"),
+st.plotly_chart(plots.feature_map_panel(stimulus, shown_image, shown_neural, overlay=overlay,
+                                        title=f"test image {int(test_idx[i])} · SSIM {ssim[i]:.3f} "
+                                              f"(rank {better + 1} of {n} test images)"
+                                              + (" · maps minus the test-set mean map" if centre else "")),
                 key="maps.panel")
 m = st.columns(3)
 m[0].metric("SSIM of this sample", f"{ssim[i]:.3f}")

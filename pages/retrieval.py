@@ -32,7 +32,7 @@ stimuli = run_picker.stimuli_for(summary, test_idx)
 c = st.columns([2, 2, 1])
 direction = c[0].radio("Direction", list(tables.DIRECTIONS), format_func=tables.DIRECTIONS.get, horizontal=True,
                        key=keys.RETRIEVAL_DIRECTION)
-query = c[1].selectbox("Query (test image)", range(n), format_func=lambda i: f"image {int(test_idx[i])}",
+query = c[1].selectbox("Query (test image)", range(n), format_func=lambda i: f"test image {int(test_idx[i])}",
                        key=keys.RETRIEVAL_QUERY)
 k = c[2].number_input("Top k", 1, min(20, n), min(5, n), key=keys.RETRIEVAL_K)
 order, scores = plots.top_k(sim, query, k, direction)
@@ -42,7 +42,7 @@ rank = float(ranks[direction][query])
 qcol, rcol = st.columns([1, 4])
 with qcol:
     what = "stimulus" if direction == "image_to_neural" else "neural response to"
-    st.markdown(f"**Query:** {what} image {int(test_idx[query])}")
+    st.markdown(f"**Query:** {what} test image {int(test_idx[query])}")
     if stimuli is not None:
         st.image(plots.as_display_image(stimuli[query]), width="stretch")
     st.metric("Rank of the true match", f"{rank:g} / {n}")
@@ -52,7 +52,7 @@ with rcol:
     cols = st.columns(min(len(order), 5))
     for pos, (j, score) in enumerate(zip(order, scores)):
         correct = j == query
-        caption = f"#{pos + 1} · image {int(test_idx[j])} · sim {score:.3f}" + (" · CORRECT" if correct else "")
+        caption = f"#{pos + 1} · test image {int(test_idx[j])} · sim {score:.3f}" + (" · CORRECT" if correct else "")
         with cols[pos % len(cols)]:
             if stimuli is not None:
                 picture = plots.as_display_image(stimuli[j])

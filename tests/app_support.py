@@ -168,3 +168,20 @@ def arr(value) -> np.ndarray:
             out = out.reshape([int(v) for v in str(shape).split(",")])
         return out
     return np.asarray(value)
+
+
+def theme_placeholders(at) -> list[str]:
+    """Colours in the page's plotly specs that Streamlit's theme would replace (#000001-#000040)."""
+    from neuroalign.plots import THEME_PLACEHOLDER
+
+    return [m for el in at.get("plotly_chart") for m in THEME_PLACEHOLDER.findall(el.proto.spec)]
+
+
+def colorscales(spec: dict) -> dict[str, list]:
+    """Trace name (or type + position) -> colour scale, for every trace with one (incl. markers)."""
+    out = {}
+    for i, tr in enumerate(spec["data"]):
+        scale = tr.get("colorscale") or (tr.get("marker") or {}).get("colorscale")
+        if scale is not None:
+            out[tr.get("name") or f"{tr['type']}{i}"] = scale
+    return out

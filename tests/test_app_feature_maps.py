@@ -26,16 +26,21 @@ def test_panel_steps_and_overlay(app_populated):
     at = s.app_at(PAGE)
     s.no_exceptions(at)
     panel = _panel(at)
-    assert f"image {test_idx[0]}" in panel["layout"]["title"]["text"]
+    assert panel["layout"]["title"]["text"].startswith(f"test image {test_idx[0]} ·")
+    assert at.selectbox(key=keys.MAPS_SAMPLE).format_func(0) == f"test image {test_idx[0]}"
     assert len(panel["data"]) == 4
-    diff = s.arr(panel["data"][3]["z"])
+    centred = (out["image_maps"][0] - out["image_maps"].mean(0)) - (out["neural_maps"][0] - out["neural_maps"].mean(0))
+    assert np.allclose(s.arr(panel["data"][3]["z"]), centred, atol=1e-5)  # mean maps subtracted by default
+    at.toggle(key=keys.MAPS_CENTRE).set_value(False).run()
+    diff = s.arr(_panel(at)["data"][3]["z"])
     assert np.allclose(diff, out["image_maps"][0] - out["neural_maps"][0], atol=1e-6)
     at.button(key=keys.MAPS_BEST).click().run()
     assert at.session_state[keys.MAPS_SAMPLE] == int(np.argmax(ssim))
     assert f"SSIM {ssim.max():.3f}" in _panel(at)["layout"]["title"]["text"]
+    assert f"test image {test_idx[np.argmax(ssim)]}" in _panel(at)["layout"]["title"]["text"]
     at.button(key=keys.MAPS_WORST).click().run()
     assert at.session_state[keys.MAPS_SAMPLE] == int(np.argmin(ssim))
-    at.number_input(key=keys.MAPS_SAMPLE).set_value(len(ssim) - 1).run()
+    at.selectbox(key=keys.MAPS_SAMPLE).set_value(len(ssim) - 1).run()
     at.button(key=keys.MAPS_NEXT).click().run()
     assert at.session_state[keys.MAPS_SAMPLE] == 0  # wraps around
     at.toggle(key=keys.MAPS_OVERLAY).set_value(True).run()
@@ -44,3 +49,25 @@ def test_panel_steps_and_overlay(app_populated):
     titles = [sp["layout"].get("title", {}).get("text", "") for sp in s.chart_specs(at)]
     assert any("Per-sample SSIM" in t for t in titles)
     assert [m.value for m in at.metric][1] == f"{np.nanmean(ssim):.3f}"
+
+
+def test_panel_is_one_row_with_one_map_scale(app_populated):
+    """Issue 12 item 4: stimulus | image map | neural map | difference on one row, equal size,
+    the two maps on one colour scale."""
+    at = s.app_at(PAGE)
+    panel = _panel(at)
+    layout = panel["layout"]
+    axes = [tr.get("xaxis", "x") for tr in panel["data"]]
+    assert axes == ["x", "x2", "x3", "x4"]
+    names = [tr["name"] for tr in panel["data"]]
+    assert names == ["stimulus", "image", "neural", "difference"]
+    xdom = [layout[f"xaxis{c}"]["domain"] for c in ("", "2", "3", "4")]
+    ydom = [layout[f"yaxis{c}"]["domain"] for c in ("", "2", "3", "4")]
+    assert all(d == ydom[0] for d in ydom)  # one row
+    widths = [d[1] - d[0] for d in xdom]
+    assert max(widths) - min(widths) < 1e-9 and all(a[1] < b[0] for a, b in zip(xdom, xdom[1:]))  # left to right
+    image, neural = panel["data"][1], panel["data"][2]
+    assert (image["zmin"], image["zmax"]) == (neural["zmin"], neural["zmax"])
+    assert image["colorscale"] == neural["colorscale"]
+    assert [a["text"] for a in layout["annotations"]][:4] == ["stimulus", "image-tower map", "neural-tower map",
+                                                              "image − neural"]

@@ -43,6 +43,21 @@ def test_populated_browse(app_populated):
     assert len(at.get("image")) == 32
 
 
+def test_raster_colour_scale_reaches_the_browser_intact(app_populated):
+    """Issue 12 item 3: Streamlit's theme rewrites #000004 (Magma's first stop) into a theme colour."""
+    import plotly.colors
+
+    at = s.app_at(PAGE)
+    assert s.theme_placeholders(at) == []
+    raster = next(sp for sp in s.chart_specs(at) if sp["layout"]["title"]["text"].startswith("Responses"))
+    scale = raster["data"][0]["colorscale"]
+    magma = plotly.colors.get_colorscale("Magma")
+    assert [p for p, _ in scale] == [p for p, _ in magma]
+    assert [plotly.colors.unlabel_rgb(plotly.colors.convert_colors_to_same_type(c, "rgb")[0][0]) for _, c in scale] \
+        == [plotly.colors.hex_to_rgb(c) for _, c in magma]  # the same colours, darkest first
+    assert scale[0][1] == "rgb(0, 0, 4)"
+
+
 def test_upload_good_pair_previews_then_saves(app_env):
     images, responses = s.tiny_pair(n_images=30, n_neurons=12)
     at = _upload(s.app_at(PAGE), "new_one", s.mat_bytes(images), s.mat_bytes(responses))

@@ -103,15 +103,64 @@ def test_lr_curves_log_axis_two_sides():
 def test_feature_map_panel_difference_and_overlay():
     rng = np.random.default_rng(3)
     stim = rng.random((1, 68, 270))
-    a, b = rng.random((16, 64)), rng.random((16, 64))
+    a, b = rng.random((16, 64)), 2 * rng.random((16, 64))
     fig = plots.feature_map_panel(stim, a, b)
     assert len(fig.data) == 4
+    assert [tr.xaxis for tr in fig.data] == ["x", "x2", "x3", "x4"]  # one row, left to right
     assert np.allclose(np.asarray(fig.data[3].z), a - b)
     assert np.asarray(fig.data[0].z).shape == (68, 270)
+    lo, hi = min(a.min(), b.min()), max(a.max(), b.max())
+    for tr in fig.data[1:3]:  # both maps on the joint range of the two
+        assert (tr.zmin, tr.zmax) == pytest.approx((lo, hi))
+    assert fig.data[3].zmin == -fig.data[3].zmax
+    fixed = plots.feature_map_panel(stim, a, b, zrange=(0.0, 1.0))
+    assert (fixed.data[1].zmin, fixed.data[2].zmax) == (0.0, 1.0)
     over = plots.feature_map_panel(stim, a, b, overlay=True)
     assert len(over.data) == 6 and np.asarray(over.data[1].z).shape == (16, 64)
     with pytest.raises(ValueError, match="one shape"):
         plots.feature_map_panel(stim, a, b[:8])
+
+
+def _all_figures():
+    rng = np.random.default_rng(4)
+    s = rng.normal(size=(12, 12))
+    maps = rng.random((3, 16, 64))
+    return {
+        "raster": plots.response_raster(rng.random((30, 10)), np.arange(30), np.arange(10)),
+        "neuron_stats": plots.neuron_stats(rng.random(10) + 0.1, rng.random(10) + 0.1, rng.random(10)),
+        "similarity": plots.similarity_heatmap(s, list(range(100, 112))),
+        "ranks": plots.rank_histogram(plots.true_match_ranks(s)),
+        "panel": plots.feature_map_panel(rng.random((68, 270)), maps[0], maps[1], overlay=True),
+        "mean_maps": plots.mean_maps(maps, maps),
+        "hist": plots.histogram(rng.random(20), "t", "x", vline=0.5),
+        "bars": plots.metrics_bars({"model": {"top1": 0.4}, "chance": {"top1": 0.1}}),
+        "loss": plots.loss_curves({"a": _history()}, smoothing=0.5),
+        "lr": plots.lr_curves({"a": _history()}),
+    }
+
+
+def test_no_figure_uses_colours_that_streamlits_theme_replaces():
+    """Issue 12 item 3: #000001-#000040 in a figure's JSON are repainted by Streamlit's theme (Magma and
+    Inferno start at #000004); every scale is sent as explicit stops with the intended colours."""
+    import plotly.colors
+
+    assert plots.THEME_PLACEHOLDER.fullmatch("#000004") and plots.THEME_PLACEHOLDER.fullmatch("#000040")
+    assert not plots.THEME_PLACEHOLDER.fullmatch("#000000") and not plots.THEME_PLACEHOLDER.fullmatch("#000041")
+    for name, fig in _all_figures().items():
+        assert plots.THEME_PLACEHOLDER.findall(fig.to_json()) == [], name
+    expected = {"raster": plots.RASTER_COLORSCALE, "similarity": plots.MAP_COLORSCALE}
+    figs = _all_figures()
+    for name, scale in expected.items():
+        assert [list(x) for x in figs[name].data[0].colorscale] == scale, name
+    assert [list(x) for x in figs["neuron_stats"].data[0].marker.colorscale] == plots.MAP_COLORSCALE
+    panel = figs["panel"]
+    assert [list(x) for x in panel.data[0].colorscale] == plots.GRAY_COLORSCALE
+    assert [list(x) for x in panel.data[2].colorscale] == plots.MAP_COLORSCALE
+    assert [list(x) for x in panel.data[-1].colorscale] == plots.DIFF_COLORSCALE
+    to_rgb = lambda c: plotly.colors.unlabel_rgb(plotly.colors.convert_colors_to_same_type(c, "rgb")[0][0])  # noqa: E731
+    for scale, name in ((plots.RASTER_COLORSCALE, "Magma"), (plots.MAP_COLORSCALE, "Viridis")):
+        assert [to_rgb(c) for _, c in scale] == [to_rgb(c) for _, c in plotly.colors.get_colorscale(name)]
+    assert plots.RASTER_COLORSCALE[0] == [0.0, "rgb(0, 0, 4)"]  # Magma's darkest, not a placeholder
 
 
 def test_similarity_rank_histogram_mean_maps_bars():

@@ -49,6 +49,7 @@ RETRIEVAL_K = "retrieval.k"
 MAPS_RUN = "maps.run"
 MAPS_SAMPLE = "maps.sample"  # position in the test set
 MAPS_OVERLAY = "maps.overlay"
+MAPS_CENTRE = "maps.centre"  # subtract the test-set mean map of each tower
 MAPS_BEST = "maps.best"
 MAPS_WORST = "maps.worst"
 MAPS_RANDOM = "maps.random"
