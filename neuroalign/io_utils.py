@@ -1,6 +1,10 @@
-"""Atomic file writes: write to a temporary file in the same folder, fsync, then `os.replace`.
+"""Atomic file writes (temporary file in the same folder, fsync, then `os.replace`) and the few
+process-level facts that file writers share: the umask-based default permissions and whether
+the process that wrote a file (a pid in a status file or a folder name) is still alive.
 
 A crash or an exception mid-write never leaves a half-written file under the final name.
+The umask is read once, at import: `os.umask` can only be read by setting it, which would race
+with other threads creating files (the dashboard runs jobs in threads).
 """
 
 from __future__ import annotations
@@ -13,6 +17,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
+from scipy.io import savemat
 
 
 def _current_umask() -> int:
@@ -24,12 +29,35 @@ def _current_umask() -> int:
 _UMASK = _current_umask()
 
 
+def default_mode(directory: bool = False) -> int:
+    """Permissions a new file (0o666) or folder (0o777) gets under the process umask."""
+    return (0o777 if directory else 0o666) & ~_UMASK
+
+
+def pid_alive(pid: Any) -> bool:
+    """Whether process `pid` (an int; anything else counts as gone) still exists on this machine.
+
+    A process we may not signal (PermissionError) or any other doubt (OSError) counts as alive,
+    so that nothing of a running process is removed or marked interrupted; a pid beyond the
+    platform's range (OverflowError) cannot be a process.
+    """
+    if not isinstance(pid, int) or isinstance(pid, bool) or pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except (ProcessLookupError, OverflowError):
+        return False
+    except OSError:  # PermissionError included: it exists, owned by someone else
+        return True
+    return True
+
+
 def _atomic(path: str | os.PathLike, write: Callable[[io.BufferedWriter], None]) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
-        os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp creates 0600; give the file normal permissions
+        os.chmod(tmp, default_mode())  # mkstemp creates 0600; give the file normal permissions
         with os.fdopen(fd, "wb") as fh:
             write(fh)
             fh.flush()
@@ -82,8 +110,6 @@ def _nan_to_none(obj: Any) -> Any:
 
 def atomic_savemat(path: str | os.PathLike, variables: dict[str, Any]) -> Path:
     """Save a MATLAB v5 file atomically (scipy.io.savemat)."""
-    from scipy.io import savemat
-
     return _atomic(path, lambda fh: savemat(fh, variables, do_compression=False))
 
 
@@ -94,7 +120,7 @@ def atomic_savez(path: str | os.PathLike, **arrays: np.ndarray) -> Path:
 
 def atomic_torch_save(path: str | os.PathLike, obj: Any) -> Path:
     """torch.save atomically. Only tensors and plain containers, so `weights_only=True` loads it."""
-    import torch
+    import torch  # heavy, and the data package (which uses this module) must not import it
 
     def write(fh: io.BufferedWriter) -> None:
         torch.save(obj, fh)

@@ -505,9 +505,9 @@ def _leftovers(root: Path) -> list[str]:
 
 @pytest.mark.parametrize("exc", [RuntimeError("disk on fire"), KeyboardInterrupt(), OSError(28, "No space left")])
 def test_interrupted_import_leaves_nothing(tmp_path, pair, monkeypatch, exc):
-    import neuroalign.data.store as store_mod
+    import neuroalign.data.writer as writer_mod
 
-    real = store_mod.save_mat
+    real = writer_mod.save_mat
     calls = []
 
     def failing(path, variables):
@@ -517,7 +517,7 @@ def test_interrupted_import_leaves_nothing(tmp_path, pair, monkeypatch, exc):
             raise exc
         return real(path, variables)
 
-    monkeypatch.setattr(store_mod, "save_mat", failing)
+    monkeypatch.setattr(writer_mod, "save_mat", failing)
     store = SubjectStore(tmp_path / "root")
     (tmp_path / "root").mkdir()
     with pytest.raises(type(exc)):
@@ -694,12 +694,12 @@ def test_cli_validate_bad_files_one_line_exit_2(tmp_path, arrays, pair, capsys, 
 
 
 def test_cli_import_os_errors_are_one_line(tmp_path, pair, capsys, monkeypatch):
-    import neuroalign.data.store as store_mod
+    import neuroalign.data.writer as writer_mod
 
     def full_disk(path, variables):
         raise OSError(28, "No space left on device", str(path))
 
-    monkeypatch.setattr(store_mod, "save_mat", full_disk)
+    monkeypatch.setattr(writer_mod, "save_mat", full_disk)
     root = tmp_path / "root"
     assert main(["import", "--data-dir", str(root), "--name", "M1", "--images", str(pair[0]),
                  "--responses", str(pair[1])]) == 2

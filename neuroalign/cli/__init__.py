@@ -13,6 +13,7 @@ import logging
 import sys
 
 from neuroalign import __version__
+from neuroalign.cli import data_commands, train_commands
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -21,15 +22,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true", help="log progress to stderr")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
-    from neuroalign.cli import data_commands
-
     data_commands.register(sub)
-    try:
-        from neuroalign.cli import train_commands
-    except ImportError as exc:  # pragma: no cover - only while the training package is absent
-        logging.getLogger(__name__).debug("training commands unavailable: %s", exc)
-    else:
-        train_commands.register(sub)
+    train_commands.register(sub)
     return parser
 
 

@@ -13,6 +13,8 @@ import sys
 import time
 from typing import Callable
 
+from neuroalign.data import SubjectStore
+from neuroalign.data.simulate import SIZES, make_demo_subjects
 from neuroalign.paths import data_dir
 
 
@@ -47,8 +49,6 @@ def _add_data_dir(p: argparse.ArgumentParser) -> None:
 
 def register(sub: argparse._SubParsersAction) -> None:
     """Add the data sub-commands to the CLI."""
-    from neuroalign.data.simulate import SIZES
-
     p = sub.add_parser("demo-data", help="create the embedded simulated subjects (sim-M1, sim-M2)")
     _add_data_dir(p)
     p.add_argument("--size", choices=list(SIZES), default="default",
@@ -78,8 +78,6 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 @_one_line_errors
 def cmd_demo_data(args: argparse.Namespace) -> int:
-    from neuroalign.data.simulate import make_demo_subjects
-
     root = data_dir(args.data_dir)
     t0 = time.perf_counter()
     names = make_demo_subjects(root, size=args.size, seed=args.seed, overwrite=args.force)
@@ -92,8 +90,6 @@ def cmd_demo_data(args: argparse.Namespace) -> int:
 
 @_one_line_errors
 def cmd_list(args: argparse.Namespace) -> int:
-    from neuroalign.data import SubjectStore
-
     store = SubjectStore(data_dir(args.data_dir))
     infos = store.list()
     if not infos:
@@ -113,8 +109,6 @@ def cmd_list(args: argparse.Namespace) -> int:
 
 @_one_line_errors
 def cmd_validate(args: argparse.Namespace) -> int:
-    from neuroalign.data import SubjectStore
-
     report = SubjectStore(data_dir(args.data_dir)).validate(args.images, args.responses)
     _out("ok: importable")
     for line in report.summary_lines():
@@ -124,8 +118,6 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
 @_one_line_errors
 def cmd_import(args: argparse.Namespace) -> int:
-    from neuroalign.data import SubjectStore
-
     store = SubjectStore(data_dir(args.data_dir))
     info = store.import_subject(args.name, args.images, args.responses)
     _out(f"imported {info.name}: {info.n_images} images x {info.n_neurons} neurons "

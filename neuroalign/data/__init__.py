@@ -1,21 +1,24 @@
 """Data: MAT-file io, subjects and the subject store, splits and normalisers, simulated subjects.
 
-* `matio` -- safe reading of MAT v5 (scipy) and v7.3 (h5py) files, only the variables needed.
+* `matio` -- safe reading of MAT v5 (scipy) and v7.3 (h5py) files, only the variables needed;
+  writing v5/v7.3 (a package: format sniffing, the v5 walker, the scipy and h5py readers, writer).
 * `subject` -- `Subject` (images (N, 1, H, W) float32 in [0, 1], responses (N, K) one row per
   image, optional repeats (R, N, K)), `load_subject`, `load_pair`, `load_ground_truth`.
+* `names` -- the rules for subject names and "is this name taken".
+* `writer` -- atomic writing of a subject folder (temporary folder, exclusive claim, rename).
 * `store` -- `SubjectStore` over a data root in the reference layout `<root>/<name>/Data/*.mat`:
   list, load, validate, atomic import, delete, demo creation.
 * `splits` -- `split_indices` by image identity and `Normaliser` fitted on training rows only.
-* `simulate` -- the embedded simulated demo subjects (`make_demo_subjects`).
+* `stimuli`, `simulate` -- the embedded simulated demo subjects (`make_demo_subjects`).
 
-Importing this package does not import torch (nor scikit-learn: `simulate` loads lazily).
+Imports go one way: matio <- subject <- writer <- simulate <- store. Importing this package does
+not import torch (nor scikit-learn, which `stimuli` loads only when it builds stimuli).
 """
 
 from __future__ import annotations
 
-from typing import Any
-
 from neuroalign.data.matio import MatInfo, peek_mat, read_mat_variables, save_mat, write_mat_v73
+from neuroalign.data.simulate import DEMO_SUBJECTS, make_demo_subjects
 from neuroalign.data.splits import Normaliser, split_indices
 from neuroalign.data.store import SubjectInfo, SubjectStore, ValidationReport, check_subject_name
 from neuroalign.data.subject import Subject, load_ground_truth, load_pair, load_subject
@@ -25,11 +28,3 @@ __all__ = [
     "check_subject_name", "load_ground_truth", "load_pair", "load_subject", "make_demo_subjects", "peek_mat",
     "read_mat_variables", "save_mat", "split_indices", "write_mat_v73",
 ]
-
-
-def __getattr__(name: str) -> Any:
-    if name in ("make_demo_subjects", "DEMO_SUBJECTS"):
-        from neuroalign.data import simulate
-
-        return getattr(simulate, name)
-    raise AttributeError(f"module 'neuroalign.data' has no attribute {name!r}")

@@ -35,12 +35,14 @@ import logging
 import shutil
 import time
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
+from neuroalign.data.names import name_taken
 from neuroalign.data.stimuli import HEIGHT, WIDTH, make_stimuli, max_abs_correlation
 from neuroalign.data.subject import GROUND_TRUTH, Subject
+from neuroalign.data.writer import write_subject_folder
+from neuroalign.io_utils import atomic_savez
 
 logger = logging.getLogger(__name__)
 
@@ -213,17 +215,17 @@ def simulate_responses(images: np.ndarray, n_neurons: int, patch: tuple[tuple[fl
 
 def make_demo_subjects(root: str | Path, size: str = "default", seed: int = 0, overwrite: bool = False,
                        names: tuple[str, ...] = DEMO_SUBJECTS) -> list[str]:
-    """Write the simulated subjects into `root` (skipping existing ones unless `overwrite`); returns names written.
+    """Write the simulated subjects into `root`; returns the names written.
 
-    All subjects see the same stimulus set (as the mice of the natimg2800 recordings did); their
-    neurons differ (receptive-field patch, parameters, noise).
+    A subject is written when its name is not taken in `root` (`names.name_taken`: nothing, not
+    even a dangling link, uses it), or replaced when `overwrite`. All subjects see the same
+    stimulus set (as the mice of the natimg2800 recordings did); their neurons differ
+    (receptive-field patch, parameters, noise).
     """
-    from neuroalign.data.store import SubjectStore
-
     if size not in SIZES:
         raise ValueError(f"unknown demo size {size!r}; expected one of {tuple(SIZES)}")
-    store = SubjectStore(root)
-    todo = [n for n in names if overwrite or not (store.root / n).exists()]
+    root = Path(root).expanduser().resolve()
+    todo = [n for n in names if overwrite or not name_taken(root, n)]
     if not todo:
         return []
     n_images, n_neurons = SIZES[size]
@@ -251,11 +253,12 @@ def make_demo_subjects(root: str | Path, size: str = "default", seed: int = 0, o
                                 "median_repeat_correlation": float(np.median(repeat_correlation(repeats))),
                                 "max_stimulus_correlation": max_corr,
                                 "stimulus_kinds": {k: int((kinds == k).sum()) for k in np.unique(kinds)}}}
-        if overwrite and (store.root / name).exists():
-            shutil.rmtree(store.root / name)
+        if overwrite and name_taken(root, name):
+            shutil.rmtree(root / name)
         try:
-            store.write_subject(name, subject, images_uint8=True, simulated=True, source={"simulated": True},
-                                extra_files={GROUND_TRUTH: lambda p, gt=gt: _save_npz(p, gt)}, sidecar_extra=extra)
+            write_subject_folder(root, name, subject, images_uint8=True, simulated=True, source={"simulated": True},
+                                 extra_files={GROUND_TRUTH: lambda p, gt=gt: atomic_savez(p, **gt)},
+                                 sidecar_extra=extra)
         except FileExistsError:
             logger.info("%s appeared meanwhile (another process made it); kept that one", name)
             continue
@@ -264,8 +267,3 @@ def make_demo_subjects(root: str | Path, size: str = "default", seed: int = 0, o
                     float(np.median(snr)), time.perf_counter() - t1)
     return written
 
-
-def _save_npz(path: Path, arrays: dict[str, Any]) -> None:
-    from neuroalign.io_utils import atomic_savez
-
-    atomic_savez(path, **arrays)

@@ -12,9 +12,9 @@ from typing import Any
 
 import numpy as np
 
-logger = logging.getLogger(__name__)
+from neuroalign.config import NORMALISERS
 
-NORMALISER_KINDS = ("minmax", "zscore")
+logger = logging.getLogger(__name__)
 
 
 def split_indices(n: int, val_fraction: float = 0.1, test_fraction: float = 0.1,
@@ -47,8 +47,8 @@ class Normaliser:
     """
 
     def __init__(self, kind: str = "minmax") -> None:
-        if kind not in NORMALISER_KINDS:
-            raise ValueError(f"normaliser must be one of {NORMALISER_KINDS}, got {kind!r}")
+        if kind not in NORMALISERS:
+            raise ValueError(f"normaliser must be one of {NORMALISERS}, got {kind!r}")
         self.kind = kind
         self.offset: np.ndarray | None = None
         self.scale: np.ndarray | None = None

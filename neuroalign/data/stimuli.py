@@ -17,10 +17,13 @@ so a seed gives the same stimuli on every run.
 
 from __future__ import annotations
 
+import importlib.util
 import logging
 from functools import lru_cache
+from pathlib import Path
 
 import numpy as np
+from scipy.ndimage import gaussian_filter
 
 logger = logging.getLogger(__name__)
 
@@ -33,10 +36,7 @@ KINDS = tuple(KIND_FRACTIONS)
 @lru_cache(maxsize=1)
 def _photos() -> tuple[np.ndarray, ...]:
     """The scikit-learn sample photos as float32 grayscale in [0, 1] (read from the installed wheel)."""
-    import importlib.util
-    from pathlib import Path
-
-    from PIL import Image
+    from PIL import Image  # optional (comes with the dashboard's dependencies)
 
     # read the JPEGs straight from the installed wheel: importing sklearn itself takes ~1.5 s
     spec = importlib.util.find_spec("sklearn")
@@ -146,8 +146,6 @@ def _dead_leaves(rng: np.random.Generator) -> np.ndarray:
         covered[y0:y1, x0:x1] |= mask
         if i % 16 == 15 and covered.all():
             break
-    from scipy.ndimage import gaussian_filter
-
     return np.clip(gaussian_filter(img, rng.uniform(0.5, 1.2)), 0, 1).astype(np.float32)
 
 

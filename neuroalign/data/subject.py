@@ -250,29 +250,44 @@ def _responses_f32(path: Path, name: str, arr: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(arr, dtype=np.float32)
 
 
-def _aggregate_istim(path: Path, istim: np.ndarray, resp: np.ndarray, n_images: int
-                     ) -> tuple[np.ndarray, np.ndarray | None, np.ndarray, dict[str, Any]]:
-    """Trials (T, K) + 1-based ids (T,) -> mean per image (M, K), repeats (2, M, K)|None, image ids (M,)."""
+def istim_presentations(path: Path, istim: np.ndarray, n_images: int
+                        ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Which trials of `istim` (1-based image id per trial, (T,)) show which of `n_images` images.
+
+    Returns (keep (T,) bool: trials showing an image, ids (T',) their 0-based image ids,
+    shown (M,) sorted ids of the images presented, counts (M,) presentations of each). Ids above
+    `n_images` are gray screens. Refuses non-integer ids, ids < 1 and an istim without image trials.
+    The one place that counts presentations: loading and the store's header summary use it.
+    """
     ids = istim.reshape(-1).astype(np.float64)
     if np.any(ids != np.round(ids)) or ids.min() < 1:
         raise ValueError(f"{path.name}: istim must hold 1-based integer image ids; found values in "
                          f"[{ids.min():g}, {ids.max():g}] with non-integers or ids < 1")
     ids = ids.astype(np.int64) - 1
     keep = ids < n_images
-    n_gray = int((~keep).sum())
     if not keep.all():
-        ids, resp = ids[keep], resp[keep]
+        ids = ids[keep]
     if ids.size == 0:
         raise ValueError(f"{path.name}: istim ids are all above the {n_images} images (gray screens); expected ids 1..{n_images}")
+    shown, counts = np.unique(ids, return_counts=True)
+    return keep, ids, shown, counts
+
+
+def _aggregate_istim(path: Path, istim: np.ndarray, resp: np.ndarray, n_images: int
+                     ) -> tuple[np.ndarray, np.ndarray | None, np.ndarray, dict[str, Any]]:
+    """Trials (T, K) + 1-based ids (T,) -> mean per image (M, K), repeats (2, M, K)|None, image ids (M,)."""
+    keep, ids, shown, counts = istim_presentations(path, istim, n_images)
+    if not keep.all():
+        resp = resp[keep]
     order = np.argsort(ids, kind="stable")  # stable: presentations stay in trial order per image
-    ids_sorted, resp_sorted = ids[order], resp[order]
-    shown, starts, counts = np.unique(ids_sorted, return_index=True, return_counts=True)
+    resp_sorted = resp[order]
+    starts = np.concatenate([[0], np.cumsum(counts)[:-1]]).astype(np.int64)
     sums = np.add.reduceat(resp_sorted, starts, axis=0, dtype=np.float64)
     means = (sums / counts[:, None]).astype(np.float32)
     repeats = None
     if counts.min() >= 2:
         repeats = np.stack([resp_sorted[starts], resp_sorted[starts + 1]]).astype(np.float32)
-    info = {"n_trials": int(keep.size), "n_gray_trials_dropped": n_gray,
+    info = {"n_trials": int(keep.size), "n_gray_trials_dropped": int((~keep).sum()),
             "n_images_unshown": int(n_images - shown.size),
             "presentations_per_image": [int(counts.min()), int(counts.max())]}
     return means, repeats, shown.astype(np.int64), info

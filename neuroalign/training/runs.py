@@ -8,7 +8,8 @@ mid-write) is skipped when reading.
 
 `config.json` layout: `{"config": TrainConfig.to_dict(), "subject": {"name", "path", "data_hash",
 "n_images", "n_neurons", "simulated"}, "code_version", "torch_version", "device", "world_size",
-"created", "resumed_from"}`.
+"created", "resumed_from_epoch"}` (`resumed_from_epoch`: the epoch of `last.pt` a resumed run
+continued from, or null).
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from typing import Any, Iterable
 import numpy as np
 
 from neuroalign.io_utils import atomic_write_json
+from neuroalign.io_utils import pid_alive as _pid_alive
 
 logger = logging.getLogger(__name__)
 
@@ -247,18 +249,6 @@ def delete_run(run_dir: str | os.PathLike) -> None:
     if status.get("state") in ACTIVE_STATES and _pid_alive(status.get("pid")):
         raise ValueError(f"run {path.name} is {status['state']}; stop it before deleting")
     shutil.rmtree(path)
-
-
-def _pid_alive(pid: Any) -> bool:
-    if not isinstance(pid, int) or pid <= 0:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def mark_interrupted(runs_dir: str | os.PathLike, live_run_dirs: Iterable[str | os.PathLike] = ()) -> list[Path]:

@@ -10,6 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
+import h5py
 import numpy as np
 
 from neuroalign.data.matio.common import CLASS_TO_DTYPE, OUTSIDE, MatInfo, fail, short
@@ -25,8 +26,6 @@ def _matlab_class(obj: Any) -> str | None:
 
 def h5_entry(obj: Any, matlab: bool) -> tuple[tuple[int, ...], str]:
     """(shape in MATLAB order, dtype or MATLAB class) of an HDF5 dataset or group."""
-    import h5py
-
     if isinstance(obj, h5py.Group):
         cls = obj.attrs.get("MATLAB_class", b"struct")
         return (), cls.decode() if isinstance(cls, bytes) else str(cls)
@@ -52,8 +51,6 @@ def h5_stored(obj: Any) -> tuple[int, str, int]:
 
 def _entries(group: Any, matlab: bool, skip: Sequence[str] = ()) -> tuple[dict, dict]:
     """MatInfo `variables` and `stored` of the members of an HDF5 group (never following external links)."""
-    import h5py
-
     variables: dict[str, tuple[tuple[int, ...], str]] = {}
     stored: dict[str, tuple[int, str, int]] = {}
     for k in group.keys():
@@ -73,8 +70,6 @@ def _entries(group: Any, matlab: bool, skip: Sequence[str] = ()) -> tuple[dict, 
 
 def peek_h5(path: Path, fmt: str) -> MatInfo:
     """Variables of an HDF5-based MAT file (shapes in MATLAB order) and the bytes stored for each."""
-    import h5py
-
     try:
         with h5py.File(path, "r") as f:
             variables, stored = _entries(f, fmt == "v7.3", _HDF5_SKIP)
@@ -92,8 +87,6 @@ def _read_dataset(path: Path, group: Any, key: str, label: str, declared: str, m
     `declared` is its MatInfo dtype (OUTSIDE for data in other files); `matlab` says whether
     datasets without a `MATLAB_class` are column-major too.
     """
-    import h5py
-
     if declared == OUTSIDE or isinstance(group.get(key, getlink=True), h5py.ExternalLink):
         raise fail(path, f"{label} is an HDF5 external link, external or virtual dataset {_IN_OTHER_FILES}")
     obj = group[key]
@@ -133,8 +126,6 @@ def _guarded(path: Path, what: str, body: Callable[[], dict[str, np.ndarray]]) -
 
 def read_h5(path: Path, info: MatInfo, names: Sequence[str]) -> dict[str, np.ndarray]:
     """The numeric variables `names` (MATLAB order; logicals as bool)."""
-    import h5py
-
     def body() -> dict[str, np.ndarray]:
         with h5py.File(path, "r") as f:
             return {name: _read_dataset(path, f, name, f"variable {name!r}", info.variables[name][1],
@@ -149,8 +140,6 @@ def read_h5_struct_fields(path: Path, info: MatInfo, name: str, fields: Sequence
 
     `check_size(field_info, field, label)` refuses a field by its declared size before it is read.
     """
-    import h5py
-
     def body() -> dict[str, np.ndarray]:
         with h5py.File(path, "r") as f:
             group = f[name]

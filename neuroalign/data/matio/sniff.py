@@ -4,6 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import h5py
+from scipy.io.matlab import matfile_version
+
 from neuroalign.data.matio.common import fail, short
 
 _HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
@@ -14,8 +17,6 @@ def detect_format(path: Path) -> str:
     with open(path, "rb") as fh:
         head = fh.read(520)
     if head[:10] == b"MATLAB 7.3" or (not head.startswith(b"MATLAB 5.0") and has_hdf5_signature(path)):
-        import h5py
-
         try:
             if not h5py.is_hdf5(path):
                 raise fail(path, "has a MATLAB 7.3 header but no readable HDF5 content "
@@ -23,8 +24,6 @@ def detect_format(path: Path) -> str:
         except OSError as exc:
             raise fail(path, f"cannot open as HDF5 ({exc})") from exc
         return "v7.3" if head[:10] == b"MATLAB 7.3" else "hdf5"
-    from scipy.io.matlab import matfile_version
-
     try:
         major, _minor = matfile_version(str(path))
     except Exception as exc:  # scipy raises ValueError/MatReadError/... for non-MAT bytes

@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Sequence
 
 import numpy as np
+from scipy.io import loadmat, whosmat
 
 from neuroalign.data.matio.common import CLASS_TO_DTYPE, DTYPE_TO_CLASS, MatInfo, check_numeric, fail, short
 from neuroalign.data.matio.v5_walk import check_v5_struct, v5_elements
@@ -13,8 +14,6 @@ from neuroalign.data.matio.v5_walk import check_v5_struct, v5_elements
 
 def peek_v5(path: Path, fmt: str) -> MatInfo:
     """Variable names, shapes and classes of a v4/v5 file, and the bytes stored for each."""
-    from scipy.io import whosmat
-
     try:
         entries = whosmat(str(path))
     except Exception as exc:
@@ -36,8 +35,6 @@ def peek_v5(path: Path, fmt: str) -> MatInfo:
 
 def read_v5(path: Path, info: MatInfo, names: Sequence[str]) -> dict[str, np.ndarray]:
     """The numeric variables `names` (MATLAB order; logicals as bool)."""
-    from scipy.io import loadmat
-
     try:
         raw = loadmat(str(path), variable_names=list(names), squeeze_me=False, chars_as_strings=False,
                       struct_as_record=True, simplify_cells=False)
@@ -62,8 +59,6 @@ def read_v5(path: Path, info: MatInfo, names: Sequence[str]) -> dict[str, np.nda
 def read_v5_struct_fields(path: Path, info: MatInfo, name: str, fields: Sequence[str],
                           optional: Sequence[str]) -> dict[str, np.ndarray]:
     """Numeric fields of the scalar struct `name`; scipy reads the whole struct, after `check_v5_struct`."""
-    from scipy.io import loadmat
-
     _, size_dtype = info.variables[name]
     if info.format == "v5" and size_dtype == "struct":
         check_v5_struct(path, info, name)

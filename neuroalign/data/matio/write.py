@@ -7,6 +7,7 @@ import time
 from pathlib import Path
 from typing import Mapping
 
+import h5py
 import numpy as np
 
 from neuroalign.data.matio.common import DTYPE_TO_CLASS, V5_MAX_VARIABLE_BYTES
@@ -25,8 +26,6 @@ def write_mat_v73(path: str | os.PathLike, variables: Mapping[str, np.ndarray]) 
     Arrays are given in MATLAB order and stored transposed (column-major), with the 512-byte
     MATLAB user block and `MATLAB_class` attributes. Not atomic: see `save_mat` for that.
     """
-    import h5py
-
     path = Path(path)
     with h5py.File(path, "w", userblock_size=512) as f:
         for name, value in variables.items():
