@@ -8,11 +8,11 @@ import shutil
 
 import pytest
 import torch
+from attention_reference import plain_readout, random_params
 
 from neuroalign.models import folded, native
 from neuroalign.models.folded import fold_blocks, folded_attention_readout
 from neuroalign.models.neural_tower import NeuralTower
-from tests.test_folded import _params, _plain
 
 HAS_COMPILER = shutil.which("c++") is not None or shutil.which("g++") is not None
 
@@ -29,7 +29,7 @@ def kernels():
 
 
 def _problem(b: int, k: int, d: int, h: int, seed: int):
-    ps64 = _params(k, d, seed=seed)
+    ps64 = random_params(k, d, seed=seed)
     r = torch.rand(b, k, dtype=torch.float64, generator=torch.Generator().manual_seed(seed + 1)) * 2 - 0.5
     g = torch.randn(b, k, dtype=torch.float64, generator=torch.Generator().manual_seed(seed + 2))
     return ps64, r, g
@@ -40,7 +40,7 @@ def test_native_matches_plain_in_float64(kernels, b: int, k: int, d: int, h: int
     """float32 kernels against the float64 plain computation: outputs and every parameter gradient.
     Sizes cover odd batches (the one-sample tail), K across the 128-column tiles, several heads."""
     ps64, r64, g64 = _problem(b, k, d, h, seed=10 * h + b)
-    want = _plain(r64, *ps64, h)
+    want = plain_readout(r64, *ps64, h)
     want_grads = torch.autograd.grad(want, ps64, g64)
 
     ps32 = [p.detach().float().requires_grad_() for p in ps64]
@@ -140,13 +140,13 @@ def test_float64_and_grad_for_responses_take_the_eager_path(kernels, monkeypatch
 
     monkeypatch.setattr(native, "load", refuse)
     ps, r64, _ = _problem(3, 10, 8, 1, seed=5)
-    torch.testing.assert_close(folded_attention_readout(r64, *ps, 1), _plain(r64, *ps, 1))
+    torch.testing.assert_close(folded_attention_readout(r64, *ps, 1), plain_readout(r64, *ps, 1))
     ps32 = [p.detach().float() for p in ps]
     r32 = r64.float().requires_grad_()
     z = folded_attention_readout(r32, *ps32, 1)
     (dr,) = torch.autograd.grad(z.sum(), r32)
     r64.requires_grad_()
-    (want,) = torch.autograd.grad(_plain(r64, *ps, 1).sum(), r64)
+    (want,) = torch.autograd.grad(plain_readout(r64, *ps, 1).sum(), r64)
     torch.testing.assert_close(dr.double(), want, rtol=1e-4, atol=1e-5)
 
 
