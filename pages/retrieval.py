@@ -4,7 +4,7 @@ import numpy as np
 import streamlit as st
 
 from neuroalign import plots
-from neuroalign.ui import keys, run_picker, tables
+from neuroalign.ui import keys, results_view, run_picker, tables
 from neuroalign.ui.entry import page_entry
 
 page_entry()
@@ -18,13 +18,22 @@ n = len(test_idx)
 # ---- metrics -----------------------------------------------------------------------------------
 st.subheader(f"Test identification among {n} held-out images")
 left, right = st.columns([3, 2])
-left.dataframe(tables.retrieval_table(results), hide_index=True, key="retrieval.metrics",
-               column_config={c: st.column_config.NumberColumn(c, format="%.3f", help=tables.REFERENCE_HELP.get(c))
-                              for c in ("model", "chance", "ridge", "repeat", "oracle")})
-right.plotly_chart(plots.metrics_bars(tables.reference_top1(results), "top1"), key="retrieval.bars")
-left.caption("top-k: share of queries whose true match is among the k best · rank 1 = best · "
-             "chance: a random ranking · ridge: pixels → responses by ridge regression · "
-             "repeat: one recorded repeat identifies the other · oracle: the simulator's noiseless rates.")
+with left:
+    warning = results_view.small_test_warning(results)
+    if warning:
+        st.warning(warning, icon=":material/warning:")
+    for verdict in results_view.linear_verdicts(results):
+        box = {True: st.success, False: st.error, None: st.info}[verdict.beats]
+        box(verdict.text)
+right.plotly_chart(plots.top1_bars(results_view.top1_bar_rows(results), results_view.chance_top1(results)),
+                   key="retrieval.bars")
+helps = results_view.column_help(results)
+st.dataframe(results_view.metrics_table(results), hide_index=True, key="retrieval.metrics",
+             column_config={c: st.column_config.NumberColumn(c, format="%.3f", help=h) for c, h in helps.items()})
+st.caption("top-k: share of queries whose true match is among the k best · rank 1 = best · mrr: mean reciprocal "
+           "rank · 95% lo/hi: the 95 % interval of top-1 over the test images · chance: a random ranking · hover "
+           "a column name for what each baseline is. The best linear readout is the best of the ridge baselines "
+           "present.")
 
 # ---- query browser -----------------------------------------------------------------------------
 st.subheader("Query browser")
@@ -65,6 +74,9 @@ st.subheader("All test pairs")
 left, right = st.columns(2)
 shown = min(n, 300)
 left.plotly_chart(plots.similarity_heatmap(sim[:shown, :shown], test_idx[:shown]), key="retrieval.heatmap")
-if shown < n:
-    left.caption(f"First {shown} of {n} test images.")
+left.caption("Rows: test images; columns: the neural responses to the same test images, in the same order "
+             "(ticks: image ids). The true pairs are the diagonal (dotted): a bright diagonal means the model "
+             "identifies images well." + (f" First {shown} of {n} test images." if shown < n else ""))
 right.plotly_chart(plots.rank_histogram(ranks), key="retrieval.ranks")
+right.caption("Where the true match lands in each query's ranking. A random ranking spreads the ranks evenly "
+              "(dashed line); a good model piles them up at rank 1.")

@@ -2,6 +2,7 @@
 heatmap and rank histogram, damaged or orphaned runs."""
 
 import numpy as np
+import pytest
 
 import app_support as s
 from app_support import app_env, app_populated  # noqa: F401 (fixtures)
@@ -26,9 +27,100 @@ def test_metrics_table_and_charts(app_populated):
     assert table.loc["top1 · img→neu", "model"] == results["test"]["image_to_neural"]["top1"]
     assert table.loc["top1 · img→neu", "chance"] == results["test"]["chance_top1"]
     ridge = results["baselines"]["ridge"]["neural_to_image"]["mean_rank"]
-    assert table.loc["mean_rank · neu→img", "ridge"] == ridge
+    assert table.loc["mean_rank · neu→img", "ridge pixels"] == ridge
     titles = [sp["layout"]["title"]["text"] for sp in s.chart_specs(at)]
     assert any("similarity" in t.lower() for t in titles) and any("Rank of the true match" in t for t in titles)
+    assert s.theme_placeholders(at) == []
+
+
+def _add_results(run_dir, **changes):
+    from neuroalign.io_utils import atomic_write_json
+
+    results = s.load_json(run_dir / "results.json")
+    for key, value in changes.items():
+        results[key] = value
+    atomic_write_json(run_dir / "results.json", results)
+    return results
+
+
+def _block(i2n, n2i, n=6, ci=None, rows="made up"):
+    out = {"image_to_neural": {"top1": i2n, "top5": 0.9, "top10": 1.0, "mean_rank": 2.0, "median_rank": 2.0,
+                               "mrr": 0.5},
+           "neural_to_image": {"top1": n2i, "top5": 0.9, "top10": 1.0, "mean_rank": 2.0, "median_rank": 2.0,
+                               "mrr": 0.5}, "n": n, "rows": rows}
+    if ci:
+        out["image_to_neural"]["top1_ci"], out["neural_to_image"]["top1_ci"] = ci
+    return out
+
+
+def test_old_run_gets_wilson_intervals_and_a_linear_verdict(app_populated):
+    """An old results.json (ridge from pixels only, no top1_ci) still shows intervals and the verdict."""
+    from neuroalign.ui.results_view import wilson_interval
+
+    results = s.load_json(app_populated["run"] / "results.json")
+    at = s.app_at(PAGE)
+    s.no_exceptions(at)
+    table = at.dataframe[0].value.set_index("metric")
+    assert list(table.columns) == ["model", "chance", "ridge pixels"]
+    top1 = results["test"]["image_to_neural"]["top1"]
+    lo, hi = wilson_interval(top1, 6)
+    assert table.loc["top1 95% lo · img→neu", "model"] == pytest.approx(lo)
+    assert table.loc["top1 95% hi · img→neu", "model"] == pytest.approx(hi)
+    assert 0.0 <= lo <= top1 <= hi <= 1.0
+    texts = [b.value for b in list(at.success) + list(at.error)]
+    assert len(texts) == 2 and all("best linear readout" in x and "ridge pixels" in x for x in texts)
+    ridge = results["baselines"]["ridge"]["image_to_neural"]["top1"]
+    i2n = next(x for x in texts if x.startswith("image → neural"))
+    assert ("does not beat" not in i2n) == (top1 > ridge)
+    assert any("Only 6 test images" in w.value for w in at.warning)  # fewer than 100
+
+
+def test_every_baseline_is_a_column_and_the_best_linear_one_is_named(app_populated):
+    """Issue 10 baselines: ridge_random / ridge_backbone / repeat / oracle columns with help, recorded
+    top1_ci used as is, and the verdict against the best of the ridge baselines per direction."""
+    run = app_populated["run"]
+    test = s.load_json(run / "results.json")["test"]
+    test["image_to_neural"]["top1"], test["neural_to_image"]["top1"] = 0.5, 0.5
+    test["image_to_neural"]["top1_ci"], test["neural_to_image"]["top1_ci"] = [0.2, 0.8], [0.21, 0.79]
+    _add_results(run, test=test, baselines={
+        "ridge": _block(0.1, 0.1),
+        "ridge_random": _block(0.3, 0.7, ci=([0.1, 0.6], [0.4, 0.9]), rows="ridge prediction from random features"),
+        "ridge_backbone": _block(0.4, 0.2),
+        "repeat": _block(0.6, 0.6), "oracle": _block(0.9, 0.95)})
+    at = s.app_at(PAGE)
+    s.no_exceptions(at)
+    table = at.dataframe[0].value.set_index("metric")
+    assert list(table.columns) == ["model", "chance", "ridge pixels", "ridge random", "ridge backbone",
+                                   "repeat", "oracle"]
+    assert table.loc["top1 95% lo · img→neu", "model"] == 0.2  # recorded interval, not recomputed
+    assert table.loc["top1 95% hi · neu→img", "ridge random"] == 0.9
+    config = at.dataframe[0].proto.columns
+    assert "random rectified" in config and "rows: ridge prediction from random features" in config
+    beats = {b.value.split(":")[0]: b.value for b in at.success}
+    loses = {b.value.split(":")[0]: b.value for b in at.error}
+    assert "ridge backbone" in beats["image → neural"]  # 0.5 > best linear 0.4 (backbone)
+    assert "does not beat" in loses["neural → image"] and "ridge random" in loses["neural → image"]
+    bars = next(sp for sp in s.chart_specs(at) if "95 %" in sp["layout"]["title"]["text"])
+    assert list(bars["data"][0]["x"]) == ["model", "ridge pixels", "ridge random", "ridge backbone",
+                                          "repeat", "oracle"]
+    assert s.arr(bars["data"][0]["error_y"]["array"])[0] == pytest.approx(0.3)  # 0.8 - 0.5
+
+
+def test_similarity_ticks_diagonal_and_chance_line(app_populated):
+    """Issue 12 item 5: similarity matrix with image-id ticks and the true pairs marked; rank histogram
+    with the uniform-rank chance level."""
+    outputs = np.load(app_populated["run"] / "test_outputs.npz")
+    ids = [str(i) for i in outputs["test_indices"]]
+    at = s.app_at(PAGE)
+    specs = s.chart_specs(at)
+    heat = next(sp for sp in specs if sp["layout"]["title"]["text"].startswith("Test similarity"))
+    assert heat["layout"]["xaxis"]["tickvals"] == ids and heat["layout"]["yaxis"]["ticktext"] == ids
+    diag = next(tr for tr in heat["data"] if tr.get("name") == "true pairs")
+    assert list(diag["x"]) == ids and list(diag["y"]) == ids
+    ranks = next(sp for sp in specs if sp["layout"]["title"]["text"].startswith("Rank of the true match"))
+    chance = next(tr for tr in ranks["data"] if tr.get("name", "").startswith("chance"))
+    assert np.allclose(s.arr(chance["y"]), 1.0)  # 6 queries, 6 ranks, bins of 1: one query per bin
+    assert any("diagonal" in c.value for c in at.caption)
 
 
 def test_query_browser_both_directions(app_populated):
@@ -59,7 +151,7 @@ def test_orphaned_and_damaged_runs_stay_up(app_populated):
     at = s.app_at(PAGE)
     s.no_exceptions(at)
     assert any("not available" in w.value for w in at.warning)
-    assert at.dataframe[0].value.shape[0] == 10
+    assert at.dataframe[0].value.shape[0] == 16  # 6 metrics + the two top-1 interval bounds, both ways
     (app_populated["run"] / "test_outputs.npz").write_bytes(b"garbage")
     at = s.app_at(PAGE)
     s.no_exceptions(at)

@@ -65,7 +65,7 @@ def test_config_from_values_marks_custom_and_validates():
     values[F + "threads"] = 1
     assert train_form.config_from_values("recommended", values).threads == 1
     assert train_form.config_from_values("recommended", values).preset == "recommended"  # run control
-    assert cfg.neural.mlp_activation == "gelu"  # untouched fields keep the preset's values
+    assert cfg.neural.mlp_activation == preset("recommended").neural.mlp_activation  # untouched fields kept
     values[F + "loss.temperature"] = 0.2
     assert train_form.config_from_values("recommended", values).preset == "custom"
     values[F + "loss.temperature"] = preset("recommended").loss.temperature

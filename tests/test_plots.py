@@ -168,7 +168,20 @@ def test_similarity_rank_histogram_mean_maps_bars():
     fig = plots.similarity_heatmap(s, [10, 11, 12, 13, 14])
     assert np.allclose(np.asarray(fig.data[0].z), s) and list(fig.data[0].x) == ["10", "11", "12", "13", "14"]
     hist = plots.rank_histogram(plots.true_match_ranks(s))
-    assert len(hist.data) == 2 and len(hist.data[0].x) == 5
+    assert len(hist.data) == 3 and len(hist.data[0].x) == 5
+    assert hist.data[2].name.startswith("chance") and np.allclose(hist.data[2].y, 1.0)  # 5 ranks, 5 queries
+    wide = plots.rank_histogram(plots.true_match_ranks(np.random.default_rng(0).normal(size=(200, 200))))
+    chance = np.asarray(wide.data[2].y)
+    bin_size = wide.data[0].xbins.size
+    assert np.allclose(chance, 200 * bin_size / 200)  # uniform ranks: queries per bin = bin width
+    heat = plots.similarity_heatmap(s, [10, 11, 12, 13, 14])
+    assert heat.data[1].name == "true pairs" and list(heat.data[1].x) == list(heat.data[1].y) == list(heat.data[0].x)
+    assert list(heat.layout.xaxis.tickvals) == ["10", "11", "12", "13", "14"]
+    bars = plots.top1_bars({"model": {"image_to_neural": (0.5, 0.4, 0.7), "neural_to_image": (0.3, None, None)},
+                            "ridge": {"image_to_neural": (0.2, 0.1, 0.3)}}, chance=0.01)
+    assert list(bars.data[0].y) == [0.5, 0.2] and list(bars.data[0].error_y.array) == pytest.approx([0.2, 0.1])
+    assert list(bars.data[0].error_y.arrayminus) == pytest.approx([0.1, 0.1])
+    assert bars.data[1].y[0] == 0.3 and np.isnan(bars.data[1].y[1])
     maps = np.stack([np.zeros((16, 64)), np.ones((16, 64))])
     mm = plots.mean_maps(maps, 2 * maps)
     assert np.allclose(np.asarray(mm.data[0].z), 0.5) and np.allclose(np.asarray(mm.data[1].z), 1.0)
