@@ -19,7 +19,8 @@ def _add_dirs(p: argparse.ArgumentParser, runs: bool = True) -> None:
 
 def register(sub: argparse._SubParsersAction) -> None:
     """Add `train`, `evaluate` and `runs` to the CLI."""
-    from neuroalign.config import ACTIVATIONS, BACKBONE_MODES, BACKBONES, DEVICES, NEURAL_BLOCKS, PRESETS
+    from neuroalign.config import (ACTIVATIONS, BACKBONE_MODES, BACKBONES, DEVICES, IMAGE_HEADS, INITS, NEURAL_BLOCKS,
+                                   PRESETS, SELECT_BY)
 
     p = sub.add_parser("train", help="train one run per subject; prints each run directory",
                        description="Train the dual-tower model, evaluate it on the held-out test split and "
@@ -31,19 +32,19 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--preset", choices=PRESETS, default="recommended",
                    help="reference: the research code's choices; recommended (default): measured best on val")
     g = p.add_argument_group("training")
-    g.add_argument("--epochs", type=int, default=None)
-    g.add_argument("--batch-size", type=int, default=None)
+    g.add_argument("--epochs", type=int, default=None, help="maximum epochs (default: from the preset)")
+    g.add_argument("--batch-size", type=int, default=None, help="images per step, the contrastive negatives (default: from the preset)")
     g.add_argument("--device", choices=DEVICES, default=None, help="auto (CUDA if present), cpu or cuda")
-    g.add_argument("--seed", type=int, default=None)
+    g.add_argument("--seed", type=int, default=None, help="training seed (init, batch order); the split has its own")
     g.add_argument("--max-seconds", type=float, default=None, help="wall-clock budget; ends training cleanly")
     g.add_argument("--early-stopping", type=int, default=None, metavar="EPOCHS",
                    help="stop after this many epochs without val-loss improvement (0 = off)")
     g.add_argument("--bf16", action=argparse.BooleanOptionalAction, default=None, help="bf16 autocast (CUDA only)")
     g = p.add_argument_group("model")
     g.add_argument("--backbone", choices=BACKBONES, default=None)
-    g.add_argument("--stage", type=int, default=None, help="backbone stage of the image feature (default 2)")
+    g.add_argument("--stage", type=int, default=None, help="backbone stage of the image feature (default: from the preset)")
     g.add_argument("--block", type=int, default=None,
-                   help="block within the stage (default 4; with --backbone ds_net_tiny the last block of the stage)")
+                   help="block within the stage (default: from the preset; with --backbone ds_net_tiny at most the stage's last block)")
     g.add_argument("--backbone-mode", choices=BACKBONE_MODES, default=None,
                    help="frozen: cached features, only the 1x1 conv learns; finetune: train the backbone too")
     g.add_argument("--backbone-weights", default=None, metavar="PATH", help="local DS-Net state dict (nothing is downloaded)")
@@ -54,10 +55,20 @@ def register(sub: argparse._SubParsersAction) -> None:
     g.add_argument("--d-model", type=int, default=None, help="neural-tower token width")
     g.add_argument("--heads", type=int, default=None, help="attention heads of the neural tower")
     g.add_argument("--mlp-activation", choices=ACTIVATIONS, default=None, help="neural-tower MLP nonlinearity")
+    g.add_argument("--image-head", choices=IMAGE_HEADS, default=None,
+                   help="conv1x1 (reference: one channel) or readout (linear readout of all channels, DCT map)")
+    g.add_argument("--init", choices=INITS, default=None,
+                   help="linear: closed-form start (readout head + linear block; picking another neural block "
+                        "switches this to random unless given)")
+    g.add_argument("--select-by", choices=SELECT_BY, default=None, help="val score that picks the restored epoch")
+    g.add_argument("--components", type=int, default=None, metavar="Q", help="shared-space dimensions (readout/linear)")
+    g.add_argument("--dropout", type=float, default=None, help="MLP dropout, or neuron dropout of the linear block")
+    g.add_argument("--repeat-augment", type=float, default=None, metavar="P",
+                   help="probability that a training sample is one single-trial repeat")
     g = p.add_argument_group("loss and optimizer")
     g.add_argument("--center", action=argparse.BooleanOptionalAction, default=None,
                    help="centred (correlation) similarity instead of plain cosine")
-    g.add_argument("--temperature", type=float, default=None)
+    g.add_argument("--temperature", type=float, default=None, help="softmax temperature of the contrastive loss (start value when learnable)")
     g.add_argument("--learnable-temperature", action=argparse.BooleanOptionalAction, default=None)
     g.add_argument("--lr-image", type=float, default=None, help="AdamW learning rate of the image side")
     g.add_argument("--lr-neural", type=float, default=None, help="learning rate of the neural side")
@@ -95,6 +106,8 @@ def build_config(args: argparse.Namespace):
         "mlp_activation": "neural.mlp_activation", "center": "loss.center",
         "temperature": "loss.temperature", "learnable_temperature": "loss.learnable_temperature",
         "lr_image": "optim.image_lr", "lr_neural": "optim.neural_lr", "neural_optimizer": "optim.neural_optimizer",
+        "image_head": "image.head", "init": "init", "select_by": "select_by", "components": "n_components",
+        "dropout": "neural.dropout", "repeat_augment": "data.repeat_augment",
     }
     for flag, key in flag_to_field.items():
         value = getattr(args, flag, None)
@@ -102,6 +115,9 @@ def build_config(args: argparse.Namespace):
             changes[key] = value
     if args.early_stopping is not None:
         changes["early_stopping_patience"] = args.early_stopping or None
+    if (getattr(args, "neural_block", None) not in (None, "linear") and getattr(args, "init", None) is None
+            and cfg.init == "linear"):
+        changes["init"] = "random"  # the closed-form start exists for the linear block only
     if args.backbone is not None and args.block is None:
         from neuroalign.models.dsnet import VARIANT_DEPTHS
 

@@ -1,11 +1,17 @@
 """Baselines on the same train/val/test split as the model, so users see what the deep model buys.
 
-All three identify test images by correlation across neurons between a *predicted* (or second)
+All of them identify test images by correlation across neurons between a *predicted* (or second)
 response vector and the observed one, then score the resulting similarity matrix with
 `retrieval_metrics` (rows = prediction, columns = observed responses):
 
 * `ridge_baseline`: ridge regression from down-sampled pixels to responses, fitted on the train
   split, the regularisation strength chosen on the val split (mean top-1 of both directions).
+* `random_features_baseline`: the same ridge from random rectified conv features (32 fixed random
+  zero-mean 9x9 filters, both signs half-wave rectified, power 1.5, 4x4 average pooling) -- the
+  strongest simple encoding model a neuroscientist would write.
+* `backbone_features_baseline`: the same ridge from the run's own frozen backbone features (the
+  linear encoding model on the features the image tower reads).
+* `compare_with_linear`: does the model reach the best of these linear readouts?
 * `repeat_baseline`: the repeat-to-repeat decoder of Stringer et al. 2019 -- single-trial
   responses of repeat 1 of the test images correlated with those of repeat 2.
 * `oracle_baseline`: for simulated subjects, the noiseless rates correlated with the observed
@@ -63,49 +69,134 @@ def _mean_top1(metrics: Mapping[str, Any]) -> float:
     return 0.5 * (metrics["image_to_neural"]["top1"] + metrics["neural_to_image"]["top1"])
 
 
-def ridge_baseline(images: np.ndarray, responses: np.ndarray, split: Mapping[str, np.ndarray],
-                   pool: int | None = None, alphas: np.ndarray | None = None, max_features: int = 2048) -> dict[str, Any]:
-    """Ridge from pixels to responses; identification of test images by correlation.
+def ridge_identification(features: np.ndarray, responses: np.ndarray, split: Mapping[str, np.ndarray],
+                         alphas: np.ndarray | None = None) -> dict[str, Any]:
+    """Ridge regression from `features (N, D)` to `responses (N, K)`, fitted on train, alpha chosen on
+    val (mean top-1 of both directions; ties: lower mean rank), identification of the test images by
+    correlation across neurons between predicted and observed responses.
 
-    `images (N, C, H, W)`, `responses (N, K)`. `pool` defaults to the smallest block size giving at
-    most `max_features` pixels. `alphas` are relative to the largest squared singular value of the
-    train design matrix (default 1e-5 .. 10, 13 values); the one with the best val mean top-1
-    (ties: lower mean rank) is used on test.
-    """
+    Solved in the dual form (n_train x n_train Gram matrix), so D can be large (tens of thousands of
+    features) and no D x K matrix is formed. `alphas` are relative to the largest eigenvalue of the
+    Gram matrix (default 1e-5 .. 10, 13 values). Features and responses are z-scored with train
+    statistics."""
     train, val, test = _split(split)
     if len(train) < 2 or len(val) < 2 or len(test) < 2:
-        raise ValueError(f"ridge baseline needs >= 2 train/val/test items, got {len(train)}/{len(val)}/{len(test)}")
+        raise ValueError(f"ridge needs >= 2 train/val/test items, got {len(train)}/{len(val)}/{len(test)}")
+    x = _zscore_with(np.asarray(features).reshape(len(features), -1), train)
+    y = _zscore_with(responses, train)
+    xt = x[train]
+    s2, u = np.linalg.eigh(xt @ xt.T)
+    keep = s2 > 1e-10 * max(float(s2.max()), 1e-300)
+    s2, u = s2[keep], u[:, keep]
+    uty = u.T @ y[train]  # (r, K)
+    kv, kt = (x[val] @ xt.T) @ u, (x[test] @ xt.T) @ u  # (n, r) each
+    grid = float(s2.max()) * (np.logspace(-5, 1, 13) if alphas is None else np.asarray(alphas, dtype=np.float64))
+    best: tuple[float, float, int] | None = None
+    for i, alpha in enumerate(grid):
+        m = retrieval_metrics(correlation_matrix((kv / (s2 + alpha)) @ uty, y[val]))
+        key = (_mean_top1(m), -0.5 * (m["image_to_neural"]["mean_rank"] + m["neural_to_image"]["mean_rank"]), -i)
+        if best is None or key > best:
+            best, best_i, best_val = key, i, m
+    alpha = grid[best_i]
+    result = retrieval_metrics(correlation_matrix((kt / (s2 + alpha)) @ uty, y[test]))
+    result.update({"columns": "observed responses", "n_features": int(x.shape[1]),
+                   "alpha_relative": float(alpha / s2.max()), "val_top1_mean": float(_mean_top1(best_val))})
+    return result
+
+
+def ridge_baseline(images: np.ndarray, responses: np.ndarray, split: Mapping[str, np.ndarray],
+                   pool: int | None = None, alphas: np.ndarray | None = None, max_features: int = 2048) -> dict[str, Any]:
+    """Ridge from block-averaged pixels to responses (`ridge_identification`).
+
+    `images (N, C, H, W)`, `responses (N, K)`. `pool` defaults to the smallest block size giving at
+    most `max_features` pixels."""
     images = np.asarray(images)
     if pool is None:
         c, h, w = images.shape[1:]
         pool = 1
         while c * (h // pool) * (w // pool) > max_features and pool < min(h, w):
             pool += 1
-    x = _zscore_with(downsample_pixels(images, pool), train)
-    y = _zscore_with(responses, train)
-    u, s, vt = np.linalg.svd(x[train], full_matrices=False)
-    uty = u.T @ y[train]  # (r, K)
-    xv_val, xv_test = x[val] @ vt.T, x[test] @ vt.T  # projections on the right singular vectors
-    grid = (s.max() ** 2) * (np.logspace(-5, 1, 13) if alphas is None else np.asarray(alphas, dtype=np.float64))
-    best: tuple[float, float, int] | None = None
-    for i, alpha in enumerate(grid):
-        shrink = s / (s**2 + alpha)
-        pred_val = (xv_val * shrink) @ uty
-        m = retrieval_metrics(correlation_matrix(pred_val, y[val]))
-        key = (_mean_top1(m), -0.5 * (m["image_to_neural"]["mean_rank"] + m["neural_to_image"]["mean_rank"]), -i)
-        if best is None or key > best:
-            best = key
-            best_i, best_val = i, m
-    alpha = grid[best_i]
-    pred_test = (xv_test * (s / (s**2 + alpha))) @ uty
-    result = retrieval_metrics(correlation_matrix(pred_test, y[test]))
-    result.update({
-        "rows": "ridge prediction from pixels", "columns": "observed responses",
-        "pool": int(pool), "n_features": int(x.shape[1]), "alpha_relative": float(alpha / s.max() ** 2),
-        "val_top1_mean": float(_mean_top1(best_val)),
-    })
-    logger.info("ridge baseline: pool %d, alpha %.3g, test top1 %.3f", pool, alpha, result["image_to_neural"]["top1"])
+    result = ridge_identification(downsample_pixels(images, pool), responses, split, alphas)
+    result.update({"rows": "ridge prediction from pixels", "pool": int(pool)})
+    logger.info("ridge baseline (pixels): pool %d, test top1 %.3f", pool, result["image_to_neural"]["top1"])
     return result
+
+
+RANDOM_FILTERS = 32
+RANDOM_FILTER_SIZE = 9
+RANDOM_POWER = 1.5
+RANDOM_POOL = 4
+
+
+def random_rectified_features(images: np.ndarray, n_filters: int = RANDOM_FILTERS, size: int = RANDOM_FILTER_SIZE,
+                              power: float = RANDOM_POWER, pool: int = RANDOM_POOL, seed: int = 0,
+                              max_features: int = 65536, batch: int = 256) -> np.ndarray:
+    """The feature set a neuroscientist writes in twenty lines: `n_filters` fixed random zero-mean
+    `size x size` filters (valid convolution), each output half-wave rectified in both signs and
+    raised to `power`, average-pooled in `pool x pool` blocks (coarser when the result would exceed
+    `max_features`) -> `(N, 2 * n_filters * h' * w')` float32."""
+    import torch
+    import torch.nn.functional as F
+
+    x = np.asarray(images, dtype=np.float32)
+    if x.ndim != 4:
+        raise ValueError(f"images must be (N, C, H, W), got shape {x.shape}")
+    n, c, h, w = x.shape
+    if min(h, w) < size:
+        raise ValueError(f"images of {h}x{w} px are smaller than the {size}x{size} random filters")
+    gen = torch.Generator().manual_seed(seed)
+    filters = torch.randn(n_filters, c, size, size, generator=gen)
+    filters -= filters.mean(dim=(1, 2, 3), keepdim=True)
+    filters /= filters.flatten(1).norm(dim=1)[:, None, None, None]
+    oh, ow = h - size + 1, w - size + 1
+    while 2 * n_filters * (oh // pool) * (ow // pool) > max_features and pool < min(oh, ow):
+        pool += 1
+    out = []
+    with torch.no_grad():
+        for start in range(0, n, batch):
+            z = F.conv2d(torch.from_numpy(x[start:start + batch]), filters)
+            z = torch.cat([F.relu(z), F.relu(-z)], dim=1).pow(power)
+            out.append(F.avg_pool2d(z, pool).flatten(1).numpy())
+    return np.concatenate(out)
+
+
+def random_features_baseline(images: np.ndarray, responses: np.ndarray, split: Mapping[str, np.ndarray],
+                             seed: int = 0) -> dict[str, Any]:
+    """Ridge from `random_rectified_features` of the images to responses (`ridge_identification`)."""
+    feats = random_rectified_features(images, seed=seed)
+    result = ridge_identification(feats, responses, split)
+    result["rows"] = (f"ridge prediction from {RANDOM_FILTERS} random rectified {RANDOM_FILTER_SIZE}x"
+                      f"{RANDOM_FILTER_SIZE} filters")
+    logger.info("ridge baseline (random features, %d): test top1 %.3f", feats.shape[1], result["image_to_neural"]["top1"])
+    return result
+
+
+def backbone_features_baseline(features: np.ndarray, responses: np.ndarray, split: Mapping[str, np.ndarray],
+                               description: str = "the run's frozen backbone features") -> dict[str, Any]:
+    """Ridge from the run's own frozen backbone features `(N, ...)` to responses: the linear
+    encoding model on the features the image tower reads."""
+    result = ridge_identification(np.asarray(features).reshape(len(features), -1), responses, split)
+    result["rows"] = f"ridge prediction from {description}"
+    logger.info("ridge baseline (backbone features): test top1 %.3f", result["image_to_neural"]["top1"])
+    return result
+
+
+LINEAR_BASELINES = ("ridge", "ridge_random", "ridge_backbone")
+
+
+def compare_with_linear(test: Mapping[str, Any], baselines: Mapping[str, Any]) -> dict[str, Any] | None:
+    """Whether the model's test top-1 reaches the best linear readout in each direction:
+    `{"best": name, "image_to_neural": {"model", "best_linear", "best_name", "beats"}, ...}`."""
+    present = {k: baselines[k] for k in LINEAR_BASELINES if isinstance(baselines.get(k), Mapping)}
+    if not present:
+        return None
+    out: dict[str, Any] = {}
+    for direction in ("image_to_neural", "neural_to_image"):
+        name = max(present, key=lambda k: present[k][direction]["top1"])
+        model, best = float(test[direction]["top1"]), float(present[name][direction]["top1"])
+        out[direction] = {"model": model, "best_linear": best, "best_name": name, "beats": bool(model >= best)}
+    out["best"] = max(present, key=lambda k: _mean_top1(present[k]))
+    return out
 
 
 def repeat_baseline(repeats: np.ndarray, split: Mapping[str, np.ndarray]) -> dict[str, Any] | None:

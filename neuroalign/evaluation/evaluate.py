@@ -25,7 +25,14 @@ from typing import Any
 import numpy as np
 import torch
 
-from neuroalign.evaluation.baselines import oracle_baseline, repeat_baseline, ridge_baseline
+from neuroalign.evaluation.baselines import (
+    backbone_features_baseline,
+    compare_with_linear,
+    oracle_baseline,
+    random_features_baseline,
+    repeat_baseline,
+    ridge_baseline,
+)
 from neuroalign.evaluation.retrieval import n_way_metrics, retrieval_metrics
 from neuroalign.io_utils import atomic_savemat, atomic_savez, atomic_write_json
 
@@ -45,17 +52,46 @@ def _maps_metrics(trainer, indices: np.ndarray) -> tuple[dict[str, Any], dict[st
     nway = n_way_metrics(sim, n_way=N_WAY, draws=N_WAY_DRAWS, seed=0)
     if nway is not None:
         metrics[f"n_way_{N_WAY}"] = nway
-    ssim = ssim_per_sample(torch.from_numpy(img), torch.from_numpy(neu)).numpy().astype(np.float64)
+    from neuroalign.models import minmax_per_sample
+
+    # SSIM's constants assume maps in [0, 1]: score min-max copies (a no-op for the conv1x1/attention
+    # towers, whose maps already are; the readout towers' DCT maps are zero-mean)
+    ssim = ssim_per_sample(minmax_per_sample(torch.from_numpy(img)),
+                           minmax_per_sample(torch.from_numpy(neu))).numpy().astype(np.float64)
     return metrics, {"image_maps": img, "neural_maps": neu, "similarity": sim.astype(np.float32), "ssim": ssim}
 
 
-def compute_baselines(subject, split: dict[str, np.ndarray], subject_path: str | Path | None = None) -> dict[str, Any]:
-    """Ridge, repeat (when the subject has >= 2 repeats) and oracle (simulated ground truth) baselines."""
+BACKBONE_BASELINE_GRID = (8, 32)
+
+
+def backbone_baseline_features(trainer) -> np.ndarray | None:
+    """The run's frozen backbone features `(N, D)` for the linear-encoding baseline, average-pooled to
+    an 8x32 grid when they are larger (the readout head's inputs are already that); None in
+    fine-tune mode (there are no fixed features to regress from)."""
+    if not trainer.frozen:
+        return None
+    feats = trainer.inputs.float()
+    if feats.shape[2] * feats.shape[3] > BACKBONE_BASELINE_GRID[0] * BACKBONE_BASELINE_GRID[1]:
+        feats = torch.nn.functional.adaptive_avg_pool2d(feats, BACKBONE_BASELINE_GRID)
+    return feats.flatten(1).cpu().numpy()
+
+
+def compute_baselines(subject, split: dict[str, np.ndarray], subject_path: str | Path | None = None,
+                      backbone_features: np.ndarray | None = None, backbone_label: str | None = None) -> dict[str, Any]:
+    """Ridge from pixels, from random rectified features and (when given) from the run's backbone
+    features; repeat (when the subject has >= 2 repeats) and oracle (simulated ground truth)."""
     out: dict[str, Any] = {}
-    try:
-        out["ridge"] = ridge_baseline(subject.images, subject.responses, split)
-    except ValueError as exc:
-        logger.warning("ridge baseline skipped: %s", exc)
+    for key, fn in (("ridge", lambda: ridge_baseline(subject.images, subject.responses, split)),
+                    ("ridge_random", lambda: random_features_baseline(subject.images, subject.responses, split)),
+                    ("ridge_backbone", None if backbone_features is None else
+                     lambda: backbone_features_baseline(backbone_features, subject.responses, split,
+                                                        backbone_label or "the run's frozen backbone features"))):
+        if fn is None:
+            continue
+        try:
+            out[key] = fn()
+        except ValueError as exc:
+            logger.warning("%s baseline skipped: %s", key, exc)
     rep = repeat_baseline(subject.repeats, split) if subject.repeats is not None else None
     if rep is not None:
         out["repeat"] = rep
@@ -87,7 +123,13 @@ def evaluate_trainer(trainer, run_dir: str | Path | None = None, subject_path: s
         "training": training or {},
     }
     if baselines:
-        results["baselines"] = compute_baselines(trainer.subject, split, subject_path)
+        c = trainer.config.image
+        label = f"the run's frozen {c.backbone} stage {c.stage} block {c.block} features"
+        results["baselines"] = compute_baselines(trainer.subject, split, subject_path,
+                                                 backbone_baseline_features(trainer), label)
+        comparison = compare_with_linear(test, results["baselines"])
+        if comparison is not None:
+            results["comparison"] = comparison
     if run_dir is not None:
         run_dir = Path(run_dir)
         atomic_write_json(run_dir / "results.json", results)

@@ -59,10 +59,24 @@ def chance_levels(n: int) -> dict[str, float]:
     return out
 
 
+Z95 = 1.959963984540054
+
+
+def wilson_interval(p: float, n: int, z: float = Z95) -> list[float]:
+    """95 % Wilson score interval `[lo, hi]` of a proportion `p` measured on `n` items."""
+    if n < 1:
+        raise ValueError(f"an interval needs n >= 1 items, got {n}")
+    p = min(max(float(p), 0.0), 1.0)
+    denom = 1 + z * z / n
+    centre = (p + z * z / (2 * n)) / denom
+    half = z * np.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
+    return [float(max(0.0, centre - half)), float(min(1.0, centre + half))]
+
+
 def retrieval_metrics(similarity: np.ndarray) -> dict[str, Any]:
     """Retrieval in both directions over all items of a square `(n, n)` similarity matrix.
 
-    Returns `{"image_to_neural": {top1, top5, top10, mean_rank, median_rank, mrr},
+    Returns `{"image_to_neural": {top1, top5, top10, mean_rank, median_rank, mrr, top1_ci},
     "neural_to_image": {...}, "n": n, "chance_top1": 1/n, "chance_top5", "chance_top10",
     "chance_mean_rank"}`.
     """
@@ -73,6 +87,8 @@ def retrieval_metrics(similarity: np.ndarray) -> dict[str, Any]:
         "neural_to_image": _direction(s.T),
         "n": int(n),
     }
+    for direction in ("image_to_neural", "neural_to_image"):
+        result[direction]["top1_ci"] = wilson_interval(result[direction]["top1"], n)
     result.update(chance_levels(n))
     return result
 

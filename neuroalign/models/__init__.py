@@ -4,6 +4,8 @@
 * `image_tower` -- `ImageTower`: backbone features -> 1x1 conv -> 16x64 map (frozen or finetune).
 * `feature_cache` -- `cached_features`: frozen-backbone features cached in memory and on disk.
 * `neural_tower` -- `NeuralTower`: per-neuron embedding, attention over neurons, MLP -> 16x64 map.
+* `linear_tower` -- `LinearNeuralTower`: responses -> linear encoder -> shared embedding -> 16x64 map.
+* `build_neural_tower` -- the neural tower a `NeuralTowerConfig` names.
 * `folded` -- exact O(K^2) evaluation of the reference neural tower's attention (used when present).
 * `losses` -- `clip_loss`, `similarity_matrix`, RMSE, SSIM, `CombinedLoss`.
 * `weights` -- `load_backbone_weights` from a local DS-Net state-dict file.
@@ -22,6 +24,7 @@ from neuroalign.models.losses import (
     ssim_per_sample,
 )
 from neuroalign.models.maps import MAP_SIZE, minmax_per_sample
+from neuroalign.models.linear_tower import LinearNeuralTower
 from neuroalign.models.neural_tower import NeuralTower
 from neuroalign.models.weights import LoadReport, load_backbone_weights
 
@@ -29,4 +32,12 @@ __all__ = [
     "DSNet", "build_backbone", "ds_net_small", "ds_net_tiny", "cached_features", "ImageTower",
     "CombinedLoss", "clip_loss", "rmse_loss", "similarity_matrix", "ssim_loss", "ssim_map",
     "ssim_per_sample", "MAP_SIZE", "minmax_per_sample", "NeuralTower", "LoadReport", "load_backbone_weights",
+    "LinearNeuralTower", "build_neural_tower",
 ]
+
+
+def build_neural_tower(n_neurons: int, config, n_components: int = 256):
+    """`LinearNeuralTower` for block "linear", else the attention `NeuralTower` of the config."""
+    if config.block == "linear":
+        return LinearNeuralTower.from_config(n_neurons, config, n_components)
+    return NeuralTower.from_config(n_neurons, config)

@@ -74,7 +74,7 @@ def compute_features(tower, images: np.ndarray | torch.Tensor, device: torch.dev
         for start in range(0, len(images), batch_size):
             batch = torch.as_tensor(np.asarray(images[start:start + batch_size]), dtype=torch.float32)
             batch = batch.to(device).contiguous(memory_format=torch.channels_last)
-            feats = backbone.forward_intermediates(batch, tower.stage, tower.block)
+            feats = tower.extract(batch)
             out.append(feats.float().cpu().contiguous())
     finally:
         backbone.train(was_training)

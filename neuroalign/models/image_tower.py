@@ -1,4 +1,15 @@
-"""Image tower: DS-Net features at (stage, block) -> 1x1 conv -> bilinear 16x64 -> per-sample min-max.
+"""Image tower: DS-Net features at (stage, block) -> a head -> 16x64 map.
+
+Heads:
+
+* ``conv1x1`` (the reference): 1x1 conv -> bilinear 16x64 -> per-sample min-max to [0, 1].
+* ``readout``: the multi-channel features average-pooled to a fixed grid (`grid`, e.g. 8x32, so any
+  image size gives the same `C * gh * gw` inputs), standardised with train-split statistics
+  (buffers `feat_mean`, `feat_scale`; subtracting the mean removes image-independent structure
+  such as the zero-padding border frame), then a learnable linear readout to `n_components`
+  shared dimensions, drawn as a smooth 16x64 map through a fixed orthonormal DCT basis
+  (`maps.dct_basis`). The readout learns where the recorded neurons look and which channels
+  they prefer; `neuroalign.training.linear_start` can set it in closed form.
 
 The backbone is built truncated after the requested block (later blocks and stages do not exist),
 so neither compute nor parameters are spent on them. Modes:
@@ -23,21 +34,27 @@ from torch import nn
 
 from neuroalign.config import ImageTowerConfig
 from neuroalign.models.dsnet import DSNet, truncated_depths
-from neuroalign.models.maps import MAP_SIZE, minmax_per_sample
+from neuroalign.models.maps import MAP_SIZE, dct_basis, minmax_per_sample, synthesise_maps
 
 logger = logging.getLogger(__name__)
 
 MODES = ("frozen", "finetune")
+HEADS = ("conv1x1", "readout")
 
 
 class ImageTower(nn.Module):
     """Images `(B, 1, H, W)` -> maps `(B, 1, 16, 64)` in [0, 1]."""
 
     def __init__(self, backbone: str = "ds_net_small", stage: int = 2, block: int = 4, mode: str = "frozen",
-                 weights: str | Path | None = None, init_seed: int = 0, in_chans: int = 1) -> None:
+                 weights: str | Path | None = None, init_seed: int = 0, in_chans: int = 1, head: str = "conv1x1",
+                 grid: tuple[int, int] = (8, 32), n_components: int = 256) -> None:
         super().__init__()
         if mode not in MODES:
             raise ValueError(f"backbone mode must be one of {MODES}, got {mode!r}")
+        if head not in HEADS:
+            raise ValueError(f"image head must be one of {HEADS}, got {head!r}")
+        self.head = head
+        self.grid = (int(grid[0]), int(grid[1]))
         self.backbone_name, self.stage, self.block, self.mode = backbone, int(stage), int(block), mode
         self.init_seed = int(init_seed)
         depths = truncated_depths(backbone, self.stage, self.block)
@@ -47,7 +64,17 @@ class ImageTower(nn.Module):
         # channels-last: ~1.5x faster convolutions on CPU (oneDNN) and tensor cores on GPU
         self.backbone.to(memory_format=torch.channels_last)
         self.channels = self.backbone.stage_channels[self.stage - 1]
-        self.proj = nn.Conv2d(self.channels, 1, kernel_size=1)  # init from the global RNG (training seed)
+        if head == "conv1x1":
+            self.proj = nn.Conv2d(self.channels, 1, kernel_size=1)  # init from the global RNG (training seed)
+        else:
+            if min(self.grid) < 1:
+                raise ValueError(f"readout grid must be positive, got {self.grid}")
+            self.n_inputs = self.channels * self.grid[0] * self.grid[1]
+            self.n_components = int(n_components)
+            self.register_buffer("basis", dct_basis(self.n_components), persistent=False)
+            self.register_buffer("feat_mean", torch.zeros(self.n_inputs))
+            self.register_buffer("feat_scale", torch.ones(self.n_inputs))
+            self.readout = nn.Linear(self.n_inputs, self.n_components)
         self.weights_report = None
         self.weights_path = str(weights) if weights else None
         if weights:
@@ -60,10 +87,10 @@ class ImageTower(nn.Module):
             self.backbone.eval()
 
     @classmethod
-    def from_config(cls, config: ImageTowerConfig | None = None) -> "ImageTower":
+    def from_config(cls, config: ImageTowerConfig | None = None, n_components: int = 256) -> "ImageTower":
         c = config or ImageTowerConfig()
         return cls(backbone=c.backbone, stage=c.stage, block=c.block, mode=c.mode, weights=c.weights,
-                   init_seed=c.init_seed)
+                   init_seed=c.init_seed, head=c.head, grid=tuple(c.grid), n_components=n_components)
 
     @property
     def frozen(self) -> bool:
@@ -75,18 +102,40 @@ class ImageTower(nn.Module):
             self.backbone.eval()
         return self
 
+    def extract(self, images: torch.Tensor) -> torch.Tensor:
+        """What the head reads (gradients as the caller's context decides): backbone output at
+        (stage, block) `(B, C, h, w)`, average-pooled to `(B, C, gh, gw)` for the readout head."""
+        feats = self.backbone.forward_intermediates(images.contiguous(memory_format=torch.channels_last),
+                                                    self.stage, self.block)
+        if self.head == "readout":
+            feats = F.adaptive_avg_pool2d(feats, self.grid)
+        return feats
+
     def features(self, images: torch.Tensor) -> torch.Tensor:
-        """Backbone output at (stage, block): `(B, C, h, w)`; no_grad in frozen mode."""
-        images = images.contiguous(memory_format=torch.channels_last)
+        """`extract(images)`, under no_grad in frozen mode (what the feature cache stores)."""
         if self.frozen:
             with torch.no_grad():
-                return self.backbone.forward_intermediates(images, self.stage, self.block)
-        return self.backbone.forward_intermediates(images, self.stage, self.block)
+                return self.extract(images)
+        return self.extract(images)
+
+    def flat_inputs(self, features: torch.Tensor) -> torch.Tensor:
+        """Readout head: pooled features `(B, C, gh, gw)` -> standardised inputs `(B, C*gh*gw)`."""
+        return (features.flatten(1).to(self.feat_mean.dtype) - self.feat_mean) / self.feat_scale
+
+    def embed(self, features: torch.Tensor) -> torch.Tensor:
+        """Readout head: features -> shared-space embedding `(B, n_components)`."""
+        return self.readout(self.flat_inputs(features))
 
     def project(self, features: torch.Tensor) -> torch.Tensor:
-        """Features `(B, C, h, w)` -> maps `(B, 1, 16, 64)`: 1x1 conv, bilinear resize, min-max."""
+        """Features -> maps `(B, 1, 16, 64)`. conv1x1: 1x1 conv, bilinear resize, min-max; readout:
+        standardise, linear readout, DCT synthesis."""
         if features.dim() != 4 or features.shape[1] != self.channels:
             raise ValueError(f"expected features (B, {self.channels}, h, w), got {tuple(features.shape)}")
+        if self.head == "readout":
+            if tuple(features.shape[2:]) != self.grid:
+                raise ValueError(f"expected pooled features (B, {self.channels}, {self.grid[0]}, {self.grid[1]}), "
+                                 f"got {tuple(features.shape)}")
+            return synthesise_maps(self.embed(features), self.basis)
         z = self.proj(features.to(self.proj.weight.dtype))
         z = F.interpolate(z, size=MAP_SIZE, mode="bilinear", align_corners=False)
         return minmax_per_sample(z)
@@ -98,6 +147,8 @@ class ImageTower(nn.Module):
         """sha256 of the backbone config (name, depths, stage, block) and all its weights/buffers."""
         h = hashlib.sha256()
         cfg = {"name": self.backbone_name, "stage": self.stage, "block": self.block, **self.backbone.config()}
+        if self.head == "readout":  # the cached features are pooled: the grid is part of their identity
+            cfg["grid"] = list(self.grid)
         h.update(json.dumps(cfg, sort_keys=True).encode())
         for key, tensor in sorted(self.backbone.state_dict().items()):
             h.update(key.encode())

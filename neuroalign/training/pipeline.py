@@ -14,6 +14,7 @@ but keep the variable name so existing MATLAB scripts still run.
 from __future__ import annotations
 
 import logging
+import math
 import subprocess
 import threading
 import time
@@ -79,7 +80,11 @@ def _finish(trainer: Trainer, fit: FitResult, run_dir: Path, subject_path: Path)
     })
     runs_io.write_status(run_dir, "running", "evaluating on the test split", progress=1.0, epoch=fit.epochs_run)
     training = {"epochs_run": fit.epochs_run, "best_epoch": fit.best_epoch, "best_val_loss": fit.best_val_loss,
-                "stop_reason": fit.stop_reason, "elapsed_s": fit.elapsed_s}
+                "stop_reason": fit.stop_reason, "elapsed_s": fit.elapsed_s, "select_by": trainer.config.select_by}
+    if math.isfinite(trainer.best_score):
+        training["best_val_top1"] = trainer.best_score
+    if trainer.linear_start_report is not None:
+        training["linear_start"] = trainer.linear_start_report
     results = evaluate_trainer(trainer, run_dir=run_dir, subject_path=subject_path, training=training)
     t = results["test"]
     summary = (f"{STOP_MESSAGES[fit.stop_reason]} (epoch {fit.epochs_run}, best {fit.best_epoch}); test top-1 "

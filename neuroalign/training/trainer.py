@@ -34,7 +34,9 @@ from torch import nn
 from neuroalign.config import TrainConfig
 from neuroalign.data import Normaliser, Subject, split_indices
 from neuroalign.io_utils import atomic_torch_save
-from neuroalign.models import CombinedLoss, ImageTower, NeuralTower, cached_features
+from neuroalign.evaluation.retrieval import retrieval_metrics
+from neuroalign.models import CombinedLoss, ImageTower, NeuralTower, build_neural_tower, cached_features, similarity_matrix
+from neuroalign.training.linear_start import apply_linear_start, fit_linear_start
 from neuroalign.training import runs as runs_io
 from neuroalign.training.device import (
     available_memory_bytes,
@@ -73,7 +75,7 @@ class DualTower(nn.Module):
     is cached features `(B, C, h, w)` when `from_features`, else images `(B, 1, H, W)`.
     """
 
-    def __init__(self, image_tower: ImageTower, neural_tower: NeuralTower, loss_fn: CombinedLoss,
+    def __init__(self, image_tower: ImageTower, neural_tower: nn.Module, loss_fn: CombinedLoss,
                  from_features: bool) -> None:
         super().__init__()
         self.image_tower, self.neural_tower, self.loss_fn = image_tower, neural_tower, loss_fn
@@ -127,8 +129,12 @@ class Trainer:
         responses = torch.from_numpy(normaliser.transform(subject.responses))
         self.responses = _to_device(responses, device)
 
-        self.image_tower = ImageTower.from_config(config.image)
-        self.neural_tower = NeuralTower.from_config(subject.n_neurons, config.neural)
+        self.image_tower = ImageTower.from_config(config.image, n_components=config.n_components)
+        self.neural_tower = build_neural_tower(subject.n_neurons, config.neural, config.n_components)
+        self.repeats = None  # normalised single trials (R, N, K) for repeat augmentation
+        if d.repeat_augment > 0 and subject.repeats is not None and subject.repeats.shape[0] >= 1:
+            reps = np.stack([normaliser.transform(rep) for rep in subject.repeats])
+            self.repeats = _to_device(torch.from_numpy(np.ascontiguousarray(reps, dtype=np.float32)), device)
         self._check_memory()
         self.fused_kernels = self._prepare_fused_kernels()
         self.loss_fn = CombinedLoss(config.loss)
@@ -162,7 +168,9 @@ class Trainer:
         self.global_step = 0
         self.elapsed_before = 0.0  # seconds spent in earlier (resumed) sessions
         self.best_val = math.inf
+        self.best_score = -math.inf  # select_by="val_top1": mean val top-1 of both directions
         self.best_epoch = 0
+        self.linear_start_report: dict[str, Any] | None = None
         self.bad_epochs = 0
         self.best_state: dict[str, Any] | None = None
         self._best_dirty = False
@@ -226,7 +234,8 @@ class Trainer:
             "model": self.model_state(), "opt_image": self.opt_image.state_dict(), "opt_neural": self.opt_neural.state_dict(),
             "sched_image": self.sched_image.state_dict(), "sched_neural": self.sched_neural.state_dict(),
             "epoch": self.epoch, "global_step": self.global_step, "elapsed_s": self.elapsed_before,
-            "best_val": self.best_val, "best_epoch": self.best_epoch, "bad_epochs": self.bad_epochs,
+            "best_val": self.best_val, "best_score": self.best_score, "best_epoch": self.best_epoch,
+            "bad_epochs": self.bad_epochs, "linear_start": self.linear_start_report,
             "train_loss_hist": list(self.train_loss_hist), "val_loss_hist": list(self.val_loss_hist),
         }
 
@@ -241,6 +250,8 @@ class Trainer:
         self.elapsed_before = float(last["elapsed_s"])
         self.best_val, self.best_epoch = float(last["best_val"]), int(last["best_epoch"])
         self.bad_epochs = int(last["bad_epochs"])
+        self.best_score = float(last.get("best_score", -math.inf))
+        self.linear_start_report = last.get("linear_start")
         self.train_loss_hist = [float(x) for x in last["train_loss_hist"]]
         self.val_loss_hist = [float(x) for x in last["val_loss_hist"]]
         self.best_state = best["model"] if best is not None else None
@@ -277,6 +288,30 @@ class Trainer:
         finally:
             self.core.train(was)
         return float(total.item() / max(count, 1))
+
+    @torch.no_grad()
+    def val_score(self, indices: np.ndarray | None = None) -> tuple[float, float]:
+        """(mean top-1 of both directions, mean rank of both) on `indices` (default: val), eval mode,
+        with the similarity the model is scored by."""
+        idx = np.asarray(self.split["val"] if indices is None else indices)
+        img, neu = self.predict(idx)
+        sim = similarity_matrix(torch.from_numpy(img), torch.from_numpy(neu), center=self.config.loss.center)
+        m = retrieval_metrics(sim.numpy().astype(np.float64))
+        top1 = 0.5 * (m["image_to_neural"]["top1"] + m["neural_to_image"]["top1"])
+        return float(top1), float(0.5 * (m["image_to_neural"]["mean_rank"] + m["neural_to_image"]["mean_rank"]))
+
+    def fit_linear_start(self) -> dict[str, Any]:
+        """Set both towers to the closed-form start (`training.linear_start`) from the train and val
+        images; returns what was chosen (also kept in `linear_start_report`)."""
+        if not self.frozen:
+            raise ValueError("the linear start needs a frozen backbone (cached features); got mode 'finetune'")
+        tr, va = (np.asarray(self.split[k], dtype=np.int64) for k in ("train", "val"))
+        feats = self.inputs.flatten(1).cpu().numpy()
+        resp = self.responses.cpu().numpy()
+        start = fit_linear_start(feats[tr], resp[tr], feats[va], resp[va], self.config.n_components)
+        apply_linear_start(self.image_tower, self.neural_tower, start)
+        self.linear_start_report = start.report
+        return start.report
 
     @torch.no_grad()
     def predict(self, indices: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -342,8 +377,40 @@ class Trainer:
             if threads:
                 torch.set_num_threads(previous)
 
+    def _start(self, callback: Callback | None) -> None:
+        """Epoch 0 of a fresh run: the closed-form start (init="linear") and, under
+        select_by="val_top1", the starting weights scored as the first candidate for "best"."""
+        if self.epoch > 0 or self.global_step > 0:
+            return
+        if self.config.init == "linear" and self.linear_start_report is None:
+            self.fit_linear_start()
+        if self.config.select_by == "val_top1" and self.best_state is None:
+            self.best_score, _ = self.val_score()
+            self.best_val, self.best_epoch = self.val_loss(), 0
+            self.best_state, self._best_dirty = self.model_state(), True
+
+    def _is_better(self, val_loss: float, score: float | None) -> bool:
+        if score is not None:
+            return score > self.best_score + 1e-9
+        return val_loss < self.best_val - MIN_IMPROVEMENT * abs(self.best_val if math.isfinite(self.best_val) else 0)
+
+    def _train_responses(self, idx: torch.Tensor, epoch: int, step: int) -> torch.Tensor:
+        """The batch's responses; with repeat augmentation some rows are one single trial instead."""
+        r = self.responses[idx]
+        p = self.config.data.repeat_augment
+        if self.repeats is None or p <= 0:
+            return r
+        gen = torch.Generator().manual_seed(self.config.seed * 7919 + epoch * 100003 + step)
+        use = torch.rand(len(idx), generator=gen) < p
+        which = torch.randint(self.repeats.shape[0], (len(idx),), generator=gen)
+        if not bool(use.any()):
+            return r
+        single = self.repeats[which.to(self.device), idx]
+        return torch.where(use.to(self.device)[:, None], single, r)
+
     def _fit(self, callback: Callback | None, stop_event: threading.Event | None) -> FitResult:
         cfg = self.config
+        self._start(callback)
         t0 = time.monotonic()
         stop_reason = "completed"
         last_log_t, last_log_samples, samples = t0, 0, 0
@@ -357,7 +424,7 @@ class Trainer:
                     stop_reason = reason
                     break
                 with self._autocast():
-                    loss, parts, _, _ = self.model(self.inputs[idx], self.responses[idx])
+                    loss, parts, _, _ = self.model(self.inputs[idx], self._train_responses(idx, epoch, i))
                 self.opt_image.zero_grad(set_to_none=True)
                 self.opt_neural.zero_grad(set_to_none=True)
                 loss.backward()
@@ -390,13 +457,16 @@ class Trainer:
             self._check_finite(train_loss, f"epoch {epoch} (mean training loss)")
             val_loss = self.val_loss()
             self._check_finite(val_loss, f"epoch {epoch} (validation loss)")
+            score = self.val_score()[0] if cfg.select_by == "val_top1" else None
             self.sched_image.step(val_loss)
             self.sched_neural.step(val_loss)
             self.epoch = epoch
             self.train_loss_hist.append(train_loss)
             self.val_loss_hist.append(val_loss)
-            if val_loss < self.best_val - MIN_IMPROVEMENT * abs(self.best_val if math.isfinite(self.best_val) else 0):
+            if self._is_better(val_loss, score):
                 self.best_val, self.best_epoch, self.bad_epochs = val_loss, epoch, 0
+                if score is not None:
+                    self.best_score = score
                 self.best_state = self.model_state()
                 self._best_dirty = True
             else:
@@ -407,6 +477,7 @@ class Trainer:
             self._emit(callback, "epoch", {
                 "epoch": epoch, "step": self.global_step, "train_loss": train_loss, "val_loss": val_loss,
                 "best_val_loss": self.best_val, "best_epoch": self.best_epoch, "lr_image": lr_i, "lr_neural": lr_n,
+                **({"val_top1": score, "best_val_top1": self.best_score} if score is not None else {}),
                 "samples_per_s": samples / max(time.monotonic() - t0, 1e-9), "elapsed_s": elapsed,
                 "progress": progress, "eta_s": self._eta(elapsed, progress)})
             if cfg.early_stopping_patience is not None and self.bad_epochs >= cfg.early_stopping_patience \
