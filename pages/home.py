@@ -29,23 +29,25 @@ c2.metric("Runs", len(runs))
 c3.metric("Finished with results", len(finished))
 c4.metric("Training now", len(running))
 
-left, right = st.columns(2)
-with left:
-    st.subheader("Subjects")
-    if subjects:
-        st.dataframe(tables.subjects_frame(subjects)[["subject", "images", "neurons", "repeats", "simulated"]],
-                     hide_index=True, column_config=tables.SUBJECT_COLUMNS, key="home.subjects")
-    else:
-        st.info("No subjects yet.")
-    st.page_link(nav.SUBJECTS.path, label="Browse or import subjects", icon=nav.SUBJECTS.icon)
-with right:
-    st.subheader("Best result per subject")
-    best = tables.best_per_subject(runs)
-    if best.empty:
-        st.info("No finished run yet: train one to see test identification accuracy here.")
-    else:
-        st.dataframe(best[["subject", "top1 img→neu", "top1 neu→img", "chance top1", "test n", "run"]],
-                     hide_index=True, column_config=tables.RUN_COLUMNS, key="home.best")
+st.subheader("Best result per subject")
+best = tables.best_per_subject(runs)
+if best.empty:
+    st.info("No finished run yet: train one to see test identification accuracy here.")
+else:
+    st.dataframe(best[["subject", "top1 img→neu", "top1 neu→img", "best linear img→neu", "best linear neu→img",
+                       "best linear", "beats linear", "chance top1", "test n", "run"]],
+                 hide_index=True, column_config=tables.HOME_BEST_COLUMNS, key="home.best")
+    st.caption("Test top-1 of each subject's best run (image → neural) next to the best linear readout of that run "
+               "(the best of its ridge baselines); the Retrieval page has every baseline and the 95 % intervals.")
+with st.container(horizontal=True):
     st.page_link(nav.TRAIN.path, label="Train a model", icon=nav.TRAIN.icon)
     if not best.empty:
         st.page_link(nav.RETRIEVAL.path, label="Browse retrieval results", icon=nav.RETRIEVAL.icon)
+
+st.subheader("Subjects")
+if subjects:
+    st.dataframe(tables.subjects_frame(subjects)[["subject", "images", "neurons", "repeats", "simulated"]],
+                 hide_index=True, column_config=tables.SUBJECT_COLUMNS, key="home.subjects")
+else:
+    st.info("No subjects yet.")
+st.page_link(nav.SUBJECTS.path, label="Browse or import subjects", icon=nav.SUBJECTS.icon)

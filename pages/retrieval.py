@@ -4,7 +4,7 @@ import numpy as np
 import streamlit as st
 
 from neuroalign import plots
-from neuroalign.ui import keys, results_view, run_picker, tables
+from neuroalign.ui import keys, results_view, run_picker
 from neuroalign.ui.entry import page_entry
 
 page_entry()
@@ -39,7 +39,7 @@ st.caption("top-k: share of queries whose true match is among the k best · rank
 st.subheader("Query browser")
 stimuli = run_picker.stimuli_for(summary, test_idx)
 c = st.columns([2, 2, 1])
-direction = c[0].radio("Direction", list(tables.DIRECTIONS), format_func=tables.DIRECTIONS.get, horizontal=True,
+direction = c[0].radio("Direction", list(results_view.DIRECTIONS), format_func=results_view.DIRECTIONS.get, horizontal=True,
                        key=keys.RETRIEVAL_DIRECTION)
 query = c[1].selectbox("Query (test image)", range(n), format_func=lambda i: f"test image {int(test_idx[i])}",
                        key=keys.RETRIEVAL_QUERY)

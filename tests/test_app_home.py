@@ -21,13 +21,39 @@ def test_home_populated_shows_best_result(app_populated):
     at = s.app_at("pages/home.py")
     s.no_exceptions(at)
     assert [m.value for m in at.metric] == ["1", "1", "1", "0"]
-    subjects, best = at.dataframe[0].value, at.dataframe[1].value
+    best, subjects = at.dataframe[0].value, at.dataframe[1].value  # best results first, full width
     assert subjects["subject"].tolist() == ["m1"] and subjects["images"].tolist() == [48]
     results = s.load_json(app_populated["run"] / "results.json")
     assert best["top1 img→neu"].iloc[0] == results["test"]["image_to_neural"]["top1"]
     assert best["run"].iloc[0] == app_populated["run"].name
     assert any(link.proto.page.endswith("pages/retrieval.py") or "retrieval" in link.proto.page
                for link in at.get("page_link"))
+
+
+def test_best_result_has_the_best_linear_readout(app_populated):
+    """Home's best result per subject: the best ridge baseline per direction and whether the model beats it;
+    old runs (pixel ridge only) keep working."""
+    from neuroalign.io_utils import atomic_write_json
+
+    run = app_populated["run"]
+    results = s.load_json(run / "results.json")
+    at = s.app_at("pages/home.py")
+    s.no_exceptions(at)
+    best = at.dataframe[0].value
+    assert best["best linear img→neu"].iloc[0] == results["baselines"]["ridge"]["image_to_neural"]["top1"]
+    assert best["best linear"].iloc[0] == "ridge pixels"
+    blocks = {d: {"top1": 0.0, "top5": 0.1, "top10": 0.2, "mean_rank": 3.0, "median_rank": 3.0} for d in
+              ("image_to_neural", "neural_to_image")}
+    results["test"]["image_to_neural"]["top1"], results["test"]["neural_to_image"]["top1"] = 0.5, 0.2
+    results["baselines"]["ridge"] = {**blocks, "n": 6}
+    results["baselines"]["ridge_backbone"] = {"image_to_neural": {**blocks["image_to_neural"], "top1": 0.3},
+                                              "neural_to_image": {**blocks["neural_to_image"], "top1": 0.4}, "n": 6}
+    atomic_write_json(run / "results.json", results)
+    at = s.app_at("pages/home.py")
+    best = at.dataframe[0].value
+    assert best["best linear img→neu"].iloc[0] == 0.3 and best["best linear neu→img"].iloc[0] == 0.4
+    assert best["best linear"].iloc[0] == "ridge backbone"
+    assert best["beats linear"].iloc[0] == "img→neu only"
 
 
 def test_first_start_creates_demo_with_status(app_env, monkeypatch):

@@ -61,6 +61,24 @@ def _get(d: Mapping | None, *keys: str) -> Any:
     return d
 
 
+def _linear_columns(results: Any) -> dict[str, Any]:
+    """Best linear readout per direction and whether the model beats it (see ui.results_view)."""
+    from neuroalign.ui import results_view
+
+    if not isinstance(results, Mapping):
+        results = {}
+    cols = results_view.best_linear_columns(results)
+    verdicts = {v.direction: v.beats for v in results_view.linear_verdicts(results)} if results.get("test") else {}
+    if not verdicts or None in verdicts.values():
+        beats = ""
+    else:
+        i2n, n2i = verdicts["image_to_neural"], verdicts["neural_to_image"]
+        beats = {(True, True): "both ways", (True, False): "img→neu only", (False, True): "neu→img only",
+                 (False, False): "no"}[(i2n, n2i)]
+    cols["beats linear"] = beats
+    return cols
+
+
 def run_row(run_dir: Path, summary: Mapping[str, Any], subject: str | None = None) -> dict[str, Any]:
     """Flat table row of one run: identity, state, key config and test metrics.
 
@@ -83,6 +101,7 @@ def run_row(run_dir: Path, summary: Mapping[str, Any], subject: str | None = Non
         "state": status.get("state", "unknown"),
         "top1 img→neu": _get(test, "image_to_neural", "top1"),
         "top1 neu→img": _get(test, "neural_to_image", "top1"),
+        **_linear_columns(results),
         "chance top1": test.get("chance_top1"),
         "ridge top1": _get(results, "baselines", "ridge", "image_to_neural", "top1"),
         "top5 img→neu": _get(test, "image_to_neural", "top5"),
@@ -103,15 +122,28 @@ def run_row(run_dir: Path, summary: Mapping[str, Any], subject: str | None = Non
 RUN_COLUMNS = {
     "created": st.column_config.DatetimeColumn("created (UTC)", format="YYYY-MM-DD HH:mm"),
     "ridge top1": st.column_config.NumberColumn("ridge top1", format="%.3f", help="pixel ridge-regression baseline"),
+    "run": st.column_config.TextColumn("run", pinned=True, help="run folder name (date, time, subject, id)"),
+    "subject": st.column_config.TextColumn("subject", pinned=True),
+    "best linear img→neu": st.column_config.NumberColumn(
+        "linear img→neu", format="%.3f", width=108,
+        help="test top-1 (image → neural) of the best linear readout: the best of the ridge baselines of the run "
+             "(pixels, random features, backbone features)"),
+    "best linear neu→img": st.column_config.NumberColumn(
+        "linear neu→img", format="%.3f", width=108, help="the same, neural → image"),
+    "best linear": st.column_config.TextColumn("linear = ", width=105, help="which ridge baseline is the best linear readout"),
+    "beats linear": st.column_config.TextColumn(
+        "beats linear", width=95, help="in which directions the model's test top-1 is above the best linear readout's"),
     "mean SSIM": st.column_config.NumberColumn("mean SSIM", format="%.3f", help="test SSIM between the two maps"),
     "top1 img→neu": st.column_config.ProgressColumn(
-        "top1 img→neu", min_value=0.0, max_value=1.0, format="%.3f",
+        "top1 img→neu", min_value=0.0, max_value=1.0, format="%.3f", width=105,
         help="test top-1 identification, image query → neural candidates"),
-    "top1 neu→img": st.column_config.ProgressColumn("top1 neu→img", min_value=0.0, max_value=1.0, format="%.3f"),
+    "top1 neu→img": st.column_config.ProgressColumn("top1 neu→img", min_value=0.0, max_value=1.0, format="%.3f",
+                                                    width=105),
     "top5 img→neu": st.column_config.NumberColumn("top5 img→neu", format="%.3f"),
     "mean rank": st.column_config.NumberColumn("mean rank", format="%.1f",
                                                help="mean rank of the true match (1 = best)"),
-    "chance top1": st.column_config.NumberColumn("chance top1", format="%.4f"),
+    "chance top1": st.column_config.NumberColumn("chance", format="%.4f", width=60, help="top-1 of a random ranking"),
+    "test n": st.column_config.NumberColumn("test n", format="%d", width=50, help="test images"),
     "temperature": st.column_config.NumberColumn("temperature", format="%.3g"),
     "path": None,
 }
@@ -143,47 +175,5 @@ def best_per_subject(df: pd.DataFrame) -> pd.DataFrame:
     return done.loc[idx].sort_values("subject").reset_index(drop=True)
 
 
-RETRIEVAL_METRICS = ("top1", "top5", "top10", "mean_rank", "median_rank")
-DIRECTIONS = {"image_to_neural": "image → neural", "neural_to_image": "neural → image"}
-SHORT_DIRECTIONS = {"image_to_neural": "img→neu", "neural_to_image": "neu→img"}
-REFERENCE_NAMES = {"ridge": "ridge", "repeat": "repeat", "oracle": "oracle"}
-REFERENCE_HELP = {"chance": "expected value for a random ranking",
-                  "ridge": "baseline: ridge regression from pixels to responses",
-                  "repeat": "baseline: one recorded repeat identifies the other (recording noise ceiling)",
-                  "oracle": "ceiling: the simulator's noiseless rates (simulated subjects only)"}
-
-
-def retrieval_table(results: Mapping[str, Any]) -> pd.DataFrame:
-    """Rows: metric × direction; columns: model, chance, then each baseline / the oracle present."""
-    test = results.get("test") or {}
-    n = test.get("n")
-    columns: dict[str, Mapping[str, Any]] = {"model": test}
-    for key, label in REFERENCE_NAMES.items():
-        ref = (results.get("baselines") or {}).get(key)
-        if isinstance(ref, Mapping) and "image_to_neural" in ref:
-            columns[label] = ref
-    rows = []
-    for direction, dlabel in SHORT_DIRECTIONS.items():
-        for metric in RETRIEVAL_METRICS:
-            row: dict[str, Any] = {"metric": f"{metric} · {dlabel}", "model": _get(test, direction, metric)}
-            if metric.startswith("top"):
-                row["chance"] = test.get(f"chance_{metric}", (min(int(metric[3:]), n) / n) if n else None)
-            else:
-                row["chance"] = test.get("chance_mean_rank", (n + 1) / 2 if n else None)
-            for label, ref in columns.items():
-                if label != "model":
-                    row[label] = _get(ref, direction, metric)
-            rows.append(row)
-    return pd.DataFrame(rows)
-
-
-def reference_top1(results: Mapping[str, Any]) -> dict[str, dict[str, float]]:
-    """{"model": {"top1": ..}, "chance": .., baselines..} for the bar chart (image → neural)."""
-    test = results.get("test") or {}
-    out = {"model": {"top1": _get(test, "image_to_neural", "top1"), "top5": _get(test, "image_to_neural", "top5")},
-           "chance": {"top1": test.get("chance_top1"), "top5": test.get("chance_top5")}}
-    for key, label in REFERENCE_NAMES.items():
-        ref = (results.get("baselines") or {}).get(key)
-        if isinstance(ref, Mapping) and "image_to_neural" in ref:
-            out[label] = {m: _get(ref, "image_to_neural", m) for m in ("top1", "top5")}
-    return {k: {m: (float(v) if v is not None else float("nan")) for m, v in d.items()} for k, d in out.items()}
+# Home's "best result per subject": the subject is the identity there, the run folder comes last.
+HOME_BEST_COLUMNS = {**RUN_COLUMNS, "run": st.column_config.TextColumn("run", help="the run with the best test top-1")}
