@@ -1,0 +1,297 @@
+"""Neuron models and noise of the benchmark simulation suite (independent of `neuroalign.data.simulate`).
+
+Neurons see the image at half resolution (2x2 block means of 68x270 -> 34x135 = 4,590 pixels,
+minus mid-gray 0.5). Each neuron's linear filters are built on that grid (positions and sizes in
+full-resolution pixels) and applied to all images with one matrix product per chunk of neurons
+(torch, CPU), so 2,800 images x 10,000 neurons cost a few hundred GFLOP, not a Python loop.
+
+Populations return *relative* noiseless rates `(n_images, k)` (float32, positive, of order 1)
+and per-neuron labels; `calibrate_gain` turns them into expected spike counts:
+
+* `gabor_ln_population` -- Gabor simple cells (half-wave rectified linear drive ** p, p ~ U(1.5,
+  2.5)) and complex cells (quadrature energy ** q, q ~ U(0.5, 1)); 0.02..0.12 cycles/px,
+  elongated envelopes, centres in a subject-specific region.
+* `subunit_population` -- LN-LN cells: 4 rectified subunits (small DoGs, or Gabors sharing an
+  orientation +- jitter) at jittered positions, weighted sum, softplus output nonlinearity; a
+  fraction of "unreliable" cells keeps 2 % of the stimulus drive.
+* `surround_population` -- Gabor energy cells divided by a surround contrast-energy pool
+  (band-passed contrast squared, Gaussian-pooled at a scale ~2.5x the centre), plus on/off DoG
+  centre-surround cells.
+
+Noise (`NoiseModel`): per trial, counts ~ Poisson(rate * G * Gamma) + gauss_sd * N(0, 1), with
+a shared lognormal gain G per trial (mean 1, log-sd gain_sd) and, when nb_shape is set, a
+per-neuron Gamma(shape, 1/shape) multiplier (gamma-Poisson = negative binomial, Fano = 1 +
+rate / shape). `calibrate_gain` picks the overall rate scale so that the *expected* median
+repeat-to-repeat correlation over neurons equals `target_r`, from the closed form
+r = g^2 var / (g mean + g^2 (E[x^2] c - mean^2) + gauss_sd^2), c = exp(gain_sd^2) (1 + 1/shape).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+HH, WH = 34, 135
+_YG = (2 * np.arange(HH, dtype=np.float32) + 0.5)[:, None].repeat(WH, 1).reshape(-1)  # full-res px
+_XG = (2 * np.arange(WH, dtype=np.float32) + 0.5)[None, :].repeat(HH, 0).reshape(-1)
+_CHUNK = 1000
+
+
+def half_res(images: np.ndarray) -> torch.Tensor:
+    """(n, 68, 270) in [0, 1] -> (n, 4590) float32 contrast (2x2 block mean - 0.5)."""
+    x = np.asarray(images, np.float32)
+    n = x.shape[0]
+    x = x.reshape(n, HH, 2, WH, 2).mean(axis=(2, 4)) - 0.5
+    return torch.from_numpy(np.ascontiguousarray(x.reshape(n, -1)))
+
+
+def rf_centres(rng: np.random.Generator, k: int, region: tuple[float, float, float, float]) -> tuple[np.ndarray, np.ndarray]:
+    """Centres (full-res px) clustered around region = (cy, cx, sd_y, sd_x), kept inside the image."""
+    cy, cx, sy, sx = region
+    y = np.clip(rng.normal(cy, sy, k), 6, 2 * HH - 6)
+    x = np.clip(rng.normal(cx, sx, k), 8, 2 * WH - 8)
+    return y.astype(np.float32), x.astype(np.float32)
+
+
+def random_region(rng: np.random.Generator) -> tuple[float, float, float, float]:
+    return (float(rng.uniform(24, 44)), float(rng.uniform(70, 200)), float(rng.uniform(7, 12)),
+            float(rng.uniform(20, 45)))
+
+
+def _c(a) -> np.ndarray:
+    return np.asarray(a, np.float32)[:, None]
+
+
+def gabor_filters(cy, cx, sf, sigma, aspect, theta, phase) -> tuple[np.ndarray, np.ndarray]:
+    """Even/odd (quadrature) Gabors (k, 4590), zero mean, unit norm; sf in cycles per full-res px."""
+    dy, dx = _YG[None] - _c(cy), _XG[None] - _c(cx)
+    th = _c(theta)
+    u = dx * np.cos(th) + dy * np.sin(th)  # across the bars
+    v = -dx * np.sin(th) + dy * np.cos(th)  # along the bars
+    s = _c(sigma)
+    env = np.exp(-(u**2 + (v / _c(aspect)) ** 2) / (2 * s**2))
+    arg = 2 * np.pi * _c(sf) * u + _c(phase)
+    out = []
+    for f in (np.cos(arg) * env, np.sin(arg) * env):
+        f -= env * (f.sum(1, keepdims=True) / (env.sum(1, keepdims=True) + 1e-12))
+        f /= np.linalg.norm(f, axis=1, keepdims=True) + 1e-12
+        out.append(f.astype(np.float32))
+    return out[0], out[1]
+
+
+def dog_filters(cy, cx, sigma_c, sigma_s, w_surround, sign) -> np.ndarray:
+    """Centre minus w * surround Gaussians (each of unit sum), times sign, unit norm (k, 4590)."""
+    r2 = (_YG[None] - _c(cy)) ** 2 + (_XG[None] - _c(cx)) ** 2
+    c = np.exp(-r2 / (2 * _c(sigma_c) ** 2))
+    s = np.exp(-r2 / (2 * _c(sigma_s) ** 2))
+    f = c / c.sum(1, keepdims=True) - _c(w_surround) * s / s.sum(1, keepdims=True)
+    f *= _c(sign)
+    return (f / (np.linalg.norm(f, axis=1, keepdims=True) + 1e-12)).astype(np.float32)
+
+
+def _drive(x: torch.Tensor, filters: np.ndarray) -> torch.Tensor:
+    """(n, P) @ (k, P).T -> (n, k), each column divided by its std over images.
+
+    Filter tails below 1e-7 are zeroed: Gaussian tails are float32 denormals otherwise, and
+    denormal arithmetic makes the matrix product 10-20x slower."""
+    f = np.where(np.abs(filters) < 1e-7, np.float32(0), filters)
+    d = x @ torch.from_numpy(np.ascontiguousarray(f.T))
+    return d / (d.std(dim=0, keepdim=True) + 1e-8)
+
+
+def _finish(r: torch.Tensor, base: np.ndarray, amp: np.ndarray) -> np.ndarray:
+    """base + amp * r / mean(r) per neuron -> float32 numpy."""
+    r = r / (r.mean(dim=0, keepdim=True) + 1e-8)
+    return (torch.from_numpy(base)[None] + torch.from_numpy(amp)[None] * r).numpy().astype(np.float32)
+
+
+def _chunks(k: int):
+    for s in range(0, k, _CHUNK):
+        yield slice(s, min(k, s + _CHUNK))
+
+
+def gabor_ln_population(x: torch.Tensor, rng: np.random.Generator, k: int, region, frac_complex: float = 0.4
+                        ) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    cy, cx = rf_centres(rng, k, region)
+    sf = np.exp(rng.uniform(np.log(0.02), np.log(0.12), k))
+    sigma = np.minimum(0.39 / sf * rng.uniform(0.8, 1.2, k), 22.0)
+    aspect, theta, phase = rng.uniform(1.0, 2.0, k), rng.uniform(0, np.pi, k), rng.uniform(0, 2 * np.pi, k)
+    complex_ = rng.uniform(size=k) < frac_complex
+    expo = np.where(complex_, rng.uniform(0.5, 1.0, k), rng.uniform(1.5, 2.5, k)).astype(np.float32)
+    base, amp = rng.uniform(0.1, 0.6, k).astype(np.float32), rng.lognormal(0, 0.4, k).astype(np.float32)
+    out = np.empty((x.shape[0], k), np.float32)
+    for s in _chunks(k):
+        ev, od = gabor_filters(cy[s], cx[s], sf[s], sigma[s], aspect[s], theta[s], phase[s])
+        cpx = complex_[s]
+        de = _drive(x, ev)
+        r = torch.relu(de) ** torch.from_numpy(expo[s])[None]  # simple: rectified drive ** p
+        if cpx.any():  # complex: quadrature energy ** q (the odd drive only for these)
+            energy = 0.5 * (de[:, cpx] ** 2 + _drive(x, od[cpx]) ** 2)
+            r[:, cpx] = energy ** torch.from_numpy(expo[s][cpx])[None]
+        out[:, s] = _finish(r, base[s], amp[s])
+    return out, {"cell_type": complex_.astype(np.int8), "unreliable": np.zeros(k, bool)}  # 0 simple, 1 complex
+
+
+def subunit_population(x: torch.Tensor, rng: np.random.Generator, k: int, region, frac_unreliable: float = 0.25,
+                       n_sub: int = 4, frac_dog: float = 0.4) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    cy, cx = rf_centres(rng, k, region)
+    jit = rng.uniform(3, 8, k)
+    sy = (cy[:, None] + rng.normal(0, 1, (k, n_sub)) * jit[:, None]).clip(2, 2 * HH - 2).ravel()
+    sx = (cx[:, None] + rng.normal(0, 1, (k, n_sub)) * jit[:, None]).clip(2, 2 * WH - 2).ravel()
+    dog = np.repeat(rng.uniform(size=k) < frac_dog, n_sub)
+    sf = np.repeat(np.exp(rng.uniform(np.log(0.04), np.log(0.12), k)), n_sub)
+    theta = np.repeat(rng.uniform(0, np.pi, k), n_sub) + rng.normal(0, 0.25, k * n_sub)
+    phase = rng.uniform(0, 2 * np.pi, k * n_sub)
+    sig_c = np.repeat(rng.uniform(2.5, 5.0, k), n_sub)
+    sign = np.repeat(rng.choice([-1.0, 1.0], k), n_sub)
+    w = rng.uniform(0.4, 1.0, (k, n_sub)).astype(np.float32)
+    sub_p = np.repeat(rng.uniform(1.2, 2.0, k), n_sub).astype(np.float32)
+    thresh = rng.uniform(0.2, 1.2, k).astype(np.float32)
+    unreliable = np.zeros(k, bool)
+    unreliable[rng.permutation(k)[: int(round(frac_unreliable * k))]] = True
+    base = rng.uniform(0.2, 0.8, k).astype(np.float32)
+    amp = (rng.lognormal(0, 0.4, k) * np.where(unreliable, 0.02, 1.0)).astype(np.float32)
+    out = np.empty((x.shape[0], k), np.float32)
+    for s in _chunks(k):
+        j = slice(s.start * n_sub, s.stop * n_sub)
+        gab, _ = gabor_filters(sy[j], sx[j], sf[j], 0.35 / sf[j], np.ones(j.stop - j.start), theta[j], phase[j])
+        dg = dog_filters(sy[j], sx[j], sig_c[j], 2.5 * sig_c[j], np.full(j.stop - j.start, 0.9), sign[j])
+        filt = np.where(dog[j, None], dg, gab)
+        sub = torch.relu(_drive(x, filt)) ** torch.from_numpy(sub_p[j])[None]  # (n, kc * n_sub)
+        u = (sub.reshape(x.shape[0], -1, n_sub) * torch.from_numpy(w[s])[None]).sum(-1)
+        u = u / (u.mean(dim=0, keepdim=True) + 1e-8)
+        r = torch.nn.functional.softplus(3.0 * (u - torch.from_numpy(thresh[s])[None])) / 3.0
+        out[:, s] = _finish(r, base[s], amp[s])
+    return out, {"cell_type": dog[::n_sub].astype(np.int8), "unreliable": unreliable}  # 0 Gabor, 1 DoG subunits
+
+
+def gaussian_blur(img: np.ndarray, sigmas: tuple[float, ...]) -> list[np.ndarray]:
+    """Gaussian blurs of `img (n, h, w)` at each sigma (px): one FFT of the reflect-padded images."""
+    from scipy import fft
+
+    n, h, w = img.shape
+    p = int(math.ceil(3 * max(sigmas)))
+    eh, ew = fft.next_fast_len(h + 2 * p, real=True) - h - 2 * p, fft.next_fast_len(w + 2 * p, real=True) - w - 2 * p
+    padded = np.pad(img, ((0, 0), (p, p + eh), (p, p + ew)), mode="reflect")  # fast FFT lengths
+    spec = fft.rfft2(padded, workers=2)
+    f2 = np.fft.fftfreq(padded.shape[1])[:, None] ** 2 + np.fft.rfftfreq(padded.shape[2])[None, :] ** 2
+    return [fft.irfft2(spec * np.exp(-2 * np.pi**2 * s**2 * f2).astype(np.float32), s=padded.shape[1:],
+                       workers=2)[:, p:p + h, p:p + w].astype(np.float32) for s in sigmas]
+
+
+def contrast_energy(x: torch.Tensor) -> torch.Tensor:
+    """Band-passed (minus a sigma-2 half-res px blur) contrast, squared: (n, P)."""
+    img = x.numpy().reshape(-1, HH, WH)
+    e = (img - gaussian_blur(img, (2.0,))[0]) ** 2
+    return torch.from_numpy(np.ascontiguousarray(e.reshape(len(img), -1)))
+
+
+def _gaussian_pools(cy, cx, sigma) -> np.ndarray:
+    """Unit-sum isotropic Gaussian weights (k, P): the surround pool of each cell."""
+    g = np.exp(-((_YG[None] - _c(cy)) ** 2 + (_XG[None] - _c(cx)) ** 2) / (2 * _c(sigma) ** 2))
+    g = (g / g.sum(1, keepdims=True)).astype(np.float32)
+    g[g < 1e-9] = 0  # no float32 denormals in the matrix product (10-20x slower)
+    return g
+
+
+def surround_population(x: torch.Tensor, rng: np.random.Generator, k: int, region, frac_dog: float = 0.4
+                        ) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    cy, cx = rf_centres(rng, k, region)
+    dog = rng.uniform(size=k) < frac_dog
+    sf = np.exp(rng.uniform(np.log(0.02), np.log(0.1), k))
+    sigma = np.minimum(0.39 / sf * rng.uniform(0.8, 1.2, k), 20.0)
+    aspect, theta, phase = rng.uniform(1.0, 1.8, k), rng.uniform(0, np.pi, k), rng.uniform(0, 2 * np.pi, k)
+    sig_pool = np.minimum(2.5 * sigma, 40.0)  # surround pool ~2.5x the centre envelope (full-res px)
+    w_sur, q = rng.uniform(0.5, 3.0, k).astype(np.float32), rng.uniform(0.8, 1.2, k).astype(np.float32)
+    sig_c = rng.uniform(3, 10, k)
+    sig_s, w_dog = sig_c * rng.uniform(2.0, 3.5, k), rng.uniform(0.6, 1.0, k)
+    sign, p_dog = rng.choice([-1.0, 1.0], k), rng.uniform(1.2, 2.0, k).astype(np.float32)
+    base, amp = rng.uniform(0.1, 0.5, k).astype(np.float32), rng.lognormal(0, 0.4, k).astype(np.float32)
+    energy = contrast_energy(x)
+    out = np.empty((x.shape[0], k), np.float32)
+    for s in _chunks(k):
+        ie = np.arange(s.start, s.stop)[~dog[s]]  # energy cells of this chunk
+        idg = np.arange(s.start, s.stop)[dog[s]]
+        ev, od = gabor_filters(cy[ie], cx[ie], sf[ie], sigma[ie], aspect[ie], theta[ie], phase[ie])
+        e = 0.5 * (_drive(x, ev) ** 2 + _drive(x, od) ** 2)
+        sur = torch.relu(energy @ torch.from_numpy(_gaussian_pools(cy[ie], cx[ie], sig_pool[ie]).T.copy()))
+        sur = sur / (sur.mean(dim=0, keepdim=True) + 1e-12)  # (n, k_energy), mean 1
+        qq, ww = torch.from_numpy(q[ie])[None], torch.from_numpy(w_sur[ie])[None]
+        r = torch.empty((x.shape[0], s.stop - s.start))
+        r[:, ~dog[s]] = (1 + ww) * e**qq / (1 + ww * sur**qq)
+        dd = _drive(x, dog_filters(cy[idg], cx[idg], sig_c[idg], sig_s[idg], w_dog[idg], sign[idg]))
+        r[:, dog[s]] = torch.relu(dd) ** torch.from_numpy(p_dog[idg])[None]
+        out[:, s] = _finish(r, base[s], amp[s])
+    return out, {"cell_type": dog.astype(np.int8), "unreliable": np.zeros(k, bool)}  # 0 energy+surround, 1 DoG
+
+
+# ---------------------------------------------------------------------------------------------
+# noise
+
+
+@dataclass(frozen=True)
+class NoiseModel:
+    target_r: float  # expected median repeat-to-repeat correlation over neurons
+    gain_sd: float = 0.0  # log-sd of the shared multiplicative gain per trial
+    nb_shape: float | None = None  # gamma-Poisson shape (None: plain Poisson)
+    gauss_sd: float = 0.0  # additive Gaussian noise, in counts
+
+    def _c(self) -> float:
+        return math.exp(self.gain_sd**2) * (1.0 + (0.0 if self.nb_shape is None else 1.0 / self.nb_shape))
+
+
+def expected_repeat_r(rel: np.ndarray, noise: NoiseModel, g: float) -> np.ndarray:
+    """Closed-form expected repeat-to-repeat correlation per neuron at rate scale g, (k,)."""
+    x = np.asarray(rel, np.float64)
+    m, s2 = x.mean(0), (x**2).mean(0)
+    v = s2 - m**2
+    return g * g * v / (g * m + g * g * (s2 * noise._c() - m**2) + noise.gauss_sd**2 + 1e-300)
+
+
+def calibrate_gain(rel: np.ndarray, noise: NoiseModel) -> float:
+    """Rate scale g (bisection in log g) whose expected median repeat r is noise.target_r (or the
+    highest reachable, when the multiplicative noise caps it)."""
+    x = np.asarray(rel, np.float32)
+    m, s2 = x.mean(0, dtype=np.float64), np.einsum("ij,ij->j", x, x, dtype=np.float64) / len(x)
+    v, c, gs2 = s2 - m**2, noise._c(), noise.gauss_sd**2
+
+    def med(lg: float) -> float:
+        g = math.exp(lg)
+        return float(np.median(g * g * v / (g * m + g * g * (s2 * c - m**2) + gs2 + 1e-300)))
+
+    lo, hi = math.log(1e-3), math.log(1e5)
+    if med(hi) < noise.target_r:
+        return math.exp(hi)
+    for _ in range(60):
+        mid = 0.5 * (lo + hi)
+        lo, hi = (mid, hi) if med(mid) < noise.target_r else (lo, mid)
+    return math.exp(0.5 * (lo + hi))
+
+
+def sample_repeats(rates: np.ndarray, noise: NoiseModel, rng: np.random.Generator, n_repeats: int = 2,
+                   chunk: int = 256) -> np.ndarray:
+    """Single trials (R, n, k) float32 from expected counts `rates (n, k)` (see NoiseModel)."""
+    n, k = rates.shape
+    out = np.empty((n_repeats, n, k), np.float32)
+    for r in range(n_repeats):
+        gain = np.exp(noise.gain_sd * rng.standard_normal(n) - 0.5 * noise.gain_sd**2).astype(np.float32)
+        for s in range(0, n, chunk):
+            lam = rates[s:s + chunk] * gain[s:s + chunk, None]
+            if noise.nb_shape is not None:
+                lam = lam * rng.gamma(noise.nb_shape, 1.0 / noise.nb_shape, lam.shape).astype(np.float32)
+            y = rng.poisson(lam).astype(np.float32)
+            if noise.gauss_sd > 0:
+                y += noise.gauss_sd * rng.standard_normal(lam.shape, dtype=np.float32)
+            out[r, s:s + chunk] = y
+    return out
+
+
+def repeat_r(repeats: np.ndarray) -> np.ndarray:
+    """Measured correlation across images between repeat 1 and repeat 2, per neuron (k,)."""
+    a = repeats[0] - repeats[0].mean(0)
+    b = repeats[1] - repeats[1].mean(0)
+    den = np.sqrt((a * a).sum(0) * (b * b).sum(0))
+    return np.where(den > 0, (a * b).sum(0) / np.where(den > 0, den, 1), 0.0)
