@@ -134,3 +134,44 @@ def test_list_stringer_recording_folder(tmp_path, make_tiny_arrays):
     savemat(data / "responses.mat", {"stim": {"resp": trials, "istim": istim}})
     (info,) = SubjectStore(tmp_path / "root").list()
     assert (info.n_images, info.n_neurons, info.has_repeats, info.source, info.error) == (20, 6, True, "load", None)
+
+
+def test_first_start_demo_rule_is_an_empty_root(tmp_path, monkeypatch):
+    import neuroalign.data.store as store_mod
+
+    root = tmp_path / "root"
+    store = SubjectStore(root)
+    made = []
+    monkeypatch.setattr(store_mod, "make_demo_subjects", lambda r, **kw: made.append(r) or ["sim-M1"])
+    assert store.is_empty()  # a root that does not exist yet
+    root.mkdir()
+    (root / "notes.txt").write_text("not a subject")
+    assert not store.is_empty() and store.ensure_demo() == [] and made == []  # any entry: no demo
+    (root / "notes.txt").unlink()
+    assert store.is_empty() and store.ensure_demo() == ["sim-M1"] and made == [store.root]
+
+
+def test_demo_subjects_are_written_only_under_free_names(tmp_path):
+    from neuroalign.data import make_demo_subjects
+    from neuroalign.data.names import name_taken
+
+    root = tmp_path / "root"
+    root.mkdir()
+    (root / "sim-M1").symlink_to(tmp_path / "nowhere")  # a dangling link takes the name too
+    assert name_taken(root, "sim-M1") and not name_taken(root, "sim-M2")
+    assert make_demo_subjects(root, size="tiny", names=("sim-M1",)) == []
+    assert os.path.islink(root / "sim-M1") and sorted(p.name for p in root.iterdir()) == ["sim-M1"]
+
+
+def test_pid_alive():
+    import subprocess
+    import sys
+
+    from neuroalign.io_utils import pid_alive
+
+    assert pid_alive(os.getpid())
+    for gone in (None, "123", 0, -1, True, 2**70):
+        assert not pid_alive(gone), gone
+    child = subprocess.Popen([sys.executable, "-c", "pass"])
+    child.wait()
+    assert not pid_alive(child.pid)

@@ -8,7 +8,8 @@ from scipy.io import savemat
 
 from neuroalign.data import load_ground_truth, load_pair, load_subject
 from neuroalign.data.matio import write_mat_v73
-from neuroalign.data.subject import decide_layout, scale_images
+from neuroalign.data.layout import decide_layout
+from neuroalign.data.subject import scale_images
 
 N, H, W, K = 12, 68, 270, 7
 

@@ -2,6 +2,8 @@
 
 * `matio` -- safe reading of MAT v5 (scipy) and v7.3 (h5py) files, only the variables needed;
   writing v5/v7.3 (a package: format sniffing, the v5 walker, the scipy and h5py readers, writer).
+* `layout` -- shape-only decisions: image layout, response orientation, istim presentations.
+* `trainable` -- what an imported subject needs to be trainable (image size, count, varying responses).
 * `subject` -- `Subject` (images (N, 1, H, W) float32 in [0, 1], responses (N, K) one row per
   image, optional repeats (R, N, K)), `load_subject`, `load_pair`, `load_ground_truth`.
 * `names` -- the rules for subject names and "is this name taken".
@@ -11,8 +13,9 @@
 * `splits` -- `split_indices` by image identity and `Normaliser` fitted on training rows only.
 * `stimuli`, `simulate` -- the embedded simulated demo subjects (`make_demo_subjects`).
 
-Imports go one way: matio <- subject <- writer <- simulate <- store. Importing this package does
-not import torch (nor scikit-learn, which `stimuli` loads only when it builds stimuli).
+Imports go one way: matio, layout, trainable <- subject <- writer <- simulate <- store.
+Importing this package does not import torch (`trainable` imports the backbone's minimum image
+side only when an import is checked) nor scikit-learn (`stimuli` reads its photos lazily).
 """
 
 from __future__ import annotations

@@ -31,11 +31,12 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from neuroalign.data.layout import decide_layout, istim_presentations
 from neuroalign.data.matio import peek_mat, read_mat_variables
 from neuroalign.data.names import check_subject_name, folder_name, name_taken
 from neuroalign.data.simulate import make_demo_subjects
-from neuroalign.data.subject import (IMAGE_VARIABLES, SIDECAR, Subject, decide_layout, istim_presentations,
-                                     load_pair, load_subject, read_sidecar, subject_files)
+from neuroalign.data.subject import (IMAGE_VARIABLES, SIDECAR, Subject, load_pair, load_subject, read_sidecar,
+                                     subject_files)
 from neuroalign.data.writer import check_root, file_stamp, write_subject_folder
 
 __all__ = ["SubjectInfo", "SubjectStore", "ValidationReport", "check_subject_name"]
@@ -255,8 +256,10 @@ class SubjectStore:
     # -- changes ---------------------------------------------------------------------------------
 
     def validate(self, images_path: str | os.PathLike, responses_path: str | os.PathLike) -> ValidationReport:
-        """Load and check a pair of files; ValueError/FileNotFoundError with a one-line reason when unusable."""
-        return ValidationReport.from_subject(load_pair(images_path, responses_path, name="validate"))
+        """Load and check a pair of files; ValueError/FileNotFoundError with a one-line reason when unusable
+        or untrainable (`neuroalign.data.trainable`)."""
+        return ValidationReport.from_subject(load_pair(images_path, responses_path, name="validate",
+                                                       require_trainable=True))
 
     def import_subject(self, name: str, images_path: str | os.PathLike, responses_path: str | os.PathLike) -> SubjectInfo:
         """Validate, then write `<root>/<name>/Data/{images,responses}.mat` atomically.
@@ -264,13 +267,14 @@ class SubjectStore:
         The stored files are canonical, reference-compatible MAT files (v5, or v7.3 beyond 2 GiB):
         `images` (N, H, W) float32 in [0, 1] and `responses` (N, K) float32, one row per image
         (+ `responses_repeats` (R, N, K) when repeats exist). The original layout, dtypes and
-        scaling are recorded in the sidecar. Refuses unusable names and existing subjects.
+        scaling are recorded in the sidecar. Refuses unusable names, existing subjects and subjects
+        that cannot be trained (`neuroalign.data.trainable`).
         """
         name = check_subject_name(name)
         self._check_root()
         if self.exists(name):
             raise FileExistsError(f"subject {name!r} already exists in {self.root}; choose another name or delete it")
-        subject = load_pair(images_path, responses_path, name=name)
+        subject = load_pair(images_path, responses_path, name=name, require_trainable=True)
         source = {k: subject.meta[k] for k in ("images_file", "responses_file", "format", "images_variable",
                                                "images_shape_original", "images_dtype", "responses_shape_original",
                                                "responses_dtype", "image_layout", "response_orientation",

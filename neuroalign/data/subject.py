@@ -40,7 +40,10 @@ from typing import Any
 
 import numpy as np
 
-from neuroalign.data.matio import MatInfo, peek_mat, read_mat_struct_fields, read_mat_variables
+from neuroalign.data.layout import decide_layout, istim_presentations, to_nhw
+from neuroalign.data.matio import (MatInfo, check_declared_size, peek_mat, read_mat_struct_fields,
+                                   read_mat_variables)
+from neuroalign.data.trainable import check_trainable_responses, check_trainable_shape
 
 logger = logging.getLogger(__name__)
 
@@ -49,7 +52,6 @@ RESPONSE_VARIABLE = "responses"
 OPTIONAL_RESPONSE_VARIABLES = ("istim", "responses_repeats")
 SIDECAR = "subject.json"
 GROUND_TRUTH = "ground_truth.npz"
-_REFERENCE_ASPECT = 270 / 68
 
 
 @dataclass
@@ -99,98 +101,7 @@ class Subject:
 
 
 # ---------------------------------------------------------------------------------------------
-# layout decisions (shape-only, so `SubjectStore.list` can use them on headers)
-
-
-def _aspect_score(h: int, w: int) -> float:
-    return abs(math.log(max(w, 1) / max(h, 1)) - math.log(_REFERENCE_ASPECT))
-
-
-def image_layout_candidates(shape: tuple[int, ...]) -> list[tuple[str, int, tuple[int, int]]]:
-    """Possible (layout, n_images, (H, W)) for an image array shape, most plausible first."""
-    if len(shape) == 4:
-        out = []
-        if shape[1] == 1:
-            out.append(("N1HW", shape[0], (shape[2], shape[3])))
-        if shape[2] == 1:
-            out.append(("HW1N", shape[3], (shape[0], shape[1])))
-        if shape[3] == 1:
-            out.append(("NHW1", shape[0], (shape[1], shape[2])))
-        return out
-    if len(shape) == 3:
-        hwn = ("HWN", shape[2], (shape[0], shape[1]))
-        nhw = ("NHW", shape[0], (shape[1], shape[2]))
-        return sorted([hwn, nhw], key=lambda c: (_aspect_score(*c[2]), c[0] != "HWN"))
-    return []
-
-
-@dataclass
-class LayoutDecision:
-    image_layout: str
-    n_images: int
-    image_hw: tuple[int, int]
-    response_orientation: str  # "trials x neurons" | "neurons x trials"
-    n_trials: int
-    n_neurons: int
-    notes: list[str]
-
-
-def decide_layout(images_shape: tuple[int, ...], responses_shape: tuple[int, ...],
-                  n_trials: int | None = None, images_name: str = "images.mat",
-                  responses_name: str = "responses.mat") -> LayoutDecision:
-    """Decide image layout and response orientation from shapes alone.
-
-    `n_trials` is the trial count when an `istim` vector gives it; otherwise trials = images.
-    Raises ValueError (naming both files and the shapes) when nothing is consistent.
-    """
-    images_shape, responses_shape = tuple(images_shape), tuple(responses_shape)
-    candidates = image_layout_candidates(images_shape)
-    if not candidates:
-        raise ValueError(f"{images_name}: images have shape {images_shape} (rank {len(images_shape)}); "
-                         "expected grayscale H x W x N, N x H x W, N x 1 x H x W, N x H x W x 1 or H x W x 1 x N")
-    if len(responses_shape) != 2:
-        raise ValueError(f"{responses_name}: responses have shape {responses_shape} (rank {len(responses_shape)}); "
-                         "expected a 2-D trials x neurons (or neurons x trials) matrix")
-    for layout, n, hw in candidates:
-        t = n if n_trials is None else n_trials
-        notes: list[str] = []
-        if responses_shape[0] == t:
-            orientation, k = "trials x neurons", responses_shape[1]
-            if responses_shape[1] == t:
-                notes.append(f"responses are {responses_shape[0]} x {responses_shape[1]}: both axes match the "
-                             f"{t} trials; assumed trials x neurons as the reference code does")
-        elif responses_shape[1] == t:
-            orientation, k = "neurons x trials", responses_shape[0]
-        else:
-            continue
-        if n_trials is None and any(c[1] in responses_shape for c in candidates if c[0] != layout):
-            notes.append(f"images {images_shape}: both {candidates[0][0]} and {candidates[1][0]} match; "
-                         f"chose {layout} (image {hw[0]} x {hw[1]} closest to the 68 x 270 aspect)")
-        # with istim every candidate has the same trial count: the most plausible aspect wins
-        return LayoutDecision(layout, n, hw, orientation, t, k, notes)
-    counts = sorted({c[1] for c in candidates})
-    wanted = f"{n_trials} trials (length of istim)" if n_trials is not None else \
-        f"the image count ({' or '.join(str(c) for c in counts)})"
-    raise ValueError(f"{responses_name}: responses have shape {responses_shape} but {images_name} holds images "
-                     f"of shape {images_shape}; expected one responses axis to equal {wanted}")
-
-
-# ---------------------------------------------------------------------------------------------
 # conversions
-
-
-def _to_nhw(arr: np.ndarray, layout: str) -> np.ndarray:
-    if layout == "HWN":
-        return np.moveaxis(arr, 2, 0)
-    if layout == "NHW":
-        return arr
-    if layout == "N1HW":
-        return arr[:, 0]
-    if layout == "HW1N":
-        return np.moveaxis(arr[:, :, 0, :], 2, 0)
-    if layout == "NHW1":
-        return arr[..., 0]
-    raise AssertionError(layout)
 
 
 def _f32(arr: np.ndarray) -> np.ndarray:
@@ -250,29 +161,6 @@ def _responses_f32(path: Path, name: str, arr: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(arr, dtype=np.float32)
 
 
-def istim_presentations(path: Path, istim: np.ndarray, n_images: int
-                        ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """Which trials of `istim` (1-based image id per trial, (T,)) show which of `n_images` images.
-
-    Returns (keep (T,) bool: trials showing an image, ids (T',) their 0-based image ids,
-    shown (M,) sorted ids of the images presented, counts (M,) presentations of each). Ids above
-    `n_images` are gray screens. Refuses non-integer ids, ids < 1 and an istim without image trials.
-    The one place that counts presentations: loading and the store's header summary use it.
-    """
-    ids = istim.reshape(-1).astype(np.float64)
-    if np.any(ids != np.round(ids)) or ids.min() < 1:
-        raise ValueError(f"{path.name}: istim must hold 1-based integer image ids; found values in "
-                         f"[{ids.min():g}, {ids.max():g}] with non-integers or ids < 1")
-    ids = ids.astype(np.int64) - 1
-    keep = ids < n_images
-    if not keep.all():
-        ids = ids[keep]
-    if ids.size == 0:
-        raise ValueError(f"{path.name}: istim ids are all above the {n_images} images (gray screens); expected ids 1..{n_images}")
-    shown, counts = np.unique(ids, return_counts=True)
-    return keep, ids, shown, counts
-
-
 def _aggregate_istim(path: Path, istim: np.ndarray, resp: np.ndarray, n_images: int
                      ) -> tuple[np.ndarray, np.ndarray | None, np.ndarray, dict[str, Any]]:
     """Trials (T, K) + 1-based ids (T,) -> mean per image (M, K), repeats (2, M, K)|None, image ids (M,)."""
@@ -316,17 +204,72 @@ def _pick_image_variable(path: Path, info: MatInfo) -> str:
     raise ValueError(f"{path.name}: no image variable ('images' or 'imgs'); found {info.describe()} ({info.format})")
 
 
-def load_pair(images_path: str | os.PathLike, responses_path: str | os.PathLike, name: str | None = None) -> Subject:
-    """Load and check an images file + responses file into a Subject (see module docstring)."""
+def load_pair(images_path: str | os.PathLike, responses_path: str | os.PathLike, name: str | None = None,
+              *, require_trainable: bool = False) -> Subject:
+    """Load and check an images file + responses file into a Subject (see module docstring).
+
+    Shapes that do not fit together are refused from the MAT headers, before the data is read.
+    `require_trainable` (imports and validation) also refuses what cannot be trained
+    (`neuroalign.data.trainable`): too small or too few images (from the headers) and
+    responses constant across images.
+    """
     images_path, responses_path = Path(images_path), Path(responses_path)
     try:
-        return _load_pair(images_path, responses_path, name)
+        subject = _load_pair(images_path, responses_path, name, require_trainable)
     except MemoryError as exc:
         raise ValueError(f"{images_path.name} + {responses_path.name}: not enough memory to load this subject; "
                          "expected files that fit in memory (free memory or use a larger machine)") from exc
+    if require_trainable:
+        where = f"{images_path.name} + {responses_path.name}"
+        check_trainable_shape(where, subject.n_images, subject.image_shape)
+        check_trainable_responses(where, subject.responses)
+    return subject
 
 
-def _load_pair(images_path: Path, responses_path: Path, name: str | None) -> Subject:
+def _numeric_shape(info: MatInfo, name: str) -> tuple[int, ...] | None:
+    """Declared shape of a non-empty numeric variable, else None (refused with its own message when read)."""
+    shape, dtype = info.variables[name]
+    try:
+        numeric = np.dtype(dtype).kind in "biuf"
+    except TypeError:
+        numeric = False
+    return tuple(shape) if numeric and all(int(s) > 0 for s in shape) else None
+
+
+def _decide_from_headers(images_path: Path, responses_path: Path, img_info: MatInfo, img_var: str,
+                         resp_info: MatInfo, require_trainable: bool) -> np.ndarray | None:
+    """Refuse from the headers (and the small `istim`) what reading the data cannot fix; returns istim.
+
+    Declared sizes the file cannot hold or above the size cap, shapes that do not fit together,
+    and with `require_trainable` too small or too few images, are refused before any image or
+    response data is read (nothing large is inflated).
+    """
+    key = RESPONSE_VARIABLE if RESPONSE_VARIABLE in resp_info.variables else "responses_repeats"
+    check_declared_size(images_path, img_info, img_var)  # impossible or too large: refused first
+    check_declared_size(responses_path, resp_info, key)
+    istim = None
+    if "istim" in resp_info.variables:
+        istim = read_mat_variables(responses_path, ["istim"])[0]["istim"]
+        _check_values(responses_path, "istim", istim)
+        if min(istim.shape) != 1 and istim.ndim != 1:
+            raise ValueError(f"{responses_path.name}: istim has shape {istim.shape}; expected a vector of image ids")
+    img_shape = _numeric_shape(img_info, img_var)
+    resp_shape = _numeric_shape(resp_info, key)
+    if key == "responses_repeats" and resp_shape is not None:
+        resp_shape = resp_shape[1:] if len(resp_shape) == 3 else None
+    if img_shape is None or resp_shape is None:
+        return istim
+    decision = decide_layout(img_shape, resp_shape, None if istim is None else int(istim.size),
+                             images_path.name, responses_path.name)
+    if require_trainable:
+        n_images = decision.n_images
+        if istim is not None:
+            n_images = int(istim_presentations(responses_path, istim, decision.n_images)[2].size)
+        check_trainable_shape(f"{images_path.name} + {responses_path.name}", n_images, decision.image_hw)
+    return istim
+
+
+def _load_pair(images_path: Path, responses_path: Path, name: str | None, require_trainable: bool) -> Subject:
     img_info = peek_mat(images_path)
     img_var = _pick_image_variable(images_path, img_info)
     resp_info = peek_mat(responses_path)
@@ -334,6 +277,8 @@ def _load_pair(images_path: Path, responses_path: Path, name: str | None) -> Sub
     if stringer and resp_info.variables.get("stim", ((), ""))[1] != "struct":
         raise ValueError(f"{responses_path.name}: no variable 'responses'; found {resp_info.describe()} "
                          f"({resp_info.format}); expected 'responses' (trials x neurons), optionally 'istim'")
+    istim = None if stringer else _decide_from_headers(images_path, responses_path, img_info, img_var, resp_info,
+                                                        require_trainable)
     img_data, _ = read_mat_variables(images_path, [img_var])
     if stringer:
         # a recording file of Stringer et al. (2019): stim.resp (trials x neurons), stim.istim
@@ -341,7 +286,10 @@ def _load_pair(images_path: Path, responses_path: Path, name: str | None) -> Sub
         resp_data = {"responses": fields["resp"], **({"istim": fields["istim"]} if "istim" in fields else {})}
     else:
         required = [RESPONSE_VARIABLE] if RESPONSE_VARIABLE in resp_info.variables else ["responses_repeats"]
-        resp_data, _ = read_mat_variables(responses_path, required, optional=OPTIONAL_RESPONSE_VARIABLES)
+        optional = [o for o in OPTIONAL_RESPONSE_VARIABLES if istim is None or o != "istim"]
+        resp_data, _ = read_mat_variables(responses_path, required, optional=optional)
+        if istim is not None:
+            resp_data["istim"] = istim
     raw_images = img_data[img_var]
     _check_values(images_path, img_var, raw_images)
     for key, arr in resp_data.items():
@@ -361,7 +309,7 @@ def _load_pair(images_path: Path, responses_path: Path, name: str | None) -> Sub
     decision = decide_layout(raw_images.shape, raw_resp.shape, None if istim is None else int(istim.size),
                              images_path.name, responses_path.name)
     notes += decision.notes
-    images, scaling = scale_images(_to_nhw(raw_images, decision.image_layout))
+    images, scaling = scale_images(to_nhw(raw_images, decision.image_layout))
     resp = _responses_f32(responses_path, "responses",
                           raw_resp if decision.response_orientation == "trials x neurons" else raw_resp.T)
     raw_resp_shape, raw_resp_dtype = list(raw_resp.shape), str(raw_resp.dtype)

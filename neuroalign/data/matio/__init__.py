@@ -34,16 +34,17 @@ from typing import Sequence
 
 import numpy as np
 
-from neuroalign.data.matio.common import (DTYPE_TO_CLASS, MAX_DEFLATE_RATIO, MAX_VARIABLE_BYTES,
-                                          V5_MAX_VARIABLE_BYTES, MatInfo, bytes_of, check_file, fail, human)
+from neuroalign.data.matio.common import (DTYPE_TO_CLASS, MAX_BYTES_ENV, MAX_DEFLATE_RATIO, MAX_VARIABLE_BYTES,
+                                          V5_MAX_VARIABLE_BYTES, MatInfo, bytes_of, check_file, fail, human,
+                                          max_variable_bytes)
 from neuroalign.data.matio.hdf5 import peek_h5, read_h5, read_h5_struct_fields
 from neuroalign.data.matio.sniff import detect_format
 from neuroalign.data.matio.v5 import peek_v5, read_v5, read_v5_struct_fields
 from neuroalign.data.matio.v5_walk import inflated_size
 from neuroalign.data.matio.write import save_mat, write_mat_v73
 
-__all__ = ["MAX_VARIABLE_BYTES", "V5_MAX_VARIABLE_BYTES", "MatInfo", "peek_mat", "read_mat_struct_fields",
-           "read_mat_variables", "save_mat", "write_mat_v73"]
+__all__ = ["MAX_BYTES_ENV", "MAX_VARIABLE_BYTES", "V5_MAX_VARIABLE_BYTES", "MatInfo", "check_declared_size",
+           "max_variable_bytes", "peek_mat", "read_mat_struct_fields", "read_mat_variables", "save_mat", "write_mat_v73"]
 
 logger = logging.getLogger(__name__)
 
@@ -59,16 +60,23 @@ def peek_mat(path: str | os.PathLike) -> MatInfo:
     return peek_h5(path, fmt) if fmt in ("v7.3", "hdf5") else peek_v5(path, fmt)
 
 
-def check_declared_size(path: Path, info: MatInfo, name: str, max_bytes: int, label: str | None = None) -> None:
-    """Refuse before reading: negative dims, over `max_bytes`, or more than the file can hold."""
+def check_declared_size(path: Path, info: MatInfo, name: str, max_bytes: int | None = None,
+                        label: str | None = None) -> None:
+    """Refuse from the headers, before reading: negative dims, over the size cap, or more than the file holds.
+
+    The cap is `max_bytes`, else $NEUROALIGN_MAX_IMPORT_BYTES, else `MAX_VARIABLE_BYTES` (8 GiB).
+    Compressed v5 variables declaring a suspicious ratio get their inflated size counted
+    (streaming, constant memory) instead of trusting the header.
+    """
     label = label or f"variable {name!r}"
+    max_bytes = max_variable_bytes(max_bytes)
     shape, dtype = info.variables[name]
     if any(int(s) < 0 for s in shape):
         raise fail(path, f"{label} declares negative dimensions {shape}; the file is corrupt")
     size = bytes_of(shape, dtype)
     if size > max_bytes:
-        raise fail(path, f"{label} declares shape {shape} {dtype} = {size / 1024**3:.1f} GiB, "
-                   f"above the {max_bytes / 1024**3:.1f} GiB limit")
+        raise fail(path, f"{label} declares shape {shape} {dtype} = {human(size)}, above the {human(max_bytes)} "
+                         f"import size limit (set {MAX_BYTES_ENV} to a larger byte count to allow it)")
     if dtype not in DTYPE_TO_CLASS or name not in info.stored:
         return  # non-numeric (refused with its own message when read) or unknown storage
     stored, compression, offset = info.stored[name]
@@ -90,11 +98,12 @@ def check_declared_size(path: Path, info: MatInfo, name: str, max_bytes: int, la
 
 
 def read_mat_variables(path: str | os.PathLike, names: Sequence[str], optional: Sequence[str] = (),
-                       max_bytes: int = MAX_VARIABLE_BYTES) -> tuple[dict[str, np.ndarray], MatInfo]:
+                       max_bytes: int | None = None) -> tuple[dict[str, np.ndarray], MatInfo]:
     """Read only `names` (all required) and those of `optional` that exist.
 
     Returns ({name: array in MATLAB order}, MatInfo). Raises ValueError naming the file when a
-    required variable is missing, a variable is not numeric, or declares more than `max_bytes`.
+    required variable is missing, a variable is not numeric, or declares more than the size cap
+    (`max_bytes`, else $NEUROALIGN_MAX_IMPORT_BYTES, else 8 GiB) or than the file holds.
     """
     path = Path(path)
     info = peek_mat(path)
@@ -126,7 +135,7 @@ def read_mat_variables(path: str | os.PathLike, names: Sequence[str], optional: 
 
 
 def read_mat_struct_fields(path: str | os.PathLike, name: str, fields: Sequence[str],
-                           optional: Sequence[str] = (), max_bytes: int = MAX_VARIABLE_BYTES
+                           optional: Sequence[str] = (), max_bytes: int | None = None
                            ) -> dict[str, np.ndarray]:
     """Numeric fields of the scalar struct `name` (e.g. Stringer et al.'s `stim.resp`, `stim.istim`).
 
