@@ -16,10 +16,25 @@ Generators (all images 68x270 grayscale, stored uint8; neurons respond to the st
   DoG cells; Poisson + Gaussian noise.
 
 Noise is calibrated per subject so that the expected median repeat-to-repeat correlation over
-neurons equals `SubjectSpec.target_r` (closed form, see `sim_neurons`); the measured medians
-(`python benchmarks/sim_suite.py --describe`, seeds as in SUITE) match the targets within
-~0.01: 0.15 (report-D) .. 0.45 (report-E); the unreliable cells of `subunit_texture` measure
-|r| < 0.05 (median ~0).
+neurons equals `SubjectSpec.target_r` (closed form, see `sim_neurons`). Measured with
+`python benchmarks/sim_suite.py --describe` (seeds as in SUITE; top-1 = mean of both directions
+on the test split of `split_indices(N, 0.1, 0.1, 1234)`; gen s = generate + write + load-back
+check, on 2 shared, heavily loaded CPU cores; peak memory of the whole suite 2.4 GB):
+
+    subject       generator        role       N     K  format med r rep top1 orc top1 gen s
+    sel-gabor     gabor_ln         selection 1500  1000 v5     0.30   0.700    0.983   8.3
+    sel-subunit   subunit_texture  selection 1000   600 v7.3   0.25   0.455    0.910   7.6
+    sel-surround  surround_photo   selection 2000  2000 v5     0.35   0.540    0.792  18.1
+    report-A      gabor_ln         report    1000   400 v5     0.31   0.545    0.945   5.2
+    report-B      subunit_texture  report    1200   800 v7.3   0.18   0.463    0.892   8.0
+    report-C      surround_photo   report    2800 10000 v7.3   0.25   0.729    0.905  49.9
+    report-D      gabor_ln         report    2400  3000 v7.3   0.14   0.458    0.935  19.2
+    report-E      subunit_texture  report     500   200 v5     0.44   0.650    0.860   2.8
+    report-F      surround_photo   report    1600  1500 v5     0.40   0.666    0.922   9.8
+
+Measured medians are within 0.02 of the targets (the subunit subjects' medians include their
+unreliable cells, whose median repeat r measures |r| < 0.005). Counts are sparse, as for
+deconvolved calcium responses: mean expected count per trial 0.03 (report-D) .. 0.63 (report-C).
 
 Files per subject `<root>/<name>/`: `Data/images.mat` (`images` 68x270xN uint8, MATLAB order),
 `Data/responses.mat` (`responses` NxK float32 + `responses_repeats` 2xNxK, or the Stringer et
@@ -190,6 +205,7 @@ def write_subject(spec: SubjectSpec, root: str | os.PathLike) -> Path:
         write_sidecar(tmp, subject, name=spec.name, simulated=True,
                       source={"suite": "benchmarks.sim_suite", "generator": spec.generator, "role": spec.role})
         stats = {"median_repeat_r": float(np.median(r)), "gain": float(g["gain"]),
+                 "mean_count": float(g["rates"].mean(dtype=np.float64)),
                  "median_repeat_r_unreliable": float(np.median(r[g["unreliable"]])) if g["unreliable"].any() else None,
                  "seconds": round(time.perf_counter() - t0, 2)}
         (tmp / SPEC_FILE).write_text(json.dumps({"spec": _spec_json(spec), "stats": stats}, indent=1))

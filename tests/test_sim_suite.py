@@ -121,6 +121,7 @@ def test_noise_calibration_matches_closed_form() -> None:
     for noise in (sim_neurons.NoiseModel(0.3), sim_neurons.NoiseModel(0.2, gain_sd=0.3, nb_shape=2.0),
                   sim_neurons.NoiseModel(0.4, gauss_sd=1.5)):
         g = sim_neurons.calibrate_gain(rel, noise)
+        assert abs(np.median(sim_neurons.expected_repeat_r(rel, noise, g)) - noise.target_r) < 1e-3
         reps = sim_neurons.sample_repeats(rel * np.float32(g), noise, np.random.default_rng(1))
         measured = np.median(sim_neurons.repeat_r(reps))
         assert abs(measured - noise.target_r) < 0.03, (noise, measured)
