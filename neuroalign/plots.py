@@ -173,28 +173,42 @@ def _train_records(history: Sequence[Mapping]) -> list[Mapping]:
     return steps or list(history)
 
 
+def _draw_order(histories: Mapping[str, Sequence[Mapping]], live: Iterable[str]) -> list[tuple[int, str, bool]]:
+    """(colour index, label, is_live) with the live histories last, so they are drawn on top."""
+    live = set(live)
+    items = [(i, label, label in live) for i, label in enumerate(histories)]
+    return [x for x in items if not x[2]] + [x for x in items if x[2]]
+
+
 def loss_curves(histories: Mapping[str, Sequence[Mapping]], smoothing: float = 0.0,
-                log_y: bool = False, x_key: str = "step", title: str = "Loss") -> go.Figure:
+                log_y: bool = False, x_key: str = "step", title: str = "Loss",
+                live: Iterable[str] = ()) -> go.Figure:
     """Train (solid) and validation (dashed, markers) loss per labelled history.
 
     `histories` maps a label (subject or run) to a list of logged records with `train_loss`
     and/or `val_loss` and the x key (`step` by default). Smoothing applies to train loss only.
+    Histories named in `live` (running jobs) are drawn last (on top), thicker, and named
+    "<label> · running", so a live curve never hides under a finished one.
     """
     fig = go.Figure()
-    for i, (label, history) in enumerate(histories.items()):
+    for i, label, is_live in _draw_order(histories, live):
+        history = histories[label]
         color = PALETTE[i % len(PALETTE)]
+        name = f"{label} · running" if is_live else label
+        width = 3.5 if is_live else 2
         x, y = _series(_train_records(history), "train_loss", x_key)
         if y.size:
             if smoothing > 0:
                 fig.add_trace(go.Scatter(x=x, y=y, mode="lines", line=dict(color=color, width=1),
                                          opacity=0.25, showlegend=False, hoverinfo="skip",
-                                         name=f"{label} train (raw)"))
+                                         name=f"{name} train (raw)"))
             fig.add_trace(go.Scatter(x=x, y=ema_smooth(y, smoothing), mode="lines",
-                                     line=dict(color=color, width=2), name=f"{label} train"))
+                                     line=dict(color=color, width=width), name=f"{name} train"))
         x, y = _series(history, "val_loss", x_key)
         if y.size:
-            fig.add_trace(go.Scatter(x=x, y=y, mode="lines+markers", line=dict(color=color, dash="dash"),
-                                     marker=dict(size=5), name=f"{label} val"))
+            fig.add_trace(go.Scatter(x=x, y=y, mode="lines+markers", line=dict(color=color, dash="dash",
+                                                                               width=width - 0.5),
+                                     marker=dict(size=7 if is_live else 5), name=f"{name} val"))
     fig.update_layout(title=title, xaxis_title=x_key, yaxis_title="loss", hovermode="x unified",
                       legend=dict(orientation="h", y=-0.2), **_LAYOUT)
     if log_y:
@@ -202,16 +216,20 @@ def loss_curves(histories: Mapping[str, Sequence[Mapping]], smoothing: float = 0
     return fig
 
 
-def lr_curves(histories: Mapping[str, Sequence[Mapping]], x_key: str = "step") -> go.Figure:
-    """Learning rate of the image side (solid) and neural side (dotted) per history, log scale."""
+def lr_curves(histories: Mapping[str, Sequence[Mapping]], x_key: str = "step", live: Iterable[str] = ()) -> go.Figure:
+    """Learning rate of the image side (solid) and neural side (dotted) per history, log scale
+    (live histories on top, thicker)."""
     fig = go.Figure()
-    for i, (label, history) in enumerate(histories.items()):
+    for i, label, is_live in _draw_order(histories, live):
+        history = histories[label]
         color = PALETTE[i % len(PALETTE)]
+        name = f"{label} · running" if is_live else label
         for key, dash, side in (("lr_image", "solid", "image"), ("lr_neural", "dot", "neural")):
             x, y = _series(_train_records(history), key, x_key)
             if y.size:
-                fig.add_trace(go.Scatter(x=x, y=y, mode="lines", line=dict(color=color, dash=dash),
-                                         name=f"{label} {side} lr"))
+                fig.add_trace(go.Scatter(x=x, y=y, mode="lines", line=dict(color=color, dash=dash,
+                                                                           width=3 if is_live else 2),
+                                         name=f"{name} {side} lr"))
     fig.update_layout(title="Learning rate", xaxis_title=x_key, yaxis_title="lr", **_LAYOUT)
     fig.update_yaxes(type="log")
     return fig

@@ -110,6 +110,10 @@ with remove:
         st.info("Nothing to delete.")
     else:
         victim = st.selectbox("Subject to delete", [s.name for s in subjects], key=keys.DELETE_PICK)
+        n_runs = tables.runs_of_subject(loaders.list_runs(), victim)
+        st.caption(f"{victim} has {n_runs} run{'' if n_runs == 1 else 's'} in the runs folder. "
+                   + ("They are kept (Runs page), but Retrieval and Feature maps can no longer show their stimuli."
+                      if n_runs else "Only its data files are removed."))
         sure = st.checkbox(f"Yes, delete {victim} and its data files", key=keys.DELETE_CONFIRM)
         if st.button("Delete subject", key=keys.DELETE_BUTTON, disabled=not sure):
             try:

@@ -4,7 +4,7 @@ import streamlit as st
 
 from neuroalign import config as cfgmod
 from neuroalign import paths, plots
-from neuroalign.ui import guards, jobs_view, keys, nav, train_form
+from neuroalign.ui import guards, jobs_view, keys, loaders, nav, train_form
 from neuroalign.ui.entry import page_entry
 
 page_entry()
@@ -16,6 +16,23 @@ usable = [s.name for s in subjects if not getattr(s, "error", None)]
 def _apply_preset() -> None:
     """Reset every form field to the chosen preset's values."""
     st.session_state.update(train_form.widget_values(cfgmod.preset(st.session_state[keys.TRAIN_PRESET])))
+
+
+def _newest_run_subject() -> str | None:
+    """The subject of the most recent run (the one trained last), if any."""
+    try:
+        runs = loaders.list_runs()
+    except (ValueError, OSError):
+        return None
+    return getattr(runs[0], "subject", None) if runs else None
+
+
+def _stop(job_id: str) -> None:
+    """Stop-button callback (runs before the rerun, so the card says 'stopping' at once)."""
+    try:
+        jobs_view.request_stop(job_id)
+    except ValueError as exc:
+        st.session_state[keys.TRAIN_ERRORS] = [f"Cannot stop {job_id}: {exc}"]
 
 
 def _launch() -> None:
@@ -44,9 +61,46 @@ def _launch() -> None:
     st.session_state[keys.TRAIN_ERRORS] = errors
 
 
-# ---- live view ---------------------------------------------------------------------------------
+# ---- launch form (first, so it is reachable without scrolling; collapsed once jobs exist) -------
 for message in st.session_state.pop(keys.TRAIN_ERRORS, []):
     st.error(message)
+with st.expander("New training", expanded=not jobs_view.snapshots(), icon=":material/add_circle:"):
+    top = st.columns([2, 1])
+    if keys.TRAIN_SUBJECTS not in st.session_state:
+        st.session_state[keys.TRAIN_SUBJECTS] = train_form.default_subjects(
+            usable, st.session_state.get(keys.SELECTED_SUBJECT), subjects, _newest_run_subject())
+    top[0].multiselect("Subjects", usable, key=keys.TRAIN_SUBJECTS,
+                       help="One run per subject; runs of different subjects queue one after another. "
+                            "Defaults to the subject you used last (or a demo subject on a fresh install).")
+    top[1].selectbox("Preset", cfgmod.PRESETS, index=cfgmod.PRESETS.index("recommended"), key=keys.TRAIN_PRESET,
+                     on_change=_apply_preset,
+                     help="recommended: what worked best on the validation split of the simulated subjects. "
+                          "reference: the original research code's settings (5000 epochs).")
+    for k, v in train_form.widget_values(cfgmod.preset(st.session_state[keys.TRAIN_PRESET])).items():
+        st.session_state.setdefault(k, v)
+
+    with st.form(keys.TRAIN_FORM, border=False):
+        sections = list(train_form.SECTIONS.items())
+        for row_start in range(0, len(sections), train_form.SECTIONS_PER_ROW):
+            cols = st.columns(train_form.SECTIONS_PER_ROW)
+            for col, (section, fields) in zip(cols, sections[row_start:row_start + train_form.SECTIONS_PER_ROW]):
+                col.markdown(f"**{section}**")
+                for f in fields:
+                    if f.kind == "select":
+                        col.selectbox(f.label, f.options, key=f.widget_key, help=f.help)
+                    elif f.kind == "bool":
+                        col.checkbox(f.label, key=f.widget_key, help=f.help)
+                    elif f.kind == "int":
+                        col.number_input(f.label, min_value=None if f.min_value is None else int(f.min_value),
+                                         max_value=None if f.max_value is None else int(f.max_value), step=1,
+                                         key=f.widget_key, help=f.help)
+                    else:
+                        col.number_input(f.label, min_value=f.min_value, max_value=f.max_value,
+                                         format="%.2e" if f.kind == "sci" else "%.3f",
+                                         step=None if f.kind == "sci" else 0.05, key=f.widget_key, help=f.help)
+        st.form_submit_button("Start training", type="primary", key=keys.TRAIN_SUBMIT, on_click=_launch)
+
+# ---- live view ---------------------------------------------------------------------------------
 running_now = bool(jobs_view.active(jobs_view.snapshots()))
 
 
@@ -61,62 +115,46 @@ def live_view() -> None:
         with st.container(border=True):
             head = st.columns([3, 1])
             head[0].markdown(f"**{s.subject}** · `{s.job_id}` · {s.state} · run `{s.run_dir.name}`")
-            if s.state in jobs_view.ACTIVE_STATES:
-                if head[1].button("Stop", key=keys.TRAIN_STOP_PREFIX + s.job_id, icon=":material/stop:"):
-                    try:
-                        jobs_view.job_manager().stop(s.job_id)
-                    except ValueError as exc:
-                        st.error(str(exc))
+            if s.state in jobs_view.ACTIVE_STATES and not jobs_view.is_stopping(s):
+                head[1].button("Stop", key=keys.TRAIN_STOP_PREFIX + s.job_id, icon=":material/stop:",
+                               on_click=_stop, args=(s.job_id,),
+                               help="Stop after the current step; the best checkpoint is restored and evaluated.")
             st.progress(min(max(float(s.progress or 0.0), 0.0), 1.0), text=jobs_view.progress_text(s))
             if s.state == "failed":
                 st.error(f"Failed: {s.error or s.message}")
             elif s.state == "finished":
                 st.success(s.message or "finished")
+            elif jobs_view.is_stopping(s):
+                st.warning(jobs_view.STOPPING_MESSAGE, icon=":material/hourglass_top:")
             elif jobs_view.live_message(s):
                 st.caption(jobs_view.live_message(s))
-    histories = {f"{s.subject} ({s.job_id})": s.history for s in shown if s.history}
-    if histories:
-        c = st.columns([3, 1])
-        smoothing = c[0].slider("Smoothing", 0.0, 0.99, 0.6, 0.01, key=keys.TRAIN_SMOOTHING,
+    with_history = [s for s in shown if s.history]
+    if with_history:
+        live = [s for s in with_history if s.state in jobs_view.ACTIVE_STATES]
+        others = {jobs_view.job_label(s): s for s in with_history if s not in live}
+        c = st.columns([3, 2, 1])
+        if st.session_state.get(keys.TRAIN_COMPARE_AUTO, True):  # until the user picks: newest finished job
+            st.session_state[keys.TRAIN_COMPARE] = [] if live else list(others)[:1]
+        else:
+            st.session_state[keys.TRAIN_COMPARE] = [x for x in st.session_state.get(keys.TRAIN_COMPARE, [])
+                                                    if x in others]
+        compare = c[0].multiselect("Also show", list(others), key=keys.TRAIN_COMPARE,
+                                   on_change=lambda: st.session_state.update({keys.TRAIN_COMPARE_AUTO: False}),
+                                   help="Finished jobs to overlay. Running jobs are always drawn, on top, with "
+                                        "thick lines; without one, the newest finished job is shown.")
+        smoothing = c[1].slider("Smoothing", 0.0, 0.99, 0.6, 0.01, key=keys.TRAIN_SMOOTHING,
                                 help="Exponential moving average of the training loss (validation is unsmoothed).")
-        log_y = c[1].toggle("Log scale", value=False, key=keys.TRAIN_LOG_Y)
-        st.plotly_chart(plots.loss_curves(histories, smoothing=smoothing, log_y=log_y), key="train.loss_chart")
-        st.plotly_chart(plots.lr_curves(histories), key="train.lr_chart")
+        log_y = c[2].toggle("Log scale", value=False, key=keys.TRAIN_LOG_Y)
+        histories = {label: others[label].history for label in compare if label in others}
+        histories.update({jobs_view.job_label(s): s.history for s in live})
+        live_labels = [jobs_view.job_label(s) for s in live]
+        if histories:
+            st.plotly_chart(plots.loss_curves(histories, smoothing=smoothing, log_y=log_y, live=live_labels),
+                            key="train.loss_chart")
+            st.plotly_chart(plots.lr_curves(histories, live=live_labels), key="train.lr_chart")
     if running_now and not jobs_view.active(snaps):
         st.rerun()  # the last job just ended: refresh the whole page (and stop polling)
     st.page_link(nav.RUNS.path, label="All runs", icon=nav.RUNS.icon)
 
 
 live_view()
-
-# ---- launch form (collapsed once jobs exist) -------------------------------------------------
-with st.expander("New training", expanded=not jobs_view.snapshots()):
-    top = st.columns([2, 1])
-    top[0].multiselect("Subjects", usable, default=usable[:1], key=keys.TRAIN_SUBJECTS,
-                       help="One run per subject; runs of different subjects queue one after another.")
-    top[1].selectbox("Preset", cfgmod.PRESETS, index=cfgmod.PRESETS.index("recommended"), key=keys.TRAIN_PRESET,
-                     on_change=_apply_preset,
-                     help="recommended: what worked best on the validation split of the simulated subjects. "
-                          "reference: the original research code's settings (5000 epochs).")
-    for k, v in train_form.widget_values(cfgmod.preset(st.session_state[keys.TRAIN_PRESET])).items():
-        st.session_state.setdefault(k, v)
-
-    with st.form(keys.TRAIN_FORM, border=False):
-        cols = st.columns(len(train_form.SECTIONS))
-        for col, (section, fields) in zip(cols, train_form.SECTIONS.items()):
-            col.markdown(f"**{section}**")
-            for f in fields:
-                if f.kind == "select":
-                    col.selectbox(f.label, f.options, key=f.widget_key, help=f.help)
-                elif f.kind == "bool":
-                    col.checkbox(f.label, key=f.widget_key, help=f.help)
-                elif f.kind == "int":
-                    col.number_input(f.label, min_value=None if f.min_value is None else int(f.min_value),
-                                     max_value=None if f.max_value is None else int(f.max_value), step=1,
-                                     key=f.widget_key, help=f.help)
-                else:
-                    col.number_input(f.label, min_value=f.min_value, max_value=f.max_value,
-                                     format="%.2e" if f.kind == "sci" else "%.3f",
-                                     step=None if f.kind == "sci" else 0.05, key=f.widget_key, help=f.help)
-        st.form_submit_button("Start training", type="primary", key=keys.TRAIN_SUBMIT, on_click=_launch)
-

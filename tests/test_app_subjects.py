@@ -160,6 +160,10 @@ def test_upload_existing_name_refused(app_populated):
 def test_delete_needs_confirmation(app_populated):
     at = s.app_at(PAGE)
     assert at.button(key=keys.DELETE_BUTTON).disabled
+    assert any(c.value.startswith("m1 has 1 run in the runs folder") for c in at.caption)  # issue 12 item 14
+    s.write_finished_run(app_populated["runs"], "m1", app_populated["subject_dir"], seed=3)
+    at.run()
+    assert any(c.value.startswith("m1 has 2 runs") for c in at.caption)
     at.checkbox(key=keys.DELETE_CONFIRM).check().run()
     at.button(key=keys.DELETE_BUTTON).click().run()
     s.no_exceptions(at)

@@ -153,3 +153,154 @@ def test_running_job_shows_status_and_sidebar_progress(app_populated, monkeypatc
     (job_id,) = at.session_state[keys.TRAIN_LAUNCHED]
     at.button(key=keys.TRAIN_STOP_PREFIX + job_id).click().run()
     assert jobs.get_job_manager().wait(job_id, timeout=30).state == "stopped"
+
+
+def _walk(node):
+    """Every element under `node`, in page order."""
+    children = getattr(node, "children", None)
+    yield node
+    if children:
+        for child in children.values():
+            yield from _walk(child)
+
+
+def _fake_manager(monkeypatch, records=(), hold=True):
+    """A job manager whose runner reports `records`, then (if `hold`) runs until stopped and, after the
+    stop, keeps running until `release` is set (so 'stopping' can be seen)."""
+    import threading
+
+    from neuroalign.training import jobs
+    from neuroalign.training import runs as runs_io
+
+    release, reported = threading.Event(), threading.Event()
+
+    def runner(subject, config, data_dir, runs_dir, callback=None, stop_event=None, run_dir=None):
+        runs_io.write_status(run_dir, "running", "training")
+        for rec in records:
+            callback(rec["event"], {k: v for k, v in rec.items() if k != "event"})
+        reported.set()
+        if hold:
+            stop_event.wait(30)
+            release.wait(30)
+        runs_io.write_status(run_dir, "stopped" if stop_event.is_set() else "finished", "done")
+        return run_dir
+
+    monkeypatch.setattr(jobs, "_manager", jobs.JobManager(runner=runner, max_parallel=2))
+    return release, reported
+
+
+def _records(rate_stall=9.0):
+    recs = []
+    for step in range(1, 7):
+        recs.append({"event": "step", "epoch": 1, "step": step, "train_loss": 1.0 / step, "lr_image": 1e-3,
+                     "lr_neural": 1e-3, "samples_per_s": 400.0 + step, "progress": step / 12, "eta_s": 5.0})
+    recs.append({"event": "epoch", "epoch": 1, "step": 6, "train_loss": 0.5, "val_loss": 0.6,
+                 "samples_per_s": rate_stall, "progress": 0.5, "eta_s": 5.0})
+    return recs
+
+
+def test_stop_says_stopping_at_once(app_populated, monkeypatch):
+    """Issue 12 item 7: right after Stop the card says it is stopping (not 'running · ETA ...')."""
+    release, reported = _fake_manager(monkeypatch, _records())
+    at = _submit(s.app_at(PAGE))
+    (job_id,) = at.session_state[keys.TRAIN_LAUNCHED]
+    assert reported.wait(10)
+    at.run()
+    at.button(key=keys.TRAIN_STOP_PREFIX + job_id).click().run()
+    s.no_exceptions(at)
+    assert get_job_manager().get(job_id).state == "running"  # still restoring / evaluating
+    assert any("stopping — restoring the best checkpoint and evaluating" in w.value for w in at.warning)
+    texts = [p.proto.text for p in at.main.get("progress")]
+    assert texts and texts[0].startswith("stopping") and "ETA" not in texts[0]
+    assert keys.TRAIN_STOP_PREFIX + job_id not in [b.key for b in at.button]  # no second Stop
+    assert at.sidebar.get("progress")[0].proto.text.startswith("m1: stopping")
+    at.run()  # still says so on the next refresh (another tab would too)
+    assert any("stopping —" in w.value for w in at.warning)
+    release.set()
+    assert get_job_manager().wait(job_id, timeout=30).state == "stopped"
+    at.run()
+    assert not any("stopping —" in w.value for w in at.warning)
+
+
+def test_throughput_counts_training_steps_only(app_populated, monkeypatch):
+    """Issue 12 item 9: the reported samples/s is the training steps' rate, not an average that
+    includes the preparation (the epoch record's 9 samples/s here)."""
+    from neuroalign.ui import jobs_view
+
+    release, reported = _fake_manager(monkeypatch, _records(rate_stall=9.0), hold=False)
+    at = _submit(s.app_at(PAGE))
+    (job_id,) = at.session_state[keys.TRAIN_LAUNCHED]
+    snap = get_job_manager().wait(job_id, timeout=30)
+    assert snap.samples_per_s == 9.0  # what the job reports last
+    assert jobs_view.training_throughput(snap) == pytest.approx(403.5)
+    at.run()
+    text = at.main.get("progress")[0].proto.text
+    assert "404 samples/s training" in text and " 9 samples/s" not in text
+
+
+def test_live_curve_drawn_on_top_and_overlay_defaults(app_populated, monkeypatch):
+    """Issue 12 item 8: a running job's curve is drawn last and marked; finished jobs join only when picked."""
+    release, reported = _fake_manager(monkeypatch, _records())
+    manager = get_job_manager()
+    at = _submit(s.app_at(PAGE))
+    (first,) = at.session_state[keys.TRAIN_LAUNCHED]
+    assert reported.wait(10)
+    jobs_view_stop = manager.stop(first)
+    release.set()
+    assert manager.wait(first, timeout=30).state == "stopped" and jobs_view_stop
+    s.write_subject(app_populated["data"], "m2")
+    release.clear()
+    at = s.app_at(PAGE)
+    at.multiselect(key=keys.TRAIN_SUBJECTS).set_value(["m2"])
+    _submit(at)
+    second = at.session_state[keys.TRAIN_LAUNCHED][-1]
+    at.run()
+    loss = next(sp for sp in s.chart_specs(at) if sp["layout"]["title"]["text"] == "Loss")
+    names = [t["name"] for t in loss["data"]]
+    assert names and all(n.startswith(f"m2 ({second}) · running") for n in names)  # finished one not by default
+    live = next(t for t in loss["data"] if t["name"].endswith("running train"))
+    assert live["line"]["width"] > 2
+    at.multiselect(key=keys.TRAIN_COMPARE).set_value([f"m1 ({first})"]).run()
+    loss = next(sp for sp in s.chart_specs(at) if sp["layout"]["title"]["text"] == "Loss")
+    names = [t["name"] for t in loss["data"]]
+    assert names[0].startswith(f"m1 ({first})") and names[-1].startswith(f"m2 ({second}) · running")
+    manager.stop(second)
+    release.set()
+    manager.wait(second, timeout=30)
+
+
+def test_launch_form_comes_before_the_jobs_and_wraps(app_populated, monkeypatch):
+    """Issue 12 item 12: with jobs on the page the launch form is still at the top; sections in rows of 3."""
+    release, reported = _fake_manager(monkeypatch, _records(), hold=False)
+    at = _submit(s.app_at(PAGE))
+    get_job_manager().wait(at.session_state[keys.TRAIN_LAUNCHED][0], timeout=30)
+    at.run()
+    order = [getattr(el, "type", "") + ":" + str(getattr(getattr(el, "proto", None), "label", "")
+                                               or getattr(el, "value", "")) for el in _walk(at.main)]
+    form = next(i for i, x in enumerate(order) if "New training" in x)
+    card = next(i for i, x in enumerate(order) if x.startswith("markdown:**m1** · `"))
+    chart = next(i for i, x in enumerate(order) if x.startswith("plotly_chart"))
+    assert form < card < chart
+    assert train_form.SECTIONS_PER_ROW == 3
+    headers = [m.value for m in at.markdown if m.value.strip("*") in train_form.SECTIONS]
+    assert len(headers) == len(train_form.SECTIONS)
+
+
+def test_default_subject_is_the_last_used(app_populated):
+    """Issue 12 item 14: not the alphabetically first subject, but the one used last (or a demo one)."""
+    s.write_subject(app_populated["data"], "aaa")  # alphabetically first, never used
+    at = s.app_at(PAGE)
+    assert at.multiselect(key=keys.TRAIN_SUBJECTS).value == ["m1"]  # m1 has the newest run
+    at = s.app_at("pages/subjects.py")
+    at.selectbox(key=keys.SUBJECT_PICK).set_value("aaa").run()
+    at.switch_page(PAGE).run()
+    assert at.multiselect(key=keys.TRAIN_SUBJECTS).value == ["aaa"]  # opened last on the Subjects page
+
+    class Info:
+        def __init__(self, name, simulated=False):
+            self.name, self.simulated = name, simulated
+
+    infos = [Info("aaa"), Info("sim-M1", True), Info("sim-M2", True)]
+    assert train_form.default_subjects(["aaa", "sim-M1", "sim-M2"], None, infos, None) == ["sim-M1"]
+    assert train_form.default_subjects(["aaa", "sim-M1"], None, infos, "gone") == ["sim-M1"]
+    assert train_form.default_subjects(["aaa"], None, infos[:1], None) == ["aaa"]

@@ -3,11 +3,40 @@
 from __future__ import annotations
 
 import logging
+import statistics
+import threading
 from typing import Any
 
 logger = logging.getLogger(__name__)
 
 ACTIVE_STATES = ("queued", "running")
+STOPPING_MESSAGE = "stopping — restoring the best checkpoint and evaluating"
+
+# Jobs a Stop was requested for, process-wide (every browser tab sees it). The job manager's
+# snapshot has no such flag and the trainer's next step overwrites its "stopping" message, so the
+# dashboard remembers the request itself until the job has ended.
+_stopping: set[tuple[str, str]] = set()
+_stopping_lock = threading.Lock()
+
+
+def _stop_key(snap: Any) -> tuple[str, str]:
+    return (snap.job_id, str(snap.run_dir))  # job ids restart with each job manager; run folders do not
+
+
+def request_stop(job_id: str) -> None:
+    """Ask the job manager to stop a job and remember that it is stopping."""
+    snap = job_manager().stop(job_id)
+    with _stopping_lock:
+        _stopping.add(_stop_key(snap))
+
+
+def is_stopping(snap: Any) -> bool:
+    """A stop was requested for this still-running job."""
+    with _stopping_lock:
+        if snap.state != "running":
+            _stopping.discard(_stop_key(snap))
+            return False
+        return _stop_key(snap) in _stopping
 
 
 def job_manager():
@@ -34,6 +63,8 @@ def active(snaps: list[Any]) -> list[Any]:
 def live_message(snap: Any) -> str:
     """What a job is doing now: the run's status.json message while the job has not reported yet
     (loading data, computing backbone features), else the job's own message."""
+    if is_stopping(snap):
+        return STOPPING_MESSAGE
     if snap.state == "running" and not snap.history:
         try:
             from neuroalign.training.runs import read_status
@@ -42,6 +73,11 @@ def live_message(snap: Any) -> str:
         except (OSError, ValueError):
             return snap.message
     return snap.message
+
+
+def job_label(snap: Any) -> str:
+    """How a job is named in charts and pickers: 'subject (job id)'."""
+    return f"{snap.subject} ({snap.job_id})"
 
 
 def format_eta(seconds: float | None) -> str:
@@ -58,13 +94,27 @@ def format_eta(seconds: float | None) -> str:
     return f"{s}s"
 
 
+def training_throughput(snap: Any) -> float | None:
+    """Samples/s of the training steps: the median of the per-log-interval rates of the step records
+    (each covers training steps only), so neither the once-per-subject preparation nor validation
+    pulls it down; the job's last reported rate when there are no step records."""
+    rates = [float(r["samples_per_s"]) for r in (snap.history or [])
+             if r.get("event") == "step" and isinstance(r.get("samples_per_s"), (int, float))
+             and r["samples_per_s"] > 0]
+    if rates:
+        return statistics.median(rates)
+    return float(snap.samples_per_s) if snap.samples_per_s else None
+
+
 def progress_text(snap: Any) -> str:
-    """One line: state, epoch x/y, ETA, samples/s."""
-    parts = [snap.state]
+    """One line: state (or 'stopping'), epoch x/y, ETA, training samples/s."""
+    stopping = is_stopping(snap)
+    parts = ["stopping" if stopping else snap.state]
     if snap.epochs:
         parts.append(f"epoch {snap.epoch or 0}/{snap.epochs}")
-    if snap.state in ACTIVE_STATES:
+    if snap.state in ACTIVE_STATES and not stopping:
         parts.append(f"ETA {format_eta(snap.eta_s)}")
-    if snap.samples_per_s:
-        parts.append(f"{snap.samples_per_s:,.0f} samples/s")
+    rate = training_throughput(snap)
+    if rate:
+        parts.append(f"{rate:,.0f} samples/s training")
     return " · ".join(parts)

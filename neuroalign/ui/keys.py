@@ -38,6 +38,8 @@ TRAIN_STOP_PREFIX = "train.stop."  # + job id
 TRAIN_LAUNCHED = "train.launched"  # job ids launched from this session (info only)
 TRAIN_ERRORS = "train.errors"  # messages of the last launch attempt, shown once
 TRAIN_SHOW_FINISHED = "train.show_finished"
+TRAIN_COMPARE = "train.compare"  # finished jobs overlaid on the live loss curves
+TRAIN_COMPARE_AUTO = "train.compare_auto"  # False once the user picked jobs to overlay
 
 # --- Retrieval page ---------------------------------------------------------------------------
 RETRIEVAL_RUN = "retrieval.run"

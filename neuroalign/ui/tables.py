@@ -42,6 +42,11 @@ SUBJECT_COLUMNS = {
 }
 
 
+def runs_of_subject(runs: Iterable[Any], subject: str) -> int:
+    """How many of `runs` (RunInfo list) belong to `subject`."""
+    return sum(1 for r in runs if getattr(r, "subject", None) == subject)
+
+
 def run_path(run: Any) -> Path:
     """The run directory of a RunInfo (or a path)."""
     if isinstance(run, (str, Path)):

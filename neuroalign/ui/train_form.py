@@ -98,6 +98,18 @@ SECTIONS: dict[str, tuple[Field, ...]] = {
 }
 
 FIELDS: tuple[Field, ...] = tuple(f for section in SECTIONS.values() for f in section)
+SECTIONS_PER_ROW = 3  # five side by side truncate labels and values below ~1,500 px
+
+
+def default_subjects(usable: list[str], last_opened: str | None, infos: list[Any],
+                     last_trained: str | None) -> list[str]:
+    """The Train page's initial subject: the one last opened on the Subjects page, else the one trained
+    last, else a simulated demo subject (fresh install), else the first one."""
+    for name in (last_opened, last_trained):
+        if name in usable:
+            return [name]
+    demo = [i.name for i in infos if getattr(i, "simulated", False) and i.name in usable]
+    return demo[:1] or usable[:1]
 
 
 def _lookup(d: dict[str, Any], dotted: str) -> Any:
