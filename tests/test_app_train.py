@@ -47,6 +47,8 @@ def test_form_defaults_follow_preset(app_populated):
     assert at.number_input(key=F + "optim.neural_lr").value == pytest.approx(rec.optim.neural_lr)
     assert at.checkbox(key=F + "loss.center").value is True
     assert all(f.help for f in train_form.FIELDS)  # every field explains itself
+    # issue 12 item 12: labels fit a column of the 3-per-row form at 1,024 px (checkboxes have less room)
+    assert all(len(f.label) <= (18 if f.kind == "bool" else 26) for f in train_form.FIELDS)
     at.selectbox(key=keys.TRAIN_PRESET).set_value("reference").run()
     assert at.number_input(key=F + "epochs").value == 5000
     assert at.checkbox(key=F + "loss.center").value is False

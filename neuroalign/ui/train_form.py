@@ -57,9 +57,9 @@ SECTIONS: dict[str, tuple[Field, ...]] = {
     "Loss": (
         Field("loss.temperature", "Temperature", "sci", "Softmax temperature of the contrastive loss: smaller "
               "= sharper. Reference 0.01.", min_value=1e-4),
-        Field("loss.learnable_temperature", "Learnable temperature", "bool", "Learn the temperature "
+        Field("loss.learnable_temperature", "Learn temperature", "bool", "Learn the temperature "
               "(CLIP-style) instead of keeping it fixed."),
-        Field("loss.center", "Centre maps (correlation)", "bool", "Mean-centre each map before normalising, "
+        Field("loss.center", "Centred maps", "bool", "Mean-centre each map before normalising, "
               "so similarity is a correlation instead of a plain cosine."),
         Field("loss.w_clip", "Weight: contrastive", "float", "Weight of the symmetric contrastive (CLIP) loss.",
               min_value=0.0),
