@@ -1,5 +1,7 @@
 """Home page and app.py (first-start demo creation, sidebar) through AppTest."""
 
+from pathlib import Path
+
 import app_support as s
 from app_support import app_env, app_populated  # noqa: F401 (fixtures)
 
@@ -75,6 +77,33 @@ def test_first_start_creates_demo_with_status(app_env, monkeypatch):
     assert len(calls) == 1
 
 
+def test_navigation_is_built_before_the_demo_is_created(app_env, monkeypatch):
+    """Issue 12 item 10: while the demo subjects are written, the sidebar already shows the app's
+    navigation (not Streamlit's raw page list with an 'app' entry) and the sidebar."""
+    from neuroalign.ui import shell
+
+    calls = []
+    real_nav = shell.navigation
+
+    def nav():
+        calls.append("navigation")
+        return real_nav()
+
+    def fake_demo(self, size="default", seed=0):
+        calls.append("demo")
+        s.write_subject(self.root, "demo-B")
+        return ["demo-B"]
+
+    monkeypatch.setattr(shell, "navigation", nav)
+    monkeypatch.setattr(SubjectStore, "ensure_demo", fake_demo)
+    monkeypatch.delenv("NEUROALIGN_NO_DEMO")
+    at = s.app_at()
+    s.no_exceptions(at)
+    assert calls.index("navigation") < calls.index("demo")
+    assert any("Demo subjects ready: demo-B" in label for label in s.status_labels(at))
+    assert at.title[0].value == "neuroalign"
+
+
 def test_demo_failure_keeps_app_up(app_env, monkeypatch):
     def broken(self, size="default", seed=0):
         raise OSError("disk full")
@@ -86,3 +115,13 @@ def test_demo_failure_keeps_app_up(app_env, monkeypatch):
     s.no_exceptions(at)
     assert any("Could not create the demo subjects: disk full" in label for label in s.status_labels(at))
     assert at.title[0].value == "neuroalign"
+
+
+def test_streamlit_config_keeps_data_out_of_the_file_watcher():
+    """Issue 12 item 11: with the inotify watcher, the default ./data and ./runs (inside app.py's folder,
+    which it watches recursively) flood the log with watchdog warnings; the app polls its sources instead."""
+    import tomllib
+
+    config = tomllib.loads((Path(s.APP).parent / ".streamlit" / "config.toml").read_text())
+    assert config["server"]["fileWatcherType"] == "poll"
+    assert config["server"]["maxUploadSize"] == 1024

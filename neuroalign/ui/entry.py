@@ -27,6 +27,6 @@ def page_entry() -> None:
     from neuroalign.ui.sidebar import render_sidebar
 
     shell.configure_page()
-    shell.ensure_demo()
-    render_sidebar()
     shell.navigation()
+    render_sidebar()
+    shell.ensure_demo()
