@@ -269,18 +269,23 @@ def histogram(values: np.ndarray, title: str, x_title: str, nbins: int = 40,
     return fig
 
 
-def response_raster(responses: np.ndarray, image_idx: np.ndarray, neuron_idx: np.ndarray) -> go.Figure:
-    """Heatmap of z-scored responses, images × neurons in the given display order."""
+def response_raster(responses: np.ndarray, image_idx: np.ndarray, neuron_idx: np.ndarray,
+                    image_labels: Sequence | None = None, neuron_labels: Sequence | None = None,
+                    title: str = "Responses (neurons sorted by preferred image, images by population mean)",
+                    height: int = 420) -> go.Figure:
+    """Heatmap of z-scored responses, images × neurons in the given display order (hover labels:
+    `image_labels` / `neuron_labels`, default the indices)."""
     x = np.asarray(responses)[np.ix_(image_idx, neuron_idx)].astype(np.float64)
     sd = x.std(axis=0)
     z = (x - x.mean(axis=0)) / np.where(sd > 0, sd, 1.0)
-    fig = go.Figure(go.Heatmap(z=z.T, x=[str(i) for i in image_idx], y=[str(j) for j in neuron_idx],
-                               colorscale=RASTER_COLORSCALE, zmin=-1, zmax=3, colorbar=dict(title="z"),
+    xl = [str(i) for i in (image_labels if image_labels is not None else image_idx)]
+    yl = [str(j) for j in (neuron_labels if neuron_labels is not None else neuron_idx)]
+    fig = go.Figure(go.Heatmap(z=z.T, x=xl, y=yl, colorscale=RASTER_COLORSCALE, zmin=-1, zmax=3, colorbar=dict(title="z"),
                                hovertemplate="image %{x}<br>neuron %{y}<br>z %{z:.2f}<extra></extra>"))
-    fig.update_layout(title="Responses (neurons sorted by preferred image, images by population mean)",
+    fig.update_layout(title=title,
                       xaxis=dict(title="image", showticklabels=False, type="category"),
                       yaxis=dict(title="neuron", showticklabels=False, type="category"),
-                      height=420, **_LAYOUT)
+                      height=height, **_LAYOUT)
     return fig
 
 

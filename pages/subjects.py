@@ -93,6 +93,19 @@ with add:
     if staged is not None:
         st.success(f"Ready to import as **{staged.name}**:")
         st.code("\n".join(staged.summary), language=None)
+        preview = staged.preview
+        if preview:
+            st.markdown("**Preview** (as they will be imported: check orientation and that images and responses "
+                        "belong together)")
+            cols = st.columns(4)
+            for j, (picture, image_id) in enumerate(zip(preview["images"], preview["image_ids"])):
+                cols[j % 4].image(picture, caption=f"image {int(image_id)}", width="stretch")
+            raster = preview["raster"]
+            st.plotly_chart(plots.response_raster(raster, np.arange(raster.shape[0]), np.arange(raster.shape[1]),
+                                                  preview["raster_images"], preview["raster_neurons"],
+                                                  title="Responses of the upload (z-scored; neurons sorted by "
+                                                        "preferred image)", height=320),
+                            key="subjects.upload_raster")
         if st.button(f"Save subject {staged.name}", key=keys.UPLOAD_SAVE, type="primary"):
             st.session_state.pop(keys.UPLOAD_STAGED, None)
             try:

@@ -130,6 +130,26 @@ def test_save_refuses_bytes_that_were_not_checked(app_env, tmp_path):
     assert upload.save_staged(store, staged, img, resp).n_neurons == 5
 
 
+def test_upload_preview_shows_stimuli_and_responses(app_env):
+    """Issue 12 item 13: the check shows stimulus thumbnails (as imported, e.g. from MATLAB's H×W×N
+    order) and a response heatmap before anything is saved."""
+    images, responses = s.tiny_pair(n_images=30, n_neurons=12)
+    matlab = {"images": np.transpose(images["images"], (1, 2, 0))}  # 68 x 270 x 30
+    at = _upload(s.app_at(PAGE), "preview", s.mat_bytes(matlab), s.mat_bytes(responses))
+    s.no_exceptions(at)
+    pictures = at.get("image")
+    assert len(pictures) == upload.PREVIEW_IMAGES
+    captions = [el.proto.imgs[0].caption for el in pictures]
+    assert captions[0] == "image 0" and captions[-1] == "image 29"
+    staged = at.session_state[keys.UPLOAD_STAGED]
+    assert staged.preview["images"].shape == (upload.PREVIEW_IMAGES, 68, 270)
+    expected = np.round(images["images"][29] * 255).astype(np.uint8)
+    assert np.abs(staged.preview["images"][-1].astype(int) - expected).max() <= 1  # not transposed or flipped
+    raster = next(sp for sp in s.chart_specs(at) if "upload" in sp["layout"]["title"]["text"])
+    assert s.arr(raster["data"][0]["z"]).shape == (12, 30)  # neurons x images
+    assert not (app_env["data"] / "preview").exists()
+
+
 def test_upload_bad_pair_errors_and_saves_nothing(app_env):
     images, _ = s.tiny_pair(n_images=30, n_neurons=12)
     _, responses = s.tiny_pair(n_images=17, n_neurons=12)  # 17 response rows for 30 images

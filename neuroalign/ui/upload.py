@@ -44,6 +44,27 @@ class StagedUpload:
     summary: list[str] = field(default_factory=list)
     identity: tuple = ()
     digests: tuple[str, str] = ("", "")
+    preview: dict = field(default_factory=dict)  # see `make_preview`
+
+
+PREVIEW_IMAGES = 8
+
+
+def make_preview(subject, n_images: int = PREVIEW_IMAGES) -> dict:
+    """Small arrays to look at before saving, as the importer decided them (layout, orientation):
+    `images` (k, H, W) uint8 evenly spread over the file with their `image_ids`, and a response
+    raster `raster` (images × neurons, display order) with `raster_images` / `raster_neurons` ids."""
+    import numpy as np
+
+    from neuroalign import plots
+
+    n = subject.n_images
+    pick = np.unique(np.linspace(0, n - 1, num=min(n_images, n)).round().astype(np.int64))
+    images = np.stack([plots.as_display_image(subject.images[i]) for i in pick])
+    img, neu = plots.raster_order(subject.responses, max_images=200, max_neurons=200)
+    return {"images": images, "image_ids": np.asarray(subject.image_ids)[pick],
+            "raster": np.asarray(subject.responses)[np.ix_(img, neu)].astype(np.float32),
+            "raster_images": np.asarray(subject.image_ids)[img], "raster_neurons": neu}
 
 
 def _file_identity(f: UploadedFileLike | None) -> tuple | None:
@@ -121,13 +142,26 @@ def stage_and_validate(store, name: str, images_file: UploadedFileLike | None,
         images_path = folder / "images.mat"
         responses_path = folder / "responses.mat"
         digests = (_write(images_file, images_path), _write(responses_file, responses_path))
-        report = store.validate(images_path, responses_path)
+        report, preview = _validate_with_preview(store, images_path, responses_path)
     except BaseException:
         shutil.rmtree(folder, ignore_errors=True)
         raise
     logger.info("staged upload %s (%s, %s)", name, images_file.name, responses_file.name)
     return StagedUpload(name, folder, images_path, responses_path, list(report.summary_lines()),
-                        identity=identity, digests=digests)
+                        identity=identity, digests=digests, preview=preview)
+
+
+def _validate_with_preview(store, images_path: Path, responses_path: Path):
+    """The store's validation report and a preview, reading the files once: the same checks as
+    `store.validate` (load_pair with require_trainable) and its report, built from the loaded subject.
+    A store without that structure falls back to `store.validate` and no preview."""
+    try:
+        from neuroalign.data.store import ValidationReport
+        from neuroalign.data.subject import load_pair
+    except ImportError:  # pragma: no cover - the data package is restructured
+        return store.validate(images_path, responses_path), {}
+    subject = load_pair(images_path, responses_path, name="validate", require_trainable=True)
+    return ValidationReport.from_subject(subject), make_preview(subject)
 
 
 def save_staged(store, staged: StagedUpload, images_file: UploadedFileLike | None = None,
