@@ -19,8 +19,9 @@ BACKBONES = ("ds_net_tiny", "ds_net_small")
 BACKBONE_MODES = ("frozen", "finetune")
 NEURAL_BLOCKS = ("reference", "transformer", "latent", "linear")
 IMAGE_HEADS = ("conv1x1", "readout")
+FEATURE_TRANSFORMS = ("none", "abs", "rectify")
 INITS = ("random", "linear")
-SELECT_BY = ("val_loss", "val_top1")
+SELECT_BY = ("val_loss", "val_top1", "val_mrr")
 ACTIVATIONS = ("none", "gelu", "relu")
 NORMALISERS = ("minmax", "zscore")
 DEVICES = ("auto", "cpu", "cuda")
@@ -37,6 +38,7 @@ class ImageTowerConfig:
     init_seed: int = 0  # seed of the backbone's random init when no weights are given
     head: str = "conv1x1"  # "conv1x1" (reference: one channel) | "readout" (linear readout of all channels)
     grid: list[int] = field(default_factory=lambda: [8, 32])  # readout head: features pooled to this grid
+    transform: str = "none"  # readout head: "none" | "abs" | "rectify" (fixed nonlinearity before pooling)
 
 
 @dataclass
@@ -142,6 +144,8 @@ class TrainConfig:
             (self.image.block >= 1, f"block must be >= 1, got {self.image.block}"),
             (self.image.head in IMAGE_HEADS, f"image head must be one of {IMAGE_HEADS}, got {self.image.head!r}"),
             (len(self.image.grid) == 2 and min(self.image.grid) >= 1, f"readout grid must be two positive ints, got {self.image.grid}"),
+            (self.image.transform in FEATURE_TRANSFORMS, f"feature transform must be one of {FEATURE_TRANSFORMS}, got {self.image.transform!r}"),
+            (self.image.transform == "none" or self.image.head == "readout", "a feature transform needs the readout image head"),
             (self.init in INITS, f"init must be one of {INITS}, got {self.init!r}"),
             (self.select_by in SELECT_BY, f"select_by must be one of {SELECT_BY}, got {self.select_by!r}"),
             (1 <= self.n_components <= 1023, f"n_components must be in 1..1023 (a 16x64 map), got {self.n_components}"),
@@ -240,11 +244,11 @@ def _recommended() -> TrainConfig:
         preset="recommended",
         epochs=200,
         batch_size=128,
-        early_stopping_patience=15,
+        early_stopping_patience=10,
         init="linear",
-        select_by="val_top1",
+        select_by="val_mrr",
         n_components=256,
-        image=ImageTowerConfig(stage=1, block=3, head="readout", grid=[8, 32]),
+        image=ImageTowerConfig(stage=1, block=3, head="readout", grid=[8, 32], transform="abs"),
         neural=NeuralTowerConfig(block="linear", dropout=0.1),
         loss=LossConfig(center=True, temperature=0.05, learnable_temperature=True),
         optim=OptimConfig(neural_optimizer="adamw", neural_lr=1e-4, neural_weight_decay=1e-4,

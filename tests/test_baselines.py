@@ -77,3 +77,78 @@ def test_constant_neurons_do_not_produce_nan():
     rep = repeats.copy()
     rep[:, :, :5] = 0.0
     assert np.isfinite(repeat_baseline(rep, split)["image_to_neural"]["top1"])
+
+
+def _energy_world(n=300, k=40, h=24, w=48, seed=0):
+    """Complex-cell-like responses: squared outputs of random oriented filters (phase invariant), which
+    no linear function of the pixels can predict but rectified filter outputs can."""
+    from scipy.ndimage import gaussian_filter
+
+    rng = np.random.default_rng(seed)
+    images = np.stack([gaussian_filter(rng.normal(size=(h, w)), 1.0) for _ in range(n)])[:, None].astype(np.float32)
+    yy, xx = np.mgrid[:h, :w]
+    rates = np.empty((n, k))
+    for j in range(k):  # k = 40 filters in a test fixture, not a product code path
+        cy, cx, th = rng.uniform(6, h - 6), rng.uniform(6, w - 6), rng.uniform(0, np.pi)
+        env = np.exp(-((yy - cy) ** 2 + (xx - cx) ** 2) / (2 * 3.0 ** 2))
+        phase = 0.8 * ((xx - cx) * np.cos(th) + (yy - cy) * np.sin(th))
+        even, odd = env * np.cos(phase), env * np.sin(phase)
+        rates[:, j] = (images[:, 0] * even).sum(axis=(1, 2)) ** 2 + (images[:, 0] * odd).sum(axis=(1, 2)) ** 2
+    responses = rates + 0.2 * rates.std(axis=0) * rng.normal(size=rates.shape)
+    idx = rng.permutation(n)
+    split = {"train": np.sort(idx[:200]), "val": np.sort(idx[200:250]), "test": np.sort(idx[250:])}
+    return images, responses, split
+
+
+def test_random_rectified_features_beat_pixels_on_energy_cells():
+    from neuroalign.evaluation.baselines import random_features_baseline, random_rectified_features
+
+    images, responses, split = _energy_world()
+    feats = random_rectified_features(images)
+    assert feats.shape[0] == len(images) and (feats >= 0).all()  # rectified, then a power
+    assert np.array_equal(feats, random_rectified_features(images))  # fixed filters for a seed
+    pixels = ridge_baseline(images, responses, split, pool=1)
+    rnd = random_features_baseline(images, responses, split)
+    for d in ("image_to_neural", "neural_to_image"):
+        assert rnd[d]["top1"] > pixels[d]["top1"] + 0.2, (d, rnd[d]["top1"], pixels[d]["top1"])
+    assert "random rectified" in rnd["rows"]
+    with pytest.raises(ValueError, match="smaller than"):
+        random_rectified_features(images[:, :, :5, :5])
+
+
+def test_ridge_identification_dual_form_matches_primal_ridge():
+    from neuroalign.evaluation.baselines import _zscore_with, ridge_identification
+    from neuroalign.evaluation.retrieval import correlation_matrix, retrieval_metrics
+
+    images, rates, repeats, split = _toy()
+    x = images.reshape(len(images), -1)
+    r = ridge_identification(x, repeats.mean(0), split, alphas=np.array([0.1]))
+    xz, yz = _zscore_with(x, split["train"]), _zscore_with(repeats.mean(0), split["train"])
+    xt = xz[split["train"]]
+    alpha = 0.1 * np.linalg.eigvalsh(xt @ xt.T).max()
+    w = np.linalg.solve(xt.T @ xt + alpha * np.eye(xt.shape[1]), xt.T @ yz[split["train"]])
+    primal = retrieval_metrics(correlation_matrix(xz[split["test"]] @ w, yz[split["test"]]))
+    assert r["image_to_neural"]["mean_rank"] == pytest.approx(primal["image_to_neural"]["mean_rank"])
+    assert r["neural_to_image"]["top1"] == pytest.approx(primal["neural_to_image"]["top1"])
+
+
+def test_compare_with_linear_names_the_best_readout_per_direction():
+    from neuroalign.evaluation.baselines import compare_with_linear
+
+    def m(a, b):
+        return {"image_to_neural": {"top1": a}, "neural_to_image": {"top1": b}}
+
+    out = compare_with_linear(m(0.5, 0.3), {"ridge": m(0.2, 0.4), "ridge_random": m(0.6, 0.1), "repeat": m(0.9, 0.9)})
+    assert out["image_to_neural"] == {"model": 0.5, "best_linear": 0.6, "best_name": "ridge_random", "beats": False}
+    assert out["neural_to_image"]["best_name"] == "ridge" and not out["neural_to_image"]["beats"]
+    assert compare_with_linear(m(0.5, 0.5), {"repeat": m(0.9, 0.9)}) is None  # the repeat decoder is not linear readout
+
+
+def test_wilson_interval_known_values():
+    from neuroalign.evaluation.retrieval import retrieval_metrics, wilson_interval
+
+    lo, hi = wilson_interval(0.5, 100)
+    assert lo == pytest.approx(0.4038, abs=1e-3) and hi == pytest.approx(0.5962, abs=1e-3)
+    assert wilson_interval(0.0, 20)[0] == 0.0 and wilson_interval(0.0, 20)[1] == pytest.approx(0.1611, abs=1e-3)
+    m = retrieval_metrics(np.eye(10))
+    assert m["image_to_neural"]["top1_ci"] == wilson_interval(1.0, 10)

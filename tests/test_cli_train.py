@@ -54,7 +54,14 @@ def test_cli_train_writes_every_artifact(tiny_subject_root, tmp_path, capsys):
     assert test["n"] == n and test["chance_top1"] == pytest.approx(1 / n)
     for d in ("image_to_neural", "neural_to_image"):
         assert set(test[d]) >= {"top1", "top5", "top10", "mean_rank", "median_rank"}
-    assert {"ridge", "repeat"} <= set(results["baselines"]) and "val" in results and "mean" in results["ssim"]
+    assert {"ridge", "ridge_random", "ridge_backbone", "repeat"} <= set(results["baselines"])
+    assert "val" in results and "mean" in results["ssim"]
+    for d in ("image_to_neural", "neural_to_image"):  # a 95 % interval around every top-1
+        lo, hi = test[d]["top1_ci"]
+        assert lo <= test[d]["top1"] <= hi
+        comp = results["comparison"][d]
+        best = max(results["baselines"][k][d]["top1"] for k in ("ridge", "ridge_random", "ridge_backbone"))
+        assert comp["best_linear"] == best and comp["beats"] == (test[d]["top1"] >= best)
 
     # results.json is exactly what the saved maps give (test rows, centred similarity of the recommended preset)
     with np.load(run_dir / "test_outputs.npz") as z:

@@ -3,7 +3,9 @@
 Heads:
 
 * ``conv1x1`` (the reference): 1x1 conv -> bilinear 16x64 -> per-sample min-max to [0, 1].
-* ``readout``: the multi-channel features average-pooled to a fixed grid (`grid`, e.g. 8x32, so any
+* ``readout``: the multi-channel features, optionally passed through a fixed pointwise nonlinearity
+  (`transform`: ``abs``, or ``rectify`` = both signs half-wave rectified and raised to 1.5, which
+  gives phase-invariant, energy-like inputs as complex cells need), average-pooled to a fixed grid (`grid`, e.g. 8x32, so any
   image size gives the same `C * gh * gw` inputs), standardised with train-split statistics
   (buffers `feat_mean`, `feat_scale`; subtracting the mean removes image-independent structure
   such as the zero-padding border frame), then a learnable linear readout to `n_components`
@@ -40,6 +42,8 @@ logger = logging.getLogger(__name__)
 
 MODES = ("frozen", "finetune")
 HEADS = ("conv1x1", "readout")
+TRANSFORMS = ("none", "abs", "rectify")
+RECTIFY_POWER = 1.5
 
 
 class ImageTower(nn.Module):
@@ -47,13 +51,17 @@ class ImageTower(nn.Module):
 
     def __init__(self, backbone: str = "ds_net_small", stage: int = 2, block: int = 4, mode: str = "frozen",
                  weights: str | Path | None = None, init_seed: int = 0, in_chans: int = 1, head: str = "conv1x1",
-                 grid: tuple[int, int] = (8, 32), n_components: int = 256) -> None:
+                 grid: tuple[int, int] = (8, 32), n_components: int = 256, transform: str = "none") -> None:
         super().__init__()
         if mode not in MODES:
             raise ValueError(f"backbone mode must be one of {MODES}, got {mode!r}")
         if head not in HEADS:
             raise ValueError(f"image head must be one of {HEADS}, got {head!r}")
-        self.head = head
+        if transform not in TRANSFORMS:
+            raise ValueError(f"feature transform must be one of {TRANSFORMS}, got {transform!r}")
+        if transform != "none" and head != "readout":
+            raise ValueError(f"a feature transform ({transform!r}) needs the readout head, got head {head!r}")
+        self.head, self.transform = head, transform
         self.grid = (int(grid[0]), int(grid[1]))
         self.backbone_name, self.stage, self.block, self.mode = backbone, int(stage), int(block), mode
         self.init_seed = int(init_seed)
@@ -63,7 +71,7 @@ class ImageTower(nn.Module):
             self.backbone = DSNet(depths, in_chans=in_chans)
         # channels-last: ~1.5x faster convolutions on CPU (oneDNN) and tensor cores on GPU
         self.backbone.to(memory_format=torch.channels_last)
-        self.channels = self.backbone.stage_channels[self.stage - 1]
+        self.channels = self.backbone.stage_channels[self.stage - 1] * (2 if transform == "rectify" else 1)
         if head == "conv1x1":
             self.proj = nn.Conv2d(self.channels, 1, kernel_size=1)  # init from the global RNG (training seed)
         else:
@@ -90,7 +98,7 @@ class ImageTower(nn.Module):
     def from_config(cls, config: ImageTowerConfig | None = None, n_components: int = 256) -> "ImageTower":
         c = config or ImageTowerConfig()
         return cls(backbone=c.backbone, stage=c.stage, block=c.block, mode=c.mode, weights=c.weights,
-                   init_seed=c.init_seed, head=c.head, grid=tuple(c.grid), n_components=n_components)
+                   init_seed=c.init_seed, head=c.head, grid=tuple(c.grid), n_components=n_components, transform=c.transform)
 
     @property
     def frozen(self) -> bool:
@@ -107,6 +115,10 @@ class ImageTower(nn.Module):
         (stage, block) `(B, C, h, w)`, average-pooled to `(B, C, gh, gw)` for the readout head."""
         feats = self.backbone.forward_intermediates(images.contiguous(memory_format=torch.channels_last),
                                                     self.stage, self.block)
+        if self.transform == "abs":
+            feats = feats.abs()
+        elif self.transform == "rectify":
+            feats = torch.cat([F.relu(feats), F.relu(-feats)], dim=1).pow(RECTIFY_POWER)
         if self.head == "readout":
             feats = F.adaptive_avg_pool2d(feats, self.grid)
         return feats
@@ -149,6 +161,7 @@ class ImageTower(nn.Module):
         cfg = {"name": self.backbone_name, "stage": self.stage, "block": self.block, **self.backbone.config()}
         if self.head == "readout":  # the cached features are pooled: the grid is part of their identity
             cfg["grid"] = list(self.grid)
+            cfg["transform"] = self.transform
         h.update(json.dumps(cfg, sort_keys=True).encode())
         for key, tensor in sorted(self.backbone.state_dict().items()):
             h.update(key.encode())

@@ -14,10 +14,10 @@ image features and the responses of the TRAIN images, with its two choices made 
    the recorded response (noise) is dropped.
 4. Optionally each of the q dimensions is scaled to unit train variance on both sides (a
    canonical-correlation-like whitening).
-`alpha`, the number of dimensions kept and the whitening are picked by the mean val top-1 of both
-retrieval directions (ties: mean rank), with the same cosine similarity the model is scored by, as
+`alpha`, the number of dimensions kept and the whitening are picked by the mean val MRR of both
+retrieval directions (ties: top-1; the MRR is much less noisy on ~100 val images), with the same cosine similarity the model is scored by, as
 RidgeCV picks alpha. Training then starts here, and since the start is scored as epoch 0 under
-`select_by="val_top1"`, the restored model is never worse on val than its own linear start.
+`select_by` val_top1 / val_mrr, the restored model is never worse on val than its own linear start.
 """
 
 from __future__ import annotations
@@ -52,12 +52,14 @@ class LinearStart:
 
 
 def _cosine_key(a: np.ndarray, b: np.ndarray) -> tuple[float, float, dict[str, Any]]:
+    """(mean MRR, mean top-1) of both directions for cosine identification of rows of a vs b. The MRR
+    leads: on a val split of ~100 images it is a far less noisy choice criterion than top-1."""
     an = a / np.maximum(np.linalg.norm(a, axis=1, keepdims=True), 1e-12)
     bn = b / np.maximum(np.linalg.norm(b, axis=1, keepdims=True), 1e-12)
     m = retrieval_metrics(an @ bn.T)
     top1 = 0.5 * (m["image_to_neural"]["top1"] + m["neural_to_image"]["top1"])
-    rank = 0.5 * (m["image_to_neural"]["mean_rank"] + m["neural_to_image"]["mean_rank"])
-    return top1, -rank, m
+    mrr = 0.5 * (m["image_to_neural"]["mrr"] + m["neural_to_image"]["mrr"])
+    return mrr, top1, m
 
 
 def standardiser(train_features: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -116,12 +118,12 @@ def fit_linear_start(train_features: np.ndarray, train_responses: np.ndarray, va
                 a, b = img_va[:, :q], neu_va[:, :q]
                 if whiten:
                     a, b = a / img_tr_std[:q], b / neu_tr_std[:q]
-                top1, neg_rank, metrics = _cosine_key(a, b)
-                key = (top1, neg_rank)
+                mrr, top1, metrics = _cosine_key(a, b)
+                key = (mrr, top1)
                 if best is None or key > best:
                     best = key
                     chosen = {"alpha_relative": alpha_rel, "rank": q, "whiten": whiten, "val_top1_mean": top1,
-                              "val_mean_rank": -neg_rank, "alpha": alpha, "q_mat": q_mat[:, :q].copy(),
+                              "val_mrr_mean": mrr, "alpha": alpha, "q_mat": q_mat[:, :q].copy(),
                               "img_std": img_tr_std[:q].copy(), "neu_std": neu_tr_std[:q].copy()}
     q = chosen["rank"]
     q_mat = chosen["q_mat"]
@@ -134,7 +136,7 @@ def fit_linear_start(train_features: np.ndarray, train_responses: np.ndarray, va
     neural_weight = np.zeros((n_components, k))
     image_weight[:q], neural_weight[:q] = w_img.T, w_neu.T
     neural_bias = -neural_weight @ y_mean
-    report = {k_: chosen[k_] for k_ in ("alpha_relative", "rank", "whiten", "val_top1_mean", "val_mean_rank")}
+    report = {k_: chosen[k_] for k_ in ("alpha_relative", "rank", "whiten", "val_top1_mean", "val_mrr_mean")}
     report.update({"n_train": int(n), "n_features": int(x_tr.shape[1]), "n_neurons": int(k)})
     logger.info("linear start: alpha %.2g (relative), rank %d, whiten %s, val top-1 %.3f", report["alpha_relative"],
                 q, report["whiten"], report["val_top1_mean"])

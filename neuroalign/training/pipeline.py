@@ -82,7 +82,7 @@ def _finish(trainer: Trainer, fit: FitResult, run_dir: Path, subject_path: Path)
     training = {"epochs_run": fit.epochs_run, "best_epoch": fit.best_epoch, "best_val_loss": fit.best_val_loss,
                 "stop_reason": fit.stop_reason, "elapsed_s": fit.elapsed_s, "select_by": trainer.config.select_by}
     if math.isfinite(trainer.best_score):
-        training["best_val_top1"] = trainer.best_score
+        training["best_val_score"] = trainer.best_score
     if trainer.linear_start_report is not None:
         training["linear_start"] = trainer.linear_start_report
     results = evaluate_trainer(trainer, run_dir=run_dir, subject_path=subject_path, training=training)

@@ -168,7 +168,7 @@ class Trainer:
         self.global_step = 0
         self.elapsed_before = 0.0  # seconds spent in earlier (resumed) sessions
         self.best_val = math.inf
-        self.best_score = -math.inf  # select_by="val_top1": mean val top-1 of both directions
+        self.best_score = -math.inf  # select_by val_top1 / val_mrr: that val score, mean of both directions
         self.best_epoch = 0
         self.linear_start_report: dict[str, Any] | None = None
         self.bad_epochs = 0
@@ -290,15 +290,20 @@ class Trainer:
         return float(total.item() / max(count, 1))
 
     @torch.no_grad()
-    def val_score(self, indices: np.ndarray | None = None) -> tuple[float, float]:
-        """(mean top-1 of both directions, mean rank of both) on `indices` (default: val), eval mode,
+    def val_scores(self, indices: np.ndarray | None = None) -> dict[str, float]:
+        """Mean of both directions of top1, mrr and mean_rank on `indices` (default: val), eval mode,
         with the similarity the model is scored by."""
         idx = np.asarray(self.split["val"] if indices is None else indices)
         img, neu = self.predict(idx)
         sim = similarity_matrix(torch.from_numpy(img), torch.from_numpy(neu), center=self.config.loss.center)
         m = retrieval_metrics(sim.numpy().astype(np.float64))
-        top1 = 0.5 * (m["image_to_neural"]["top1"] + m["neural_to_image"]["top1"])
-        return float(top1), float(0.5 * (m["image_to_neural"]["mean_rank"] + m["neural_to_image"]["mean_rank"]))
+        return {k: float(0.5 * (m["image_to_neural"][k] + m["neural_to_image"][k])) for k in ("top1", "mrr", "mean_rank")}
+
+    def _selection_score(self) -> float | None:
+        """The val score that picks the restored epoch (None for select_by="val_loss")."""
+        if self.config.select_by == "val_loss":
+            return None
+        return self.val_scores()[self.config.select_by.removeprefix("val_")]
 
     def fit_linear_start(self) -> dict[str, Any]:
         """Set both towers to the closed-form start (`training.linear_start`) from the train and val
@@ -379,13 +384,13 @@ class Trainer:
 
     def _start(self, callback: Callback | None) -> None:
         """Epoch 0 of a fresh run: the closed-form start (init="linear") and, under
-        select_by="val_top1", the starting weights scored as the first candidate for "best"."""
+        select_by val_top1 / val_mrr, the starting weights scored as the first candidate for "best"."""
         if self.epoch > 0 or self.global_step > 0:
             return
         if self.config.init == "linear" and self.linear_start_report is None:
             self.fit_linear_start()
-        if self.config.select_by == "val_top1" and self.best_state is None:
-            self.best_score, _ = self.val_score()
+        if self.config.select_by != "val_loss" and self.best_state is None:
+            self.best_score = self._selection_score()
             self.best_val, self.best_epoch = self.val_loss(), 0
             self.best_state, self._best_dirty = self.model_state(), True
 
@@ -457,7 +462,7 @@ class Trainer:
             self._check_finite(train_loss, f"epoch {epoch} (mean training loss)")
             val_loss = self.val_loss()
             self._check_finite(val_loss, f"epoch {epoch} (validation loss)")
-            score = self.val_score()[0] if cfg.select_by == "val_top1" else None
+            score = self._selection_score()
             self.sched_image.step(val_loss)
             self.sched_neural.step(val_loss)
             self.epoch = epoch
@@ -477,7 +482,7 @@ class Trainer:
             self._emit(callback, "epoch", {
                 "epoch": epoch, "step": self.global_step, "train_loss": train_loss, "val_loss": val_loss,
                 "best_val_loss": self.best_val, "best_epoch": self.best_epoch, "lr_image": lr_i, "lr_neural": lr_n,
-                **({"val_top1": score, "best_val_top1": self.best_score} if score is not None else {}),
+                **({"val_score": score, "best_val_score": self.best_score} if score is not None else {}),
                 "samples_per_s": samples / max(time.monotonic() - t0, 1e-9), "elapsed_s": elapsed,
                 "progress": progress, "eta_s": self._eta(elapsed, progress)})
             if cfg.early_stopping_patience is not None and self.bad_epochs >= cfg.early_stopping_patience \

@@ -1,0 +1,146 @@
+"""The readout image head, the linear neural tower and their closed-form start."""
+
+import numpy as np
+import pytest
+import torch
+
+from neuroalign.config import preset
+from neuroalign.data import Subject
+from neuroalign.models import ImageTower, LinearNeuralTower, build_neural_tower
+from neuroalign.models.maps import dct_basis, synthesise_maps
+from neuroalign.training.linear_start import apply_linear_start, fit_linear_start
+from neuroalign.training.trainer import Trainer
+
+
+def _linear_world(n=240, d=60, k=50, noise=1.0, seed=0):
+    """Responses = a rank-5 linear function of the features plus noise."""
+    rng = np.random.default_rng(seed)
+    feats = rng.normal(size=(n, d))
+    w = rng.normal(size=(d, 5)) @ rng.normal(size=(5, k))
+    rates = feats @ w
+    resp = rates + noise * rates.std() * rng.normal(size=rates.shape)
+    return feats, resp
+
+
+def _cos_top1(a, b):
+    a = a / np.linalg.norm(a, axis=1, keepdims=True)
+    b = b / np.linalg.norm(b, axis=1, keepdims=True)
+    s = a @ b.T
+    return float((s.argmax(axis=1) == np.arange(len(s))).mean())
+
+
+def test_dct_basis_is_orthonormal_zero_mean_and_smooth_first():
+    b = dct_basis(64).double()
+    assert torch.allclose(b @ b.T, torch.eye(64, dtype=torch.float64), atol=1e-6)
+    assert b.sum(dim=1).abs().max() < 1e-9  # no constant component: centring a map changes nothing
+    first = b[0].view(16, 64)
+    assert (first[:, 1:] - first[:, :-1]).abs().max() < 0.01  # the lowest frequency varies slowly
+    with pytest.raises(ValueError, match="n_components"):
+        dct_basis(1024)
+    e = torch.randn(3, 64)
+    maps = synthesise_maps(e, b.float())
+    assert maps.shape == (3, 1, 16, 64)
+    assert torch.allclose(maps.flatten(1).norm(dim=1), e.norm(dim=1), atol=1e-4)  # an isometry
+
+
+def test_linear_start_identifies_held_out_items_and_reduces_rank():
+    feats, resp = _linear_world()
+    tr, va, te = np.arange(160), np.arange(160, 200), np.arange(200, 240)
+    start = fit_linear_start(feats[tr], resp[tr], feats[va], resp[va], n_components=32)
+    assert start.image_weight.shape == (32, 60) and start.neural_weight.shape == (32, 50)
+    rank = start.report["rank"]
+    assert 1 <= rank <= 32 and not start.image_weight[rank:].any()  # unused components stay zero
+    x = (feats - start.feat_mean) / start.feat_scale
+    img = x[te] @ start.image_weight.T
+    neu = resp[te] @ start.neural_weight.T + start.neural_bias
+    assert _cos_top1(img, neu) > 0.5  # chance 0.025
+    # a random linear map from the same features does not identify anything
+    rng = np.random.default_rng(1)
+    assert _cos_top1(x[te] @ rng.normal(size=(60, 32)), neu) < 0.2
+
+
+def test_linear_start_never_looks_at_test_rows():
+    feats, resp = _linear_world()
+    tr, va = np.arange(160), np.arange(160, 200)
+    a = fit_linear_start(feats[tr], resp[tr], feats[va], resp[va], n_components=16)
+    feats2, resp2 = feats.copy(), resp.copy()
+    feats2[200:] = 1e3  # test rows are not an argument; changing them cannot matter
+    resp2[200:] = -1e3
+    b = fit_linear_start(feats2[tr], resp2[tr], feats2[va], resp2[va], n_components=16)
+    assert np.array_equal(a.image_weight, b.image_weight) and a.report == b.report
+    # the val rows do steer the choices
+    c = fit_linear_start(feats[tr], resp[tr], feats[va], np.random.default_rng(3).normal(size=resp[va].shape), 16)
+    assert c.report["val_top1_mean"] < a.report["val_top1_mean"]
+
+
+def test_readout_tower_standardises_and_draws_the_embedding():
+    tower = ImageTower("ds_net_tiny", stage=1, block=1, head="readout", grid=(4, 16), n_components=8, transform="abs")
+    x = torch.rand(3, 1, 34, 136)
+    feats = tower.features(x)
+    assert feats.shape == (3, 64, 4, 16) and (feats >= 0).all()  # abs before pooling
+    neural = LinearNeuralTower(20, n_components=8)
+    start = fit_linear_start(np.random.rand(12, 64 * 64), np.random.rand(12, 20), np.random.rand(4, 64 * 64),
+                             np.random.rand(4, 20), n_components=8)
+    apply_linear_start(tower, neural, start)
+    emb = tower.embed(feats)
+    maps = tower.project(feats)
+    assert maps.shape == (3, 1, 16, 64)
+    assert torch.allclose(maps.flatten(1) @ tower.basis.T, emb, atol=1e-4)  # the map is the embedding
+    with pytest.raises(ValueError, match="pooled features"):
+        tower.project(torch.rand(3, 64, 5, 16))
+    with pytest.raises(ValueError, match="readout head"):
+        ImageTower("ds_net_tiny", stage=1, block=1, transform="abs")
+
+
+def test_linear_neural_tower_dropout_is_per_neuron_and_train_only():
+    tower = build_neural_tower(30, preset("recommended").neural.__class__(block="linear", dropout=0.5), n_components=8)
+    assert isinstance(tower, LinearNeuralTower)
+    r = torch.rand(4, 30)
+    tower.train()
+    assert not torch.allclose(tower(r), tower(r))
+    tower.eval()
+    assert torch.equal(tower(r), tower(r))
+    imp = tower.neuron_importance(r)
+    assert imp.shape == (4, 30) and torch.allclose(imp.sum(dim=1), torch.ones(4))
+    with pytest.raises(ValueError, match="responses of shape"):
+        tower(torch.rand(4, 29))
+
+
+def _subject(make_tiny_arrays, n=80, k=30):
+    a = make_tiny_arrays(n_images=n, n_neurons=k, hw=(34, 136))
+    return Subject("toy", a["images"][:, None].astype(np.float32) / 255, a["responses"], a["repeats"])
+
+
+def _tiny_recommended(**changes):
+    base = {"epochs": 4, "batch_size": 16, "device": "cpu", "image.backbone": "ds_net_tiny", "image.stage": 1,
+            "image.block": 1, "image.grid": [4, 16], "n_components": 16}
+    base.update(changes)
+    return preset("recommended").replace(**base)
+
+
+def test_trainer_starts_linear_and_restores_nothing_worse_than_the_start(make_tiny_arrays):
+    subject = _subject(make_tiny_arrays)
+    trainer = Trainer(_tiny_recommended(), subject)
+    fit = trainer.fit()
+    report = trainer.linear_start_report
+    assert report is not None and report["n_train"] == len(trainer.split["train"])
+    # the start is epoch 0 of the selection: the restored weights score at least the start's val MRR
+    assert trainer.val_scores()["mrr"] >= report["val_mrr_mean"] - 1e-9
+    assert fit.best_epoch >= 0 and trainer.best_score == pytest.approx(trainer.val_scores()["mrr"])
+
+
+def test_repeat_augmentation_swaps_in_single_trials(make_tiny_arrays):
+    subject = _subject(make_tiny_arrays)
+    trainer = Trainer(_tiny_recommended(**{"data.repeat_augment": 1.0}), subject)
+    idx = torch.arange(8)
+    r = trainer._train_responses(idx, epoch=1, step=0)
+    singles = trainer.repeats[:, idx]
+    assert all(any(torch.equal(r[i], singles[j, i]) for j in range(singles.shape[0])) for i in range(8))
+    plain = Trainer(_tiny_recommended(), subject)
+    assert torch.equal(plain._train_responses(idx, 1, 0), plain.responses[idx])
+
+
+def test_config_refuses_a_linear_start_for_other_towers():
+    with pytest.raises(ValueError, match="init='linear'"):
+        preset("recommended").replace(**{"neural.block": "transformer"}).validate()
+    preset("recommended").replace(**{"neural.block": "transformer", "init": "random"}).validate()
