@@ -11,10 +11,13 @@ import torch.nn.functional as F
 from torch import nn
 
 from neuroalign.config import NeuralTowerConfig
+from neuroalign.models import LinearNeuralTower, build_neural_tower
+from neuroalign.models.neural import (NEURAL_BLOCKS, LatentTower, ReferenceAttentionTower, TransformerTower,
+                                      neural_block, register)
 from neuroalign.models.neural_tower import NeuralTower
 
 
-def _loop_reference(tower: NeuralTower, r: torch.Tensor) -> torch.Tensor:
+def _loop_reference(tower: ReferenceAttentionTower, r: torch.Tensor) -> torch.Tensor:
     """The reference tower written the straightforward way: a ModuleList of per-neuron Linear
     layers looped in Python and torch's nn.MultiheadAttention, sharing `tower`'s weights."""
     k, d = tower.embed_weight.shape
@@ -68,15 +71,6 @@ def test_vectorised_equals_per_neuron_loop(use_folded, n_heads):
     assert out.amin(dim=(1, 2, 3)).abs().max() < 1e-12 and (out.amax(dim=(1, 2, 3)) - 1).abs().max() < 1e-12
 
 
-def test_plain_path_is_used_without_folded_module(monkeypatch):
-    torch.manual_seed(0)
-    tower = NeuralTower(6, d_model=8)
-    r = torch.rand(4, 6)
-    plain = tower._plain_attention_readout(r)
-    monkeypatch.setitem(sys.modules, "neuroalign.models.folded", None)  # import raises ImportError
-    torch.testing.assert_close(tower.neuron_features(r), plain)
-
-
 def test_gradients_reach_every_parameter():
     torch.manual_seed(0)
     for kwargs in ({}, {"block": "transformer", "n_layers": 2}, {"block": "latent", "n_latents": 4, "n_layers": 2}):
@@ -93,7 +87,10 @@ def test_mlp_activation_and_dropout_options():
     assert kinds == ["Linear", "ReLU", "Dropout", "Linear", "ReLU", "Dropout", "Linear"]
     assert [type(m).__name__ for m in NeuralTower(5, d_model=8).mlp] == ["Linear"] * 3
     # dropout makes train-mode outputs stochastic, eval deterministic
+    torch.manual_seed(0)
     r = torch.rand(2, 5)
+    tower.train()
+    assert not torch.allclose(tower(r), tower(r))
     tower.eval()
     torch.testing.assert_close(tower(r), tower(r))
     with pytest.raises(ValueError, match="activation"):
@@ -147,7 +144,9 @@ def test_from_config_and_input_validation():
     cfg = NeuralTowerConfig(d_model=32, n_heads=4, n_layers=2, block="transformer", mlp_activation="gelu",
                             dropout=0.1, folded=False)
     tower = NeuralTower.from_config(12, cfg)
-    assert (tower.d_model, tower.n_heads, tower.n_layers, tower.block, tower.use_folded) == (32, 4, 2, "transformer", False)
+    assert isinstance(tower, TransformerTower)
+    assert (tower.d_model, tower.n_heads, tower.n_layers, tower.block) == (32, 4, 2, "transformer")
+    assert NeuralTower.from_config(12, NeuralTowerConfig(block="latent", folded=False)).use_folded is False
     with pytest.raises(ValueError, match=r"\(B, 12\)"):
         tower(torch.rand(2, 11))
     with pytest.raises(ValueError, match="divisible"):
@@ -182,9 +181,16 @@ def test_folded_path_used_only_in_reference_form(monkeypatch):
     assert len(calls) == 1
     tower.use_folded = False
     tower(r)
-    NeuralTower(5, d_model=8, n_layers=2)(r)
     NeuralTower(5, d_model=8, block="transformer")(r)
+    NeuralTower(5, d_model=8, block="latent", n_latents=2)(r)
     assert len(calls) == 1
+
+
+def test_reference_block_refuses_more_layers():
+    with pytest.raises(ValueError, match=r"reference neural block has exactly 1 attention layer, got n_layers=2"):
+        NeuralTower(5, d_model=8, n_layers=2)
+    with pytest.raises(ValueError, match="n_layers"):
+        build_neural_tower(5, NeuralTowerConfig(d_model=8, n_layers=3))
 
 
 def test_bf16_autocast_gives_float32_maps():
@@ -233,3 +239,58 @@ def test_folded_latent_never_builds_token_tensor():
     with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
         tower(torch.rand(b, k)).sum().backward()
     assert max(sizes) >= b * k * d
+
+
+# --- registry ------------------------------------------------------------------------------------
+_MHA = [f"{m}.{p}" for m in "qkvo" for p in ("weight", "bias")]
+_BLOCK = ["norm1.weight", "norm1.bias", *(f"attn.{k}" for k in _MHA), "norm2.weight", "norm2.bias",
+          "ffn.0.weight", "ffn.0.bias", "ffn.3.weight", "ffn.3.bias"]
+_MLP = ["mlp.0.weight", "mlp.0.bias", "mlp.1.weight", "mlp.1.bias", "mlp.2.weight", "mlp.2.bias"]
+_PER_NEURON = ["embed_weight", "embed_bias", "readout_weight", "readout_bias"]
+# state_dict keys, in order, of the single NeuralTower class these classes replaced (written from
+# that code before the split): existing checkpoints and optimizer states load unchanged.
+EXPECTED_KEYS = {
+    "reference": [*_PER_NEURON, *(f"attn.{k}" for k in _MHA), *_MLP],
+    "transformer": [*_PER_NEURON, *(f"layers.0.{k}" for k in _BLOCK), *(f"layers.1.{k}" for k in _BLOCK),
+                    "final_norm.weight", "final_norm.bias", *_MLP],
+    "latent": ["embed_weight", "embed_bias", "latents", "latent_norm.weight", "latent_norm.bias",
+               *(f"cross_attn.{k}" for k in _MHA), *(f"layers.0.{k}" for k in _BLOCK), "final_norm.weight",
+               "final_norm.bias", "latent_readout.weight", "latent_readout.bias", *_MLP],
+    "linear": ["encoder.weight", "encoder.bias"],
+}
+CLASSES = {"reference": ReferenceAttentionTower, "transformer": TransformerTower, "latent": LatentTower,
+           "linear": LinearNeuralTower}
+
+
+def test_registry_names_the_config_blocks():
+    from neuroalign.config import NEURAL_BLOCKS as CONFIG_BLOCKS
+
+    assert set(NEURAL_BLOCKS) == set(CONFIG_BLOCKS) == set(CLASSES)
+    for name, cls in CLASSES.items():
+        assert neural_block(name) is cls and cls.block == name
+    with pytest.raises(ValueError, match="neural block must be one of latent, linear, reference, transformer; got .lstm."):
+        neural_block("lstm")
+
+
+@pytest.mark.parametrize("block", sorted(CLASSES))
+def test_every_registered_block_builds_from_config(block):
+    torch.manual_seed(0)
+    n_layers = 1 if block == "reference" else 2
+    cfg = NeuralTowerConfig(block=block, d_model=8, n_heads=2, n_layers=n_layers, n_latents=3)
+    tower = build_neural_tower(7, cfg, n_components=16)
+    assert type(tower) is CLASSES[block]
+    assert list(tower.state_dict()) == EXPECTED_KEYS[block]
+    assert tower(torch.rand(4, 7)).shape == (4, 1, 16, 64)
+    assert tower.neuron_importance(torch.rand(4, 7)).shape == (4, 7)
+    assert tower.folded_block_bytes() == (2 * 6 * 2 * 7 ** 2 * 4 if block == "reference" else 0)
+    assert tower.uses_folded_attention == (block == "reference")
+    if block != "linear":
+        assert type(NeuralTower(7, block=block, d_model=8, n_heads=2, n_layers=n_layers)) is CLASSES[block]
+        assert tower.neuron_features(torch.rand(4, 7)).shape == (4, 3 * 8 if block == "latent" else 7)
+        q = 3 if block == "latent" else 7
+        assert tower.attention_weights(torch.rand(4, 7)).shape == (4, 2, q, 7)
+
+
+def test_register_refuses_a_second_class_under_one_name():
+    with pytest.raises(ValueError, match="already registered"):
+        register("reference")(type("Other", (nn.Module,), {}))

@@ -25,6 +25,7 @@ from neuroalign.models.losses import (
 )
 from neuroalign.models.maps import MAP_SIZE, minmax_per_sample
 from neuroalign.models.linear_tower import LinearNeuralTower
+from neuroalign.models import neural
 from neuroalign.models.neural_tower import NeuralTower
 from neuroalign.models.weights import LoadReport, load_backbone_weights
 
@@ -37,7 +38,6 @@ __all__ = [
 
 
 def build_neural_tower(n_neurons: int, config, n_components: int = 256):
-    """`LinearNeuralTower` for block "linear", else the attention `NeuralTower` of the config."""
-    if config.block == "linear":
-        return LinearNeuralTower.from_config(n_neurons, config, n_components)
-    return NeuralTower.from_config(n_neurons, config)
+    """The registered tower of `config.block` (`neuroalign.models.neural.NEURAL_BLOCKS`: reference,
+    transformer, latent, linear); `n_components` is the linear block's embedding size."""
+    return neural.build(n_neurons, config, n_components)

@@ -1,4 +1,5 @@
-"""Folded exact path of the reference-form neural tower (embed -> multi-head attention -> readout).
+"""Folded exact paths of the neural towers: the reference attention (embed -> multi-head attention ->
+readout, below) and the latent block's cross-attention (`folded_latent_cross_attention`).
 
 In the reference form every neuron token is an affine function of one scalar,
 ``e_bi = r_bi * W_i + B_i``, and nothing nonlinear sits between the embedding, the q/k/v
@@ -23,6 +24,9 @@ on a CPU in float32 (`neuroalign.models.native`, csrc/folded_cpu.cpp), torch.com
 functions (CUDA by default) and eager tiles (everything else, and the fallback of both). Nothing of
 size (B, K, K) is kept between forward and backward (the backward recomputes the softmax), so
 memory stays bounded at any K.
+
+`head_dim` is the one check that d_model splits into n_heads heads, shared by these functions and
+the towers' attention modules (this module imports nothing from the towers).
 """
 
 from __future__ import annotations
@@ -69,6 +73,13 @@ def auto_row_block(chunk: int, n_neurons: int, n_heads: int, device_type: str = 
     return int(max(1, min(n_neurons, rows)))
 
 
+def head_dim(d_model: int, n_heads: int) -> int:
+    """Width of one attention head, `d_model // n_heads`; ValueError unless it divides exactly."""
+    if n_heads < 1 or d_model % n_heads:
+        raise ValueError(f"d_model ({d_model}) must be divisible by n_heads ({n_heads})")
+    return d_model // n_heads
+
+
 def fold_blocks(
     embed_weight: Tensor, embed_bias: Tensor,
     wq: Tensor, bq: Tensor, wk: Tensor, bk: Tensor, wv: Tensor, bv: Tensor,
@@ -87,9 +98,7 @@ def fold_blocks(
       joins beta instead of NN.
     """
     k, d = embed_weight.shape
-    if d % n_heads != 0:
-        raise ValueError(f"d_model ({d}) must be divisible by n_heads ({n_heads})")
-    dh = d // n_heads
+    dh = head_dim(d, n_heads)
     scale = 1.0 / math.sqrt(dh)
     e = torch.cat([embed_weight, embed_bias])  # (2K, d)
 
@@ -397,3 +406,34 @@ def folded_attention_readout(
     r = r.to(_compute_dtype(mm.dtype))
     z = _FoldedAttention.apply(r, mm, nn, chunk, rows)
     return z + beta
+
+
+def folded_latent_cross_attention(
+    r: Tensor, query: Tensor, embed_weight: Tensor, embed_bias: Tensor,
+    wk: Tensor, bk: Tensor, wv: Tensor, bv: Tensor, n_heads: int,
+) -> Tensor:
+    """Cross-attention of L sample-independent queries to the neuron tokens e_bj = r_bj W_j + B_j,
+    without building the `(B, K, d)` tokens: `(B, L, d)` before the output projection.
+
+    r (B, K); query (L, d) the projected queries (`q(LN(latents))`); embed_weight/embed_bias (K, d);
+    wk, wv (d, d) and bk, bv (d,) in the ``nn.Linear`` convention. The tokens are affine in one scalar
+    each and not normalised before the cross-attention, so per head logits_blj = r_bj P1_lj + P2_lj
+    with P1 = q Ak^T, P2 = q Ck^T (Ak = W Wk^T, Ck = B Wk^T + bk, once per step), and the attended
+    values are (P_b * r_b) Av + P_b Cv: two (B*L, K) x (K, d_h) products instead of K/V projections of
+    B*K tokens (2*B*K*d^2). Linear in K, the same function as the plain computation."""
+    b, k = r.shape
+    n_lat, d = query.shape
+    h = n_heads
+    dh = head_dim(d, h)
+
+    def heads(x: Tensor) -> Tensor:  # (n, d) -> (h, n, d_h)
+        return x.reshape(x.shape[0], h, dh).transpose(0, 1)
+
+    q = heads(query) / math.sqrt(dh)  # (h, L, d_h)
+    ak, ck = heads(embed_weight @ wk.T), heads(embed_bias @ wk.T + bk)
+    av, cv = heads(embed_weight @ wv.T), heads(embed_bias @ wv.T + bv)
+    rj = r[None, :, None, :]  # (1, B, 1, K); head-major layout so the products below are plain bmm
+    logits = torch.addcmul((q @ ck.transpose(1, 2))[:, None], (q @ ak.transpose(1, 2))[:, None], rj)
+    p = torch.softmax(logits, dim=-1)  # (h, B, L, K)
+    out = (p * rj).reshape(h, b * n_lat, k) @ av + p.reshape(h, b * n_lat, k) @ cv  # (h, B*L, d_h)
+    return out.reshape(h, b, n_lat, dh).permute(1, 2, 0, 3).reshape(b, n_lat, d)
