@@ -18,7 +18,7 @@ import torch
 from benchmarks.reference_loop import ReferenceNeuralTower, ReferenceStep
 from neuroalign.config import TrainConfig
 from neuroalign.data.subject import Subject
-from neuroalign.models import NeuralTower
+from neuroalign.models.neural import LatentTower, ReferenceAttentionTower
 
 logger = logging.getLogger("benchmarks")
 
@@ -146,9 +146,9 @@ def _tower_step(tower: torch.nn.Module, responses: torch.Tensor, device: torch.d
 
 NEURAL_METHODS = {
     "reference": lambda k: ReferenceNeuralTower(k),
-    "plain": lambda k: NeuralTower(k, folded=False),
-    "folded": lambda k: NeuralTower(k),
-    "latent": lambda k: NeuralTower(k, block="latent", n_latents=64),
+    "plain": lambda k: ReferenceAttentionTower(k, folded=False),
+    "folded": lambda k: ReferenceAttentionTower(k),
+    "latent": lambda k: LatentTower(k, n_latents=64),
 }
 
 

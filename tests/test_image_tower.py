@@ -68,7 +68,7 @@ def test_features_equal_full_backbone_intermediate():
     full.load_state_dict(tower.backbone.state_dict(), strict=False)
     x = torch.rand(2, 1, 40, 64)
     with torch.no_grad():
-        torch.testing.assert_close(tower.features(x), full.forward_intermediates(x, 2, 2))
+        torch.testing.assert_close(tower.features(x), full.features_at(x, 2, 2))
 
 
 def test_init_is_deterministic_and_leaves_global_rng_alone():
@@ -118,7 +118,7 @@ def test_cached_features_equal_fresh_and_hit_cache(tmp_path: Path, monkeypatch):
 
     feats = feature_cache.cached_features(tower, images, "hash-a", tmp_path, "cpu", batch_size=2)
     with torch.no_grad():
-        fresh = tower.backbone.eval().forward_intermediates(torch.from_numpy(images), 2, 1)
+        fresh = tower.backbone.eval().features_at(torch.from_numpy(images), 2, 1)
     torch.testing.assert_close(feats, fresh, atol=1e-5, rtol=1e-5)
     assert len(calls) == 1
     files = list((tmp_path / "features").glob("*.pt"))

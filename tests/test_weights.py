@@ -52,7 +52,7 @@ def test_loads_release_keys_and_adapts_first_conv(tmp_path: Path):
     source.load_state_dict({k: v for k, v in state.items() if not k.startswith("head.")})
     x = torch.rand(2, 1, 36, 52)
     with torch.no_grad():
-        torch.testing.assert_close(tower.features(x), source.forward_intermediates(x.repeat(1, 3, 1, 1), 2, 2),
+        torch.testing.assert_close(tower.features(x), source.features_at(x.repeat(1, 3, 1, 1), 2, 2),
                                    atol=1e-4, rtol=1e-4)
 
 

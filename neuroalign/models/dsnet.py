@@ -17,7 +17,14 @@ Written from the paper's description. Four stages with dims [64, 128, 320, 512],
    `x = shortcut + conv2(...)`; then `x = x + mlp(norm2(x))` (BatchNorm + conv MLP, ratio 4, GELU).
 
 Module names mirror the public DS-Net release (`patch_embed{i}.proj`, `blocks{i}.{j}.<layer>`,
-`norm`), so its state dicts load by name (see `neuroalign.models.weights`). `ds_net_small` with
+`norm`), so its state dicts load by name (see `neuroalign.models.weights`).
+
+Intermediate features come from `forward_intermediates(x, indices, stop_early, intermediates_only)`
+(timm's contract: a list of block outputs, nothing computed after the last one needed);
+`features_at(x, stage, block)` is the one-block case the image tower uses.
+
+Variants are registered once (`VARIANTS`, filled by `@register_variant` on the named constructors
+`ds_net_tiny`, `ds_net_small`); `build_backbone(name)` builds one by name. `ds_net_small` with
 depths [3, 4, 12, 3] and one input channel has 27,757,344 parameters; `ds_net_tiny` (paper's
 DS-Net-T: depths [2, 2, 4, 1], same dims) has 10,019,264 with one input channel and no head
 (10,534,312 with three input channels and the 1000-class head, the paper's 10.5M).
@@ -27,7 +34,9 @@ from __future__ import annotations
 
 import logging
 import math
-from typing import Sequence
+from dataclasses import dataclass
+from types import MappingProxyType
+from typing import Callable, Sequence, Union
 
 import torch
 import torch.nn.functional as F
@@ -41,7 +50,10 @@ PATCH_STRIDES = (4, 2, 2, 2)
 GLOBAL_DOWNSAMPLE = (8, 4, 2, 2)
 MLP_RATIO = 4
 MIN_INPUT = 32
-VARIANT_DEPTHS = {"ds_net_tiny": (2, 2, 4, 1), "ds_net_small": (3, 4, 12, 3)}
+
+# An entry of `forward_intermediates(indices=...)`: a flat 0-based block index (negative counts
+# from the last block) or a 1-based (stage, block) pair as in `ImageTowerConfig`.
+BlockIndex = Union[int, tuple[int, int]]
 
 
 def _split_heads(x: torch.Tensor, n_heads: int) -> torch.Tensor:  # (B, N, C) -> (B, h, N, C/h)
@@ -180,61 +192,135 @@ class DSNet(nn.Module):
         """Architecture settings (json-able), part of the feature-cache fingerprint."""
         return {"depths": list(self.depths), "in_chans": self.in_chans, "dims": list(self.stage_channels)}
 
-    def _check(self, x: torch.Tensor, stage: int, block: int) -> None:
+    @property
+    def block_names(self) -> tuple[tuple[int, int], ...]:
+        """(stage, block), 1-based, of every built block in forward order (flat index = position)."""
+        return tuple((s + 1, j + 1) for s, depth in enumerate(self.depths) for j in range(depth))
+
+    def _check_images(self, x: torch.Tensor) -> None:
         if x.dim() != 4 or x.shape[1] != self.in_chans:
             raise ValueError(f"expected images (B, {self.in_chans}, H, W), got {tuple(x.shape)}")
         if min(x.shape[-2:]) < MIN_INPUT:
             raise ValueError(f"images must be at least {MIN_INPUT}x{MIN_INPUT}, got {tuple(x.shape[-2:])}")
+
+    def _flat_index(self, index: BlockIndex) -> int:
+        n = sum(self.depths)
+        if isinstance(index, int):
+            if not -n <= index < n:
+                raise ValueError(f"block index must be in [{-n}, {n}) for this backbone's {n} blocks, got {index}")
+            return index % n
+        stage, block = (int(i) for i in index)
         if not 1 <= stage <= self.num_stages:
             raise ValueError(f"stage must be in 1..{self.num_stages} for this backbone, got {stage}")
         if not 1 <= block <= self.depths[stage - 1]:
             raise ValueError(f"block must be in 1..{self.depths[stage - 1]} for stage {stage}, got {block}")
+        return sum(self.depths[: stage - 1]) + block - 1
 
-    def forward_intermediates(self, x: torch.Tensor, stage: int, block: int) -> torch.Tensor:
-        """Output of block `block` (1-based) of stage `stage` (1-based): `(B, C_stage, h, w)`.
+    def forward_intermediates(
+        self, x: torch.Tensor, indices: int | Sequence[BlockIndex] | None = None, stop_early: bool = True,
+        intermediates_only: bool = True,
+    ) -> list[torch.Tensor] | tuple[torch.Tensor, list[torch.Tensor]]:
+        """Block outputs `(B, C_stage, h, w)` of images `x (B, in_chans, H, W)`, as in timm.
 
-        Nothing after that block is computed."""
-        self._check(x, stage, block)
-        for s in range(1, stage + 1):
+        `indices`: None (every block), an int n (the last n blocks), or a sequence whose entries
+        are flat 0-based block indices over all built blocks in forward order (negative counts from
+        the end; `block_names` lists the order) or 1-based `(stage, block)` pairs. The list follows
+        the order of `indices`. With `stop_early` (and `intermediates_only`) no block after the last
+        one needed is computed. With `intermediates_only=False` every block runs and the result is
+        `(forward_features(x), intermediates)`."""
+        n = sum(self.depths)
+        if indices is None:
+            take = list(range(n))
+        elif isinstance(indices, int):
+            if not 1 <= indices <= n:
+                raise ValueError(f"indices as a count must be in 1..{n} for this backbone, got {indices}")
+            take = list(range(n - indices, n))
+        else:
+            take = [self._flat_index(i) for i in indices]
+            if not take:
+                raise ValueError("indices must name at least one block")
+        self._check_images(x)
+        last = max(take) if stop_early and intermediates_only else n - 1
+        wanted, outputs = set(take), {}
+        flat = 0
+        for s in range(1, self.num_stages + 1):
+            if flat > last:
+                break
             x = getattr(self, f"patch_embed{s}")(x)
-            blocks = getattr(self, f"blocks{s}")
-            n = block if s == stage else len(blocks)
-            for blk in blocks[:n]:
+            for blk in getattr(self, f"blocks{s}")[: last + 1 - flat]:
                 x = blk(x)
-        return x
+                if flat in wanted:
+                    outputs[flat] = x
+                flat += 1
+        intermediates = [outputs[i] for i in take]
+        if intermediates_only:
+            return intermediates
+        return (self.norm(x) if self.norm is not None else x), intermediates
+
+    def features_at(self, x: torch.Tensor, stage: int, block: int) -> torch.Tensor:
+        """Output of block `block` of stage `stage` (both 1-based): `(B, C_stage, h, w)`; nothing
+        after that block is computed."""
+        return self.forward_intermediates(x, [(stage, block)])[0]
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         """All built stages (and the final BatchNorm when all four are built): `(B, C, h, w)`."""
-        x = self.forward_intermediates(x, self.num_stages, self.depths[-1])
-        return self.norm(x) if self.norm is not None else x
+        final, _ = self.forward_intermediates(x, [-1], intermediates_only=False)
+        return final
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.forward_features(x)
 
 
+# --- variants -------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Variant:
+    """A registered DS-Net variant: its stage depths and its named constructor."""
+
+    depths: tuple[int, ...]
+    build: Callable[..., DSNet]
+
+
+VARIANTS: dict[str, Variant] = {}
+
+
+def register_variant(depths: Sequence[int]) -> Callable[[Callable[..., DSNet]], Callable[..., DSNet]]:
+    """Decorator: register the constructor under its function name with these full depths."""
+    def add(fn: Callable[..., DSNet]) -> Callable[..., DSNet]:
+        VARIANTS[fn.__name__] = Variant(tuple(int(d) for d in depths), fn)
+        return fn
+    return add
+
+
+def variant(name: str) -> Variant:
+    """The registered variant `name`; ValueError naming the registered ones otherwise."""
+    if name not in VARIANTS:
+        raise ValueError(f"unknown backbone {name!r}; expected one of {sorted(VARIANTS)}")
+    return VARIANTS[name]
+
+
+@register_variant(depths=(2, 2, 4, 1))
 def ds_net_tiny(in_chans: int = 1, depths: Sequence[int] | None = None) -> DSNet:
     """DS-Net-T (paper's smaller variant): depths [2, 2, 4, 1], dims [64, 128, 320, 512]."""
-    return DSNet(depths or VARIANT_DEPTHS["ds_net_tiny"], in_chans=in_chans)
+    return DSNet(depths or VARIANTS["ds_net_tiny"].depths, in_chans=in_chans)
 
 
-def ds_net_small(in_chans: int = 1, depths: Sequence[int] = VARIANT_DEPTHS["ds_net_small"]) -> DSNet:
+@register_variant(depths=(3, 4, 12, 3))
+def ds_net_small(in_chans: int = 1, depths: Sequence[int] | None = None) -> DSNet:
     """DS-Net-S as used by the reference: depths [3, 4, 12, 3] (the public release uses [3, 4, 8, 3])."""
-    return DSNet(depths, in_chans=in_chans)
+    return DSNet(depths or VARIANTS["ds_net_small"].depths, in_chans=in_chans)
+
+
+VARIANT_DEPTHS = MappingProxyType({name: v.depths for name, v in VARIANTS.items()})  # read-only view
 
 
 def build_backbone(name: str, **kw) -> DSNet:
-    """Backbone by name (`ds_net_tiny` | `ds_net_small`), keyword args passed to the constructor."""
-    builders = {"ds_net_tiny": ds_net_tiny, "ds_net_small": ds_net_small}
-    if name not in builders:
-        raise ValueError(f"unknown backbone {name!r}; expected one of {sorted(builders)}")
-    return builders[name](**kw)
+    """Backbone by registered name (`ds_net_tiny` | `ds_net_small`), keyword args passed to its constructor."""
+    return variant(name).build(**kw)
 
 
 def truncated_depths(name: str, stage: int, block: int, depths: Sequence[int] | None = None) -> tuple[int, ...]:
     """Depths of `name` cut after (stage, block): the backbone an image tower needs to build."""
-    full = tuple(depths or VARIANT_DEPTHS.get(name, ()))
-    if not full:
-        raise ValueError(f"unknown backbone {name!r}; expected one of {sorted(VARIANT_DEPTHS)}")
+    full = tuple(depths or variant(name).depths)
     if not 1 <= stage <= len(full):
         raise ValueError(f"stage must be in 1..{len(full)} for {name}, got {stage}")
     if not 1 <= block <= full[stage - 1]:

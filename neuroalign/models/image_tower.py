@@ -113,8 +113,8 @@ class ImageTower(nn.Module):
     def extract(self, images: torch.Tensor) -> torch.Tensor:
         """What the head reads (gradients as the caller's context decides): backbone output at
         (stage, block) `(B, C, h, w)`, average-pooled to `(B, C, gh, gw)` for the readout head."""
-        feats = self.backbone.forward_intermediates(images.contiguous(memory_format=torch.channels_last),
-                                                    self.stage, self.block)
+        feats = self.backbone.features_at(images.contiguous(memory_format=torch.channels_last),
+                                          self.stage, self.block)
         if self.transform == "abs":
             feats = feats.abs()
         elif self.transform == "rectify":
