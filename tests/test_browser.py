@@ -72,14 +72,21 @@ def test_dashboard_end_to_end(tmp_path):
             page.locator(".js-plotly-plot").first.wait_for(timeout=900_000 if demo else 120_000)
             page.get_by_text("test top-1").first.wait_for(timeout=600_000 if demo else 90_000)
             bf.wait_idle(page)
+            # once the job has ended, its card offers no Stop button (after the page's final refresh)
+            page.wait_for_function("() => ![...document.querySelectorAll('button')]"
+                                   ".some(b => b.innerText.trim() === 'Stop')", timeout=30_000)
             _no_app_exceptions(page)
             traces = page.locator(".js-plotly-plot").first.locator(".scatterlayer .trace")
+            traces.nth(1).wait_for(state="attached")  # the chart is drawn again after the final refresh
             assert traces.count() >= 2  # train and validation curves
             bf.shot(page, out_dir, "train")  # the finished job: its message, loss and lr curves
 
             bf.goto_page(page, "retrieval")
             page.get_by_text("Query browser").wait_for()
             _no_app_exceptions(page)
+            # the verdict against the best linear readout, and 95 % intervals, are on screen
+            page.get_by_text("the best linear readout").first.wait_for()
+            page.get_by_text("Test top-1 with 95 % intervals").first.wait_for()
             bf.shot(page, out_dir, "retrieval")
             page.get_by_role("heading", name="Query browser").evaluate("e => e.scrollIntoView({block: 'start'})")
             page.wait_for_timeout(300)
