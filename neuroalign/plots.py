@@ -280,7 +280,8 @@ def response_raster(responses: np.ndarray, image_idx: np.ndarray, neuron_idx: np
     z = (x - x.mean(axis=0)) / np.where(sd > 0, sd, 1.0)
     xl = [str(i) for i in (image_labels if image_labels is not None else image_idx)]
     yl = [str(j) for j in (neuron_labels if neuron_labels is not None else neuron_idx)]
-    fig = go.Figure(go.Heatmap(z=z.T, x=xl, y=yl, colorscale=RASTER_COLORSCALE, zmin=-1, zmax=3, colorbar=dict(title="z"),
+    fig = go.Figure(go.Heatmap(z=z.T, x=xl, y=yl, colorscale=RASTER_COLORSCALE, zmin=-1, zmax=3,
+                               colorbar=dict(title="z"),
                                hovertemplate="image %{x}<br>neuron %{y}<br>z %{z:.2f}<extra></extra>"))
     fig.update_layout(title=title,
                       xaxis=dict(title="image", showticklabels=False, type="category"),
@@ -438,19 +439,21 @@ def feature_map_panel(stimulus: np.ndarray, image_map: np.ndarray, neural_map: n
         fig.add_trace(go.Heatmap(z=m, colorscale=MAP_COLORSCALE, zmin=lo, zmax=hi, showscale=col == 3,
                                  opacity=0.55 if overlay else 1.0, name=name,
                                  colorbar=dict(orientation="h", x=domains[1][1], xanchor="center", y=-0.08,
-                                               yanchor="top", len=0.4, thickness=10, title=dict(text="map", side="top")),
+                                               yanchor="top", len=0.4, thickness=10,
+                                               title=dict(text="map", side="top")),
                                  hovertemplate=f"{name} %{{z:.3f}}<extra></extra>"), 1, col)
     lim = float(np.abs(diff[np.isfinite(diff)]).max(initial=1e-6))
     fig.add_trace(go.Heatmap(z=diff, colorscale=DIFF_COLORSCALE, zmid=0, zmin=-lim, zmax=lim, name="difference",
                              colorbar=dict(orientation="h", x=sum(domains[3]) / 2, xanchor="center", y=-0.08,
                                            yanchor="top", len=0.2, thickness=10, title=dict(text="diff", side="top")),
                              hovertemplate="diff %{z:.3f}<extra></extra>"), 1, 4)
+    stim_ratio = (im.shape[0] / im.shape[1]) * (stim.shape[1] / stim.shape[0])  # stimulus drawn at the maps' aspect
     for c in range(1, 5):
         h, w = (stim.shape if c == 1 else im.shape)
         fig.update_xaxes(showticklabels=False, showgrid=False, zeroline=False, range=[-0.5, w - 0.5],
                          constrain="domain", row=1, col=c)
         fig.update_yaxes(showticklabels=False, showgrid=False, zeroline=False, range=[h - 0.5, -0.5],
-                         scaleanchor=f"x{'' if c == 1 else c}", scaleratio=(im.shape[0] / im.shape[1]) * (w / h) if c == 1 else 1.0,
+                         scaleanchor=f"x{'' if c == 1 else c}", scaleratio=stim_ratio if c == 1 else 1.0,
                          constrain="domain", row=1, col=c)
     fig.update_layout(title=title, height=260, template="plotly_white", margin=dict(l=10, r=10, t=70, b=70))
     return fig

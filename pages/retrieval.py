@@ -39,8 +39,8 @@ st.caption("top-k: share of queries whose true match is among the k best · rank
 st.subheader("Query browser")
 stimuli = run_picker.stimuli_for(summary, test_idx)
 c = st.columns([2, 2, 1])
-direction = c[0].radio("Direction", list(results_view.DIRECTIONS), format_func=results_view.DIRECTIONS.get, horizontal=True,
-                       key=keys.RETRIEVAL_DIRECTION)
+direction = c[0].radio("Direction", list(results_view.DIRECTIONS), format_func=results_view.DIRECTIONS.get,
+                       horizontal=True, key=keys.RETRIEVAL_DIRECTION)
 query = c[1].selectbox("Query (test image)", range(n), format_func=lambda i: f"test image {int(test_idx[i])}",
                        key=keys.RETRIEVAL_QUERY)
 k = c[2].number_input("Top k", 1, min(20, n), min(5, n), key=keys.RETRIEVAL_K)

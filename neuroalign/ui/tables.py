@@ -135,7 +135,8 @@ RUN_COLUMNS = {
              "(pixels, random features, backbone features)"),
     "best linear neu→img": st.column_config.NumberColumn(
         "linear neu→img", format="%.3f", width=108, help="the same, neural → image"),
-    "best linear": st.column_config.TextColumn("linear = ", width=105, help="which ridge baseline is the best linear readout"),
+    "best linear": st.column_config.TextColumn("linear = ", width=105,
+                                               help="which ridge baseline is the best linear readout"),
     "beats linear": st.column_config.TextColumn(
         "beats linear", width=95, help="in which directions the model's test top-1 is above the best linear readout's"),
     "mean SSIM": st.column_config.NumberColumn("mean SSIM", format="%.3f", help="test SSIM between the two maps"),
