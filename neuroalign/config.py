@@ -19,7 +19,7 @@ BACKBONES = ("ds_net_tiny", "ds_net_small")
 BACKBONE_MODES = ("frozen", "finetune")
 NEURAL_BLOCKS = ("reference", "transformer", "latent", "linear")
 IMAGE_HEADS = ("conv1x1", "readout")
-FEATURE_TRANSFORMS = ("none", "abs", "rectify")
+FEATURE_TRANSFORMS = ("none", "abs", "square", "rectify")
 INITS = ("random", "linear")
 SELECT_BY = ("val_loss", "val_top1", "val_mrr")
 ACTIVATIONS = ("none", "gelu", "relu")
@@ -38,7 +38,7 @@ class ImageTowerConfig:
     init_seed: int = 0  # seed of the backbone's random init when no weights are given
     head: str = "conv1x1"  # "conv1x1" (reference: one channel) | "readout" (linear readout of all channels)
     grid: list[int] = field(default_factory=lambda: [8, 32])  # readout head: features pooled to this grid
-    transform: str = "none"  # readout head: "none" | "abs" | "rectify" (fixed nonlinearity before pooling)
+    transform: str = "none"  # readout head: "none" | "abs" | "square" | "rectify" (fixed nonlinearity before pooling)
 
 
 @dataclass
@@ -205,6 +205,16 @@ def preset_label(config: TrainConfig, base: str) -> str:
     return base if strip(config.to_dict()) == strip(preset(base).to_dict()) else "custom"
 
 
+def with_compatible_init(config: TrainConfig) -> TrainConfig:
+    """`config` with init="random" when its towers have no closed-form start (anything but the readout
+    image head with the linear neural block, or a fine-tuned backbone) -- the one rule the CLI and the
+    dashboard apply when a user picks another tower on top of the default preset."""
+    if config.init == "linear" and not (config.image.head == "readout" and config.neural.block == "linear"
+                                        and config.image.mode == "frozen"):
+        return config.replace(init="random")
+    return config
+
+
 def preset(name: str) -> TrainConfig:
     """The named preset ('reference' or 'recommended') as a fresh TrainConfig."""
     if name == "reference":
@@ -244,11 +254,11 @@ def _recommended() -> TrainConfig:
         preset="recommended",
         epochs=200,
         batch_size=128,
-        early_stopping_patience=10,
+        early_stopping_patience=8,
         init="linear",
         select_by="val_mrr",
         n_components=256,
-        image=ImageTowerConfig(stage=1, block=3, head="readout", grid=[8, 32], transform="abs"),
+        image=ImageTowerConfig(stage=1, block=3, head="readout", grid=[8, 32], transform="square"),
         neural=NeuralTowerConfig(block="linear", dropout=0.1),
         loss=LossConfig(center=True, temperature=0.05, learnable_temperature=True),
         optim=OptimConfig(neural_optimizer="adamw", neural_lr=1e-4, neural_weight_decay=1e-4,

@@ -19,7 +19,7 @@ def _add_dirs(p: argparse.ArgumentParser, runs: bool = True) -> None:
 
 def register(sub: argparse._SubParsersAction) -> None:
     """Add `train`, `evaluate` and `runs` to the CLI."""
-    from neuroalign.config import (ACTIVATIONS, BACKBONE_MODES, BACKBONES, DEVICES, IMAGE_HEADS, INITS, NEURAL_BLOCKS,
+    from neuroalign.config import (ACTIVATIONS, BACKBONE_MODES, BACKBONES, DEVICES, FEATURE_TRANSFORMS, IMAGE_HEADS, INITS, NEURAL_BLOCKS,
                                    PRESETS, SELECT_BY)
 
     p = sub.add_parser("train", help="train one run per subject; prints each run directory",
@@ -57,9 +57,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     g.add_argument("--mlp-activation", choices=ACTIVATIONS, default=None, help="neural-tower MLP nonlinearity")
     g.add_argument("--image-head", choices=IMAGE_HEADS, default=None,
                    help="conv1x1 (reference: one channel) or readout (linear readout of all channels, DCT map)")
+    g.add_argument("--feature-transform", choices=FEATURE_TRANSFORMS, default=None,
+                   help="readout head: fixed nonlinearity on the backbone features before pooling (square = local energy)")
     g.add_argument("--init", choices=INITS, default=None,
-                   help="linear: closed-form start (readout head + linear block; picking another neural block "
-                        "switches this to random unless given)")
+                   help="linear: closed-form start (readout head + linear block + frozen backbone; picking other "
+                        "towers switches this to random unless given)")
     g.add_argument("--select-by", choices=SELECT_BY, default=None, help="val score that picks the restored epoch")
     g.add_argument("--components", type=int, default=None, metavar="Q", help="shared-space dimensions (readout/linear)")
     g.add_argument("--dropout", type=float, default=None, help="MLP dropout, or neuron dropout of the linear block")
@@ -106,7 +108,7 @@ def build_config(args: argparse.Namespace):
         "mlp_activation": "neural.mlp_activation", "center": "loss.center",
         "temperature": "loss.temperature", "learnable_temperature": "loss.learnable_temperature",
         "lr_image": "optim.image_lr", "lr_neural": "optim.neural_lr", "neural_optimizer": "optim.neural_optimizer",
-        "image_head": "image.head", "init": "init", "select_by": "select_by", "components": "n_components",
+        "image_head": "image.head", "feature_transform": "image.transform", "init": "init", "select_by": "select_by", "components": "n_components",
         "dropout": "neural.dropout", "repeat_augment": "data.repeat_augment",
     }
     for flag, key in flag_to_field.items():
@@ -115,9 +117,6 @@ def build_config(args: argparse.Namespace):
             changes[key] = value
     if args.early_stopping is not None:
         changes["early_stopping_patience"] = args.early_stopping or None
-    if (getattr(args, "neural_block", None) not in (None, "linear") and getattr(args, "init", None) is None
-            and cfg.init == "linear"):
-        changes["init"] = "random"  # the closed-form start exists for the linear block only
     if args.backbone is not None and args.block is None:
         from neuroalign.models.dsnet import VARIANT_DEPTHS
 
@@ -127,8 +126,10 @@ def build_config(args: argparse.Namespace):
             changes["image.block"] = depths[stage - 1]
     if changes:
         cfg = cfg.replace(**changes)
-    from neuroalign.config import preset_label
+    from neuroalign.config import preset_label, with_compatible_init
 
+    if getattr(args, "init", None) is None:  # another tower on the default preset: no closed-form start
+        cfg = with_compatible_init(cfg)
     cfg = cfg.replace(preset=preset_label(cfg, args.preset))
     cfg.validate()
     return cfg

@@ -4,8 +4,8 @@ Heads:
 
 * ``conv1x1`` (the reference): 1x1 conv -> bilinear 16x64 -> per-sample min-max to [0, 1].
 * ``readout``: the multi-channel features, optionally passed through a fixed pointwise nonlinearity
-  (`transform`: ``abs``, or ``rectify`` = both signs half-wave rectified and raised to 1.5, which
-  gives phase-invariant, energy-like inputs as complex cells need), average-pooled to a fixed grid (`grid`, e.g. 8x32, so any
+  (`transform`: ``square`` -- pooled squares are local energies, the phase-invariant inputs
+  complex cells need --, ``abs``, or ``rectify`` = both signs half-wave rectified and raised to 1.5), average-pooled to a fixed grid (`grid`, e.g. 8x32, so any
   image size gives the same `C * gh * gw` inputs), standardised with train-split statistics
   (buffers `feat_mean`, `feat_scale`; subtracting the mean removes image-independent structure
   such as the zero-padding border frame), then a learnable linear readout to `n_components`
@@ -42,7 +42,7 @@ logger = logging.getLogger(__name__)
 
 MODES = ("frozen", "finetune")
 HEADS = ("conv1x1", "readout")
-TRANSFORMS = ("none", "abs", "rectify")
+TRANSFORMS = ("none", "abs", "square", "rectify")
 RECTIFY_POWER = 1.5
 
 
@@ -117,6 +117,8 @@ class ImageTower(nn.Module):
                                           self.stage, self.block)
         if self.transform == "abs":
             feats = feats.abs()
+        elif self.transform == "square":
+            feats = feats * feats
         elif self.transform == "rectify":
             feats = torch.cat([F.relu(feats), F.relu(-feats)], dim=1).pow(RECTIFY_POWER)
         if self.head == "readout":

@@ -77,21 +77,36 @@ SECTIONS: dict[str, tuple[Field, ...]] = {
               min_value=1, max_value=4),
         Field("image.block", "Block", "int", "Block within that stage (1-based). Reference 4, i.e. blocks2.3.",
               min_value=1),
+        Field("image.head", "Image head", "select", "conv1x1: one 1x1-conv channel (reference). readout: a linear "
+              "readout of every channel at every position of the pooled features, drawn as a smooth map.",
+              options=cfgmod.IMAGE_HEADS),
+        Field("image.transform", "Feature nonlinearity", "select", "Readout head: fixed nonlinearity before pooling "
+              "(square = local energy, what complex cells respond to).", options=cfgmod.FEATURE_TRANSFORMS),
+        Field("init", "Start", "select", "linear: closed-form start (ridge, predictable subspace; needs the readout "
+              "head, the linear block and a frozen backbone -- other towers start random).", options=cfgmod.INITS),
+        Field("select_by", "Pick epoch by", "select", "Validation score that picks the restored epoch and drives "
+              "early stopping.", options=cfgmod.SELECT_BY),
+        Field("n_components", "Shared dimensions", "int", "Readout head / linear block: size of the shared space "
+              "drawn as the 16x64 map.", min_value=1, max_value=1023),
     ),
     "Neural tower": (
         Field("neural.block", "Block type", "select", "reference: one attention layer as in the original; "
               "transformer: with residuals, LayerNorm and FFN; latent: attention through a few latents "
-              "(scales to many neurons).", options=cfgmod.NEURAL_BLOCKS),
+              "(scales to many neurons); linear: one linear encoder with neuron dropout (the default).",
+              options=cfgmod.NEURAL_BLOCKS),
         Field("neural.d_model", "Embedding size", "int", "Per-neuron embedding width. Reference 512.",
               min_value=8),
         Field("neural.n_heads", "Attention heads", "int", "Must divide the embedding size.", min_value=1),
         Field("neural.n_layers", "Layers", "int", "Attention layers (the reference form has 1).", min_value=1),
         Field("neural.mlp_activation", "MLP activation", "select", "The reference MLP is purely linear (none).",
               options=cfgmod.ACTIVATIONS),
-        Field("neural.folded", "Folded attention", "bool", "Reference form only: compute the same function through "
+        Field("neural.folded", "Folded attention", "bool", "Reference and latent blocks: compute the same function through "
               "K×K matrices (exact). Saves memory and time when the embedding is large; with a small embedding "
               "the plain path is faster."),
-        Field("neural.dropout", "Dropout", "float", "Dropout in the neural tower.", min_value=0.0, max_value=0.9),
+        Field("neural.dropout", "Dropout", "float", "Dropout in the neural tower (linear block: neuron dropout).",
+              min_value=0.0, max_value=0.9),
+        Field("data.repeat_augment", "Repeat augmentation", "float", "Probability that a training sample is one "
+              "single-trial repeat instead of the mean.", min_value=0.0, max_value=1.0),
         Field("data.normaliser", "Response normaliser", "select", "Per-neuron scaling fitted on the training "
               "images only.", options=cfgmod.NORMALISERS),
     ),
@@ -156,7 +171,7 @@ def config_from_values(preset_name: str, values: dict[str, Any]) -> cfgmod.Train
         if f.key == "max_seconds" and v is not None:
             v = float(v)
         changes[f.key] = v
-    config = base.replace(**changes)
+    config = cfgmod.with_compatible_init(base.replace(**changes))
     config = config.replace(preset=cfgmod.preset_label(config, preset_name))
     config.validate()
     return config
