@@ -159,6 +159,9 @@ class TrainConfig:
             (self.neural.mlp_activation in ACTIVATIONS, f"MLP activation must be one of {ACTIVATIONS}, got {self.neural.mlp_activation!r}"),
             (self.neural.d_model % self.neural.n_heads == 0, f"d_model ({self.neural.d_model}) must be divisible by n_heads ({self.neural.n_heads})"),
             (self.neural.n_layers >= 1, f"n_layers must be >= 1, got {self.neural.n_layers}"),
+            (self.neural.block != "reference" or self.neural.n_layers == 1,
+             f"the reference neural block has exactly 1 attention layer, got n_layers={self.neural.n_layers}; "
+             "use the transformer or latent block for more layers"),
             (self.loss.temperature > 0, f"temperature must be > 0, got {self.loss.temperature}"),
             (min(self.loss.w_clip, self.loss.w_rmse, self.loss.w_ssim) >= 0, "loss weights must be >= 0"),
             (self.loss.w_clip + self.loss.w_rmse + self.loss.w_ssim > 0, "at least one loss weight must be > 0"),

@@ -144,3 +144,8 @@ def test_config_refuses_a_linear_start_for_other_towers():
     with pytest.raises(ValueError, match="init='linear'"):
         preset("recommended").replace(**{"neural.block": "transformer"}).validate()
     preset("recommended").replace(**{"neural.block": "transformer", "init": "random"}).validate()
+
+
+def test_config_refuses_a_multi_layer_reference_block():
+    with pytest.raises(ValueError, match="exactly 1 attention layer"):
+        preset("reference").replace(**{"neural.n_layers": 2}).validate()

@@ -1,0 +1,33 @@
+"""benchmarks/quality.py end to end on one small suite subject: real runs through the engine, rows
+and table built from their results.json (what docs/RESULTS.md quotes)."""
+
+import json
+
+from benchmarks import quality
+from benchmarks.sim_suite import QUICK_SUITE
+
+
+def test_quality_benchmark_rows_come_from_the_runs(tmp_path, one_torch_thread):
+    out, md = tmp_path / "q.json", tmp_path / "q.md"
+    name = QUICK_SUITE[0].name
+    code = quality.main(["--quick", "--only", name, "--max-seconds", "4", "--threads", "1", "--root", str(tmp_path / "suite"),
+                         "--json", str(out), "--md", str(md), "--set", "epochs=3"])
+    assert code == 0
+    data = json.loads(out.read_text())
+    assert data["budget_s"] == 4 and data["changes"] == {"epochs": 3}
+    (row,) = data["rows"]
+    results = json.loads((tmp_path / "suite" / "runs" / row["run_dir"].rsplit("/", 1)[-1] / "results.json").read_text())
+    assert row["subject"] == name and row["role"] == QUICK_SUITE[0].role and row["epochs"] <= 3
+    assert row["top1"] == [results["test"][d]["top1"] for d in quality.DIRECTIONS]
+    for key in ("ridge", "ridge_random", "ridge_backbone", "repeat", "oracle"):
+        assert row[key] == [results["baselines"][key][d]["top1"] for d in quality.DIRECTIONS], key
+    assert row["best_linear"] == [max(row[k][i] for k in quality.LINEAR) for i in range(2)]
+    assert row["beats_best_linear"] == [row["top1"][i] >= row["best_linear"][i] for i in range(2)]
+    assert row["linear_start"]["rank"] >= 1  # the default preset starts from its closed form
+    table = md.read_text()
+    assert name in table and f"{row['top1'][0]:.2f}" in table and table.count("\n") == 3
+
+
+def test_parse_sets_reads_json_values():
+    assert quality.parse_sets(["image.stage=2", "loss.center=false", "init=linear", "image.grid=[4, 16]"]) == {
+        "image.stage": 2, "loss.center": False, "init": "linear", "image.grid": [4, 16]}
