@@ -38,7 +38,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     g.add_argument("--seed", type=int, default=None, help="training seed (init, batch order); the split has its own")
     g.add_argument("--max-seconds", type=float, default=None, help="wall-clock budget; ends training cleanly")
     g.add_argument("--early-stopping", type=int, default=None, metavar="EPOCHS",
-                   help="stop after this many epochs without val-loss improvement (0 = off)")
+                   help="stop after this many epochs without improvement of the --select-by score (0 = off)")
     g.add_argument("--bf16", action=argparse.BooleanOptionalAction, default=None, help="bf16 autocast (CUDA only)")
     g = p.add_argument_group("model")
     g.add_argument("--backbone", choices=BACKBONES, default=None)

@@ -36,7 +36,7 @@ logger = logging.getLogger(__name__)
 
 STOP_MESSAGES = {
     "completed": "finished all epochs",
-    "early_stopping": "stopped early: no val-loss improvement",
+    "early_stopping": "stopped early: no validation improvement",
     "time_budget": "time budget reached",
     "stopped": "stopped by user",
 }
