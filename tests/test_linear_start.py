@@ -149,3 +149,22 @@ def test_config_refuses_a_linear_start_for_other_towers():
 def test_config_refuses_a_multi_layer_reference_block():
     with pytest.raises(ValueError, match="exactly 1 attention layer"):
         preset("reference").replace(**{"neural.n_layers": 2}).validate()
+
+
+def test_epoch_throughput_counts_training_steps_only(make_tiny_arrays, monkeypatch):
+    import time
+
+    subject = _subject(make_tiny_arrays)
+    trainer = Trainer(_tiny_recommended(epochs=2, select_by="val_loss", init="random"), subject)
+    slow_val = trainer.val_loss
+
+    def val_loss(*a, **k):
+        time.sleep(0.5)  # validation stalls; the training rate must not include it
+        return slow_val(*a, **k)
+
+    monkeypatch.setattr(trainer, "val_loss", val_loss)
+    epochs = []
+    trainer.fit(callback=lambda ev, v: epochs.append(v) if ev == "epoch" else None)
+    samples = len(trainer.split["train"]) // 16 * 16
+    wall_rate = samples * 2 / epochs[-1]["elapsed_s"]
+    assert epochs[-1]["samples_per_s"] > 3 * wall_rate

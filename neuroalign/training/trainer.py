@@ -419,6 +419,7 @@ class Trainer:
         t0 = time.monotonic()
         stop_reason = "completed"
         last_log_t, last_log_samples, samples = t0, 0, 0
+        step_time = 0.0  # seconds inside training steps only (no validation, no checkpoints)
         for epoch in range(self.epoch + 1, cfg.epochs + 1):
             self.core.train()
             batches = self._batches(epoch)
@@ -428,6 +429,7 @@ class Trainer:
                 if reason is not None:
                     stop_reason = reason
                     break
+                step_t0 = time.monotonic()
                 with self._autocast():
                     loss, parts, _, _ = self.model(self.inputs[idx], self._train_responses(idx, epoch, i))
                 self.opt_image.zero_grad(set_to_none=True)
@@ -440,6 +442,7 @@ class Trainer:
                 loss_sum += loss.detach()
                 n_steps += 1
                 samples += len(idx)
+                step_time += time.monotonic() - step_t0
                 self.global_step += 1
                 elapsed = self.elapsed_before + time.monotonic() - t0
                 progress = self._progress(epoch - 1 + (i + 1) / len(batches), elapsed)
@@ -483,7 +486,7 @@ class Trainer:
                 "epoch": epoch, "step": self.global_step, "train_loss": train_loss, "val_loss": val_loss,
                 "best_val_loss": self.best_val, "best_epoch": self.best_epoch, "lr_image": lr_i, "lr_neural": lr_n,
                 **({"val_score": score, "best_val_score": self.best_score} if score is not None else {}),
-                "samples_per_s": samples / max(time.monotonic() - t0, 1e-9), "elapsed_s": elapsed,
+                "samples_per_s": samples / max(step_time, 1e-9), "elapsed_s": elapsed,
                 "progress": progress, "eta_s": self._eta(elapsed, progress)})
             if cfg.early_stopping_patience is not None and self.bad_epochs >= cfg.early_stopping_patience \
                     and stop_reason == "completed":
