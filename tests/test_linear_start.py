@@ -165,6 +165,6 @@ def test_epoch_throughput_counts_training_steps_only(make_tiny_arrays, monkeypat
     monkeypatch.setattr(trainer, "val_loss", val_loss)
     epochs = []
     trainer.fit(callback=lambda ev, v: epochs.append(v) if ev == "epoch" else None)
-    samples = len(trainer.split["train"]) // 16 * 16
-    wall_rate = samples * 2 / epochs[-1]["elapsed_s"]
-    assert epochs[-1]["samples_per_s"] > 3 * wall_rate
+    samples = sum(len(b) for e in (1, 2) for b in trainer._batches(e))
+    # without the validation stalls (1 s in all) the elapsed time would be at least 0.9 s shorter
+    assert epochs[-1]["samples_per_s"] > samples / (epochs[-1]["elapsed_s"] - 0.9)
