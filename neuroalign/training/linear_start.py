@@ -6,9 +6,7 @@ image features and the responses of the TRAIN images, with its two choices made 
 1. Standardise the pooled features with train statistics (`X`, n x D) and centre the responses
    (`Y`, n x K; already normalised with train statistics by the trainer).
 2. Ridge regression X -> Y for a grid of strengths `alpha` (relative to the largest squared
-   singular value of X), in the dual form (n x n Gram matrices, never a D x K matrix), plus one
-   candidate with a strength per neuron (each neuron's own best on val by squared error, so
-   unreliable neurons are shrunk to nothing while reliable ones keep their detail).
+   singular value of X), in the dual form (n x n Gram matrices, never a D x K matrix).
 3. Reduced-rank step: the top right singular vectors `Q (K, q)` of the ridge prediction on train
    span the *predictable* part of the responses. The image tower embeds an image as its
    predicted responses projected on Q; the neural tower embeds a response as its projection on
@@ -67,24 +65,6 @@ def _cosine_key(a: np.ndarray, b: np.ndarray) -> tuple[float, float, dict[str, A
     return mrr, top1, m
 
 
-def _shrinkage_candidates(alphas: tuple[float, ...], s2: np.ndarray, kv_u: np.ndarray, m: np.ndarray,
-                          yc_va: np.ndarray):
-    """(alpha_relative, None) for each shared strength, then ("per-neuron", alpha_k (K,)): for every
-    neuron the strength with the lowest val squared error of its own prediction."""
-    best_err, best_alpha = None, None
-    for alpha_rel in alphas:
-        alpha = alpha_rel * float(s2.max())
-        yield alpha_rel, None
-        err = ((kv_u @ (m / (s2 + alpha)[:, None]) - yc_va) ** 2).sum(axis=0)  # (K,)
-        if best_err is None:
-            best_err, best_alpha = err, np.full(err.shape, alpha)
-        else:
-            better = err < best_err
-            best_err, best_alpha = np.where(better, err, best_err), np.where(better, alpha, best_alpha)
-    if best_alpha is not None and len(alphas) > 1:
-        yield "per-neuron", best_alpha
-
-
 def standardiser(train_features: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Mean and scale `(D,)` of the train features; constant inputs get scale 1 (they stay 0)."""
     mean = train_features.mean(axis=0)
@@ -123,27 +103,16 @@ def fit_linear_start(train_features: np.ndarray, train_responses: np.ndarray, va
     ranks = tuple(sorted({min(int(q), q_max) for q in ranks if q >= 1} | {q_max}))
     best: tuple[float, float] | None = None
     chosen: dict[str, Any] = {}
-    for alpha_rel, alpha_k in _shrinkage_candidates(alphas, s2, kv_u, m, yc_va):
-        if alpha_k is None:  # one strength for every neuron: the r x r Gram matrix needs no K-sized product
-            alpha = alpha_rel * float(s2.max())
-            g = s2 / (s2 + alpha)  # shrinkage of the train prediction U diag(g) M
-            gram = g[:, None] * mmt * g[None, :]
-            shrunk = None
-        else:  # a strength per neuron (chosen by its own val error, as RidgeCV does per target)
-            g_k = s2[:, None] / (s2[:, None] + alpha_k[None, :])  # (r, K)
-            shrunk = g_k * m
-            gram = shrunk @ shrunk.T
-        # right singular vectors of the train prediction through its r x r Gram matrix, top q_max only
+    for alpha_rel in alphas:
+        alpha = alpha_rel * float(s2.max())
+        g = s2 / (s2 + alpha)  # shrinkage of the train prediction U diag(g) M
+        # right singular vectors of diag(g) M through its r x r Gram matrix, top q_max only
+        gram = g[:, None] * mmt * g[None, :]
         sig2, e = scipy.linalg.eigh(gram, subset_by_index=[r - q_max, r - 1])
         sig2, e = np.maximum(sig2[::-1], 1e-300), e[:, ::-1]
         sig = np.sqrt(sig2)
-        if shrunk is None:
-            q_mat = ((g[:, None] * m).T @ e) / sig  # (K, q_max), orthonormal columns
-            coef_q = (m @ q_mat) / (s2 + alpha)[:, None]  # (r, q_max): dual ridge coefficients projected on Q
-        else:
-            q_mat = (shrunk.T @ e) / sig
-            coef_q = (m / (s2[:, None] + alpha_k[None, :])) @ q_mat
-        img_va = kv_u @ coef_q  # val predictions projected on Q
+        q_mat = ((g[:, None] * m).T @ e) / sig  # (K, q_max), orthonormal columns
+        img_va = (kv_u / (s2 + alpha)) @ (m @ q_mat)  # val predictions projected on Q
         neu_va = yc_va @ q_mat
         neu_tr_std = np.maximum((yc_tr @ q_mat).std(axis=0), 1e-12)
         img_tr_std = np.maximum(sig / np.sqrt(n), 1e-12)
@@ -157,12 +126,12 @@ def fit_linear_start(train_features: np.ndarray, train_responses: np.ndarray, va
                 if best is None or key > best:
                     best = key
                     chosen = {"alpha_relative": alpha_rel, "rank": q, "whiten": float(power), "val_top1_mean": top1,
-                              "val_mrr_mean": mrr, "coef_q": coef_q[:, :q].copy(), "q_mat": q_mat[:, :q].copy(),
+                              "val_mrr_mean": mrr, "alpha": alpha, "q_mat": q_mat[:, :q].copy(),
                               "img_std": img_tr_std[:q].copy(), "neu_std": neu_tr_std[:q].copy()}
     q = chosen["rank"]
     q_mat = chosen["q_mat"]
-    # image weights in feature space: X^T U (ridge coefficients projected on Q) -> (D, q), never D x K
-    w_img = x_tr.T @ (u @ chosen["coef_q"])
+    # image weights in feature space: X^T U diag(1/(s2+alpha)) M Q  -> (D, q), never D x K
+    w_img = x_tr.T @ ((u / (s2 + chosen["alpha"])) @ (m @ q_mat))
     w_neu = q_mat.copy()  # (K, q)
     if chosen["whiten"]:
         w_img = w_img / chosen["img_std"] ** chosen["whiten"]
