@@ -183,3 +183,25 @@ def test_job_manager_real_pipeline_stop_and_nan(tiny_subject_root, tmp_path, mon
     status = runs.read_status(snap.run_dir)
     assert status["state"] == "failed" and "loss became inf" in status["message"]
     assert not (snap.run_dir / "results.json").exists()
+
+
+def test_every_train_form_field_is_a_cli_flag():
+    """Each TrainConfig field the dashboard form exposes can be set from the command line too."""
+    from neuroalign.cli import build_parser
+    from neuroalign.cli.train_commands import build_config
+    from neuroalign.ui.train_form import FIELDS
+
+    parser = build_parser()
+    args = parser.parse_args(["train", "--subjects", "x", "--layers", "2", "--normaliser", "minmax", "--w-rmse", "0.5",
+                              "--w-ssim", "0.25", "--dropout", "0.2", "--repeat-augment", "0.3", "--select-by", "val_top1",
+                              "--components", "64", "--feature-transform", "abs", "--neural-block", "transformer"])
+    cfg = build_config(args)
+    assert (cfg.neural.n_layers, cfg.data.normaliser, cfg.loss.w_rmse, cfg.loss.w_ssim) == (2, "minmax", 0.5, 0.25)
+    assert (cfg.neural.dropout, cfg.data.repeat_augment, cfg.select_by, cfg.n_components) == (0.2, 0.3, "val_top1", 64)
+    assert cfg.init == "random"  # another neural block on the default preset: no closed-form start
+    from neuroalign.cli import train_commands
+
+    source = open(train_commands.__file__).read()
+    run_control = {"max_seconds", "early_stopping_patience", "threads", "epochs", "batch_size", "seed", "device", "bf16"}
+    missing = [f.key for f in FIELDS if f.key not in run_control and f'"{f.key}"' not in source]
+    assert not missing, f"dashboard fields without a CLI flag: {missing}"

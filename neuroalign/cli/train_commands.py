@@ -19,7 +19,7 @@ def _add_dirs(p: argparse.ArgumentParser, runs: bool = True) -> None:
 
 def register(sub: argparse._SubParsersAction) -> None:
     """Add `train`, `evaluate` and `runs` to the CLI."""
-    from neuroalign.config import (ACTIVATIONS, BACKBONE_MODES, BACKBONES, DEVICES, FEATURE_TRANSFORMS, IMAGE_HEADS, INITS, NEURAL_BLOCKS,
+    from neuroalign.config import (ACTIVATIONS, BACKBONE_MODES, BACKBONES, DEVICES, FEATURE_TRANSFORMS, IMAGE_HEADS, INITS, NEURAL_BLOCKS, NORMALISERS,
                                    PRESETS, SELECT_BY)
 
     p = sub.add_parser("train", help="train one run per subject; prints each run directory",
@@ -65,6 +65,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     g.add_argument("--select-by", choices=SELECT_BY, default=None, help="val score that picks the restored epoch")
     g.add_argument("--components", type=int, default=None, metavar="Q", help="shared-space dimensions (readout/linear)")
     g.add_argument("--dropout", type=float, default=None, help="MLP dropout, or neuron dropout of the linear block")
+    g.add_argument("--folded", action=argparse.BooleanOptionalAction, default=None,
+                   help="exact folded attention (reference and latent blocks)")
+    g.add_argument("--layers", type=int, default=None, help="attention layers (transformer / latent blocks)")
+    g.add_argument("--normaliser", choices=NORMALISERS, default=None, help="per-neuron response scaling, fitted on train")
+    g.add_argument("--w-clip", type=float, default=None, help="weight of the contrastive loss")
+    g.add_argument("--w-rmse", type=float, default=None, help="weight of the RMSE between the maps")
+    g.add_argument("--w-ssim", type=float, default=None, help="weight of 1 - SSIM between the maps")
     g.add_argument("--repeat-augment", type=float, default=None, metavar="P",
                    help="probability that a training sample is one single-trial repeat")
     g = p.add_argument_group("loss and optimizer")
@@ -109,7 +116,8 @@ def build_config(args: argparse.Namespace):
         "temperature": "loss.temperature", "learnable_temperature": "loss.learnable_temperature",
         "lr_image": "optim.image_lr", "lr_neural": "optim.neural_lr", "neural_optimizer": "optim.neural_optimizer",
         "image_head": "image.head", "feature_transform": "image.transform", "init": "init", "select_by": "select_by", "components": "n_components",
-        "dropout": "neural.dropout", "repeat_augment": "data.repeat_augment",
+        "dropout": "neural.dropout", "repeat_augment": "data.repeat_augment", "layers": "neural.n_layers", "folded": "neural.folded",
+        "normaliser": "data.normaliser", "w_clip": "loss.w_clip", "w_rmse": "loss.w_rmse", "w_ssim": "loss.w_ssim",
     }
     for flag, key in flag_to_field.items():
         value = getattr(args, flag, None)
