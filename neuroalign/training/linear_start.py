@@ -12,10 +12,10 @@ image features and the responses of the TRAIN images, with its two choices made 
    predicted responses projected on Q; the neural tower embeds a response as its projection on
    Q, so the neurons are weighted by how well images predict them and the unpredictable part of
    the recorded response (noise) is dropped.
-4. Optionally each of the q dimensions is scaled towards unit train variance on both sides
-   (divided by its train std to the power 0.5 or 1: a canonical-correlation-like whitening, which
-   keeps a few dominant shared dimensions from making some images the nearest neighbour of
-   every response).
+4. Optionally each of the q dimensions is scaled towards unit train variance, on each side with
+   its own exponent (divided by its train std to the power 0, 0.5 or 1: a canonical-correlation-
+   like whitening, which keeps a few dominant shared dimensions from making some images the
+   nearest neighbour of every response; the two retrieval directions favour different amounts).
 `alpha`, the number of dimensions kept and the whitening are picked by the mean val MRR of both
 retrieval directions (ties: top-1; the MRR is much less noisy on ~100 val images), with the same cosine similarity the model is scored by, as
 RidgeCV picks alpha. Training then starts here, and since the start is scored as epoch 0 under
@@ -24,6 +24,7 @@ RidgeCV picks alpha. Training then starts here, and since the start is scored as
 
 from __future__ import annotations
 
+import itertools
 import logging
 from dataclasses import dataclass, field
 from typing import Any
@@ -38,7 +39,7 @@ logger = logging.getLogger(__name__)
 
 ALPHAS = tuple(float(a) for a in np.logspace(-4, 0, 9))
 RANKS = (8, 16, 32, 64, 128, 256, 512, 1023)
-WHITEN = (0.0, 0.5, 1.0)  # exponent of the per-dimension scaling to unit train variance (0 = none)
+WHITEN = (0.0, 0.5, 1.0)  # exponents of the per-dimension scaling to unit train variance, per side (0 = none)
 
 
 @dataclass
@@ -117,15 +118,15 @@ def fit_linear_start(train_features: np.ndarray, train_responses: np.ndarray, va
         neu_tr_std = np.maximum((yc_tr @ q_mat).std(axis=0), 1e-12)
         img_tr_std = np.maximum(sig / np.sqrt(n), 1e-12)
         for q in ranks:
-            for power in whiten:
-                a, b = img_va[:, :q], neu_va[:, :q]
-                if power:
-                    a, b = a / img_tr_std[:q] ** power, b / neu_tr_std[:q] ** power
+            for p_img, p_neu in itertools.product(whiten, whiten):
+                a = img_va[:, :q] / img_tr_std[:q] ** p_img
+                b = neu_va[:, :q] / neu_tr_std[:q] ** p_neu
                 mrr, top1, metrics = _cosine_key(a, b)
                 key = (mrr, top1)
                 if best is None or key > best:
                     best = key
-                    chosen = {"alpha_relative": alpha_rel, "rank": q, "whiten": float(power), "val_top1_mean": top1,
+                    chosen = {"alpha_relative": alpha_rel, "rank": q, "whiten": [float(p_img), float(p_neu)],
+                              "val_top1_mean": top1,
                               "val_mrr_mean": mrr, "alpha": alpha, "q_mat": q_mat[:, :q].copy(),
                               "img_std": img_tr_std[:q].copy(), "neu_std": neu_tr_std[:q].copy()}
     q = chosen["rank"]
@@ -133,9 +134,9 @@ def fit_linear_start(train_features: np.ndarray, train_responses: np.ndarray, va
     # image weights in feature space: X^T U diag(1/(s2+alpha)) M Q  -> (D, q), never D x K
     w_img = x_tr.T @ ((u / (s2 + chosen["alpha"])) @ (m @ q_mat))
     w_neu = q_mat.copy()  # (K, q)
-    if chosen["whiten"]:
-        w_img = w_img / chosen["img_std"] ** chosen["whiten"]
-        w_neu = w_neu / chosen["neu_std"] ** chosen["whiten"]
+    p_img, p_neu = chosen["whiten"]
+    w_img = w_img / chosen["img_std"] ** p_img
+    w_neu = w_neu / chosen["neu_std"] ** p_neu
     image_weight = np.zeros((n_components, x_tr.shape[1]))
     neural_weight = np.zeros((n_components, k))
     image_weight[:q], neural_weight[:q] = w_img.T, w_neu.T
