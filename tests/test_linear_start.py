@@ -168,3 +168,8 @@ def test_epoch_throughput_counts_training_steps_only(make_tiny_arrays, monkeypat
     samples = sum(len(b) for e in (1, 2) for b in trainer._batches(e))
     # without the validation stalls (1 s in all) the elapsed time would be at least 0.9 s shorter
     assert epochs[-1]["samples_per_s"] > samples / (epochs[-1]["elapsed_s"] - 0.9)
+
+
+def test_linear_start_refuses_constant_features_with_a_reason():
+    with pytest.raises(ValueError, match="constant across the training images"):
+        fit_linear_start(np.ones((10, 6)), np.random.rand(10, 4), np.ones((4, 6)), np.random.rand(4, 4), 8)

@@ -100,6 +100,9 @@ def fit_linear_start(train_features: np.ndarray, train_responses: np.ndarray, va
     m = u.T @ yc_tr  # (r, K)
     mmt = m @ m.T  # (r, r)
     r = len(s2)
+    if r == 0:
+        raise ValueError("the image features are constant across the training images (nothing to align); "
+                         "expected features that vary between images -- check the images or the backbone block")
     q_max = int(min(n_components, r, k))
     ranks = tuple(sorted({min(int(q), q_max) for q in ranks if q >= 1} | {q_max}))
     best: tuple[float, float] | None = None
