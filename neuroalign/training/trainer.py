@@ -35,7 +35,7 @@ from neuroalign.config import TrainConfig
 from neuroalign.data import Normaliser, Subject, split_indices
 from neuroalign.io_utils import atomic_torch_save
 from neuroalign.evaluation.retrieval import retrieval_metrics
-from neuroalign.models import CombinedLoss, ImageTower, NeuralTower, build_neural_tower, cached_features, similarity_matrix
+from neuroalign.models import CombinedLoss, ImageTower, build_neural_tower, cached_features, similarity_matrix
 from neuroalign.training.linear_start import apply_linear_start, fit_linear_start
 from neuroalign.training import runs as runs_io
 from neuroalign.training.device import (
