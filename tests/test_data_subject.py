@@ -166,7 +166,8 @@ def test_missing_subject_files(tmp_path):
     ("no_images_var", r"images\.mat: no image variable \('images' or 'imgs'\); found pictures \(12, 68, 270\) uint8"),
     ("no_responses_var", r"responses\.mat: no variable 'responses'; found resp \(12, 7\) float32"),
     ("count_mismatch", r"responses\.mat: responses have shape \(11, 7\) but images\.mat holds images of shape "
-                       r"\(12, 68, 270\); expected one responses axis to equal the image count \(12 or 270\)"),
+                       r"\(12, 68, 270\); expected one responses axis to equal the image count \(12, reading N x H x W "
+                       r"images of 68 x 270; or 270, reading H x W x N images of 12 x 68\)"),
     ("nan", r"responses\.mat: variable 'responses' \(12, 7\) float32 contains 1 NaN and 1 Inf"),
     ("rank_images", r"images\.mat: images have shape \(12, 18360\) \(rank 2\); expected grayscale H x W x N"),
     ("rank_responses", r"responses\.mat: responses have shape \(12, 7, 1, 2\) \(rank 4\); expected a 2-D"),
@@ -224,3 +225,15 @@ def test_stringer_recording_struct(tmp_path, base, fmt):
     assert s.responses.shape == (N, K) and s.repeats.shape == (2, N, K)
     np.testing.assert_allclose(s.responses[0], (trials[0] + trials[2 * N - 1]) / 2, rtol=1e-6)
     assert s.meta["n_gray_trials_dropped"] == 1
+
+
+def test_count_mismatch_names_what_each_candidate_count_means():
+    """A 68 x 270 x 300 stack against 250 trials: the message says which reading gives which count, so 68
+    (the image height under the other reading) is not offered as a bare image count."""
+    from neuroalign.data.layout import decide_layout
+
+    with pytest.raises(ValueError) as err:
+        decide_layout((68, 270, 300), (250, 40))
+    msg = str(err.value)
+    assert "300, reading H x W x N images of 68 x 270" in msg and "68, reading N x H x W images of 270 x 300" in msg
+    assert "(68 or 300)" not in msg

@@ -85,11 +85,15 @@ def decide_layout(images_shape: tuple[int, ...], responses_shape: tuple[int, ...
                          f"chose {layout} (image {hw[0]} x {hw[1]} closest to the 68 x 270 aspect)")
         # with istim every candidate has the same trial count: the most plausible aspect wins
         return LayoutDecision(layout, n, hw, orientation, t, k, notes)
-    counts = sorted({c[1] for c in candidates})
-    wanted = f"{n_trials} trials (length of istim)" if n_trials is not None else \
-        f"the image count ({' or '.join(str(c) for c in counts)})"
+    readings = "; or ".join(f"{n}, reading {_LAYOUT_WORDS.get(layout, layout)} images of {hw[0]} x {hw[1]}"
+                            for layout, n, hw in candidates)
+    wanted = f"{n_trials} trials (length of istim)" if n_trials is not None else f"the image count ({readings})"
     raise ValueError(f"{responses_name}: responses have shape {responses_shape} but {images_name} holds images "
                      f"of shape {images_shape}; expected one responses axis to equal {wanted}")
+
+
+_LAYOUT_WORDS = {"HWN": "H x W x N", "NHW": "N x H x W", "N1HW": "N x 1 x H x W", "HW1N": "H x W x 1 x N",
+                 "NHW1": "N x H x W x 1"}
 
 
 def to_nhw(arr: np.ndarray, layout: str) -> np.ndarray:
