@@ -173,3 +173,22 @@ def test_epoch_throughput_counts_training_steps_only(make_tiny_arrays, monkeypat
 def test_linear_start_refuses_constant_features_with_a_reason():
     with pytest.raises(ValueError, match="constant across the training images"):
         fit_linear_start(np.ones((10, 6)), np.random.rand(10, 4), np.ones((4, 6)), np.random.rand(4, 4), 8)
+
+
+def test_preparation_reports_feature_progress_and_the_linear_start(tiny_subject_root, tmp_path, monkeypatch):
+    from neuroalign.training import pipeline, runs
+
+    messages = []
+    real = runs.write_status
+
+    def record(run_dir, state, message="", **fields):
+        messages.append(message)
+        return real(run_dir, state, message, **fields)
+
+    monkeypatch.setattr(runs, "write_status", record)
+    pipeline.run_training("tiny", _tiny_recommended(epochs=1), tiny_subject_root, tmp_path / "runs",
+                          cache_dir=tmp_path / "cache")
+    features = [m for m in messages if m.startswith("preparing: backbone features")]
+    assert features and features[-1] == "preparing: backbone features 60/60 images"  # batches of 64: one step
+    start = messages.index(next(m for m in messages if "closed-form linear start" in m))
+    assert messages.index(features[-1]) < start < len(messages) - 1  # features, then the start, then training

@@ -13,6 +13,7 @@ import logging
 import threading
 from collections import OrderedDict
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import torch
@@ -63,7 +64,7 @@ def _load_disk(path: Path, shape: tuple[int, ...]) -> torch.Tensor | None:
 
 @torch.no_grad()
 def compute_features(tower, images: np.ndarray | torch.Tensor, device: torch.device | str = "cpu",
-                     batch_size: int = 64) -> torch.Tensor:
+                     batch_size: int = 64, progress: Callable[[int, int], None] | None = None) -> torch.Tensor:
     """Backbone features of all `images (N, 1, H, W)` in eval mode, in batches: `(N, C, h, w)` on CPU."""
     device = torch.device(device)
     backbone = tower.backbone
@@ -76,13 +77,16 @@ def compute_features(tower, images: np.ndarray | torch.Tensor, device: torch.dev
             batch = batch.to(device).contiguous(memory_format=torch.channels_last)
             feats = tower.extract(batch)
             out.append(feats.float().cpu().contiguous())
+            if progress is not None:
+                progress(min(start + batch_size, len(images)), len(images))
     finally:
         backbone.train(was_training)
     return torch.cat(out)
 
 
 def cached_features(tower, images: np.ndarray, data_hash: str, cache_dir: str | Path | None = None,
-                    device: torch.device | str = "cpu", batch_size: int = 64) -> torch.Tensor:
+                    device: torch.device | str = "cpu", batch_size: int = 64,
+                    progress: Callable[[int, int], None] | None = None) -> torch.Tensor:
     """Features `(N, C, h, w)` (float32, on `device`) of `images (N, 1, H, W)` for an `ImageTower`.
 
     Looked up in memory, then in `<cache_dir>/features/<key>.pt` (skipped when `cache_dir` is
@@ -107,7 +111,7 @@ def cached_features(tower, images: np.ndarray, data_hash: str, cache_dir: str | 
     if feats is None:
         logger.info("computing backbone features for %d images (stage %d, block %d)",
                     shape[0], tower.stage, tower.block)
-        feats = compute_features(tower, images, device=device, batch_size=batch_size)
+        feats = compute_features(tower, images, device=device, batch_size=batch_size, progress=progress)
         if path is not None:
             atomic_torch_save(path, {"features": feats, "key": key})
     _remember(key, feats)

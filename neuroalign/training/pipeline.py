@@ -144,7 +144,8 @@ def run_training(subject_name: str, config: TrainConfig, data_dir: str | Path, r
         subject = load_subject(subject_path)
         runs_io.write_status(run_dir, "running",
                              "preparing (backbone features and, on a CPU, the fused kernels are built once)")
-        trainer = Trainer(config, subject, run_dir=run_dir, cache_dir=cache_dir)
+        trainer = Trainer(config, subject, run_dir=run_dir, cache_dir=cache_dir,
+                          status=lambda message: runs_io.write_status(run_dir, "running", message, progress=0.0))
     except BaseException as exc:
         runs_io.write_status(run_dir, "failed", f"{type(exc).__name__}: {exc}")
         raise

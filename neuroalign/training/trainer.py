@@ -107,10 +107,11 @@ class Trainer:
 
     def __init__(self, config: TrainConfig, subject: Subject, run_dir: str | Path | None = None,
                  cache_dir: str | Path | None = None, split: dict[str, np.ndarray] | None = None,
-                 normaliser: Normaliser | None = None) -> None:
+                 normaliser: Normaliser | None = None, status: Callable[[str], None] | None = None) -> None:
         config.validate()
         self.config, self.subject = config, subject
         self.run_dir = Path(run_dir) if run_dir is not None else None
+        self.status = status  # one-line progress of the preparation steps (features, closed-form start)
         self.dist = dist_info_from_env()
         device = resolve_device(config.device)
         if self.dist.enabled and device.type == "cuda":
@@ -141,8 +142,10 @@ class Trainer:
         self.frozen = self.image_tower.frozen
         self.core = DualTower(self.image_tower, self.neural_tower, self.loss_fn, from_features=self.frozen).to(device)
         if self.frozen:  # the backbone never runs per step: features of all images, once
+            report = None if status is None else \
+                (lambda done, total: status(f"preparing: backbone features {done:,}/{total:,} images"))
             self.inputs = cached_features(self.image_tower, subject.images, subject.data_hash,
-                                          cache_dir=cache_dir, device=device)
+                                          cache_dir=cache_dir, device=device, progress=report)
         else:
             self.inputs = _to_device(torch.from_numpy(np.ascontiguousarray(subject.images, dtype=np.float32)), device)
         self.model: nn.Module = self.core
@@ -388,6 +391,8 @@ class Trainer:
         if self.epoch > 0 or self.global_step > 0:
             return
         if self.config.init == "linear" and self.linear_start_report is None:
+            if self.status is not None and self.is_main:
+                self.status("preparing: closed-form linear start (ridge and predictable subspace, choices on val)")
             self.fit_linear_start()
         if self.config.select_by != "val_loss" and self.best_state is None:
             self.best_score = self._selection_score()
