@@ -18,39 +18,28 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+from benchmarks.common import synthetic_subject, trainer_step_fn  # noqa: E402
 from neuroalign.config import preset  # noqa: E402
-from neuroalign.data import Subject  # noqa: E402
 from neuroalign.training.trainer import Trainer  # noqa: E402
 
 
 def step_rate(trainer: Trainer, steps: int) -> float:
-    """Samples per second of plain training steps (forward, backward, both optimizers)."""
+    """Samples per second of plain training steps (`common.trainer_step_fn`: forward, backward, both
+    optimizers), after two warm-up steps."""
     bs = trainer.config.batch_size
-    gen = torch.Generator().manual_seed(0)
-    train = torch.as_tensor(trainer.split["train"])
-    batches = [train[torch.randperm(len(train), generator=gen)[:bs]] for _ in range(steps + 2)]
+    step = trainer_step_fn(trainer, bs)
     trainer.core.train()
-
-    def one(idx: torch.Tensor) -> None:
-        loss, _, _, _ = trainer.model(trainer.inputs[idx], trainer.responses[idx])
-        trainer.opt_image.zero_grad(set_to_none=True)
-        trainer.opt_neural.zero_grad(set_to_none=True)
-        loss.backward()
-        trainer.opt_image.step()
-        trainer.opt_neural.step()
-
-    for idx in batches[:2]:
-        one(idx)
+    for _ in range(2):
+        step()
     t0 = time.perf_counter()
-    for idx in batches[2:]:
-        one(idx)
+    for _ in range(steps):
+        step()
     return steps * bs / (time.perf_counter() - t0)
 
 
@@ -63,9 +52,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--json", default=None)
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
-    rng = np.random.default_rng(0)
-    subject = Subject("speed", rng.random((args.images, 1, 68, 270), dtype=np.float32),
-                      rng.random((args.images, args.neurons), dtype=np.float32))
+    subject = synthetic_subject(args.images, args.neurons)
     out: dict[str, dict[str, float]] = {}
     for name in ("recommended", "attention"):
         cfg = preset(name).replace(device="cpu", threads=args.threads)

@@ -35,6 +35,7 @@ from neuroalign.evaluation.baselines import (
 )
 from neuroalign.evaluation.retrieval import n_way_metrics, retrieval_metrics
 from neuroalign.io_utils import atomic_savemat, atomic_savez, atomic_write_json
+from neuroalign.models import minmax_per_sample, similarity_matrix, ssim_per_sample
 
 logger = logging.getLogger(__name__)
 
@@ -43,8 +44,6 @@ N_WAY_DRAWS = 100
 
 
 def _maps_metrics(trainer, indices: np.ndarray) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
-    from neuroalign.models import similarity_matrix, ssim_per_sample
-
     img, neu = trainer.predict(indices)
     center = trainer.config.loss.center
     sim = similarity_matrix(torch.from_numpy(img), torch.from_numpy(neu), center=center).numpy().astype(np.float64)
@@ -52,8 +51,6 @@ def _maps_metrics(trainer, indices: np.ndarray) -> tuple[dict[str, Any], dict[st
     nway = n_way_metrics(sim, n_way=N_WAY, draws=N_WAY_DRAWS, seed=0)
     if nway is not None:
         metrics[f"n_way_{N_WAY}"] = nway
-    from neuroalign.models import minmax_per_sample
-
     # SSIM's constants assume maps in [0, 1]: score min-max copies (a no-op for the conv1x1/attention
     # towers, whose maps already are; the readout towers' DCT maps are zero-mean)
     ssim = ssim_per_sample(minmax_per_sample(torch.from_numpy(img)),
