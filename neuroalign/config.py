@@ -25,6 +25,7 @@ SELECT_BY = ("val_loss", "val_top1", "val_mrr")
 ACTIVATIONS = ("none", "gelu", "relu")
 NORMALISERS = ("minmax", "zscore")
 DEVICES = ("auto", "cpu", "cuda")
+DIST_BACKENDS = ("auto", "nccl", "gloo")
 PRESETS = ("reference", "recommended", "attention")
 
 
@@ -97,6 +98,7 @@ class TrainConfig:
     early_stopping_patience: int | None = None  # epochs without val improvement; None = off
     max_seconds: float | None = None  # wall-clock budget; ends training cleanly
     threads: int | None = None  # CPU threads torch uses while training (None = torch's default)
+    dist_backend: str = "auto"  # torchrun process group: "auto" (NCCL on CUDA, gloo on CPU) | "nccl" | "gloo"
     init: str = "random"  # "random" | "linear": closed-form start (readout image head + linear neural block)
     select_by: str = "val_loss"  # which val score picks the restored epoch and drives early stopping
     n_components: int = 256  # shared-space dimensions of the readout head and the linear block
@@ -171,6 +173,8 @@ class TrainConfig:
             (0 < self.data.val_fraction < 0.5 and 0 < self.data.test_fraction < 0.5, "val/test fractions must be in (0, 0.5)"),
             (self.max_seconds is None or self.max_seconds > 0, f"max_seconds must be > 0, got {self.max_seconds}"),
             (self.threads is None or self.threads >= 1, f"threads must be >= 1, got {self.threads}"),
+            (self.dist_backend in DIST_BACKENDS,
+             f"dist_backend must be one of {', '.join(DIST_BACKENDS)}, got {self.dist_backend!r}"),
             (self.early_stopping_patience is None or self.early_stopping_patience >= 1, "early stopping patience must be >= 1"),
         ]
         for ok, message in checks:
@@ -198,7 +202,7 @@ def _from_dict(cls: type, d: dict[str, Any]) -> Any:
 # Fields that say how long / where / how reproducibly to run, not what is trained: changing them
 # keeps a run labelled with its preset. Any other change labels the run "custom".
 RUN_CONTROL_FIELDS = frozenset({"preset", "epochs", "seed", "device", "bf16", "deterministic", "max_seconds",
-                                "threads", "log_every_steps", "checkpoint_every_epochs"})
+                                "threads", "dist_backend", "log_every_steps", "checkpoint_every_epochs"})
 
 
 def preset_label(config: TrainConfig, base: str) -> str:
