@@ -133,7 +133,7 @@ def _all_figures():
         "panel": plots.feature_map_panel(rng.random((68, 270)), maps[0], maps[1], overlay=True),
         "mean_maps": plots.mean_maps(maps, maps),
         "hist": plots.histogram(rng.random(20), "t", "x", vline=0.5),
-        "bars": plots.metrics_bars({"model": {"top1": 0.4}, "chance": {"top1": 0.1}}),
+        "top1_bars": plots.top1_bars({"model": {"image_to_neural": (0.4, 0.3, 0.5)}}, chance=0.1),
         "loss": plots.loss_curves({"a": _history()}, smoothing=0.5),
         "lr": plots.lr_curves({"a": _history()}),
     }
@@ -185,8 +185,6 @@ def test_similarity_rank_histogram_mean_maps_bars():
     maps = np.stack([np.zeros((16, 64)), np.ones((16, 64))])
     mm = plots.mean_maps(maps, 2 * maps)
     assert np.allclose(np.asarray(mm.data[0].z), 0.5) and np.allclose(np.asarray(mm.data[1].z), 1.0)
-    bars = plots.metrics_bars({"model": {"top1": 0.4}, "chance": {"top1": 0.01}})
-    assert list(bars.data[0].y) == [0.4, 0.01]
     h = plots.histogram(np.array([0.1, np.nan, 0.3]), "t", "x", vline=0.2)
     assert list(h.data[0].x) == [0.1, 0.3]
 

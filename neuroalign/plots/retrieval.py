@@ -1,0 +1,97 @@
+"""Retrieval figures: the test similarity matrix, the rank histogram, top-1 bars with intervals."""
+
+from __future__ import annotations
+
+import math
+from typing import Mapping, Sequence
+
+import numpy as np
+import plotly.graph_objects as go
+
+from neuroalign.plots.style import LAYOUT, MAP_COLORSCALE, PALETTE
+
+
+def similarity_heatmap(similarity: np.ndarray, labels: Sequence | None = None) -> go.Figure:
+    """Test similarity matrix: rows are test images, columns the neural responses to the same test
+    images in the same order (tick labels: image ids), so the true pairs are the diagonal, which is
+    marked by a dashed line."""
+    s = np.asarray(similarity, dtype=np.float64)
+    n = len(s)
+    ticks = [str(v) for v in labels] if labels is not None else [str(i) for i in range(n)]
+    fig = go.Figure(go.Heatmap(z=s, x=ticks, y=ticks, colorscale=MAP_COLORSCALE, colorbar=dict(title="sim"),
+                               name="similarity",
+                               hovertemplate="image %{y} × neural %{x}<br>sim %{z:.3f}<extra></extra>"))
+    if n:
+        fig.add_trace(go.Scatter(x=ticks, y=ticks, mode="lines" if n > 30 else "lines+markers", name="true pairs",
+                                 hoverinfo="skip", showlegend=False,
+                                 marker=dict(symbol="square-open", size=9, color="#e4572e"),
+                                 line=dict(color="#e4572e", width=1.5, dash="dot")))
+    tick_every = max(1, int(math.ceil(n / 12)))
+    shown = ticks[::tick_every]
+    fig.update_layout(
+        title="Test similarity (image × neural; true pairs on the dotted diagonal)",
+        xaxis=dict(title="neural response to test image", type="category", tickmode="array", tickvals=shown,
+                   ticktext=shown, tickangle=-45, constrain="domain"),
+        yaxis=dict(title="test image", type="category", autorange="reversed", scaleanchor="x", tickmode="array",
+                   tickvals=shown, ticktext=shown, constrain="domain"),
+        height=520, **LAYOUT)
+    return fig
+
+
+_DIRECTION_LABELS = {"image_to_neural": "image → neural", "neural_to_image": "neural → image"}
+
+
+def rank_histogram(ranks: Mapping[str, np.ndarray]) -> go.Figure:
+    """Overlaid histograms of the true match's rank for each direction (1 = best), with the count a
+    random ranking would give per bin (ranks uniform on 1..n) as a dashed line."""
+    fig = go.Figure()
+    n_max = 1
+    n_queries = 0
+    for r in ranks.values():
+        r = np.asarray(r)
+        n_max = max(n_max, len(r))
+        n_queries = max(n_queries, len(r))
+    size = max(1, n_max // 40)
+    for i, (name, r) in enumerate(ranks.items()):
+        r = np.asarray(r)
+        fig.add_trace(go.Histogram(x=r, name=_DIRECTION_LABELS.get(name, name),
+                                   opacity=0.6, marker_color=PALETTE[i % len(PALETTE)],
+                                   xbins=dict(start=0.5, end=n_max + 0.5, size=size)))
+    if n_queries:
+        edges = np.arange(0.5, n_max + 0.5 + size, size)
+        edges = np.minimum(edges, n_max + 0.5)
+        x, y = [], []
+        for lo, hi in zip(edges[:-1], edges[1:]):
+            expected = n_queries * (hi - lo) / n_max  # uniform ranks: queries per bin
+            x += [float(lo), float(hi)]
+            y += [expected, expected]
+        fig.add_trace(go.Scatter(x=x, y=y, mode="lines", name="chance (uniform ranks)",
+                                 line=dict(color="#1c2330", dash="dash", width=1.5), hoverinfo="skip"))
+    fig.update_layout(title="Rank of the true match (1 = retrieved first)", barmode="overlay",
+                      xaxis_title="rank", yaxis_title="queries", legend=dict(orientation="h", y=-0.2), **LAYOUT)
+    return fig
+
+
+def top1_bars(rows: Mapping[str, Mapping[str, tuple]], chance: float | None = None) -> go.Figure:
+    """Top-1 of the model and each reference, both directions, with 95 % intervals as error bars.
+
+    `rows` maps a name to {direction: (top1, lo, hi)} (lo/hi may be None); chance is a dashed line.
+    """
+    names = list(rows)
+    fig = go.Figure()
+    for i, (direction, label) in enumerate(_DIRECTION_LABELS.items()):
+        vals, plus, minus = [], [], []
+        for name in names:
+            top1, lo, hi = (tuple(rows[name].get(direction) or ()) + (None, None, None))[:3]
+            vals.append(np.nan if top1 is None else float(top1))
+            plus.append(0.0 if top1 is None or hi is None else float(hi) - float(top1))
+            minus.append(0.0 if top1 is None or lo is None else float(top1) - float(lo))
+        fig.add_trace(go.Bar(x=names, y=vals, name=label, marker_color=PALETTE[i],
+                             error_y=dict(type="data", array=plus, arrayminus=minus, visible=True, thickness=1.2),
+                             hovertemplate="%{x}: %{y:.3f}<extra>" + label + "</extra>"))
+    if chance is not None and math.isfinite(chance):
+        fig.add_hline(y=chance, line_dash="dash", line_color=PALETTE[5], annotation_text="chance",
+                      annotation_position="top left")
+    fig.update_layout(title="Test top-1 with 95 % intervals", yaxis=dict(title="top-1", rangemode="tozero"),
+                      barmode="group", legend=dict(orientation="h", y=-0.25), **LAYOUT)
+    return fig
