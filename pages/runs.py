@@ -100,6 +100,7 @@ with st.expander("Delete this run"):
         except (ValueError, FileNotFoundError, OSError) as exc:
             st.error(f"Could not delete {run_dir.name}: {exc}")
         else:
+            loaders.invalidate_runs()
             st.session_state.pop(keys.SELECTED_RUN, None)
             st.session_state.pop(keys.RUNS_DELETE_CONFIRM, None)
             st.toast(f"Deleted {run_dir.name}")

@@ -57,3 +57,36 @@ def test_select_run_downloads_and_delete(app_populated):
     s.no_exceptions(at)
     assert not app_populated["run"].exists() and failed.exists()
     assert app_populated["run"].name not in at.dataframe[0].value["run"].tolist()
+
+
+def test_run_listing_is_synced_once_per_ttl_and_again_when_runs_change(app_populated, monkeypatch):
+    """Issue 11 hot path: the pages that list runs rerun on every click; the listing (which scans every
+    run and may write status files) is synced once per TTL, and again at once when a run folder is
+    added or deleted or the set of live jobs changes."""
+    from neuroalign.training import jobs
+    from neuroalign.ui import loaders
+
+    calls = []
+    real = jobs.JobManager.sync_runs
+
+    def counting(self, runs_dir):
+        calls.append(str(runs_dir))
+        return real(self, runs_dir)
+
+    monkeypatch.setattr(jobs.JobManager, "sync_runs", counting)
+    monkeypatch.setattr(loaders, "RUNS_TTL_S", 3600.0)  # no time slot ends inside the test
+    at = s.app_at(PAGE)  # app.py, then the Runs page: two script runs
+    at.run()
+    s.no_exceptions(at)
+    assert len(calls) == 1
+    other = s.write_finished_run(app_populated["runs"], "m1", app_populated["subject_dir"], seed=3)
+    at.run()
+    assert len(calls) == 2 and other.name in at.dataframe[0].value["run"].tolist()
+    at.run()
+    assert len(calls) == 2
+    monkeypatch.setattr(jobs.JobManager, "live_run_dirs", lambda self: [other])  # a job started
+    at.run()
+    assert len(calls) == 3
+    monkeypatch.setattr(loaders, "RUNS_TTL_S", 1e-6)  # every call falls into a new time slot
+    at.run()
+    assert len(calls) == 4

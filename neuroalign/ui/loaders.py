@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
+import time
 from pathlib import Path
 from typing import Any
 
@@ -17,9 +18,9 @@ import streamlit as st
 
 from neuroalign import paths
 
-logger = logging.getLogger(__name__)
-
 from neuroalign.training import runs as _runs_io
+
+logger = logging.getLogger(__name__)
 
 # The run files the pages read (their mtimes key the caches).
 RUN_FILES = (_runs_io.STATUS_FILE, _runs_io.RESULTS_FILE, _runs_io.METRICS_FILE, _runs_io.TEST_OUTPUTS,
@@ -95,15 +96,47 @@ def ground_truth(name: str) -> dict | None:
     return _ground_truth(str(root), name, subject_stamp(root, name))
 
 
-def list_runs() -> list:
-    """RunInfo list of the runs root, newest first, after marking orphaned active runs as
-    interrupted (not cached: it changes while jobs run, and it reads only small JSON files)."""
+# How long a listing of the runs root is reused (seconds): the four pages that list runs rerun on
+# every click and every polling tick, and a sync reads every run's JSON files (and may write the
+# status of orphaned runs). Within this time a listing is reused unless the root's entries or the
+# set of live jobs changed (a run folder created or deleted, a job started or ended).
+RUNS_TTL_S = 3.0
+
+
+def runs_stamp(root: Path) -> tuple:
+    """A cheap change stamp of the runs root: its mtime (entries added or removed), the run folders
+    of this process's live jobs, and the current `RUNS_TTL_S`-long time slot (so a listing is
+    never older than that)."""
     from neuroalign.training.jobs import get_job_manager
 
+    try:
+        mtime = Path(root).stat().st_mtime_ns
+    except OSError:
+        mtime = 0
+    live = tuple(sorted(str(p) for p in get_job_manager().live_run_dirs()))
+    return mtime, live, int(time.monotonic() // RUNS_TTL_S)
+
+
+@st.cache_data(show_spinner=False, max_entries=8)
+def _synced_runs(root: str, stamp: tuple) -> list:
+    from neuroalign.training.jobs import get_job_manager
+
+    return get_job_manager().sync_runs(Path(root))
+
+
+def list_runs() -> list:
+    """RunInfo list of the runs root, newest first, after marking orphaned active runs as
+    interrupted. Cached: synced at most every `RUNS_TTL_S` seconds, and again at once when a run
+    folder appears or disappears or a job of this process starts or ends (see `runs_stamp`)."""
     root = paths.runs_dir()
     if not root.is_dir():
         return []
-    return get_job_manager().sync_runs(root)
+    return _synced_runs(str(root), runs_stamp(root))
+
+
+def invalidate_runs() -> None:
+    """Forget the cached run listings (after deleting or changing runs from a page)."""
+    _synced_runs.clear()
 
 
 @st.cache_data(show_spinner=False, max_entries=32)
@@ -111,8 +144,8 @@ def _run_summary(run_dir: str, stamp: tuple) -> dict[str, Any]:
     from neuroalign.training.runs import load_run
 
     rec = load_run(Path(run_dir))
-    return {"config": _plain(rec.config), "split": _plain(rec.split), "status": _plain(rec.status),
-            "results": _plain(rec.results), "metrics": list(rec.metrics())}
+    return {"config": rec.config, "split": rec.split, "status": rec.status, "results": rec.results,
+            "metrics": list(rec.metrics())}
 
 
 def run_summary(run_dir: str | os.PathLike) -> dict[str, Any]:
@@ -141,19 +174,6 @@ def device_description() -> str:
     return describe_device()
 
 
-def _plain(obj: Any) -> Any:
-    """Config dataclasses / objects with to_dict -> dicts, so cached values stay plain data."""
-    if obj is None or isinstance(obj, (dict, list, str, int, float, bool)):
-        return obj
-    if hasattr(obj, "to_dict"):
-        return obj.to_dict()
-    import dataclasses
-
-    if dataclasses.is_dataclass(obj):
-        return dataclasses.asdict(obj)
-    return obj
-
-
 def runs_table():
     """All runs as a pandas table (see `tables.runs_frame`); unreadable runs are skipped and logged."""
     from neuroalign.ui import tables
@@ -161,7 +181,7 @@ def runs_table():
     runs = list_runs()
     summaries: dict[str, dict[str, Any]] = {}
     for run in runs:
-        p = tables.run_path(run)
+        p = run.path
         try:
             summaries[str(p)] = run_summary(p)
         except (ValueError, FileNotFoundError, OSError) as exc:

@@ -48,14 +48,8 @@ def runs_of_subject(runs: Iterable[Any], subject: str) -> int:
 
 
 def run_path(run: Any) -> Path:
-    """The run directory of a RunInfo (or a path)."""
-    if isinstance(run, (str, Path)):
-        return Path(run)
-    for attr in ("path", "run_dir", "dir"):
-        value = getattr(run, attr, None)
-        if value is not None:
-            return Path(value)
-    raise ValueError(f"run entry {run!r} has no run directory")
+    """The run directory of a RunInfo."""
+    return Path(run.path)
 
 
 def _get(d: Mapping | None, *keys: str) -> Any:
@@ -159,7 +153,7 @@ def runs_frame(runs: Iterable[Any], summaries: Mapping[str, Mapping[str, Any]]) 
     """Table of runs; `summaries` maps run dir (str) to `loaders.run_summary` output."""
     rows = []
     for run in runs:
-        p = run_path(run)
+        p = Path(run.path)
         summary = summaries.get(str(p))
         if summary is None:
             continue
