@@ -3,6 +3,11 @@
 Every failure a user can meet here (bad files, bad names, a full or read-only disk, too little
 memory) reaches the CLI entry point as a one-line ValueError/FileNotFoundError/FileExistsError,
 which prints it and exits with code 2: never a traceback.
+
+`validate` and `import` decide in the sandboxed check (`neuroalign.data.sandbox`: a worker
+process with memory and time limits, $NEUROALIGN_CHECK_MEMORY_MB / $NEUROALIGN_CHECK_SECONDS);
+a file that makes the check hit a limit is refused like any other bad file. `import` then writes
+the subject (atomically) in this process, recording the absolute paths it was given as the source.
 """
 
 from __future__ import annotations
@@ -11,9 +16,12 @@ import argparse
 import functools
 import sys
 import time
+from pathlib import Path
 from typing import Callable
 
 from neuroalign.data import SubjectStore
+from neuroalign.data.names import check_subject_name
+from neuroalign.data.sandbox import check_pair
 from neuroalign.data.simulate import SIZES, make_demo_subjects
 from neuroalign.paths import data_dir
 
@@ -95,21 +103,23 @@ def cmd_list(args: argparse.Namespace) -> int:
     if not infos:
         _out(f"no subjects in {store.root} (run `python -m neuroalign demo-data` or `import`)")
         return 0
-    header = f"{'name':<20} {'images':>7} {'neurons':>8} {'image':>9} {'repeats':>7}  {'format':<8} kind"
+    header = f"{'name':<20} {'images':>7} {'neurons':>8} {'image':>9} {'repeats':>7}  {'format':<8} {'kind':<9} source"
     _out(header)
     for i in infos:
         if i.error:
             _out(f"{i.name:<20} unreadable: {i.error}")
             continue
         shape = f"{i.image_shape[0]}x{i.image_shape[1]}"
+        # format: what the subject was imported from (the stored files are canonical v5 or v7.3)
+        source = " + ".join(Path(f).name for f in i.source_files) if i.source_files else "-"
         _out(f"{i.name:<20} {i.n_images:>7} {i.n_neurons:>8} {shape:>9} {'yes' if i.has_repeats else 'no':>7}  "
-              f"{i.format:<8} {'simulated' if i.simulated else 'recorded'}")
+             f"{i.format:<8} {'simulated' if i.simulated else 'recorded':<9} {source}")
     return 0
 
 
 @_one_line_errors
 def cmd_validate(args: argparse.Namespace) -> int:
-    report = SubjectStore(data_dir(args.data_dir)).validate(args.images, args.responses)
+    report = check_pair(args.images, args.responses).report
     _out("ok: importable")
     for line in report.summary_lines():
         _out(f"  {line}")
@@ -119,7 +129,11 @@ def cmd_validate(args: argparse.Namespace) -> int:
 @_one_line_errors
 def cmd_import(args: argparse.Namespace) -> int:
     store = SubjectStore(data_dir(args.data_dir))
-    info = store.import_subject(args.name, args.images, args.responses)
+    name = check_subject_name(args.name)
+    if store.exists(name):
+        raise FileExistsError(f"subject {name!r} already exists in {store.root}; choose another name or delete it")
+    check_pair(args.images, args.responses)  # decides, under memory and time limits, before anything is written
+    info = store.import_subject(name, args.images, args.responses)
     _out(f"imported {info.name}: {info.n_images} images x {info.n_neurons} neurons "
           f"({'with' if info.has_repeats else 'no'} repeats) into {info.path}")
     return 0

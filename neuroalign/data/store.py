@@ -36,7 +36,7 @@ from neuroalign.data.matio import peek_mat, read_mat_variables
 from neuroalign.data.names import check_subject_name, folder_name, name_taken
 from neuroalign.data.simulate import make_demo_subjects
 from neuroalign.data.subject import (IMAGE_VARIABLES, SIDECAR, Subject, load_pair, load_subject, read_sidecar,
-                                     subject_files)
+                                     source_of, subject_files)
 from neuroalign.data.writer import check_root, file_stamp, write_subject_folder
 
 __all__ = ["SubjectInfo", "SubjectStore", "ValidationReport", "check_subject_name"]
@@ -58,6 +58,11 @@ class SubjectInfo:
     simulated: bool = False
     source: str = "sidecar"  # "sidecar" | "header" | "load" (no header shortcut: fully loaded)
     error: str | None = None  # set when the folder looks like a subject but cannot be read
+    #: the MAT format of the files on disk; `format` is the format the subject was imported from
+    #: (an imported v7.3 upload is stored as canonical v5 files: format "v7.3", stored_format "v5")
+    stored_format: str = ""
+    #: the user's original file names (browser upload) or paths (CLI) the subject was imported from
+    source_files: tuple[str, ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -182,17 +187,22 @@ class SubjectStore:
         sidecar = read_sidecar(folder)
         if sidecar is not None and self._sidecar_current(folder, sidecar):
             try:
+                stored = str(sidecar["format"])
+                source_format, files = source_of(sidecar)
                 return SubjectInfo(folder.name, str(folder), int(sidecar["n_images"]), int(sidecar["n_neurons"]),
                                    tuple(int(v) for v in sidecar["image_shape"]), bool(sidecar["has_repeats"]),
-                                   str(sidecar["format"]), bool(sidecar.get("simulated", False)), "sidecar")
+                                   source_format or stored, bool(sidecar.get("simulated", False)), "sidecar",
+                                   stored_format=stored, source_files=files)
             except (KeyError, TypeError, ValueError) as exc:
                 logger.warning("ignoring malformed %s in %s: %s", SIDECAR, folder, exc)
         simulated = bool(sidecar.get("simulated", False)) if sidecar else False
         try:
-            return self._info_from_headers(folder, simulated)
+            info = self._info_from_headers(folder, simulated)
         except (ValueError, OSError, MemoryError) as exc:
             return SubjectInfo(folder.name, str(folder), 0, 0, (0, 0), False, "?", simulated, "header",
                                _one_line(exc))
+        info.stored_format = info.format
+        return info
 
     def list(self) -> list[SubjectInfo]:
         """Summaries of every subject, without loading any data (never raises for the root's contents)."""
@@ -261,14 +271,18 @@ class SubjectStore:
         return ValidationReport.from_subject(load_pair(images_path, responses_path, name="validate",
                                                        require_trainable=True))
 
-    def import_subject(self, name: str, images_path: str | os.PathLike, responses_path: str | os.PathLike) -> SubjectInfo:
+    def import_subject(self, name: str, images_path: str | os.PathLike, responses_path: str | os.PathLike,
+                       *, source_names: tuple[str, str] | None = None) -> SubjectInfo:
         """Validate, then write `<root>/<name>/Data/{images,responses}.mat` atomically.
 
         The stored files are canonical, reference-compatible MAT files (v5, or v7.3 beyond 2 GiB):
         `images` (N, H, W) float32 in [0, 1] and `responses` (N, K) float32, one row per image
-        (+ `responses_repeats` (R, N, K) when repeats exist). The original layout, dtypes and
-        scaling are recorded in the sidecar. Refuses unusable names, existing subjects and subjects
-        that cannot be trained (`neuroalign.data.trainable`).
+        (+ `responses_repeats` (R, N, K) when repeats exist). The sidecar's `source` records where
+        the data came from: `images_file` / `responses_file` (`source_names` when given, e.g. the
+        names of a browser upload staged in a temporary folder, else the absolute paths read),
+        `format` (the source format, e.g. "v7.3"), and the original layout, dtypes and scaling.
+        Refuses unusable names, existing subjects and subjects that cannot be trained
+        (`neuroalign.data.trainable`).
         """
         name = check_subject_name(name)
         self._check_root()
@@ -279,6 +293,11 @@ class SubjectStore:
                                                "images_shape_original", "images_dtype", "responses_shape_original",
                                                "responses_dtype", "image_layout", "response_orientation",
                                                "image_scaling", "notes")}
+        if source_names is not None:
+            source["images_file"], source["responses_file"] = (str(n) for n in source_names)
+        else:
+            source["images_file"] = str(Path(images_path).expanduser().resolve())
+            source["responses_file"] = str(Path(responses_path).expanduser().resolve())
         self.write_subject(name, subject, source=source)
         logger.info("imported subject %s (%d images x %d neurons) into %s", name, subject.n_images,
                     subject.n_neurons, self.root)

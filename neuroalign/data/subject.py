@@ -380,6 +380,17 @@ def read_sidecar(path: str | os.PathLike) -> dict[str, Any] | None:
     return data
 
 
+def source_of(sidecar: dict[str, Any]) -> tuple[str | None, tuple[str, ...]]:
+    """(source format, original file names) recorded in a sidecar at import; (None, ()) when none."""
+    source = sidecar.get("source")
+    if not isinstance(source, dict):
+        return None, ()
+    fmt = source.get("format")
+    files = tuple(str(source[k]) for k in ("images_file", "responses_file") if source.get(k))
+    return (str(fmt) if fmt else None), files
+
+
+
 def load_subject(path: str | os.PathLike) -> Subject:
     """Load the subject folder `<root>/<name>` (files in `Data/`, as the reference code lays them out)."""
     path = Path(path)
@@ -388,6 +399,9 @@ def load_subject(path: str | os.PathLike) -> Subject:
     sidecar = read_sidecar(path) or {}
     subject.meta["simulated"] = bool(sidecar.get("simulated", False))
     subject.meta["path"] = str(path)
+    source_format, source_files = source_of(sidecar)
+    subject.meta["source_format"] = source_format or subject.meta["format"]  # "format": the files on disk
+    subject.meta["source_files"] = list(source_files)
     return subject
 
 

@@ -19,9 +19,20 @@ import numpy as np
 
 MIN_IMAGES = 10
 
+_min_side: int | None = None
+
+
+def use_min_image_side(side: int) -> None:
+    """Use `side` as the minimum instead of importing the backbone (the sandboxed check's worker,
+    which must not import torch, gets the parent's `min_image_side()`)."""
+    global _min_side
+    _min_side = int(side)
+
 
 def min_image_side() -> int:
     """The backbone's minimal input side in pixels (`neuroalign.models.dsnet.MIN_INPUT`)."""
+    if _min_side is not None:
+        return _min_side
     from neuroalign.models.dsnet import MIN_INPUT  # imports torch: only when an import is checked
 
     return int(MIN_INPUT)

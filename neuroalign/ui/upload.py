@@ -2,12 +2,17 @@
 
 Kept free of widgets so it can be tested directly: the Subjects page passes the uploaded file
 objects (anything with `.name` and a binary `read`) and shows the report or the error.
+
+The check parses the uploaded bytes in a short-lived worker process with memory and time limits
+(`neuroalign.data.sandbox`), so a pathological file is refused instead of taking the server down.
+The import records the browser's file names (not the staging folder) as the subject's source.
 """
 
 from __future__ import annotations
 
 import hashlib
 import logging
+import os
 import shutil
 import tempfile
 from dataclasses import dataclass, field
@@ -45,26 +50,34 @@ class StagedUpload:
     identity: tuple = ()
     digests: tuple[str, str] = ("", "")
     preview: dict = field(default_factory=dict)  # see `make_preview`
+    source_names: tuple[str, str] = ("", "")  # the file names as the browser gave them
 
 
 PREVIEW_IMAGES = 8
 
 
-def make_preview(subject, n_images: int = PREVIEW_IMAGES) -> dict:
+def make_preview(subject) -> dict:
     """Small arrays to look at before saving, as the importer decided them (layout, orientation):
     `images` (k, H, W) uint8 evenly spread over the file with their `image_ids`, and a response
     raster `raster` (images × neurons, display order) with `raster_images` / `raster_neurons` ids."""
+    from neuroalign.data.sandbox import preview_arrays
+
+    return preview_from_arrays(preview_arrays(subject))
+
+
+def preview_from_arrays(arrays: dict) -> dict:
+    """`make_preview` from the sandboxed check's `preview_arrays` (images picked and <= 200 response
+    rows evenly spread: the rows `plots.raster_order` would keep of the whole subject)."""
     import numpy as np
 
     from neuroalign import plots
 
-    n = subject.n_images
-    pick = np.unique(np.linspace(0, n - 1, num=min(n_images, n)).round().astype(np.int64))
-    images = np.stack([plots.as_display_image(subject.images[i]) for i in pick])
-    img, neu = plots.raster_order(subject.responses, max_images=200, max_neurons=200)
-    return {"images": images, "image_ids": np.asarray(subject.image_ids)[pick],
-            "raster": np.asarray(subject.responses)[np.ix_(img, neu)].astype(np.float32),
-            "raster_images": np.asarray(subject.image_ids)[img], "raster_neurons": neu}
+    images = np.stack([plots.as_display_image(im) for im in arrays["images"]])
+    rows = np.asarray(arrays["rows"], dtype=np.float32)
+    img, neu = plots.raster_order(rows, max_images=200, max_neurons=200)
+    return {"images": images, "image_ids": np.asarray(arrays["image_ids"]),
+            "raster": rows[np.ix_(img, neu)].astype(np.float32),
+            "raster_images": np.asarray(arrays["row_ids"])[img], "raster_neurons": neu}
 
 
 def _file_identity(f: UploadedFileLike | None) -> tuple | None:
@@ -127,10 +140,12 @@ def _write(src: UploadedFileLike, dst: Path) -> str:
 
 def stage_and_validate(store, name: str, images_file: UploadedFileLike | None,
                        responses_file: UploadedFileLike | None, staging_root: Path | None = None) -> StagedUpload:
-    """Write both uploads to a temp folder and validate them with `store.validate`.
+    """Write both uploads to a temp folder and check them in the sandboxed worker
+    (`neuroalign.data.sandbox.check_pair`: the same checks as `store.validate`, under memory and
+    time limits).
 
-    Raises ValueError (one line) for a missing file, a bad name or content the store rejects;
-    the temp folder is removed in that case, so nothing is left behind.
+    Raises ValueError (one line) for a missing file, a bad name, content the store rejects or a
+    check that hit its limits; the temp folder is removed in that case, so nothing is left behind.
     """
     if images_file is None or responses_file is None:
         missing = [n for n, f in (("images.mat", images_file), ("responses.mat", responses_file)) if f is None]
@@ -138,30 +153,47 @@ def stage_and_validate(store, name: str, images_file: UploadedFileLike | None,
     identity = upload_identity(name, images_file, responses_file)
     name = check_name(store, name)
     folder = Path(tempfile.mkdtemp(prefix="neuroalign-upload-", dir=staging_root))
+    source_names = (_display_name(images_file.name, "images.mat"), _display_name(responses_file.name, "responses.mat"))
     try:
-        images_path = folder / "images.mat"
-        responses_path = folder / "responses.mat"
+        # each file under the user's own name (in its own sub-folder: both may be called data.mat),
+        # so that every message names the file the user picked
+        images_path = folder / "images" / _staged_name(source_names[0], "images.mat")
+        responses_path = folder / "responses" / _staged_name(source_names[1], "responses.mat")
+        for p in (images_path, responses_path):
+            p.parent.mkdir()
         digests = (_write(images_file, images_path), _write(responses_file, responses_path))
-        report, preview = _validate_with_preview(store, images_path, responses_path)
+        report, preview = _check_with_preview(images_path, responses_path, folder / "preview.npz")
     except BaseException:
         shutil.rmtree(folder, ignore_errors=True)
         raise
     logger.info("staged upload %s (%s, %s)", name, images_file.name, responses_file.name)
     return StagedUpload(name, folder, images_path, responses_path, list(report.summary_lines()),
-                        identity=identity, digests=digests, preview=preview)
+                        identity=identity, digests=digests, preview=preview, source_names=source_names)
 
 
-def _validate_with_preview(store, images_path: Path, responses_path: Path):
-    """The store's validation report and a preview, reading the files once: the same checks as
-    `store.validate` (load_pair with require_trainable) and its report, built from the loaded subject.
-    A store without that structure falls back to `store.validate` and no preview."""
+def _display_name(name: str | None, default: str) -> str:
+    """The browser's file name without any folder part and control characters (browsers send base
+    names; be sure)."""
+    base = str(name or "").replace("\\", "/").rsplit("/", 1)[-1]
+    base = "".join(c if c.isprintable() else "_" for c in base).strip()
+    return base if base not in ("", ".", "..") else default
+
+
+def _staged_name(name: str, default: str) -> str:
+    """`name` as a file name on this file system (at most 200 UTF-8 bytes, encodable), else `default`."""
     try:
-        from neuroalign.data.store import ValidationReport
-        from neuroalign.data.subject import load_pair
-    except ImportError:  # pragma: no cover - the data package is restructured
-        return store.validate(images_path, responses_path), {}
-    subject = load_pair(images_path, responses_path, name="validate", require_trainable=True)
-    return ValidationReport.from_subject(subject), make_preview(subject)
+        encoded = os.fsencode(name)
+    except UnicodeError:
+        return default
+    return name if 0 < len(encoded) <= 200 else default
+
+
+def _check_with_preview(images_path: Path, responses_path: Path, preview_path: Path):
+    """The validation report and a preview from the sandboxed check (one read of the files, in the worker)."""
+    from neuroalign.data.sandbox import check_pair
+
+    result = check_pair(images_path, responses_path, preview_path=preview_path)
+    return result.report, preview_from_arrays(result.preview)
 
 
 def save_staged(store, staged: StagedUpload, images_file: UploadedFileLike | None = None,
@@ -184,7 +216,8 @@ def save_staged(store, staged: StagedUpload, images_file: UploadedFileLike | Non
             if current is not None and sha256_of(current) != digest:
                 raise ValueError(f"{label} in the uploader is not the file that was checked "
                                  f"({current.name}); check the files again")
-        return store.import_subject(staged.name, staged.images_path, staged.responses_path)
+        names = staged.source_names if all(staged.source_names) else None
+        return store.import_subject(staged.name, staged.images_path, staged.responses_path, source_names=names)
     finally:
         discard(staged)
 
