@@ -45,6 +45,11 @@ with browse:
             c[1].metric("Neurons", subject.n_neurons)
             c[2].metric("Repeats", subject.repeats.shape[0] if subject.repeats is not None else 1)
             c[3].metric("Image size", f"{h}×{w}")
+            info = next((i for i in subjects if i.name == name), None)
+            if info is not None and getattr(info, "source_files", ()):
+                stored = getattr(info, "stored_format", "") or info.format
+                st.caption(f"Imported from {' + '.join(f'`{f}`' for f in info.source_files)} (MAT {info.format}"
+                           + (f", stored as MAT {stored}" if stored != info.format else "") + ")")
 
             st.subheader("Stimuli")
             count = st.select_slider("How many", options=[8, 16, 32, 64], value=16, key=keys.GRID_COUNT)

@@ -216,3 +216,49 @@ def test_stage_and_validate_cleans_up(app_env, tmp_path):
     with pytest.raises(ValueError, match="already exists"):
         upload.check_name(store, "ok")
     assert np.isfinite(info.n_neurons)
+
+
+def _v73_bytes(tmp_path, name, variables) -> bytes:
+    from neuroalign.data import write_mat_v73
+
+    path = write_mat_v73(tmp_path / name, variables)
+    return path.read_bytes()
+
+
+def test_v73_upload_shows_its_source_format_and_file_names(app_env, tmp_path):
+    """Issue 12 item 2: a v7.3 upload is stored as canonical v5 files, but the table, subject.json
+    and the Browse tab say v7.3 and name the user's files, not the staging folder."""
+    import json
+
+    images, responses = s.tiny_pair(n_images=30, n_neurons=12)
+    at = s.app_at(PAGE)
+    at.text_input(key=keys.UPLOAD_NAME).set_value("v73")
+    at.file_uploader(key=keys.UPLOAD_IMAGES).set_value(
+        ("stimuli_session3.mat", _v73_bytes(tmp_path, "a.mat", images), "application/octet-stream"))
+    at.file_uploader(key=keys.UPLOAD_RESPONSES).set_value(
+        ("spikes_session3.mat", _v73_bytes(tmp_path, "b.mat", responses), "application/octet-stream"))
+    at.button(key=keys.UPLOAD_CHECK).click().run()
+    s.no_exceptions(at)
+    assert "format: v7.3" in at.code[0].value
+    at.button(key=keys.UPLOAD_SAVE).click().run()
+    s.no_exceptions(at)
+    assert at.dataframe[0].value["format"].tolist() == ["v7.3"]
+    sidecar = json.loads((app_env["data"] / "v73" / "subject.json").read_text())
+    assert sidecar["source"]["images_file"] == "stimuli_session3.mat"
+    assert sidecar["source"]["responses_file"] == "spikes_session3.mat"
+    assert sidecar["source"]["format"] == "v7.3" and sidecar["format"] == "v5"  # stored canonical
+    assert "neuroalign-upload" not in json.dumps(sidecar)  # no temporary path anywhere
+    caption = " ".join(c.value for c in at.caption)
+    assert "`stimuli_session3.mat` + `spikes_session3.mat` (MAT v7.3, stored as MAT v5)" in caption
+    info = SubjectStore(app_env["data"]).info("v73")
+    assert (info.format, info.stored_format) == ("v7.3", "v5")
+
+
+def test_upload_errors_name_the_users_file(app_env):
+    images, _ = s.tiny_pair(n_images=30, n_neurons=12)
+    at = s.app_at(PAGE)
+    at.text_input(key=keys.UPLOAD_NAME).set_value("x")
+    at.file_uploader(key=keys.UPLOAD_IMAGES).set_value(("stim.mat", s.mat_bytes(images), "application/octet-stream"))
+    at.file_uploader(key=keys.UPLOAD_RESPONSES).set_value(("my_resp.mat", b"junk" * 50, "application/octet-stream"))
+    at.button(key=keys.UPLOAD_CHECK).click().run()
+    assert at.error[0].value.startswith("Not importable: my_resp.mat:")

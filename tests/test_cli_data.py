@@ -77,3 +77,26 @@ def test_no_traceback_in_a_real_process(tmp_path):
                            "--responses", str(junk)], cwd=REPO, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2
     assert "Traceback" not in proc.stderr and proc.stderr.startswith("error: junk.mat")
+
+
+def test_import_v73_lists_source_format_and_paths(tmp_path, capsys):
+    """Issue 12 item 2: `list` says the format the subject was imported from (v7.3; stored as v5)
+    and the files it came from; subject.json records the absolute paths given."""
+    import json
+
+    from neuroalign.data import write_mat_v73
+
+    rng = np.random.default_rng(0)
+    src = tmp_path / "src"
+    src.mkdir()
+    write_mat_v73(src / "stim73.mat", {"images": rng.random((20, 40, 48)).astype(np.float32)})
+    write_mat_v73(src / "resp73.mat", {"responses": rng.random((20, 6))})
+    root = tmp_path / "root"
+    assert main(["import", "--data-dir", str(root), "--name", "h5", "--images", str(src / "stim73.mat"),
+                 "--responses", str(src / "resp73.mat")]) == 0
+    capsys.readouterr()
+    assert main(["list", "--data-dir", str(root)]) == 0
+    row = next(line for line in capsys.readouterr().out.splitlines() if line.startswith("h5 "))
+    assert row.split()[5] == "v7.3" and row.endswith("stim73.mat + resp73.mat")
+    source = json.loads((root / "h5" / "subject.json").read_text())["source"]
+    assert source["images_file"] == str(src / "stim73.mat") and source["format"] == "v7.3"
