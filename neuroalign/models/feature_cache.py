@@ -84,17 +84,21 @@ def compute_features(tower, images: np.ndarray | torch.Tensor, device: torch.dev
     return torch.cat(out)
 
 
-def cached_features(tower, images: np.ndarray, data_hash: str, cache_dir: str | Path | None = None,
-                    device: torch.device | str = "cpu", batch_size: int = 64,
-                    progress: Callable[[int, int], None] | None = None) -> torch.Tensor:
-    """Features `(N, C, h, w)` (float32, on `device`) of `images (N, 1, H, W)` for an `ImageTower`.
-
-    Looked up in memory, then in `<cache_dir>/features/<key>.pt` (skipped when `cache_dir` is
-    None), else computed in eval mode under no_grad and stored in both.
-    """
+def _check_images(images) -> tuple[int, ...]:
     shape = tuple(int(s) for s in np.shape(images))
     if len(shape) != 4:
         raise ValueError(f"expected images of shape (N, 1, H, W), got {shape}")
+    return shape
+
+
+def cache_path(cache_dir: str | Path | None, key: str) -> Path | None:
+    """`<cache_dir>/features/<key>.pt`, or None without a cache folder."""
+    return Path(cache_dir) / "features" / f"{key}.pt" if cache_dir is not None else None
+
+
+def lookup_features(tower, images: np.ndarray, data_hash: str, cache_dir: str | Path | None = None) -> torch.Tensor | None:
+    """Cached features `(N, C, h, w)` on CPU from memory, else from disk (then kept in memory), else None."""
+    shape = _check_images(images)
     key = feature_key(tower, data_hash, shape)
     with _lock:
         feats = _memory.get(key)
@@ -102,17 +106,39 @@ def cached_features(tower, images: np.ndarray, data_hash: str, cache_dir: str | 
             _memory.move_to_end(key)
     if feats is not None:
         logger.debug("feature cache hit (memory) %s", key)
-        return feats.to(device)
-    path = Path(cache_dir) / "features" / f"{key}.pt" if cache_dir is not None else None
+        return feats
+    path = cache_path(cache_dir, key)
     if path is not None and path.exists():
         feats = _load_disk(path, shape)
         if feats is not None:
             logger.info("feature cache hit (disk) %s", path)
+            _remember(key, feats)
+    return feats
+
+
+def store_features(tower, images: np.ndarray, data_hash: str, feats: torch.Tensor,
+                   cache_dir: str | Path | None = None, write_disk: bool = True) -> None:
+    """Keep `feats` (CPU) in memory and, with `write_disk` and a cache folder, write its file atomically."""
+    key = feature_key(tower, data_hash, _check_images(images))
+    path = cache_path(cache_dir, key)
+    if write_disk and path is not None:
+        atomic_torch_save(path, {"features": feats, "key": key})
+    _remember(key, feats)
+
+
+def cached_features(tower, images: np.ndarray, data_hash: str, cache_dir: str | Path | None = None,
+                    device: torch.device | str = "cpu", batch_size: int = 64,
+                    progress: Callable[[int, int], None] | None = None) -> torch.Tensor:
+    """Features `(N, C, h, w)` (float32, on `device`) of `images (N, 1, H, W)` for an `ImageTower`.
+
+    Looked up in memory, then in `<cache_dir>/features/<key>.pt` (skipped when `cache_dir` is
+    None), else computed in eval mode under no_grad and stored in both. (Several torchrun
+    processes share the work through `neuroalign.training.distributed.shared_features`.)
+    """
+    feats = lookup_features(tower, images, data_hash, cache_dir)
     if feats is None:
         logger.info("computing backbone features for %d images (stage %d, block %d)",
-                    shape[0], tower.stage, tower.block)
+                    len(images), tower.stage, tower.block)
         feats = compute_features(tower, images, device=device, batch_size=batch_size, progress=progress)
-        if path is not None:
-            atomic_torch_save(path, {"features": feats, "key": key})
-    _remember(key, feats)
+        store_features(tower, images, data_hash, feats, cache_dir)
     return feats.to(device)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import atexit
 import logging
 import os
 import random
@@ -95,10 +96,44 @@ def dist_info_from_env() -> DistInfo:
         raise ValueError(f"WORLD_SIZE/RANK/LOCAL_RANK must be integers: {exc}") from None
 
 
-def init_distributed(info: DistInfo, device: torch.device) -> None:
-    """Join the torchrun process group (NCCL on CUDA, gloo on CPU) when world_size > 1."""
-    if not info.enabled or torch.distributed.is_initialized():
-        return
-    backend = "nccl" if device.type == "cuda" else "gloo"
-    torch.distributed.init_process_group(backend=backend)
-    logger.info("joined process group: rank %d / %d (%s)", info.rank, info.world_size, backend)
+BACKENDS = ("auto", "nccl", "gloo")
+
+
+def resolve_backend(requested: str, device: torch.device) -> str:
+    """The process-group backend for `requested` ("auto" | "nccl" | "gloo") on `device`: "auto" is
+    NCCL on CUDA and gloo on a CPU; NCCL for a CPU device is a ValueError (it only moves CUDA tensors)."""
+    if requested not in BACKENDS:
+        raise ValueError(f"dist_backend must be one of {', '.join(BACKENDS)}, got {requested!r}")
+    if requested == "auto":
+        return "nccl" if device.type == "cuda" else "gloo"
+    if requested == "nccl" and device.type != "cuda":
+        raise ValueError(f"dist_backend 'nccl' needs CUDA devices, but this run trains on {device.type}; "
+                         "use dist_backend 'gloo' or 'auto' on a CPU")
+    return requested
+
+
+def init_distributed(info: DistInfo, device: torch.device, backend: str = "auto") -> str | None:
+    """Join the torchrun process group when world_size > 1 and return its backend (None for one
+    process). `backend` as in `resolve_backend`; a group that is already initialised is reused when
+    its backend is the requested one (a different one is a ValueError)."""
+    if not info.enabled:
+        return None
+    wanted = resolve_backend(backend, device)
+    if torch.distributed.is_initialized():
+        have = str(torch.distributed.get_backend())
+        if backend != "auto" and have != wanted:
+            raise ValueError(f"the process group already uses backend {have!r}, but dist_backend {wanted!r} "
+                             "was requested")
+        return have
+    if not torch.distributed.is_available():
+        raise ValueError(f"WORLD_SIZE={info.world_size} asks for {info.world_size} processes, but this torch "
+                         "build has no torch.distributed")
+    torch.distributed.init_process_group(backend=wanted)
+    atexit.register(_destroy_process_group)
+    logger.info("joined process group: rank %d / %d (%s)", info.rank, info.world_size, wanted)
+    return wanted
+
+
+def _destroy_process_group() -> None:
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        torch.distributed.destroy_process_group()

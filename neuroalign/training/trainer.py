@@ -4,16 +4,20 @@
   (both can be passed in, e.g. when resuming or re-evaluating a run).
 * Frozen backbone: the features of all N images are computed once (`cached_features`); every
   step only runs `ImageTower.project` on cached features. Fine-tune mode runs the backbone.
-* Image side (1x1 conv, backbone in fine-tune mode, learnable temperature): AdamW. Neural side:
+* Image side (head, backbone in fine-tune mode, learnable temperature): AdamW. Neural side:
   RMSprop (reference) or AdamW. Each with ReduceLROnPlateau driven by the VALIDATION loss.
-* The best epoch by val loss is kept (in memory; `best.pt` on disk) and restored at the end;
-  `last.pt` holds the full state (optimizers, schedulers, histories) for resuming.
+* The best epoch (by val loss or `select_by`) is kept (in memory; `best.pt` on disk) and restored at
+  the end; `last.pt` holds the full state for resuming (`training.state`).
 * Stops cleanly on `stop_event`, on the `max_seconds` budget and on early stopping; a NaN/Inf
   loss raises `TrainingDiverged` (never a silent garbage model).
 * `.item()` (a device sync) only at the log interval and once per epoch.
-* torchrun: when WORLD_SIZE > 1 the towers are wrapped in DistributedDataParallel and every rank
-  trains on its shard of each epoch's permutation (DistributedSampler); the contrastive loss uses
-  each rank's local batch (no cross-rank negatives); only rank 0 writes files.
+* torchrun (`training.distributed`): `batch_size` is the GLOBAL batch; every rank draws the
+  single-process permutation and takes its slice of each global batch; both towers' maps are
+  all-gathered (gradient to each rank's rows) so the loss, its gradient and therefore the training
+  equal one process with the same global batch. Validation, selection and early stopping use rank
+  0's numbers on every rank; only rank 0 writes files. Randomness that depends on the world size:
+  dropout masks (each rank its own stream); repeat augmentation is drawn per global batch and is
+  the single-process draw on any number of processes.
 """
 
 from __future__ import annotations
@@ -21,9 +25,8 @@ from __future__ import annotations
 import logging
 import math
 import threading
-import time
 from contextlib import nullcontext
-from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any, Callable
 
@@ -33,62 +36,19 @@ from torch import nn
 
 from neuroalign.config import TrainConfig
 from neuroalign.data import Normaliser, Subject, split_indices
-from neuroalign.io_utils import atomic_torch_save
 from neuroalign.evaluation.retrieval import retrieval_metrics
 from neuroalign.models import CombinedLoss, ImageTower, build_neural_tower, cached_features, similarity_matrix
+from neuroalign.training import distributed as dist_ops
+from neuroalign.training import state as state_io
+from neuroalign.training.device import available_memory_bytes, seed_everything
+from neuroalign.training.dual_tower import DualTower
 from neuroalign.training.linear_start import apply_linear_start, fit_linear_start
-from neuroalign.training import runs as runs_io
-from neuroalign.training.device import (
-    available_memory_bytes,
-    dist_info_from_env,
-    init_distributed,
-    resolve_device,
-    seed_everything,
-)
+from neuroalign.training.loop import Callback, FitLoop, FitResult, TrainingDiverged
 
 logger = logging.getLogger(__name__)
 
-Callback = Callable[[str, dict[str, float]], None]
 EVAL_BATCH = 256
-MIN_IMPROVEMENT = 1e-6  # relative val-loss improvement that counts as "better"
-
-
-class TrainingDiverged(RuntimeError):
-    """The loss became NaN or infinite; the run must be marked failed."""
-
-
-@dataclass
-class FitResult:
-    epochs_run: int
-    best_epoch: int
-    best_val_loss: float
-    stop_reason: str  # completed | early_stopping | time_budget | stopped
-    elapsed_s: float
-    train_loss_hist: list[float] = field(default_factory=list)
-    val_loss_hist: list[float] = field(default_factory=list)
-
-
-class DualTower(nn.Module):
-    """Both towers and the loss in one module (one DDP wrapper syncs all trainable parameters).
-
-    `forward(image_input, responses)` -> `(loss, parts, image_maps, neural_maps)`; `image_input`
-    is cached features `(B, C, h, w)` when `from_features`, else images `(B, 1, H, W)`.
-    """
-
-    def __init__(self, image_tower: ImageTower, neural_tower: nn.Module, loss_fn: CombinedLoss,
-                 from_features: bool) -> None:
-        super().__init__()
-        self.image_tower, self.neural_tower, self.loss_fn = image_tower, neural_tower, loss_fn
-        self.from_features = from_features
-
-    def maps(self, image_input: torch.Tensor, responses: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        img = self.image_tower.project(image_input) if self.from_features else self.image_tower(image_input)
-        return img.float(), self.neural_tower(responses).float()
-
-    def forward(self, image_input: torch.Tensor, responses: torch.Tensor):
-        img, neu = self.maps(image_input, responses)
-        loss, parts = self.loss_fn(img, neu)
-        return loss, parts, img, neu
+__all__ = ["Callback", "DualTower", "FitResult", "Trainer", "TrainingDiverged"]
 
 
 def _to_device(x: torch.Tensor, device: torch.device) -> torch.Tensor:
@@ -98,8 +58,21 @@ def _to_device(x: torch.Tensor, device: torch.device) -> torch.Tensor:
     return x.to(device)
 
 
-def _cpu_state(module: nn.Module) -> dict[str, torch.Tensor]:
-    return {k: v.detach().to("cpu", copy=True) for k, v in module.state_dict().items()}
+def build_optimisers(config: TrainConfig, image_tower: nn.Module, neural_tower: nn.Module, loss_fn: nn.Module):
+    """AdamW over the image side (+ the learnable temperature), RMSprop or AdamW over the neural side,
+    each with ReduceLROnPlateau: `(opt_image, opt_neural, sched_image, sched_neural)`."""
+    o = config.optim
+    image_params = [p for p in image_tower.parameters() if p.requires_grad]
+    image_params += [p for p in loss_fn.parameters() if p.requires_grad]
+    opt_image = torch.optim.AdamW(image_params, lr=o.image_lr, weight_decay=o.image_weight_decay)
+    if o.neural_optimizer == "rmsprop":
+        opt_neural = torch.optim.RMSprop(neural_tower.parameters(), lr=o.neural_lr, alpha=o.neural_alpha,
+                                         weight_decay=o.neural_weight_decay)
+    else:
+        opt_neural = torch.optim.AdamW(neural_tower.parameters(), lr=o.neural_lr, weight_decay=o.neural_weight_decay)
+    plateau = dict(mode="min", factor=o.plateau_factor, patience=o.plateau_patience)
+    return (opt_image, opt_neural, torch.optim.lr_scheduler.ReduceLROnPlateau(opt_image, **plateau),
+            torch.optim.lr_scheduler.ReduceLROnPlateau(opt_neural, **plateau))
 
 
 class Trainer:
@@ -112,61 +85,24 @@ class Trainer:
         self.config, self.subject = config, subject
         self.run_dir = Path(run_dir) if run_dir is not None else None
         self.status = status  # one-line progress of the preparation steps (features, closed-form start)
-        self.dist = dist_info_from_env()
-        device = resolve_device(config.device)
-        if self.dist.enabled and device.type == "cuda":
-            device = torch.device("cuda", self.dist.local_rank)
-            torch.cuda.set_device(device)
-        self.device = device
-        init_distributed(self.dist, device)
+        env = dist_ops.setup(config)  # device and (torchrun) process group
+        self.dist, self.device, self.dist_backend = env.dist, env.device, env.backend
         seed_everything(config.seed, config.deterministic)
-
-        d = config.data
-        self.split = split if split is not None else split_indices(subject.n_images, d.val_fraction, d.test_fraction, d.split_seed)
-        self._check_split()
-        if normaliser is None:
-            normaliser = Normaliser(d.normaliser).fit(subject.responses[self.split["train"]])
-        self.normaliser = normaliser
-        responses = torch.from_numpy(normaliser.transform(subject.responses))
-        self.responses = _to_device(responses, device)
-
+        self._prepare_data(split, normaliser)
         self.image_tower = ImageTower.from_config(config.image, n_components=config.n_components)
         self.neural_tower = build_neural_tower(subject.n_neurons, config.neural, config.n_components)
-        self.repeats = None  # normalised single trials (R, N, K) for repeat augmentation
-        if d.repeat_augment > 0 and subject.repeats is not None and subject.repeats.shape[0] >= 1:
-            reps = np.stack([normaliser.transform(rep) for rep in subject.repeats])
-            self.repeats = _to_device(torch.from_numpy(np.ascontiguousarray(reps, dtype=np.float32)), device)
+        self._prepare_repeats()
         self._check_memory()
         self.fused_kernels = self._prepare_fused_kernels()
         self.loss_fn = CombinedLoss(config.loss)
         self.frozen = self.image_tower.frozen
-        self.core = DualTower(self.image_tower, self.neural_tower, self.loss_fn, from_features=self.frozen).to(device)
-        if self.frozen:  # the backbone never runs per step: features of all images, once
-            report = None if status is None else \
-                (lambda done, total: status(f"preparing: backbone features {done:,}/{total:,} images"))
-            self.inputs = cached_features(self.image_tower, subject.images, subject.data_hash,
-                                          cache_dir=cache_dir, device=device, progress=report)
-        else:
-            self.inputs = _to_device(torch.from_numpy(np.ascontiguousarray(subject.images, dtype=np.float32)), device)
-        self.model: nn.Module = self.core
-        if self.dist.enabled:
-            ids = [device.index] if device.type == "cuda" else None
-            self.model = nn.parallel.DistributedDataParallel(self.core, device_ids=ids)
-
-        image_params = [p for p in self.image_tower.parameters() if p.requires_grad]
-        image_params += [p for p in self.loss_fn.parameters() if p.requires_grad]
-        o = config.optim
-        self.opt_image = torch.optim.AdamW(image_params, lr=o.image_lr, weight_decay=o.image_weight_decay)
-        if o.neural_optimizer == "rmsprop":
-            self.opt_neural = torch.optim.RMSprop(self.neural_tower.parameters(), lr=o.neural_lr, alpha=o.neural_alpha,
-                                                  weight_decay=o.neural_weight_decay)
-        else:
-            self.opt_neural = torch.optim.AdamW(self.neural_tower.parameters(), lr=o.neural_lr,
-                                                weight_decay=o.neural_weight_decay)
-        plateau = dict(mode="min", factor=o.plateau_factor, patience=o.plateau_patience)
-        self.sched_image = torch.optim.lr_scheduler.ReduceLROnPlateau(self.opt_image, **plateau)
-        self.sched_neural = torch.optim.lr_scheduler.ReduceLROnPlateau(self.opt_neural, **plateau)
-
+        gather = partial(dist_ops.gather_rows, dist=self.dist) if self.dist.enabled else None
+        self.core = DualTower(self.image_tower, self.neural_tower, self.loss_fn, from_features=self.frozen,
+                              gather=gather).to(self.device)
+        self.inputs = self._prepare_inputs(cache_dir)
+        self.model: nn.Module = self._wrap_ddp()
+        self.opt_image, self.opt_neural, self.sched_image, self.sched_neural = \
+            build_optimisers(config, self.image_tower, self.neural_tower, self.loss_fn)
         self.epoch = 0
         self.global_step = 0
         self.elapsed_before = 0.0  # seconds spent in earlier (resumed) sessions
@@ -180,7 +116,49 @@ class Trainer:
         self.train_loss_hist: list[float] = []
         self.val_loss_hist: list[float] = []
 
-    # ---- helpers --------------------------------------------------------------------------
+    # ---- construction steps ---------------------------------------------------------------
+    def _prepare_data(self, split: dict[str, np.ndarray] | None, normaliser: Normaliser | None) -> None:
+        """The split (by image) and the normaliser fitted on train rows; normalised responses on the device."""
+        d, subject = self.config.data, self.subject
+        self.split = split if split is not None else split_indices(subject.n_images, d.val_fraction, d.test_fraction, d.split_seed)
+        self._check_split()
+        self.normaliser = normaliser if normaliser is not None else \
+            Normaliser(d.normaliser).fit(subject.responses[self.split["train"]])
+        self.responses = _to_device(torch.from_numpy(self.normaliser.transform(subject.responses)), self.device)
+
+    def _prepare_repeats(self) -> None:
+        """Normalised single trials `(R, N, K)` for repeat augmentation (None when off or absent)."""
+        self.repeats = None
+        reps = self.subject.repeats
+        if self.config.data.repeat_augment > 0 and reps is not None and reps.shape[0] >= 1:
+            reps = np.stack([self.normaliser.transform(rep) for rep in reps])
+            self.repeats = _to_device(torch.from_numpy(np.ascontiguousarray(reps, dtype=np.float32)), self.device)
+
+    def _prepare_inputs(self, cache_dir: str | Path | None) -> torch.Tensor:
+        """What the image tower reads per step: cached backbone features of all images (frozen) or the images."""
+        subject = self.subject
+        if not self.frozen:
+            return _to_device(torch.from_numpy(np.ascontiguousarray(subject.images, dtype=np.float32)), self.device)
+        report = None if self.status is None or not self.is_main else \
+            (lambda done, total: self.status(f"preparing: backbone features {done:,}/{total:,} images"))
+        if self.dist.enabled:
+            return dist_ops.shared_features(self.image_tower, subject.images, subject.data_hash, cache_dir,
+                                            self.device, self.dist, progress=report)
+        return cached_features(self.image_tower, subject.images, subject.data_hash, cache_dir=cache_dir,
+                               device=self.device, progress=report)
+
+    def _wrap_ddp(self) -> nn.Module:
+        """The module a step calls: `core`, or under torchrun `core` in DistributedDataParallel (the
+        backbone's BatchNorms as SyncBatchNorm when fine-tuned on GPUs: global-batch statistics)."""
+        if not self.dist.enabled:
+            return self.core
+        if not self.frozen and self.device.type == "cuda":
+            nn.SyncBatchNorm.convert_sync_batchnorm(self.core)
+        ids = [self.device.index] if self.device.type == "cuda" else None
+        model = nn.parallel.DistributedDataParallel(self.core, device_ids=ids, broadcast_buffers=not self.frozen)
+        dist_ops.reseed_per_rank(self.config.seed, self.dist)
+        return model
+
     def _check_split(self) -> None:
         sets = [set(np.asarray(self.split[k]).tolist()) for k in ("train", "val", "test")]
         if sets[0] & sets[1] or sets[0] & sets[2] or sets[1] & sets[2]:
@@ -190,6 +168,29 @@ class Trainer:
         if max(max(s) for s in sets if s) >= self.subject.n_images:
             raise ValueError(f"split indices exceed the subject's {self.subject.n_images} images")
 
+    def _check_memory(self) -> None:
+        """Refuse up front, with what to do instead, a reference tower whose K x K blocks cannot fit
+        (an out-of-memory error half-way through the first step says much less)."""
+        need = self.neural_tower.folded_block_bytes()
+        have = available_memory_bytes(self.device) if need else None
+        if have is not None and need > 0.9 * have:
+            k = self.neural_tower.n_neurons
+            raise ValueError(
+                f"the reference attention over {k:,} neurons needs about {need / 2**30:.1f} GiB for its "
+                f"{k:,} x {k:,} blocks and their gradients, but {self.device} has {have / 2**30:.1f} GiB "
+                "available; use the latent neural block, linear in the number of neurons (--neural-block "
+                "latent, or Block type on the Train page), or a machine with more memory")
+
+    def _prepare_fused_kernels(self) -> bool:
+        """Build/load the fused CPU kernels of the folded attention now (once per machine, ~20 s)
+        rather than inside the first training step. True when training will use them."""
+        if self.device.type != "cpu" or not self.neural_tower.uses_folded_attention:
+            return False
+        from neuroalign.models import native
+
+        return native.load() is not None
+
+    # ---- small helpers --------------------------------------------------------------------
     def _autocast(self):
         if self.config.bf16 and self.device.type == "cuda":
             return torch.autocast(device_type="cuda", dtype=torch.bfloat16)
@@ -206,75 +207,64 @@ class Trainer:
         return float(self.opt_image.param_groups[0]["lr"]), float(self.opt_neural.param_groups[0]["lr"])
 
     def _batches(self, epoch: int) -> list[torch.Tensor]:
-        """This epoch's training batches (index tensors into the subject), same for a given seed+epoch."""
+        """This epoch's GLOBAL training batches (index tensors into the subject): one permutation per
+        seed+epoch, the same for every world size (each rank then takes its slice, `_local`)."""
         train = torch.as_tensor(self.split["train"], dtype=torch.long)
-        if self.dist.enabled:
-            sampler = torch.utils.data.DistributedSampler(range(len(train)), num_replicas=self.dist.world_size,
-                                                          rank=self.dist.rank, shuffle=True, seed=self.config.seed)
-            sampler.set_epoch(epoch)
-            order = torch.as_tensor(list(sampler), dtype=torch.long)
-        else:
-            gen = torch.Generator().manual_seed(self.config.seed * 100003 + epoch)
-            order = torch.randperm(len(train), generator=gen)
+        gen = torch.Generator().manual_seed(self.config.seed * 100003 + epoch)
+        order = torch.randperm(len(train), generator=gen)
         chunks = list(train[order].split(self.config.batch_size))
         if len(chunks) > 1 and len(chunks[-1]) < 2:  # a 1-item batch has no negatives
             chunks = chunks[:-1]
         return [c.to(self.device) for c in chunks]
 
+    def _local(self, batch: torch.Tensor) -> tuple[torch.Tensor, int]:
+        """This rank's rows of a global batch and their offset in it."""
+        lo, hi = dist_ops.shard_bounds(len(batch), self.dist.world_size, self.dist.rank)
+        return batch[lo:hi], lo
+
+    def _train_responses(self, idx: torch.Tensor, epoch: int, step: int, offset: int = 0,
+                         total: int | None = None) -> torch.Tensor:
+        """The rows' responses; with repeat augmentation some rows are one single trial instead. The
+        draw is made for the whole global batch (`total` rows, these at `offset`), so every world
+        size swaps the same rows for the same trials."""
+        r = self.responses[idx]
+        p = self.config.data.repeat_augment
+        if self.repeats is None or p <= 0:
+            return r
+        total = len(idx) if total is None else total
+        gen = torch.Generator().manual_seed(self.config.seed * 7919 + epoch * 100003 + step)
+        use = (torch.rand(total, generator=gen) < p)[offset:offset + len(idx)]
+        which = torch.randint(self.repeats.shape[0], (total,), generator=gen)[offset:offset + len(idx)]
+        if not bool(use.any()):
+            return r
+        single = self.repeats[which.to(self.device), idx]
+        return torch.where(use.to(self.device)[:, None], single, r)
+
+    # ---- weights and checkpoints (training.state) -----------------------------------------
     def model_state(self) -> dict[str, Any]:
         """Weights of both towers and the loss (CPU copies)."""
-        return {"image_tower": _cpu_state(self.image_tower), "neural_tower": _cpu_state(self.neural_tower),
-                "loss": _cpu_state(self.loss_fn)}
+        return state_io.model_state(self)
 
     def load_model_state(self, state: dict[str, Any]) -> None:
-        self.image_tower.load_state_dict(state["image_tower"])
-        self.neural_tower.load_state_dict(state["neural_tower"])
-        self.loss_fn.load_state_dict(state["loss"])
+        state_io.load_model_state(self, state)
 
     def training_state(self) -> dict[str, Any]:
         """Everything `last.pt` needs to resume (tensors and plain containers only)."""
-        return {
-            "model": self.model_state(), "opt_image": self.opt_image.state_dict(), "opt_neural": self.opt_neural.state_dict(),
-            "sched_image": self.sched_image.state_dict(), "sched_neural": self.sched_neural.state_dict(),
-            "epoch": self.epoch, "global_step": self.global_step, "elapsed_s": self.elapsed_before,
-            "best_val": self.best_val, "best_score": self.best_score, "best_epoch": self.best_epoch,
-            "bad_epochs": self.bad_epochs, "linear_start": self.linear_start_report,
-            "train_loss_hist": list(self.train_loss_hist), "val_loss_hist": list(self.val_loss_hist),
-        }
+        return state_io.training_state(self)
 
     def load_training_state(self, last: dict[str, Any], best: dict[str, Any] | None = None) -> None:
         """Resume from a `last.pt` dict (and the `best.pt` dict, whose weights become the best state)."""
-        self.load_model_state(last["model"])
-        self.opt_image.load_state_dict(last["opt_image"])
-        self.opt_neural.load_state_dict(last["opt_neural"])
-        self.sched_image.load_state_dict(last["sched_image"])
-        self.sched_neural.load_state_dict(last["sched_neural"])
-        self.epoch, self.global_step = int(last["epoch"]), int(last["global_step"])
-        self.elapsed_before = float(last["elapsed_s"])
-        self.best_val, self.best_epoch = float(last["best_val"]), int(last["best_epoch"])
-        self.bad_epochs = int(last["bad_epochs"])
-        self.best_score = float(last.get("best_score", -math.inf))
-        self.linear_start_report = last.get("linear_start")
-        self.train_loss_hist = [float(x) for x in last["train_loss_hist"]]
-        self.val_loss_hist = [float(x) for x in last["val_loss_hist"]]
-        self.best_state = best["model"] if best is not None else None
-        logger.info("resumed at epoch %d (best epoch %d, val %.4f)", self.epoch, self.best_epoch, self.best_val)
+        state_io.load_training_state(self, last, best)
 
     def save_checkpoints(self) -> None:
         """Write `best.pt` (when it changed) and `last.pt` atomically (rank 0 with a run dir only)."""
-        if not self._write():
-            return
-        if self.best_state is not None and self._best_dirty:
-            atomic_torch_save(self.run_dir / runs_io.BEST_CKPT,
-                              {"model": self.best_state, "epoch": self.best_epoch, "val_loss": self.best_val})
-            self._best_dirty = False
-        atomic_torch_save(self.run_dir / runs_io.LAST_CKPT, self.training_state())
+        state_io.save_checkpoints(self)
 
     # ---- evaluation -----------------------------------------------------------------------
     @torch.no_grad()
     def val_loss(self, indices: np.ndarray | None = None) -> float:
         """Mean loss over `indices` (default: the val split) in eval mode, batches of `batch_size` in a
-        fixed order (the same scale as the training loss)."""
+        fixed order (the same scale as the training loss). Local to this process."""
         idx = torch.as_tensor(self.split["val"] if indices is None else indices, dtype=torch.long)
         was = self.core.training
         self.core.eval()
@@ -285,7 +275,8 @@ class Trainer:
                     continue
                 chunk = chunk.to(self.device)
                 with self._autocast():
-                    loss, _, _, _ = self.core(self.inputs[chunk], self.responses[chunk])
+                    img, neu = self.core.maps(self.inputs[chunk], self.responses[chunk])
+                    loss, _ = self.loss_fn(img, neu)
                 total += loss.float() * len(chunk)
                 count += len(chunk)
         finally:
@@ -310,7 +301,8 @@ class Trainer:
 
     def fit_linear_start(self) -> dict[str, Any]:
         """Set both towers to the closed-form start (`training.linear_start`) from the train and val
-        images; returns what was chosen (also kept in `linear_start_report`)."""
+        images; returns what was chosen (also kept in `linear_start_report`). Under torchrun every
+        rank computes it from the same data and rank 0's weights are then broadcast (identical start)."""
         if not self.frozen:
             raise ValueError("the linear start needs a frozen backbone (cached features); got mode 'finetune'")
         tr, va = (np.asarray(self.split[k], dtype=np.int64) for k in ("train", "val"))
@@ -318,6 +310,7 @@ class Trainer:
         resp = self.responses.cpu().numpy()
         start = fit_linear_start(feats[tr], resp[tr], feats[va], resp[va], self.config.n_components)
         apply_linear_start(self.image_tower, self.neural_tower, start)
+        dist_ops.broadcast_module(self.core, self.dist)
         self.linear_start_report = start.report
         return start.report
 
@@ -339,35 +332,7 @@ class Trainer:
             self.core.train(was)
         return torch.cat(img_out).numpy(), torch.cat(neu_out).numpy()
 
-    def _check_memory(self) -> None:
-        """Refuse up front, with what to do instead, a reference tower whose K x K blocks cannot fit
-        (an out-of-memory error half-way through the first step says much less)."""
-        need = self.neural_tower.folded_block_bytes()
-        have = available_memory_bytes(self.device) if need else None
-        if have is not None and need > 0.9 * have:
-            k = self.neural_tower.n_neurons
-            raise ValueError(
-                f"the reference attention over {k:,} neurons needs about {need / 2**30:.1f} GiB for its "
-                f"{k:,} x {k:,} blocks and their gradients, but {self.device} has {have / 2**30:.1f} GiB "
-                "available; use the latent neural block, linear in the number of neurons (--neural-block "
-                "latent, or Block type on the Train page), or a machine with more memory")
-
-    def _prepare_fused_kernels(self) -> bool:
-        """Build/load the fused CPU kernels of the folded attention now (once per machine, ~20 s)
-        rather than inside the first training step. True when training will use them."""
-        if self.device.type != "cpu" or not self.neural_tower.uses_folded_attention:
-            return False
-        from neuroalign.models import native
-
-        return native.load() is not None
-
     # ---- training -------------------------------------------------------------------------
-    def _check_finite(self, value: float, where: str) -> None:
-        if not math.isfinite(value):
-            raise TrainingDiverged(
-                f"loss became {value} at {where}; training stopped (best epoch so far: {self.best_epoch}). "
-                "Try a lower learning rate or gradient clipping.")
-
     def fit(self, callback: Callback | None = None, stop_event: threading.Event | None = None) -> FitResult:
         """Train until `epochs`, early stopping, the time budget or `stop_event`; restore the best epoch.
 
@@ -380,172 +345,7 @@ class Trainer:
         if threads:
             torch.set_num_threads(threads)
         try:
-            return self._fit(callback, stop_event)
+            return FitLoop(self, callback, stop_event).run()
         finally:
             if threads:
                 torch.set_num_threads(previous)
-
-    def _start(self, callback: Callback | None) -> None:
-        """Epoch 0 of a fresh run: the closed-form start (init="linear") and, under
-        select_by val_top1 / val_mrr, the starting weights scored as the first candidate for "best"."""
-        if self.epoch > 0 or self.global_step > 0:
-            return
-        if self.config.init == "linear" and self.linear_start_report is None:
-            if self.status is not None and self.is_main:
-                self.status("preparing: closed-form linear start (ridge and predictable subspace, choices on val)")
-            self.fit_linear_start()
-        if self.config.select_by != "val_loss" and self.best_state is None:
-            self.best_score = self._selection_score()
-            self.best_val, self.best_epoch = self.val_loss(), 0
-            self.best_state, self._best_dirty = self.model_state(), True
-
-    def _is_better(self, val_loss: float, score: float | None) -> bool:
-        if score is not None:
-            return score > self.best_score + 1e-9
-        return val_loss < self.best_val - MIN_IMPROVEMENT * abs(self.best_val if math.isfinite(self.best_val) else 0)
-
-    def _train_responses(self, idx: torch.Tensor, epoch: int, step: int) -> torch.Tensor:
-        """The batch's responses; with repeat augmentation some rows are one single trial instead."""
-        r = self.responses[idx]
-        p = self.config.data.repeat_augment
-        if self.repeats is None or p <= 0:
-            return r
-        gen = torch.Generator().manual_seed(self.config.seed * 7919 + epoch * 100003 + step)
-        use = torch.rand(len(idx), generator=gen) < p
-        which = torch.randint(self.repeats.shape[0], (len(idx),), generator=gen)
-        if not bool(use.any()):
-            return r
-        single = self.repeats[which.to(self.device), idx]
-        return torch.where(use.to(self.device)[:, None], single, r)
-
-    def _fit(self, callback: Callback | None, stop_event: threading.Event | None) -> FitResult:
-        cfg = self.config
-        self._start(callback)
-        t0 = time.monotonic()
-        stop_reason = "completed"
-        last_log_t, last_log_samples, samples = t0, 0, 0
-        step_time = 0.0  # seconds inside training steps only (no validation, no checkpoints)
-        for epoch in range(self.epoch + 1, cfg.epochs + 1):
-            self.core.train()
-            batches = self._batches(epoch)
-            loss_sum, n_steps = torch.zeros((), device=self.device), 0
-            for i, idx in enumerate(batches):
-                reason = self._stop_reason(stop_event, t0)
-                if reason is not None:
-                    stop_reason = reason
-                    break
-                step_t0 = time.monotonic()
-                with self._autocast():
-                    loss, parts, _, _ = self.model(self.inputs[idx], self._train_responses(idx, epoch, i))
-                self.opt_image.zero_grad(set_to_none=True)
-                self.opt_neural.zero_grad(set_to_none=True)
-                loss.backward()
-                if cfg.optim.grad_clip:
-                    nn.utils.clip_grad_norm_(self.core.parameters(), cfg.optim.grad_clip)
-                self.opt_image.step()
-                self.opt_neural.step()
-                loss_sum += loss.detach()
-                n_steps += 1
-                samples += len(idx)
-                step_time += time.monotonic() - step_t0
-                self.global_step += 1
-                elapsed = self.elapsed_before + time.monotonic() - t0
-                progress = self._progress(epoch - 1 + (i + 1) / len(batches), elapsed)
-                log_now = self.global_step % max(cfg.log_every_steps, 1) == 0
-                if log_now or self.device.type == "cpu":  # on CPU .item() costs no device sync
-                    value = float(loss.item())
-                    self._check_finite(value, f"epoch {epoch}, step {self.global_step}")
-                if log_now:
-                    now = time.monotonic()
-                    rate = (samples - last_log_samples) / max(now - last_log_t, 1e-9)
-                    last_log_t, last_log_samples = now, samples
-                    lr_i, lr_n = self._lrs()
-                    self._emit(callback, "step", {
-                        "epoch": epoch, "step": self.global_step, "train_loss": value, "lr_image": lr_i,
-                        "lr_neural": lr_n, "samples_per_s": rate, "elapsed_s": elapsed, "progress": progress,
-                        "eta_s": self._eta(elapsed, progress), "temperature": float(parts["temperature"])})
-            if n_steps == 0:  # stopped at an epoch boundary: nothing new to score
-                break
-            train_loss = float(loss_sum.item() / max(n_steps, 1))
-            self._check_finite(train_loss, f"epoch {epoch} (mean training loss)")
-            val_loss = self.val_loss()
-            self._check_finite(val_loss, f"epoch {epoch} (validation loss)")
-            score = self._selection_score()
-            self.sched_image.step(val_loss)
-            self.sched_neural.step(val_loss)
-            self.epoch = epoch
-            self.train_loss_hist.append(train_loss)
-            self.val_loss_hist.append(val_loss)
-            if self._is_better(val_loss, score):
-                self.best_val, self.best_epoch, self.bad_epochs = val_loss, epoch, 0
-                if score is not None:
-                    self.best_score = score
-                self.best_state = self.model_state()
-                self._best_dirty = True
-            else:
-                self.bad_epochs += 1
-            elapsed = self.elapsed_before + time.monotonic() - t0
-            progress = self._progress(epoch, elapsed)
-            lr_i, lr_n = self._lrs()
-            self._emit(callback, "epoch", {
-                "epoch": epoch, "step": self.global_step, "train_loss": train_loss, "val_loss": val_loss,
-                "best_val_loss": self.best_val, "best_epoch": self.best_epoch, "lr_image": lr_i, "lr_neural": lr_n,
-                **({"val_score": score, "best_val_score": self.best_score} if score is not None else {}),
-                "samples_per_s": samples / max(step_time, 1e-9), "elapsed_s": elapsed,
-                "progress": progress, "eta_s": self._eta(elapsed, progress)})
-            if cfg.early_stopping_patience is not None and self.bad_epochs >= cfg.early_stopping_patience \
-                    and stop_reason == "completed":
-                stop_reason = "early_stopping"
-            if stop_reason != "completed":
-                break
-            if epoch % max(cfg.checkpoint_every_epochs, 1) == 0:
-                self._save_timed(t0)
-        if self.best_state is None:  # stopped before the first epoch ended: the initial weights are "best"
-            self.best_val, self.best_epoch = self.val_loss(), self.epoch
-            self.best_state, self._best_dirty = self.model_state(), True
-        self.elapsed_before += time.monotonic() - t0
-        self.save_checkpoints()
-        if self.best_state is not None:
-            self.load_model_state(self.best_state)
-        logger.info("training ended (%s) after epoch %d; best epoch %d, val loss %.4f",
-                    stop_reason, self.epoch, self.best_epoch, self.best_val)
-        return FitResult(self.epoch, self.best_epoch, self.best_val, stop_reason, self.elapsed_before,
-                         list(self.train_loss_hist), list(self.val_loss_hist))
-
-    def _stop_reason(self, stop_event: threading.Event | None, t0: float) -> str | None:
-        """'stopped', 'time_budget' or None; under DDP all ranks agree (one tiny all-reduce per step)."""
-        code = 0
-        if stop_event is not None and stop_event.is_set():
-            code = 2
-        elif self.config.max_seconds is not None and self.elapsed_before + time.monotonic() - t0 >= self.config.max_seconds:
-            code = 1
-        if self.dist.enabled:
-            flag = torch.tensor([code], device=self.device)
-            torch.distributed.all_reduce(flag, op=torch.distributed.ReduceOp.MAX)
-            code = int(flag.item())
-        return {0: None, 1: "time_budget", 2: "stopped"}[code]
-
-    def _save_timed(self, t0: float) -> None:
-        before = self.elapsed_before
-        self.elapsed_before = before + time.monotonic() - t0
-        try:
-            self.save_checkpoints()
-        finally:
-            self.elapsed_before = before
-
-    def _progress(self, epochs_done: float, elapsed: float) -> float:
-        p = epochs_done / self.config.epochs
-        if self.config.max_seconds:
-            p = max(p, elapsed / self.config.max_seconds)
-        return float(min(max(p, 0.0), 1.0))
-
-    @staticmethod
-    def _eta(elapsed: float, progress: float) -> float:
-        return float(elapsed * (1 - progress) / progress) if progress > 0 else float("nan")
-
-    def _emit(self, callback: Callback | None, event: str, values: dict[str, float]) -> None:
-        values = {k: float(v) for k, v in values.items()}
-        if self._write():
-            runs_io.append_metrics(self.run_dir, {"event": event, **values})
-        if callback is not None and self.is_main:
-            callback(event, values)
