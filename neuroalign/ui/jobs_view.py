@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import statistics
 import threading
+import time
 from typing import Any
 
 logger = logging.getLogger(__name__)
@@ -60,19 +61,78 @@ def active(snaps: list[Any]) -> list[Any]:
     return [s for s in snaps if s.state in ACTIVE_STATES]
 
 
+# status.json of in-thread jobs, read again only when the file changed: (mtime_ns, size, inode) and
+# (message, mtime); worker jobs need no read at all (their snapshot's message follows status.json).
+_status_cache: dict[str, tuple[tuple[int, int, int], tuple[str, float]]] = {}
+_status_cache_lock = threading.Lock()
+STALL_AFTER_S = 60.0  # a running job with nothing new for this long gets a "no progress" note
+
+
+def _status_message(run_dir: Any) -> tuple[str, float] | None:
+    """(message, mtime) of a run's status.json: one stat per call, a read only when it changed."""
+    import os
+
+    path = os.path.join(str(run_dir), "status.json")
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    sig = (st.st_mtime_ns, st.st_size, st.st_ino)
+    with _status_cache_lock:
+        hit = _status_cache.get(path)
+        if hit is not None and hit[0] == sig:
+            return hit[1]
+    try:
+        from neuroalign.training.runs import read_status
+
+        value = (str(read_status(run_dir).get("message") or ""), st.st_mtime)
+    except (OSError, ValueError):
+        return None
+    with _status_cache_lock:
+        if len(_status_cache) > 256:
+            _status_cache.clear()
+        _status_cache[path] = (sig, value)
+    return value
+
+
+def _idle_text(seconds: float) -> str:
+    minutes = int(seconds // 60)
+    return f"{minutes} min" if minutes >= 1 else f"{int(seconds)} s"
+
+
+def stall_note(snap: Any, last_activity: float | None = None, now: float | None = None) -> str | None:
+    """For a running job with no new metrics record and no status change for STALL_AFTER_S: 'no
+    progress for 2 min — the job is still alive (pid 123)' or '... — the worker process is gone'."""
+    if snap.state != "running":
+        return None
+    last = max([t for t in (getattr(snap, "last_activity", None), last_activity, snap.started) if t] or [0.0])
+    idle = (time.time() if now is None else now) - last
+    if not last or idle < STALL_AFTER_S:
+        return None
+    alive, pid = getattr(snap, "alive", None), getattr(snap, "pid", None)
+    thread = getattr(snap, "kind", "thread") == "thread"
+    if alive is False:
+        gone = "the job's thread is gone" if thread else "the worker process is gone"
+        return f"no progress for {_idle_text(idle)} — {gone}"
+    where = f"pid {pid}" if pid else "in the server process"
+    return f"no progress for {_idle_text(idle)} — the job is still alive ({where})"
+
+
 def live_message(snap: Any) -> str:
-    """What a job is doing now: the run's status.json message while the job has not reported yet
-    (loading data, computing backbone features), else the job's own message."""
+    """What a job is doing now: a worker job's message (it follows status.json); for an in-thread
+    job that has not reported yet (loading data, computing backbone features) the run's status.json
+    message (read once per change, not per call); plus a note when nothing has progressed for a while."""
     if is_stopping(snap):
         return STOPPING_MESSAGE
-    if snap.state == "running" and not snap.history:
-        try:
-            from neuroalign.training.runs import read_status
-
-            return read_status(snap.run_dir).get("message") or snap.message
-        except (OSError, ValueError):
-            return snap.message
-    return snap.message
+    message, changed = snap.message, None
+    if snap.state == "running" and getattr(snap, "kind", "thread") == "thread":
+        status = _status_message(snap.run_dir)
+        if status is not None:
+            changed = status[1]
+            if not snap.history and status[0]:
+                message = status[0]
+    note = stall_note(snap, changed)
+    return f"{message} · {note}" if note and message else (note or message)
 
 
 def job_label(snap: Any) -> str:

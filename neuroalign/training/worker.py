@@ -1,0 +1,187 @@
+"""The training worker: one training run in a process of its own (what the dashboard's jobs launch).
+
+    python -m neuroalign.training.worker --spec RUN_DIR/job_spec.json
+    python -m torch.distributed.run --standalone --nproc_per_node=N -m neuroalign.training.worker --spec ...
+
+`JobManager` (neuroalign.training.jobs) writes the spec and starts this module; everything the job
+thread learns about the run comes back through the run directory, never through a pipe:
+progress and history from `metrics.jsonl` (what the trainer appends), state and message from
+`status.json`, the result from `status.json` / `results.json`, this process's log on stderr
+(which the manager sends to `worker.log`). Everything that is process-wide in torch (the thread
+count, deterministic algorithms, module switches read from the environment) is set here, in the
+worker, and dies with it.
+
+Spec (`job_spec.json`, JSON): `{"version": 1, "mode": "start" | "resume", "subject", "data_dir",
+"runs_dir", "run_dir" (created by the manager, holding a status.json), "cache_dir",
+"config": TrainConfig.to_dict(), "runner": null | "module:function"}`. `runner` replaces
+`pipeline.run_training` (mode start) or `pipeline.resume_training` (mode resume) by a callable with
+the same parameters; the manager sets it only when told so in code (tests, custom pipelines).
+
+Stopping: a stop is requested by creating `stop_request.json` in the run folder; a watcher
+thread polls for it and sets the trainer's stop event, so the stop is graceful (the best checkpoint
+is restored and evaluated). Under torchrun every rank polls the same file, and the trainer's
+per-step all-reduce makes the ranks agree on the step they stop at. Only rank 0 is given the run
+folder to write into for a new run; the other ranks train and write nothing.
+
+Exit status: 0 the run ended with a final status of its own (finished or stopped); 1 it failed
+(status.json says `failed` and why; the last stderr line says it too); 2 the spec was unusable.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import logging
+import os
+import sys
+import threading
+from pathlib import Path
+from typing import Any, Callable
+
+from neuroalign.training.jobs import SPEC_VERSION, STOP_FILE
+
+logger = logging.getLogger("neuroalign.training.worker")
+
+MODES = ("start", "resume")
+STOP_POLL_S = 0.2
+FINAL_STATES = ("finished", "stopped", "failed", "interrupted")
+
+
+class SpecError(ValueError):
+    """The worker spec is missing, unreadable or inconsistent (exit status 2)."""
+
+
+def load_spec(path: str | os.PathLike) -> dict[str, Any]:
+    """Read and check a worker spec; SpecError with one line naming what was found otherwise."""
+    path = Path(path)
+    try:
+        spec = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise SpecError(f"worker spec {path} not found") from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise SpecError(f"worker spec {path} is not readable JSON: {exc}") from None
+    if not isinstance(spec, dict):
+        raise SpecError(f"worker spec {path} must be a JSON object, got {type(spec).__name__}")
+    if spec.get("version") != SPEC_VERSION:
+        raise SpecError(f"worker spec {path} has version {spec.get('version')!r}, expected {SPEC_VERSION}")
+    if spec.get("mode") not in MODES:
+        raise SpecError(f"worker spec {path}: mode must be one of {', '.join(MODES)}, got {spec.get('mode')!r}")
+    need = ("run_dir", "data_dir", "cache_dir") + (("subject", "runs_dir", "config") if spec["mode"] == "start" else ())
+    missing = [k for k in need if spec.get(k) in (None, "")]
+    if missing:
+        raise SpecError(f"worker spec {path} lacks {', '.join(missing)}")
+    run_dir = Path(spec["run_dir"])
+    if not (run_dir / "status.json").is_file():
+        raise SpecError(f"worker spec {path}: run folder {run_dir} has no status.json (the manager creates it)")
+    runner = spec.get("runner")
+    if runner is not None and (not isinstance(runner, str) or runner.count(":") != 1):
+        raise SpecError(f"worker spec {path}: runner must be 'module:function', got {runner!r}")
+    return spec
+
+
+def _import_runner(name: str) -> Callable[..., Any]:
+    module, _, attr = name.partition(":")
+    try:
+        fn = getattr(importlib.import_module(module), attr)
+    except (ImportError, AttributeError) as exc:
+        raise SpecError(f"worker runner {name!r} cannot be imported: {exc}") from None
+    if not callable(fn):
+        raise SpecError(f"worker runner {name!r} is not callable")
+    return fn
+
+
+def _watch_stop(stop_file: Path, stop_event: threading.Event, done: threading.Event) -> None:
+    """Set `stop_event` once `stop_file` exists (polled until `done`)."""
+    while not done.wait(STOP_POLL_S):
+        if stop_file.exists():
+            logger.info("stop requested (%s); stopping after the current step", stop_file.name)
+            stop_event.set()
+            return
+
+
+def _rank() -> int:
+    try:
+        return int(os.environ.get("RANK", "0"))
+    except ValueError:
+        return 0
+
+
+def run_spec(spec: dict[str, Any]) -> str:
+    """Run what `spec` says in this process; returns the run's final state (finished/stopped/failed).
+
+    Raises what the training raises, after making sure (rank 0) that status.json says `failed`
+    with the one-line reason when the runner did not write a final status itself.
+    """
+    from neuroalign.training import runs as runs_io
+
+    run_dir = Path(spec["run_dir"])
+    is_main = _rank() == 0
+    stop_event, done = threading.Event(), threading.Event()
+    watcher = threading.Thread(target=_watch_stop, args=(run_dir / STOP_FILE, stop_event, done),
+                               name="neuroalign-stop-watcher", daemon=True)
+    watcher.start()
+    try:
+        if spec["mode"] == "start":
+            from neuroalign.config import TrainConfig
+
+            config = TrainConfig.from_dict(spec["config"])
+            if spec.get("runner"):
+                runner = _import_runner(spec["runner"])
+            else:
+                from neuroalign.training import pipeline
+
+                runner = pipeline.run_training
+            runner(spec["subject"], config, spec["data_dir"], spec["runs_dir"], stop_event=stop_event,
+                   run_dir=run_dir if is_main else None, cache_dir=spec["cache_dir"])
+        else:
+            if spec.get("runner"):
+                runner = _import_runner(spec["runner"])
+            else:
+                from neuroalign.training import pipeline
+
+                runner = pipeline.resume_training
+            runner(run_dir, data_dir=spec["data_dir"], stop_event=stop_event, cache_dir=spec["cache_dir"])
+    except BaseException as exc:
+        if is_main and runs_io.read_status(run_dir).get("state") not in FINAL_STATES:
+            runs_io.write_status(run_dir, "failed", f"{type(exc).__name__}: {exc}")
+        raise
+    finally:
+        done.set()
+    if not is_main:
+        return "finished"
+    state = runs_io.read_status(run_dir).get("state")
+    if state not in FINAL_STATES:  # a runner that returned without a final status
+        state = "stopped" if stop_event.is_set() else "finished"
+        runs_io.write_status(run_dir, state, "stopped by user" if state == "stopped" else "finished")
+    return state
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m neuroalign.training.worker",
+                                     description="Run one training job described by a JSON spec (see the module docstring).")
+    parser.add_argument("--spec", required=True, help="path of the job spec (job_spec.json in the run folder)")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, stream=sys.stderr,
+                        format=f"%(asctime)s rank{_rank()} %(levelname)s %(name)s: %(message)s")
+    try:
+        spec = load_spec(args.spec)
+    except SpecError as exc:
+        logger.error("%s", exc)
+        return 2
+    logger.info("worker pid %d: %s %s in %s", os.getpid(), spec["mode"], spec.get("subject") or "", spec["run_dir"])
+    try:
+        state = run_spec(spec)
+    except SpecError as exc:
+        logger.error("%s", exc)
+        return 2
+    except BaseException as exc:  # noqa: BLE001 - the one line the job card shows comes last
+        logger.exception("training failed")
+        logger.error("failed: %s: %s", type(exc).__name__, " ".join(str(exc).split()))
+        return 1
+    logger.info("run ended: %s", state)
+    return 1 if state == "failed" else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
