@@ -36,6 +36,8 @@ from neuroalign.evaluation.baselines import (
 from neuroalign.evaluation.retrieval import n_way_metrics, retrieval_metrics
 from neuroalign.io_utils import atomic_savemat, atomic_savez, atomic_write_json
 from neuroalign.models import minmax_per_sample, similarity_matrix, ssim_per_sample
+from neuroalign.training.rebuild import rebuild_trainer
+from neuroalign.training.runs import BEST_CKPT, load_checkpoint, load_run
 
 logger = logging.getLogger(__name__)
 
@@ -144,9 +146,6 @@ def evaluate_trainer(trainer, run_dir: str | Path | None = None, subject_path: s
 def evaluate_run(run_dir: str | Path, data_dir: str | Path | None = None, cache_dir: str | Path | None = None,
                  device: str | None = None) -> dict[str, Any]:
     """Recompute `results.json` (and the test outputs) of a run from its `best.pt`."""
-    from neuroalign.training.pipeline import rebuild_trainer
-    from neuroalign.training.runs import BEST_CKPT, load_checkpoint, load_run
-
     record = load_run(run_dir)
     best_path = Path(run_dir) / BEST_CKPT
     if not best_path.is_file():

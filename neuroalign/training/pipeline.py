@@ -26,11 +26,16 @@ import torch
 
 from neuroalign import __version__
 from neuroalign.config import TrainConfig
-from neuroalign.data import Normaliser, Subject, SubjectStore, load_subject
+from neuroalign.data import Subject, load_subject
+from neuroalign.evaluation.evaluate import evaluate_trainer
 from neuroalign.io_utils import atomic_savemat, atomic_write_json
+from neuroalign.training import distributed as dist_ops
 from neuroalign.training import runs as runs_io
-from neuroalign.training.device import describe_device
+from neuroalign.training.device import describe_device, dist_info_from_env
+from neuroalign.training.rebuild import rebuild_trainer, subject_path as _subject_path
 from neuroalign.training.trainer import Callback, FitResult, Trainer, TrainingDiverged
+
+__all__ = ["STOP_MESSAGES", "rebuild_trainer", "resume_training", "run_training"]
 
 logger = logging.getLogger(__name__)
 
@@ -59,19 +64,22 @@ def _config_record(config: TrainConfig, subject: Subject, subject_path: Path, tr
                     "image_shape": list(subject.images.shape[2:]), "simulated": bool(subject.meta.get("simulated", False))},
         "code_version": __version__, "git_commit": _git_commit(), "torch_version": torch.__version__,
         "device": str(trainer.device), "device_description": describe_device(trainer.device),
-        "fused_cpu_kernels": trainer.fused_kernels, "world_size": trainer.dist.world_size, "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "fused_cpu_kernels": trainer.fused_kernels, "world_size": trainer.dist.world_size,
+        "backend": trainer.dist_backend, "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "resumed_from_epoch": None,
         "reproduce": f"python -m neuroalign train --subjects {subject.name} (config.json holds every setting)",
     }
 
 
-def _subject_path(data_dir: str | Path, name: str) -> Path:
-    return SubjectStore(data_dir).path(name)
+def _status_writer(run_dir: Path, is_main: bool):
+    """`write_status` into `run_dir` on rank 0; a no-op on the other torchrun ranks."""
+    def write(state: str, message: str = "", **fields: Any) -> None:
+        if is_main:
+            runs_io.write_status(run_dir, state, message, **fields)
+    return write
 
 
 def _finish(trainer: Trainer, fit: FitResult, run_dir: Path, subject_path: Path) -> None:
-    from neuroalign.evaluation.evaluate import evaluate_trainer
-
     if not trainer.is_main:
         return
     atomic_savemat(run_dir / runs_io.LOSS_MAT, {
@@ -127,59 +135,33 @@ def run_training(subject_name: str, config: TrainConfig, data_dir: str | Path, r
 
     Returns the run folder. A NaN/Inf loss raises `TrainingDiverged` after writing status
     `failed`; a stop request or the time budget ends cleanly (best checkpoint restored, evaluated).
+    Under torchrun every rank calls this: rank 0 makes (or takes) the folder and is the only one
+    that writes into it (even when every rank is given `run_dir`); every rank trains and returns
+    rank 0's folder.
     """
     config.validate()
     subject_path = _subject_path(data_dir, subject_name)
-    from neuroalign.training.device import dist_info_from_env
-
-    is_main = dist_info_from_env().is_main
-    run_dir = Path(run_dir) if run_dir is not None else (runs_io.new_run_dir(runs_dir, subject_name) if is_main else None)
-    if run_dir is None:  # non-zero torchrun ranks train but write nothing
-        subject = load_subject(subject_path)
-        trainer = Trainer(config, subject, run_dir=None, cache_dir=cache_dir)
-        trainer.fit(stop_event=stop_event)
-        return Path(runs_dir)
-    runs_io.write_status(run_dir, "running", "loading data", epochs=config.epochs, progress=0.0)
+    dist = dist_info_from_env()
+    if dist.enabled:  # the process group first: the ranks agree on the run folder through it
+        dist_ops.setup(config)
+    if run_dir is None and dist.is_main:
+        run_dir = runs_io.new_run_dir(runs_dir, subject_name)
+    run_dir = Path(dist_ops.broadcast_object(str(run_dir) if run_dir is not None else None, dist))
+    status = _status_writer(run_dir, dist.is_main)
+    status("running", "loading data", epochs=config.epochs, progress=0.0)
     try:
         subject = load_subject(subject_path)
-        runs_io.write_status(run_dir, "running",
-                             "preparing (backbone features and, on a CPU, the fused kernels are built once)")
+        status("running", "preparing (backbone features and, on a CPU, the fused kernels are built once)")
         trainer = Trainer(config, subject, run_dir=run_dir, cache_dir=cache_dir,
-                          status=lambda message: runs_io.write_status(run_dir, "running", message, progress=0.0))
+                          status=lambda message: status("running", message, progress=0.0))
     except BaseException as exc:
-        runs_io.write_status(run_dir, "failed", f"{type(exc).__name__}: {exc}")
+        status("failed", f"{type(exc).__name__}: {exc}")
         raise
-    atomic_write_json(run_dir / runs_io.CONFIG_FILE, _config_record(config, subject, subject_path, trainer))
-    runs_io.write_split(run_dir, trainer.split)
-    atomic_write_json(run_dir / runs_io.NORMALISER_FILE, trainer.normaliser.state_dict())
+    if trainer.is_main:
+        atomic_write_json(run_dir / runs_io.CONFIG_FILE, _config_record(config, subject, subject_path, trainer))
+        runs_io.write_split(run_dir, trainer.split)
+        atomic_write_json(run_dir / runs_io.NORMALISER_FILE, trainer.normaliser.state_dict())
     return _train_and_finish(trainer, run_dir, subject_path, callback, stop_event)
-
-
-def rebuild_trainer(record: runs_io.RunRecord, data_dir: str | Path | None = None, cache_dir: str | Path | None = None,
-                    device: str | None = None, threads: int | None = None) -> tuple[Trainer, Path]:
-    """A Trainer with a run's config, subject, split and normaliser (weights: fresh init); `device`
-    and `threads` override the recorded run-control settings."""
-    if "config" not in record.config or "subject" not in record.config:
-        raise FileNotFoundError(f"{record.path / runs_io.CONFIG_FILE} is missing or incomplete")
-    config = record.train_config()
-    if device is not None:
-        config = config.replace(device=device)
-    if threads is not None:
-        config = config.replace(threads=threads)  # validated by Trainer
-    meta = record.config["subject"]
-    subject_path = _subject_path(data_dir, meta["name"]) if data_dir is not None else Path(meta["path"])
-    subject = load_subject(subject_path)
-    if subject.data_hash != meta.get("data_hash"):
-        raise ValueError(f"subject data at {subject_path} changed since the run (hash {subject.data_hash[:12]}, "
-                         f"run used {str(meta.get('data_hash'))[:12]}); evaluate against the original data")
-    if record.split is None:
-        raise FileNotFoundError(f"{record.path / runs_io.SPLIT_FILE} not found")
-    norm_state = runs_io._read_json(record.path / runs_io.NORMALISER_FILE)
-    if norm_state is None:
-        raise FileNotFoundError(f"{record.path / runs_io.NORMALISER_FILE} not found")
-    trainer = Trainer(config, subject, run_dir=record.path, cache_dir=cache_dir, split=record.split,
-                      normaliser=Normaliser.from_state_dict(norm_state))
-    return trainer, subject_path
 
 
 def resume_training(run_dir: str | Path, data_dir: str | Path | None = None, callback: Callback | None = None,
@@ -191,14 +173,18 @@ def resume_training(run_dir: str | Path, data_dir: str | Path | None = None, cal
     last = runs_io.load_checkpoint(record.path / runs_io.LAST_CKPT)
     best_path = record.path / runs_io.BEST_CKPT
     best = runs_io.load_checkpoint(best_path) if best_path.is_file() else None
-    runs_io.write_status(record.path, "running", f"resuming from epoch {int(last['epoch'])}")
+    is_main = dist_info_from_env().is_main  # under torchrun every rank reads the folder, rank 0 writes
+    status = _status_writer(record.path, is_main)
+    status("running", f"resuming from epoch {int(last['epoch'])}")
     try:
         trainer, subject_path = rebuild_trainer(record, data_dir=data_dir, cache_dir=cache_dir, threads=threads)
         trainer.load_training_state(last, best)
     except BaseException as exc:
-        runs_io.write_status(record.path, "failed", f"could not resume: {type(exc).__name__}: {exc}")
+        status("failed", f"could not resume: {type(exc).__name__}: {exc}")
         raise
-    cfg = dict(record.config)
-    cfg["resumed_from_epoch"] = int(last["epoch"])
-    atomic_write_json(record.path / runs_io.CONFIG_FILE, cfg)
+    if is_main:
+        cfg = dict(record.config)
+        cfg["resumed_from_epoch"] = int(last["epoch"])
+        cfg["world_size"], cfg["backend"] = trainer.dist.world_size, trainer.dist_backend
+        atomic_write_json(record.path / runs_io.CONFIG_FILE, cfg)
     return _train_and_finish(trainer, record.path, subject_path, callback, stop_event)
