@@ -26,6 +26,7 @@ ACTIVATIONS = ("none", "gelu", "relu")
 NORMALISERS = ("minmax", "zscore")
 DEVICES = ("auto", "cpu", "cuda")
 DIST_BACKENDS = ("auto", "nccl", "gloo")
+NEURAL_OPTIMIZERS = ("rmsprop", "adamw")
 PRESETS = ("reference", "recommended", "attention")
 
 
@@ -68,7 +69,7 @@ class LossConfig:
 class OptimConfig:
     image_lr: float = 3e-4  # AdamW on the image side
     image_weight_decay: float = 5e-5
-    neural_optimizer: str = "rmsprop"  # "rmsprop" (reference) | "adamw"
+    neural_optimizer: str = "rmsprop"  # one of NEURAL_OPTIMIZERS: "rmsprop" (reference) | "adamw"
     neural_lr: float = 5e-5
     neural_alpha: float = 0.9
     neural_weight_decay: float = 0.0
@@ -159,7 +160,6 @@ class TrainConfig:
             (0.0 <= self.neural.dropout < 1.0, f"dropout must be in [0, 1), got {self.neural.dropout}"),
             (self.neural.block in NEURAL_BLOCKS, f"neural block must be one of {NEURAL_BLOCKS}, got {self.neural.block!r}"),
             (self.neural.mlp_activation in ACTIVATIONS, f"MLP activation must be one of {ACTIVATIONS}, got {self.neural.mlp_activation!r}"),
-            (self.neural.d_model % self.neural.n_heads == 0, f"d_model ({self.neural.d_model}) must be divisible by n_heads ({self.neural.n_heads})"),
             (self.neural.n_layers >= 1, f"n_layers must be >= 1, got {self.neural.n_layers}"),
             (self.neural.block != "reference" or self.neural.n_layers == 1,
              f"the reference neural block has exactly 1 attention layer, got n_layers={self.neural.n_layers}; "
@@ -168,7 +168,8 @@ class TrainConfig:
             (min(self.loss.w_clip, self.loss.w_rmse, self.loss.w_ssim) >= 0, "loss weights must be >= 0"),
             (self.loss.w_clip + self.loss.w_rmse + self.loss.w_ssim > 0, "at least one loss weight must be > 0"),
             (self.optim.image_lr > 0 and self.optim.neural_lr > 0, "learning rates must be > 0"),
-            (self.optim.neural_optimizer in ("rmsprop", "adamw"), f"neural optimizer must be rmsprop or adamw, got {self.optim.neural_optimizer!r}"),
+            (self.optim.neural_optimizer in NEURAL_OPTIMIZERS,
+             f"neural optimizer must be one of {', '.join(NEURAL_OPTIMIZERS)}, got {self.optim.neural_optimizer!r}"),
             (self.data.normaliser in NORMALISERS, f"normaliser must be one of {NORMALISERS}, got {self.data.normaliser!r}"),
             (0 < self.data.val_fraction < 0.5 and 0 < self.data.test_fraction < 0.5, "val/test fractions must be in (0, 0.5)"),
             (self.max_seconds is None or self.max_seconds > 0, f"max_seconds must be > 0, got {self.max_seconds}"),
@@ -180,6 +181,16 @@ class TrainConfig:
         for ok, message in checks:
             if not ok:
                 raise ValueError(message)
+        head_dim(self.neural.d_model, self.neural.n_heads)
+
+
+def head_dim(d_model: int, n_heads: int) -> int:
+    """Width of one attention head, `d_model // n_heads`; ValueError unless `n_heads` divides
+    `d_model` -- the one check of that rule (`TrainConfig.validate`, the attention modules and the
+    folded paths all call it)."""
+    if n_heads < 1 or d_model % n_heads:
+        raise ValueError(f"d_model ({d_model}) must be divisible by n_heads ({n_heads})")
+    return d_model // n_heads
 
 
 def _from_dict(cls: type, d: dict[str, Any]) -> Any:

@@ -76,28 +76,9 @@ with st.expander("New training", expanded=not jobs_view.snapshots(), icon=":mate
                      on_change=_apply_preset,
                      help="recommended: what worked best on the validation split of the simulated subjects. "
                           "reference: the original research code's settings (5000 epochs).")
-    for k, v in train_form.widget_values(cfgmod.preset(st.session_state[keys.TRAIN_PRESET])).items():
-        st.session_state.setdefault(k, v)
-
+    block, head = train_form.draw_selectors(st.session_state[keys.TRAIN_PRESET])
     with st.form(keys.TRAIN_FORM, border=False):
-        sections = list(train_form.SECTIONS.items())
-        for row_start in range(0, len(sections), train_form.SECTIONS_PER_ROW):
-            cols = st.columns(train_form.SECTIONS_PER_ROW)
-            for col, (section, fields) in zip(cols, sections[row_start:row_start + train_form.SECTIONS_PER_ROW]):
-                col.markdown(f"**{section}**")
-                for f in fields:
-                    if f.kind == "select":
-                        col.selectbox(f.label, f.options, key=f.widget_key, help=f.help)
-                    elif f.kind == "bool":
-                        col.checkbox(f.label, key=f.widget_key, help=f.help)
-                    elif f.kind == "int":
-                        col.number_input(f.label, min_value=None if f.min_value is None else int(f.min_value),
-                                         max_value=None if f.max_value is None else int(f.max_value), step=1,
-                                         key=f.widget_key, help=f.help)
-                    else:
-                        col.number_input(f.label, min_value=f.min_value, max_value=f.max_value,
-                                         format="%.2e" if f.kind == "sci" else "%.3f",
-                                         step=None if f.kind == "sci" else 0.05, key=f.widget_key, help=f.help)
+        train_form.draw_sections(block, head)
         st.form_submit_button("Start training", type="primary", key=keys.TRAIN_SUBMIT, on_click=_launch)
 
 # ---- live view ---------------------------------------------------------------------------------

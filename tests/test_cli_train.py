@@ -177,6 +177,7 @@ def test_job_manager_real_pipeline_stop_and_nan(tiny_subject_root, tmp_path, mon
     from neuroalign.models import CombinedLoss
     orig = CombinedLoss.forward
     monkeypatch.setattr(CombinedLoss, "forward", lambda self, a, b: (orig(self, a, b)[0] * float("inf"), orig(self, a, b)[1]))
+    mgr = JobManager(runner=pipeline.run_training)  # in this process, where the patched loss is
     job = mgr.start("tiny", tiny_config(epochs=3), tiny_subject_root, tmp_path / "runs")
     snap = mgr.wait(job, 60)
     assert snap.state == "failed" and "inf" in snap.error
@@ -186,9 +187,11 @@ def test_job_manager_real_pipeline_stop_and_nan(tiny_subject_root, tmp_path, mon
 
 
 def test_every_train_form_field_is_a_cli_flag():
-    """Each TrainConfig field the dashboard form exposes can be set from the command line too."""
+    """Each TrainConfig field the dashboard form exposes can be set from the command line too: both
+    come from one table, and each form field's flag sets exactly its config path."""
     from neuroalign.cli import build_parser
-    from neuroalign.cli.train_commands import build_config
+    from neuroalign.cli.train_commands import build_config, given_fields
+    from neuroalign.config_fields import lookup
     from neuroalign.ui.train_form import FIELDS
 
     parser = build_parser()
@@ -199,9 +202,18 @@ def test_every_train_form_field_is_a_cli_flag():
     assert (cfg.neural.n_layers, cfg.data.normaliser, cfg.loss.w_rmse, cfg.loss.w_ssim) == (2, "minmax", 0.5, 0.25)
     assert (cfg.neural.dropout, cfg.data.repeat_augment, cfg.select_by, cfg.n_components) == (0.2, 0.3, "val_top1", 64)
     assert cfg.init == "random"  # another neural block on the default preset: no closed-form start
-    from neuroalign.cli import train_commands
-
-    source = open(train_commands.__file__).read()
-    run_control = {"max_seconds", "early_stopping_patience", "threads", "epochs", "batch_size", "seed", "device", "bf16"}
-    missing = [f.key for f in FIELDS if f.key not in run_control and f'"{f.key}"' not in source]
-    assert not missing, f"dashboard fields without a CLI flag: {missing}"
+    base = build_config(parser.parse_args(["train", "--subjects", "x", "--preset", "reference"])).to_dict()
+    for f in FIELDS:  # a value unlike the reference preset's, given by the field's own flag
+        old = lookup(base, f.path)
+        if f.kind == "bool":
+            argv = [f.flag if not old else "--no-" + f.flag[2:]]
+            want = not old
+        elif f.kind == "choice":
+            want = next(c for c in f.choices if c != old)
+            argv = [f.flag, want]
+        else:
+            want = 1 if old in (None, 0) else (old + 1 if f.kind == "int" else old / 2)
+            argv = [f.flag, str(want)]
+        ns = parser.parse_args(["train", "--subjects", "x", "--preset", "reference", *argv])
+        (field, value), = given_fields(ns).items()
+        assert field.path == f.path and value == want, f.flag

@@ -8,6 +8,8 @@ import sys
 import time
 from typing import Any
 
+from neuroalign.config import DEVICES, PRESETS, TrainConfig, preset, preset_label, with_compatible_init
+from neuroalign.config_fields import FIELDS, SECTIONS, ConfigField, preset_defaults
 from neuroalign.paths import cache_dir, data_dir, runs_dir
 
 
@@ -17,11 +19,30 @@ def _add_dirs(p: argparse.ArgumentParser, runs: bool = True) -> None:
         p.add_argument("--runs-dir", default=None, help="runs root (default: $NEUROALIGN_RUNS_DIR or ./runs)")
 
 
+def add_config_flags(p: argparse.ArgumentParser, fields: tuple[ConfigField, ...] = FIELDS) -> None:
+    """One flag per entry of the field table, in argument groups by section. Every flag defaults to
+    None (= the preset's value); its help names where it applies and the presets' defaults."""
+    groups = {section: p.add_argument_group(section.lower()) for section in SECTIONS}
+    for f in fields:
+        notes = [f"0 = {f.zero}"] if f.zero and f.cli_zero else []
+        if f.scope():
+            notes.append(f"{f.scope()} only")
+        notes.append(preset_defaults(f))
+        help_text = f"{f.help} ({'; '.join(notes)})".replace("%", "%%")
+        kw: dict[str, Any] = {"dest": f.dest, "default": None, "help": help_text}
+        if f.kind == "bool":
+            kw["action"] = argparse.BooleanOptionalAction
+        else:
+            kw["type"] = {"int": int, "float": float, "sci": float, "seconds": float}.get(f.kind, str)
+            if f.choices:
+                kw["choices"] = f.choices
+            if f.metavar:
+                kw["metavar"] = f.metavar
+        groups[f.section].add_argument(f.flag, **kw)
+
+
 def register(sub: argparse._SubParsersAction) -> None:
     """Add `train`, `evaluate` and `runs` to the CLI."""
-    from neuroalign.config import (ACTIVATIONS, BACKBONE_MODES, BACKBONES, DEVICES, FEATURE_TRANSFORMS, IMAGE_HEADS, INITS, NEURAL_BLOCKS, NORMALISERS,
-                                   PRESETS, SELECT_BY)
-
     p = sub.add_parser("train", help="train one run per subject; prints each run directory",
                        description="Train the dual-tower model, evaluate it on the held-out test split and "
                                    "write all artifacts. Options not given come from the preset.")
@@ -30,61 +51,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     _add_dirs(p)
     p.add_argument("--cache-dir", default=None, help="feature cache (default: $NEUROALIGN_CACHE_DIR or ./.neuroalign-cache)")
     p.add_argument("--preset", choices=PRESETS, default="recommended",
-                   help="reference: the research code's choices; recommended (default): measured best on val")
-    g = p.add_argument_group("training")
-    g.add_argument("--epochs", type=int, default=None, help="maximum epochs (default: from the preset)")
-    g.add_argument("--batch-size", type=int, default=None, help="images per step, the contrastive negatives (default: from the preset)")
-    g.add_argument("--device", choices=DEVICES, default=None, help="auto (CUDA if present), cpu or cuda")
-    g.add_argument("--seed", type=int, default=None, help="training seed (init, batch order); the split has its own")
-    g.add_argument("--max-seconds", type=float, default=None, help="wall-clock budget; ends training cleanly")
-    g.add_argument("--early-stopping", type=int, default=None, metavar="EPOCHS",
-                   help="stop after this many epochs without improvement of the --select-by score (0 = off)")
-    g.add_argument("--bf16", action=argparse.BooleanOptionalAction, default=None, help="bf16 autocast (CUDA only)")
-    g = p.add_argument_group("model")
-    g.add_argument("--backbone", choices=BACKBONES, default=None)
-    g.add_argument("--stage", type=int, default=None, help="backbone stage of the image feature (default: from the preset)")
-    g.add_argument("--block", type=int, default=None,
-                   help="block within the stage (default: from the preset; with --backbone ds_net_tiny at most the stage's last block)")
-    g.add_argument("--backbone-mode", choices=BACKBONE_MODES, default=None,
-                   help="frozen: cached features, only the 1x1 conv learns; finetune: train the backbone too")
-    g.add_argument("--backbone-weights", default=None, metavar="PATH", help="local DS-Net state dict (nothing is downloaded)")
-    g.add_argument("--neural-block", choices=NEURAL_BLOCKS, default=None,
-                   help="reference: one attention layer (exact folded path); transformer: residual blocks "
-                        "with LayerNorm and FFN; latent: learned queries, linear in the number of neurons")
-    g.add_argument("--latents", type=int, default=None, metavar="N", help="learned queries of the latent block")
-    g.add_argument("--d-model", type=int, default=None, help="neural-tower token width")
-    g.add_argument("--heads", type=int, default=None, help="attention heads of the neural tower")
-    g.add_argument("--mlp-activation", choices=ACTIVATIONS, default=None, help="neural-tower MLP nonlinearity")
-    g.add_argument("--image-head", choices=IMAGE_HEADS, default=None,
-                   help="conv1x1 (reference: one channel) or readout (linear readout of all channels, DCT map)")
-    g.add_argument("--feature-transform", choices=FEATURE_TRANSFORMS, default=None,
-                   help="readout head: fixed nonlinearity on the backbone features before pooling (square = local energy)")
-    g.add_argument("--init", choices=INITS, default=None,
-                   help="linear: closed-form start (readout head + linear block + frozen backbone; picking other "
-                        "towers switches this to random unless given)")
-    g.add_argument("--select-by", choices=SELECT_BY, default=None, help="val score that picks the restored epoch")
-    g.add_argument("--components", type=int, default=None, metavar="Q", help="shared-space dimensions (readout/linear)")
-    g.add_argument("--dropout", type=float, default=None, help="MLP dropout, or neuron dropout of the linear block")
-    g.add_argument("--folded", action=argparse.BooleanOptionalAction, default=None,
-                   help="exact folded attention (reference and latent blocks)")
-    g.add_argument("--layers", type=int, default=None, help="attention layers (transformer / latent blocks)")
-    g.add_argument("--normaliser", choices=NORMALISERS, default=None, help="per-neuron response scaling, fitted on train")
-    g.add_argument("--w-clip", type=float, default=None, help="weight of the contrastive loss")
-    g.add_argument("--w-rmse", type=float, default=None, help="weight of the RMSE between the maps")
-    g.add_argument("--w-ssim", type=float, default=None, help="weight of 1 - SSIM between the maps")
-    g.add_argument("--repeat-augment", type=float, default=None, metavar="P",
-                   help="probability that a training sample is one single-trial repeat")
-    g = p.add_argument_group("loss and optimizer")
-    g.add_argument("--center", action=argparse.BooleanOptionalAction, default=None,
-                   help="centred (correlation) similarity instead of plain cosine")
-    g.add_argument("--temperature", type=float, default=None, help="softmax temperature of the contrastive loss (start value when learnable)")
-    g.add_argument("--learnable-temperature", action=argparse.BooleanOptionalAction, default=None)
-    g.add_argument("--lr-image", type=float, default=None, help="AdamW learning rate of the image side")
-    g.add_argument("--lr-neural", type=float, default=None, help="learning rate of the neural side")
-    g.add_argument("--neural-optimizer", choices=("rmsprop", "adamw"), default=None)
-    p.add_argument("--threads", type=int, default=None,
-                   help="CPU threads for torch (default: torch's choice; 1 is much faster on a busy shared CPU)")
+                   help="recommended (default): measured best on val; reference: the research code's choices; "
+                        "attention: the attention neural tower")
     p.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
+    add_config_flags(p)
     p.set_defaults(handler=cmd_train)
 
     p = sub.add_parser("evaluate", help="recompute results.json of a run from its best checkpoint")
@@ -100,32 +70,26 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(handler=cmd_runs)
 
 
-def build_config(args: argparse.Namespace):
-    """The preset with every explicitly given flag applied on top."""
-    from neuroalign.config import preset
+def given_fields(args: argparse.Namespace, fields: tuple[ConfigField, ...] = FIELDS) -> dict[ConfigField, Any]:
+    """The table fields whose flags were given, with the config value each one sets."""
+    out = {}
+    for f in fields:
+        value = getattr(args, f.dest, None)
+        if value is None:
+            continue
+        if f.cli_zero and value == 0:
+            value = None
+        out[f] = value
+    return out
 
+
+def build_config(args: argparse.Namespace, fields: tuple[ConfigField, ...] = FIELDS) -> TrainConfig:
+    """The preset with every explicitly given flag applied on top, validated."""
     cfg = preset(args.preset)
-    changes: dict[str, Any] = {}
-    flag_to_field = {
-        "epochs": "epochs", "batch_size": "batch_size", "device": "device", "seed": "seed",
-        "max_seconds": "max_seconds", "threads": "threads", "bf16": "bf16", "backbone": "image.backbone", "stage": "image.stage",
-        "block": "image.block", "backbone_mode": "image.mode",
-        "backbone_weights": "image.weights", "neural_block": "neural.block", "latents": "neural.n_latents",
-        "d_model": "neural.d_model", "heads": "neural.n_heads",
-        "mlp_activation": "neural.mlp_activation", "center": "loss.center",
-        "temperature": "loss.temperature", "learnable_temperature": "loss.learnable_temperature",
-        "lr_image": "optim.image_lr", "lr_neural": "optim.neural_lr", "neural_optimizer": "optim.neural_optimizer",
-        "image_head": "image.head", "feature_transform": "image.transform", "init": "init", "select_by": "select_by", "components": "n_components",
-        "dropout": "neural.dropout", "repeat_augment": "data.repeat_augment", "layers": "neural.n_layers", "folded": "neural.folded",
-        "normaliser": "data.normaliser", "w_clip": "loss.w_clip", "w_rmse": "loss.w_rmse", "w_ssim": "loss.w_ssim",
-    }
-    for flag, key in flag_to_field.items():
-        value = getattr(args, flag, None)
-        if value is not None:
-            changes[key] = value
-    if args.early_stopping is not None:
-        changes["early_stopping_patience"] = args.early_stopping or None
+    changes = {f.path: value for f, value in given_fields(args, fields).items()}
     if args.backbone is not None and args.block is None:
+        # A smaller backbone on a preset whose block it lacks: that stage's last block. Imported
+        # here because dsnet imports torch, which `python -m neuroalign --help` should not load.
         from neuroalign.models.dsnet import VARIANT_DEPTHS
 
         depths = VARIANT_DEPTHS[args.backbone]
@@ -134,13 +98,16 @@ def build_config(args: argparse.Namespace):
             changes["image.block"] = depths[stage - 1]
     if changes:
         cfg = cfg.replace(**changes)
-    from neuroalign.config import preset_label, with_compatible_init
-
     if getattr(args, "init", None) is None:  # another tower on the default preset: no closed-form start
         cfg = with_compatible_init(cfg)
     cfg = cfg.replace(preset=preset_label(cfg, args.preset))
     cfg.validate()
     return cfg
+
+
+def ignored_flags(args: argparse.Namespace, cfg: TrainConfig, fields: tuple[ConfigField, ...] = FIELDS) -> list[str]:
+    """Given flags that have no effect on the towers of `cfg` (e.g. --heads with the linear block)."""
+    return [f.flag for f in given_fields(args, fields) if not f.applies(cfg.neural.block, cfg.image.head)]
 
 
 def _progress_printer(subject: str, quiet: bool):
@@ -188,6 +155,9 @@ def cmd_train(args: argparse.Namespace) -> int:
     if not args.subjects:
         raise ValueError("train needs --subjects NAME [NAME ...] (or --resume RUN_DIR)")
     cfg = build_config(args)
+    for flag in ignored_flags(args, cfg):
+        print(f"note: {flag} has no effect with the {cfg.neural.block} neural block and the {cfg.image.head} "
+              "image head; ignored", file=sys.stderr)
     root, out = data_dir(args.data_dir), runs_dir(args.runs_dir)
     is_main = dist_info_from_env().is_main  # under torchrun only rank 0 writes and prints
     if is_main:  # other torchrun ranks must find the subjects already there

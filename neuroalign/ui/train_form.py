@@ -1,119 +1,71 @@
-"""The Train page's hyperparameter form: field specs, preset values <-> widget values <-> TrainConfig."""
+"""The Train page's hyperparameter form, generated from the field table (`neuroalign.config_fields`):
+which widgets exist, preset values <-> widget values <-> TrainConfig.
+
+The neural block and the image head are *selectors*: the page draws them above the form (so that
+changing them reruns the page) and the form shows only the fields that apply to the chosen pair.
+Fields that do not apply keep the preset's value.
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any
 
+import streamlit as st
+
 from neuroalign import config as cfgmod
+from neuroalign.config_fields import BLOCK_PATH, FIELDS as TABLE, HEAD_PATH, SECTIONS as TABLE_SECTIONS
+from neuroalign.config_fields import ConfigField, lookup
 from neuroalign.ui import keys
 
-
-@dataclass(frozen=True)
-class Field:
-    """One form widget bound to a dotted TrainConfig key."""
-
-    key: str  # dotted config key, e.g. "optim.image_lr"
-    label: str
-    kind: str  # "int" | "float" | "sci" | "select" | "bool"
-    help: str
-    options: tuple = ()
-    min_value: float | None = None
-    max_value: float | None = None
-    none_as_zero: bool = False  # config None <-> widget 0 ("off")
-
-    @property
-    def widget_key(self) -> str:
-        return keys.TRAIN_FIELD_PREFIX + self.key
-
-
-SECTIONS: dict[str, tuple[Field, ...]] = {
-    "Schedule": (
-        Field("epochs", "Epochs", "int", "Passes over the training images. The reference trains 5000; "
-              "a few hundred are enough with cached frozen features.", min_value=1),
-        Field("batch_size", "Batch size", "int", "Pairs per step. The contrastive loss uses the other pairs "
-              "of the batch as negatives, so larger batches make the task harder and the signal richer.",
-              min_value=2),
-        Field("max_seconds", "Time budget (s)", "int", "Stop cleanly after this many seconds (best checkpoint "
-              "restored, then evaluated). 0 = no limit.", min_value=0, none_as_zero=True),
-        Field("early_stopping_patience", "Early stopping patience", "int", "Stop when the validation loss has "
-              "not improved for this many epochs. 0 = off.", min_value=0, none_as_zero=True),
-        Field("seed", "Seed", "int", "Seed of initialisation and batch order (the split has its own seed).",
-              min_value=0),
-        Field("device", "Device", "select", "auto = the CUDA GPU when there is one, else the CPU.",
-              options=cfgmod.DEVICES),
-        Field("threads", "CPU threads", "int", "Threads torch uses while training. 0 = torch's default (all "
-              "cores); 1 is often several times faster on a CPU that other work shares.", min_value=0,
-              none_as_zero=True),
-    ),
-    "Optimisers": (
-        Field("optim.image_lr", "Image-side learning rate", "sci", "AdamW learning rate of the image tower "
-              "(the 1×1 projection; the backbone too when fine-tuning). Reference 3e-4.", min_value=1e-8),
-        Field("optim.neural_lr", "Neural-side learning rate", "sci", "Learning rate of the neural tower. "
-              "Reference 5e-5 (RMSprop).", min_value=1e-8),
-        Field("optim.neural_optimizer", "Neural-side optimiser", "select", "RMSprop is the reference; AdamW "
-              "with weight decay regularises the large per-neuron layers.", options=("rmsprop", "adamw")),
-    ),
-    "Loss": (
-        Field("loss.temperature", "Temperature", "sci", "Softmax temperature of the contrastive loss: smaller "
-              "= sharper. Reference 0.01.", min_value=1e-4),
-        Field("loss.learnable_temperature", "Learn temperature", "bool", "Learn the temperature "
-              "(CLIP-style) instead of keeping it fixed."),
-        Field("loss.center", "Centred maps", "bool", "Mean-centre each map before normalising, "
-              "so similarity is a correlation instead of a plain cosine."),
-        Field("loss.w_clip", "Weight: contrastive", "float", "Weight of the symmetric contrastive (CLIP) loss.",
-              min_value=0.0),
-        Field("loss.w_rmse", "Weight: RMSE", "float", "Weight of the RMSE between the two maps.", min_value=0.0),
-        Field("loss.w_ssim", "Weight: 1 − SSIM", "float", "Weight of the structural dissimilarity of the maps.",
-              min_value=0.0),
-    ),
-    "Image tower": (
-        Field("image.backbone", "Backbone", "select", "DS-Net variant (randomly initialised unless weights "
-              "are given in the CLI config).", options=cfgmod.BACKBONES),
-        Field("image.mode", "Backbone mode", "select", "frozen: backbone features computed once and cached, "
-              "only the projection learns (fast). finetune: the backbone learns too (slow on CPU).",
-              options=cfgmod.BACKBONE_MODES),
-        Field("image.stage", "Stage", "int", "Backbone stage the feature is taken from (1-4). Reference 2.",
-              min_value=1, max_value=4),
-        Field("image.block", "Block", "int", "Block within that stage (1-based). Reference 4, i.e. blocks2.3.",
-              min_value=1),
-        Field("image.head", "Image head", "select", "conv1x1: one 1x1-conv channel (reference). readout: a linear "
-              "readout of every channel at every position of the pooled features, drawn as a smooth map.",
-              options=cfgmod.IMAGE_HEADS),
-        Field("image.transform", "Feature nonlinearity", "select", "Readout head: fixed nonlinearity before pooling "
-              "(square = local energy, what complex cells respond to).", options=cfgmod.FEATURE_TRANSFORMS),
-        Field("init", "Start", "select", "linear: closed-form start (ridge, predictable subspace; needs the readout "
-              "head, the linear block and a frozen backbone -- other towers start random).", options=cfgmod.INITS),
-        Field("select_by", "Pick epoch by", "select", "Validation score that picks the restored epoch and drives "
-              "early stopping.", options=cfgmod.SELECT_BY),
-        Field("n_components", "Shared dimensions", "int", "Readout head / linear block: size of the shared space "
-              "drawn as the 16x64 map.", min_value=1, max_value=1023),
-    ),
-    "Neural tower": (
-        Field("neural.block", "Block type", "select", "reference: one attention layer as in the original; "
-              "transformer: with residuals, LayerNorm and FFN; latent: attention through a few latents "
-              "(scales to many neurons); linear: one linear encoder with neuron dropout (the default).",
-              options=cfgmod.NEURAL_BLOCKS),
-        Field("neural.d_model", "Embedding size", "int", "Per-neuron embedding width. Reference 512.",
-              min_value=8),
-        Field("neural.n_heads", "Attention heads", "int", "Must divide the embedding size.", min_value=1),
-        Field("neural.n_layers", "Layers", "int", "Attention layers (the reference form has 1).", min_value=1),
-        Field("neural.mlp_activation", "MLP activation", "select", "The reference MLP is purely linear (none).",
-              options=cfgmod.ACTIVATIONS),
-        Field("neural.folded", "Folded attention", "bool", "Reference and latent blocks: compute the same function through "
-              "K×K matrices (exact). Saves memory and time when the embedding is large; with a small embedding "
-              "the plain path is faster."),
-        Field("neural.dropout", "Dropout", "float", "Dropout in the neural tower (linear block: neuron dropout).",
-              min_value=0.0, max_value=0.9),
-        Field("data.repeat_augment", "Repeat augmentation", "float", "Probability that a training sample is one "
-              "single-trial repeat instead of the mean.", min_value=0.0, max_value=1.0),
-        Field("data.normaliser", "Response normaliser", "select", "Per-neuron scaling fitted on the training "
-              "images only.", options=cfgmod.NORMALISERS),
-    ),
-}
-
-FIELDS: tuple[Field, ...] = tuple(f for section in SECTIONS.values() for f in section)
+SELECTOR_PATHS = (HEAD_PATH, BLOCK_PATH)
 SECTIONS_PER_ROW = 3  # five side by side truncate labels and values below ~1,500 px
+
+
+def widget_key(field: ConfigField) -> str:
+    """The session-state key of a field's widget: the prefix + its dotted config path."""
+    return keys.TRAIN_FIELD_PREFIX + field.path
+
+
+def form_fields(table: tuple[ConfigField, ...] = TABLE) -> tuple[ConfigField, ...]:
+    """The table's fields the form shows (selectors included)."""
+    return tuple(f for f in table if f.form)
+
+
+def selectors(table: tuple[ConfigField, ...] = TABLE) -> tuple[ConfigField, ...]:
+    """The neural-block and image-head fields, in `SELECTOR_PATHS` order."""
+    by_path = {f.path: f for f in form_fields(table)}
+    return tuple(by_path[p] for p in SELECTOR_PATHS)
+
+
+def sections(table: tuple[ConfigField, ...] = TABLE) -> dict[str, tuple[ConfigField, ...]]:
+    """Section name -> the form's fields in it (selectors excluded), sections in table order."""
+    out = {}
+    for name in TABLE_SECTIONS:
+        fs = tuple(f for f in form_fields(table) if f.section == name and f.path not in SELECTOR_PATHS)
+        if fs:
+            out[name] = fs
+    return out
+
+
+FIELDS: tuple[ConfigField, ...] = form_fields()
+SECTIONS: dict[str, tuple[ConfigField, ...]] = sections()
+
+
+def form_help(field: ConfigField) -> str:
+    """The tooltip: the table's help, plus what 0 means where 0 stands for 'none'."""
+    return f"{field.help} 0 = {field.zero}." if field.zero else field.help
+
+
+def chosen_towers(values: dict[str, Any], preset_name: str) -> tuple[str, str]:
+    """(neural block, image head) in widget `values`, else the preset's."""
+    base = cfgmod.preset(preset_name)
+    return (values.get(keys.TRAIN_FIELD_PREFIX + BLOCK_PATH, base.neural.block),
+            values.get(keys.TRAIN_FIELD_PREFIX + HEAD_PATH, base.image.head))
+
+
+def visible(section_fields: tuple[ConfigField, ...], block: str, head: str) -> tuple[ConfigField, ...]:
+    """The fields of a section that apply to the chosen towers."""
+    return tuple(f for f in section_fields if f.applies(block, head))
 
 
 def default_subjects(usable: list[str], last_opened: str | None, infos: list[Any],
@@ -127,51 +79,86 @@ def default_subjects(usable: list[str], last_opened: str | None, infos: list[Any
     return demo[:1] or usable[:1]
 
 
-def _lookup(d: dict[str, Any], dotted: str) -> Any:
-    for part in dotted.split("."):
-        d = d[part]
-    return d
+def _to_widget(field: ConfigField, value: Any) -> Any:
+    if field.zero and value is None:
+        value = 0
+    if field.kind in ("int", "seconds"):
+        return int(value)
+    if field.kind in ("float", "sci"):
+        return float(value)
+    return value
 
 
-def widget_values(config: cfgmod.TrainConfig) -> dict[str, Any]:
-    """Widget key -> value for every field, from a config."""
+def _to_config(field: ConfigField, value: Any) -> Any:
+    if field.zero and not value:
+        return None
+    if field.kind == "int":
+        return int(value)
+    if field.kind in ("float", "sci", "seconds"):
+        return float(value)
+    if field.kind == "bool":
+        return bool(value)
+    return value
+
+
+def widget_values(config: cfgmod.TrainConfig, table: tuple[ConfigField, ...] = TABLE) -> dict[str, Any]:
+    """Widget key -> value for every form field (shown or not), from a config."""
     d = config.to_dict()
-    out = {}
-    for f in FIELDS:
-        v = _lookup(d, f.key)
-        if f.none_as_zero and v is None:
-            v = 0
-        if f.kind == "int":
-            v = int(v)
-        elif f.kind in ("float", "sci"):
-            v = float(v)
-        out[f.widget_key] = v
-    return out
+    return {widget_key(f): _to_widget(f, lookup(d, f.path)) for f in form_fields(table)}
 
 
-def config_from_values(preset_name: str, values: dict[str, Any]) -> cfgmod.TrainConfig:
-    """A validated TrainConfig: the preset with every field taken from `values` (widget key -> value).
+def config_from_values(preset_name: str, values: dict[str, Any],
+                       table: tuple[ConfigField, ...] = TABLE) -> cfgmod.TrainConfig:
+    """A validated TrainConfig: the preset with every form field that applies to the chosen towers
+    taken from `values` (widget key -> value); the others keep the preset's values.
 
     Raises ValueError with a one-line reason for an invalid combination.
     """
     base = cfgmod.preset(preset_name)
-    changes: dict[str, Any] = {}
-    for f in FIELDS:
-        if f.widget_key not in values:
-            continue
-        v = values[f.widget_key]
-        if f.none_as_zero and not v:
-            v = None
-        elif f.kind == "int":
-            v = int(v)
-        elif f.kind in ("float", "sci"):
-            v = float(v)
-        elif f.kind == "bool":
-            v = bool(v)
-        if f.key == "max_seconds" and v is not None:
-            v = float(v)
-        changes[f.key] = v
+    block, head = chosen_towers(values, preset_name)
+    changes = {f.path: _to_config(f, values[widget_key(f)]) for f in form_fields(table)
+               if widget_key(f) in values and f.applies(block, head)}
     config = cfgmod.with_compatible_init(base.replace(**changes))
     config = config.replace(preset=cfgmod.preset_label(config, preset_name))
     config.validate()
     return config
+
+
+def draw_selectors(preset_name: str) -> tuple[str, str]:
+    """Give every form field its preset value unless it has one, draw the neural-block and
+    image-head selectors (outside the form, so a change reruns the page and shows the fields that
+    apply), and return the chosen (block, head)."""
+    for k, v in widget_values(cfgmod.preset(preset_name)).items():
+        st.session_state.setdefault(k, v)
+    for col, f in zip(st.columns(len(SELECTOR_PATHS)), selectors()):
+        col.selectbox(f.label, f.choices, key=widget_key(f), help=form_help(f))
+    return chosen_towers(st.session_state, preset_name)
+
+
+def draw_sections(block: str, head: str) -> None:
+    """The form's sections, `SECTIONS_PER_ROW` per row, each with the fields that apply to the towers."""
+    items = list(SECTIONS.items())
+    for row_start in range(0, len(items), SECTIONS_PER_ROW):
+        for col, (section, fields) in zip(st.columns(SECTIONS_PER_ROW), items[row_start:row_start + SECTIONS_PER_ROW]):
+            col.markdown(f"**{section}**")
+            for f in fields:
+                if f.applies(block, head):
+                    _draw_widget(col, f)
+                else:  # not drawn: keep its value through Streamlit's widget clean-up for when it is shown again
+                    st.session_state[widget_key(f)] = st.session_state[widget_key(f)]
+
+
+def _draw_widget(col: Any, f: ConfigField) -> None:
+    key, help_text = widget_key(f), form_help(f)
+    if f.kind == "choice":
+        col.selectbox(f.label, f.choices, key=key, help=help_text)
+    elif f.kind == "bool":
+        col.checkbox(f.label, key=key, help=help_text)
+    elif f.kind in ("int", "seconds"):
+        col.number_input(f.label, min_value=None if f.min_value is None else int(f.min_value),
+                         max_value=None if f.max_value is None else int(f.max_value), step=1, key=key,
+                         help=help_text)
+    else:
+        col.number_input(f.label, min_value=f.min_value, max_value=f.max_value,
+                         format="%.2e" if f.kind == "sci" else "%.3f", step=None if f.kind == "sci" else 0.05,
+                         key=key, help=help_text)

@@ -1,0 +1,241 @@
+"""The one table of `TrainConfig` fields a user sets: the `train` command's flags
+(`neuroalign.cli.train_commands`) and the dashboard's Train form (`neuroalign.ui.train_form`) are
+both generated from `FIELDS`, so a field added here is a flag and (with `form=True`) a form widget.
+
+Each `ConfigField` names its dotted config path, CLI flag, form label, one help text for both, its
+kind and choices, the form section (also the CLI's argument group) and which neural blocks / image
+heads it applies to (`applies`): the form shows only the fields of the chosen towers, and the CLI
+says when a given flag has no effect on them.
+
+No torch and no streamlit here: the CLI builds its parser from this table at startup.
+"""
+
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass
+from typing import Any
+
+from neuroalign import config as cfg
+
+BLOCK_PATH = "neural.block"  # the two fields the applicability of the others depends on
+HEAD_PATH = "image.head"
+ATTENTION_BLOCKS = tuple(b for b in cfg.NEURAL_BLOCKS if b != "linear")
+KINDS = ("int", "float", "sci", "seconds", "choice", "bool", "path")
+
+
+@dataclass(frozen=True)
+class ConfigField:
+    """One user-settable TrainConfig field.
+
+    `kind`: "int" | "float" | "sci" (a float shown in scientific notation) | "seconds" (a float in
+    the config and on the CLI, whole seconds in the form) | "choice" (one of `choices`) | "bool"
+    (`--flag/--no-flag`) | "path" (CLI only). `zero`: what 0 means in the form when the config
+    holds None there (e.g. "off"); `cli_zero`: the CLI accepts 0 with that meaning too.
+    `blocks` / `heads`: the neural blocks / image heads the field applies to (None = every one); a
+    field with both applies when both hold, or when either holds with `any_of`.
+    """
+
+    path: str
+    flag: str
+    label: str
+    help: str
+    kind: str
+    section: str
+    choices: tuple[str, ...] = ()
+    blocks: tuple[str, ...] | None = None
+    heads: tuple[str, ...] | None = None
+    any_of: bool = False
+    form: bool = True
+    min_value: float | None = None
+    max_value: float | None = None
+    zero: str | None = None
+    cli_zero: bool = False
+    metavar: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.kind not in KINDS:
+            raise ValueError(f"field {self.path}: kind must be one of {KINDS}, got {self.kind!r}")
+        if (self.kind == "choice") != bool(self.choices):
+            raise ValueError(f"field {self.path}: choices go with kind 'choice' (and only with it)")
+        if not self.flag.startswith("--"):
+            raise ValueError(f"field {self.path}: flag must start with '--', got {self.flag!r}")
+
+    @property
+    def dest(self) -> str:
+        """The argparse attribute of the flag (`--lr-image` -> `lr_image`)."""
+        return self.flag[2:].replace("-", "_")
+
+    def applies(self, block: str, head: str) -> bool:
+        """Whether the field has any effect with neural block `block` and image head `head`."""
+        if self.any_of:
+            return (self.blocks is not None and block in self.blocks) or (self.heads is not None and head in self.heads)
+        return (self.blocks is None or block in self.blocks) and (self.heads is None or head in self.heads)
+
+    def scope(self) -> str:
+        """Where the field applies, in words ('' when everywhere), e.g. 'transformer, latent blocks'."""
+        parts = []
+        if self.heads is not None:
+            parts.append(f"{', '.join(self.heads)} image head")
+        if self.blocks is not None:
+            parts.append(f"{', '.join(self.blocks)} {'block' if len(self.blocks) == 1 else 'blocks'}")
+        return (" or " if self.any_of else " with ").join(parts)
+
+    def display(self, value: Any) -> str:
+        """A config value as help text shows it."""
+        if value is None:
+            return self.zero or "none"
+        if isinstance(value, bool):
+            return "on" if value else "off"
+        return str(value)
+
+
+def lookup(d: dict[str, Any], path: str) -> Any:
+    """The value at dotted `path` of a `TrainConfig.to_dict()`."""
+    for part in path.split("."):
+        d = d[part]
+    return d
+
+
+def preset_defaults(field: ConfigField) -> str:
+    """'default from the preset: recommended 1, reference 2, attention 1', or 'default: 1, every
+    preset' when they agree."""
+    values = {name: field.display(lookup(d, field.path)) for name, d in _preset_dicts().items()}
+    order = sorted(values, key=lambda n: n != "recommended")  # the CLI's default preset first
+    if len(set(values.values())) == 1:
+        return f"default: {values[order[0]]}, every preset"
+    return "default from the preset: " + ", ".join(f"{n} {values[n]}" for n in order)
+
+
+@functools.lru_cache(maxsize=1)
+def _preset_dicts() -> dict[str, dict[str, Any]]:
+    return {name: cfg.preset(name).to_dict() for name in cfg.PRESETS}
+
+
+SCHEDULE, OPTIM, LOSS, IMAGE, NEURAL = "Schedule", "Optimisers", "Loss", "Image tower", "Neural tower"
+
+FIELDS: tuple[ConfigField, ...] = (
+    # -- schedule and run control ------------------------------------------------------------------
+    ConfigField("epochs", "--epochs", "Epochs", "Maximum passes over the training images. The reference "
+                "trains 5000; a few hundred are enough with cached frozen features.", "int", SCHEDULE,
+                min_value=1),
+    ConfigField("batch_size", "--batch-size", "Batch size", "Pairs per step. The contrastive loss uses the "
+                "other pairs of the batch as negatives, so larger batches make the task harder and the "
+                "signal richer.", "int", SCHEDULE, min_value=2),
+    ConfigField("max_seconds", "--max-seconds", "Time budget (s)", "Wall-clock budget: stop cleanly after "
+                "this many seconds (best checkpoint restored, then evaluated).", "seconds", SCHEDULE,
+                min_value=0, zero="no limit"),
+    ConfigField("early_stopping_patience", "--early-stopping", "Early stopping patience", "Stop when the "
+                "validation score that picks the epoch has not improved for this many epochs.", "int",
+                SCHEDULE, min_value=0, zero="off", cli_zero=True, metavar="EPOCHS"),
+    ConfigField("seed", "--seed", "Seed", "Seed of initialisation and batch order (the split has its own "
+                "seed).", "int", SCHEDULE, min_value=0),
+    ConfigField("device", "--device", "Device", "auto = the CUDA GPU when there is one, else the CPU.",
+                "choice", SCHEDULE, choices=cfg.DEVICES),
+    ConfigField("threads", "--threads", "CPU threads", "Threads torch uses while training; 1 is often "
+                "several times faster on a CPU that other work shares.",
+                "int", SCHEDULE, min_value=0, zero="torch's default"),
+    ConfigField("bf16", "--bf16", "bf16 autocast", "bf16 autocast (CUDA only).", "bool", SCHEDULE, form=False),
+    ConfigField("dist_backend", "--dist-backend", "Process group", "torchrun process-group backend: auto = "
+                "NCCL on CUDA, gloo on a CPU. Dashboard jobs run in one process, so the form does not "
+                "show it.", "choice", SCHEDULE, choices=cfg.DIST_BACKENDS, form=False),
+    # -- optimisers ----------------------------------------------------------------------------------
+    ConfigField("optim.image_lr", "--lr-image", "Image-side learning rate", "AdamW learning rate of the image "
+                "tower (its head; the backbone too when fine-tuning). Reference 3e-4.", "sci", OPTIM,
+                min_value=1e-8),
+    ConfigField("optim.neural_lr", "--lr-neural", "Neural-side learning rate", "Learning rate of the neural "
+                "tower. Reference 5e-5 (RMSprop).", "sci", OPTIM, min_value=1e-8),
+    ConfigField("optim.neural_optimizer", "--neural-optimizer", "Neural-side optimiser", "RMSprop is the "
+                "reference; AdamW with weight decay regularises the large per-neuron layers.", "choice",
+                OPTIM, choices=cfg.NEURAL_OPTIMIZERS),
+    # -- loss ------------------------------------------------------------------------------------------
+    ConfigField("loss.temperature", "--temperature", "Temperature", "Softmax temperature of the contrastive "
+                "loss: smaller = sharper (the start value when learnt). Reference 0.01.", "sci", LOSS,
+                min_value=1e-4),
+    ConfigField("loss.learnable_temperature", "--learnable-temperature", "Learn temperature", "Learn the "
+                "temperature (CLIP-style) instead of keeping it fixed.", "bool", LOSS),
+    ConfigField("loss.center", "--center", "Centred maps", "Mean-centre each map before normalising, so "
+                "similarity is a correlation instead of a plain cosine.", "bool", LOSS),
+    ConfigField("loss.w_clip", "--w-clip", "Weight: contrastive", "Weight of the symmetric contrastive (CLIP) "
+                "loss.", "float", LOSS, min_value=0.0),
+    ConfigField("loss.w_rmse", "--w-rmse", "Weight: RMSE", "Weight of the RMSE between the two maps.", "float",
+                LOSS, min_value=0.0),
+    ConfigField("loss.w_ssim", "--w-ssim", "Weight: 1 − SSIM", "Weight of the structural dissimilarity "
+                "(1 - SSIM) of the maps.", "float", LOSS, min_value=0.0),
+    # -- image tower -----------------------------------------------------------------------------------
+    ConfigField("image.backbone", "--backbone", "Backbone", "DS-Net variant, randomly initialised unless "
+                "weights are given (--backbone-weights, CLI only).", "choice", IMAGE, choices=cfg.BACKBONES),
+    ConfigField("image.weights", "--backbone-weights", "Backbone weights", "Local DS-Net state dict "
+                "(nothing is downloaded).", "path", IMAGE, form=False, metavar="PATH"),
+    ConfigField("image.mode", "--backbone-mode", "Backbone mode", "frozen: backbone features computed once "
+                "and cached, only the head learns (fast). finetune: the backbone learns too (slow on CPU).",
+                "choice", IMAGE, choices=cfg.BACKBONE_MODES),
+    ConfigField("image.stage", "--stage", "Stage", "Backbone stage the feature is taken from (1-4).", "int",
+                IMAGE, min_value=1, max_value=4),
+    ConfigField("image.block", "--block", "Block", "Block within that stage (1-based; with ds_net_tiny at "
+                "most the stage's last block, which the CLI picks when only --backbone is given).", "int",
+                IMAGE, min_value=1),
+    ConfigField(HEAD_PATH, "--image-head", "Image head", "conv1x1: one 1x1-conv channel (reference). "
+                "readout: a linear readout of every channel at every position of the pooled features, drawn "
+                "as a smooth map.", "choice", IMAGE, choices=cfg.IMAGE_HEADS),
+    ConfigField("image.transform", "--feature-transform", "Feature nonlinearity", "Fixed nonlinearity on the "
+                "backbone features before pooling (square = local energy, what complex cells respond to).",
+                "choice", IMAGE, choices=cfg.FEATURE_TRANSFORMS, heads=("readout",)),
+    ConfigField("init", "--init", "Start", "linear: closed-form start (ridge on the predictable subspace; "
+                "needs a frozen backbone). Other towers start random, and so does this one on the CLI when "
+                "another tower is picked and --init is not given.", "choice", IMAGE, choices=cfg.INITS,
+                blocks=("linear",), heads=("readout",)),
+    ConfigField("select_by", "--select-by", "Pick epoch by", "Validation score that picks the restored epoch "
+                "and drives early stopping.", "choice", IMAGE, choices=cfg.SELECT_BY),
+    ConfigField("n_components", "--components", "Shared dimensions", "Size of the shared space drawn as the "
+                "16x64 map.", "int", IMAGE, min_value=1, max_value=1023, blocks=("linear",),
+                heads=("readout",), any_of=True, metavar="Q"),
+    # -- neural tower ----------------------------------------------------------------------------------
+    ConfigField(BLOCK_PATH, "--neural-block", "Neural block", "reference: one attention layer as in the "
+                "original; transformer: residual blocks with LayerNorm and FFN; latent: attention through "
+                "a few learned latents (linear in the number of neurons); linear: one linear encoder with "
+                "neuron dropout.", "choice", NEURAL, choices=cfg.NEURAL_BLOCKS),
+    ConfigField("neural.d_model", "--d-model", "Embedding size", "Per-neuron token width. Reference 512.",
+                "int", NEURAL, min_value=8, blocks=ATTENTION_BLOCKS),
+    ConfigField("neural.n_heads", "--heads", "Attention heads", "Attention heads; must divide the embedding "
+                "size.", "int", NEURAL, min_value=1, blocks=ATTENTION_BLOCKS),
+    ConfigField("neural.n_layers", "--layers", "Layers", "Attention layers (the reference block has "
+                "exactly 1).", "int", NEURAL, min_value=1, blocks=("transformer", "latent")),
+    ConfigField("neural.n_latents", "--latents", "Latents", "Learned queries of the latent block.", "int",
+                NEURAL, min_value=1, blocks=("latent",), metavar="N"),
+    ConfigField("neural.mlp_activation", "--mlp-activation", "MLP activation", "Nonlinearity of the map-head "
+                "MLP; the reference MLP is purely linear (none).", "choice", NEURAL, choices=cfg.ACTIVATIONS,
+                blocks=ATTENTION_BLOCKS),
+    ConfigField("neural.folded", "--folded", "Folded attention", "Compute the same function through K×K "
+                "matrices (exact). Saves memory and time when the embedding is large; with a small "
+                "embedding the plain path is faster.", "bool", NEURAL, blocks=("reference", "latent")),
+    ConfigField("neural.dropout", "--dropout", "Dropout", "Dropout in the MLP map head; in the linear block "
+                "neuron dropout on the input responses.", "float", NEURAL, min_value=0.0, max_value=0.9),
+    ConfigField("data.repeat_augment", "--repeat-augment", "Repeat augmentation", "Probability that a "
+                "training sample is one single-trial repeat instead of the mean.", "float", NEURAL,
+                min_value=0.0, max_value=1.0, metavar="P"),
+    ConfigField("data.normaliser", "--normaliser", "Response normaliser", "Per-neuron response scaling, "
+                "fitted on the training images only.", "choice", NEURAL, choices=cfg.NORMALISERS),
+)
+
+SECTIONS = (SCHEDULE, OPTIM, LOSS, IMAGE, NEURAL)
+
+
+def check_table(fields: tuple[ConfigField, ...]) -> None:
+    """ValueError unless every path is a TrainConfig field and paths and flags are unique."""
+    template = cfg.TrainConfig().to_dict()
+    for f in fields:
+        try:
+            lookup(template, f.path)
+        except (KeyError, TypeError):
+            raise ValueError(f"field table: {f.path!r} is not a TrainConfig field") from None
+        if f.section not in SECTIONS:
+            raise ValueError(f"field table: {f.path!r} has section {f.section!r}, expected one of {SECTIONS}")
+    for attr in ("path", "flag"):
+        seen = [getattr(f, attr) for f in fields]
+        dupes = sorted({x for x in seen if seen.count(x) > 1})
+        if dupes:
+            raise ValueError(f"field table: duplicate {attr}(s) {', '.join(dupes)}")
+
+
+check_table(FIELDS)
