@@ -37,8 +37,9 @@ def test_metrics_append_only_and_torn_line_skipped(tmp_path):
     m = runs.read_metrics(d)
     assert [r["epoch"] for r in m] == [1, 2]
     assert m[1]["val_loss"] is None
-    runs.append_metrics(d, {"event": "epoch", "epoch": 3})
-    assert (d / runs.METRICS_FILE).read_text().count("\n") == 3
+    runs.append_metrics(d, {"event": "epoch", "epoch": 3})  # e.g. the resumed run: a line of its own
+    assert (d / runs.METRICS_FILE).read_text().count("\n") == 4
+    assert [r["epoch"] for r in runs.read_metrics(d)] == [1, 2, 3]
 
 
 def test_atomic_json_failure_keeps_old_file(tmp_path):

@@ -6,6 +6,18 @@
 (temp file + rename); `metrics.jsonl` is appended line by line and a torn last line (crash
 mid-write) is skipped when reading.
 
+Reading back is safe and explicit: checkpoints load with `weights_only=True` (tensors and plain
+containers only, never arbitrary pickled objects); a damaged (truncated, corrupt, wrong-type)
+file raises `RunFileError` (a ValueError) with one line naming the file, what is wrong and what
+to do, e.g. "runs/x/config.json is not valid JSON (truncated at byte 812); ...". `load_run`
+raises it for `config.json` and `split.json` (nothing can use the run without them) and records
+a damaged `status.json` / `results.json` in `RunRecord.problems` instead (resume rewrites the
+status, `evaluate` rewrites the results); `list_runs` never raises for what is in the runs
+folder and lists a damaged run with `RunInfo.error` (state "unreadable" when its status or
+config cannot be read). `read_status` stays lenient (a damaged status reads as {} with a
+warning) because every writer merges into it. Unparsable lines of `metrics.jsonl` (a run killed
+mid-write) are skipped with a warning.
+
 `config.json` layout: `{"config": TrainConfig.to_dict(), "subject": {"name", "path", "data_hash",
 "n_images", "n_neurons", "simulated"}, "code_version", "torch_version", "device", "world_size",
 "created", "resumed_from_epoch"}` (`resumed_from_epoch`: the epoch of `last.pt` a resumed run
@@ -63,14 +75,82 @@ def new_run_dir(runs_dir: str | os.PathLike, subject: str) -> Path:
     raise RuntimeError(f"could not create a unique run folder under {root}")  # pragma: no cover
 
 
-def _read_json(path: Path) -> Any:
+class RunFileError(ValueError):
+    """A file of a run folder is damaged (truncated, corrupt, wrong type); the message is one line."""
+
+    def __init__(self, path: Path, problem: str, hint: str | None = None) -> None:
+        self.path = Path(path)
+        self.problem = problem
+        hint = _HINTS.get(self.path.name, "") if hint is None else hint
+        text = f"{display_path(self.path)} {problem}"
+        if hint:
+            text += "; " + hint.format(run=display_path(self.path.parent))
+        super().__init__(text)
+
+
+_HINTS = {
+    RESULTS_FILE: "re-run `python -m neuroalign evaluate {run}` to rewrite it",
+    STATUS_FILE: "resume the run (`python -m neuroalign train --resume {run}`) to rewrite it, or delete the run",
+    CONFIG_FILE: "the run cannot be evaluated or resumed without it; delete the run",
+    SPLIT_FILE: "the run cannot be evaluated or resumed without it; delete the run",
+    NORMALISER_FILE: "the run cannot be evaluated or resumed without it; delete the run",
+    BEST_CKPT: "evaluate needs it; train the run again",
+    LAST_CKPT: "resume needs it; start a new run with the same settings",
+    TEST_OUTPUTS: "re-run `python -m neuroalign evaluate {run}` to rewrite it",
+}
+
+
+def display_path(path: Path) -> str:
+    """`path` relative to the working folder when inside it (e.g. "runs/x/results.json"), else absolute."""
+    path = Path(path)
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
+        rel = os.path.relpath(path)
+    except ValueError:  # another drive (Windows)
+        return str(path)
+    return str(path) if rel.startswith("..") else rel
+
+
+def _json_problem(raw: bytes, exc: Exception) -> str:
+    """What is wrong with a document that did not parse: cut short (a crash mid-write) or invalid."""
+    if isinstance(exc, UnicodeDecodeError):
+        return f"is not UTF-8 text (invalid byte at {exc.start}); expected JSON"
+    assert isinstance(exc, json.JSONDecodeError)
+    text = exc.doc
+    if not text.strip():
+        return "is empty (expected JSON; truncated by a crash?)"
+    rest = text[exc.pos:].strip()
+    cut_short = (exc.pos >= len(text.rstrip()) or exc.msg.startswith("Unterminated string")
+                 or (exc.msg == "Expecting value" and any(w.startswith(rest) for w in ("true", "false", "null"))))
+    if cut_short:
+        return f"is not valid JSON (truncated at byte {len(raw)})"
+    return f"is not valid JSON ({exc.msg} at byte {len(text[: exc.pos].encode('utf-8'))})"
+
+
+def read_json_file(path: str | os.PathLike, expect: type = dict) -> Any:
+    """The JSON object in `path`, None when the file does not exist; RunFileError when it is damaged
+    (not readable, not UTF-8, not valid JSON, or not an `expect`)."""
+    path = Path(path)
+    try:
+        raw = path.read_bytes()
     except FileNotFoundError:
         return None
+    except IsADirectoryError:
+        raise RunFileError(path, "is a folder, not a file") from None
+    except OSError as exc:
+        raise RunFileError(path, f"cannot be read ({exc.strerror or type(exc).__name__})") from None
+    try:
+        data = json.loads(raw.decode("utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        logger.warning("unreadable %s: %s", path, exc)
-        return None
+        raise RunFileError(path, _json_problem(raw, exc)) from None
+    if not isinstance(data, expect):
+        raise RunFileError(path, f"holds a JSON {type(data).__name__}; expected a JSON "
+                           f"{'object' if expect is dict else expect.__name__}")
+    return data
+
+
+def _read_json(path: Path) -> Any:
+    """`read_json_file` (kept for callers of the old name: None when missing, RunFileError when damaged)."""
+    return read_json_file(path)
 
 
 def is_run_dir(path: str | os.PathLike) -> bool:
@@ -78,8 +158,16 @@ def is_run_dir(path: str | os.PathLike) -> bool:
     return path.is_dir() and ((path / STATUS_FILE).is_file() or (path / CONFIG_FILE).is_file())
 
 
-def read_status(run_dir: str | os.PathLike) -> dict[str, Any]:
-    return _read_json(Path(run_dir) / STATUS_FILE) or {}
+def read_status(run_dir: str | os.PathLike, strict: bool = False) -> dict[str, Any]:
+    """`status.json` ({} when missing). A damaged file is {} with a warning (every writer merges into
+    the status and must be able to replace a damaged one), or RunFileError with `strict`."""
+    try:
+        return read_json_file(Path(run_dir) / STATUS_FILE) or {}
+    except RunFileError as exc:
+        if strict:
+            raise
+        logger.warning("%s", exc)
+        return {}
 
 
 def write_status(run_dir: str | os.PathLike, state: str, message: str = "", **fields: Any) -> dict[str, Any]:
@@ -97,27 +185,61 @@ def write_status(run_dir: str | os.PathLike, state: str, message: str = "", **fi
 
 
 def append_metrics(run_dir: str | os.PathLike, record: dict[str, Any]) -> None:
-    """Append one JSON object as a line to `metrics.jsonl` (non-finite floats become null)."""
+    """Append one JSON object as a line to `metrics.jsonl` (non-finite floats become null).
+
+    When the file does not end with a newline (a process was killed mid-line), the new line starts
+    on a line of its own, so the torn line stays one skipped line instead of spoiling this one.
+    """
     clean = {k: (None if isinstance(v, float) and not np.isfinite(v) else v) for k, v in record.items()}
     line = json.dumps(clean, default=float, allow_nan=False) + "\n"
-    with _metrics_lock, open(Path(run_dir) / METRICS_FILE, "a", encoding="utf-8") as fh:
-        fh.write(line)
+    path = Path(run_dir) / METRICS_FILE
+    with _metrics_lock, open(path, "a+b") as fh:
+        if fh.tell() > 0:
+            fh.seek(-1, os.SEEK_END)
+            if fh.read(1) != b"\n":
+                line = "\n" + line
+        fh.write(line.encode("utf-8"))
         fh.flush()
 
 
 def read_metrics(run_dir: str | os.PathLike) -> list[dict[str, Any]]:
-    """All complete lines of `metrics.jsonl` (a torn or corrupt line is skipped)."""
+    """All complete records of `metrics.jsonl`, in order.
+
+    Lines that are not a JSON object (the torn last line of a run killed mid-write, or a torn line
+    a resumed run wrote after) are skipped with one warning naming them. RunFileError when the
+    file cannot be read or holds several lines and none of them is a record (not a metrics log).
+    """
     path = Path(run_dir) / METRICS_FILE
-    if not path.is_file():
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
         return []
-    out = []
-    for line in path.read_text(encoding="utf-8").splitlines():
-        try:
-            obj = json.loads(line)
-        except json.JSONDecodeError:
+    except IsADirectoryError:
+        raise RunFileError(path, "is a folder, not a file") from None
+    except OSError as exc:
+        raise RunFileError(path, f"cannot be read ({exc.strerror or type(exc).__name__})") from None
+    out, bad, last = [], [], 0
+    lines = raw.split(b"\n")
+    for number, line in enumerate(lines, start=1):
+        if not line.strip():
             continue
+        last = number
+        try:
+            obj = json.loads(line.decode("utf-8"))
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            obj = None
         if isinstance(obj, dict):
             out.append(obj)
+        else:
+            bad.append(number)
+    if bad:
+        if not out and len(bad) > 1:
+            raise RunFileError(path, f"holds no metrics record in {len(bad)} lines (expected one JSON object "
+                               "per line)", hint="")
+        torn = "the last line (cut short: the run was killed mid-write?)" if bad == [last] else \
+            f"line(s) {', '.join(map(str, bad[:5]))}{' ...' if len(bad) > 5 else ''}"
+        logger.warning("%s: skipped %s that %s not a JSON record", display_path(path), torn,
+                       "is" if len(bad) == 1 else "are")
     return out
 
 
@@ -126,20 +248,64 @@ def write_split(run_dir: str | os.PathLike, split: dict[str, np.ndarray]) -> Non
 
 
 def read_split(run_dir: str | os.PathLike) -> dict[str, np.ndarray]:
-    data = _read_json(Path(run_dir) / SPLIT_FILE)
-    if not isinstance(data, dict) or not all(k in data for k in ("train", "val", "test")):
-        raise FileNotFoundError(f"{Path(run_dir) / SPLIT_FILE} is missing or lacks train/val/test")
-    return {k: np.asarray(data[k], dtype=np.int64) for k in ("train", "val", "test")}
+    """train/val/test image indices; FileNotFoundError when missing, RunFileError when damaged."""
+    path = Path(run_dir) / SPLIT_FILE
+    data = read_json_file(path)
+    if data is None:
+        raise FileNotFoundError(f"{display_path(path)} not found")
+    missing = [k for k in ("train", "val", "test") if k not in data]
+    if missing:
+        raise RunFileError(path, f"lacks {', '.join(missing)}; expected lists of image indices train, val, test")
+    out = {}
+    for k in ("train", "val", "test"):
+        values = data[k]
+        if not isinstance(values, list) or not all(isinstance(v, int) and not isinstance(v, bool) and v >= 0
+                                                   for v in values):
+            raise RunFileError(path, f"has a {k!r} entry that is not a list of image indices (non-negative integers)")
+        out[k] = np.asarray(values, dtype=np.int64)
+    return out
+
+
+#: keys a checkpoint must hold to be used (best.pt: evaluation; last.pt: resume)
+CHECKPOINT_KEYS = {BEST_CKPT: ("model", "epoch", "val_loss"),
+                   LAST_CKPT: ("model", "opt_image", "opt_neural", "epoch", "global_step")}
 
 
 def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
-    """Load a checkpoint with `weights_only=True` (tensors and plain containers only) onto the CPU."""
+    """Load a checkpoint with `weights_only=True` (tensors and plain containers only) onto the CPU.
+
+    FileNotFoundError when missing; RunFileError (one line) when it is truncated or corrupt, holds
+    anything but tensors and plain containers, or lacks what `best.pt` / `last.pt` must hold
+    (`CHECKPOINT_KEYS`).
+    """
     import torch
 
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"checkpoint {path} not found")
-    return torch.load(path, map_location="cpu", weights_only=True)
+        if path.is_dir():
+            raise RunFileError(path, "is a folder, not a checkpoint file")
+        raise FileNotFoundError(f"checkpoint {display_path(path)} not found")
+    if path.stat().st_size == 0:
+        raise RunFileError(path, "is empty (0 bytes: truncated by a crash or a full disk?)")
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except MemoryError:
+        raise RunFileError(path, "does not fit in memory; free memory or use a larger machine", hint="") from None
+    except Exception as exc:  # noqa: BLE001 - torch/zipfile/pickle raise many types for damaged files
+        detail = " ".join(str(exc).split())
+        if "weights only load failed" in detail.lower() or "weights_only" in detail:
+            raise RunFileError(path, "holds objects other than tensors and plain containers (refused: checkpoints "
+                               "load with weights_only=True)") from None
+        detail = detail.split(". ")[0]  # torch's messages go on with advice that does not apply here
+        raise RunFileError(path, f"is truncated or corrupt ({type(exc).__name__}: {detail[:120]})") from None
+    if not isinstance(obj, dict):
+        raise RunFileError(path, f"holds a {type(obj).__name__}; expected a checkpoint dictionary")
+    missing = [k for k in CHECKPOINT_KEYS.get(path.name, ("model",)) if k not in obj]
+    if missing:
+        raise RunFileError(path, f"lacks {', '.join(missing)}; expected a checkpoint written by neuroalign")
+    if not isinstance(obj.get("model"), dict):
+        raise RunFileError(path, "has no model weights (expected a dictionary of state dicts under 'model')")
+    return obj
 
 
 @dataclass
@@ -151,6 +317,8 @@ class RunRecord:
     status: dict[str, Any]
     results: dict[str, Any] | None
     split: dict[str, np.ndarray] | None = None
+    #: file name -> one-line message for a damaged status.json / results.json (read as {} / None)
+    problems: dict[str, str] = field(default_factory=dict)
 
     @property
     def run_id(self) -> str:
@@ -171,20 +339,41 @@ class RunRecord:
         path = self.path / TEST_OUTPUTS
         if not path.is_file():
             return None
-        with np.load(path, allow_pickle=False) as data:
-            return {k: data[k] for k in data.files}
+        try:
+            with np.load(path, allow_pickle=False) as data:
+                return {k: data[k] for k in data.files}
+        except MemoryError:
+            raise RunFileError(path, "does not fit in memory", hint="") from None
+        except Exception as exc:  # noqa: BLE001 - zipfile/numpy raise many types for damaged files
+            raise RunFileError(path, f"is truncated or corrupt ({type(exc).__name__}: "
+                               f"{' '.join(str(exc).split())[:120]})") from None
 
 
 def load_run(run_dir: str | os.PathLike) -> RunRecord:
+    """Everything in a run folder. RunFileError when `config.json` or `split.json` is damaged; a
+    damaged `status.json` / `results.json` reads as {} / None with its message in `problems`."""
     path = Path(run_dir)
     if not is_run_dir(path):
         raise FileNotFoundError(f"{path} is not a run folder (expected {STATUS_FILE} or {CONFIG_FILE} inside)")
+    config = read_json_file(path / CONFIG_FILE) or {}
     try:
         split = read_split(path)
     except FileNotFoundError:
         split = None
-    return RunRecord(path=path, config=_read_json(path / CONFIG_FILE) or {}, status=read_status(path),
-                     results=_read_json(path / RESULTS_FILE), split=split)
+    problems: dict[str, str] = {}
+    status: dict[str, Any] = {}
+    results = None
+    try:
+        status = read_status(path, strict=True)
+    except RunFileError as exc:
+        problems[STATUS_FILE] = str(exc)
+    try:
+        results = read_json_file(path / RESULTS_FILE)
+    except RunFileError as exc:
+        problems[RESULTS_FILE] = str(exc)
+    for message in problems.values():
+        logger.warning("%s", message)
+    return RunRecord(path=path, config=config, status=status, results=results, split=split, problems=problems)
 
 
 @dataclass
@@ -200,6 +389,8 @@ class RunInfo:
     preset: str | None
     progress: float
     metrics: dict[str, float | None] = field(default_factory=dict)
+    #: one line when a file of the run is damaged (state "unreadable" when status/config cannot be read)
+    error: str | None = None
 
 
 def _summary(results: dict[str, Any] | None) -> dict[str, float | None]:
@@ -225,19 +416,47 @@ def list_runs(runs_dir: str | os.PathLike) -> list[RunInfo]:
         return []
     infos = []
     for path in sorted(root.iterdir(), reverse=True):
-        if not is_run_dir(path):
-            continue
-        cfg = _read_json(path / CONFIG_FILE) or {}
-        status = read_status(path)
-        infos.append(RunInfo(
-            run_id=path.name, path=path,
-            subject=(cfg.get("subject") or {}).get("name", "?"),
-            state=status.get("state", "unknown"), message=status.get("message", ""),
-            created=cfg.get("created"), preset=(cfg.get("config") or {}).get("preset"),
-            progress=float(status.get("progress") or 0.0),
-            metrics=_summary(_read_json(path / RESULTS_FILE)),
-        ))
+        try:
+            if not is_run_dir(path):
+                continue
+            infos.append(_run_info(path))
+        except Exception as exc:  # noqa: BLE001 - one damaged run must not hide the others
+            text = " ".join(str(exc).split()) or type(exc).__name__
+            logger.warning("run %s: %s", path.name, text)
+            infos.append(RunInfo(run_id=path.name, path=path, subject="?", state="unreadable", message=text,
+                                 created=None, preset=None, progress=0.0, error=text))
     return infos
+
+
+def _run_info(path: Path) -> RunInfo:
+    errors: dict[str, str] = {}
+
+    def read(name: str) -> dict[str, Any]:
+        try:
+            return read_json_file(path / name) or {}
+        except RunFileError as exc:
+            errors[name] = str(exc)
+            return {}
+
+    cfg, status, results = read(CONFIG_FILE), read(STATUS_FILE), read(RESULTS_FILE)
+    subject = cfg.get("subject") if isinstance(cfg.get("subject"), dict) else {}
+    config = cfg.get("config") if isinstance(cfg.get("config"), dict) else {}
+    try:
+        progress = float(status.get("progress") or 0.0)
+    except (TypeError, ValueError):
+        progress = 0.0
+    try:
+        metrics = _summary(results)
+    except (AttributeError, TypeError) as exc:  # valid JSON of an unexpected layout
+        errors[RESULTS_FILE] = str(RunFileError(path / RESULTS_FILE, f"has an unexpected layout ({exc})"))
+        metrics = {}
+    error = " | ".join(errors.values()) or None
+    unreadable = CONFIG_FILE in errors or STATUS_FILE in errors
+    return RunInfo(
+        run_id=path.name, path=path, subject=str(subject.get("name", "?")),
+        state="unreadable" if unreadable else str(status.get("state", "unknown")),
+        message=error if unreadable else str(status.get("message", "")),
+        created=cfg.get("created"), preset=config.get("preset"), progress=progress, metrics=metrics, error=error)
 
 
 def delete_run(run_dir: str | os.PathLike) -> None:
