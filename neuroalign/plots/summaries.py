@@ -1,11 +1,16 @@
 """Small, vectorised summaries that exist only to be drawn: EMA smoothing, ranks of the true match,
-the k best candidates of a query, per-neuron split-half reliability, a display order for rasters."""
+the k best candidates of a query, per-neuron split-half reliability (`neuroalign.evaluation.reliability`),
+a display order for rasters."""
 
 from __future__ import annotations
 
 from typing import Sequence
 
 import numpy as np
+
+from neuroalign.evaluation.reliability import neuron_reliability
+
+__all__ = ["ema_smooth", "neuron_reliability", "raster_order", "top_k", "true_match_ranks"]
 
 
 def ema_smooth(values: Sequence[float], weight: float) -> np.ndarray:
@@ -62,25 +67,6 @@ def top_k(similarity: np.ndarray, query: int, k: int, direction: str) -> tuple[n
     k = max(1, min(int(k), scores.size))
     order = np.argsort(-scores, kind="stable")[:k]
     return order, scores[order]
-
-
-def neuron_reliability(repeats: np.ndarray) -> np.ndarray:
-    """Per-neuron split-half reliability: correlation over images between the mean of even and
-    odd repeats, Spearman-Brown corrected (2r / (1 + r), clipped to [-1, 1]). `repeats` is
-    (R, N, K) with R >= 2; returns (K,) (NaN for neurons constant over images)."""
-    r = np.asarray(repeats)
-    if r.ndim != 3 or r.shape[0] < 2:
-        raise ValueError(f"repeats must be (R>=2, N, K), got shape {r.shape}")
-    work = np.float32 if r.dtype in (np.float16, np.float32) else np.float64  # (N, K) halves stay small
-    a = r[0::2].mean(axis=0, dtype=work)
-    b = r[1::2].mean(axis=0, dtype=work)
-    a -= a.mean(axis=0, dtype=np.float64).astype(work)
-    b -= b.mean(axis=0, dtype=np.float64).astype(work)
-    denom = np.sqrt((a * a).sum(axis=0, dtype=np.float64) * (b * b).sum(axis=0, dtype=np.float64))
-    with np.errstate(invalid="ignore", divide="ignore"):
-        corr = (a * b).sum(axis=0, dtype=np.float64) / denom
-        corr = np.where(denom > 0, corr, np.nan)
-        return np.clip(2 * corr / (1 + corr), -1.0, 1.0)
 
 
 def raster_order(responses: np.ndarray, max_images: int = 300, max_neurons: int = 400) -> tuple[np.ndarray, np.ndarray]:
