@@ -23,3 +23,35 @@ def runs_dir(explicit: str | os.PathLike | None = None) -> Path:
 def cache_dir(explicit: str | os.PathLike | None = None) -> Path:
     """Feature cache root: `explicit`, else $NEUROALIGN_CACHE_DIR, else ./.neuroalign-cache."""
     return Path(explicit or os.environ.get(CACHE_DIR_ENV) or ".neuroalign-cache").expanduser().resolve()
+
+
+def configured_roots() -> dict[str, Path]:
+    """The folders the dashboard may read and write: {"data": ..., "runs": ..., "cache": ...}."""
+    return {"data": data_dir(), "runs": runs_dir(), "cache": cache_dir()}
+
+
+def inside_roots(path: str | os.PathLike, roots: dict[str, Path] | None = None, *, follow_links: bool = False) -> Path:
+    """`path` made absolute (".." removed) when it lies inside one of `roots` (default: the configured
+    data, runs and cache folders), else ValueError in one line.
+
+    Every filesystem path a page hands to the library goes through this, so that no page acts on a
+    path outside the configured folders (e.g. "../../etc" or "/home/x" sent from a browser).
+    Without `follow_links` the check is on the normalised path itself (a subject folder may be a
+    symbolic link the user made on purpose, e.g. to a reference-code data folder); with it, the
+    link's target must lie inside too.
+    """
+    roots = configured_roots() if roots is None else roots
+    text = os.fspath(path)
+    if not text or "\0" in text:
+        raise ValueError(f"path {text!r} is not usable; expected a folder inside the data, runs or cache folder")
+    p = Path(os.path.abspath(Path(text).expanduser()))
+    if follow_links:
+        p = p.resolve()
+    for root in roots.values():
+        base = Path(os.path.abspath(root))
+        if follow_links:
+            base = base.resolve()
+        if p == base or base in p.parents:
+            return p
+    listed = ", ".join(f"{k} {v}" for k, v in roots.items())
+    raise ValueError(f"path {p} is outside the configured folders ({listed}); expected a path inside one of them")

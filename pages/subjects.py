@@ -92,7 +92,7 @@ with add:
         try:
             with st.spinner("Reading and validating…"):
                 staged = st.session_state[keys.UPLOAD_STAGED] = upload.stage_and_validate(
-                    store, new_name, images_file, responses_file)
+                    store, new_name, images_file, responses_file, staging_root=upload.staging_root())
         except (ValueError, FileNotFoundError, OSError) as exc:
             st.error(f"Not importable: {exc}")
     if staged is not None:

@@ -138,6 +138,30 @@ def _write(src: UploadedFileLike, dst: Path) -> str:
     return h.hexdigest()
 
 
+STAGING_FOLDER = "uploads"
+_STALE_STAGING_S = 24 * 3600.0
+
+
+def staging_root() -> Path:
+    """Where uploads wait for the user's confirmation: `<cache dir>/uploads` (inside the configured
+    folders and on their disk, not in a RAM-backed /tmp). Staging folders a closed browser session
+    left behind are removed after a day."""
+    import time
+
+    from neuroalign import paths
+
+    root = paths.inside_roots(paths.cache_dir() / STAGING_FOLDER)
+    root.mkdir(parents=True, exist_ok=True)
+    now = time.time()
+    for p in root.glob("neuroalign-upload-*"):
+        try:
+            if now - p.stat().st_mtime > _STALE_STAGING_S:
+                shutil.rmtree(p, ignore_errors=True)
+        except OSError:
+            pass
+    return root
+
+
 def stage_and_validate(store, name: str, images_file: UploadedFileLike | None,
                        responses_file: UploadedFileLike | None, staging_root: Path | None = None) -> StagedUpload:
     """Write both uploads to a temp folder and check them in the sandboxed worker
