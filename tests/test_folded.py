@@ -6,16 +6,15 @@ import pytest
 import torch
 from attention_reference import PARAM_NAMES, plain_readout, random_params
 
-from neuroalign.models import folded
+from neuroalign.models import folded, folded_tiles
 from neuroalign.models.folded import (
     auto_chunk_size,
     auto_row_block,
-    chunk_backward,
-    chunk_forward,
     fold_blocks,
     folded_attention_readout,
     set_compile_mode,
 )
+from neuroalign.models.folded_tiles import chunk_backward, chunk_forward
 from neuroalign.models.neural_tower import NeuralTower
 
 
@@ -61,7 +60,7 @@ def test_chunk_functions_match_autograd() -> None:
     rc = torch.rand(4, k, dtype=torch.float64)
     gc = torch.randn(4, k, dtype=torch.float64)
     z = chunk_forward(rc, *ms)
-    p, w = folded._chunk_probs_and_values(rc, *[m.detach() for m in ms])
+    p, w = folded_tiles.chunk_probs_and_values(rc, *[m.detach() for m in ms])
     torch.testing.assert_close(z.detach(), (p * w).sum(dim=(1, 3)))
     expected = torch.autograd.grad(z, ms, gc)
     for got, want in zip(chunk_backward(rc, gc, *[m.detach() for m in ms]), expected):
@@ -72,7 +71,7 @@ def test_compiled_driver_pads_last_chunk(monkeypatch: pytest.MonkeyPatch) -> Non
     """The fixed-size-chunk driver (padding + accumulation) is exact; compile itself is swapped for
     the eager pure functions so the test stays fast."""
     monkeypatch.setattr(folded, "_compiled_fn", lambda name: chunk_forward if name == "forward" else chunk_backward)
-    monkeypatch.setattr(folded, "_compile_mode", "on")
+    monkeypatch.setenv(folded.COMPILE_ENV, "on")
     b, k, d = 7, 5, 8
     ps = random_params(k, d, seed=7)
     r = torch.rand(b, k, dtype=torch.float64)
@@ -89,7 +88,7 @@ def test_compile_failure_falls_back_to_eager(monkeypatch: pytest.MonkeyPatch, ca
         raise RuntimeError("no compiler")
 
     monkeypatch.setattr(folded, "_compiled_fn", broken)
-    monkeypatch.setattr(folded, "_compile_mode", "on")
+    monkeypatch.setenv(folded.COMPILE_ENV, "on")
     monkeypatch.setattr(folded, "_compile_failed", False)
     ps = random_params(4, 6, seed=8)
     r = torch.rand(3, 4, dtype=torch.float64)
@@ -156,6 +155,8 @@ def test_errors_and_chunk_size() -> None:
         folded_attention_readout(torch.rand(2, 4, dtype=torch.float64), *ps, 1, chunk_size=0)
     with pytest.raises(ValueError, match="compile mode"):
         set_compile_mode("sometimes")
+    with pytest.raises(ValueError, match="compile mode"):
+        folded_attention_readout(torch.rand(2, 4, dtype=torch.float64), *ps, 1, compile_mode="sometimes")
     with pytest.raises(ValueError, match="row_block"):
         folded_attention_readout(torch.rand(2, 4, dtype=torch.float64), *ps, 1, row_block=0)
     # GPU: whole-row tiles within the budget; CPU eager: >= 16 samples, rows tiled to fit the cache
@@ -177,10 +178,10 @@ def test_torch_compile_path_really_compiles_and_matchesplain_readout(monkeypatch
     inductor's CPU backend: same outputs and gradients as the plain path, no fallback taken."""
     from neuroalign.models import native
 
-    monkeypatch.setattr(folded, "_compile_mode", "on")
+    monkeypatch.setenv(folded.COMPILE_ENV, "on")
     monkeypatch.setattr(folded, "_compile_failed", False)
     monkeypatch.setattr(folded, "_compiled", {})
-    monkeypatch.setattr(native, "_mode", "off")  # keep the fused CPU kernels out of the way
+    monkeypatch.setenv(native.NATIVE_ENV, "off")  # keep the fused CPU kernels out of the way
     ps = [p.detach().float().requires_grad_() for p in random_params(40, 16, seed=2)]
     r = torch.rand(10, 40, generator=torch.Generator().manual_seed(3))
     z = folded_attention_readout(r, *ps, 2, chunk_size=4)  # chunks 4, 4, 2 (padded)
@@ -192,3 +193,31 @@ def test_torch_compile_path_really_compiles_and_matchesplain_readout(monkeypatch
     largest = max(w.abs().max().item() for w in wants)  # floor for the key bias, whose exact gradient is 0
     for got, want in zip(grads, wants):
         torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-4 * want.abs().max().item() + 1e-5 * largest)
+
+
+def test_compile_and_native_modes_are_read_per_call(monkeypatch) -> None:
+    """No module-level switch: the environment is read at each call, an argument overrides it for
+    that call only, and nothing in the package sets either mode (a job cannot change another's)."""
+    from pathlib import Path
+
+    from neuroalign.models import native
+
+    cuda, cpu = torch.device("cuda"), torch.device("cpu")
+    monkeypatch.setattr(folded, "_compile_failed", False)
+    monkeypatch.setenv(folded.COMPILE_ENV, "off")
+    assert not folded._use_compiled(cuda) and folded._use_compiled(cuda, "auto")
+    monkeypatch.setenv(folded.COMPILE_ENV, "auto")
+    assert folded._use_compiled(cuda) and not folded._use_compiled(cpu) and folded._use_compiled(cpu, "on")
+    monkeypatch.delenv(folded.COMPILE_ENV)
+    assert folded.compile_mode() == "auto"
+    monkeypatch.setenv(folded.COMPILE_ENV, "sometimes")
+    with pytest.raises(ValueError, match=r"NEUROALIGN_FOLDED_COMPILE.*'sometimes'"):
+        folded.compile_mode()
+    monkeypatch.setenv(native.NATIVE_ENV, "off")
+    assert native.native_mode() == "off" and native.native_mode("auto") == "auto"
+    assert native.load() is None
+    root = Path(folded.__file__).parents[1]
+    setters = [str(p.relative_to(root)) for p in root.rglob("*.py")
+               if p.name not in ("folded.py", "native.py") and ("set_compile_mode(" in p.read_text()
+                                                                or "set_native_mode(" in p.read_text())]
+    assert not setters, f"package modules that change the process-wide folded/native modes: {setters}"

@@ -10,7 +10,7 @@ import pytest
 import torch
 from attention_reference import plain_readout, random_params
 
-from neuroalign.models import folded, native
+from neuroalign.models import folded, folded_tiles, native
 from neuroalign.models.folded import fold_blocks, folded_attention_readout
 from neuroalign.models.neural_tower import NeuralTower
 
@@ -81,13 +81,13 @@ def test_kernels_on_their_own_match_eager(kernels) -> None:
     mm, nn, _ = (t.detach() for t in fold_blocks(*ps, h))
     z, lse, zh = kernels.folded_forward(r64.float(), mm.float(), nn.float())
     ms64 = folded.split_blocks(mm, nn)
-    want = folded._eager_forward(r64, ms64, 4, 16)
+    want = folded_tiles.eager_forward(r64, ms64, 4, 16)
     torch.testing.assert_close(z.double(), want, rtol=1e-5, atol=1e-5 * want.abs().max().item())
     dmm = torch.full_like(mm, float("nan"), dtype=torch.float32)  # the kernel must write every element
     dnn = torch.full_like(nn, float("nan"), dtype=torch.float32)
     kernels.folded_backward(r64.float(), g64.float(), lse, zh, mm.float(), nn.float(), dmm, dnn)
     acc = [torch.zeros_like(m) for m in ms64]
-    folded._eager_backward(r64, g64, ms64, 4, 16, False, acc)
+    folded_tiles.eager_backward(r64, g64, ms64, 4, 16, False, acc)
     for got, want in zip(folded.split_blocks(dmm, dnn), acc):
         assert torch.isfinite(got).all()
         torch.testing.assert_close(got.double(), want, rtol=1e-4, atol=1e-4 * want.abs().max().item())
@@ -158,7 +158,7 @@ def test_build_failure_falls_back_to_eager(monkeypatch, caplog) -> None:
 
     monkeypatch.setattr(cpp_extension, "load", broken)
     monkeypatch.setattr(native, "_state", {})
-    monkeypatch.setattr(native, "_mode", "auto")
+    monkeypatch.setenv(native.NATIVE_ENV, "auto")
     with caplog.at_level("WARNING", logger="neuroalign.models.native"):
         assert native.load() is None
         assert native.load() is None  # tried once, not on every step
@@ -174,11 +174,14 @@ def test_build_failure_falls_back_to_eager(monkeypatch, caplog) -> None:
 
 
 def test_mode_and_build_name(monkeypatch) -> None:
-    monkeypatch.setattr(native, "_mode", "auto")
+    monkeypatch.setenv(native.NATIVE_ENV, "auto")
     native.set_native_mode("off")
     assert native.load() is None and native.native_mode() == "off"
     with pytest.raises(ValueError, match="native mode"):
         native.set_native_mode("fast")
+    monkeypatch.setenv(native.NATIVE_ENV, "fast")
+    with pytest.raises(ValueError, match=r"NEUROALIGN_NATIVE.*'fast'"):
+        native.native_mode()
     # the build name changes with the CPU it was compiled for (-march=native), so a shared cache
     # never hands one machine another machine's binary
     monkeypatch.setattr(native, "_cpu_identity", lambda: "model name: A\nflags: avx2")

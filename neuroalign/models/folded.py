@@ -21,12 +21,16 @@ The K x K matrices are built as two blocks, MM = [[M1, M2], [M3, M4]] and NN = [
 (`fold_blocks`), by ordinary autograd matmuls, so gradients reach every parameter through them.
 The per-sample part is a custom autograd function with three implementations: fused C++ kernels
 on a CPU in float32 (`neuroalign.models.native`, csrc/folded_cpu.cpp), torch.compile'd chunk
-functions (CUDA by default) and eager tiles (everything else, and the fallback of both). Nothing of
-size (B, K, K) is kept between forward and backward (the backward recomputes the softmax), so
-memory stays bounded at any K.
+functions (CUDA by default) and eager tiles (everything else, and the fallback of both); the
+tensor maths of the last two is in `neuroalign.models.folded_tiles`, the choice between them here.
+Nothing of size (B, K, K) is kept between forward and backward (the backward recomputes the
+softmax), so memory stays bounded at any K.
 
-`head_dim` is the one check that d_model splits into n_heads heads, shared by these functions and
-the towers' attention modules (this module imports nothing from the towers).
+Which path runs is decided per call: $NEUROALIGN_FOLDED_COMPILE and $NEUROALIGN_NATIVE are read at
+each call unless the call passes `compile_mode=` / `native_mode=`; there is no module-level switch
+a job could flip for another (`set_compile_mode` sets the environment variable, for benchmarks).
+`config.head_dim` is the one check that d_model splits into n_heads heads. This module imports
+nothing from the towers.
 """
 
 from __future__ import annotations
@@ -37,6 +41,10 @@ import os
 
 import torch
 from torch import Tensor
+
+from neuroalign.config import head_dim
+from neuroalign.models import native
+from neuroalign.models.folded_tiles import chunk_backward, chunk_forward, eager_backward, eager_forward
 
 logger = logging.getLogger(__name__)
 
@@ -71,13 +79,6 @@ def auto_row_block(chunk: int, n_neurons: int, n_heads: int, device_type: str = 
         return n_neurons
     rows = _CHUNK_ELEMENTS["cpu"] // max(1, chunk * n_heads * n_neurons)
     return int(max(1, min(n_neurons, rows)))
-
-
-def head_dim(d_model: int, n_heads: int) -> int:
-    """Width of one attention head, `d_model // n_heads`; ValueError unless it divides exactly."""
-    if n_heads < 1 or d_model % n_heads:
-        raise ValueError(f"d_model ({d_model}) must be divisible by n_heads ({n_heads})")
-    return d_model // n_heads
 
 
 def fold_blocks(
@@ -139,126 +140,38 @@ def _compute_dtype(dtype: torch.dtype) -> torch.dtype:
     return torch.float32 if dtype in (torch.float16, torch.bfloat16) else dtype
 
 
-# ---------------------------------------------------------------------------------------------
-# Eager path: in-place operations on one (c, h, K, K) buffer at a time (lean memory, any shape).
-# ---------------------------------------------------------------------------------------------
-
-def _chunk_probs_and_values(rc: Tensor, m1: Tensor, m2: Tensor, m3: Tensor, m4: Tensor,
-                            n1: Tensor, n2: Tensor, r_rows: Tensor | None = None) -> tuple[Tensor, Tensor]:
-    """Softmax P and values W_bij = r_bj N1_ij + N2_ij, each (c, h, R, K), of one tile.
-
-    rc (c, K) are the tile's samples (all columns j); the matrices are the tile's row slices
-    (h, R, K) and r_rows (c, R) the responses of those rows (default: all rows, R = K)."""
-    rj = rc[:, None, None, :]
-    s = torch.addcmul(m2, m1, rj)  # r_j M1 + M2
-    s.mul_((rc if r_rows is None else r_rows)[:, None, :, None])
-    s.addcmul_(m3, rj)
-    s.add_(m4)
-    p = torch.softmax(s, dim=-1)
-    del s
-    return p, torch.addcmul(n2, n1, rj)
-
-
-def _tiles(n: int, chunk: int, k: int, rows: int):
-    """(sample slice, row slice) of each tile: softmax rows are independent, so rows tile freely."""
-    for start in range(0, n, chunk):
-        for i0 in range(0, k, rows):
-            yield slice(start, start + chunk), slice(i0, i0 + rows)
-
-
-def _eager_forward(r: Tensor, ms: tuple[Tensor, ...], chunk: int, rows: int) -> Tensor:
-    out = r.new_empty(r.shape)
-    for bs, rs in _tiles(r.shape[0], chunk, r.shape[1], rows):
-        p, w = _chunk_probs_and_values(r[bs], *(m[:, rs] for m in ms), r_rows=r[bs, rs])
-        out[bs, rs] = p.mul_(w).sum(dim=(1, 3))
-        del p, w
-    return out
-
-
-def _eager_backward(r: Tensor, grad: Tensor, ms: tuple[Tensor, ...], chunk: int, rows: int, need_r: bool,
-                    acc: list[Tensor]) -> Tensor | None:
-    """Adds this batch's gradients into acc = [dM1, dM2, dM3, dM4, dN1, dN2]; returns dr if asked."""
-    dr = torch.zeros_like(r) if need_r else None
-    for bs, rs in _tiles(r.shape[0], chunk, r.shape[1], rows):
-        rc, rr, gc = r[bs], r[bs, rs], grad[bs, rs]
-        m1, m2, m3, m4, n1, n2 = (m[:, rs] for m in ms)
-        dm1, dm2, dm3, dm4, dn1, dn2 = (a[:, rs] for a in acc)  # views: += writes into acc
-        rj, ri = rc[:, None, None, :], rr[:, None, :, None]
-        p, w = _chunk_probs_and_values(rc, m1, m2, m3, m4, n1, n2, r_rows=rr)
-        zp = (p * w).sum(-1, keepdim=True)  # per-head output before the head sum
-        q = p.mul_(gc[:, None, :, None])  # dL/dW_bij = g_bi P_bij
-        dn2 += q.sum(0)
-        if need_r:
-            dr[bs] += torch.einsum("chij,hij->cj", q, n1)
-        ds = w.sub_(zp).mul_(q)  # softmax backward: P * (dP - sum_j P dP), dP_ij = g_i W_ij
-        dn1 += q.mul_(rj).sum(0)
-        del q, p
-        if need_r:
-            # s_bij depends on r_bi through (r_bj M1 + M2) and on r_bj through (r_bi M1 + M3).
-            dr[bs, rs] += torch.einsum("chij,hij,cj->ci", ds, m1, rc) + torch.einsum("chij,hij->ci", ds, m2)
-            dr[bs] += torch.einsum("chij,hij,ci->cj", ds, m1, rr) + torch.einsum("chij,hij->cj", ds, m3)
-        dm4 += ds.sum(0)
-        t = ds * rj
-        dm3 += t.sum(0)
-        dm2 += ds.mul_(ri).sum(0)
-        dm1 += t.mul_(ri).sum(0)
-        del ds, t, w
-    return dr
-
-
-# ---------------------------------------------------------------------------------------------
-# Compiled path: the same chunk maths as pure functions, fused by torch.compile (Triton on a GPU,
-# vectorised C++ on a CPU). Chunks have a fixed size (the last one is zero-padded) so one
-# compilation serves a whole run.
-# ---------------------------------------------------------------------------------------------
-
-def chunk_forward(rc: Tensor, m1: Tensor, m2: Tensor, m3: Tensor, m4: Tensor, n1: Tensor,
-                  n2: Tensor) -> Tensor:
-    """z (c, K) of one chunk rc (c, K), without beta; pure (the function torch.compile fuses)."""
-    dt = rc.dtype
-    rj, ri = rc[:, None, None, :], rc[:, None, :, None]
-    s = ri * (rj * m1.to(dt) + m2.to(dt)) + rj * m3.to(dt) + m4.to(dt)
-    p = torch.softmax(s, dim=-1)
-    return (p * (rj * n1.to(dt) + n2.to(dt))).sum(dim=(1, 3))
-
-
-def chunk_backward(rc: Tensor, gc: Tensor, m1: Tensor, m2: Tensor, m3: Tensor, m4: Tensor,
-                   n1: Tensor, n2: Tensor) -> tuple[Tensor, ...]:
-    """(dM1, dM2, dM3, dM4, dN1, dN2), each (h, K, K), of one chunk for output gradient gc (c, K)."""
-    dt = rc.dtype
-    rj, ri = rc[:, None, None, :], rc[:, None, :, None]
-    s = ri * (rj * m1.to(dt) + m2.to(dt)) + rj * m3.to(dt) + m4.to(dt)
-    p = torch.softmax(s, dim=-1)
-    w = rj * n1.to(dt) + n2.to(dt)
-    zp = (p * w).sum(-1, keepdim=True)
-    q = p * gc[:, None, :, None]
-    ds = q * (w - zp)
-    return ((ds * ri * rj).sum(0), (ds * ri).sum(0), (ds * rj).sum(0), ds.sum(0),
-            (q * rj).sum(0), q.sum(0))
-
-
-_COMPILE_MODES = ("auto", "on", "off")
-_compile_mode = os.environ.get("NEUROALIGN_FOLDED_COMPILE", "auto").strip().lower()
+COMPILE_ENV = "NEUROALIGN_FOLDED_COMPILE"
+COMPILE_MODES = ("auto", "on", "off")
+# Process-wide caches, not switches: the compiled chunk functions, and whether compiling failed
+# once (a broken toolchain is not retried on every step).
 _compiled: dict[str, object] = {}
 _compile_failed = False
 
 
+def compile_mode(override: str | None = None) -> str:
+    """The compile mode of one call: `override` when given, else $NEUROALIGN_FOLDED_COMPILE as it is
+    now (default "auto"). "auto": compile on CUDA only; "on": also on a CPU; "off": always eager.
+    Compilation takes tens of seconds once per shape, which pays off in a real training run but
+    not in unit tests."""
+    mode = override if override is not None else (os.environ.get(COMPILE_ENV, "").strip().lower() or "auto")
+    if mode not in COMPILE_MODES:
+        source = "compile mode" if override is not None else f"compile mode (${COMPILE_ENV})"
+        raise ValueError(f"{source} must be one of {', '.join(COMPILE_MODES)}, got {mode!r}")
+    return mode
+
+
 def set_compile_mode(mode: str) -> None:
-    """'auto' (compile on CUDA only, the default), 'on' (also on CPU) or 'off' (always eager).
-
-    The environment variable NEUROALIGN_FOLDED_COMPILE sets the initial value. Compilation takes
-    tens of seconds once per shape, which pays off in any real training run but not in unit tests.
-    """
-    global _compile_mode
-    if mode not in _COMPILE_MODES:
-        raise ValueError(f"compile mode must be one of {_COMPILE_MODES}, got {mode!r}")
-    _compile_mode = mode
+    """Set $NEUROALIGN_FOLDED_COMPILE for this process and the workers it starts (benchmarks and
+    tests; nothing in the package calls it -- a run passes `compile_mode=` per call instead)."""
+    os.environ[COMPILE_ENV] = compile_mode(mode)
 
 
-def _use_compiled(device: torch.device) -> bool:
-    if _compile_failed or _compile_mode == "off":
+def _use_compiled(device: torch.device, mode: str | None = None) -> bool:
+    """Whether a call with compile mode `mode` (None: the environment's) on `device` compiles."""
+    mode = compile_mode(mode)
+    if _compile_failed or mode == "off":
         return False
-    return _compile_mode == "on" or device.type == "cuda"
+    return mode == "on" or device.type == "cuda"
 
 
 def _compiled_fn(name: str):
@@ -293,14 +206,12 @@ def _compiled_backward(r: Tensor, grad: Tensor, ms: tuple[Tensor, ...], chunk: i
             a += g
 
 
-def _native_kernels(r: Tensor, need_r: bool):
+def _native_kernels(r: Tensor, need_r: bool, mode: str | None):
     """The fused CPU kernels when they apply: float32 on a CPU, no gradient for r (the responses are
-    data in training; a gradient for r takes the eager path)."""
+    data in training; a gradient for r takes the eager path), native mode `mode` not "off"."""
     if need_r or r.device.type != "cpu" or r.dtype != torch.float32:
         return None
-    from neuroalign.models import native
-
-    return native.load()
+    return native.load(mode)
 
 
 class _FoldedAttention(torch.autograd.Function):
@@ -311,25 +222,24 @@ class _FoldedAttention(torch.autograd.Function):
     tiled path (everything else, and the fallback of both)."""
 
     @staticmethod
-    def forward(ctx, r: Tensor, mm: Tensor, nn: Tensor, chunk: int, rows: int) -> Tensor:
-        ctx.chunk, ctx.rows = chunk, rows
-        ctx.native = False
+    def forward(ctx, r: Tensor, mm: Tensor, nn: Tensor, chunk: int, rows: int, compiled: bool,
+                native_mode: str | None) -> Tensor:
+        ctx.chunk, ctx.rows, ctx.compiled = chunk, rows, compiled
         with torch.autocast(r.device.type, enabled=False):
-            kernels = _native_kernels(r, ctx.needs_input_grad[0])
-            if kernels is not None:
+            ctx.kernels = _native_kernels(r, ctx.needs_input_grad[0], native_mode)
+            if ctx.kernels is not None:
                 mm32, nn32 = mm.to(r.dtype).contiguous(), nn.to(r.dtype).contiguous()
-                z, lse, zh = kernels.folded_forward(r.contiguous(), mm32, nn32)
-                ctx.native = True
+                z, lse, zh = ctx.kernels.folded_forward(r.contiguous(), mm32, nn32)
                 ctx.save_for_backward(r, mm, nn, lse, zh)
                 return z
             ctx.save_for_backward(r, mm, nn)
             ms = split_blocks(mm, nn)
-            if _use_compiled(r.device):
+            if compiled and not _compile_failed:
                 try:
                     return _compiled_forward(r, ms, chunk)
                 except Exception as exc:  # a broken compiler toolchain must not stop training
                     _disable_compile(exc)
-            return _eager_forward(r, _upcast(ms, r.dtype), chunk, rows)
+            return eager_forward(r, _upcast(ms, r.dtype), chunk, rows)
 
     @staticmethod
     def backward(ctx, grad_out: Tensor):
@@ -338,12 +248,10 @@ class _FoldedAttention(torch.autograd.Function):
         grad_out = grad_out.to(r.dtype).contiguous()
         dr = None
         with torch.autocast(r.device.type, enabled=False):
-            if ctx.native:  # the kernel writes every element of dmm and dnn
-                from neuroalign.models import native
-
+            if ctx.kernels is not None:  # the kernel writes every element of dmm and dnn
                 dmm = torch.empty(mm.shape, dtype=r.dtype, device=r.device)
                 dnn = torch.empty(nn.shape, dtype=r.dtype, device=r.device)
-                native.load().folded_backward(r.contiguous(), grad_out, *stats, mm.to(r.dtype).contiguous(),
+                ctx.kernels.folded_backward(r.contiguous(), grad_out, *stats, mm.to(r.dtype).contiguous(),
                                               nn.to(r.dtype).contiguous(), dmm, dnn)
             else:
                 dmm = torch.zeros(mm.shape, dtype=r.dtype, device=r.device)
@@ -351,7 +259,7 @@ class _FoldedAttention(torch.autograd.Function):
                 ms = split_blocks(mm, nn)
                 acc = list(split_blocks(dmm, dnn))  # views: the paths add into dmm and dnn
                 done = False
-                if _use_compiled(r.device) and not need_r:
+                if ctx.compiled and not _compile_failed and not need_r:
                     try:
                         _compiled_backward(r, grad_out, ms, ctx.chunk, acc)
                         done = True
@@ -360,8 +268,8 @@ class _FoldedAttention(torch.autograd.Function):
                         dmm.zero_()
                         dnn.zero_()
                 if not done:
-                    dr = _eager_backward(r, grad_out, _upcast(ms, r.dtype), ctx.chunk, ctx.rows, need_r, acc)
-        return dr, dmm.to(mm.dtype), dnn.to(nn.dtype), None, None
+                    dr = eager_backward(r, grad_out, _upcast(ms, r.dtype), ctx.chunk, ctx.rows, need_r, acc)
+        return dr, dmm.to(mm.dtype), dnn.to(nn.dtype), None, None, None, None
 
 
 def _upcast(ms: tuple[Tensor, ...], dtype: torch.dtype) -> tuple[Tensor, ...]:
@@ -379,6 +287,7 @@ def folded_attention_readout(
     wq: Tensor, bq: Tensor, wk: Tensor, bk: Tensor, wv: Tensor, bv: Tensor,
     wo: Tensor, bo: Tensor, readout_weight: Tensor, readout_bias: Tensor,
     n_heads: int, chunk_size: int | None = None, row_block: int | None = None,
+    compile_mode: str | None = None, native_mode: str | None = None,
 ) -> Tensor:
     """Per-neuron embed -> multi-head self-attention -> per-neuron readout, folded.
 
@@ -386,8 +295,10 @@ def folded_attention_readout(
     ``nn.Linear`` convention; readout_bias (K,). Returns (B, K), the same function as the plain
     path (up to floating-point rounding), with gradients to every parameter (and to ``r`` when it
     requires grad). ``chunk_size`` samples and ``row_block`` softmax rows (eager path) are
-    processed at a time (automatic when None) so temporaries stay bounded at large K. Under autocast the K x K matrices are built in the
-    autocast dtype and the per-sample work runs in float32.
+    processed at a time (automatic when None) so temporaries stay bounded at large K. Under
+    autocast the K x K matrices are built in the autocast dtype and the per-sample work runs in
+    float32. ``compile_mode`` ("auto" | "on" | "off") and ``native_mode`` ("auto" | "off") override
+    $NEUROALIGN_FOLDED_COMPILE and $NEUROALIGN_NATIVE, which are otherwise read at this call.
     """
     if r.dim() != 2:
         raise ValueError(f"responses must be (batch, neurons), got shape {tuple(r.shape)}")
@@ -400,11 +311,12 @@ def folded_attention_readout(
         raise ValueError(f"row_block must be >= 1, got {row_block}")
     mm, nn, beta = fold_blocks(
         embed_weight, embed_bias, wq, bq, wk, bk, wv, bv, wo, bo, readout_weight, readout_bias, n_heads)
-    compiled = _use_compiled(r.device)
+    compiled = _use_compiled(r.device, compile_mode)
+    native.native_mode(native_mode)  # a bad override or environment value fails here, not mid-step
     chunk = chunk_size or auto_chunk_size(r.shape[0], k, n_heads, r.device.type, compiled)
     rows = row_block or auto_row_block(chunk, k, n_heads, r.device.type)
     r = r.to(_compute_dtype(mm.dtype))
-    z = _FoldedAttention.apply(r, mm, nn, chunk, rows)
+    z = _FoldedAttention.apply(r, mm, nn, chunk, rows, compiled, native_mode)
     return z + beta
 
 

@@ -9,7 +9,8 @@ would otherwise hand a node an illegal instruction).
 
 Nothing is downloaded. When there is no compiler, or the build fails, `load()` returns None once
 with a logged warning and the folded path keeps using its eager PyTorch implementation.
-``NEUROALIGN_NATIVE=off`` (or `set_native_mode("off")`) turns the kernels off.
+``NEUROALIGN_NATIVE=off`` turns the kernels off; it is read at every call (`native_mode`), and a
+call can override it (`load(mode)`, `folded_attention_readout(..., native_mode=...)`).
 """
 
 from __future__ import annotations
@@ -31,23 +32,26 @@ logger = logging.getLogger(__name__)
 
 SOURCE = Path(__file__).with_name("csrc") / "folded_cpu.cpp"
 NATIVE_ENV = "NEUROALIGN_NATIVE"
-_MODES = ("auto", "off")
+NATIVE_MODES = ("auto", "off")
 
-_mode = os.environ.get(NATIVE_ENV, "auto").strip().lower()
 _lock = threading.Lock()
-_state: dict[str, object] = {}  # "module": ModuleType | None once a load was attempted, "error": str
+_state: dict[str, object] = {}  # a cache, not a switch: "module": ModuleType | None once a load was attempted, "error": str
+
+
+def native_mode(override: str | None = None) -> str:
+    """The native mode of one call: `override` when given, else $NEUROALIGN_NATIVE as it is now
+    (default "auto": use the kernels on a CPU when they build; "off": never)."""
+    mode = override if override is not None else (os.environ.get(NATIVE_ENV, "").strip().lower() or "auto")
+    if mode not in NATIVE_MODES:
+        source = "native mode" if override is not None else f"native mode (${NATIVE_ENV})"
+        raise ValueError(f"{source} must be one of {', '.join(NATIVE_MODES)}, got {mode!r}")
+    return mode
 
 
 def set_native_mode(mode: str) -> None:
-    """'auto' (use the kernels on a CPU when they build, the default) or 'off'."""
-    global _mode
-    if mode not in _MODES:
-        raise ValueError(f"native mode must be one of {_MODES}, got {mode!r}")
-    _mode = mode
-
-
-def native_mode() -> str:
-    return _mode if _mode in _MODES else "auto"
+    """Set $NEUROALIGN_NATIVE for this process and the workers it starts (benchmarks and tests;
+    nothing in the package calls it -- a call passes `native_mode=` instead)."""
+    os.environ[NATIVE_ENV] = native_mode(mode)
 
 
 def compile_flags() -> list[str]:
@@ -78,9 +82,10 @@ def build_name() -> str:
     return f"neuroalign_folded_{digest.hexdigest()[:16]}"
 
 
-def load() -> ModuleType | None:
-    """The compiled kernel module, building it on first use; None when unavailable or turned off."""
-    if native_mode() == "off":
+def load(mode: str | None = None) -> ModuleType | None:
+    """The compiled kernel module, building it on first use; None when unavailable or turned off
+    (native mode `mode`, see `native_mode`)."""
+    if native_mode(mode) == "off":
         return None
     if "module" in _state:
         return _state["module"]  # type: ignore[return-value]

@@ -20,8 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from neuroalign.config import NeuralTowerConfig
-from neuroalign.models.folded import head_dim
+from neuroalign.config import NeuralTowerConfig, head_dim
 from neuroalign.models.maps import MAP_SIZE, minmax_per_sample
 
 MLP_WIDTHS = (2048, 512, 256)
