@@ -207,3 +207,44 @@ def subject_stats(name: str) -> dict[str, Any]:
     """Per-neuron mean / variance / split-half reliability and a raster display order (cached)."""
     root = paths.data_dir()
     return _subject_stats(str(root), name, subject_stamp(root, name))
+
+
+# The run files the neuron importance depends on (their mtimes key its cache).
+IMPORTANCE_FILES = (_runs_io.BEST_CKPT, _runs_io.TEST_OUTPUTS, _runs_io.NORMALISER_FILE, _runs_io.CONFIG_FILE,
+                    _runs_io.SPLIT_FILE)
+
+
+@st.cache_data(show_spinner=False, max_entries=8)
+def _run_importance(run_dir: str, stamp: tuple, root: str, name: str, subject_stamp_: tuple) -> dict[str, Any]:
+    import dataclasses
+
+    from neuroalign.evaluation.importance import run_importance
+
+    subject = _load_subject(root, name, subject_stamp_)
+    return dataclasses.asdict(run_importance(run_dir, subject=subject))
+
+
+def run_importance(run_dir: str | os.PathLike, subject_name: str) -> dict[str, Any]:
+    """`neuroalign.evaluation.importance.run_importance` of a finished run as plain data, cached on the
+    run dir + the mtimes of the files it reads (best.pt, test outputs, normaliser, config, split) and
+    the subject's data files."""
+    root = paths.data_dir()
+    run_dir = Path(run_dir)
+    stamp = tuple(_mtime(run_dir / f) for f in IMPORTANCE_FILES)
+    return _run_importance(str(run_dir), stamp, str(root), subject_name, subject_stamp(root, subject_name))
+
+
+@st.cache_data(show_spinner=False, max_entries=4)
+def _true_snr(root: str, name: str, stamp: tuple) -> np.ndarray | None:
+    from neuroalign.evaluation.reliability import true_snr
+
+    truth = _ground_truth(root, name, stamp)
+    if not truth or "rates" not in truth or "repeats" not in truth:
+        return None
+    return true_snr(truth["rates"], truth["repeats"])
+
+
+def true_snr(name: str) -> np.ndarray | None:
+    """Per-neuron true SNR `(K,)` of a simulated subject (None without ground truth), cached."""
+    root = paths.data_dir()
+    return _true_snr(str(root), name, subject_stamp(root, name))

@@ -55,6 +55,16 @@ def ensure_demo() -> None:
                       expanded=False)
 
 
+def pages() -> tuple[nav.PageSpec, ...]:
+    """`nav.PAGES` with the Neurons page after Feature maps (until nav.py lists it itself)."""
+    from neuroalign.ui.neurons_view import PAGE as NEURONS
+
+    if NEURONS in nav.PAGES:
+        return nav.PAGES
+    at = nav.PAGES.index(nav.FEATURE_MAPS) + 1
+    return (*nav.PAGES[:at], NEURONS, *nav.PAGES[at:])
+
+
 def navigation() -> st.Page:
-    """`st.navigation` over the pages in `nav.PAGES`; returns the selected page."""
-    return st.navigation([st.Page(p.path, title=p.title, icon=p.icon, default=p is nav.HOME) for p in nav.PAGES])
+    """`st.navigation` over the dashboard's pages (`pages()`); returns the selected page."""
+    return st.navigation([st.Page(p.path, title=p.title, icon=p.icon, default=p is nav.HOME) for p in pages()])

@@ -1,0 +1,75 @@
+"""Neurons: which neurons drive a finished run's alignment, against their reliability and ground truth."""
+
+import numpy as np
+import streamlit as st
+
+from neuroalign import plots
+from neuroalign.ui import loaders, neurons_view, run_picker
+from neuroalign.ui.entry import page_entry
+
+page_entry()
+st.title("Neurons")
+st.caption("Which neurons the trained model relies on to identify images, and whether those are the reliable "
+           "ones. " + neurons_view.IMPORTANCE_HELP)
+run, summary, outputs = run_picker.pick_finished_run(neurons_view.RUN_KEY)
+name = ((summary.get("config") or {}).get("subject") or {}).get("name")
+try:
+    if not name:
+        raise ValueError("the run's config.json does not record its subject")
+    with st.spinner("Computing per-neuron importance on the test images…"):
+        result = loaders.run_importance(run.path, name)
+    subject = loaders.load_subject(name)
+except (ValueError, FileNotFoundError, OSError) as exc:
+    st.error(f"Cannot compute neuron importance for run {run.run_id}: {exc}")
+    st.stop()
+
+share = np.asarray(result["share"])
+k = len(share)
+stats = loaders.subject_stats(name)
+reliability = stats["reliability"]
+snr = loaders.true_snr(name)
+if snr is not None and len(snr) != k:
+    snr = None
+top_n, top_share = neurons_view.concentration(share)
+m = st.columns(4)
+m[0].metric("Neural block", neurons_view.BLOCK_LABELS.get(result["block"], result["block"]))
+m[1].metric("Neurons", f"{k:,}")
+m[2].metric("Test images", f"{result['n_test']:,}")
+m[3].metric(f"Share on the top {top_n:,} neurons", f"{top_share:.0%}",
+            help=f"the {top_n:,} most important neurons (10 %) carry this share of the importance; 10 % if "
+                 "every neuron counted the same")
+for warning in result["warnings"]:
+    st.warning(warning, icon=":material/warning:")
+neurons_view.render_comparisons(share, reliability, snr, has_repeats=subject.repeats is not None,
+                                simulated=bool(subject.meta.get("simulated")))
+
+left, right = st.columns(2)
+left.plotly_chart(plots.importance_ranked(share), key="neurons.ranked")
+left.caption("Importance share of each neuron, most important first (log scale), and the cumulative share "
+             "(dashed): a steep start means a few neurons carry the alignment.")
+with right:
+    if reliability is not None:
+        st.plotly_chart(plots.importance_scatter(share, reliability, "split-half reliability",
+                                                 "Importance against repeat reliability"), key="neurons.reliability")
+        st.caption("One dot per neuron. A model that relies on reliable neurons puts its importance on the right.")
+    if snr is not None:
+        st.plotly_chart(plots.importance_scatter(share, snr, "true SNR (simulator)",
+                                                 "Importance against the simulator's true SNR", log_x=True),
+                        key="neurons.truth")
+        st.caption("True SNR: the variance of the simulator's noiseless rates over images divided by the trial-noise "
+                   "variance of the recorded mean response.")
+
+st.subheader(f"The {neurons_view.TOP_ROWS} most important neurons")
+table = neurons_view.neuron_table(share * 100.0, result["native"], reliability, snr)
+st.dataframe(table.head(neurons_view.TOP_ROWS), hide_index=True, column_config=neurons_view.TABLE_COLUMNS,
+             key=neurons_view.TABLE_KEY)
+st.download_button("All neurons (CSV)", data=table.rename(columns={"share": "share_percent"}).to_csv(index=False), file_name=f"{run.run_id}_neurons.csv",
+                   mime="text/csv", on_click="ignore", icon=":material/download:", key="neurons.download")
+if result["native"] is not None:
+    with st.expander(f"The block's own measure: {result['native_label']}"):
+        st.plotly_chart(plots.importance_scatter(share, np.asarray(result["native"]), result["native_label"],
+                                                 "Attribution share against the block's own measure", log_x=True),
+                        key="neurons.native")
+        st.caption(f"The block's own per-neuron measure ({result['native_label']}, over {result['native_n']:,} test "
+                   "images) only reads the block's weights or attention; the attribution share measures what each "
+                   "neuron does to the retrieval, and is the one that compares across blocks.")
