@@ -55,6 +55,8 @@ def run(subject, config=None, data_dir=None, runs_dir=None, stop_event=None, run
     if subject == "exit3":
         print("giving up: exit 3", file=sys.stderr, flush=True)
         os._exit(3)
+    if subject == "stubborn":  # ignores stop requests
+        time.sleep(120)
     if subject in ("hold", "quiet"):
         while not stop_event.wait(0.05):
             if subject == "hold":
@@ -66,6 +68,23 @@ def run(subject, config=None, data_dir=None, runs_dir=None, stop_event=None, run
     runs.write_status(run_dir, "finished", f"done {subject}", progress=1.0)
     return run_dir
 '''
+
+
+@pytest.fixture(autouse=True)
+def _no_worker_outlives_its_test(monkeypatch):
+    """Every JobManager made in a test is closed at its end (stragglers terminated), so a failing
+    test leaves no worker process behind (workers outlive their server by design)."""
+    made = []
+    init = JobManager.__init__
+
+    def recording_init(self, *args, **kwargs):
+        init(self, *args, **kwargs)
+        made.append(self)
+
+    monkeypatch.setattr(JobManager, "__init__", recording_init)
+    yield
+    for mgr in made:
+        mgr.close(timeout=10, kill=True)
 
 
 @pytest.fixture
@@ -127,6 +146,17 @@ def test_killed_or_exiting_worker_marks_its_run_failed(fake_worker):
     assert status["state"] == "failed" and status["message"] == killed.error
     assert exited.state == "failed" and "exited with code 3" in exited.error and "giving up: exit 3" in exited.error
     assert ok.state == "finished"  # the queue kept going
+
+
+def test_close_terminates_a_worker_that_ignores_stop(fake_worker):
+    fw = fake_worker
+    mgr = JobManager(worker_runner=fw.runner, poll_s=0.05)
+    job = mgr.start(fw.subject("stubborn"), TrainConfig(epochs=3), fw.data, fw.runs)
+    assert _wait_for(lambda: mgr.get(job).message == "training stubborn")
+    mgr.close(timeout=0.5, kill=True)
+    snap = mgr.get(job)
+    assert snap.state == "failed" and "killed by signal 15 (SIGTERM)" in snap.error
+    assert not process_alive(snap.pid)
 
 
 def test_racing_starts_of_one_subject_make_exactly_one_job(fake_worker):

@@ -158,6 +158,7 @@ class _Job:
     alive: bool | None = None
     last_activity: float | None = None
     start_ticks: int | None = None  # /proc start time of `pid` (guards against pid reuse)
+    metrics_offset: int = 0  # how far metrics.jsonl has been read
 
 
 # ---- process and file helpers -------------------------------------------------------------------
@@ -559,6 +560,15 @@ class JobManager:
             return ("failed", message, message)
         try:
             self._follow(job, lambda: proc.poll() is None, offset)
+            # torchrun's launcher gone while its rank 0 still trains (the launcher alone was killed):
+            # follow rank 0, whose pid its status.json records, until it ends too
+            status = runs_io.read_status(job.run_dir)
+            rank0 = status.get("pid")
+            if status.get("state") in runs_io.ACTIVE_STATES and rank0 not in (proc.pid, os.getpid()) \
+                    and process_alive(rank0):
+                logger.warning("job %s: worker launcher %d ended; following rank 0 (pid %s)", job.job_id, proc.pid,
+                               rank0)
+                self._follow(job, lambda: process_alive(rank0), None)
         finally:
             if proc.poll() is None:  # only when following itself broke: do not leave a worker unwatched
                 proc.kill()
@@ -572,8 +582,11 @@ class JobManager:
         _remove(job.run_dir / WORKER_FILE)
         return self._outcome(job, f"(pid {pid}) ended")
 
-    def _follow(self, job: _Job, alive: Callable[[], bool], offset: int) -> None:
-        """Mirror the run folder into the job until the process ends, then read it once more."""
+    def _follow(self, job: _Job, alive: Callable[[], bool], offset: int | None = 0) -> None:
+        """Mirror the run folder into the job until the process ends, then read it once more
+        (`offset`: where in metrics.jsonl to begin; None: where an earlier follow of this job ended)."""
+        if offset is None:
+            offset = job.metrics_offset
         tail = _MetricsTail(job.run_dir / runs_io.METRICS_FILE, offset)
         status_path = job.run_dir / runs_io.STATUS_FILE
         sig = None
@@ -583,6 +596,7 @@ class JobManager:
             if not running:
                 break
             time.sleep(self.poll_s)
+        job.metrics_offset = tail.offset
 
     def _poll(self, job: _Job, tail: _MetricsTail, status_path: Path, sig: Any, running: bool) -> Any:
         try:
@@ -696,16 +710,33 @@ class JobManager:
         with self._lock:
             return self._snapshot(job)
 
-    def close(self, timeout: float | None = 60) -> None:
-        """Stop every active job and wait for them (up to `timeout` seconds each)."""
+    def close(self, timeout: float | None = 60, kill: bool = False) -> None:
+        """Stop every active job and wait for them (up to `timeout` seconds each); with `kill`, a
+        worker still running after that is terminated (SIGTERM, then SIGKILL after 10 s)."""
         with self._lock:
-            ids = [j.job_id for j in self._jobs.values() if j.state in runs_io.ACTIVE_STATES]
-        for job_id in ids:
+            active = [j for j in self._jobs.values() if j.state in runs_io.ACTIVE_STATES]
+        for job in active:
             try:
-                self.stop(job_id)
-                self.wait(job_id, timeout)
+                self.stop(job.job_id)
             except ValueError:
                 continue
+        for job in active:
+            job.done.wait(timeout)
+            if kill and not job.done.is_set() and job.pid is not None:
+                self._terminate(job)
+
+    def _terminate(self, job: _Job, grace_s: float = 10.0) -> None:
+        """SIGTERM to a job's worker (torchrun passes it on to its ranks), SIGKILL if it lingers."""
+        for sig in (signal.SIGTERM, signal.SIGKILL):
+            if not process_alive(job.pid, job.start_ticks):
+                break
+            logger.warning("job %s: sending %s to worker pid %d", job.job_id, sig.name, job.pid)
+            try:
+                os.kill(job.pid, sig)
+            except OSError:
+                break
+            if job.done.wait(grace_s):
+                break
 
     def live_run_dirs(self) -> list[Path]:
         with self._lock:
