@@ -455,7 +455,8 @@ class JobManager:
                 kept.append(rec)
             history, job.n_steps = tuple(kept), MAX_STEP_HISTORY
         job.history = history
-        job.message = f"epoch {job.epoch}/{job.config.epochs}"
+        if not job.stop_event.is_set():  # a stopping job keeps saying so
+            job.message = f"epoch {job.epoch}/{job.config.epochs}"
         job.last_activity = time.time()
 
     def _callback(self, job: _Job) -> Callable[[str, dict[str, float]], None]:
@@ -537,8 +538,14 @@ class JobManager:
             proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, env=env,
                                     start_new_session=True, close_fds=True)
         ticks = _start_ticks(proc.pid)
-        atomic_write_json(run_dir / WORKER_FILE, {"pid": proc.pid, "start_ticks": ticks, "nproc": job.nproc,
-                                                  "command": cmd, "started": _utc_now(), "server_pid": os.getpid()})
+        try:
+            atomic_write_json(run_dir / WORKER_FILE, {"pid": proc.pid, "start_ticks": ticks, "nproc": job.nproc,
+                                                      "command": cmd, "started": _utc_now(),
+                                                      "server_pid": os.getpid()})
+        except BaseException:  # a worker nobody could find again must not run on
+            proc.kill()
+            proc.wait()
+            raise
         with self._lock:
             job.pid, job.start_ticks, job.alive = proc.pid, ticks, True
         logger.info("job %s (%s): worker pid %d started (%d process%s)", job.job_id, job.subject, proc.pid,
