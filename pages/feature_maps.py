@@ -4,12 +4,13 @@ import numpy as np
 import streamlit as st
 
 from neuroalign import plots
-from neuroalign.ui import keys, run_picker
+from neuroalign.ui import guards, keys, run_picker
 from neuroalign.ui.entry import page_entry
 
 page_entry()
 st.title("Feature maps")
 run, summary, outputs = run_picker.pick_finished_run(keys.MAPS_RUN)
+guards.show_summary_problems(run.run_id, summary)
 image_maps = np.asarray(outputs["image_maps"])
 neural_maps = np.asarray(outputs["neural_maps"])
 ssim = np.asarray(outputs["ssim"], dtype=np.float64)

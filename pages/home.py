@@ -2,7 +2,7 @@
 
 import streamlit as st
 
-from neuroalign.ui import jobs_view, loaders, nav, tables
+from neuroalign.ui import guards, jobs_view, loaders, nav, tables
 from neuroalign.ui.entry import page_entry
 
 page_entry()
@@ -16,11 +16,13 @@ st.markdown(
 
 try:
     subjects = loaders.list_subjects()
-    runs = loaders.runs_table()
+    table = loaders.runs_table()
 except (ValueError, FileNotFoundError, OSError) as exc:
     st.error(f"Cannot read the data or runs folder: {exc}")
     st.stop()
 
+runs = table.frame
+guards.show_run_problems(table.problems)
 running = jobs_view.active(jobs_view.snapshots())
 finished = runs[runs["top1 img→neu"].notna()] if not runs.empty else runs
 c1, c2, c3, c4 = st.columns(4)

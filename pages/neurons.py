@@ -4,7 +4,7 @@ import numpy as np
 import streamlit as st
 
 from neuroalign import plots
-from neuroalign.ui import loaders, neurons_view, run_picker
+from neuroalign.ui import guards, loaders, neurons_view, run_picker
 from neuroalign.ui.entry import page_entry
 
 page_entry()
@@ -12,6 +12,7 @@ st.title("Neurons")
 st.caption("Which neurons the trained model relies on to identify images, and whether those are the reliable "
            "ones. " + neurons_view.IMPORTANCE_HELP)
 run, summary, outputs = run_picker.pick_finished_run(neurons_view.RUN_KEY)
+guards.show_summary_problems(run.run_id, summary)
 name = ((summary.get("config") or {}).get("subject") or {}).get("name")
 try:
     if not name:

@@ -4,12 +4,15 @@ import numpy as np
 import streamlit as st
 
 from neuroalign import plots
-from neuroalign.ui import keys, results_view, run_picker
+from neuroalign.training.runs import RESULTS_FILE
+from neuroalign.ui import guards, keys, results_view, run_picker
 from neuroalign.ui.entry import page_entry
 
 page_entry()
 st.title("Retrieval")
 run, summary, outputs = run_picker.pick_finished_run(keys.RETRIEVAL_RUN)
+problems = summary.get("problems") or {}
+guards.show_summary_problems(run.run_id, summary)
 results = summary.get("results") or {}
 sim = np.asarray(outputs["similarity"])
 test_idx = np.asarray(outputs["test_indices"])
@@ -17,23 +20,27 @@ n = len(test_idx)
 
 # ---- metrics -----------------------------------------------------------------------------------
 st.subheader(f"Test identification among {n} held-out images")
-left, right = st.columns([3, 2])
-with left:
-    warning = results_view.small_test_warning(results)
-    if warning:
-        st.warning(warning, icon=":material/warning:")
-    for verdict in results_view.linear_verdicts(results):
-        box = {True: st.success, False: st.error, None: st.info}[verdict.beats]
-        box(verdict.text)
-right.plotly_chart(plots.top1_bars(results_view.top1_bar_rows(results), results_view.chance_top1(results)),
-                   key="retrieval.bars")
-helps = results_view.column_help(results)
-st.dataframe(results_view.metrics_table(results), hide_index=True, key="retrieval.metrics",
-             column_config={c: st.column_config.NumberColumn(c, format="%.3f", help=h) for c, h in helps.items()})
-st.caption("top-k: share of queries whose true match is among the k best · rank 1 = best · mrr: mean reciprocal "
-           "rank · 95% lo/hi: the 95 % interval of top-1 over the test images · chance: a random ranking · hover "
-           "a column name for what each baseline is. The best linear readout is the best of the ridge baselines "
-           "present.")
+if RESULTS_FILE in problems:
+    st.info("The metrics of this run cannot be shown until its results.json is rewritten (see the error above); "
+            "the query browser and the test pairs below come from its test outputs.")
+else:
+    left, right = st.columns([3, 2])
+    with left:
+        warning = results_view.small_test_warning(results)
+        if warning:
+            st.warning(warning, icon=":material/warning:")
+        for verdict in results_view.linear_verdicts(results):
+            box = {True: st.success, False: st.error, None: st.info}[verdict.beats]
+            box(verdict.text)
+    right.plotly_chart(plots.top1_bars(results_view.top1_bar_rows(results), results_view.chance_top1(results)),
+                       key="retrieval.bars")
+    helps = results_view.column_help(results)
+    st.dataframe(results_view.metrics_table(results), hide_index=True, key="retrieval.metrics",
+                 column_config={c: st.column_config.NumberColumn(c, format="%.3f", help=h) for c, h in helps.items()})
+    st.caption("top-k: share of queries whose true match is among the k best · rank 1 = best · mrr: mean reciprocal "
+               "rank · 95% lo/hi: the 95 % interval of top-1 over the test images · chance: a random ranking · hover "
+               "a column name for what each baseline is. The best linear readout is the best of the ridge baselines "
+               "present.")
 
 # ---- query browser -----------------------------------------------------------------------------
 st.subheader("Query browser")

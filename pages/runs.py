@@ -7,20 +7,22 @@ import pandas as pd
 import streamlit as st
 
 from neuroalign import plots
-from neuroalign.ui import keys, loaders, nav, tables
+from neuroalign.ui import guards, keys, loaders, nav, tables
 from neuroalign.ui.entry import page_entry
 
 page_entry()
 st.title("Runs")
 try:
-    df = loaders.runs_table()
+    table = loaders.runs_table()
 except (ValueError, FileNotFoundError, OSError) as exc:
     st.error(f"Cannot read the runs folder: {exc}")
     st.stop()
+df = table.frame
 if df.empty:
     st.info("No runs yet.")
     st.page_link(nav.TRAIN.path, label="Train a model", icon=nav.TRAIN.icon)
     st.stop()
+guards.show_run_problems(table.problems)
 
 # ---- table with filters ------------------------------------------------------------------------
 c = st.columns([2, 2, 2])
@@ -65,8 +67,14 @@ chosen = st.selectbox("Run", list(runs_by_path), format_func=runs_by_path.get, k
 st.session_state[keys.SELECTED_RUN] = chosen
 run_dir = Path(chosen)
 row = view[view["path"] == chosen].iloc[0]
+try:
+    chosen_summary = loaders.run_summary(chosen)
+except (ValueError, FileNotFoundError, OSError):  # its message is in the row's problem, shown below
+    chosen_summary = {"status": {}, "metrics": []}
+if row["problem"]:
+    st.error(f"Run {run_dir.name}: {row['problem']}", icon=":material/error:")
 if row["state"] == "failed":
-    st.error(f"This run failed: {(loaders.run_summary(chosen).get('status') or {}).get('message', '')}")
+    st.error(f"This run failed: {(chosen_summary.get('status') or {}).get('message', '')}")
 links = st.columns(3)
 if pd.notna(row["top1 img→neu"]):
     links[0].page_link(nav.RETRIEVAL.path, label="Open in Retrieval", icon=nav.RETRIEVAL.icon)
@@ -77,7 +85,7 @@ downloads = [("best.pt", "Checkpoint (best.pt)", "application/octet-stream"),
              ("test_result.mat", "test_result.mat", "application/octet-stream"),
              ("loss_data.mat", "loss_data.mat", "application/octet-stream"),
              ("config.json", "config.json", "application/json")]
-metrics = loaders.run_summary(chosen)["metrics"]
+metrics = chosen_summary["metrics"]
 buf = io.StringIO()
 pd.DataFrame(metrics).to_csv(buf, index=False)
 with st.container(horizontal=True):

@@ -31,8 +31,6 @@ from __future__ import annotations
 import json
 import logging
 import math
-import pickle
-import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -118,6 +116,7 @@ def load_trained_neural_side(run_dir: str | Path, subject: Subject | None = None
     best_path = run_dir / runs_io.BEST_CKPT
     if not best_path.is_file():
         raise FileNotFoundError(f"{best_path} not found; the run has no best checkpoint")
+    best = runs_io.load_checkpoint(best_path)  # RunFileError (a ValueError, one line) when damaged
     if subject is None:
         if data_dir is not None:
             subject = load_subject(Path(data_dir) / meta["name"])
@@ -131,13 +130,8 @@ def load_trained_neural_side(run_dir: str | Path, subject: Subject | None = None
         raise ValueError(f"{runs_io.TEST_OUTPUTS} of {run_dir.name} does not match its split.json test rows; "
                          "re-evaluate the run")
     normaliser = _read_normaliser(run_dir)
-    try:
-        best = runs_io.load_checkpoint(best_path)
-    except (RuntimeError, EOFError, OSError, pickle.UnpicklingError, zipfile.BadZipFile) as exc:
-        first = (str(exc).strip().splitlines() or [""])[0]
-        raise ValueError(f"{best_path} is not a readable checkpoint ({type(exc).__name__}: {first})") from None
-    state = best.get("model") if isinstance(best, dict) else None
-    if not isinstance(state, dict) or "neural_tower" not in state:
+    state = best["model"]
+    if "neural_tower" not in state:
         raise ValueError(f"{best_path} holds no neural-tower weights (expected a 'model' entry with 'neural_tower')")
     tower = build_neural_tower(subject.n_neurons, config.neural, config.n_components)
     try:

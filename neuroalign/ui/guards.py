@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Mapping
+
 import streamlit as st
 
 from neuroalign.ui import loaders, nav
@@ -39,3 +41,20 @@ def _has_results(run) -> bool:
     from neuroalign.training import runs as runs_io
 
     return (run.path / runs_io.RESULTS_FILE).is_file() and (run.path / runs_io.TEST_OUTPUTS).is_file()
+
+
+def show_run_problems(problems: Mapping[str, str], limit: int = 3) -> None:
+    """One st.error per damaged run (`run id -> message`), the first `limit` of them, then a count."""
+    items = list(problems.items())
+    for run_id, message in items[:limit]:
+        st.error(f"Run {run_id}: {message}", icon=":material/error:")
+    if len(items) > limit:
+        st.error(f"{len(items) - limit} more runs have damaged files; the Runs page lists them in its problem column.",
+                 icon=":material/error:")
+
+
+def show_summary_problems(run_id: str, summary: Mapping) -> None:
+    """st.error for the damaged files of one run (`loaders.run_summary(...)["problems"]`), if any."""
+    problems = summary.get("problems") or {}
+    if problems:
+        show_run_problems({run_id: " | ".join(problems.values())})

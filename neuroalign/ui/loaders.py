@@ -10,10 +10,12 @@ from __future__ import annotations
 import logging
 import os
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pandas as pd
 import streamlit as st
 
 from neuroalign import paths
@@ -144,12 +146,19 @@ def _run_summary(run_dir: str, stamp: tuple) -> dict[str, Any]:
     from neuroalign.training.runs import load_run
 
     rec = load_run(Path(run_dir))
+    problems = dict(rec.problems)
+    try:
+        metrics = list(rec.metrics())
+    except ValueError as exc:  # an unreadable metrics.jsonl: the rest of the run is still worth showing
+        metrics, problems[_runs_io.METRICS_FILE] = [], str(exc)
     return {"config": rec.config, "split": rec.split, "status": rec.status, "results": rec.results,
-            "metrics": list(rec.metrics())}
+            "metrics": metrics, "problems": problems}
 
 
 def run_summary(run_dir: str | os.PathLike) -> dict[str, Any]:
-    """config / split / status / results / metrics of one run as plain data (cached on mtimes)."""
+    """config / split / status / results / metrics of one run as plain data (cached on mtimes), and
+    `problems`: file name -> one-line message for a damaged status.json / results.json /
+    metrics.jsonl (read as empty). A damaged config.json or split.json raises (ValueError)."""
     return _run_summary(str(run_dir), run_stamp(Path(run_dir)))
 
 
@@ -157,7 +166,7 @@ def run_summary(run_dir: str | os.PathLike) -> dict[str, Any]:
 def _run_test_outputs(run_dir: str, stamp: tuple) -> dict[str, np.ndarray]:
     from neuroalign.training.runs import load_run
 
-    out = load_run(Path(run_dir)).test_outputs()
+    out = load_run(Path(run_dir)).test_outputs() or {}
     return {k: np.asarray(v) for k, v in out.items()}
 
 
@@ -174,19 +183,37 @@ def device_description() -> str:
     return describe_device()
 
 
-def runs_table():
-    """All runs as a pandas table (see `tables.runs_frame`); unreadable runs are skipped and logged."""
+@dataclass
+class RunsTable:
+    """Every run as a table row (`tables.runs_frame`) and the damaged ones: run id -> one-line message."""
+
+    frame: pd.DataFrame
+    problems: dict[str, str]
+
+
+def runs_table() -> RunsTable:
+    """All runs as a pandas table; a run with damaged files is still a row (state and problem from what
+    could be read) and its message is in `problems`."""
     from neuroalign.ui import tables
 
     runs = list_runs()
     summaries: dict[str, dict[str, Any]] = {}
+    problems: dict[str, str] = {}
     for run in runs:
-        p = run.path
+        messages = [run.error] if getattr(run, "error", None) else []
         try:
-            summaries[str(p)] = run_summary(p)
+            summary = run_summary(run.path)
         except (ValueError, FileNotFoundError, OSError) as exc:
-            logger.warning("skipping unreadable run %s: %s", p, exc)
-    return tables.runs_frame(runs, summaries)
+            logger.warning("run %s: %s", run.run_id, exc)
+            messages.append(str(exc))
+            summary = {"config": {"subject": {"name": run.subject}, "created": run.created},
+                       "status": {"state": "unreadable", "message": str(exc)}, "results": None, "metrics": []}
+        messages += [m for m in (summary.get("problems") or {}).values() if m not in " | ".join(messages)]
+        if messages:
+            problems[run.run_id] = " | ".join(messages)
+            summary = {**summary, "problem": problems[run.run_id]}
+        summaries[str(run.path)] = summary
+    return RunsTable(tables.runs_frame(runs, summaries), problems)
 
 
 @st.cache_data(show_spinner=False, max_entries=4)

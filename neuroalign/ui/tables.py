@@ -114,6 +114,7 @@ def run_row(run_dir: Path, summary: Mapping[str, Any], subject: str | None = Non
         "mode": _get(cfg, "image", "mode"),
         "batch": cfg.get("batch_size"),
         "temperature": _get(cfg, "loss", "temperature"),
+        "problem": summary.get("problem") or "",
         "path": str(run_dir),
     }
 
@@ -145,6 +146,7 @@ RUN_COLUMNS = {
     "chance top1": st.column_config.NumberColumn("chance", format="%.4f", width=60, help="top-1 of a random ranking"),
     "test n": st.column_config.NumberColumn("test n", format="%d", width=50, help="test images"),
     "temperature": st.column_config.NumberColumn("temperature", format="%.3g"),
+    "problem": st.column_config.TextColumn("problem", help="damaged files of the run (what could be read is shown)"),
     "path": None,
 }
 
