@@ -210,7 +210,7 @@ def _exit_text(returncode: int | None) -> str:
             name = signal.Signals(-returncode).name
         except ValueError:
             name = "unknown signal"
-        if -returncode == signal.SIGKILL:
+        if -returncode == getattr(signal, "SIGKILL", None):
             name += ", e.g. by the system's out-of-memory killer"
         return f"was killed by signal {-returncode} ({name})"
     return f"exited with code {returncode}"
@@ -734,7 +734,7 @@ class JobManager:
 
     def _terminate(self, job: _Job, grace_s: float = 10.0) -> None:
         """SIGTERM to a job's worker (torchrun passes it on to its ranks), SIGKILL if it lingers."""
-        for sig in (signal.SIGTERM, signal.SIGKILL):
+        for sig in (signal.SIGTERM, getattr(signal, "SIGKILL", signal.SIGTERM)):
             if not process_alive(job.pid, job.start_ticks):
                 break
             logger.warning("job %s: sending %s to worker pid %d", job.job_id, sig.name, job.pid)
