@@ -28,7 +28,11 @@ Jobs never call Streamlit. How the thread trains:
 Processes per job: `start(..., nproc=None)` -- None is automatic: the number of visible GPUs when
 there is more than one (and the config's device is not "cpu"), else 1; the environment variable
 `NEUROALIGN_JOB_PROCESSES` replaces the automatic value (e.g. 2 on a CPU machine = 2 gloo
-processes, how CI tests the multi-process path). A multi-process job is shown like any other.
+processes, how CI tests the multi-process path). A multi-process job is shown like any other;
+only its rank 0 writes the run folder, `pid` is torchrun's launcher (which passes a SIGTERM on to
+the ranks), and if the launcher alone dies while rank 0 still trains, rank 0 (the pid in its
+status.json) is followed until it ends. `close(kill=True)` stops every job and terminates the
+workers that do not end in time.
 
 Scheduling: at most one active (queued or running) job per subject -- starting a second one for
 the same subject is a ValueError, also when two sessions start it at the same moment (the check
