@@ -43,7 +43,7 @@ def _launch() -> None:
         if not chosen:
             raise ValueError("no subject selected; pick at least one subject to train")
         config = train_form.config_from_values(st.session_state[keys.TRAIN_PRESET], dict(st.session_state))
-        from neuroalign.training.device import resolve_device
+        from neuroalign.training.device import resolve_device  # torch: loaded when a job is started, not per page view
 
         resolve_device(config.device)
     except ValueError as exc:

@@ -143,10 +143,10 @@ def test_attention_weights_match_manual_softmax():
 def test_from_config_and_input_validation():
     cfg = NeuralTowerConfig(d_model=32, n_heads=4, n_layers=2, block="transformer", mlp_activation="gelu",
                             dropout=0.1, folded=False)
-    tower = NeuralTower.from_config(12, cfg)
+    tower = build_neural_tower(12, cfg)
     assert isinstance(tower, TransformerTower)
     assert (tower.d_model, tower.n_heads, tower.n_layers, tower.block) == (32, 4, 2, "transformer")
-    assert NeuralTower.from_config(12, NeuralTowerConfig(block="latent", folded=False)).use_folded is False
+    assert build_neural_tower(12, NeuralTowerConfig(block="latent", folded=False)).use_folded is False
     with pytest.raises(ValueError, match=r"\(B, 12\)"):
         tower(torch.rand(2, 11))
     with pytest.raises(ValueError, match="divisible"):

@@ -10,7 +10,10 @@ from typing import Any
 
 from neuroalign.config import DEVICES, PRESETS, TrainConfig, preset, preset_label, with_compatible_init
 from neuroalign.config_fields import FIELDS, SECTIONS, ConfigField, preset_defaults
+from neuroalign.data import SubjectStore
+from neuroalign.data.simulate import DEMO_SUBJECTS, make_demo_subjects
 from neuroalign.paths import cache_dir, data_dir, runs_dir
+from neuroalign.training import runs
 
 
 def _add_dirs(p: argparse.ArgumentParser, runs: bool = True) -> None:
@@ -136,15 +139,16 @@ def _summary(results: dict[str, Any]) -> str:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from neuroalign.training import pipeline, runs
+    # torch and the training engine load only when a run starts, not for `--help` or `runs`
+    import torch
+
+    from neuroalign.training import pipeline
     from neuroalign.training.device import dist_info_from_env
     from neuroalign.training.trainer import TrainingDiverged
 
     if args.threads is not None:
         if args.threads < 1:
             raise ValueError(f"--threads must be >= 1, got {args.threads}")
-        import torch
-
         torch.set_num_threads(args.threads)
     cache = cache_dir(args.cache_dir)
     if args.resume:
@@ -184,19 +188,14 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 def _ensure_demo_subjects(root, names: list[str]) -> None:
     """Create the embedded simulated subjects on first use when one of them is requested."""
-    from neuroalign.data import SubjectStore
-    from neuroalign.data.simulate import DEMO_SUBJECTS
-
     store = SubjectStore(root)
     if any(n in DEMO_SUBJECTS and not store.exists(n) for n in names):
-        from neuroalign.data.simulate import make_demo_subjects
-
         print(f"creating the simulated demo subjects in {root} (first use)", file=sys.stderr)
         make_demo_subjects(root)
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    from neuroalign.evaluation.evaluate import evaluate_run
+    from neuroalign.evaluation.evaluate import evaluate_run  # torch: only for this command
 
     results = evaluate_run(args.run_dir, data_dir=args.data_dir, device=args.device,
                            cache_dir=cache_dir(None))
@@ -208,11 +207,9 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 def cmd_runs(args: argparse.Namespace) -> int:
-    from neuroalign.training.runs import list_runs, mark_interrupted
-
     root = runs_dir(args.runs_dir)
-    mark_interrupted(root)
-    infos = list_runs(root)
+    runs.mark_interrupted(root)
+    infos = runs.list_runs(root)
     if args.json:
         print(json.dumps([{"run_id": i.run_id, "path": str(i.path), "subject": i.subject, "state": i.state,
                            "message": i.message, "preset": i.preset, "created": i.created, **i.metrics}

@@ -1,12 +1,14 @@
-"""Models: the DS-Net image tower, the attention neural tower and the alignment losses.
+"""Models: the DS-Net image tower, the neural towers and the alignment losses.
 
-* `dsnet` -- DS-Net backbone with `forward_intermediates` (stops after the requested block).
-* `image_tower` -- `ImageTower`: backbone features -> 1x1 conv -> 16x64 map (frozen or finetune).
+* `dsnet` -- DS-Net backbone (one variant registry) with timm-style `forward_intermediates`.
+* `image_tower` -- `ImageTower`: backbone features -> conv1x1 or readout head -> 16x64 map.
 * `feature_cache` -- `cached_features`: frozen-backbone features cached in memory and on disk.
-* `neural_tower` -- `NeuralTower`: per-neuron embedding, attention over neurons, MLP -> 16x64 map.
-* `linear_tower` -- `LinearNeuralTower`: responses -> linear encoder -> shared embedding -> 16x64 map.
-* `build_neural_tower` -- the neural tower a `NeuralTowerConfig` names.
-* `folded` -- exact O(K^2) evaluation of the reference neural tower's attention (used when present).
+* `neural` -- one class per neural block, registered by name (reference, transformer, latent;
+  `linear_tower.LinearNeuralTower` as "linear"); `build_neural_tower` builds the one a config names,
+  `neural_tower.NeuralTower(n, block=...)` is the same factory with keyword options.
+* `folded` (+ `folded_tiles`, `native`) -- the exact folded attention of the reference and latent
+  blocks: eager tiles, torch.compile'd chunks or fused C++ CPU kernels.
+* `maps` -- per-sample min-max and the DCT basis of the 16x64 maps.
 * `losses` -- `clip_loss`, `similarity_matrix`, RMSE, SSIM, `CombinedLoss`.
 * `weights` -- `load_backbone_weights` from a local DS-Net state-dict file.
 """

@@ -34,15 +34,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from neuroalign.config import ImageTowerConfig
+from neuroalign.config import BACKBONE_MODES, FEATURE_TRANSFORMS, IMAGE_HEADS, ImageTowerConfig
 from neuroalign.models.dsnet import DSNet, truncated_depths
 from neuroalign.models.maps import MAP_SIZE, dct_basis, minmax_per_sample, synthesise_maps
+from neuroalign.models.weights import load_backbone_weights
 
 logger = logging.getLogger(__name__)
 
-MODES = ("frozen", "finetune")
-HEADS = ("conv1x1", "readout")
-TRANSFORMS = ("none", "abs", "square", "rectify")
 RECTIFY_POWER = 1.5
 
 
@@ -53,12 +51,12 @@ class ImageTower(nn.Module):
                  weights: str | Path | None = None, init_seed: int = 0, in_chans: int = 1, head: str = "conv1x1",
                  grid: tuple[int, int] = (8, 32), n_components: int = 256, transform: str = "none") -> None:
         super().__init__()
-        if mode not in MODES:
-            raise ValueError(f"backbone mode must be one of {MODES}, got {mode!r}")
-        if head not in HEADS:
-            raise ValueError(f"image head must be one of {HEADS}, got {head!r}")
-        if transform not in TRANSFORMS:
-            raise ValueError(f"feature transform must be one of {TRANSFORMS}, got {transform!r}")
+        if mode not in BACKBONE_MODES:
+            raise ValueError(f"backbone mode must be one of {BACKBONE_MODES}, got {mode!r}")
+        if head not in IMAGE_HEADS:
+            raise ValueError(f"image head must be one of {IMAGE_HEADS}, got {head!r}")
+        if transform not in FEATURE_TRANSFORMS:
+            raise ValueError(f"feature transform must be one of {FEATURE_TRANSFORMS}, got {transform!r}")
         if transform != "none" and head != "readout":
             raise ValueError(f"a feature transform ({transform!r}) needs the readout head, got head {head!r}")
         self.head, self.transform = head, transform
@@ -86,8 +84,6 @@ class ImageTower(nn.Module):
         self.weights_report = None
         self.weights_path = str(weights) if weights else None
         if weights:
-            from neuroalign.models.weights import load_backbone_weights
-
             self.weights_report = load_backbone_weights(self.backbone, weights, self.stage, self.block)
             logger.info("backbone weights: %s", self.weights_report.summary())
         if self.frozen:

@@ -25,8 +25,3 @@ class NeuralTower:
 
     def __new__(cls, n_neurons: int, block: str = "reference", **options: Any) -> nn.Module:
         return build(n_neurons, NeuralTowerConfig(block=block, **options))
-
-    @staticmethod
-    def from_config(n_neurons: int, config: NeuralTowerConfig | None = None) -> nn.Module:
-        """The tower `config.block` names (the registry's `build`)."""
-        return build(n_neurons, config)

@@ -63,11 +63,6 @@ def chosen_towers(values: dict[str, Any], preset_name: str) -> tuple[str, str]:
             values.get(keys.TRAIN_FIELD_PREFIX + HEAD_PATH, base.image.head))
 
 
-def visible(section_fields: tuple[ConfigField, ...], block: str, head: str) -> tuple[ConfigField, ...]:
-    """The fields of a section that apply to the chosen towers."""
-    return tuple(f for f in section_fields if f.applies(block, head))
-
-
 def default_subjects(usable: list[str], last_opened: str | None, infos: list[Any],
                      last_trained: str | None) -> list[str]:
     """The Train page's initial subject: the one last opened on the Subjects page, else the one trained

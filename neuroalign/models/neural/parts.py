@@ -20,13 +20,15 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from neuroalign.config import ACTIVATIONS as ACTIVATION_NAMES
 from neuroalign.config import NeuralTowerConfig, head_dim
 from neuroalign.models.maps import MAP_SIZE, minmax_per_sample
 
 MLP_WIDTHS = (2048, 512, 256)
 GRID = (8, 32)  # the MLP's 256 outputs as an 8x32 map, upsampled to MAP_SIZE
 FFN_RATIO = 4
-ACTIVATIONS = {"none": None, "gelu": nn.GELU, "relu": nn.ReLU}
+ACTIVATIONS = {"none": None, "gelu": nn.GELU, "relu": nn.ReLU}  # the module of each config.ACTIVATIONS name
+assert tuple(ACTIVATIONS) == ACTIVATION_NAMES, "parts.ACTIVATIONS must map exactly config.ACTIVATIONS"
 
 
 class MultiHeadAttention(nn.Module):
