@@ -213,6 +213,8 @@ def _raise_answer(answer: dict[str, Any]) -> None:
     if answer.get("ok"):
         return
     message = answer.get("error") or "the check failed"
+    # file names that are not valid UTF-8 (surrogate escapes) shown as escapes: printable anywhere
+    message = message.encode("utf-8", "backslashreplace").decode("utf-8")
     kind = answer.get("type")
     if kind == "limit":
         raise CheckLimitExceeded(message)
