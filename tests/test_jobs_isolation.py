@@ -389,3 +389,25 @@ def test_nproc_resolution(monkeypatch):
         jobs.resolve_nproc(0, TrainConfig())
     with pytest.raises(ValueError, match="needs worker processes"):
         JobManager(runner=_thread_runner()).start("A", TrainConfig(), Path("."), Path("runs"), nproc=2)
+
+
+def test_metrics_tail_waits_for_a_torn_line_and_rereads_a_replaced_file(tmp_path):
+    path = tmp_path / "metrics.jsonl"
+    tail = jobs._MetricsTail(path)
+    assert tail.read() == []  # no file yet
+    path.write_text('{"event": "step", "step": 1}\n{"event": "st')
+    assert tail.read() == [{"event": "step", "step": 1}]
+    with open(path, "a") as fh:
+        fh.write('ep", "step": 2}\nnot json\n[1, 2]\n')
+    assert tail.read() == [{"event": "step", "step": 2}]  # completed line; junk and non-objects skipped
+    path.write_text('{"event": "epoch", "epoch": 1}\n')  # shorter: a new file
+    assert tail.read() == [{"event": "epoch", "epoch": 1}]
+
+
+def test_last_log_line_skips_separators_and_the_log_prefix(tmp_path):
+    log = tmp_path / "worker.log"
+    log.write_text("2026-12-02 06:56:21,975 rank0 INFO neuroalign.training.worker: worker pid 1: start m1\n"
+                   "2026-12-02 06:56:22,001 rank0 ERROR neuroalign.training.worker: failed: ValueError: bad\n"
+                   "=====================\n\n")
+    assert jobs.last_log_line(log) == "failed: ValueError: bad"
+    assert jobs.last_log_line(tmp_path / "missing.log") is None
