@@ -103,7 +103,7 @@ def _ensure_ninja_on_path() -> None:
         return
     candidates = []
     try:
-        import ninja  # type: ignore[import-not-found]
+        import ninja  # type: ignore[import-not-found]  # optional PyPI package, not a package module
 
         candidates.append(getattr(ninja, "BIN_DIR", ""))
     except ImportError:
@@ -121,7 +121,7 @@ STALE_LOCK_S = 600  # a build takes 20 s to 2 min; a lock this old was left by a
 def _clear_stale_lock(name: str) -> None:
     """torch's builder waits for ever while its build folder holds a `lock` file, and a build
     interrupted by Ctrl-C or a killed server leaves one behind: remove it when it is old."""
-    from torch.utils import cpp_extension
+    from torch.utils import cpp_extension  # pulls in setuptools: only when a build is attempted
 
     try:
         folder = Path(cpp_extension._get_build_directory(name, False))
@@ -139,7 +139,7 @@ def _clear_stale_lock(name: str) -> None:
 
 def _build() -> ModuleType | None:
     try:
-        from torch.utils import cpp_extension
+        from torch.utils import cpp_extension  # pulls in setuptools: only when a build is attempted
 
         _ensure_ninja_on_path()
         name = build_name()
