@@ -101,6 +101,13 @@ def _worker(rank: int, port: int, out_dir: str, arrays: dict) -> None:
     out["cache_second"] = list(computed)
     out["cache_same"] = torch.equal(first, second)
     out["features"] = first
+    # the pipeline with an explicit run folder on every rank (each its own): only rank 0's is written
+    from neuroalign.training import pipeline
+
+    given = Path(out_dir) / f"given{rank}"
+    back = pipeline.run_training("tiny", _config("recommended").replace(epochs=1), Path(out_dir) / "data",
+                                 Path(out_dir) / "runs", run_dir=given, cache_dir=Path(out_dir) / "cache2")
+    out["run_dir"] = str(back)
     torch.save(out, Path(out_dir) / f"rank{rank}.pt")
     torch.distributed.destroy_process_group()
 
@@ -120,8 +127,16 @@ def two_ranks(tmp_path_factory):
     """Both ranks' records of one 2-process gloo run, the subject they trained on, their folder."""
     import torch.multiprocessing as mp
 
+    from scipy.io import savemat
+
     arrays = _arrays()
     out = tmp_path_factory.mktemp("ddp")
+    data = out / "data" / "tiny" / "Data"
+    data.mkdir(parents=True)
+    savemat(data / "images.mat", {"images": np.round(arrays["images"][:, 0] * 255).astype(np.uint8)})
+    savemat(data / "responses.mat", {"responses": arrays["responses"], "responses_repeats": arrays["repeats"]})
+    for r in (0, 1):
+        (out / f"given{r}").mkdir()
     mp.spawn(_worker, args=(_port(), str(out), arrays), nprocs=2, join=True)
     ranks = [torch.load(out / f"rank{r}.pt", weights_only=True) for r in (0, 1)]
     return ranks, Subject("toy", arrays["images"], arrays["responses"], arrays["repeats"]), out
@@ -193,6 +208,19 @@ def test_empty_feature_cache_two_processes(two_ranks):
     assert len(files) == 1 and files[0].endswith(".pt")  # no temporary file left behind
     tower = Trainer(_config("reference"), subject).image_tower
     torch.testing.assert_close(ranks[1]["features"], compute_features(tower, subject.images), rtol=0, atol=0)
+
+
+def test_pipeline_writes_from_rank_zero_only(two_ranks):
+    """`run_training` on both ranks, each given its own run folder: rank 0's folder holds the run,
+    the other stays empty (no status, config or metrics from rank 1), both ranks return rank 0's."""
+    ranks, _, out = two_ranks
+    assert ranks[0]["run_dir"] == ranks[1]["run_dir"] == str(out / "given0")
+    assert list((out / "given1").iterdir()) == [] and not (out / "runs").exists()
+    cfg = json.loads((out / "given0" / "config.json").read_text())
+    assert cfg["world_size"] == 2 and cfg["backend"] == "gloo"
+    assert json.loads((out / "given0" / "status.json").read_text())["state"] == "finished"
+    events = [json.loads(line)["event"] for line in (out / "given0" / "metrics.jsonl").read_text().splitlines()]
+    assert events.count("epoch") == 1  # one epoch, reported once (not once per rank)
 
 
 def test_shard_bounds_and_backend_choice():
