@@ -134,7 +134,7 @@ def run_worker(request: dict[str, Any], limits: CheckLimits, names: list[str]) -
     t0 = time.perf_counter()
     proc = subprocess.Popen([sys.executable, "-m", "neuroalign.data.sandbox"], stdin=subprocess.PIPE,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=_worker_env(), close_fds=True,
-                            start_new_session=True, cwd=os.getcwd())
+                            start_new_session=True)
     chunks: dict[str, bytes] = {}
 
     def drain(key: str, stream: Any) -> None:
