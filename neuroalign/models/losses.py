@@ -4,6 +4,10 @@ All functions take maps of shape `(B, 1, H, W)` or `(B, H, W)` (anything with th
 `clip_loss` with `center=False` and `temperature=0.01` is the reference behaviour; `center=True`
 mean-centres every flattened map before the L2 normalisation, so similarities become
 correlations (the towers emit non-negative min-max maps, whose plain cosines are all large).
+
+The losses are functions of the maps they are given and keep no batch state (open_clip's split):
+under torchrun the trainer passes them both towers' maps gathered over every rank
+(`neuroalign.training.distributed.gather_rows`), so every term is the whole global batch's.
 """
 
 from __future__ import annotations
