@@ -262,3 +262,15 @@ def test_upload_errors_name_the_users_file(app_env):
     at.file_uploader(key=keys.UPLOAD_RESPONSES).set_value(("my_resp.mat", b"junk" * 50, "application/octet-stream"))
     at.button(key=keys.UPLOAD_CHECK).click().run()
     assert at.error[0].value.startswith("Not importable: my_resp.mat:")
+
+
+def test_upload_check_hitting_its_limit_is_a_rejection(app_env, monkeypatch):
+    """Issue 13: the upload is parsed in the sandboxed worker; a limit hit is one line, the app stays up."""
+    monkeypatch.setenv("NEUROALIGN_CHECK_SECONDS", "0.05")
+    images, responses = s.tiny_pair(n_images=30, n_neurons=12)
+    at = _upload(s.app_at(PAGE), "slow", s.mat_bytes(images), s.mat_bytes(responses))
+    s.no_exceptions(at)
+    msg = at.error[0].value
+    assert msg.startswith("Not importable: the check of") and "0.05 s time limit" in msg and "\n" not in msg
+    assert keys.UPLOAD_SAVE not in [b.key for b in at.button] and list(app_env["data"].iterdir()) == []
+    assert list((app_env["cache"] / "uploads").iterdir()) == []  # the staged copies are gone
