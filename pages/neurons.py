@@ -26,8 +26,7 @@ except (ValueError, FileNotFoundError, OSError) as exc:
 
 share = np.asarray(result["share"])
 k = len(share)
-stats = loaders.subject_stats(name)
-reliability = stats["reliability"]
+reliability = loaders.subject_stats(name)["reliability"]
 snr = loaders.true_snr(name)
 if snr is not None and len(snr) != k:
     snr = None
@@ -36,41 +35,56 @@ m = st.columns(4)
 m[0].metric("Neural block", neurons_view.BLOCK_LABELS.get(result["block"], result["block"]))
 m[1].metric("Neurons", f"{k:,}")
 m[2].metric("Test images", f"{result['n_test']:,}")
-m[3].metric(f"Share on the top {top_n:,} neurons", f"{top_share:.0%}",
+m[3].metric(f"Importance on the top {top_n:,}", f"{top_share:.0%}",
             help=f"the {top_n:,} most important neurons (10 %) carry this share of the importance; 10 % if "
                  "every neuron counted the same")
 for warning in result["warnings"]:
     st.warning(warning, icon=":material/warning:")
-neurons_view.render_comparisons(share, reliability, snr, has_repeats=subject.repeats is not None,
-                                simulated=bool(subject.meta.get("simulated")))
+
+key = st.radio("Measure", list(neurons_view.MEASURE_OPTIONS), format_func=neurons_view.MEASURE_OPTIONS.get,
+               horizontal=True, key=neurons_view.MEASURE_KEY,
+               help="Importance: how strongly each neuron moves the retrieval, either way. Net contribution: how much "
+                    "it helps on average (a neuron that as often misleads as it helps nets out near 0).")
+measure = neurons_view.MEASURES[key]
+values = neurons_view.measure_values(result, key)
+neurons_view.render_comparisons(values, reliability, snr, has_repeats=subject.repeats is not None,
+                                simulated=bool(subject.meta.get("simulated")), measure=measure.noun)
 
 left, right = st.columns(2)
-left.plotly_chart(plots.importance_ranked(share), key="neurons.ranked")
-left.caption("Importance share of each neuron, most important first (log scale), and the cumulative share "
-             "(dashed): a steep start means a few neurons carry the alignment.")
+left.plotly_chart(plots.importance_ranked(values, log_y=measure.log, y_title=measure.label,
+                                          title=f"Neurons ranked by {measure.noun}"),
+                  key="neurons.ranked")
+left.caption("Each neuron's share, largest first" + (" (log scale)" if measure.log else "") + ", and the cumulative "
+             "share (dashed): a steep start means a few neurons carry the alignment.")
 with right:
     if reliability is not None:
-        st.plotly_chart(plots.importance_scatter(share, reliability, "split-half reliability",
-                                                 "Importance against repeat reliability"), key="neurons.reliability")
-        st.caption("One dot per neuron. A model that relies on reliable neurons puts its importance on the right.")
+        st.plotly_chart(plots.importance_scatter(values, reliability, "split-half reliability",
+                                                 f"{measure.noun.capitalize()} against "
+                                                 "repeat reliability", log_y=measure.log, y_title=measure.label),
+                        key="neurons.reliability")
+        st.caption("One dot per neuron. A model that relies on reliable neurons puts its weight on the right.")
     if snr is not None:
-        st.plotly_chart(plots.importance_scatter(share, snr, "true SNR (simulator)",
-                                                 "Importance against the simulator's true SNR", log_x=True),
+        st.plotly_chart(plots.importance_scatter(values, snr, "true SNR (simulator)",
+                                                 f"{measure.noun.capitalize()} against the "
+                                                 "simulator's true SNR", log_x=True, log_y=measure.log,
+                                                 y_title=measure.label),
                         key="neurons.truth")
         st.caption("True SNR: the variance of the simulator's noiseless rates over images divided by the trial-noise "
                    "variance of the recorded mean response.")
 
-st.subheader(f"The {neurons_view.TOP_ROWS} most important neurons")
-table = neurons_view.neuron_table(share * 100.0, result["native"], reliability, snr)
+st.subheader(f"The {neurons_view.TOP_ROWS} neurons with the largest {measure.noun}")
+table = neurons_view.neuron_table(share, neurons_view.measure_values(result, "net"), result["native"], reliability,
+                                  snr, by=key)
 st.dataframe(table.head(neurons_view.TOP_ROWS), hide_index=True, column_config=neurons_view.TABLE_COLUMNS,
              key=neurons_view.TABLE_KEY)
-st.download_button("All neurons (CSV)", data=table.rename(columns={"share": "share_percent"}).to_csv(index=False), file_name=f"{run.run_id}_neurons.csv",
-                   mime="text/csv", on_click="ignore", icon=":material/download:", key="neurons.download")
+csv = table.rename(columns={"share": "importance_percent", "net": "net_percent"}).to_csv(index=False)
+st.download_button("All neurons (CSV)", data=csv, file_name=f"{run.run_id}_neurons.csv", mime="text/csv",
+                   on_click="ignore", icon=":material/download:", key="neurons.download")
 if result["native"] is not None:
     with st.expander(f"The block's own measure: {result['native_label']}"):
         st.plotly_chart(plots.importance_scatter(share, np.asarray(result["native"]), result["native_label"],
-                                                 "Attribution share against the block's own measure", log_x=True),
+                                                 "Importance against the block's own measure", log_x=True),
                         key="neurons.native")
         st.caption(f"The block's own per-neuron measure ({result['native_label']}, over {result['native_n']:,} test "
-                   "images) only reads the block's weights or attention; the attribution share measures what each "
-                   "neuron does to the retrieval, and is the one that compares across blocks.")
+                   "images) reads only the block's weights or attention; the attribution measures what each neuron "
+                   "does to the retrieval, and is the one that compares across blocks.")

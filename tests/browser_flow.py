@@ -20,9 +20,9 @@ ROOT = Path(__file__).resolve().parents[1]
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
                  "--disable-sync", "--no-first-run", "--disable-dev-shm-usage"]
-PAGES = ("subjects", "train", "retrieval", "feature_maps", "runs")
+PAGES = ("subjects", "train", "retrieval", "feature_maps", "neurons", "runs")
 TITLES = {"": "neuroalign", "subjects": "Subjects", "train": "Train", "retrieval": "Retrieval",
-          "feature_maps": "Feature maps", "runs": "Runs"}
+          "feature_maps": "Feature maps", "neurons": "Neurons", "runs": "Runs"}
 # Demo mode's training time budget (s); NEUROALIGN_DEMO_BUDGET_S shortens it for quick screenshot runs.
 DEMO_BUDGET_S = int(os.environ.get("NEUROALIGN_DEMO_BUDGET_S") or 600)
 

@@ -41,8 +41,14 @@ def test_importance_ranked_and_against_reliability(trained_app):
     titles = [sp["layout"]["title"]["text"] for sp in s.chart_specs(at)]
     assert "Neurons ranked by importance" in titles and "Importance against repeat reliability" in titles
     assert s.theme_placeholders(at) == []
-    at.run()  # a rerun uses the cached result
+    at.radio(key=neurons_view.MEASURE_KEY).set_value("net").run()  # the signed measure: same story
     s.no_exceptions(at)
+    titles = [sp["layout"]["title"]["text"] for sp in s.chart_specs(at)]
+    assert "Neurons ranked by net contribution" in titles
+    assert any(b.value.startswith("The model relies mostly on") and "between net contribution and" in b.value
+               for b in at.success)
+    net_table = at.dataframe[0].value
+    assert np.all(np.diff(net_table["net"]) <= 0) and np.isin(net_table["neuron"].head(10), ns.SIGNAL).all()
 
 
 def test_neurons_page_is_in_the_navigation(trained_app):

@@ -101,6 +101,12 @@ def test_dashboard_end_to_end(tmp_path):
             _no_app_exceptions(page)
             bf.shot(page, out_dir, "feature_maps")
 
+            bf.goto_page(page, "neurons")
+            page.get_by_role("heading", name="neurons with the largest").wait_for(timeout=120_000)
+            page.locator(".js-plotly-plot").first.wait_for()
+            _no_app_exceptions(page)
+            bf.shot(page, out_dir, "neurons")
+
             bf.goto_page(page, "runs")
             page.get_by_text("Compare loss curves").wait_for()
             _no_app_exceptions(page)

@@ -136,6 +136,9 @@ def _all_figures():
         "top1_bars": plots.top1_bars({"model": {"image_to_neural": (0.4, 0.3, 0.5)}}, chance=0.1),
         "loss": plots.loss_curves({"a": _history()}, smoothing=0.5),
         "lr": plots.lr_curves({"a": _history()}),
+        "ranked": plots.importance_ranked(rng.random(300)),
+        "importance": plots.importance_scatter(rng.random(10), rng.random(10), "reliability", "t",
+                                               color=rng.random(10), color_title="own"),
     }
 
 
@@ -153,6 +156,7 @@ def test_no_figure_uses_colours_that_streamlits_theme_replaces():
     for name, scale in expected.items():
         assert [list(x) for x in figs[name].data[0].colorscale] == scale, name
     assert [list(x) for x in figs["neuron_stats"].data[0].marker.colorscale] == plots.MAP_COLORSCALE
+    assert [list(x) for x in figs["importance"].data[0].marker.colorscale] == plots.MAP_COLORSCALE
     panel = figs["panel"]
     assert [list(x) for x in panel.data[0].colorscale] == plots.GRAY_COLORSCALE
     assert [list(x) for x in panel.data[2].colorscale] == plots.MAP_COLORSCALE
@@ -201,3 +205,22 @@ def test_display_image_and_frame():
     assert f.shape == (68, 270, 3)
     assert tuple(f[0, 100]) == (1, 2, 3) and tuple(f[30, -1]) == (1, 2, 3)
     assert tuple(f[30, 100]) == (img[30, 100],) * 3
+
+
+def test_importance_figures_rank_and_drop_what_cannot_be_drawn():
+    share = np.array([0.1, 0.5, 0.0, 0.4])
+    fig = plots.importance_ranked(share, neuron_ids=np.array([10, 11, 12, 13]))
+    bars, cumulative = fig.data
+    assert list(bars.x) == [1, 2, 3, 4] and list(bars.y[:3]) == [0.5, 0.4, 0.1] and np.isnan(bars.y[3])  # log: no 0
+    assert list(bars.text) == ["neuron 11", "neuron 13", "neuron 10", "neuron 12"]
+    assert np.allclose(cumulative.y, [0.5, 0.9, 1.0, 1.0]) and fig.layout.yaxis.type == "log"
+    signed = plots.importance_ranked(np.array([0.7, -0.2, 0.5]), log_y=False, title="by net")
+    assert list(signed.data[0].y) == [0.7, 0.5, -0.2] and signed.layout.yaxis.type == "linear"
+    assert signed.layout.title.text == "by net"
+    many = plots.importance_ranked(np.random.default_rng(0).random(30_000))
+    assert many.data[0].type == "scattergl" and len(many.data[0].x) <= 20_000  # subsampled for the browser
+    quality = np.array([0.9, np.nan, 0.5, -0.1])
+    sc = plots.importance_scatter(share, quality, "reliability", "t")
+    assert list(sc.data[0].x) == [0.9, -0.1] and list(sc.data[0].text) == ["neuron 0", "neuron 3"]  # no NaN, no 0
+    sc = plots.importance_scatter(share, quality, "snr", "t", log_x=True, log_y=False)
+    assert list(sc.data[0].x) == [0.9, 0.5] and sc.layout.xaxis.type == "log"

@@ -307,14 +307,24 @@ def compare_with(share: np.ndarray, quality: np.ndarray, top_fraction: float = T
     return out
 
 
-def summary_line(stats: dict[str, Any], what: str) -> str:
-    """One sentence for a page: does the model rely on the neurons that are best by `what`?"""
+def verdict_of(stats: dict[str, Any]) -> str:
+    """"relies mostly on" | "leans towards" | "does not clearly favour" (from `compare_with` stats)."""
+    rho, half = stats.get("spearman", math.nan), stats.get("half_share", math.nan)
+    if rho > 0.3 and half >= 0.7:
+        return "relies mostly on"
+    if rho > 0.2 and half > 0.55:
+        return "leans towards"
+    return "does not clearly favour"
+
+
+def summary_line(stats: dict[str, Any], what: str, measure: str = "importance") -> str:
+    """One sentence for a page: does the model rely on the neurons that are best by `what` (by the
+    given measure's shares)?"""
     if not stats or stats.get("n", 0) < 3 or not math.isfinite(stats.get("spearman", math.nan)):
         return f"Too few neurons with a finite {what} to compare."
     rho, half = stats["spearman"], stats["half_share"]
-    verdict = ("relies mostly on" if rho > 0.3 and half >= 0.7 else
-               "leans towards" if rho > 0.1 and half > 0.5 else "does not favour")
-    return (f"The model {verdict} the neurons with high {what}: Spearman ρ = {rho:.2f} between importance and "
+    verdict = verdict_of(stats)
+    return (f"The model {verdict} the neurons with high {what}: Spearman ρ = {rho:.2f} between {measure} and "
             f"{what}. The {stats['top_n']:,} neurons with the highest {what} (top {stats['top_fraction']:.0%}) carry "
-            f"{stats['top_share']:.0%} of the importance, the better half {half:.0%} (a model blind to {what} would "
-            f"give them {stats['expected_share']:.0%} and 50 %).")
+            f"{stats['top_share']:.0%} of the {measure}, the better half {half:.0%} (a model blind to {what} would "
+            f"give them {stats['expected_share']:.0%} and 50\u00a0%).")

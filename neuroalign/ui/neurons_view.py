@@ -4,26 +4,54 @@ reliability and (simulated subjects) the simulator's true SNR. The numbers come 
 
 from __future__ import annotations
 
-import math
+from dataclasses import dataclass
 from typing import Any, Mapping
 
 import numpy as np
 import pandas as pd
 import streamlit as st
 
-from neuroalign.evaluation.importance import TOP_FRACTION, compare_with, summary_line
+from neuroalign.evaluation.importance import TOP_FRACTION, compare_with, summary_line, verdict_of
 from neuroalign.ui import nav
 
 PAGE = nav.PageSpec("pages/neurons.py", "Neurons", ":material/hub:")
 RUN_KEY = "neurons.run"
+MEASURE_KEY = "neurons.measure"
 TABLE_KEY = "neurons.table"
 TOP_ROWS = 20
 
 BLOCK_LABELS = {"linear": "linear", "reference": "reference attention", "transformer": "transformer",
                 "latent": "latent attention"}
-IMPORTANCE_HELP = ("Expected-gradients attribution of the contrastive log-probability that a neural response "
-                   "retrieves its own image among the test images, averaged in absolute value over the test images "
-                   "(eval mode, best checkpoint); shares sum to 100 %, so runs with different blocks compare.")
+IMPORTANCE_HELP = ("Each neuron's attribution (expected gradients) of the contrastive log-probability that a neural "
+                   "response retrieves its own image among the test images rather than another test image's, in eval "
+                   "mode with the best checkpoint. Importance: the mean absolute attribution over the test images; "
+                   "net contribution: the mean signed attribution (negative: the neuron misleads more than it helps). "
+                   "Both are shown as shares summing to 100\u00a0%, so runs with different blocks compare.")
+
+
+@dataclass(frozen=True)
+class Measure:
+    key: str  # "importance" | "net"
+    noun: str  # on screen: "importance", "net contribution"
+    log: bool  # positive shares: log axes
+
+    @property
+    def label(self) -> str:
+        return f"share of {self.noun}"
+
+
+MEASURES = {"importance": Measure("importance", "importance", True),
+            "net": Measure("net", "net contribution", False)}
+MEASURE_OPTIONS = {"importance": "Importance (mean |attribution|)", "net": "Net contribution (mean signed attribution)"}
+
+
+def measure_values(result: Mapping[str, Any], key: str) -> np.ndarray:
+    """The shares `(K,)` of one measure: importance / total, or net contribution / its (signed) total."""
+    if key == "importance":
+        return np.asarray(result["share"], dtype=np.float64)
+    net = np.asarray(result["net"], dtype=np.float64)
+    total = float(net.sum())
+    return net / total if total != 0 else np.zeros_like(net)
 
 
 def concentration(share: np.ndarray, fraction: float = TOP_FRACTION) -> tuple[int, float]:
@@ -33,12 +61,15 @@ def concentration(share: np.ndarray, fraction: float = TOP_FRACTION) -> tuple[in
     return n, float(s[:n].sum() / max(float(s.sum()), 1e-300))
 
 
-def neuron_table(share: np.ndarray, native: np.ndarray | None, reliability: np.ndarray | None,
-                 snr: np.ndarray | None) -> pd.DataFrame:
-    """One row per neuron, most important first: rank, neuron (0-based column), share and the qualities present."""
-    share = np.asarray(share, dtype=np.float64)
-    order = np.argsort(-share, kind="stable")
-    cols: dict[str, Any] = {"rank": np.arange(1, len(share) + 1), "neuron": order, "share": share[order]}
+def neuron_table(share: np.ndarray, net: np.ndarray, native: np.ndarray | None, reliability: np.ndarray | None,
+                 snr: np.ndarray | None, by: str = "importance") -> pd.DataFrame:
+    """One row per neuron ranked by `by` ("importance" or "net"): rank, neuron (0-based column), the
+    importance and net shares in percent and the qualities present."""
+    share = 100.0 * np.asarray(share, dtype=np.float64)
+    net = 100.0 * np.asarray(net, dtype=np.float64)
+    order = np.argsort(-(share if by == "importance" else net), kind="stable")
+    cols: dict[str, Any] = {"rank": np.arange(1, len(share) + 1), "neuron": order, "share": share[order],
+                            "net": net[order]}
     if native is not None:
         cols["block's own"] = np.asarray(native, dtype=np.float64)[order]
     if reliability is not None:
@@ -52,8 +83,10 @@ TABLE_COLUMNS = {
     "rank": st.column_config.NumberColumn("rank", format="%d", width=50),
     "neuron": st.column_config.NumberColumn("neuron", format="%d", width=60,
                                             help="column of the responses (0-based)"),
-    "share": st.column_config.ProgressColumn("share of importance", format="%.2f%%", min_value=0.0,
-                                             help=IMPORTANCE_HELP),
+    "share": st.column_config.ProgressColumn("importance", format="%.2f%%", min_value=0.0, width=130,
+                                             help="share of importance (mean |attribution|), in percent"),
+    "net": st.column_config.NumberColumn("net contribution", format="%.2f%%",
+                                         help="share of the net contribution (mean signed attribution), in percent"),
     "block's own": st.column_config.NumberColumn("block's own", format="%.4f",
                                                  help="the block's own measure, as a share"),
     "reliability": st.column_config.NumberColumn("reliability", format="%.3f",
@@ -65,18 +98,17 @@ TABLE_COLUMNS = {
 
 
 def _verdict(text: str, stats: Mapping[str, Any]) -> None:
-    rho = stats.get("spearman", math.nan)
-    box = st.success if math.isfinite(rho) and rho > 0.1 else st.warning
+    box = st.info if verdict_of(dict(stats)) == "does not clearly favour" else st.success
     box(text, icon=":material/insights:")
 
 
 def render_comparisons(share: np.ndarray, reliability: np.ndarray | None, snr: np.ndarray | None,
-                       has_repeats: bool, simulated: bool) -> dict[str, dict[str, Any]]:
+                       has_repeats: bool, simulated: bool, measure: str = "importance") -> dict[str, dict[str, Any]]:
     """The one-line summaries against reliability and ground truth (or why they are missing)."""
     out: dict[str, dict[str, Any]] = {}
     if reliability is not None:
         out["reliability"] = compare_with(share, reliability)
-        _verdict(summary_line(out["reliability"], "repeat reliability"), out["reliability"])
+        _verdict(summary_line(out["reliability"], "repeat reliability", measure), out["reliability"])
     elif has_repeats:
         st.info("This subject has fewer than two repeats per image, so repeat reliability cannot be computed.")
     else:
@@ -84,7 +116,7 @@ def render_comparisons(share: np.ndarray, reliability: np.ndarray | None, snr: n
                 "ranked only. Import single-trial repeats (`responses_repeats`) to compare with reliability.")
     if snr is not None:
         out["true SNR"] = compare_with(share, snr)
-        _verdict(summary_line(out["true SNR"], "true SNR"), out["true SNR"])
+        _verdict(summary_line(out["true SNR"], "true SNR", measure), out["true SNR"])
     elif simulated:
         st.info("This simulated subject has no ground truth file (ground_truth.npz) to compare with.")
     return out
