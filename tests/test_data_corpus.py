@@ -290,8 +290,8 @@ def test_a_good_pair_passes_with_its_report_and_preview(tmp_path):
 
 _PROBE = """
 import json, sys
-from neuroalign.data import sandbox
-answer = sandbox._serve(json.loads(sys.argv[1]))
+from neuroalign.data import check_worker, sandbox
+answer = check_worker._serve(json.loads(sys.argv[1]))
 heavy = sorted(m for m in sandbox.FORBIDDEN_MODULES if m in sys.modules)
 print(json.dumps({"ok": answer["ok"], "heavy": heavy, "top": sorted({m.split('.')[0] for m in sys.modules})}))
 """
@@ -308,3 +308,12 @@ def test_the_worker_imports_no_torch(tmp_path):
     probe = json.loads(out.strip().splitlines()[-1])
     assert probe["ok"] and probe["heavy"] == [], probe
     assert {"numpy", "scipy", "h5py", "neuroalign"} <= set(probe["top"])
+
+
+def test_a_worker_that_dies_is_a_rejection(tmp_path, monkeypatch):
+    """A parser crash (here: the worker kills itself with SIGSEGV) refuses the file, in one line."""
+    monkeypatch.setattr(sandbox, "WORKER_ARGS", ("-c", "import os, signal; os.kill(os.getpid(), signal.SIGSEGV)"))
+    with pytest.raises(sandbox.CheckLimitExceeded) as e:
+        sandbox.check_pair(*_good(tmp_path))
+    assert str(e.value) == ("the check of images.mat + responses.mat was killed (SIGSEGV); the file cannot be "
+                            "read safely and is refused")

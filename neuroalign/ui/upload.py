@@ -157,8 +157,8 @@ def staging_root() -> Path:
         try:
             if now - p.stat().st_mtime > _STALE_STAGING_S:
                 shutil.rmtree(p, ignore_errors=True)
-        except OSError:
-            pass
+        except OSError as exc:  # removed meanwhile by another session, or unreadable: keep going
+            logger.debug("not removing staged upload %s: %s", p, exc)
     return root
 
 
