@@ -33,6 +33,7 @@ from typing import Any, Callable
 import numpy as np
 import torch
 from torch import nn
+from torch.distributed._functional_collectives import all_gather_single
 
 from neuroalign.config import TrainConfig
 from neuroalign.models.feature_cache import compute_features, lookup_features, store_features
