@@ -1,0 +1,132 @@
+"""Reading run files back safely: one-line `RunFileError`s naming the file, what is wrong and what
+to do; JSON files (`read_json_file`) and checkpoints (`load_checkpoint`, `weights_only=True`).
+
+The file names of a run folder live here too (`neuroalign.training.runs` re-exports them).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+CONFIG_FILE, SPLIT_FILE, NORMALISER_FILE = "config.json", "split.json", "normaliser.json"
+METRICS_FILE, STATUS_FILE, RESULTS_FILE = "metrics.jsonl", "status.json", "results.json"
+BEST_CKPT, LAST_CKPT, TEST_OUTPUTS = "best.pt", "last.pt", "test_outputs.npz"
+LOSS_MAT, TEST_MAT = "loss_data.mat", "test_result.mat"
+
+
+class RunFileError(ValueError):
+    """A file of a run folder is damaged (truncated, corrupt, wrong type); the message is one line."""
+
+    def __init__(self, path: Path, problem: str, hint: str | None = None) -> None:
+        self.path = Path(path)
+        self.problem = problem
+        hint = _HINTS.get(self.path.name, "") if hint is None else hint
+        text = f"{display_path(self.path)} {problem}"
+        if hint:
+            text += "; " + hint.format(run=display_path(self.path.parent))
+        super().__init__(text)
+
+
+_HINTS = {
+    RESULTS_FILE: "re-run `python -m neuroalign evaluate {run}` to rewrite it",
+    STATUS_FILE: "resume the run (`python -m neuroalign train --resume {run}`) to rewrite it, or delete the run",
+    CONFIG_FILE: "the run cannot be evaluated or resumed without it; delete the run",
+    SPLIT_FILE: "the run cannot be evaluated or resumed without it; delete the run",
+    NORMALISER_FILE: "the run cannot be evaluated or resumed without it; delete the run",
+    BEST_CKPT: "evaluate needs it; train the run again",
+    LAST_CKPT: "resume needs it; start a new run with the same settings",
+    TEST_OUTPUTS: "re-run `python -m neuroalign evaluate {run}` to rewrite it",
+}
+
+
+def display_path(path: Path) -> str:
+    """`path` relative to the working folder when inside it (e.g. "runs/x/results.json"), else absolute."""
+    path = Path(path)
+    try:
+        rel = os.path.relpath(path)
+    except ValueError:  # another drive (Windows)
+        return str(path)
+    return str(path) if rel.startswith("..") else rel
+
+
+def _json_problem(raw: bytes, exc: Exception) -> str:
+    """What is wrong with a document that did not parse: cut short (a crash mid-write) or invalid."""
+    if isinstance(exc, UnicodeDecodeError):
+        return f"is not UTF-8 text (invalid byte at {exc.start}); expected JSON"
+    assert isinstance(exc, json.JSONDecodeError)
+    text = exc.doc
+    if not text.strip():
+        return "is empty (expected JSON; truncated by a crash?)"
+    rest = text[exc.pos:].strip()
+    cut_short = (exc.pos >= len(text.rstrip()) or exc.msg.startswith("Unterminated string")
+                 or (exc.msg == "Expecting value" and any(w.startswith(rest) for w in ("true", "false", "null"))))
+    if cut_short:
+        return f"is not valid JSON (truncated at byte {len(raw)})"
+    return f"is not valid JSON ({exc.msg} at byte {len(text[: exc.pos].encode('utf-8'))})"
+
+
+def read_json_file(path: str | os.PathLike, expect: type = dict) -> Any:
+    """The JSON object in `path`, None when the file does not exist; RunFileError when it is damaged
+    (not readable, not UTF-8, not valid JSON, or not an `expect`)."""
+    path = Path(path)
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        return None
+    except IsADirectoryError:
+        raise RunFileError(path, "is a folder, not a file") from None
+    except OSError as exc:
+        raise RunFileError(path, f"cannot be read ({exc.strerror or type(exc).__name__})") from None
+    try:
+        data = json.loads(raw.decode("utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise RunFileError(path, _json_problem(raw, exc)) from None
+    if not isinstance(data, expect):
+        raise RunFileError(path, f"holds a JSON {type(data).__name__}; expected a JSON "
+                           f"{'object' if expect is dict else expect.__name__}")
+    return data
+
+
+#: keys a checkpoint must hold to be used (best.pt: evaluation; last.pt: resume)
+CHECKPOINT_KEYS = {BEST_CKPT: ("model", "epoch", "val_loss"),
+                   LAST_CKPT: ("model", "opt_image", "opt_neural", "epoch", "global_step")}
+
+
+def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
+    """Load a checkpoint with `weights_only=True` (tensors and plain containers only) onto the CPU.
+
+    FileNotFoundError when missing; RunFileError (one line) when it is truncated or corrupt, holds
+    anything but tensors and plain containers, or lacks what `best.pt` / `last.pt` must hold
+    (`CHECKPOINT_KEYS`).
+    """
+    import torch
+
+    path = Path(path)
+    if not path.is_file():
+        if path.is_dir():
+            raise RunFileError(path, "is a folder, not a checkpoint file")
+        raise FileNotFoundError(f"checkpoint {display_path(path)} not found")
+    if path.stat().st_size == 0:
+        raise RunFileError(path, "is empty (0 bytes: truncated by a crash or a full disk?)")
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except MemoryError:
+        raise RunFileError(path, "does not fit in memory; free memory or use a larger machine", hint="") from None
+    except Exception as exc:  # noqa: BLE001 - torch/zipfile/pickle raise many types for damaged files
+        detail = " ".join(str(exc).split())
+        if "weights only load failed" in detail.lower() or "weights_only" in detail:
+            raise RunFileError(path, "holds objects other than tensors and plain containers (refused: checkpoints "
+                               "load with weights_only=True)") from None
+        detail = detail.split(". ")[0]  # torch's messages go on with advice that does not apply here
+        raise RunFileError(path, f"is truncated or corrupt ({type(exc).__name__}: {detail[:120]})") from None
+    if not isinstance(obj, dict):
+        raise RunFileError(path, f"holds a {type(obj).__name__}; expected a checkpoint dictionary")
+    missing = [k for k in CHECKPOINT_KEYS.get(path.name, ("model",)) if k not in obj]
+    if missing:
+        raise RunFileError(path, f"lacks {', '.join(missing)}; expected a checkpoint written by neuroalign")
+    if not isinstance(obj.get("model"), dict):
+        raise RunFileError(path, "has no model weights (expected a dictionary of state dicts under 'model')")
+    return obj
