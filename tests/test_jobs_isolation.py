@@ -20,7 +20,7 @@ import pytest
 
 import app_support as s
 from neuroalign.config import TrainConfig
-from neuroalign.training import jobs
+from neuroalign.training import job_protocol, job_state, jobs
 from neuroalign.training import runs as runs_io
 from neuroalign.training.jobs import JobManager, process_alive
 from neuroalign.ui import jobs_view
@@ -297,7 +297,7 @@ def _thread_runner(n_steps=0, n_epochs=1, hold=None):
 
 
 def test_ended_jobs_are_pruned_and_snapshots_share_history(tmp_path, monkeypatch):
-    monkeypatch.setattr(jobs, "MAX_STEP_HISTORY", 20)
+    monkeypatch.setattr(job_state, "MAX_STEP_HISTORY", 20)
     mgr = JobManager(runner=_thread_runner(n_steps=100, n_epochs=5), keep_finished=2)
     ids = []
     for _ in range(4):
@@ -393,7 +393,7 @@ def test_nproc_resolution(monkeypatch):
 
 def test_metrics_tail_waits_for_a_torn_line_and_rereads_a_replaced_file(tmp_path):
     path = tmp_path / "metrics.jsonl"
-    tail = jobs._MetricsTail(path)
+    tail = job_protocol.MetricsTail(path)
     assert tail.read() == []  # no file yet
     path.write_text('{"event": "step", "step": 1}\n{"event": "st')
     assert tail.read() == [{"event": "step", "step": 1}]

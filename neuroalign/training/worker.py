@@ -39,7 +39,7 @@ import threading
 from pathlib import Path
 from typing import Any, Callable
 
-from neuroalign.training.jobs import SPEC_VERSION, STOP_FILE
+from neuroalign.training.job_protocol import SPEC_VERSION, STOP_FILE
 
 logger = logging.getLogger("neuroalign.training.worker")
 
