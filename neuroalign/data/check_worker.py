@@ -166,9 +166,9 @@ def _check(request: dict[str, Any], base: int | None, state: dict[str, int]) -> 
     subject = load_pair(images, responses, name="validate", require_trainable=True)
     report = asdict(ValidationReport.from_subject(subject))
     if request.get("preview"):
-        import numpy as np
+        from neuroalign.io_utils import atomic_savez
 
-        np.savez(request["preview"], **preview_arrays(subject))
+        atomic_savez(request["preview"], **preview_arrays(subject))
     return {"ok": True, "report": report}
 
 
