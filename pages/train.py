@@ -75,7 +75,8 @@ with st.expander("New training", expanded=not jobs_view.snapshots(), icon=":mate
     top[1].selectbox("Preset", cfgmod.PRESETS, index=cfgmod.PRESETS.index("recommended"), key=keys.TRAIN_PRESET,
                      on_change=_apply_preset,
                      help="recommended: what worked best on the validation split of the simulated subjects. "
-                          "reference: the original research code's settings (5000 epochs).")
+                          "reference: the original research code's settings (5000 epochs). attention: "
+                          "attention over the neurons (transformer block). Picking one resets every field.")
     block, head = train_form.draw_selectors(st.session_state[keys.TRAIN_PRESET])
     with st.form(keys.TRAIN_FORM, border=False):
         train_form.draw_sections(block, head)

@@ -16,9 +16,9 @@ from neuroalign.paths import cache_dir, data_dir, runs_dir
 from neuroalign.training import runs
 
 
-def _add_dirs(p: argparse.ArgumentParser, runs: bool = True) -> None:
+def _add_dirs(p: argparse.ArgumentParser, with_runs: bool = True) -> None:
     p.add_argument("--data-dir", default=None, help="subject data root (default: $NEUROALIGN_DATA_DIR or ./data)")
-    if runs:
+    if with_runs:
         p.add_argument("--runs-dir", default=None, help="runs root (default: $NEUROALIGN_RUNS_DIR or ./runs)")
 
 
@@ -62,7 +62,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
     p = sub.add_parser("evaluate", help="recompute results.json of a run from its best checkpoint")
     p.add_argument("run_dir", metavar="RUN_DIR")
-    _add_dirs(p, runs=False)
+    _add_dirs(p, with_runs=False)
     p.add_argument("--device", choices=DEVICES, default=None)
     p.add_argument("--json", action="store_true", help="print the whole results.json")
     p.set_defaults(handler=cmd_evaluate)
