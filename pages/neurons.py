@@ -9,8 +9,9 @@ from neuroalign.ui.entry import page_entry
 
 page_entry()
 st.title("Neurons")
-st.caption("Which neurons the trained model relies on to identify images, and whether those are the reliable "
-           "ones. " + neurons_view.IMPORTANCE_HELP)
+st.caption("Which neurons the trained model relies on to identify images, and whether those are the reliable ones.")
+with st.expander("How importance is computed"):
+    st.markdown(neurons_view.IMPORTANCE_HELP)
 run, summary, outputs = run_picker.pick_finished_run(neurons_view.RUN_KEY)
 guards.show_summary_problems(run.run_id, summary)
 name = ((summary.get("config") or {}).get("subject") or {}).get("name")
@@ -50,41 +51,40 @@ values = neurons_view.measure_values(result, key)
 neurons_view.render_comparisons(values, reliability, snr, has_repeats=subject.repeats is not None,
                                 simulated=bool(subject.meta.get("simulated")), measure=measure.noun)
 
-left, right = st.columns(2)
-left.plotly_chart(plots.importance_ranked(values, log_y=measure.log, y_title=measure.label,
-                                          title=f"Neurons ranked by {measure.noun}"),
-                  key="neurons.ranked")
-left.caption("Each neuron's share, largest first" + (" (log scale)" if measure.log else "") + ", and the cumulative "
-             "share (dashed): a steep start means a few neurons carry the alignment.")
-with right:
-    if reliability is not None:
-        st.plotly_chart(plots.importance_scatter(values, reliability, "split-half reliability",
-                                                 f"{measure.noun.capitalize()} against "
-                                                 "repeat reliability", log_y=measure.log, y_title=measure.label),
-                        key="neurons.reliability")
-        st.caption("One dot per neuron. A model that relies on reliable neurons puts its weight on the right.")
-    if snr is not None:
-        st.plotly_chart(plots.importance_scatter(values, snr, "true SNR (simulator)",
-                                                 f"{measure.noun.capitalize()} against the "
-                                                 "simulator's true SNR", log_x=True, log_y=measure.log,
-                                                 y_title=measure.label),
-                        key="neurons.truth")
-        st.caption("True SNR: the variance of the simulator's noiseless rates over images divided by the trial-noise "
-                   "variance of the recorded mean response.")
+charts = [(plots.importance_ranked(values, log_y=measure.log, y_title=measure.label,
+                                   title=f"Neurons ranked by {measure.noun}"), "neurons.ranked",
+           "Each neuron's share, largest first" + (" (log scale)" if measure.log else "") + ", and the cumulative "
+           "share (dashed): a steep start means a few neurons carry the alignment.")]
+if reliability is not None:
+    charts.append((plots.importance_scatter(values, reliability, "split-half reliability",
+                                            f"{measure.noun.capitalize()} against repeat reliability",
+                                            log_y=measure.log, y_title=measure.label), "neurons.reliability",
+                   "One dot per neuron. A model that relies on reliable neurons puts its weight on the right."))
+if snr is not None:
+    charts.append((plots.importance_scatter(values, snr, "true SNR (simulator)",
+                                            f"{measure.noun.capitalize()} against the simulator's true SNR",
+                                            log_x=True, log_y=measure.log, y_title=measure.label), "neurons.truth",
+                   "True SNR: the variance of the simulator's noiseless rates over images divided by the trial-noise "
+                   "variance of the recorded mean response."))
+if result["native"] is not None:
+    charts.append((plots.importance_scatter(values, np.asarray(result["native"]), result["native_label"],
+                                            f"{measure.noun.capitalize()} against the block's own measure",
+                                            log_y=measure.log, y_title=measure.label, x_format=".2%"),
+                   "neurons.native",
+                   f"The block's own per-neuron measure ({result['native_label']}, over {result['native_n']:,} test "
+                   "images) reads only the block's weights or attention; the attribution measures what each neuron "
+                   "does to the retrieval, and is the one that compares across blocks."))
+for row in range(0, len(charts), 2):
+    for col, (fig, chart_key, caption) in zip(st.columns(2), charts[row:row + 2]):
+        col.plotly_chart(fig, key=chart_key)
+        col.caption(caption)
 
 st.subheader(f"The {neurons_view.TOP_ROWS} neurons with the largest {measure.noun}")
 table = neurons_view.neuron_table(share, neurons_view.measure_values(result, "net"), result["native"], reliability,
                                   snr, by=key)
-st.dataframe(table.head(neurons_view.TOP_ROWS), hide_index=True, column_config=neurons_view.TABLE_COLUMNS,
-             key=neurons_view.TABLE_KEY)
+top = table.head(neurons_view.TOP_ROWS)
+st.dataframe(top, hide_index=True, column_config=neurons_view.table_columns(top["share"].max()),
+             height=35 * (len(top) + 1) + 3, key=neurons_view.TABLE_KEY)
 csv = table.rename(columns={"share": "importance_percent", "net": "net_percent"}).to_csv(index=False)
 st.download_button("All neurons (CSV)", data=csv, file_name=f"{run.run_id}_neurons.csv", mime="text/csv",
                    on_click="ignore", icon=":material/download:", key="neurons.download")
-if result["native"] is not None:
-    with st.expander(f"The block's own measure: {result['native_label']}"):
-        st.plotly_chart(plots.importance_scatter(share, np.asarray(result["native"]), result["native_label"],
-                                                 "Importance against the block's own measure", log_x=True),
-                        key="neurons.native")
-        st.caption(f"The block's own per-neuron measure ({result['native_label']}, over {result['native_n']:,} test "
-                   "images) reads only the block's weights or attention; the attribution measures what each neuron "
-                   "does to the retrieval, and is the one that compares across blocks.")

@@ -52,7 +52,7 @@ def importance_ranked(share: np.ndarray, neuron_ids: np.ndarray | None = None, l
 def importance_scatter(share: np.ndarray, quality: np.ndarray, quality_title: str, title: str,
                        log_x: bool = False, color: np.ndarray | None = None, color_title: str = "",
                        neuron_ids: np.ndarray | None = None, log_y: bool = True,
-                       y_title: str = "share of importance") -> go.Figure:
+                       y_title: str = "share of importance", x_format: str = "") -> go.Figure:
     """Per-neuron share (y, log scale unless `log_y` is off) against a per-neuron quality (x); neurons
     without a finite quality (or, on log axes, with values <= 0) are left out. Optional marker colour."""
     s = np.asarray(share, dtype=np.float64)
@@ -75,6 +75,11 @@ def importance_scatter(share: np.ndarray, quality: np.ndarray, quality_title: st
                                                " %{y:.3%}<extra></extra>"))
     fig.update_layout(title=title, xaxis_title=quality_title, yaxis_title=y_title, **LAYOUT)
     fig.update_yaxes(type="log" if log_y else "linear", tickformat=".2%" if log_y else ".1%")
+    if x_format:
+        fig.update_xaxes(tickformat=x_format)
     if log_x:
         fig.update_xaxes(type="log")
+        shown = q[idx]
+        if len(shown) and np.log10(shown.max() / shown.min()) >= 1.5:
+            fig.update_xaxes(dtick=1)  # one label per decade (plotly's minor labels read as "5 0.1 2 5 1")
     return fig

@@ -79,12 +79,17 @@ def neuron_table(share: np.ndarray, net: np.ndarray, native: np.ndarray | None, 
     return pd.DataFrame(cols)
 
 
+def table_columns(max_share: float) -> dict[str, Any]:
+    """Column configs of `neuron_table` (the importance bars run up to the largest share shown)."""
+    return {**TABLE_COLUMNS, "share": st.column_config.ProgressColumn(
+        "importance", format="%.2f%%", min_value=0.0, max_value=max(float(max_share), 1e-9), width=130,
+        help="share of importance (mean |attribution|), in percent")}
+
+
 TABLE_COLUMNS = {
     "rank": st.column_config.NumberColumn("rank", format="%d", width=50),
     "neuron": st.column_config.NumberColumn("neuron", format="%d", width=60,
                                             help="column of the responses (0-based)"),
-    "share": st.column_config.ProgressColumn("importance", format="%.2f%%", min_value=0.0, width=130,
-                                             help="share of importance (mean |attribution|), in percent"),
     "net": st.column_config.NumberColumn("net contribution", format="%.2f%%",
                                          help="share of the net contribution (mean signed attribution), in percent"),
     "block's own": st.column_config.NumberColumn("block's own", format="%.4f",
