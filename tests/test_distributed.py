@@ -242,12 +242,14 @@ def test_shard_bounds_and_backend_choice():
 
 
 TINY_FLAGS = ["--backbone", "ds_net_tiny", "--stage", "1", "--block", "1", "--device", "cpu", "--batch-size", "16",
-              "--dropout", "0", "--epochs", "2", "--quiet"]
+              "--dropout", "0", "--epochs", "2", "--quiet", "--select-by", "val_loss"]
 
 
 def test_torchrun_cli_two_processes_match_one(tiny_subject_root, tmp_path):
     """`torchrun --standalone --nproc_per_node=2 -m neuroalign train` on the CPU: one run folder,
-    config.json with world size 2 and backend gloo, and the test metrics of a 1-process run."""
+    config.json with world size 2 and backend gloo, and the test metrics of a 1-process run (the
+    default preset on a tiny backbone, dropout off, the epoch picked by val loss so that trained
+    weights -- not the closed-form start -- are evaluated)."""
     from neuroalign.cli import main
 
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
@@ -271,6 +273,10 @@ def test_torchrun_cli_two_processes_match_one(tiny_subject_root, tmp_path):
     for direction in ("image_to_neural", "neural_to_image"):
         for k in ("top1", "top5", "mrr", "mean_rank"):
             assert r2["test"][direction][k] == pytest.approx(r1["test"][direction][k], rel=1e-6), (direction, k)
-    assert r2["training"]["epochs_run"] == r1["training"]["epochs_run"]
+    for k in ("epochs_run", "best_epoch"):
+        assert r2["training"][k] == r1["training"][k], k
+    assert r1["training"]["best_epoch"] >= 1  # trained weights are compared, not the closed-form start
+    # the maps agree to float rounding as amplified by two epochs on a tiny subject (~3e-5 of
+    # similarities ~0.1), far below the gaps between items that decide the ranks above
     with np.load(two / "test_outputs.npz") as a, np.load(one / "test_outputs.npz") as b:
-        np.testing.assert_allclose(a["similarity"], b["similarity"], rtol=1e-4, atol=1e-5)
+        np.testing.assert_allclose(a["similarity"], b["similarity"], rtol=0, atol=2e-4)
