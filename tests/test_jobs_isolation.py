@@ -1,6 +1,6 @@
 """Jobs in worker processes (issue 13 part 2): an out-of-memory or killed worker fails its run and
 leaves the manager and the queue running; racing starts make one job; the server's torch state is
-untouched; a stop is graceful; a worker outliving the server is adopted, never marked
+untouched; a stop is graceful; a live worker found by a second server is adopted, never marked
 interrupted; ended jobs are pruned; snapshots share histories; the stall note (issue 12 item 6)."""
 
 from __future__ import annotations
@@ -73,7 +73,8 @@ def run(subject, config=None, data_dir=None, runs_dir=None, stop_event=None, run
 @pytest.fixture(autouse=True)
 def _no_worker_outlives_its_test(monkeypatch):
     """Every JobManager made in a test is closed at its end (stragglers terminated), so a failing
-    test leaves no worker process behind (workers outlive their server by design)."""
+    test leaves no worker process behind (a worker stops by itself only when the server -- here
+    pytest -- exits, and the next test must not share the machine with it)."""
     made = []
     init = JobManager.__init__
 

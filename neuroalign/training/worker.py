@@ -13,15 +13,24 @@ worker, and dies with it.
 
 Spec (`job_spec.json`, JSON): `{"version": 1, "mode": "start" | "resume", "subject", "data_dir",
 "runs_dir", "run_dir" (created by the manager, holding a status.json), "cache_dir",
-"config": TrainConfig.to_dict(), "runner": null | "module:function"}`. `runner` replaces
-`pipeline.run_training` (mode start) or `pipeline.resume_training` (mode resume) by a callable with
-the same parameters; the manager sets it only when told so in code (tests, custom pipelines).
+"config": TrainConfig.to_dict(), "runner": null | "module:function", "server": null | {"pid",
+"start_ticks"}}`. `runner` replaces `pipeline.run_training` (mode start) or
+`pipeline.resume_training` (mode resume) by a callable with the same parameters; the manager sets
+it only when told so in code (tests, custom pipelines). `server`: see "Server lifetime" below.
 
 Stopping: a stop is requested by creating `stop_request.json` in the run folder; a watcher
 thread polls for it and sets the trainer's stop event, so the stop is graceful (the best checkpoint
 is restored and evaluated). Under torchrun every rank polls the same file, and the trainer's
 per-step all-reduce makes the ranks agree on the step they stop at. Only rank 0 is given the run
 folder to write into for a new run; the other ranks train and write nothing.
+
+Server lifetime: when the spec names a `server` (the dashboard process that started the job; its
+pid and /proc start time), the same watcher polls it, and once it is gone -- a clean exit or a
+kill -9 -- sets the stop event too: every rank (torchrun's ranks are not the server's children,
+so they watch the pid, not their parent) stops gracefully, the best checkpoint is restored and
+evaluated, `last.pt` stays, and rank 0's status ends `stopped` with a message that starts "stopped
+because the dashboard server exited". `"server": null` (NEUROALIGN_JOBS_OUTLIVE_SERVER=1 in the
+server's environment) leaves the worker training on after the server exits.
 
 Exit status: 0 the run ended with a final status of its own (finished or stopped); 1 it failed
 (status.json says `failed` and why; the last stderr line says it too); 2 the spec was unusable.
@@ -39,7 +48,7 @@ import threading
 from pathlib import Path
 from typing import Any, Callable
 
-from neuroalign.training.job_protocol import SPEC_VERSION, STOP_FILE
+from neuroalign.training.job_protocol import SERVER_EXITED_MESSAGE, SPEC_VERSION, STOP_FILE, process_alive
 
 logger = logging.getLogger("neuroalign.training.worker")
 
@@ -77,6 +86,10 @@ def load_spec(path: str | os.PathLike) -> dict[str, Any]:
     runner = spec.get("runner")
     if runner is not None and (not isinstance(runner, str) or runner.count(":") != 1):
         raise SpecError(f"worker spec {path}: runner must be 'module:function', got {runner!r}")
+    server = spec.get("server")
+    if server is not None and not (isinstance(server, dict) and isinstance(server.get("pid"), int)
+                                   and not isinstance(server["pid"], bool)):
+        raise SpecError(f"worker spec {path}: server must be null or an object with an integer pid, got {server!r}")
     return spec
 
 
@@ -91,13 +104,45 @@ def _import_runner(name: str) -> Callable[..., Any]:
     return fn
 
 
-def _watch_stop(stop_file: Path, stop_event: threading.Event, done: threading.Event) -> None:
-    """Set `stop_event` once `stop_file` exists (polled until `done`)."""
+def _server_watch(spec: dict[str, Any]) -> Callable[[], bool] | None:
+    """A check that says True once the spec's server process is gone; None when the spec names no
+    server (workers meant to outlive it). A direct child also notices its parent changing (the
+    server's pid could be reused where there is no /proc to tell its start time)."""
+    server = spec.get("server")
+    if not isinstance(server, dict) or not isinstance(server.get("pid"), int):
+        return None
+    pid, ticks = server["pid"], server.get("start_ticks") if isinstance(server.get("start_ticks"), int) else None
+    child = os.getppid() == pid
+
+    def gone() -> bool:
+        return (child and os.getppid() != pid) or not process_alive(pid, ticks)
+    return gone
+
+
+def _watch_stop(stop_file: Path, stop_event: threading.Event, done: threading.Event,
+                server_gone: Callable[[], bool] | None = None, why: dict[str, str] | None = None) -> None:
+    """Set `stop_event` once `stop_file` exists or `server_gone()` says the server exited (polled
+    until `done`); `why["reason"]` says which ("user" or "server")."""
     while not done.wait(STOP_POLL_S):
+        reason = None
         if stop_file.exists():
+            reason = "user"
             logger.info("stop requested (%s); stopping after the current step", stop_file.name)
+        elif server_gone is not None and server_gone():
+            reason = "server"
+            logger.warning("the dashboard server that started this worker exited; stopping after the current step")
+        if reason is not None:
+            if why is not None:
+                why["reason"] = reason
             stop_event.set()
             return
+
+
+def _server_exit_message(message: str) -> str:
+    """The run's stop message, saying that the server's exit (not a user) stopped it."""
+    user = "stopped by user"
+    rest = message[len(user):] if message.startswith(user) else (f"; {message}" if message else "")
+    return SERVER_EXITED_MESSAGE + rest
 
 
 def _rank() -> int:
@@ -117,9 +162,9 @@ def run_spec(spec: dict[str, Any]) -> str:
 
     run_dir = Path(spec["run_dir"])
     is_main = _rank() == 0
-    stop_event, done = threading.Event(), threading.Event()
-    watcher = threading.Thread(target=_watch_stop, args=(run_dir / STOP_FILE, stop_event, done),
-                               name="neuroalign-stop-watcher", daemon=True)
+    stop_event, done, why = threading.Event(), threading.Event(), {}
+    watcher = threading.Thread(target=_watch_stop, args=(run_dir / STOP_FILE, stop_event, done, _server_watch(spec),
+                                                         why), name="neuroalign-stop-watcher", daemon=True)
     watcher.start()
     try:
         if spec["mode"] == "start":
@@ -150,10 +195,13 @@ def run_spec(spec: dict[str, Any]) -> str:
         done.set()
     if not is_main:
         return "finished"
-    state = runs_io.read_status(run_dir).get("state")
+    status = runs_io.read_status(run_dir)
+    state = status.get("state")
     if state not in FINAL_STATES:  # a runner that returned without a final status
         state = "stopped" if stop_event.is_set() else "finished"
-        runs_io.write_status(run_dir, state, "stopped by user" if state == "stopped" else "finished")
+        status = runs_io.write_status(run_dir, state, "stopped by user" if state == "stopped" else "finished")
+    if state == "stopped" and why.get("reason") == "server":
+        runs_io.write_status(run_dir, state, _server_exit_message(str(status.get("message") or "")))
     return state
 
 
