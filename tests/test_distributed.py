@@ -70,6 +70,12 @@ def _fit(tr: Trainer) -> dict:
             "maps": {"image": torch.from_numpy(img), "neural": torch.from_numpy(neu)}}
 
 
+def _dropout_mask(tr: Trainer) -> torch.Tensor:
+    """The neuron-dropout mask the trainer's first draw gives (linear block, train mode)."""
+    tr.neural_tower.train()
+    return tr.neural_tower.neuron_dropout(torch.ones(8, tr.neural_tower.n_neurons)) > 0
+
+
 def _worker(rank: int, port: int, out_dir: str, arrays: dict) -> None:
     os.environ.update({"MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port), "WORLD_SIZE": "2",
                        "RANK": str(rank), "LOCAL_RANK": str(rank)})
@@ -101,6 +107,8 @@ def _worker(rank: int, port: int, out_dir: str, arrays: dict) -> None:
     out["cache_second"] = list(computed)
     out["cache_same"] = torch.equal(first, second)
     out["features"] = first
+    out["dropout"] = [_dropout_mask(Trainer(_config("recommended").replace(**{"neural.dropout": 0.5}), sub))
+                      for _ in range(2)]
     # the pipeline with an explicit run folder on every rank (each its own): only rank 0's is written
     from neuroalign.training import pipeline
 
@@ -221,6 +229,15 @@ def test_pipeline_writes_from_rank_zero_only(two_ranks):
     assert json.loads((out / "given0" / "status.json").read_text())["state"] == "finished"
     events = [json.loads(line)["event"] for line in (out / "given0" / "metrics.jsonl").read_text().splitlines()]
     assert events.count("epoch") == 1  # one epoch, reported once (not once per rank)
+
+
+def test_dropout_masks_are_per_rank_and_reproducible(two_ranks):
+    """Each rank draws its own masks (rank 0 the single-process ones), the same on every start."""
+    ranks, subject, _ = two_ranks
+    one = _dropout_mask(Trainer(_config("recommended").replace(**{"neural.dropout": 0.5}), subject))
+    for r in ranks:
+        assert torch.equal(r["dropout"][0], r["dropout"][1])
+    assert torch.equal(ranks[0]["dropout"][0], one) and not torch.equal(ranks[1]["dropout"][0], one)
 
 
 def test_shard_bounds_and_backend_choice():
