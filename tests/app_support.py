@@ -112,11 +112,16 @@ def write_finished_run(runs_root: Path, subject_name: str, subject_dir: Path, n_
 
 @pytest.fixture
 def app_env(monkeypatch, tmp_path):
-    """Empty data/runs/cache roots, no demo creation, a fresh job manager."""
+    """Empty data/runs/cache roots, no demo creation, a fresh job manager -- closed at the end
+    (every job stopped, a worker that ignores the stop terminated), so that a failing AppTest never
+    leaves a job running into the next test."""
     from neuroalign.training import jobs
 
     monkeypatch.setattr(jobs, "_manager", None)
-    return isolated_env(monkeypatch, tmp_path)
+    yield isolated_env(monkeypatch, tmp_path)
+    manager = jobs._manager  # the test's manager (get_job_manager's, or one it put there itself)
+    if manager is not None:
+        manager.close(timeout=10, kill=True)
 
 
 @pytest.fixture
