@@ -140,6 +140,7 @@ def test_server_killed_worker_stops_gracefully_and_the_run_is_resumable(tmp_path
         assert "test top-1" in status["message"]  # the best checkpoint was evaluated
         for name in (runs_io.LAST_CKPT, runs_io.BEST_CKPT, "results.json"):
             assert (server.run_dir / name).is_file(), name
+        assert runs_io.load_checkpoint(server.run_dir / runs_io.LAST_CKPT)["epoch"] >= 1  # what resume reads
         assert took < 20, f"the worker took {took:.1f} s to stop"
 
         nxt = JobManager(runner=lambda *a, **k: None)  # the next dashboard start
@@ -202,3 +203,39 @@ def test_outlive_server_opt_in_keeps_the_worker_and_a_later_server_adopts_it(tmp
         assert _wait_for(lambda: not process_alive(pid), timeout=10)
     finally:
         server.cleanup()
+
+
+def test_resume_offer_for_a_run_the_server_exit_stopped(tmp_path, monkeypatch):
+    """What the Runs page's Resume needs (ui.jobs_view): offered for stopped/interrupted/failed runs
+    with a last.pt and no job on them; request_resume queues the job."""
+    import threading
+
+    from neuroalign.ui import jobs_view
+
+    hold = threading.Event()
+
+    def runner(run_dir, data_dir=None, callback=None, stop_event=None):
+        hold.wait(20)
+        runs_io.write_status(run_dir, "finished", "done", progress=1.0)
+        return run_dir
+
+    monkeypatch.setattr(jobs, "_manager", JobManager(runner=runner))
+    run_dir = runs_io.new_run_dir(tmp_path / "runs", "m1")
+    (run_dir / "config.json").write_text(json.dumps({"config": TrainConfig(epochs=3).to_dict(),
+                                                     "subject": {"name": "m1", "path": str(tmp_path / "m1")}}))
+    runs_io.write_status(run_dir, "stopped", "stopped because the dashboard server exited (epoch 2, best 1)")
+    assert "has no last.pt" in jobs_view.resume_blocker(run_dir, "stopped")
+    (run_dir / runs_io.LAST_CKPT).write_bytes(b"a checkpoint")
+    assert "this one is finished" in jobs_view.resume_blocker(run_dir, "finished")
+    assert all(jobs_view.resume_blocker(run_dir, st) is None for st in ("stopped", "interrupted", "failed"))
+    try:
+        job = jobs_view.request_resume(run_dir)
+        assert jobs_view.resume_blocker(run_dir, "stopped") == f"{run_dir.name} is being trained by a job right now"
+        with pytest.raises(ValueError, match="already has an active job"):
+            jobs_view.request_resume(run_dir)
+        hold.set()
+        assert jobs.get_job_manager().wait(job, 10).state == "finished"
+        assert jobs_view.resume_blocker(run_dir, "stopped") is None
+    finally:
+        hold.set()
+        jobs.get_job_manager().close(timeout=10)

@@ -51,8 +51,9 @@ and train on after it exits (the old detached behaviour). While a worker runs, `
 run folder records its pid and start time. `sync_runs(runs_dir)` adopts a run whose recorded
 worker is still alive (`job_adopt`: e.g. a second server on the same runs folder while the first
 runs, or a detached worker; followed through its folder with the pid as liveness, shown and
-stoppable like the others), never marks it interrupted, and marks runs that claim to be
-queued/running but have no live job or process as `interrupted` (resumable from `last.pt` too).
+stoppable like the others; it still ends with the server that started it), never marks it
+interrupted, and marks runs that claim to be queued/running but have no live job or process as
+`interrupted` (resumable from `last.pt` too).
 
 Memory: a job's history is an immutable tuple that every snapshot shares (a snapshot costs
 O(1), however long the history; the records must be treated as read-only), with at most about

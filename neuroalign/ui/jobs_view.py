@@ -47,6 +47,33 @@ def job_manager():
     return get_job_manager()
 
 
+# Runs a Resume can be offered for: ended without finishing (a Stop, the server's exit, a crash
+# or kill) and holding the `last.pt` a resume continues from.
+RESUMABLE_STATES = ("stopped", "interrupted", "failed")
+
+
+def resume_blocker(run_dir: Any, state: str) -> str | None:
+    """Why a run cannot be resumed from the dashboard now (one line), None when it can."""
+    from pathlib import Path
+
+    from neuroalign.training.runs import LAST_CKPT
+
+    run_dir = Path(run_dir)
+    if state not in RESUMABLE_STATES:
+        return f"only {', '.join(RESUMABLE_STATES)} runs can be resumed; this one is {state}"
+    if not (run_dir / LAST_CKPT).is_file():
+        return f"{run_dir.name} has no {LAST_CKPT} (it ended before its first epoch); start a new run instead"
+    if any(s.state in ACTIVE_STATES and str(s.run_dir) == str(run_dir) for s in snapshots()):
+        return f"{run_dir.name} is being trained by a job right now"
+    return None
+
+
+def request_resume(run_dir: Any) -> str:
+    """Queue a job that continues the run from its `last.pt` in the same folder; returns its job id
+    (ValueError / FileNotFoundError with the reason when it cannot, e.g. its subject is busy)."""
+    return job_manager().resume(run_dir)
+
+
 def snapshots() -> list[Any]:
     """All job snapshots, newest first; an empty list when training is not available."""
     try:
