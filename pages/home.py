@@ -2,7 +2,7 @@
 
 import streamlit as st
 
-from neuroalign.ui import guards, jobs_view, loaders, nav, tables
+from neuroalign.ui import guards, home_view, jobs_view, loaders, nav, tables
 from neuroalign.ui.entry import page_entry
 
 page_entry()
@@ -36,11 +36,10 @@ best = tables.best_per_subject(runs)
 if best.empty:
     st.info("No finished run yet: train one to see test identification accuracy here.")
 else:
-    st.dataframe(best[["subject", "top1 img→neu", "top1 neu→img", "best linear img→neu", "best linear neu→img",
-                       "best linear", "beats linear", "chance top1", "test n", "run"]],
-                 hide_index=True, column_config=tables.HOME_BEST_COLUMNS, key="home.best")
-    st.caption("Test top-1 of each subject's best run (image → neural) next to the best linear readout of that run "
-               "(the best of its ridge baselines); the Retrieval page has every baseline and the 95 % intervals.")
+    home_view.render_best(best)
+    st.caption("Test top-1 of each subject's best run (by image → neural), with the gap to the best linear readout "
+               "of that run (the best of its ridge baselines); the Retrieval page has every baseline and the 95 % "
+               "intervals.")
 with st.container(horizontal=True):
     st.page_link(nav.TRAIN.path, label="Train a model", icon=nav.TRAIN.icon)
     if not best.empty:

@@ -25,18 +25,22 @@ if df.empty:
 guards.show_run_problems(table.problems)
 
 # ---- table with filters ------------------------------------------------------------------------
-c = st.columns([2, 2, 2])
+c = st.columns([2, 2, 2, 3])
 subjects = c[0].multiselect("Subject", sorted(df["subject"].unique()), key=keys.RUNS_FILTER_SUBJECT)
 states = c[1].multiselect("State", sorted(df["state"].unique()), key=keys.RUNS_FILTER_STATE)
 sort_by = c[2].selectbox("Sort by", ["created", "top1 img→neu", "top1 neu→img", "mean rank", "subject"],
                          key=keys.RUNS_SORT)
+extra = c[3].multiselect("More columns", tables.RUN_OPTIONAL_COLUMNS, key="runs.columns",
+                         format_func=lambda col: "run folder" if col == "run" else col,
+                         help="The table shows the main columns (narrow enough for a small window); add any of these.")
 view = df
 if subjects:
     view = view[view["subject"].isin(subjects)]
 if states:
     view = view[view["state"].isin(states)]
 view = view.sort_values(sort_by, ascending=sort_by in ("mean rank", "subject"), na_position="last")
-st.dataframe(view, hide_index=True, column_config=tables.RUN_COLUMNS, key=keys.RUNS_TABLE)
+shown = [*tables.RUN_DEFAULT_COLUMNS, *extra] + (["problem"] if view["problem"].astype(bool).any() else [])
+st.dataframe(view, hide_index=True, column_config=tables.RUN_COLUMNS, column_order=shown, key=keys.RUNS_TABLE)
 if view.empty:
     st.info("No run matches the filters.")
     st.stop()

@@ -19,31 +19,37 @@ def test_home_empty_root(app_env):
     assert s.status_labels(at) == []  # NEUROALIGN_NO_DEMO=1
 
 
+def _cards(at) -> dict[str, tuple[str, str | None]]:
+    """Best-result card metrics: label -> (value, delta)."""
+    return {m.label: (m.value, m.delta) for m in at.metric[4:]}
+
+
 def test_home_populated_shows_best_result(app_populated):
     at = s.app_at("pages/home.py")
     s.no_exceptions(at)
-    assert [m.value for m in at.metric] == ["1", "1", "1", "0"]
-    best, subjects = at.dataframe[0].value, at.dataframe[1].value  # best results first, full width
+    assert [m.value for m in at.metric[:4]] == ["1", "1", "1", "0"]
+    subjects = at.dataframe[0].value  # the best result is a card, the subjects a table
     assert subjects["subject"].tolist() == ["m1"] and subjects["images"].tolist() == [48]
     results = s.load_json(app_populated["run"] / "results.json")
-    assert best["top1 img→neu"].iloc[0] == results["test"]["image_to_neural"]["top1"]
-    assert best["run"].iloc[0] == app_populated["run"].name
+    cards = _cards(at)
+    assert cards["top-1 image → neural"][0] == f"{results['test']['image_to_neural']['top1']:.3f}"
+    assert cards["top-1 neural → image"][0] == f"{results['test']['neural_to_image']['top1']:.3f}"
+    assert any(app_populated["run"].name in c.value and "best linear: ridge pixels" in c.value for c in at.caption)
     assert any(link.proto.page.endswith("pages/retrieval.py") or "retrieval" in link.proto.page
                for link in at.get("page_link"))
 
 
 def test_best_result_has_the_best_linear_readout(app_populated):
-    """Home's best result per subject: the best ridge baseline per direction and whether the model beats it;
-    old runs (pixel ridge only) keep working."""
+    """Home's best result per subject: the gap to the best ridge baseline per direction; old runs (pixel
+    ridge only) keep working."""
     from neuroalign.io_utils import atomic_write_json
 
     run = app_populated["run"]
     results = s.load_json(run / "results.json")
     at = s.app_at("pages/home.py")
     s.no_exceptions(at)
-    best = at.dataframe[0].value
-    assert best["best linear img→neu"].iloc[0] == results["baselines"]["ridge"]["image_to_neural"]["top1"]
-    assert best["best linear"].iloc[0] == "ridge pixels"
+    top1, ridge = results["test"]["image_to_neural"]["top1"], results["baselines"]["ridge"]["image_to_neural"]["top1"]
+    assert _cards(at)["top-1 image → neural"][1] == f"{top1 - ridge:+.3f} vs best linear"
     blocks = {d: {"top1": 0.0, "top5": 0.1, "top10": 0.2, "mean_rank": 3.0, "median_rank": 3.0} for d in
               ("image_to_neural", "neural_to_image")}
     results["test"]["image_to_neural"]["top1"], results["test"]["neural_to_image"]["top1"] = 0.5, 0.2
@@ -52,10 +58,10 @@ def test_best_result_has_the_best_linear_readout(app_populated):
                                               "neural_to_image": {**blocks["neural_to_image"], "top1": 0.4}, "n": 6}
     atomic_write_json(run / "results.json", results)
     at = s.app_at("pages/home.py")
-    best = at.dataframe[0].value
-    assert best["best linear img→neu"].iloc[0] == 0.3 and best["best linear neu→img"].iloc[0] == 0.4
-    assert best["best linear"].iloc[0] == "ridge backbone"
-    assert best["beats linear"].iloc[0] == "img→neu only"
+    cards = _cards(at)
+    assert cards["top-1 image → neural"] == ("0.500", "+0.200 vs best linear")  # beats the backbone ridge
+    assert cards["top-1 neural → image"] == ("0.200", "-0.200 vs best linear")  # does not
+    assert any("best linear: ridge backbone" in c.value for c in at.caption)
 
 
 def test_first_start_creates_demo_with_status(app_env, monkeypatch):
@@ -72,7 +78,7 @@ def test_first_start_creates_demo_with_status(app_env, monkeypatch):
     s.no_exceptions(at)
     assert calls == [app_env["data"]]
     assert any("Demo subjects ready: demo-A" in label for label in s.status_labels(at))
-    assert at.dataframe[0].value["subject"].tolist() == ["demo-A"]
+    assert at.dataframe[0].value["subject"].tolist() == ["demo-A"]  # no run yet: the subjects table
     at.run()  # once per process and root: a rerun does not try again
     assert len(calls) == 1
 

@@ -90,3 +90,17 @@ def test_run_listing_is_synced_once_per_ttl_and_again_when_runs_change(app_popul
     monkeypatch.setattr(loaders, "RUNS_TTL_S", 1e-6)  # every call falls into a new time slot
     at.run()
     assert len(calls) == 4
+
+
+def test_table_shows_the_main_columns_and_more_on_request(app_populated):
+    """Issue 12 item 12: the Runs table fits a small window by default; other columns are added on request,
+    and a damaged run's problem column appears only when there is one."""
+    from neuroalign.ui import tables
+
+    at = s.app_at(PAGE)
+    s.no_exceptions(at)
+    order = list(at.dataframe[0].proto.column_order)
+    assert order == list(tables.RUN_DEFAULT_COLUMNS)
+    assert at.dataframe[0].value["id"].tolist() == [app_populated["run"].name.rsplit("_", 1)[-1]]
+    at.multiselect(key="runs.columns").set_value(["mean SSIM", "run"]).run()
+    assert list(at.dataframe[0].proto.column_order) == [*tables.RUN_DEFAULT_COLUMNS, "mean SSIM", "run"]

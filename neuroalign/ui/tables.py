@@ -96,6 +96,7 @@ def run_row(run_dir: Path, summary: Mapping[str, Any], subject: str | None = Non
         when = None
     return {
         "run": run_dir.name,
+        "id": run_dir.name.rsplit("_", 1)[-1],
         "subject": subject or _get(meta, "subject", "name") or "?",
         "state": status.get("state", "unknown"),
         "top1 img→neu": _get(test, "image_to_neural", "top1"),
@@ -123,6 +124,8 @@ RUN_COLUMNS = {
     "created": st.column_config.DatetimeColumn("created (UTC)", format="YYYY-MM-DD HH:mm"),
     "ridge top1": st.column_config.NumberColumn("ridge top1", format="%.3f", help="pixel ridge-regression baseline"),
     "run": st.column_config.TextColumn("run", pinned=True, help="run folder name (date, time, subject, id)"),
+    "id": st.column_config.TextColumn("run", pinned=True, width=62,
+                                      help="the id at the end of the run folder name (date_time_subject_id)"),
     "subject": st.column_config.TextColumn("subject", pinned=True),
     "best linear img→neu": st.column_config.NumberColumn(
         "linear img→neu", format="%.3f", width=108,
@@ -151,6 +154,13 @@ RUN_COLUMNS = {
 }
 
 
+# The Runs table's columns shown by default (narrow enough for a 1,024 px window); the others on request.
+RUN_DEFAULT_COLUMNS = ("id", "subject", "state", "top1 img→neu", "top1 neu→img", "beats linear", "created")
+RUN_OPTIONAL_COLUMNS = ("best linear img→neu", "best linear neu→img", "best linear", "chance top1", "ridge top1",
+                        "top5 img→neu", "mean rank", "mean SSIM", "test n", "epochs", "preset", "backbone", "mode",
+                        "batch", "temperature", "run")
+
+
 def runs_frame(runs: Iterable[Any], summaries: Mapping[str, Mapping[str, Any]]) -> pd.DataFrame:
     """Table of runs; `summaries` maps run dir (str) to `loaders.run_summary` output."""
     rows = []
@@ -175,7 +185,3 @@ def best_per_subject(df: pd.DataFrame) -> pd.DataFrame:
         return done
     idx = done.groupby("subject")["top1 img→neu"].idxmax()
     return done.loc[idx].sort_values("subject").reset_index(drop=True)
-
-
-# Home's "best result per subject": the subject is the identity there, the run folder comes last.
-HOME_BEST_COLUMNS = {**RUN_COLUMNS, "run": st.column_config.TextColumn("run", help="the run with the best test top-1")}
