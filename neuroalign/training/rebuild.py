@@ -35,7 +35,7 @@ def rebuild_trainer(record: runs_io.RunRecord, data_dir: str | Path | None = Non
                          f"run used {str(meta.get('data_hash'))[:12]}); evaluate against the original data")
     if record.split is None:
         raise FileNotFoundError(f"{record.path / runs_io.SPLIT_FILE} not found")
-    norm_state = runs_io._read_json(record.path / runs_io.NORMALISER_FILE)
+    norm_state = runs_io.read_json_file(record.path / runs_io.NORMALISER_FILE)
     if norm_state is None:
         raise FileNotFoundError(f"{record.path / runs_io.NORMALISER_FILE} not found")
     trainer = Trainer(config, subject, run_dir=record.path, cache_dir=cache_dir, split=record.split,
