@@ -26,11 +26,11 @@ guards.show_run_problems(table.problems)
 
 # ---- table with filters ------------------------------------------------------------------------
 c = st.columns([2, 2, 2, 3])
-subjects = c[0].multiselect("Subject", sorted(df["subject"].unique()), key=keys.RUNS_FILTER_SUBJECT)
-states = c[1].multiselect("State", sorted(df["state"].unique()), key=keys.RUNS_FILTER_STATE)
+subjects = c[0].multiselect("Subject", sorted(df["subject"].unique()), key=keys.RUNS_FILTER_SUBJECT, placeholder="all")
+states = c[1].multiselect("State", sorted(df["state"].unique()), key=keys.RUNS_FILTER_STATE, placeholder="all")
 sort_by = c[2].selectbox("Sort by", ["created", "top1 img→neu", "top1 neu→img", "mean rank", "subject"],
                          key=keys.RUNS_SORT)
-extra = c[3].multiselect("More columns", tables.RUN_OPTIONAL_COLUMNS, key="runs.columns",
+extra = c[3].multiselect("More columns", tables.RUN_OPTIONAL_COLUMNS, key="runs.columns", placeholder="none",
                          format_func=lambda col: "run folder" if col == "run" else col,
                          help="The table shows the main columns (narrow enough for a small window); add any of these.")
 view = df

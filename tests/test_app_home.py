@@ -32,8 +32,8 @@ def test_home_populated_shows_best_result(app_populated):
     assert subjects["subject"].tolist() == ["m1"] and subjects["images"].tolist() == [48]
     results = s.load_json(app_populated["run"] / "results.json")
     cards = _cards(at)
-    assert cards["top-1 image → neural"][0] == f"{results['test']['image_to_neural']['top1']:.3f}"
-    assert cards["top-1 neural → image"][0] == f"{results['test']['neural_to_image']['top1']:.3f}"
+    assert cards["image → neural"][0] == f"{results['test']['image_to_neural']['top1']:.3f}"
+    assert cards["neural → image"][0] == f"{results['test']['neural_to_image']['top1']:.3f}"
     assert any(app_populated["run"].name in c.value and "best linear: ridge pixels" in c.value for c in at.caption)
     assert any(link.proto.page.endswith("pages/retrieval.py") or "retrieval" in link.proto.page
                for link in at.get("page_link"))
@@ -49,7 +49,7 @@ def test_best_result_has_the_best_linear_readout(app_populated):
     at = s.app_at("pages/home.py")
     s.no_exceptions(at)
     top1, ridge = results["test"]["image_to_neural"]["top1"], results["baselines"]["ridge"]["image_to_neural"]["top1"]
-    assert _cards(at)["top-1 image → neural"][1] == f"{top1 - ridge:+.3f} vs best linear"
+    assert _cards(at)["image → neural"][1] == f"{top1 - ridge:+.3f} vs linear"
     blocks = {d: {"top1": 0.0, "top5": 0.1, "top10": 0.2, "mean_rank": 3.0, "median_rank": 3.0} for d in
               ("image_to_neural", "neural_to_image")}
     results["test"]["image_to_neural"]["top1"], results["test"]["neural_to_image"]["top1"] = 0.5, 0.2
@@ -59,8 +59,8 @@ def test_best_result_has_the_best_linear_readout(app_populated):
     atomic_write_json(run / "results.json", results)
     at = s.app_at("pages/home.py")
     cards = _cards(at)
-    assert cards["top-1 image → neural"] == ("0.500", "+0.200 vs best linear")  # beats the backbone ridge
-    assert cards["top-1 neural → image"] == ("0.200", "-0.200 vs best linear")  # does not
+    assert cards["image → neural"] == ("0.500", "+0.200 vs linear")  # beats the backbone ridge
+    assert cards["neural → image"] == ("0.200", "-0.200 vs linear")  # does not
     assert any("best linear: ridge backbone" in c.value for c in at.caption)
 
 

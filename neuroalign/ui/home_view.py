@@ -1,4 +1,4 @@
-"""Home's "best result per subject": one card per subject (narrow enough for any window width), its
+"""Home's "best result per subject": one card per subject (narrow enough for any window width): its
 best run's test top-1 both ways, each with the gap to the best linear readout of that run."""
 
 from __future__ import annotations
@@ -9,9 +9,8 @@ from typing import Any, Mapping
 import pandas as pd
 import streamlit as st
 
-CARDS_PER_ROW = 2
-DIRECTIONS = (("image_to_neural", "top1 img→neu", "best linear img→neu", "top-1 image → neural"),
-              ("neural_to_image", "top1 neu→img", "best linear neu→img", "top-1 neural → image"))
+DIRECTIONS = (("image_to_neural", "top1 img→neu", "best linear img→neu", "image → neural"),
+              ("neural_to_image", "top1 neu→img", "best linear neu→img", "neural → image"))
 
 
 def _num(v: Any) -> float | None:
@@ -31,7 +30,7 @@ def card_metrics(row: Mapping[str, Any]) -> list[dict[str, Any]]:
         context = [f"chance {chance:.3f}" if chance is not None else "", f"{int(n)} test images" if n else ""]
         out.append({
             "label": label, "value": "—" if top1 is None else f"{top1:.3f}",
-            "delta": None if top1 is None or linear is None else f"{top1 - linear:+.3f} vs best linear",
+            "delta": None if top1 is None or linear is None else f"{top1 - linear:+.3f} vs linear",
             "help": "test top-1 of the subject's best run; the delta is the gap to the best linear readout of that "
                     "run (the best of its ridge baselines, "
                     f"{linear:.3f})" if linear is not None else "test top-1 of the subject's best run",
@@ -41,15 +40,13 @@ def card_metrics(row: Mapping[str, Any]) -> list[dict[str, Any]]:
 
 
 def render_best(best: pd.DataFrame) -> None:
-    """The cards of `tables.best_per_subject(...)`, `CARDS_PER_ROW` to a row."""
-    rows = best.to_dict("records")
-    for start in range(0, len(rows), CARDS_PER_ROW):
-        for col, row in zip(st.columns(CARDS_PER_ROW), rows[start:start + CARDS_PER_ROW]):
-            with col.container(border=True):
-                metrics = card_metrics(row)
-                st.markdown(f"**{row['subject']}**")
-                left, right = st.columns(2)
-                for box, m in zip((left, right), metrics):
-                    box.metric(m["label"], m["value"], delta=m["delta"], help=m["help"])
-                linear = row.get("best linear") or "no linear baseline"
-                st.caption(f"{metrics[0]['context']} · best linear: {linear} · run `{row['run']}`")
+    """One card per row of `tables.best_per_subject(...)`: the subject, test top-1 both ways, the context."""
+    for row in best.to_dict("records"):
+        with st.container(border=True):
+            metrics = card_metrics(row)
+            left, middle, right = st.columns([1, 1, 1.4])
+            for box, m in zip((left, middle), metrics):
+                box.metric(m["label"], m["value"], delta=m["delta"], help=m["help"])
+            linear = row.get("best linear") or "no linear baseline"
+            right.markdown(f"**{row['subject']}** · test top-1")
+            right.caption(f"{metrics[0]['context']} · best linear: {linear} · run `{row['run']}`")

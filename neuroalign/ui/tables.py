@@ -121,7 +121,9 @@ def run_row(run_dir: Path, summary: Mapping[str, Any], subject: str | None = Non
 
 
 RUN_COLUMNS = {
-    "created": st.column_config.DatetimeColumn("created (UTC)", format="YYYY-MM-DD HH:mm"),
+    "created": st.column_config.DatetimeColumn("created", format="MM-DD HH:mm", width=92,
+                                               help="when the run was started (UTC; the year is in the run id)"),
+    "state": st.column_config.TextColumn("state", width=74),
     "ridge top1": st.column_config.NumberColumn("ridge top1", format="%.3f", help="pixel ridge-regression baseline"),
     "run": st.column_config.TextColumn("run", pinned=True, help="run folder name (date, time, subject, id)"),
     "id": st.column_config.TextColumn("run", pinned=True, width=62,
@@ -139,10 +141,10 @@ RUN_COLUMNS = {
         "beats linear", width=95, help="in which directions the model's test top-1 is above the best linear readout's"),
     "mean SSIM": st.column_config.NumberColumn("mean SSIM", format="%.3f", help="test SSIM between the two maps"),
     "top1 img→neu": st.column_config.ProgressColumn(
-        "top1 img→neu", min_value=0.0, max_value=1.0, format="%.3f", width=105,
+        "top1 img→neu", min_value=0.0, max_value=1.0, format="%.3f", width=92,
         help="test top-1 identification, image query → neural candidates"),
     "top1 neu→img": st.column_config.ProgressColumn("top1 neu→img", min_value=0.0, max_value=1.0, format="%.3f",
-                                                    width=105),
+                                                    width=92),
     "top5 img→neu": st.column_config.NumberColumn("top5 img→neu", format="%.3f"),
     "mean rank": st.column_config.NumberColumn("mean rank", format="%.1f",
                                                help="mean rank of the true match (1 = best)"),
