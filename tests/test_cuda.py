@@ -91,8 +91,8 @@ def _ddp_worker(rank: int, port: int, out_dir: str, arrays: dict) -> None:
 
 
 def test_ddp_two_cpu_processes_share_the_work(subject, tmp_path):
-    """torchrun-style WORLD_SIZE=2 on CPU (gloo): each rank takes half of each epoch, weights stay identical,
-    only rank 0 writes the run folder."""
+    """torchrun-style WORLD_SIZE=2 on CPU (gloo): each rank takes half of each global batch, weights stay
+    identical, only rank 0 writes the run folder."""
     import socket
 
     import torch.multiprocessing as mp
@@ -105,7 +105,7 @@ def test_ddp_two_cpu_processes_share_the_work(subject, tmp_path):
     r0 = torch.load(tmp_path / "rank0.pt", weights_only=True)
     r1 = torch.load(tmp_path / "rank1.pt", weights_only=True)
     n_train = 40 - 2 * 4  # 10 % val and 10 % test of 40 images
-    assert r0["steps"] == r1["steps"] == 2 * -(-(n_train // 2) // 8)  # half the batches per rank, 2 epochs
+    assert r0["steps"] == r1["steps"] == 2 * -(-n_train // 8)  # every global batch of 8 (4 rows per rank), 2 epochs
     for part in ("image_tower", "neural_tower"):
         for k, v in r0["state"][part].items():
             assert torch.equal(v, r1["state"][part][k]), k
