@@ -1,12 +1,21 @@
 """Training: the Trainer, one-run pipelines, run directories and background jobs.
 
-* `trainer` -- `Trainer(config, subject).fit(callback, stop_event)`: split by image identity,
-  normaliser fitted on train rows, cached frozen-backbone features, val-driven schedulers,
-  best-by-val checkpoint restored, NaN/Inf guard, optional torchrun DDP.
-* `pipeline` -- `run_training` / `resume_training`: load -> train -> evaluate -> exports.
-* `runs` -- run-directory io (`new_run_dir`, `list_runs`, `load_run`, `mark_interrupted`, ...).
-* `jobs` -- `get_job_manager()`: process-level background jobs the dashboard drives.
-* `device` -- `resolve_device`, `describe_device`, seeding and determinism, torchrun info.
+* `trainer` -- `Trainer(config, subject).fit(callback, stop_event)`: construction in named steps
+  (device and process group, split by image identity, normaliser fitted on train rows, towers,
+  cached frozen-backbone features, optimisers); `loop` -- `FitLoop`, the epoch/step loop (val-driven
+  schedulers, best-by-val restored, NaN/Inf guard, stop/time budget); `state` -- checkpoint and
+  resume state; `dual_tower` -- both towers and the loss in one module; `linear_start` -- the
+  closed-form start of the default preset.
+* `distributed` -- torchrun: global-batch slices per rank, all-gathered maps (global negatives),
+  feature exchange, rank-0 decisions broadcast.
+* `pipeline` -- `run_training` / `resume_training`: load -> train -> evaluate -> exports;
+  `rebuild` -- `rebuild_trainer` (a run's config, subject, split and normaliser).
+* `runs` (+ `run_files`, the damaged-file-safe readers) -- run-directory io (`new_run_dir`,
+  `list_runs`, `load_run`, `mark_interrupted`, ...).
+* `jobs` -- `get_job_manager()`: the dashboard's jobs, each a worker process (`worker`, or torchrun
+  for several processes) followed by a thread through the run folder (`job_process`, `job_state`,
+  `job_protocol`, `job_adopt`).
+* `device` -- `resolve_device`, `describe_device`, seeding and determinism, torchrun info and backend.
 
 Nothing here imports streamlit. Importing this package does not import torch eagerly beyond
 what `runs`/`jobs` need (the trainer is imported on use).
