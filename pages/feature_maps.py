@@ -53,10 +53,11 @@ if centre:
     shown_neural = shown_neural - neural_maps.mean(axis=0)
 better = int((ssim > ssim[i]).sum())
 st.plotly_chart(plots.feature_map_panel(stimulus, shown_image, shown_neural, overlay=overlay,
-                                        title=f"test image {int(test_idx[i])} · SSIM {ssim[i]:.3f} "
-                                              f"(rank {better + 1} of {n} test images)"
-                                              + (" · maps minus the test-set mean map" if centre else "")),
+                                        title=f"test image {int(test_idx[i])} · SSIM {ssim[i]:.3f}"),
                 key="maps.panel")
+st.caption(f"Test image {int(test_idx[i])} (image id in the subject) from the run's held-out test split: SSIM rank "
+           f"{better + 1} of {n} test images." + (" Both maps minus their tower's mean map over the test set."
+                                                  if centre else ""))
 m = st.columns(3)
 m[0].metric("SSIM of this sample", f"{ssim[i]:.3f}")
 m[1].metric("Mean SSIM (test)", f"{np.nanmean(ssim):.3f}")

@@ -36,7 +36,7 @@ m = st.columns(4)
 m[0].metric("Neural block", neurons_view.BLOCK_LABELS.get(result["block"], result["block"]))
 m[1].metric("Neurons", f"{k:,}")
 m[2].metric("Test images", f"{result['n_test']:,}")
-m[3].metric(f"Importance on the top {top_n:,}", f"{top_share:.0%}",
+m[3].metric("Top-10 % share", f"{top_share:.0%}",
             help=f"the {top_n:,} most important neurons (10 %) carry this share of the importance; 10 % if "
                  "every neuron counted the same")
 for warning in result["warnings"]:

@@ -24,7 +24,7 @@ if RESULTS_FILE in problems:
     st.info("The metrics of this run cannot be shown until its results.json is rewritten (see the error above); "
             "the query browser and the test pairs below come from its test outputs.")
 else:
-    left, right = st.columns([3, 2])
+    left, right = st.columns(2)
     with left:
         warning = results_view.small_test_warning(results)
         if warning:
@@ -34,8 +34,10 @@ else:
             box(verdict.text)
     right.plotly_chart(plots.top1_bars(results_view.top1_bar_rows(results), results_view.chance_top1(results)),
                        key="retrieval.bars")
+    table_direction = st.radio("Metrics of", list(results_view.DIRECTIONS), format_func=results_view.DIRECTIONS.get,
+                               horizontal=True, key="retrieval.table_direction")
     helps = results_view.column_help(results)
-    st.dataframe(results_view.metrics_table(results), hide_index=True, key="retrieval.metrics",
+    st.dataframe(results_view.metrics_table(results, table_direction), hide_index=True, key="retrieval.metrics",
                  column_config={c: st.column_config.NumberColumn(c, format="%.3f", help=h) for c, h in helps.items()})
     st.caption("top-k: share of queries whose true match is among the k best · rank 1 = best · mrr: mean reciprocal "
                "rank · 95% lo/hi: the 95 % interval of top-1 over the test images · chance: a random ranking · hover "

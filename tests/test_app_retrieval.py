@@ -24,10 +24,13 @@ def test_metrics_table_and_charts(app_populated):
     s.no_exceptions(at)
     results = s.load_json(app_populated["run"] / "results.json")
     table = at.dataframe[0].value.set_index("metric")
-    assert table.loc["top1 · img→neu", "model"] == results["test"]["image_to_neural"]["top1"]
-    assert table.loc["top1 · img→neu", "chance"] == results["test"]["chance_top1"]
+    assert table.loc["top1", "model"] == results["test"]["image_to_neural"]["top1"]  # image -> neural first
+    assert table.loc["top1", "chance"] == results["test"]["chance_top1"]
     ridge = results["baselines"]["ridge"]["neural_to_image"]["mean_rank"]
-    assert table.loc["mean_rank · neu→img", "ridge pixels"] == ridge
+    at.radio(key="retrieval.table_direction").set_value("neural_to_image").run()
+    table = at.dataframe[0].value.set_index("metric")
+    assert table.loc["mean_rank", "ridge pixels"] == ridge
+    assert table.loc["top1", "model"] == results["test"]["neural_to_image"]["top1"]
     titles = [sp["layout"]["title"]["text"] for sp in s.chart_specs(at)]
     assert any("similarity" in t.lower() for t in titles) and any("Rank of the true match" in t for t in titles)
     assert s.theme_placeholders(at) == []
@@ -64,8 +67,8 @@ def test_old_run_gets_wilson_intervals_and_a_linear_verdict(app_populated):
     assert list(table.columns) == ["model", "chance", "ridge pixels"]
     top1 = results["test"]["image_to_neural"]["top1"]
     lo, hi = wilson_interval(top1, 6)
-    assert table.loc["top1 95% lo · img→neu", "model"] == pytest.approx(lo)
-    assert table.loc["top1 95% hi · img→neu", "model"] == pytest.approx(hi)
+    assert table.loc["top1 95% lo", "model"] == pytest.approx(lo)
+    assert table.loc["top1 95% hi", "model"] == pytest.approx(hi)
     assert 0.0 <= lo <= top1 <= hi <= 1.0
     texts = [b.value for b in list(at.success) + list(at.error)]
     assert len(texts) == 2 and all("best linear readout" in x and "ridge pixels" in x for x in texts)
@@ -92,8 +95,9 @@ def test_every_baseline_is_a_column_and_the_best_linear_one_is_named(app_populat
     table = at.dataframe[0].value.set_index("metric")
     assert list(table.columns) == ["model", "chance", "ridge pixels", "ridge random", "ridge backbone",
                                    "repeat", "oracle"]
-    assert table.loc["top1 95% lo · img→neu", "model"] == 0.2  # recorded interval, not recomputed
-    assert table.loc["top1 95% hi · neu→img", "ridge random"] == 0.9
+    assert table.loc["top1 95% lo", "model"] == 0.2  # recorded interval, not recomputed
+    at.radio(key="retrieval.table_direction").set_value("neural_to_image").run()
+    assert at.dataframe[0].value.set_index("metric").loc["top1 95% hi", "ridge random"] == 0.9
     config = at.dataframe[0].proto.columns
     assert "random rectified" in config and "rows: ridge prediction from random features" in config
     beats = {b.value.split(":")[0]: b.value for b in at.success}
@@ -101,9 +105,9 @@ def test_every_baseline_is_a_column_and_the_best_linear_one_is_named(app_populat
     assert "ridge backbone" in beats["image → neural"]  # 0.5 > best linear 0.4 (backbone)
     assert "does not beat" in loses["neural → image"] and "ridge random" in loses["neural → image"]
     bars = next(sp for sp in s.chart_specs(at) if "95 %" in sp["layout"]["title"]["text"])
-    assert list(bars["data"][0]["x"]) == ["model", "ridge pixels", "ridge random", "ridge backbone",
+    assert list(bars["data"][0]["y"]) == ["model", "ridge pixels", "ridge random", "ridge backbone",
                                           "repeat", "oracle"]
-    assert s.arr(bars["data"][0]["error_y"]["array"])[0] == pytest.approx(0.3)  # 0.8 - 0.5
+    assert s.arr(bars["data"][0]["error_x"]["array"])[0] == pytest.approx(0.3)  # 0.8 - 0.5
 
 
 def test_similarity_ticks_diagonal_and_chance_line(app_populated):
@@ -151,7 +155,7 @@ def test_orphaned_and_damaged_runs_stay_up(app_populated):
     at = s.app_at(PAGE)
     s.no_exceptions(at)
     assert any("not available" in w.value for w in at.warning)
-    assert at.dataframe[0].value.shape[0] == 16  # 6 metrics + the two top-1 interval bounds, both ways
+    assert at.dataframe[0].value.shape[0] == 8  # 6 metrics + the two top-1 interval bounds, one direction
     (app_populated["run"] / "test_outputs.npz").write_bytes(b"garbage")
     at = s.app_at(PAGE)
     s.no_exceptions(at)

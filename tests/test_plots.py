@@ -183,9 +183,10 @@ def test_similarity_rank_histogram_mean_maps_bars():
     assert list(heat.layout.xaxis.tickvals) == ["10", "11", "12", "13", "14"]
     bars = plots.top1_bars({"model": {"image_to_neural": (0.5, 0.4, 0.7), "neural_to_image": (0.3, None, None)},
                             "ridge": {"image_to_neural": (0.2, 0.1, 0.3)}}, chance=0.01)
-    assert list(bars.data[0].y) == [0.5, 0.2] and list(bars.data[0].error_y.array) == pytest.approx([0.2, 0.1])
-    assert list(bars.data[0].error_y.arrayminus) == pytest.approx([0.1, 0.1])
-    assert bars.data[1].y[0] == 0.3 and np.isnan(bars.data[1].y[1])
+    assert list(bars.data[0].y) == ["model", "ridge"] and bars.data[0].orientation == "h"  # names stay readable
+    assert list(bars.data[0].x) == [0.5, 0.2] and list(bars.data[0].error_x.array) == pytest.approx([0.2, 0.1])
+    assert list(bars.data[0].error_x.arrayminus) == pytest.approx([0.1, 0.1])
+    assert bars.data[1].x[0] == 0.3 and np.isnan(bars.data[1].x[1])
     maps = np.stack([np.zeros((16, 64)), np.ones((16, 64))])
     mm = plots.mean_maps(maps, 2 * maps)
     assert np.allclose(np.asarray(mm.data[0].z), 0.5) and np.allclose(np.asarray(mm.data[1].z), 1.0)

@@ -81,7 +81,7 @@ def mean_maps(image_maps: np.ndarray, neural_maps: np.ndarray) -> go.Figure:
     a = np.asarray(image_maps, dtype=np.float64).reshape(-1, *np.asarray(image_maps).shape[-2:]).mean(axis=0)
     b = np.asarray(neural_maps, dtype=np.float64).reshape(-1, *np.asarray(neural_maps).shape[-2:]).mean(axis=0)
     fig = make_subplots(rows=1, cols=2, horizontal_spacing=0.05,
-                        subplot_titles=("mean image-tower map", "mean neural-tower map"))
+                        subplot_titles=("image tower", "neural tower"))
     lo, hi = float(min(a.min(), b.min())), float(max(a.max(), b.max()))
     fig.add_trace(go.Heatmap(z=a, colorscale=MAP_COLORSCALE, zmin=lo, zmax=hi, showscale=False), 1, 1)
     fig.add_trace(go.Heatmap(z=b, colorscale=MAP_COLORSCALE, zmin=lo, zmax=hi), 1, 2)
@@ -89,7 +89,8 @@ def mean_maps(image_maps: np.ndarray, neural_maps: np.ndarray) -> go.Figure:
         fig.update_yaxes(autorange="reversed", showticklabels=False, scaleanchor=f"x{'' if c == 1 else c}",
                          row=1, col=c)
         fig.update_xaxes(showticklabels=False, row=1, col=c)
-    fig.update_layout(height=230, template="plotly_white", margin=dict(l=10, r=10, t=50, b=10))
+    fig.update_layout(title="Mean maps over the test set", height=250, template="plotly_white",
+                      margin=dict(l=10, r=10, t=70, b=10))
     return fig
 
 

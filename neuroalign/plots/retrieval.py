@@ -73,7 +73,9 @@ def rank_histogram(ranks: Mapping[str, np.ndarray]) -> go.Figure:
 
 
 def top1_bars(rows: Mapping[str, Mapping[str, tuple]], chance: float | None = None) -> go.Figure:
-    """Top-1 of the model and each reference, both directions, with 95 % intervals as error bars.
+    """Top-1 of the model and each reference, both directions, with 95 % intervals as error bars:
+    horizontal bars, one row per name (top to bottom in the order of `rows`), so the names stay
+    readable in a narrow window.
 
     `rows` maps a name to {direction: (top1, lo, hi)} (lo/hi may be None); chance is a dashed line.
     """
@@ -86,12 +88,13 @@ def top1_bars(rows: Mapping[str, Mapping[str, tuple]], chance: float | None = No
             vals.append(np.nan if top1 is None else float(top1))
             plus.append(0.0 if top1 is None or hi is None else float(hi) - float(top1))
             minus.append(0.0 if top1 is None or lo is None else float(top1) - float(lo))
-        fig.add_trace(go.Bar(x=names, y=vals, name=label, marker_color=PALETTE[i],
-                             error_y=dict(type="data", array=plus, arrayminus=minus, visible=True, thickness=1.2),
-                             hovertemplate="%{x}: %{y:.3f}<extra>" + label + "</extra>"))
+        fig.add_trace(go.Bar(y=names, x=vals, name=label, orientation="h", marker_color=PALETTE[i],
+                             error_x=dict(type="data", array=plus, arrayminus=minus, visible=True, thickness=1.2),
+                             hovertemplate="%{y}: %{x:.3f}<extra>" + label + "</extra>"))
     if chance is not None and math.isfinite(chance):
-        fig.add_hline(y=chance, line_dash="dash", line_color=PALETTE[5], annotation_text="chance",
-                      annotation_position="top left")
-    fig.update_layout(title="Test top-1 with 95 % intervals", yaxis=dict(title="top-1", rangemode="tozero"),
-                      barmode="group", legend=dict(orientation="h", y=-0.25), **LAYOUT)
+        fig.add_vline(x=chance, line_dash="dash", line_color=PALETTE[5], annotation_text="chance",
+                      annotation_position="top right")
+    fig.update_layout(title="Test top-1 with 95 % intervals", xaxis=dict(title="top-1", rangemode="tozero"),
+                      yaxis=dict(autorange="reversed", automargin=True), barmode="group", bargap=0.25,
+                      height=140 + 48 * len(names), legend=dict(orientation="h", y=-0.3), **LAYOUT)
     return fig

@@ -110,34 +110,33 @@ def format_interval(top1: float | None, lo: float | None, hi: float | None) -> s
     return f"{top1:.3f} [{lo:.3f}, {hi:.3f}]"
 
 
-def metrics_table(results: Mapping[str, Any]) -> pd.DataFrame:
-    """Rows: metric × direction (plus the two top-1 interval bounds); columns: model, chance and every
-    baseline present, numbers only."""
+def metrics_table(results: Mapping[str, Any], direction: str) -> pd.DataFrame:
+    """One direction's rows: each metric (plus the two top-1 interval bounds after top-1); columns:
+    model, chance and every baseline present, numbers only."""
     test = results.get("test") or {}
     n = test_size(results)
     refs = present_references(results)
     baselines = results.get("baselines") or {}
     rows = []
-    for direction, dlabel in SHORT_DIRECTIONS.items():
-        for metric in RETRIEVAL_METRICS:
-            row: dict[str, Any] = {"metric": f"{metric} · {dlabel}", "model": _num(_get(test, direction, metric))}
-            if metric.startswith("top"):
-                k = int(metric[3:])
-                row["chance"] = _num(test.get(f"chance_{metric}")) or ((min(k, n) / n) if n else None)
-            elif metric == "mrr":
-                row["chance"] = (sum(1.0 / r for r in range(1, n + 1)) / n) if n else None
-            else:
-                row["chance"] = _num(test.get("chance_mean_rank")) or ((n + 1) / 2 if n else None)
-            for ref in refs:
-                row[ref.label] = _num(_get(baselines[ref.key], direction, metric))
-            rows.append(row)
-            if metric == "top1":
-                for bound, idx in (("lo", 1), ("hi", 2)):
-                    brow = {"metric": f"top1 95% {bound} · {dlabel}",
-                            "model": top1_with_interval(test, direction, n)[idx], "chance": None}
-                    for ref in refs:
-                        brow[ref.label] = top1_with_interval(baselines[ref.key], direction, n)[idx]
-                    rows.append(brow)
+    for metric in RETRIEVAL_METRICS:
+        row: dict[str, Any] = {"metric": metric, "model": _num(_get(test, direction, metric))}
+        if metric.startswith("top"):
+            k = int(metric[3:])
+            row["chance"] = _num(test.get(f"chance_{metric}")) or ((min(k, n) / n) if n else None)
+        elif metric == "mrr":
+            row["chance"] = (sum(1.0 / r for r in range(1, n + 1)) / n) if n else None
+        else:
+            row["chance"] = _num(test.get("chance_mean_rank")) or ((n + 1) / 2 if n else None)
+        for ref in refs:
+            row[ref.label] = _num(_get(baselines[ref.key], direction, metric))
+        rows.append(row)
+        if metric == "top1":
+            for bound, idx in (("lo", 1), ("hi", 2)):
+                brow = {"metric": f"top1 95% {bound}", "model": top1_with_interval(test, direction, n)[idx],
+                        "chance": None}
+                for ref in refs:
+                    brow[ref.label] = top1_with_interval(baselines[ref.key], direction, n)[idx]
+                rows.append(brow)
     return pd.DataFrame(rows)
 
 
