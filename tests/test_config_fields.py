@@ -108,3 +108,12 @@ def test_every_table_path_round_trips_through_the_form():
         cfg = preset(name)
         assert train_form.config_from_values(name, train_form.widget_values(cfg)).to_dict() == cfg.to_dict()
     assert isinstance(build_config(build_parser().parse_args(["train", "--subjects", "x"])), TrainConfig)
+
+
+def test_train_says_which_flags_have_no_effect(tmp_path, capsys):
+    code = main(["train", "--subjects", "nobody", "--data-dir", str(tmp_path), "--runs-dir", str(tmp_path),
+                 "--heads", "2", "--latents", "8", "--epochs", "2"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and err[-1].startswith("error:") and "nobody" in err[-1]
+    assert err[:-1] == [f"note: {flag} has no effect with the linear neural block and the readout image head; ignored"
+                        for flag in ("--heads", "--latents")]
