@@ -8,6 +8,9 @@ from neuroalign.training.runs import RESULTS_FILE
 from neuroalign.ui import guards, keys, results_view, run_picker
 from neuroalign.ui.entry import page_entry
 
+# Table headers short enough for a 1,024 px window (the help of each column names the baseline in full)
+SHORT_LABELS = {"ridge pixels": "pixels", "ridge random": "random", "ridge backbone": "backbone"}
+
 page_entry()
 st.title("Retrieval")
 run, summary, outputs = run_picker.pick_finished_run(keys.RETRIEVAL_RUN)
@@ -38,11 +41,12 @@ else:
                                horizontal=True, key="retrieval.table_direction")
     helps = results_view.column_help(results)
     st.dataframe(results_view.metrics_table(results, table_direction), hide_index=True, key="retrieval.metrics",
-                 column_config={c: st.column_config.NumberColumn(c, format="%.3f", help=h) for c, h in helps.items()})
+                 column_config={c: st.column_config.NumberColumn(SHORT_LABELS.get(c, c), format="%.3f", help=h)
+                                for c, h in helps.items()})
     st.caption("top-k: share of queries whose true match is among the k best · rank 1 = best · mrr: mean reciprocal "
                "rank · 95% lo/hi: the 95 % interval of top-1 over the test images · chance: a random ranking · hover "
-               "a column name for what each baseline is. The best linear readout is the best of the ridge baselines "
-               "present.")
+               "a column name for what each baseline is. pixels, random, backbone: ridge regression from the pixels, "
+               "from random features and from the backbone features; the best linear readout is the best of them.")
 
 # ---- query browser -----------------------------------------------------------------------------
 st.subheader("Query browser")
@@ -63,7 +67,8 @@ with qcol:
     st.markdown(f"**Query:** {what} test image {int(test_idx[query])}")
     if stimuli is not None:
         st.image(plots.as_display_image(stimuli[query]), width="stretch")
-    st.metric("Rank of the true match", f"{rank:g} / {n}")
+    st.metric("Match rank", f"{rank:g} / {n}", help="rank of the true match among all test candidates (1 = retrieved "
+                                                    "first)")
 with rcol:
     kind = "neural responses (shown as their stimuli)" if direction == "image_to_neural" else "stimuli"
     st.markdown(f"**Top {len(order)} retrieved {kind}** — the correct match is framed in green")

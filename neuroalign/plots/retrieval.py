@@ -29,7 +29,7 @@ def similarity_heatmap(similarity: np.ndarray, labels: Sequence | None = None) -
     tick_every = max(1, int(math.ceil(n / 12)))
     shown = ticks[::tick_every]
     fig.update_layout(
-        title="Test similarity (image × neural; true pairs on the dotted diagonal)",
+        title="Test similarity (true pairs dotted)",
         xaxis=dict(title="neural response to test image", type="category", tickmode="array", tickvals=shown,
                    ticktext=shown, tickangle=-45, constrain="domain"),
         yaxis=dict(title="test image", type="category", autorange="reversed", scaleanchor="x", tickmode="array",
@@ -67,7 +67,7 @@ def rank_histogram(ranks: Mapping[str, np.ndarray]) -> go.Figure:
             y += [expected, expected]
         fig.add_trace(go.Scatter(x=x, y=y, mode="lines", name="chance (uniform ranks)",
                                  line=dict(color="#1c2330", dash="dash", width=1.5), hoverinfo="skip"))
-    fig.update_layout(title="Rank of the true match (1 = retrieved first)", barmode="overlay",
+    fig.update_layout(title="Rank of the true match", barmode="overlay",
                       xaxis_title="rank", yaxis_title="queries", legend=dict(orientation="h", y=-0.2), **LAYOUT)
     return fig
 
