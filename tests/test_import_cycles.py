@@ -109,3 +109,14 @@ for order in (names, names[::-1]):
 """
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
+
+
+def test_cli_parser_does_not_load_torch():
+    """The reason the CLI's remaining function-local imports exist: `--help` and argument parsing
+    (the field table, the preset defaults) run without importing torch or the training engine."""
+    code = ("import sys\nfrom neuroalign.cli import build_parser\n"
+            "build_parser().parse_args(['train', '--subjects', 'x', '--heads', '2'])\n"
+            "heavy = sorted(m for m in ('torch', 'neuroalign.training.trainer', 'neuroalign.models') if m in sys.modules)\n"
+            "assert not heavy, heavy\n")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr[-2000:]
