@@ -1,12 +1,16 @@
 """One configuration object for a training run, with the reference defaults.
 
 `TrainConfig` is passed explicitly everywhere (trainer, CLI, dashboard) and saved with every run as
-`config.json`; `TrainConfig.from_dict(json.load(...))` rebuilds it. Two named presets:
+`config.json`; `TrainConfig.from_dict(json.load(...))` rebuilds it. Three named presets:
 
+* ``recommended`` (the default) -- what the measurements showed to work best, chosen on the
+  validation split (see README): a closed-form linear start, then contrastive fine-tuning.
+* ``attention`` -- the attention neural tower (transformer block) with its measured settings.
 * ``reference`` -- the research code's choices exactly (plain cosine similarity, linear MLP,
   fixed temperature 0.01, AdamW 3e-4 / RMSprop 5e-5, plateau scheduler, no early stopping).
-* ``recommended`` -- what the measurements on the simulated subjects showed to work best,
-  chosen on the validation split (see README).
+
+The fields a user sets, with their CLI flags and form labels, are listed once in
+`neuroalign.config_fields`; the option tuples below are the one source of each field's choices.
 """
 
 from __future__ import annotations
@@ -234,7 +238,7 @@ def with_compatible_init(config: TrainConfig) -> TrainConfig:
 
 
 def preset(name: str) -> TrainConfig:
-    """The named preset ('reference' or 'recommended') as a fresh TrainConfig."""
+    """The named preset (one of PRESETS) as a fresh TrainConfig."""
     if name == "reference":
         return TrainConfig(preset="reference")
     if name == "recommended":
