@@ -57,18 +57,18 @@ charts = [(plots.importance_ranked(values, log_y=measure.log, y_title=measure.la
            "share (dashed): a steep start means a few neurons carry the alignment.")]
 if reliability is not None:
     charts.append((plots.importance_scatter(values, reliability, "split-half reliability",
-                                            f"{measure.noun.capitalize()} against repeat reliability",
+                                            f"{measure.noun.capitalize()} vs reliability",
                                             log_y=measure.log, y_title=measure.label), "neurons.reliability",
                    "One dot per neuron. A model that relies on reliable neurons puts its weight on the right."))
 if snr is not None:
     charts.append((plots.importance_scatter(values, snr, "true SNR (simulator)",
-                                            f"{measure.noun.capitalize()} against the simulator's true SNR",
+                                            f"{measure.noun.capitalize()} vs true SNR",
                                             log_x=True, log_y=measure.log, y_title=measure.label), "neurons.truth",
                    "True SNR: the variance of the simulator's noiseless rates over images divided by the trial-noise "
                    "variance of the recorded mean response."))
 if result["native"] is not None:
     charts.append((plots.importance_scatter(values, np.asarray(result["native"]), result["native_label"],
-                                            f"{measure.noun.capitalize()} against the block's own measure",
+                                            f"{measure.noun.capitalize()} vs the block's measure",
                                             log_y=measure.log, y_title=measure.label, x_format=".2%"),
                    "neurons.native",
                    f"The block's own per-neuron measure ({result['native_label']}, over {result['native_n']:,} test "

@@ -39,7 +39,7 @@ def test_importance_ranked_and_against_reliability(trained_app):
     assert np.all(np.diff(table["share"]) <= 0)  # most important first
     assert np.isin(table["neuron"].head(10), ns.SIGNAL).mean() >= 0.8  # the signal half leads
     titles = [sp["layout"]["title"]["text"] for sp in s.chart_specs(at)]
-    assert "Neurons ranked by importance" in titles and "Importance against repeat reliability" in titles
+    assert "Neurons ranked by importance" in titles and "Importance vs reliability" in titles
     assert s.theme_placeholders(at) == []
     at.radio(key=neurons_view.MEASURE_KEY).set_value("net").run()  # the signed measure: same story
     s.no_exceptions(at)
@@ -74,7 +74,7 @@ def test_subject_without_repeats_is_ranked_only_with_a_note(trained_app):
     assert any("has no repeats" in i.value for i in at.info) and not at.success
     assert "reliability" not in at.dataframe[0].value.columns
     titles = [sp["layout"]["title"]["text"] for sp in s.chart_specs(at)]
-    assert "Neurons ranked by importance" in titles and "Importance against repeat reliability" not in titles
+    assert "Neurons ranked by importance" in titles and "Importance vs reliability" not in titles
 
 
 def test_simulated_ground_truth_is_compared(trained_app):
@@ -92,7 +92,7 @@ def test_simulated_ground_truth_is_compared(trained_app):
     s.no_exceptions(at)
     assert any("neurons with high true SNR" in b.value for b in at.success)
     assert "true SNR" in at.dataframe[0].value.columns
-    assert any(sp["layout"]["title"]["text"].startswith("Importance against the simulator") for sp in s.chart_specs(at))
+    assert any(sp["layout"]["title"]["text"].startswith("Importance vs true SNR") for sp in s.chart_specs(at))
 
 
 def test_run_without_checkpoint_is_explained(app_populated):

@@ -221,13 +221,13 @@ def native_importance(tower: torch.nn.Module, responses: np.ndarray, max_samples
     if isinstance(tower, LinearNeuralTower):
         v = tower.encoder.weight.float().norm(dim=0) * r.std(dim=0)
         out = v.double() / v.double().sum().clamp_min(1e-300)
-        return out.numpy(), "encoder weight norm × response SD", len(r)
+        return out.numpy(), "weight norm × response SD", len(r)
     if isinstance(tower, AttentionTower):
         rows = r[:max_samples]
         acc = torch.zeros(r.shape[1], dtype=torch.float64)
         for chunk in rows.split(batch_size):
             acc += tower.neuron_importance(chunk).double().sum(dim=0)
-        return (acc / acc.sum().clamp_min(1e-300)).numpy(), "attention received (first layer)", len(rows)
+        return (acc / acc.sum().clamp_min(1e-300)).numpy(), "attention received", len(rows)
     raise ValueError(f"no native importance for {type(tower).__name__}")
 
 
