@@ -136,9 +136,9 @@ FIELDS: tuple[ConfigField, ...] = (
                 "several times faster on a CPU that other work shares.",
                 "int", SCHEDULE, min_value=0, zero="torch's default"),
     ConfigField("bf16", "--bf16", "bf16 autocast", "bf16 autocast (CUDA only).", "bool", SCHEDULE, form=False),
-    ConfigField("dist_backend", "--dist-backend", "Process group", "torchrun process-group backend: auto = "
-                "NCCL on CUDA, gloo on a CPU. Dashboard jobs run in one process, so the form does not "
-                "show it.", "choice", SCHEDULE, choices=cfg.DIST_BACKENDS, form=False),
+    # not in the form: "auto" is right for the dashboard's jobs (one process, or one per GPU)
+    ConfigField("dist_backend", "--dist-backend", "Process group", "Process-group backend when a run has "
+                "several processes (torchrun): auto = NCCL on CUDA, gloo on a CPU.", "choice", SCHEDULE, choices=cfg.DIST_BACKENDS, form=False),
     # -- optimisers ----------------------------------------------------------------------------------
     ConfigField("optim.image_lr", "--lr-image", "Image-side learning rate", "AdamW learning rate of the image "
                 "tower (its head; the backbone too when fine-tuning). Reference 3e-4.", "sci", OPTIM,
