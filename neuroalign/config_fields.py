@@ -33,7 +33,8 @@ class ConfigField:
     (`--flag/--no-flag`) | "path" (CLI only). `zero`: what 0 means in the form when the config
     holds None there (e.g. "off"); `cli_zero`: the CLI accepts 0 with that meaning too.
     `blocks` / `heads`: the neural blocks / image heads the field applies to (None = every one); a
-    field with both applies when both hold, or when either holds with `any_of`.
+    field with both applies when both hold, or when either holds with `any_of`. `min_value` /
+    `max_value` bound the form's number widgets; on both sides `TrainConfig.validate` is the rule.
     """
 
     path: str
@@ -231,6 +232,9 @@ def check_table(fields: tuple[ConfigField, ...]) -> None:
             raise ValueError(f"field table: {f.path!r} is not a TrainConfig field") from None
         if f.section not in SECTIONS:
             raise ValueError(f"field table: {f.path!r} has section {f.section!r}, expected one of {SECTIONS}")
+        unknown = sorted(set(f.blocks or ()) - set(cfg.NEURAL_BLOCKS)) + sorted(set(f.heads or ()) - set(cfg.IMAGE_HEADS))
+        if unknown:
+            raise ValueError(f"field table: {f.path!r} applies to unknown block/head {', '.join(unknown)}")
     for attr in ("path", "flag"):
         seen = [getattr(f, attr) for f in fields]
         dupes = sorted({x for x in seen if seen.count(x) > 1})

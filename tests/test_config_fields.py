@@ -91,6 +91,8 @@ def test_table_refuses_mistakes():
         check_table(FIELDS + (dataclasses.replace(GRAD_CLIP, path="optim.grad_clipping"),))
     with pytest.raises(ValueError, match="duplicate flag"):
         check_table(FIELDS + (dataclasses.replace(GRAD_CLIP, flag="--epochs"),))
+    with pytest.raises(ValueError, match="unknown block/head perceiver"):
+        check_table(FIELDS + (dataclasses.replace(GRAD_CLIP, blocks=("perceiver",)),))
     with pytest.raises(ValueError, match="kind"):
         dataclasses.replace(GRAD_CLIP, kind="number")
     with pytest.raises(ValueError, match="choices"):
