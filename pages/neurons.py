@@ -35,7 +35,13 @@ top_n, top_share = neurons_view.concentration(share)
 m = st.columns(4)
 m[0].metric("Neural block", neurons_view.BLOCK_LABELS.get(result["block"], result["block"]))
 m[1].metric("Neurons", f"{k:,}")
-m[2].metric("Test images", f"{result['n_test']:,}")
+m[2].metric("Test images", f"{result['n_used']:,}" if result["n_used"] == result["n_test"]
+            else f"{result['n_used']:,} of {result['n_test']:,}",
+            help="the held-out test images the importance averages over" + (
+                "" if result["n_used"] == result["n_test"] else
+                f" (a random {result['n_used']:,} of {result['n_test']:,}: this block is slow to differentiate, "
+                "so the average stopped at the dashboard's time budget; the library call "
+                "`neuroalign.evaluation.importance.run_importance(run_dir)` uses all of them)"))
 m[3].metric("Top-10 % share", f"{top_share:.0%}",
             help=f"the {top_n:,} most important neurons (10 %) carry this share of the importance; 10 % if "
                  "every neuron counted the same")

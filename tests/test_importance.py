@@ -88,7 +88,9 @@ def test_disconnected_neurons_get_no_importance_in_every_block(block):
     _disconnect(tower, list(range(6, 12)))
     r = rng.standard_normal((n, k)).astype(np.float32)
     img = rng.random((n, 16, 64)).astype(np.float32)
-    magnitude, signed = imp.attribution_importance(tower, r, img, temperature=0.1, center=True, batch_size=4)
+    att = imp.attribution_importance(tower, r, img, temperature=0.1, center=True, batch_size=4)
+    magnitude, signed = att.magnitude, att.signed
+    assert att.rows.tolist() == list(range(n))
     assert magnitude.shape == signed.shape == (k,)
     assert np.all(magnitude[:6] > 0)
     assert np.all(magnitude[6:] <= 1e-6 * magnitude[:6].max())
@@ -106,7 +108,7 @@ def test_attributions_add_up_to_the_log_probability_gain():
     tower = _tower("linear", k)
     r = rng.standard_normal((n, k)).astype(np.float32)
     img = rng.random((n, 16, 64)).astype(np.float32)
-    _, signed = imp.attribution_importance(tower, r, img, 0.2, False, steps=64, draws=draws, batch_size=4, seed=3)
+    signed = imp.attribution_importance(tower, r, img, 0.2, False, steps=64, draws=draws, batch_size=4, seed=3).signed
 
     def log_p(x):
         with torch.no_grad():
@@ -155,3 +157,21 @@ def test_true_snr_and_reliability():
         true_snr(rates, repeats[:, :10])
     rel = neuron_reliability(repeats)
     assert rel[0] > rel[1] > 0.5 and abs(rel[2]) < 0.3
+
+
+def test_a_time_budget_averages_over_a_random_subset_of_at_least_min_rows():
+    rng = np.random.default_rng(4)
+    k, n = 6, 40
+    tower = _tower("latent", k)
+    r = rng.standard_normal((n, k)).astype(np.float32)
+    img = rng.random((n, 16, 64)).astype(np.float32)
+    cut = imp.attribution_importance(tower, r, img, 0.1, True, steps=2, draws=1, max_seconds=0.0, min_rows=16)
+    assert len(cut.rows) == 16 and len(set(cut.rows.tolist())) == 16 and cut.rows.max() < n
+    assert cut.rows.tolist() != list(range(16))  # a random subset, not the first rows
+    assert np.all(np.isfinite(cut.magnitude)) and cut.magnitude.sum() > 0
+    full = imp.attribution_importance(tower, r, img, 0.1, True, steps=2, draws=1, max_seconds=60.0, min_rows=16)
+    assert full.rows.tolist() == list(range(n))  # a budget it never reaches changes nothing
+    none = imp.attribution_importance(tower, r, img, 0.1, True, steps=2, draws=1)
+    assert np.allclose(full.magnitude, none.magnitude, rtol=1e-5, atol=1e-9)
+    native, _, used = imp.native_importance(tower, r, max_samples=20, batch_size=4, max_seconds=0.0)
+    assert used == 4 and native.sum() == pytest.approx(1.0)  # at least one batch

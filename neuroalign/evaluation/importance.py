@@ -31,6 +31,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -47,6 +48,8 @@ logger = logging.getLogger(__name__)
 
 STEPS = 8  # quadrature points on the path from a reference response to the response
 DRAWS = 2  # reference responses per test response
+MIN_ROWS = 32  # a time budget never averages over fewer test images than this
+MAX_SECONDS = 20.0  # the dashboard's time budget for the attribution (a linear block never needs it)
 NATIVE_SAMPLES = 64  # test samples the attention blocks' own measure averages over (it costs B*K^2)
 MISMATCH_TOLERANCE = 1e-2  # recomputed vs stored neural maps (relative max difference) above this: warn
 TOP_FRACTION = 0.1
@@ -78,6 +81,7 @@ class NeuronImportance:
     share: np.ndarray  # importance / sum (sums to 1)
     net: np.ndarray  # mean signed attribution (sums to the mean log-probability gain over a reference response)
     n_test: int
+    n_used: int  # test images the attribution averaged over (n_test unless a time budget cut it short)
     temperature: float
     native: np.ndarray | None = None  # the block's own measure, normalised to sum to 1
     native_label: str = ""
@@ -161,12 +165,22 @@ def reference_rows(n: int, draws: int, seed: int = 0) -> np.ndarray:
     return (np.arange(n)[None] + offset) % n
 
 
+@dataclass
+class Attribution:
+    """`attribution_importance` output: mean |attribution| and mean signed attribution `(K,)` over the
+    rows used, and those rows (all of them unless a time budget cut the average short)."""
+
+    magnitude: np.ndarray
+    signed: np.ndarray
+    rows: np.ndarray
+
+
 def attribution_importance(tower: torch.nn.Module, responses: np.ndarray, image_maps: np.ndarray,
                            temperature: float, center: bool, steps: int = STEPS, draws: int = DRAWS,
-                           batch_size: int = 256, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+                           batch_size: int = 256, seed: int = 0, max_seconds: float | None = None,
+                           min_rows: int = MIN_ROWS) -> Attribution:
     """Per-neuron attributions of log p(true image | neural response), averaged over the rows of
-    `responses (n, K)` (row j's true image is row j of `image_maps (n, h, w)`): `(mean |attribution|,
-    mean signed attribution)`, both `(K,)`.
+    `responses (n, K)` (row j's true image is row j of `image_maps (n, h, w)`).
 
     Expected gradients: for each row j and each of `draws` other rows j' (reference responses drawn
     from the same test set), `(r_j - r_j') * mean over t of grad log p_j at r_j' + t (r_j - r_j')`,
@@ -175,7 +189,11 @@ def attribution_importance(tower: torch.nn.Module, responses: np.ndarray, image_
     than another test image's. A plain gradient x input would not do: the maps are compared by cosine,
     which is blind to the responses' scale, so gradient x input sums to zero for every sample and
     splits evenly between the neurons that help and those that hurt. The tower must be in eval mode.
-    Work: `steps * draws` forward and backward passes over the rows, in batches of `batch_size`.
+
+    Work: `steps * draws` forward and backward passes over the rows, in batches of up to `batch_size`,
+    the rows taken in a random (seeded) order. With `max_seconds`, no new batch starts after that
+    time once `min_rows` rows are done (batches are sized from the measured cost per row), so a slow
+    block (attention over 10,000 neurons) averages over a random subset of the test images.
     """
     r_all = torch.as_tensor(np.asarray(responses, dtype=np.float32))
     n, k = r_all.shape
@@ -183,11 +201,23 @@ def attribution_importance(tower: torch.nn.Module, responses: np.ndarray, image_
         raise ValueError(f"expected one image map per response row, got {len(image_maps)} maps for {n} rows")
     img = torch.as_tensor(np.asarray(image_maps, dtype=np.float32))
     refs = torch.as_tensor(reference_rows(n, draws, seed))
+    order = torch.as_tensor(np.random.default_rng(seed).permutation(n))
     ts = (torch.arange(steps, dtype=torch.float32) + 0.5) / steps
     magnitude = torch.zeros(k, dtype=torch.float64)
     signed = torch.zeros(k, dtype=torch.float64)
-    for start in range(0, n, batch_size):
-        rows = torch.arange(start, min(start + batch_size, n))
+    start, done = time.monotonic(), 0
+    while done < n:
+        elapsed = time.monotonic() - start
+        size = batch_size
+        if max_seconds is not None:
+            if done >= min_rows and elapsed >= max_seconds:
+                break
+            per_row = elapsed / done if done else None
+            left = max(max_seconds - elapsed, 0.0)
+            size = min(batch_size, 8) if per_row is None else int(np.clip(left / max(per_row, 1e-9), 8, batch_size))
+            if done < min_rows:
+                size = max(size, min(min_rows - done, batch_size))
+        rows = order[done:done + size]
         r = r_all[rows]
         for d in range(draws):
             r_ref = r_all[refs[d, rows]]
@@ -201,7 +231,9 @@ def attribution_importance(tower: torch.nn.Module, responses: np.ndarray, image_
             attribution = (r - r_ref) * grad_sum / steps  # (B, K)
             magnitude += attribution.abs().sum(dim=0, dtype=torch.float64)
             signed += attribution.sum(dim=0, dtype=torch.float64)
-    return (magnitude / (n * draws)).numpy(), (signed / (n * draws)).numpy()
+        done += len(rows)
+    used = np.sort(order[:done].numpy())
+    return Attribution((magnitude / (done * draws)).numpy(), (signed / (done * draws)).numpy(), used)
 
 
 @torch.no_grad()
@@ -213,37 +245,44 @@ def neural_maps(tower: torch.nn.Module, responses: np.ndarray, batch_size: int =
 
 @torch.no_grad()
 def native_importance(tower: torch.nn.Module, responses: np.ndarray, max_samples: int = NATIVE_SAMPLES,
-                      batch_size: int = 8) -> tuple[np.ndarray, str, int]:
+                      batch_size: int = 4, max_seconds: float | None = None) -> tuple[np.ndarray, str, int]:
     """The block's own per-neuron measure `(K,)` summing to 1, its label and how many samples it used:
     linear -- encoder column norm x response SD over all rows; attention blocks -- attention received
-    in the first layer, averaged over the first `max_samples` rows."""
+    in the first layer, averaged over the first `max_samples` rows (with `max_seconds`: no new batch
+    after that time, at least one batch)."""
     r = torch.as_tensor(np.asarray(responses, dtype=np.float32))
     if isinstance(tower, LinearNeuralTower):
         v = tower.encoder.weight.float().norm(dim=0) * r.std(dim=0)
         out = v.double() / v.double().sum().clamp_min(1e-300)
         return out.numpy(), "weight norm × response SD", len(r)
     if isinstance(tower, AttentionTower):
-        rows = r[:max_samples]
         acc = torch.zeros(r.shape[1], dtype=torch.float64)
-        for chunk in rows.split(batch_size):
+        start, used = time.monotonic(), 0
+        for chunk in r[:max_samples].split(batch_size):
+            if used and max_seconds is not None and time.monotonic() - start >= max_seconds:
+                break
             acc += tower.neuron_importance(chunk).double().sum(dim=0)
-        return (acc / acc.sum().clamp_min(1e-300)).numpy(), "attention received", len(rows)
+            used += len(chunk)
+        return (acc / acc.sum().clamp_min(1e-300)).numpy(), "attention received", used
     raise ValueError(f"no native importance for {type(tower).__name__}")
 
 
 def run_importance(run_dir: str | Path, subject: Subject | None = None, data_dir: str | Path | None = None,
                    steps: int = STEPS, draws: int = DRAWS, batch_size: int = 256,
-                   native_samples: int = NATIVE_SAMPLES) -> NeuronImportance:
-    """Per-neuron importance of a finished run on its test split (see the module docstring)."""
+                   native_samples: int = NATIVE_SAMPLES, max_seconds: float | None = None) -> NeuronImportance:
+    """Per-neuron importance of a finished run on its test split (see the module docstring). With
+    `max_seconds`, the attribution and the block's own measure each stop starting new batches after
+    that time (`n_used` says over how many test images the attribution averaged)."""
     side = load_trained_neural_side(run_dir, subject=subject, data_dir=data_dir)
-    importance, net = attribution_importance(side.tower, side.responses, side.image_maps, side.temperature,
-                                             side.center, steps=steps, draws=draws, batch_size=batch_size)
-    maps = neural_maps(side.tower, side.responses, batch_size=batch_size)
+    att = attribution_importance(side.tower, side.responses, side.image_maps, side.temperature, side.center,
+                                 steps=steps, draws=draws, batch_size=batch_size, max_seconds=max_seconds)
+    importance, net = att.magnitude, att.signed
     total = float(importance.sum())
     share = importance / total if total > 0 else np.full_like(importance, 1.0 / len(importance))
-    scale = float(np.abs(side.neural_maps).max()) or 1.0
-    mismatch = float(np.abs(maps - side.neural_maps).max()) / scale if maps.shape == side.neural_maps.shape \
-        else math.inf
+    maps = neural_maps(side.tower, side.responses[att.rows], batch_size=batch_size)
+    stored = side.neural_maps[att.rows]
+    scale = float(np.abs(stored).max()) or 1.0
+    mismatch = float(np.abs(maps - stored).max()) / scale if maps.shape == stored.shape else math.inf
     warnings = []
     if mismatch > MISMATCH_TOLERANCE:
         warnings.append(f"best.pt does not reproduce the stored test maps (largest difference {mismatch:.2g} of the "
@@ -251,10 +290,11 @@ def run_importance(run_dir: str | Path, subject: Subject | None = None, data_dir
         logger.warning("%s: %s", side.run_dir.name, warnings[-1])
     if total == 0:
         warnings.append("every attribution is 0 (the model's output does not depend on the responses)")
-    native, label, native_n = native_importance(side.tower, side.responses, max_samples=native_samples)
+    native, label, native_n = native_importance(side.tower, side.responses, max_samples=native_samples,
+                                                max_seconds=max_seconds)
     return NeuronImportance(block=side.block, importance=importance, share=share, net=net, n_test=len(side.responses),
-                            temperature=side.temperature, native=native, native_label=label, native_n=native_n,
-                            map_mismatch=mismatch, warnings=warnings)
+                            n_used=len(att.rows), temperature=side.temperature, native=native, native_label=label,
+                            native_n=native_n, map_mismatch=mismatch, warnings=warnings)
 
 
 def _ranks(x: np.ndarray) -> np.ndarray:

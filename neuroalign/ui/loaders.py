@@ -245,16 +245,17 @@ IMPORTANCE_FILES = (_runs_io.BEST_CKPT, _runs_io.TEST_OUTPUTS, _runs_io.NORMALIS
 def _run_importance(run_dir: str, stamp: tuple, root: str, name: str, subject_stamp_: tuple) -> dict[str, Any]:
     import dataclasses
 
-    from neuroalign.evaluation.importance import run_importance
+    from neuroalign.evaluation.importance import MAX_SECONDS, run_importance
 
     subject = _load_subject(root, name, subject_stamp_)
-    return dataclasses.asdict(run_importance(run_dir, subject=subject))
+    return dataclasses.asdict(run_importance(run_dir, subject=subject, max_seconds=MAX_SECONDS))
 
 
 def run_importance(run_dir: str | os.PathLike, subject_name: str) -> dict[str, Any]:
     """`neuroalign.evaluation.importance.run_importance` of a finished run as plain data, cached on the
     run dir + the mtimes of the files it reads (best.pt, test outputs, normaliser, config, split) and
-    the subject's data files."""
+    the subject's data files. Time-budgeted (`importance.MAX_SECONDS`): a slow block averages over a
+    random subset of the test images (`n_used`)."""
     root = paths.data_dir()
     run_dir = Path(run_dir)
     stamp = tuple(_mtime(run_dir / f) for f in IMPORTANCE_FILES)
