@@ -3,7 +3,6 @@
 import numpy as np
 import streamlit as st
 
-from neuroalign import plots
 from neuroalign.ui import guards, loaders, neurons_view, run_picker
 from neuroalign.ui.entry import page_entry
 
@@ -31,20 +30,7 @@ reliability = loaders.subject_stats(name)["reliability"]
 snr = loaders.true_snr(name)
 if snr is not None and len(snr) != k:
     snr = None
-top_n, top_share = neurons_view.concentration(share)
-m = st.columns(4)
-m[0].metric("Neural block", neurons_view.BLOCK_LABELS.get(result["block"], result["block"]))
-m[1].metric("Neurons", f"{k:,}")
-m[2].metric("Test images", f"{result['n_used']:,}" if result["n_used"] == result["n_test"]
-            else f"{result['n_used']:,} of {result['n_test']:,}",
-            help="the held-out test images the importance averages over" + (
-                "" if result["n_used"] == result["n_test"] else
-                f" (a random {result['n_used']:,} of {result['n_test']:,}: this block is slow to differentiate, "
-                "so the average stopped at the dashboard's time budget; the library call "
-                "`neuroalign.evaluation.importance.run_importance(run_dir)` uses all of them)"))
-m[3].metric("Top-10 % share", f"{top_share:.0%}",
-            help=f"the {top_n:,} most important neurons (10 %) carry this share of the importance; 10 % if "
-                 "every neuron counted the same")
+neurons_view.render_metrics(result)
 for warning in result["warnings"]:
     st.warning(warning, icon=":material/warning:")
 
@@ -57,29 +43,7 @@ values = neurons_view.measure_values(result, key)
 neurons_view.render_comparisons(values, reliability, snr, has_repeats=subject.repeats is not None,
                                 simulated=bool(subject.meta.get("simulated")), measure=measure.noun)
 
-charts = [(plots.importance_ranked(values, log_y=measure.log, y_title=measure.label,
-                                   title=f"Neurons ranked by {measure.noun}"), "neurons.ranked",
-           "Each neuron's share, largest first" + (" (log scale)" if measure.log else "") + ", and the cumulative "
-           "share (dashed): a steep start means a few neurons carry the alignment.")]
-if reliability is not None:
-    charts.append((plots.importance_scatter(values, reliability, "split-half reliability",
-                                            f"{measure.noun.capitalize()} vs reliability",
-                                            log_y=measure.log, y_title=measure.label), "neurons.reliability",
-                   "One dot per neuron. A model that relies on reliable neurons puts its weight on the right."))
-if snr is not None:
-    charts.append((plots.importance_scatter(values, snr, "true SNR (simulator)",
-                                            f"{measure.noun.capitalize()} vs true SNR",
-                                            log_x=True, log_y=measure.log, y_title=measure.label), "neurons.truth",
-                   "True SNR: the variance of the simulator's noiseless rates over images divided by the trial-noise "
-                   "variance of the recorded mean response."))
-if result["native"] is not None:
-    charts.append((plots.importance_scatter(values, np.asarray(result["native"]), result["native_label"],
-                                            f"{measure.noun.capitalize()} vs the block's measure",
-                                            log_y=measure.log, y_title=measure.label, x_format=".2%"),
-                   "neurons.native",
-                   f"The block's own per-neuron measure ({result['native_label']}, over {result['native_n']:,} test "
-                   "images) reads only the block's weights or attention; the attribution measures what each neuron "
-                   "does to the retrieval, and is the one that compares across blocks."))
+charts = neurons_view.charts(values, measure, reliability, snr, result)
 for row in range(0, len(charts), 2):
     for col, (fig, chart_key, caption) in zip(st.columns(2), charts[row:row + 2]):
         col.plotly_chart(fig, key=chart_key)

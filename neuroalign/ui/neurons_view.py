@@ -12,6 +12,7 @@ import pandas as pd
 import streamlit as st
 
 from neuroalign.evaluation.importance import TOP_FRACTION, compare_with, summary_line, verdict_of
+from neuroalign import plots
 from neuroalign.ui import nav
 
 PAGE = nav.PageSpec("pages/neurons.py", "Neurons", ":material/hub:")
@@ -124,4 +125,51 @@ def render_comparisons(share: np.ndarray, reliability: np.ndarray | None, snr: n
         _verdict(summary_line(out["true SNR"], "true SNR", measure), out["true SNR"])
     elif simulated:
         st.info("This simulated subject has no ground truth file (ground_truth.npz) to compare with.")
+    return out
+
+
+def render_metrics(result: Mapping[str, Any]) -> None:
+    """The row of metrics above the page: block, neurons, test images used, concentration."""
+    top_n, top_share = concentration(result["share"])
+    m = st.columns(4)
+    m[0].metric("Neural block", BLOCK_LABELS.get(result["block"], result["block"]))
+    m[1].metric("Neurons", f"{len(result['share']):,}")
+    m[2].metric("Test images", f"{result['n_used']:,}" if result["n_used"] == result["n_test"]
+                else f"{result['n_used']:,} of {result['n_test']:,}",
+                help="the held-out test images the importance averages over" + (
+                    "" if result["n_used"] == result["n_test"] else
+                    f" (a random {result['n_used']:,} of {result['n_test']:,}: this block is slow to differentiate, "
+                    "so the average stopped at the dashboard's time budget; the library call "
+                    "`neuroalign.evaluation.importance.run_importance(run_dir)` uses all of them)"))
+    m[3].metric("Top-10 % share", f"{top_share:.0%}",
+                help=f"the {top_n:,} most important neurons (10 %) carry this share of the importance; 10 % if "
+                     "every neuron counted the same")
+
+
+def charts(values: np.ndarray, measure: Measure, reliability: np.ndarray | None, snr: np.ndarray | None,
+           result: Mapping[str, Any]) -> list[tuple[Any, str, str]]:
+    """(figure, key, caption) of the page's charts: ranked, against reliability / true SNR when known,
+    against the block's own measure."""
+    noun = measure.noun.capitalize()
+    out: list[tuple[Any, str, str]] = [(
+        plots.importance_ranked(values, log_y=measure.log, y_title=measure.label,
+                                title=f"Neurons ranked by {measure.noun}"), "neurons.ranked",
+        "Each neuron's share, largest first" + (" (log scale)" if measure.log else "") + ", and the cumulative "
+        "share (dashed): a steep start means a few neurons carry the alignment.")]
+    if reliability is not None:
+        out.append((plots.importance_scatter(values, reliability, "split-half reliability", f"{noun} vs reliability",
+                                             log_y=measure.log, y_title=measure.label), "neurons.reliability",
+                    "One dot per neuron. A model that relies on reliable neurons puts its weight on the right."))
+    if snr is not None:
+        out.append((plots.importance_scatter(values, snr, "true SNR (simulator)", f"{noun} vs true SNR", log_x=True,
+                                             log_y=measure.log, y_title=measure.label), "neurons.truth",
+                    "True SNR: the variance of the simulator's noiseless rates over images divided by the trial-noise "
+                    "variance of the recorded mean response."))
+    if result["native"] is not None:
+        out.append((plots.importance_scatter(values, np.asarray(result["native"]), result["native_label"],
+                                             f"{noun} vs the block's measure", log_y=measure.log,
+                                             y_title=measure.label, x_format=".2%"), "neurons.native",
+                    f"The block's own per-neuron measure ({result['native_label']}, over {result['native_n']:,} test "
+                    "images) reads only the block's weights or attention; the attribution measures what each neuron "
+                    "does to the retrieval, and is the one that compares across blocks."))
     return out
