@@ -66,7 +66,7 @@ def test_dashboard_end_to_end(tmp_path):
                 bf.set_number(page, "Time budget (s)", bf.DEMO_BUDGET_S)
             else:
                 bf.set_number(page, "Epochs", 4)
-                bf.set_number(page, "Embedding size", 64)
+                bf.set_number(page, "Shared dimensions", 64)
             page.get_by_role("button", name="Start training").click()
             # the live loss curve appears (demo: after the backbone features of 1400 images are computed)
             page.locator(".js-plotly-plot").first.wait_for(timeout=900_000 if demo else 120_000)
