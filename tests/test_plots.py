@@ -213,7 +213,7 @@ def test_importance_figures_rank_and_drop_what_cannot_be_drawn():
     fig = plots.importance_ranked(share, neuron_ids=np.array([10, 11, 12, 13]))
     bars, cumulative = fig.data
     assert list(bars.x) == [1, 2, 3, 4] and list(bars.y[:3]) == [0.5, 0.4, 0.1] and np.isnan(bars.y[3])  # log: no 0
-    assert list(bars.text) == ["neuron 11", "neuron 13", "neuron 10", "neuron 12"]
+    assert list(bars.text) == ["neuron 11", "neuron 13", "neuron 10", "neuron 12"] and bars.textposition == "none"
     assert np.allclose(cumulative.y, [0.5, 0.9, 1.0, 1.0]) and fig.layout.yaxis.type == "log"
     signed = plots.importance_ranked(np.array([0.7, -0.2, 0.5]), log_y=False, title="by net")
     assert list(signed.data[0].y) == [0.7, 0.5, -0.2] and signed.layout.yaxis.type == "linear"

@@ -32,7 +32,8 @@ def importance_ranked(share: np.ndarray, neuron_ids: np.ndarray | None = None, l
     text = [f"neuron {int(ids[i])}" for i in order[keep]]
     shown = np.where(ranked[keep] > 0, ranked[keep], np.nan) if log_y else ranked[keep]  # log: no zeros
     trace = go.Bar if len(s) <= 200 else go.Scattergl
-    style = dict(marker_color=PALETTE[0]) if trace is go.Bar else dict(mode="lines", line=dict(color=PALETTE[0]))
+    style = (dict(marker_color=PALETTE[0], textposition="none") if trace is go.Bar  # text: hover only
+             else dict(mode="lines", line=dict(color=PALETTE[0])))
     fig.add_trace(trace(x=rank[keep], y=shown, name=y_title, text=text,
                         hovertemplate="rank %{x} · %{text}<br>%{y:.3%}<extra></extra>", **style),
                   secondary_y=False)
