@@ -31,7 +31,7 @@ snr = loaders.true_snr(name)
 if snr is not None and len(snr) != k:
     snr = None
 neurons_view.render_metrics(result)
-for warning in result["warnings"]:
+for warning in result["warnings"] + neurons_view.small_sample_warnings(result):
     st.warning(warning, icon=":material/warning:")
 
 key = st.radio("Measure", list(neurons_view.MEASURE_OPTIONS), format_func=neurons_view.MEASURE_OPTIONS.get,

@@ -128,6 +128,18 @@ def render_comparisons(share: np.ndarray, reliability: np.ndarray | None, snr: n
     return out
 
 
+SMALL_SAMPLE = 100  # below this many test images the per-neuron averages are noisy
+
+
+def small_sample_warnings(result: Mapping[str, Any]) -> list[str]:
+    """A warning when the importance averages over fewer than `SMALL_SAMPLE` test images."""
+    n = int(result["n_used"])
+    if n >= SMALL_SAMPLE:
+        return []
+    return [f"Importance here averages over only {n} test images: per-neuron values and their correlation with "
+            f"reliability are noisy below {SMALL_SAMPLE}. More images per subject give firmer answers."]
+
+
 def render_metrics(result: Mapping[str, Any]) -> None:
     """The row of metrics above the page: block, neurons, test images used, concentration."""
     top_n, top_share = concentration(result["share"])
