@@ -5,7 +5,7 @@ import streamlit as st
 
 from neuroalign import plots
 from neuroalign.training.runs import RESULTS_FILE
-from neuroalign.ui import guards, keys, results_view, run_picker
+from neuroalign.ui import guards, keys, neurons_view, results_view, run_picker
 from neuroalign.ui.entry import page_entry
 
 # Table headers short enough for a 1,024 px window (the help of each column names the baseline in full)
@@ -94,3 +94,4 @@ left.caption("Rows: test images; columns: the neural responses to the same test 
 right.plotly_chart(plots.rank_histogram(ranks), key="retrieval.ranks")
 right.caption("Where the true match lands in each query's ranking. A random ranking spreads the ranks evenly "
               "(dashed line); a good model piles them up at rank 1.")
+st.page_link(neurons_view.PAGE.path, label="Which neurons drive this run's retrieval", icon=neurons_view.PAGE.icon)
