@@ -3,10 +3,11 @@
 Uses Debian's Chromium (/usr/bin/chromium) through the `playwright` Python package; skipped only
 when that browser is missing. Screenshots go to test-artifacts/ (or $NEUROALIGN_SCREENSHOT_DIR).
 With NEUROALIGN_BROWSER_DEMO=1 it instead starts on an empty data root, lets the app create the
-simulated demo subjects (or uses $NEUROALIGN_DATA_DIR / _RUNS_DIR / _CACHE_DIR when set) and trains
+simulated demo subjects (or uses the data/, runs/ and cache/ folders under $NEUROALIGN_DEMO_ROOT when
+set: the test suite points $NEUROALIGN_DATA_DIR & co. at temporary folders for every test) and trains
 one of them with the 'recommended' preset for $NEUROALIGN_DEMO_BUDGET_S seconds (default 600): that
-run makes the README screenshots
-(`NEUROALIGN_BROWSER_DEMO=1 NEUROALIGN_SCREENSHOT_DIR=assets python -m pytest tests/test_browser.py`).
+run makes the README screenshots (`NEUROALIGN_BROWSER_DEMO=1 NEUROALIGN_DEMO_ROOT=/tmp/neuroalign-demo
+NEUROALIGN_SCREENSHOT_DIR=assets python -m pytest tests/test_browser.py`).
 """
 
 from __future__ import annotations
@@ -34,9 +35,10 @@ def test_dashboard_end_to_end(tmp_path):
     demo = os.environ.get("NEUROALIGN_BROWSER_DEMO") == "1"
     out_dir = Path(os.environ.get("NEUROALIGN_SCREENSHOT_DIR") or bf.ROOT / "test-artifacts")
     dirs = {k: tmp_path / k for k in ("data", "runs", "cache")}
-    if demo:  # README screenshots may reuse a demo data root and its feature cache
-        for key in dirs:
-            dirs[key] = Path(os.environ.get(f"NEUROALIGN_{key.upper()}_DIR") or dirs[key])
+    if demo and os.environ.get("NEUROALIGN_DEMO_ROOT"):  # README screenshots: a demo root and its feature cache
+        dirs = {k: Path(os.environ["NEUROALIGN_DEMO_ROOT"]) / k for k in dirs}
+        for path in dirs.values():
+            path.mkdir(parents=True, exist_ok=True)
     env = {"NEUROALIGN_DATA_DIR": str(dirs["data"]), "NEUROALIGN_RUNS_DIR": str(dirs["runs"]),
            "NEUROALIGN_CACHE_DIR": str(dirs["cache"]), "OMP_NUM_THREADS": "2"}
     if demo:
@@ -105,6 +107,8 @@ def test_dashboard_end_to_end(tmp_path):
             page.get_by_role("heading", name="neurons with the largest").wait_for(timeout=120_000)
             page.locator(".js-plotly-plot").first.wait_for()
             _no_app_exceptions(page)
+            page.get_by_text("Measure", exact=True).first.evaluate("e => e.scrollIntoView({block: 'start'})")
+            page.wait_for_timeout(500)  # the verdicts and the first row of charts in view
             bf.shot(page, out_dir, "neurons")
 
             bf.goto_page(page, "runs")
