@@ -3,22 +3,15 @@ best run's test top-1 both ways, each with the gap to the best linear readout of
 
 from __future__ import annotations
 
-import math
 from typing import Any, Mapping
 
 import pandas as pd
 import streamlit as st
 
+from neuroalign.ui.results_view import _num
+
 DIRECTIONS = (("image_to_neural", "top1 img→neu", "best linear img→neu", "image → neural"),
               ("neural_to_image", "top1 neu→img", "best linear neu→img", "neural → image"))
-
-
-def _num(v: Any) -> float | None:
-    try:
-        v = float(v)
-    except (TypeError, ValueError):
-        return None
-    return v if math.isfinite(v) else None
 
 
 def card_metrics(row: Mapping[str, Any]) -> list[dict[str, Any]]:
