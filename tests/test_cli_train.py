@@ -93,7 +93,13 @@ def test_cli_train_writes_every_artifact(tiny_subject_root, tmp_path, capsys):
     (run_dir / "results.json").unlink()
     assert main(["evaluate", str(run_dir)]) == 0
     again = json.loads((run_dir / "results.json").read_text())
-    assert again["test"]["image_to_neural"] == pytest.approx(test["image_to_neural"])
+    # every number of both directions, flattened (pytest.approx refuses nested dicts such as top1_ci)
+    for direction in ("image_to_neural", "neural_to_image"):
+        got, want = again["test"][direction], test[direction]
+        assert set(got) == set(want)
+        for key, value in want.items():
+            np.testing.assert_allclose(np.asarray(got[key], dtype=float), np.asarray(value, dtype=float),
+                                       rtol=1e-6, err_msg=f"{direction}.{key}")
     capsys.readouterr()
     assert main(["runs", "--runs-dir", str(runs_root), "--json"]) == 0
     listed = json.loads(capsys.readouterr().out)
