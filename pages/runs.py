@@ -103,7 +103,8 @@ with st.container(horizontal=True):
                        icon=":material/download:")
 
 with st.expander("Delete this run"):
-    sure = st.checkbox(f"Yes, delete {run_dir.name} and all its files", key=keys.RUNS_DELETE_CONFIRM)
+    sure = st.checkbox(f"Yes, delete {run_dir.name} and all its files",
+                       key=keys.delete_confirm(keys.RUNS_DELETE_CONFIRM, run_dir.name))  # never carried over
     if st.button("Delete run", key=keys.RUNS_DELETE, disabled=not sure, type="primary"):
         from neuroalign.training.runs import delete_run
 
@@ -114,6 +115,5 @@ with st.expander("Delete this run"):
         else:
             loaders.invalidate_runs()
             st.session_state.pop(keys.SELECTED_RUN, None)
-            st.session_state.pop(keys.RUNS_DELETE_CONFIRM, None)
             st.toast(f"Deleted {run_dir.name}")
             st.rerun()

@@ -132,7 +132,8 @@ with remove:
         st.caption(f"{victim} has {n_runs} run{'' if n_runs == 1 else 's'} in the runs folder. "
                    + ("They are kept (Runs page), but Retrieval and Feature maps can no longer show their stimuli."
                       if n_runs else "Only its data files are removed."))
-        sure = st.checkbox(f"Yes, delete {victim} and its data files", key=keys.DELETE_CONFIRM)
+        sure = st.checkbox(f"Yes, delete {victim} and its data files",
+                           key=keys.delete_confirm(keys.DELETE_CONFIRM, victim))  # never carried over
         if st.button("Delete subject", key=keys.DELETE_BUTTON, disabled=not sure):
             try:
                 store.delete(victim)
@@ -141,6 +142,5 @@ with remove:
             else:
                 if st.session_state.get(keys.SELECTED_SUBJECT) == victim:
                     st.session_state.pop(keys.SELECTED_SUBJECT)
-                st.session_state.pop(keys.DELETE_CONFIRM, None)
                 st.toast(f"Deleted {victim}")
                 st.rerun()

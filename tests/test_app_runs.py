@@ -52,11 +52,34 @@ def test_select_run_downloads_and_delete(app_populated):
     assert not buttons["runs.download.results.json"].proto.disabled
     assert not buttons["runs.download.csv"].proto.disabled
     assert at.button(key=keys.RUNS_DELETE).disabled
-    at.checkbox(key=keys.RUNS_DELETE_CONFIRM).check().run()
+    at.checkbox(key=keys.delete_confirm(keys.RUNS_DELETE_CONFIRM, app_populated["run"].name)).check().run()
     at.button(key=keys.RUNS_DELETE).click().run()
     s.no_exceptions(at)
     assert not app_populated["run"].exists() and failed.exists()
     assert app_populated["run"].name not in at.dataframe[0].value["run"].tolist()
+
+
+def test_delete_confirmation_does_not_carry_over_to_the_next_run(app_populated):
+    """Issue 23 item 3: after deleting one run the box for the run shown next is unticked."""
+    first = app_populated["run"]
+    second = s.write_finished_run(app_populated["runs"], "m1", app_populated["subject_dir"], seed=4)
+    at = s.app_at(PAGE)
+    at.selectbox(key=keys.RUNS_ONE).set_value(str(first)).run()
+    (box,) = at.checkbox
+    assert box.label.startswith(f"Yes, delete {first.name}")
+    box.check().run()
+    assert not at.button(key=keys.RUNS_DELETE).disabled
+    at.button(key=keys.RUNS_DELETE).click().run()
+    s.no_exceptions(at)
+    assert not first.exists() and second.exists()
+    (box,) = at.checkbox
+    assert box.label.startswith(f"Yes, delete {second.name}")
+    # keyed by the run: the browser keeps a widget's value per key, so a shared key stays ticked
+    assert box.value is False and box.key != keys.delete_confirm(keys.RUNS_DELETE_CONFIRM, first.name)
+    assert at.button(key=keys.RUNS_DELETE).disabled
+    at.run()  # what the browser sends back for the new box is its own (unticked) state
+    assert at.checkbox[0].value is False and at.button(key=keys.RUNS_DELETE).disabled
+    assert second.exists()
 
 
 def test_run_listing_is_synced_once_per_ttl_and_again_when_runs_change(app_populated, monkeypatch):

@@ -184,11 +184,29 @@ def test_delete_needs_confirmation(app_populated):
     s.write_finished_run(app_populated["runs"], "m1", app_populated["subject_dir"], seed=3)
     at.run()
     assert any(c.value.startswith("m1 has 2 runs") for c in at.caption)
-    at.checkbox(key=keys.DELETE_CONFIRM).check().run()
+    at.checkbox(key=keys.delete_confirm(keys.DELETE_CONFIRM, "m1")).check().run()
     at.button(key=keys.DELETE_BUTTON).click().run()
     s.no_exceptions(at)
     assert not (app_populated["data"] / "m1").exists()
     assert any("No subjects" in i.value for i in at.info)
+
+
+def test_delete_confirmation_does_not_carry_over_to_the_next_subject(app_populated):
+    """Issue 23 item 3: after deleting one subject the box for the one shown next is unticked."""
+    s.write_subject(app_populated["data"], "m2")
+    at = s.app_at(PAGE)
+    at.selectbox(key=keys.DELETE_PICK).set_value("m1").run()
+    at.checkbox(key=keys.delete_confirm(keys.DELETE_CONFIRM, "m1")).check().run()
+    at.button(key=keys.DELETE_BUTTON).click().run()
+    s.no_exceptions(at)
+    assert not (app_populated["data"] / "m1").exists()
+    (box,) = at.checkbox
+    assert box.label.startswith("Yes, delete m2") and box.value is False
+    # keyed by the subject: the browser keeps a widget's value per key, so a shared key stays ticked
+    assert box.key == keys.delete_confirm(keys.DELETE_CONFIRM, "m2") != keys.delete_confirm(keys.DELETE_CONFIRM, "m1")
+    assert at.button(key=keys.DELETE_BUTTON).disabled
+    at.run()
+    assert at.checkbox[0].value is False and (app_populated["data"] / "m2").exists()
 
 
 class _File(io.BytesIO):

@@ -69,3 +69,9 @@ RUNS_DELETE_CONFIRM = "runs.delete_confirm"
 RUNS_DELETE = "runs.delete"
 RUNS_SMOOTHING = "runs.smoothing"
 RUNS_LOG_Y = "runs.log_y"
+
+
+def delete_confirm(prefix: str, item: str) -> str:
+    """Key of a delete confirmation for one item (`DELETE_CONFIRM` / `RUNS_DELETE_CONFIRM` + name): a
+    tick given for one subject or run never carries over to the next one the page shows."""
+    return f"{prefix}.{item}"
