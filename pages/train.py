@@ -69,7 +69,9 @@ with st.expander("New training", expanded=not jobs_view.snapshots(), icon=":mate
     if keys.TRAIN_SUBJECTS not in st.session_state:
         st.session_state[keys.TRAIN_SUBJECTS] = train_form.default_subjects(
             usable, st.session_state.get(keys.SELECTED_SUBJECT), subjects, _newest_run_subject())
-    top[0].multiselect("Subjects", usable, key=keys.TRAIN_SUBJECTS,
+    # Enter picks the first match only (no "Select N matches" row) and a typed name matches names that
+    # contain it ("mouse7" does not pick "mouse8_v73" as a fuzzy subsequence would).
+    top[0].multiselect("Subjects", usable, key=keys.TRAIN_SUBJECTS, select_all=False, filter_mode="contains",
                        help="One run per subject; runs of different subjects queue one after another. "
                             "Defaults to the subject you used last (or a demo subject on a fresh install).")
     top[1].selectbox("Preset", cfgmod.PRESETS, index=cfgmod.PRESETS.index("recommended"), key=keys.TRAIN_PRESET,
@@ -80,7 +82,8 @@ with st.expander("New training", expanded=not jobs_view.snapshots(), icon=":mate
     block, head = train_form.draw_selectors(st.session_state[keys.TRAIN_PRESET])
     with st.form(keys.TRAIN_FORM, border=False):
         train_form.draw_sections(block, head)
-        st.form_submit_button("Start training", type="primary", key=keys.TRAIN_SUBMIT, on_click=_launch)
+        st.form_submit_button(train_form.start_label(st.session_state.get(keys.TRAIN_SUBJECTS) or []),
+                              type="primary", key=keys.TRAIN_SUBMIT, on_click=_launch)
 
 # ---- live view ---------------------------------------------------------------------------------
 running_now = bool(jobs_view.active(jobs_view.snapshots()))

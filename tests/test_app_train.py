@@ -329,6 +329,24 @@ def test_launch_form_comes_before_the_jobs_and_wraps(app_populated, monkeypatch)
     assert len(headers) == len(train_form.SECTIONS)
 
 
+def test_start_button_counts_the_runs_and_enter_picks_one_subject(app_populated):
+    """Issue 23 item 4: the button says how many runs one click starts; typing a name and pressing
+    Enter does not select every fuzzy match (no bulk "Select N matches" row, substring matching)."""
+    for name in ("m2", "m3"):
+        s.write_subject(app_populated["data"], name)
+    at = s.app_at(PAGE)
+    assert at.button(key=keys.TRAIN_SUBMIT).label == "Start 1 run: m1"
+    at.multiselect(key=keys.TRAIN_SUBJECTS).set_value(["m1", "m2", "m3"]).run()
+    assert at.button(key=keys.TRAIN_SUBMIT).label == "Start 3 runs: m1, m2, m3"
+    at.multiselect(key=keys.TRAIN_SUBJECTS).set_value([]).run()
+    assert at.button(key=keys.TRAIN_SUBMIT).label == "Start training"
+    box = at.multiselect(key=keys.TRAIN_SUBJECTS).proto
+    assert box.HasField("select_all") and box.select_all == 0  # the browser shows no bulk-select row
+    assert box.DESCRIPTOR.fields_by_name["filter_mode"].enum_type.values_by_number[box.filter_mode].name \
+        == "FILTER_MODE_CONTAINS"
+    assert train_form.start_label(["a", "b", "c", "d", "e"]) == "Start 5 runs: a, b, c + 2 more"
+
+
 def test_default_subject_is_the_last_used(app_populated):
     """Issue 12 item 14: not the alphabetically first subject, but the one used last (or a demo one)."""
     s.write_subject(app_populated["data"], "aaa")  # alphabetically first, never used

@@ -74,6 +74,15 @@ def default_subjects(usable: list[str], last_opened: str | None, infos: list[Any
     return demo[:1] or usable[:1]
 
 
+def start_label(chosen: list[str], shown: int = 3) -> str:
+    """The launch button's label, counting the runs one click starts: 'Start 1 run: m1',
+    'Start 3 runs: m1, m2, m3', 'Start 5 runs: m1, m2, m3 + 2 more'; 'Start training' with none."""
+    if not chosen:
+        return "Start training"
+    names = ", ".join(chosen[:shown]) + (f" + {len(chosen) - shown} more" if len(chosen) > shown else "")
+    return f"Start {len(chosen)} run{'' if len(chosen) == 1 else 's'}: {names}"
+
+
 def _to_widget(field: ConfigField, value: Any) -> Any:
     if field.zero and value is None:
         value = 0
