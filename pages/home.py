@@ -2,7 +2,7 @@
 
 import streamlit as st
 
-from neuroalign.ui import guards, home_view, jobs_view, loaders, nav, tables
+from neuroalign.ui import guards, home_view, jobs_view, loaders, nav, shell, tables
 from neuroalign.ui.entry import page_entry
 
 page_entry()
@@ -49,6 +49,9 @@ st.subheader("Subjects")
 if subjects:
     st.dataframe(tables.subjects_frame(subjects)[["subject", "images", "neurons", "repeats", "simulated"]],
                  hide_index=True, column_config=tables.SUBJECT_COLUMNS, key="home.subjects")
+elif shell.demo_in_progress():
+    st.info("The simulated demo subjects are being created (progress above); they appear here when ready.",
+            icon=":material/hourglass_top:")
 else:
     st.info("No subjects yet.")
 st.page_link(nav.SUBJECTS.path, label="Browse or import subjects", icon=nav.SUBJECTS.icon)

@@ -4,7 +4,7 @@ import numpy as np
 import streamlit as st
 
 from neuroalign import plots
-from neuroalign.ui import keys, loaders, tables, upload
+from neuroalign.ui import keys, loaders, shell, tables, upload
 from neuroalign.ui.entry import page_entry
 
 page_entry()
@@ -21,7 +21,10 @@ browse, add, remove = st.tabs(["Browse", "Import a subject", "Delete"])
 
 # --------------------------------------------------------------------------------------------
 with browse:
-    if not subjects:
+    if not subjects and shell.demo_in_progress():
+        st.info("The simulated demo subjects are being created (progress above); they appear here when ready.",
+                icon=":material/hourglass_top:")
+    elif not subjects:
         st.info("No subjects in the data folder yet. Import one in the next tab, or run "
                 "`python -m neuroalign demo-data` to create the simulated demo subjects.")
     else:

@@ -64,6 +64,17 @@ def test_best_result_has_the_best_linear_readout(app_populated):
     assert any("best linear: ridge backbone" in c.value for c in at.caption)
 
 
+def _demo_done(root, timeout=30):
+    """Wait for the server's demo job of `root` to end; its status."""
+    from neuroalign.data import demo_job
+
+    job = demo_job.current(root)
+    assert job is not None, "no demo job was started"
+    status = job.wait(timeout)
+    assert not status.running
+    return status
+
+
 def test_first_start_creates_demo_with_status(app_env, monkeypatch):
     calls = []
 
@@ -76,11 +87,62 @@ def test_first_start_creates_demo_with_status(app_env, monkeypatch):
     monkeypatch.delenv("NEUROALIGN_NO_DEMO")
     at = s.app_at()
     s.no_exceptions(at)
+    assert _demo_done(app_env["data"]).names == ("demo-A",)
+    at.run()
     assert calls == [app_env["data"]]
     assert any("Demo subjects ready: demo-A" in label for label in s.status_labels(at))
     assert at.dataframe[0].value["subject"].tolist() == ["demo-A"]  # no run yet: the subjects table
-    at.run()  # once per process and root: a rerun does not try again
-    assert len(calls) == 1
+    at.run()  # once per process and root: a rerun does not try again, and says "ready" only once
+    assert len(calls) == 1 and not s.status_labels(at)
+
+
+def _labels_anywhere(at) -> list[str]:
+    """Labels of every st.status box in the main area, inside fragments and containers too."""
+    out, todo = [], list(at.main.children.values())
+    while todo:
+        node = todo.pop(0)
+        if getattr(node, "type", "") == "status":
+            out.append(node.proto.label)
+        todo.extend(getattr(node, "children", {}).values())
+    return out
+
+
+def test_demo_in_progress_is_shown_in_every_session(app_env, monkeypatch):
+    """Issue 23 item 5: the demo is written by a job the server owns; a second browser session opened
+    while it runs (a reload, another tab, a page opened by URL) shows it in progress, not "no
+    subjects", and both end with the demo subjects."""
+    import threading
+
+    release, calls = threading.Event(), []
+
+    def slow_demo(self, size="default", seed=0):
+        calls.append(self.root)
+        assert release.wait(30)
+        s.write_subject(self.root, "demo-C")
+        return ["demo-C"]
+
+    monkeypatch.setattr(SubjectStore, "ensure_demo", slow_demo)
+    monkeypatch.delenv("NEUROALIGN_NO_DEMO")
+    try:
+        first = s.app_at()
+        second = s.app_at("pages/train.py")  # another session, deep link to a page that needs subjects
+        for at in (first, second):
+            s.no_exceptions(at)
+            assert any(label.startswith("First start: creating the simulated demo subjects")
+                       for label in _labels_anywhere(at))
+        assert not any("No subjects yet" in i.value for i in second.info)
+        assert any("being created" in i.value for i in second.info)
+        assert any("being created" in i.value for i in first.info)  # Home's subjects section
+    finally:
+        release.set()
+    _demo_done(app_env["data"])
+    assert calls == [app_env["data"]]  # one job for both sessions
+    for at in (first, second):
+        at.run()
+        s.no_exceptions(at)
+        assert any("Demo subjects ready: demo-C" in label for label in s.status_labels(at))
+    assert first.dataframe[0].value["subject"].tolist() == ["demo-C"]
+    assert second.multiselect(key="train.subjects").value == ["demo-C"]
 
 
 def test_navigation_is_built_before_the_demo_is_created(app_env, monkeypatch):
@@ -105,7 +167,9 @@ def test_navigation_is_built_before_the_demo_is_created(app_env, monkeypatch):
     monkeypatch.delenv("NEUROALIGN_NO_DEMO")
     at = s.app_at()
     s.no_exceptions(at)
+    _demo_done(app_env["data"])
     assert calls.index("navigation") < calls.index("demo")
+    at.run()
     assert any("Demo subjects ready: demo-B" in label for label in s.status_labels(at))
     assert at.title[0].value == "neuroalign"
 
@@ -119,8 +183,12 @@ def test_demo_failure_keeps_app_up(app_env, monkeypatch):
     (app_env["data"]).rmdir()  # also: the data root does not exist yet
     at = s.app_at()
     s.no_exceptions(at)
+    assert _demo_done(app_env["data"]).error == "disk full"
+    at.run()
     assert any("Could not create the demo subjects: disk full" in label for label in s.status_labels(at))
     assert at.title[0].value == "neuroalign"
+    other = s.app_at("pages/runs.py")  # every session and page says so while there are no subjects
+    assert any("Could not create the demo subjects: disk full" in label for label in s.status_labels(other))
 
 
 def test_streamlit_config_keeps_data_out_of_the_file_watcher():

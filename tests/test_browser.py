@@ -55,6 +55,9 @@ def test_dashboard_end_to_end(tmp_path):
             page.on("pageerror", lambda exc: page_errors.append(str(exc)))
             page.goto(base)
             page.get_by_role("heading", name="neuroalign", exact=True).wait_for(timeout=600_000 if demo else 60_000)
+            # the demo subjects are written by a server job; the page shows its progress, then redraws itself
+            page.wait_for_function("() => !document.body.innerText.includes('creating the simulated demo subjects')",
+                                   timeout=600_000)
             bf.wait_idle(page, 600_000 if demo else 30_000)
             _no_app_exceptions(page)
             bf.shot(page, out_dir, "home")

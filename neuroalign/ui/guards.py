@@ -17,6 +17,12 @@ def require_subjects() -> list:
         st.error(f"Cannot read the data folder: {exc}")
         st.stop()
     if not subjects:
+        from neuroalign.ui.shell import demo_in_progress
+
+        if demo_in_progress():
+            st.info("The simulated demo subjects are being created (progress above); this page fills in when "
+                    "they are ready.", icon=":material/hourglass_top:")
+            st.stop()
         st.info("No subjects yet. Import your recordings (or create the demo subjects) first.")
         st.page_link(nav.SUBJECTS.path, label="Go to Subjects", icon=nav.SUBJECTS.icon)
         st.stop()

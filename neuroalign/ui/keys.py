@@ -12,6 +12,8 @@ NO_DEMO_ENV = "NEUROALIGN_NO_DEMO"
 SELECTED_SUBJECT = "selected_subject"  # name of the subject last opened on the Subjects page
 SELECTED_RUN = "selected_run"  # run dir (str) shared by Retrieval / Feature maps / Runs
 APP_ENTERED = "_app_entered"  # set by app.py for each run it drives (see ui.entry)
+DEMO_SEEN = "_demo_seen"  # this session saw the first-start demo job running (show its result once)
+DEMO_ANNOUNCED = "_demo_announced"  # data roots whose demo result this session was shown
 
 # --- Subjects page ----------------------------------------------------------------------------
 SUBJECT_PICK = "subjects.pick"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import time
 
 import streamlit as st
 
@@ -20,39 +21,85 @@ def configure_page() -> None:
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
 
-@st.cache_resource(show_spinner=False)
-def _demo_attempted(root: str) -> dict:
-    """Process-wide marker: the demo is created at most once per data root and server process."""
-    return {"done": False}
+DEMO_ANNOUNCE_S = 120.0  # after the demo job ended, sessions that did not see it yet get its result this long
+
+
+def demo_status():
+    """The first-start demo job's status (`neuroalign.data.demo_job.DemoStatus`) when one was started in
+    this server process for the data root in use, else None."""
+    from neuroalign.data import demo_job
+
+    job = demo_job.current(paths.data_dir())
+    return None if job is None else job.snapshot()
+
+
+def demo_in_progress() -> bool:
+    """The demo subjects are being written right now (pages say so instead of "no subjects")."""
+    status = demo_status()
+    return status is not None and status.running
+
+
+def _demo_label(status) -> str:
+    done = f"{len(status.written)} of {status.total} written" if status.written else "simulating stimuli"
+    return f"First start: creating the simulated demo subjects… ({done}, {int(status.elapsed_s)} s)"
 
 
 def ensure_demo() -> None:
-    """On first start with an empty data root, create the simulated demo subjects with a visible status.
+    """On first start with an empty data root, create the simulated demo subjects in a background job
+    owned by the server process (`neuroalign.data.demo_job`), and show its progress on every page and
+    in every browser session until it ends (then its result once per session, or its error while the
+    data root is still empty).
 
     Skipped when $NEUROALIGN_NO_DEMO is set (tests, CI). Attempted once per data root and process,
     so deleting every subject later does not bring the demo back. Failures are shown, never raised.
     """
-    root = paths.data_dir()
     if os.environ.get(keys.NO_DEMO_ENV, "") not in ("", "0"):
         return
-    marker = _demo_attempted(str(root))
-    if marker["done"]:
-        return
-    marker["done"] = True
-    if root.is_dir() and any(root.iterdir()):
-        return
-    with st.status("First start: creating the simulated demo subjects…", expanded=True) as status:
-        st.write(f"Writing to `{root}` (once; takes a minute).")
-        try:
-            from neuroalign.data.store import SubjectStore
+    from neuroalign.data import demo_job
 
-            names = SubjectStore(root).ensure_demo()
-        except Exception as exc:  # noqa: BLE001 - the app must stay up; the CLI can retry
-            logger.exception("demo creation failed")
-            status.update(label=f"Could not create the demo subjects: {exc}", state="error")
-            return
-        status.update(label=f"Demo subjects ready: {', '.join(names) or 'none needed'}", state="complete",
-                      expanded=False)
+    root = paths.data_dir()
+    job = demo_job.start_once(root)
+    if job is None:
+        return
+    status = job.snapshot()
+    announced = st.session_state.setdefault(keys.DEMO_ANNOUNCED, set())
+    if status.running:
+        st.session_state[keys.DEMO_SEEN] = True
+        _demo_progress(job)
+    elif status.state == demo_job.FAILED:
+        if _root_empty(root):
+            with st.status(f"Could not create the demo subjects: {status.error}", state="error", expanded=True):
+                st.write("Import your recordings on the Subjects page, or create the demo subjects from a "
+                         "terminal with `python -m neuroalign demo-data` (then reload).")
+    elif str(status.root) not in announced and (st.session_state.pop(keys.DEMO_SEEN, False)
+                                                or time.time() - (job.ended or 0) < DEMO_ANNOUNCE_S):
+        announced.add(str(status.root))
+        st.status(f"Demo subjects ready: {', '.join(status.names) or 'none needed'}", state="complete",
+                  expanded=False)
+
+
+def _root_empty(root) -> bool:
+    from neuroalign.data.store import SubjectStore
+
+    try:
+        return SubjectStore(root).is_empty()
+    except ValueError:
+        return True
+
+
+def _demo_progress(job) -> None:
+    """The running demo job's status box, refreshed every 1.5 s; the whole page reruns when it ends."""
+
+    @st.fragment(run_every=1.5)
+    def demo_box() -> None:
+        status = job.snapshot()
+        if not status.running:
+            st.rerun()  # the subjects are there (or the error is): draw the page again with them
+        with st.status(_demo_label(status), state="running", expanded=True):
+            st.write(f"Writing to `{status.root}` (once; about a minute, longer on a busy machine). Every page "
+                     "and every browser tab shows this until they are ready, then fills in by itself.")
+
+    demo_box()
 
 
 def pages() -> tuple[nav.PageSpec, ...]:
