@@ -98,6 +98,33 @@ def _v73_external(how: str) -> Callable[[Path], Path]:
     return make
 
 
+#: declared bytes of the HDF5 size-check bypass files: above the worker's 300 MB limit
+BYPASS_BYTES = 360_000_000
+
+
+def _h5_no_data(dtype: str, *, matlab_header: bool = False, filter_id: int | None = None) -> Callable[[Path], Path]:
+    """Responses declaring BYPASS_BYTES of `dtype` with no data stored (no `MATLAB_class` attribute):
+    plain HDF5, or v7.3 (a MATLAB header in the user block), optionally chunked through filter `filter_id`."""
+    def make(d: Path) -> Path:
+        p = d / "bypass.mat"
+        itemsize = np.dtype(dtype).itemsize
+        shape = (N, BYPASS_BYTES // itemsize // N)
+        with h5py.File(p, "w", userblock_size=512 if matlab_header else 0) as f:
+            if filter_id is None:
+                f.create_dataset("responses", shape=shape, dtype=dtype)
+            else:
+                dcpl = h5py.h5p.create(h5py.h5p.DATASET_CREATE)
+                dcpl.set_chunk((N, 100_000))
+                dcpl.set_filter(filter_id, h5py.h5z.FLAG_OPTIONAL, ())
+                h5py.h5d.create(f.id, b"responses", h5py.h5t.py_create(np.dtype(dtype)),
+                                h5py.h5s.create_simple(shape), dcpl=dcpl)
+        if matlab_header:
+            with open(p, "r+b") as fh:
+                fh.write(b"MATLAB 7.3 MAT-file, Platform: GLNXA64".ljust(116))
+        return p
+    return make
+
+
 def _link_to(target: str) -> Callable[[Path], Path]:
     def make(d: Path) -> Path:
         (d / "link.mat").symlink_to(target)
@@ -188,6 +215,16 @@ CORPUS: dict[str, tuple[Builder, str]] = {
     "istim out of range": (_istim(np.arange(N + 1, 2 * N + 1)), f"istim ids are all above the {N} images"),
     "istim negative": (_istim(-np.arange(1, N + 1)), "istim must hold 1-based integer image ids"),
     "istim not integer": (_istim(np.arange(1, N + 1) + 0.5), "istim must hold 1-based integer image ids"),
+    # the HDF5 size check for every dtype and filter: no stored data, no MATLAB_class (issue 20 item 1)
+    "hdf5 big-endian >f4, no data": (_bad_responses(_h5_no_data(">f4")), "the file holds only 0 bytes"),
+    "v7.3 big-endian >f8, no data": (_bad_responses(_h5_no_data(">f8", matlab_header=True)),
+                                     "the file holds only 0 bytes"),
+    "hdf5 float16, no data": (_bad_responses(_h5_no_data("<f2")), "the file holds only 0 bytes"),
+    "hdf5 long double, no data": (_bad_responses(_h5_no_data(np.dtype(np.longdouble).str)),
+                                  "the file holds only 0 bytes"),
+    "hdf5 n-bit filter, no data": (_bad_responses(_h5_no_data(">f4", filter_id=5)), "(nbit: at most 0 elements)"),
+    "hdf5 unknown optional filter": (_bad_responses(_h5_no_data("<f4", filter_id=305)),
+                                     "HDF5 filter 305, which this installation cannot decode"),
     "hdf5 external link": (_bad_responses(_v73_external("link")), "other files"),
     "hdf5 external storage": (_bad_responses(_v73_external("storage")), "other files"),
 }

@@ -126,15 +126,23 @@ def preview_arrays(subject: Any) -> dict[str, Any]:
 
 
 def _declared(images: Path, responses: Path) -> list[tuple[tuple[int, ...], str]]:
-    """Declared (shape, dtype) of every variable the load will read, after the header checks passed."""
-    from neuroalign.data.matio import peek_mat
+    """Declared (shape, dtype) of every variable the load will read, each first proven by the file.
+
+    Every variable counted here has passed `check_declared_size` (the file holds that many elements,
+    within the import cap): a declared size never raises the memory budget on its own.
+    """
+    from neuroalign.data.matio import check_declared_size, peek_mat
     from neuroalign.data.subject import IMAGE_VARIABLES, OPTIONAL_RESPONSE_VARIABLES, RESPONSE_VARIABLE
 
     img = peek_mat(images)
-    out = [img.variables[v] for v in IMAGE_VARIABLES if v in img.variables][:1]
+    out = []
+    for v in [v for v in IMAGE_VARIABLES if v in img.variables][:1]:
+        check_declared_size(images, img, v)
+        out.append(img.variables[v])
     resp = peek_mat(responses)
     for v in (RESPONSE_VARIABLE,) + OPTIONAL_RESPONSE_VARIABLES:
         if v in resp.variables:
+            check_declared_size(responses, resp, v)
             out.append(resp.variables[v])
     if not any(v in resp.variables for v in (RESPONSE_VARIABLE, "responses_repeats")):
         size = responses.stat().st_size  # a struct (Stringer et al.): bounded by the file it is read from

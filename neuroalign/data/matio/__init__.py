@@ -34,9 +34,9 @@ from typing import Sequence
 
 import numpy as np
 
-from neuroalign.data.matio.common import (DTYPE_TO_CLASS, MAX_BYTES_ENV, MAX_DEFLATE_RATIO, MAX_VARIABLE_BYTES,
-                                          V5_MAX_VARIABLE_BYTES, MatInfo, bytes_of, check_file, fail, human,
-                                          max_variable_bytes)
+from neuroalign.data.matio.common import (MAX_BYTES_ENV, MAX_DEFLATE_RATIO, MAX_VARIABLE_BYTES,
+                                          OUTSIDE, V5_MAX_VARIABLE_BYTES, MatInfo, bytes_of, check_file, fail,
+                                          human, max_variable_bytes)
 from neuroalign.data.matio.hdf5 import peek_h5, read_h5, read_h5_struct_fields
 from neuroalign.data.matio.sniff import detect_format
 from neuroalign.data.matio.v5 import peek_v5, read_v5, read_v5_struct_fields
@@ -65,33 +65,49 @@ def check_declared_size(path: Path, info: MatInfo, name: str, max_bytes: int | N
     """Refuse from the headers, before reading: negative dims, over the size cap, or more than the file holds.
 
     The cap is `max_bytes`, else $NEUROALIGN_MAX_IMPORT_BYTES, else `MAX_VARIABLE_BYTES` (8 GiB).
-    Compressed v5 variables declaring a suspicious ratio get their inflated size counted
-    (streaming, constant memory) instead of trusting the header.
+    Every variable with stored data is bounded by it, whatever its dtype or class: HDF5 datasets by
+    the elements their stored bytes can decode to (`MatInfo.holds`: the datatype's size in the file,
+    each filter's maximal expansion; unknown filters count as uncompressed storage, filters that
+    cannot be decoded and data in other files are refused); v4/v5 variables by one byte per element,
+    within zlib's maximal ratio when compressed, and compressed v5 variables declaring a suspicious
+    ratio get their inflated size counted (streaming, constant memory) instead of trusting the header.
     """
     label = label or f"variable {name!r}"
     max_bytes = max_variable_bytes(max_bytes)
     shape, dtype = info.variables[name]
+    if name in info.refused:
+        raise fail(path, f"{label} {info.refused[name]}")
+    if dtype == OUTSIDE:
+        raise fail(path, f"{label} is an HDF5 external link, external or virtual dataset (its data is in other "
+                   "files); expected the data inside this file")
     if any(int(s) < 0 for s in shape):
         raise fail(path, f"{label} declares negative dimensions {shape}; the file is corrupt")
     size = bytes_of(shape, dtype)
     if size > max_bytes:
         raise fail(path, f"{label} declares shape {shape} {dtype} = {human(size)}, above the {human(max_bytes)} "
                          f"import size limit (set {MAX_BYTES_ENV} to a larger byte count to allow it)")
-    if dtype not in DTYPE_TO_CLASS or name not in info.stored:
-        return  # non-numeric (refused with its own message when read) or unknown storage
+    if name not in info.stored:
+        return  # a struct/cell (HDF5 group): its fields are checked one by one when read
     stored, compression, offset = info.stored[name]
-    if info.format in ("v4", "v5"):
-        # MATLAB may store a class's data in a smaller type (e.g. a double array of small integers
-        # as uint8, and v4 headers do not tell the type): bound by one byte per element
-        size = int(math.prod(int(s) for s in shape))
+    elements = int(math.prod(int(s) for s in shape))
+    if name in info.holds:  # HDF5
+        if elements > info.holds[name]:
+            how = "uncompressed" if compression == "none" else compression
+            raise fail(path, f"{label} declares shape {shape} {dtype} ({human(size)}) but the file holds only "
+                       f"{human(stored)} for it ({how}: at most {info.holds[name]:,} elements); the file is "
+                       "truncated or corrupt, or the data was never written")
+        return
+    if dtype == "sparse":
+        return  # v5 sparse: the header shape is the dense one; refused as sparse when read
+    # v4/v5: MATLAB may store a class's data in a smaller type (e.g. a double array of small integers
+    # as uint8, and v4 headers do not tell the type): bound by one byte per element
+    size = elements
     if compression == "none":
         bound = stored
-    elif compression in ("zlib", "gzip"):
+    else:  # v5 compresses with zlib only ("other": an element list that could not be matched)
         bound = stored * MAX_DEFLATE_RATIO
         if compression == "zlib" and offset >= 0 and size > stored * _SUSPICIOUS_RATIO:
             bound = inflated_size(path, offset, stored, size)
-    else:
-        return
     if size > bound:
         raise fail(path, f"{label} declares shape {shape} {dtype} (at least {human(size)}) but the file "
                    f"holds only {human(bound)} for it; the file is truncated or corrupt")

@@ -44,6 +44,12 @@ class MatInfo:
     #: name -> (bytes the file stores for it, compression "none" | "zlib" | "gzip" | "other", offset of
     #: a v5 zlib stream or -1); filled by `peek_mat` (used to refuse impossible declared sizes)
     stored: dict[str, tuple[int, str, int]] = field(default_factory=dict, repr=False)
+    #: HDF5: name -> the most elements the bytes stored for it can decode to (its datatype's size in
+    #: the file and its filters' maximal expansion; `hdf5.h5_stored`)
+    holds: dict[str, int] = field(default_factory=dict, repr=False)
+    #: name -> why its data cannot be read at all (e.g. an HDF5 filter this installation cannot
+    #: decode, a soft link that leads nowhere), refused when that variable is wanted
+    refused: dict[str, str] = field(default_factory=dict, repr=False)
 
     def describe(self, names: Sequence[str] | None = None) -> str:
         """One-line listing such as "images (68, 270, 60) uint8, extra (1, 3) float64"."""

@@ -13,10 +13,12 @@ from typing import Any, Callable, Sequence
 import h5py
 import numpy as np
 
-from neuroalign.data.matio.common import CLASS_TO_DTYPE, OUTSIDE, MatInfo, fail, short
+from neuroalign.data.matio.common import CLASS_TO_DTYPE, MAX_DEFLATE_RATIO, OUTSIDE, MatInfo, fail, short
 
 _HDF5_SKIP = ("#refs#", "#subsystem#")
 _IN_OTHER_FILES = "(its data is in other files); expected the data inside this file"
+#: MatInfo dtype of a soft link that leads nowhere
+_BROKEN_LINK = "broken soft link"
 
 
 def _matlab_class(obj: Any) -> str | None:
@@ -42,53 +44,127 @@ def h5_entry(obj: Any, matlab: bool) -> tuple[tuple[int, ...], str]:
     return shape, "reference" if obj.dtype.kind == "O" else f"non-numeric ({obj.dtype})"
 
 
-def h5_stored(obj: Any) -> tuple[int, str, int]:
-    """(bytes stored, compression "none" | "gzip" | "other", -1) of an HDF5 dataset, from its header."""
-    filters = set(obj._filters) - {"shuffle", "fletcher32", "scaleoffset"}
-    kind = "none" if not filters else ("gzip" if filters <= {"gzip", "lzf", "szip"} else "other")
-    return int(obj.id.get_storage_size()), kind, -1
+#: HDF5 filters this reader decodes, by id: name and at most how many bytes one stored byte decodes to
+#: (None: from the datatype, see `_filter_ratio`). gzip: deflate expands at most ~1032x; lzf: a 3-byte
+#: back reference expands to at most 264 bytes; shuffle and fletcher32 never shrink data.
+_FILTERS: dict[int, tuple[str, float | None]] = {
+    1: ("gzip", MAX_DEFLATE_RATIO), 2: ("shuffle", 1), 3: ("fletcher32", 1), 32000: ("lzf", 90),
+    4: ("szip", None), 5: ("nbit", None), 6: ("scaleoffset", None),
+}
 
 
-def _entries(group: Any, matlab: bool, skip: Sequence[str] = ()) -> tuple[dict, dict]:
-    """MatInfo `variables` and `stored` of the members of an HDF5 group (never following external links)."""
-    variables: dict[str, tuple[tuple[int, ...], str]] = {}
-    stored: dict[str, tuple[int, str, int]] = {}
+def _filter_ratio(code: int, values: tuple, itemsize: int, precision: int) -> float:
+    """At most how many decoded bytes one stored byte of filter `code` gives, for this datatype.
+
+    n-bit stores `precision` bits per element; scale-offset at least one bit per element (HDF5
+    writes a constant chunk with one bit per element too); szip (CCSDS 121) codes at best a run of
+    64 blocks of `pixels_per_block` samples in two bits.
+    """
+    bits = 8 * itemsize
+    if code == 5:
+        return bits / max(1, min(precision, bits))
+    if code == 6:
+        return float(bits)
+    if code == 4:
+        pixels_per_block = int(values[1]) if len(values) > 1 and 0 < int(values[1]) <= 32 else 32
+        return 64 * pixels_per_block * bits / 2
+    ratio = _FILTERS.get(code, ("", 1))[1]
+    return float(ratio if ratio is not None else 1)
+
+
+def h5_stored(obj: Any) -> tuple[tuple[int, str, int], int, str | None]:
+    """What the file holds for an HDF5 dataset, from its headers (nothing is decoded).
+
+    Returns ((bytes stored, filters "none" | e.g. "gzip+shuffle", -1), the most elements those bytes
+    can decode to, a reason the data cannot be read at all or None). Every datatype counts its
+    size in the file (big-endian, float16, long double alike); every filter its maximal expansion
+    (`_FILTERS`); a filter unknown to this reader but available to HDF5 counts as uncompressed
+    storage, one it cannot decode is refused. Unallocated storage holds nothing (a fill value is
+    not data).
+    """
+    stored = int(obj.id.get_storage_size())
+    ftype = obj.id.get_type()
+    itemsize = max(1, int(ftype.get_size()))
+    try:
+        precision = int(ftype.get_precision())
+    except Exception:  # noqa: BLE001 - compound/reference/string types have none
+        precision = 8 * itemsize
+    dcpl = obj.id.get_create_plist()
+    names, ratio, refusal = [], 1.0, None
+    for i in range(dcpl.get_nfilters()):
+        code, _flags, values, raw_name = dcpl.get_filter(i)
+        code = int(code)
+        known = _FILTERS.get(code)
+        label = known[0] if known else f"filter {code}" + (f" ({raw_name.decode('utf-8', 'replace')})"
+                                                            if raw_name else "")
+        names.append(label)
+        if not h5py.h5z.filter_avail(code):
+            refusal = (refusal or f"is compressed with the HDF5 {label}, which this installation cannot decode; "
+                       "expected no compression or gzip, lzf, szip, shuffle, n-bit or scale-offset "
+                       "(re-save it with gzip)")
+        ratio *= _filter_ratio(code, tuple(values), itemsize, precision) if known else 1.0
+    kind = "+".join(n for n in names if n != "fletcher32") or "none"
+    holds = int(stored * ratio) // itemsize
+    return (stored, kind, -1), holds, refusal
+
+
+def _entries(path: Path, fmt: str, group: Any, matlab: bool, skip: Sequence[str] = ()) -> MatInfo:
+    """MatInfo of the members of an HDF5 group (never following external links).
+
+    A soft link that leads nowhere (dangling, or a loop) is listed as such and refused only when
+    it is read: an unrelated broken link does not make the other variables unreadable.
+    """
+    info = MatInfo(str(path), fmt)
     for k in group.keys():
         if k in skip:
             continue
-        if isinstance(group.get(k, getlink=True), h5py.ExternalLink):
-            variables[k] = ((), OUTSIDE)  # never opened: it would read another file
+        link = group.get(k, getlink=True)
+        if isinstance(link, h5py.ExternalLink):
+            info.variables[k] = ((), OUTSIDE)  # never opened: it would read another file
             continue
-        obj = group[k]
-        variables[k] = h5_entry(obj, matlab)
+        try:
+            obj = group[k]
+        except (KeyError, RuntimeError) as exc:
+            if not isinstance(link, h5py.SoftLink):
+                raise
+            info.variables[k] = ((), _BROKEN_LINK)
+            reason = short(exc).strip("'\"")
+            info.refused[k] = (f"is an HDF5 soft link to {link.path!r} that leads nowhere ({reason}); "
+                               "expected a numeric array")
+            continue
+        info.variables[k] = h5_entry(obj, matlab)
         if isinstance(obj, h5py.Dataset) and (obj.external or obj.is_virtual):
-            variables[k] = (variables[k][0], OUTSIDE)  # raw data in other files
+            info.variables[k] = (info.variables[k][0], OUTSIDE)  # raw data in other files
         elif isinstance(obj, h5py.Dataset):
-            stored[k] = h5_stored(obj)
-    return variables, stored
+            info.stored[k], info.holds[k], refusal = h5_stored(obj)
+            if refusal:
+                info.refused[k] = refusal
+    return info
 
 
 def peek_h5(path: Path, fmt: str) -> MatInfo:
     """Variables of an HDF5-based MAT file (shapes in MATLAB order) and the bytes stored for each."""
     try:
         with h5py.File(path, "r") as f:
-            variables, stored = _entries(f, fmt == "v7.3", _HDF5_SKIP)
+            return _entries(path, fmt, f, fmt == "v7.3", _HDF5_SKIP)
     except OSError as exc:
         raise fail(path, f"cannot read the HDF5 (v7.3) structure ({short(exc)}); the file may be truncated") from exc
     except Exception as exc:  # h5py raises KeyError/RuntimeError/... for damaged metadata
         raise fail(path, f"cannot read the HDF5 (v7.3) structure ({type(exc).__name__}: {short(exc)}); "
                    "the file may be corrupt") from exc
-    return MatInfo(str(path), fmt, variables, stored)
 
 
-def _read_dataset(path: Path, group: Any, key: str, label: str, declared: str, matlab: bool) -> np.ndarray:
+def _read_dataset(path: Path, group: Any, key: str, label: str, declared: str, matlab: bool,
+                  refused: str | None = None) -> np.ndarray:
     """Read the numeric dataset `group[key]` (MATLAB order) or refuse it with one line about `label`.
 
-    `declared` is its MatInfo dtype (OUTSIDE for data in other files); `matlab` says whether
-    datasets without a `MATLAB_class` are column-major too.
+    `declared` is its MatInfo dtype (OUTSIDE for data in other files), `refused` its MatInfo
+    refusal if any; `matlab` says whether datasets without a `MATLAB_class` are column-major too.
     """
     if declared == OUTSIDE or isinstance(group.get(key, getlink=True), h5py.ExternalLink):
         raise fail(path, f"{label} is an HDF5 external link, external or virtual dataset {_IN_OTHER_FILES}")
+    if refused:
+        raise fail(path, f"{label} {refused}")
     obj = group[key]
     if isinstance(obj, h5py.Group):
         raise fail(path, f"{label} is a MATLAB {declared}; expected a numeric array")
@@ -129,7 +205,7 @@ def read_h5(path: Path, info: MatInfo, names: Sequence[str]) -> dict[str, np.nda
     def body() -> dict[str, np.ndarray]:
         with h5py.File(path, "r") as f:
             return {name: _read_dataset(path, f, name, f"variable {name!r}", info.variables[name][1],
-                                        info.format == "v7.3") for name in names}
+                                        info.format == "v7.3", info.refused.get(name)) for name in names}
 
     return _guarded(path, "HDF5 (v7.3) data", body)
 
@@ -145,15 +221,15 @@ def read_h5_struct_fields(path: Path, info: MatInfo, name: str, fields: Sequence
             group = f[name]
             if not isinstance(group, h5py.Group):
                 raise fail(path, f"variable {name!r} is not a struct; expected fields {', '.join(fields)}")
-            variables, stored = _entries(group, True)
-            missing = [k for k in fields if k not in variables]
+            sub = _entries(path, info.format, group, True)
+            missing = [k for k in fields if k not in sub.variables]
             if missing:
-                raise fail(path, f"struct {name!r} has no field {missing[0]!r}; found {', '.join(variables) or 'none'}")
-            sub = MatInfo(info.path, info.format, variables, stored)
-            wanted = list(fields) + [o for o in optional if o in variables and o not in fields]
+                raise fail(path, f"struct {name!r} has no field {missing[0]!r}; "
+                           f"found {', '.join(sub.variables) or 'none'}")
+            wanted = list(fields) + [o for o in optional if o in sub.variables and o not in fields]
             for key in wanted:
                 check_size(sub, key, f"field {name}.{key}")
-            return {key: _read_dataset(path, group, key, f"field {name}.{key}", variables[key][1], True)
-                    for key in wanted}
+            return {key: _read_dataset(path, group, key, f"field {name}.{key}", sub.variables[key][1], True,
+                                       sub.refused.get(key)) for key in wanted}
 
     return _guarded(path, f"struct {name!r}", body)
