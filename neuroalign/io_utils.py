@@ -9,6 +9,7 @@ with other threads creating files (the dashboard runs jobs in threads).
 
 from __future__ import annotations
 
+import errno
 import io
 import json
 import os
@@ -52,7 +53,39 @@ def pid_alive(pid: Any) -> bool:
     return True
 
 
+_DISK_FULL = frozenset(e for e in (errno.ENOSPC, getattr(errno, "EDQUOT", None)) if e is not None)
+
+
+def is_disk_full(exc: BaseException | None) -> bool:
+    """Whether `exc`, or an exception it was raised from or during, is a full disk or quota (ENOSPC,
+    EDQUOT). torch.save reports one as "RuntimeError: [enforce fail at inline_container.cc...]" raised
+    while handling the OSError of the write."""
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        if isinstance(exc, OSError) and exc.errno in _DISK_FULL:
+            return True
+        exc = exc.__cause__ or exc.__context__
+    return False
+
+
+def disk_full_error(path: str | os.PathLike, exc: BaseException | None = None) -> OSError:
+    """The one-line OSError for a write to `path` that found the disk (or quota) full."""
+    code = next((e.errno for e in _chain(exc) if isinstance(e, OSError) and e.errno in _DISK_FULL), errno.ENOSPC)
+    return OSError(code, os.strerror(code), str(path))
+
+
+def _chain(exc: BaseException | None) -> list[BaseException]:
+    out: list[BaseException] = []
+    while exc is not None and exc not in out:
+        out.append(exc)
+        exc = exc.__cause__ or exc.__context__
+    return out
+
+
 def _atomic(path: str | os.PathLike, write: Callable[[io.BufferedWriter], None]) -> Path:
+    """Write through `write` into a temporary file next to `path`, fsync, rename. A full disk (also as
+    torch's RuntimeError) becomes one OSError naming `path`; the temporary file is removed."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
@@ -63,11 +96,13 @@ def _atomic(path: str | os.PathLike, write: Callable[[io.BufferedWriter], None])
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as exc:
         try:
             os.unlink(tmp)
         except FileNotFoundError:
             pass
+        if is_disk_full(exc):
+            raise disk_full_error(path, exc) from None
         raise
     return path
 

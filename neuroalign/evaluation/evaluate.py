@@ -37,7 +37,7 @@ from neuroalign.evaluation.retrieval import n_way_metrics, retrieval_metrics
 from neuroalign.io_utils import atomic_savemat, atomic_savez, atomic_write_json
 from neuroalign.models import minmax_per_sample, similarity_matrix, ssim_per_sample
 from neuroalign.training.rebuild import rebuild_trainer
-from neuroalign.training.runs import BEST_CKPT, load_checkpoint, load_run
+from neuroalign.training.runs import BEST_CKPT, load_checkpoint, load_run, run_lock
 
 logger = logging.getLogger(__name__)
 
@@ -145,14 +145,16 @@ def evaluate_trainer(trainer, run_dir: str | Path | None = None, subject_path: s
 
 def evaluate_run(run_dir: str | Path, data_dir: str | Path | None = None, cache_dir: str | Path | None = None,
                  device: str | None = None) -> dict[str, Any]:
-    """Recompute `results.json` (and the test outputs) of a run from its `best.pt`."""
-    record = load_run(run_dir)
-    best_path = Path(run_dir) / BEST_CKPT
-    if not best_path.is_file():
-        raise FileNotFoundError(f"{best_path} not found; the run has no best checkpoint to evaluate")
-    trainer, subject_path = rebuild_trainer(record, data_dir=data_dir, cache_dir=cache_dir, device=device)
-    best = load_checkpoint(best_path)
-    trainer.load_model_state(best["model"])
-    training = dict((record.results or {}).get("training") or {})
-    training.update({"best_epoch": int(best["epoch"]), "best_val_loss": float(best["val_loss"])})
-    return evaluate_trainer(trainer, run_dir=record.path, subject_path=subject_path, training=training)
+    """Recompute `results.json` (and the test outputs) of a run from its `best.pt`, holding the run's
+    lock (`RunLockedError` while another process trains, resumes, evaluates or deletes it)."""
+    with run_lock(run_dir, "evaluate"):
+        record = load_run(run_dir)
+        best_path = Path(run_dir) / BEST_CKPT
+        if not best_path.is_file():
+            raise FileNotFoundError(f"{best_path} not found; the run has no best checkpoint to evaluate")
+        trainer, subject_path = rebuild_trainer(record, data_dir=data_dir, cache_dir=cache_dir, device=device)
+        best = load_checkpoint(best_path)
+        trainer.load_model_state(best["model"])
+        training = dict((record.results or {}).get("training") or {})
+        training.update({"best_epoch": int(best["epoch"]), "best_val_loss": float(best["val_loss"])})
+        return evaluate_trainer(trainer, run_dir=record.path, subject_path=subject_path, training=training)

@@ -183,6 +183,7 @@ class JobManager:
             if live is not None:
                 raise ValueError(f"run {Path(run_dir).name} is still being trained by process {live}; "
                                  "stop it or wait for it to end")
+            runs_io.check_unlocked(run_dir)  # e.g. a `train --resume` from a terminal
             runs_io.write_status(run_dir, "queued", "waiting to resume")
             data = Path(data_dir) if data_dir else Path((record.config.get("subject") or {}).get("path", ".")).parent
             return self._add(Job(f"job-{next(self._ids)}", subject, Path(run_dir), config, data.resolve(),

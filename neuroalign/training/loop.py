@@ -26,6 +26,10 @@ logger = logging.getLogger(__name__)
 
 Callback = Callable[[str, dict[str, float]], None]
 MIN_IMPROVEMENT = 1e-6  # relative val-loss improvement that counts as "better"
+#: `last.pt` is written after the start, at the end of an epoch once this many seconds passed since the
+#: previous write, every `checkpoint_every_epochs` epochs and at the end: a kill loses at most about
+#: this long (or that many epochs) of training, and fast epochs do not pay a checkpoint each
+CHECKPOINT_SECONDS = 30.0
 
 
 class TrainingDiverged(RuntimeError):
@@ -50,12 +54,16 @@ class FitLoop:
         self.last_log_t, self.last_log_samples = self.t0, 0
         self.samples = 0  # global-batch rows trained on in this fit
         self.step_time = 0.0  # seconds inside training steps only (no validation, no checkpoints)
+        self.last_save = self.t0  # when last.pt was last written by this fit
 
     # ---- the loop -------------------------------------------------------------------------
     def run(self) -> FitResult:
         t, cfg = self.t, self.t.config
+        fresh = t.epoch == 0 and t.global_step == 0
         self._start()
         self.t0 = self.last_log_t = time.monotonic()
+        if fresh:  # last.pt from the start on (after the closed-form start): a kill in epoch 1 can resume
+            self._save_timed()
         stop_reason = "completed"
         for epoch in range(t.epoch + 1, cfg.epochs + 1):
             train_loss, reason = self._train_epoch(epoch)
@@ -68,7 +76,8 @@ class FitLoop:
                 stop_reason = "early_stopping"
             if stop_reason != "completed":
                 break
-            if epoch % max(cfg.checkpoint_every_epochs, 1) == 0:
+            if epoch % max(cfg.checkpoint_every_epochs, 1) == 0 \
+                    or time.monotonic() - self.last_save >= CHECKPOINT_SECONDS:
                 self._save_timed()
         if t.best_state is None:  # stopped before the first epoch ended: the initial weights are "best"
             t.best_val, t.best_epoch = self._val_loss(), t.epoch
@@ -230,6 +239,7 @@ class FitLoop:
             t.save_checkpoints()
         finally:
             t.elapsed_before = before
+        self.last_save = time.monotonic()
 
     def _progress(self, epochs_done: float, elapsed: float) -> float:
         cfg = self.t.config

@@ -13,8 +13,10 @@ but keep the variable name so existing MATLAB scripts still run.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
+import shutil
 import subprocess
 import threading
 import time
@@ -24,7 +26,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from neuroalign import __version__
+from neuroalign import __version__, io_utils
 from neuroalign.config import TrainConfig
 from neuroalign.data import Subject, load_subject
 from neuroalign.evaluation.evaluate import evaluate_trainer
@@ -75,8 +77,25 @@ def _status_writer(run_dir: Path, is_main: bool):
     """`write_status` into `run_dir` on rank 0; a no-op on the other torchrun ranks."""
     def write(state: str, message: str = "", **fields: Any) -> None:
         if is_main:
-            runs_io.write_status(run_dir, state, message, **fields)
+            if state == "failed":
+                _fail_status(run_dir, message)
+            else:
+                runs_io.write_status(run_dir, state, message, **fields)
     return write
+
+
+def _fail_status(run_dir: Path, message: str) -> None:
+    """Status `failed` with `message`; a status that cannot be written (a full disk) is logged, so the
+    error being reported stays the one that propagates."""
+    try:
+        runs_io.write_status(run_dir, "failed", message)
+    except OSError as exc:
+        logger.warning("could not record the failure in %s: %s", run_dir / runs_io.STATUS_FILE, exc)
+
+
+def _writer_lock(run_dir: Path, is_main: bool, action: str):
+    """The run folder's exclusive lock on rank 0 (the only rank that writes); nothing on the others."""
+    return runs_io.run_lock(run_dir, action) if is_main else contextlib.nullcontext()
 
 
 def _finish(trainer: Trainer, fit: FitResult, run_dir: Path, subject_path: Path) -> None:
@@ -119,11 +138,11 @@ def _train_and_finish(trainer: Trainer, run_dir: Path, subject_path: Path, callb
         _finish(trainer, fit, run_dir, subject_path)
     except TrainingDiverged as exc:
         if trainer.is_main:
-            runs_io.write_status(run_dir, "failed", str(exc))
+            _fail_status(run_dir, str(exc))
         raise
     except BaseException as exc:
         if trainer.is_main:
-            runs_io.write_status(run_dir, "failed", f"{type(exc).__name__}: {exc}")
+            _fail_status(run_dir, f"{type(exc).__name__}: {exc}")
         raise
     return run_dir
 
@@ -144,10 +163,26 @@ def run_training(subject_name: str, config: TrainConfig, data_dir: str | Path, r
     dist = dist_info_from_env()
     if dist.enabled:  # the process group first: the ranks agree on the run folder through it
         dist_ops.setup(config)
-    if run_dir is None and dist.is_main:
+    created = run_dir is None and dist.is_main
+    if created:
         run_dir = runs_io.new_run_dir(runs_dir, subject_name)
     run_dir = Path(dist_ops.broadcast_object(str(run_dir) if run_dir is not None else None, dist))
-    status = _status_writer(run_dir, dist.is_main)
+    try:
+        with _writer_lock(run_dir, dist.is_main, "train"):
+            return _train_new(run_dir, subject_name, subject_path, config, callback, stop_event, cache_dir,
+                              dist.is_main)
+    except OSError as exc:
+        if created and io_utils.is_disk_full(exc) and not (run_dir / runs_io.LAST_CKPT).is_file():
+            shutil.rmtree(run_dir, ignore_errors=True)  # nothing resumable in it: leave no empty run behind
+            logger.warning("removed %s: the disk filled up before its first checkpoint", run_dir)
+        raise
+
+
+def _train_new(run_dir: Path, subject_name: str, subject_path: Path, config: TrainConfig,
+               callback: Callback | None, stop_event: threading.Event | None,
+               cache_dir: str | Path | None, is_main: bool) -> Path:
+    """`run_training` in its (locked) run folder."""
+    status = _status_writer(run_dir, is_main)
     status("running", "loading data", epochs=config.epochs, progress=0.0)
     try:
         subject = load_subject(subject_path)
@@ -169,22 +204,25 @@ def resume_training(run_dir: str | Path, data_dir: str | Path | None = None, cal
                     threads: int | None = None) -> Path:
     """Continue a run from its `last.pt` (same split, normaliser, optimizer state) in the same folder
     (`threads`: CPU threads for this continuation instead of the recorded setting)."""
-    record = runs_io.load_run(run_dir)
-    last = runs_io.load_checkpoint(record.path / runs_io.LAST_CKPT)
-    best_path = record.path / runs_io.BEST_CKPT
-    best = runs_io.load_checkpoint(best_path) if best_path.is_file() else None
     is_main = dist_info_from_env().is_main  # under torchrun every rank reads the folder, rank 0 writes
-    status = _status_writer(record.path, is_main)
-    status("running", f"resuming from epoch {int(last['epoch'])}")
-    try:
-        trainer, subject_path = rebuild_trainer(record, data_dir=data_dir, cache_dir=cache_dir, threads=threads)
-        trainer.load_training_state(last, best)
-    except BaseException as exc:
-        status("failed", f"could not resume: {type(exc).__name__}: {exc}")
-        raise
-    if is_main:
-        cfg = dict(record.config)
-        cfg["resumed_from_epoch"] = int(last["epoch"])
-        cfg["world_size"], cfg["backend"] = trainer.dist.world_size, trainer.dist_backend
-        atomic_write_json(record.path / runs_io.CONFIG_FILE, cfg)
-    return _train_and_finish(trainer, record.path, subject_path, callback, stop_event)
+    with _writer_lock(Path(run_dir), is_main, "train --resume"):
+        record = runs_io.load_run(run_dir)
+        last = runs_io.load_checkpoint(record.path / runs_io.LAST_CKPT)
+        best_path = record.path / runs_io.BEST_CKPT
+        best = runs_io.load_checkpoint(best_path) if best_path.is_file() else None
+        status = _status_writer(record.path, is_main)
+        status("running", f"resuming from epoch {int(last['epoch'])}")
+        try:
+            trainer, subject_path = rebuild_trainer(record, data_dir=data_dir, cache_dir=cache_dir, threads=threads)
+            trainer.load_training_state(last, best)
+        except BaseException as exc:
+            status("failed", f"could not resume: {type(exc).__name__}: {exc}")
+            raise
+        if is_main:
+            # the log continues after the checkpoint's epoch: what was logged after it is re-run
+            runs_io.truncate_metrics(record.path, int(last["epoch"]))
+            cfg = dict(record.config)
+            cfg["resumed_from_epoch"] = int(last["epoch"])
+            cfg["world_size"], cfg["backend"] = trainer.dist.world_size, trainer.dist_backend
+            atomic_write_json(record.path / runs_io.CONFIG_FILE, cfg)
+        return _train_and_finish(trainer, record.path, subject_path, callback, stop_event)

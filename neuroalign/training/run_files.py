@@ -15,6 +15,7 @@ CONFIG_FILE, SPLIT_FILE, NORMALISER_FILE = "config.json", "split.json", "normali
 METRICS_FILE, STATUS_FILE, RESULTS_FILE = "metrics.jsonl", "status.json", "results.json"
 BEST_CKPT, LAST_CKPT, TEST_OUTPUTS = "best.pt", "last.pt", "test_outputs.npz"
 LOSS_MAT, TEST_MAT = "loss_data.mat", "test_result.mat"
+LOCK_FILE = ".lock"  # flock'ed by the one process that writes the run (training, resume, evaluate, delete)
 
 
 class RunFileError(ValueError):
@@ -130,3 +131,83 @@ def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
     if not isinstance(obj.get("model"), dict):
         raise RunFileError(path, "has no model weights (expected a dictionary of state dicts under 'model')")
     return obj
+
+
+def _json_kind(value: Any) -> str:
+    return {bool: "a boolean", int: "a number", float: "a number", str: "a string", list: "a list",
+            dict: "an object", type(None): "null"}.get(type(value), type(value).__name__)
+
+
+def _type_text(hint: Any) -> str:
+    import dataclasses
+    import types
+    import typing
+
+    if hint is type(None):
+        return "null"
+    if dataclasses.is_dataclass(hint):
+        return "an object"
+    if typing.get_origin(hint) in (typing.Union, types.UnionType):
+        return " or ".join(_type_text(a) for a in typing.get_args(hint))
+    if typing.get_origin(hint) in (tuple, list):
+        args = typing.get_args(hint)
+        if not args:
+            return "a list"
+        names = [_type_text(a).removeprefix("an ").removeprefix("a ") for a in args if a is not Ellipsis]
+        return f"a list [{', '.join(names)}{', ...' if Ellipsis in args or typing.get_origin(hint) is list else ''}]"
+    return {bool: "true/false", int: "an integer", float: "a number", str: "a string"}.get(hint, str(hint))
+
+
+def _matches(value: Any, hint: Any) -> bool:
+    import dataclasses
+    import types
+    import typing
+
+    origin = typing.get_origin(hint)
+    if origin in (typing.Union, types.UnionType):
+        return any(_matches(value, a) for a in typing.get_args(hint))
+    if hint is type(None):
+        return value is None
+    if dataclasses.is_dataclass(hint):
+        return isinstance(value, dict)
+    if hint is bool:
+        return isinstance(value, bool)
+    if hint is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if hint is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if hint is str:
+        return isinstance(value, str)
+    if origin in (tuple, list):
+        if not isinstance(value, (list, tuple)):
+            return False
+        args = [a for a in typing.get_args(hint) if a is not Ellipsis]
+        if not args:
+            return True
+        if origin is tuple and Ellipsis not in typing.get_args(hint):
+            return len(value) == len(args) and all(_matches(v, a) for v, a in zip(value, args))
+        return all(_matches(v, args[0]) for v in value)
+    return True  # Any, dict and other hints: the dataclass's own validation decides
+
+
+def check_field_types(cls: type, data: Any, path: str | os.PathLike, prefix: str = "config") -> None:
+    """RunFileError (one line, naming the file and the field) when `data` (a JSON object read from
+    `path`) holds a value whose JSON type does not fit the annotation of dataclass `cls`'s field, e.g.
+    `"epochs": "10"` or `"loss": 3`; nested dataclasses are checked recursively. Fields `data` lacks
+    and fields `cls` does not know are left to `cls.from_dict` (defaults / a one-line error)."""
+    import dataclasses
+    import typing
+
+    if not isinstance(data, dict):
+        raise RunFileError(Path(path), f"has {prefix} = {_json_kind(data)}; expected an object of settings")
+    hints = typing.get_type_hints(cls)
+    for f in dataclasses.fields(cls):
+        if f.name not in data:
+            continue
+        value, hint, where = data[f.name], hints[f.name], f"{prefix}.{f.name}"
+        if dataclasses.is_dataclass(hint) and isinstance(value, dict):
+            check_field_types(hint, value, path, where)
+        elif not _matches(value, hint):
+            shown = json.dumps(value, default=str)
+            shown = shown if len(shown) <= 40 else shown[:37] + "..."
+            raise RunFileError(Path(path), f"has {where} = {shown} ({_json_kind(value)}); expected {_type_text(hint)}")

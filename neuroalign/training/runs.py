@@ -26,6 +26,7 @@ continued from, or null).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -36,16 +37,21 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Iterable, Iterator
 
 import numpy as np
 
-from neuroalign.io_utils import atomic_write_json
-from neuroalign.io_utils import pid_alive as _pid_alive
+from neuroalign.io_utils import atomic_write_json, atomic_write_text, disk_full_error, is_disk_full
+from neuroalign.training.job_protocol import process_alive, start_ticks
 from neuroalign.training.run_files import (BEST_CKPT, CHECKPOINT_KEYS, CONFIG_FILE, LAST_CKPT,  # noqa: F401 (re-exported)
-                                          LOSS_MAT, METRICS_FILE, NORMALISER_FILE, RESULTS_FILE, SPLIT_FILE,
-                                          STATUS_FILE, TEST_MAT, TEST_OUTPUTS, RunFileError, display_path,
-                                          load_checkpoint, read_json_file)
+                                          LOCK_FILE, LOSS_MAT, METRICS_FILE, NORMALISER_FILE, RESULTS_FILE,
+                                          SPLIT_FILE, STATUS_FILE, TEST_MAT, TEST_OUTPUTS, RunFileError,
+                                          check_field_types, display_path, load_checkpoint, read_json_file)
+
+try:
+    import fcntl
+except ImportError:  # pragma: no cover - Windows: no advisory locks, the status pid check remains
+    fcntl = None  # type: ignore[assignment]
 
 logger = logging.getLogger(__name__)
 
@@ -73,6 +79,104 @@ def new_run_dir(runs_dir: str | os.PathLike, subject: str) -> Path:
             continue
         return path
     raise RuntimeError(f"could not create a unique run folder under {root}")  # pragma: no cover
+
+
+class RunLockedError(ValueError):
+    """Another process (or another thread of this one) writes the run folder; the message is one line
+    naming the holder."""
+
+
+_held_locks: dict[Path, list[Any]] = {}  # resolved run folder -> [thread id, depth, fd] of this process
+_held_guard = threading.Lock()
+
+
+def lock_holder(run_dir: str | os.PathLike) -> dict[str, Any] | None:
+    """Who holds the run's lock, from what the holder wrote into `.lock` (`pid`, `start_ticks`,
+    `action`, `since`), when that process is still alive; None otherwise. Reads only: never takes the
+    lock, so asking cannot make a starting writer fail."""
+    try:
+        info = json.loads((Path(run_dir) / LOCK_FILE).read_text(encoding="utf-8") or "null")
+    except (OSError, ValueError):
+        return None
+    if not isinstance(info, dict) or not process_alive(info.get("pid"), info.get("start_ticks")
+                                                       if isinstance(info.get("start_ticks"), int) else None):
+        return None
+    return info
+
+
+def check_unlocked(run_dir: str | os.PathLike) -> None:
+    """RunLockedError naming the holder when a live process holds the run's lock (`lock_holder`)."""
+    info = lock_holder(run_dir)
+    if info is not None:
+        raise RunLockedError(f"run {Path(run_dir).name} is in use by {_holder_text(info)}; wait for it to end "
+                             "or stop it")
+
+
+def _holder_text(info: dict[str, Any] | None) -> str:
+    if not info:
+        return "another process"
+    action = str(info.get("action") or "a writer")
+    return f"{action} (pid {info.get('pid')}, since {info.get('since', '?')})"
+
+
+@contextlib.contextmanager
+def run_lock(run_dir: str | os.PathLike, action: str) -> Iterator[None]:
+    """Hold the exclusive lock of a run folder while writing it (`fcntl.flock` on `<run>/.lock`).
+
+    Every process that writes a run takes it: training, resume, evaluate, delete. A second writer is
+    refused at once with `RunLockedError` naming the holder, e.g. "run 2024..._sim-M1_ab12cd is in
+    use by train --resume (pid 4242, since 2024-05-01T10:00:00Z); wait for it to end or stop it";
+    `action` is what this process records for such messages. Re-entrant within one thread (resume
+    evaluates inside its lock); the kernel drops the lock when the process ends, however it ends.
+    The holder's `.lock` content is cleared on release; the file itself stays (removing it would let
+    two processes lock two different files of one name).
+    """
+    path = Path(run_dir)
+    key = path.resolve()
+    me = threading.get_ident()
+    with _held_guard:
+        held = _held_locks.get(key)
+        if held is not None:
+            if held[0] != me:
+                raise RunLockedError(f"run {path.name} is in use by another thread of this process; "
+                                     "wait for it to end")
+            held[1] += 1
+    if held is not None:
+        try:
+            yield
+        finally:
+            with _held_guard:
+                held[1] -= 1
+        return
+    if fcntl is None or not path.is_dir():  # pragma: no cover - no flock; or the caller reports the missing folder
+        yield
+        return
+    fd = os.open(path / LOCK_FILE, os.O_RDWR | os.O_CREAT | getattr(os, "O_CLOEXEC", 0), 0o644)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise RunLockedError(f"run {path.name} is in use by {_holder_text(lock_holder(path))}; wait for it "
+                                 "to end or stop it") from None
+        info = {"pid": os.getpid(), "start_ticks": start_ticks(os.getpid()), "action": action, "since": _utc_now()}
+        try:
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, (json.dumps(info) + "\n").encode("utf-8"), 0)
+        except OSError as exc:  # a full disk: the lock holds all the same, only its label is missing
+            logger.warning("could not record the lock holder in %s: %s", display_path(path / LOCK_FILE), exc)
+        with _held_guard:
+            _held_locks[key] = [me, 1, fd]
+        try:
+            yield
+        finally:
+            with _held_guard:
+                _held_locks.pop(key, None)
+            try:
+                os.ftruncate(fd, 0)
+            except OSError:
+                pass
+    finally:
+        os.close(fd)  # releases the flock
 
 
 def _read_json(path: Path) -> Any:
@@ -104,8 +208,8 @@ def write_status(run_dir: str | os.PathLike, state: str, message: str = "", **fi
     status = read_status(run_dir)
     status.update(fields)
     status.update({"state": state, "message": message, "updated": _utc_now()})
-    if state in ACTIVE_STATES:
-        status["pid"] = os.getpid()
+    if state in ACTIVE_STATES:  # the writer's pid and start time: a reused pid is not this run's process
+        status["pid"], status["pid_start"] = os.getpid(), start_ticks(os.getpid())
     status.setdefault("progress", 0.0)
     atomic_write_json(Path(run_dir) / STATUS_FILE, status)
     return status
@@ -120,13 +224,47 @@ def append_metrics(run_dir: str | os.PathLike, record: dict[str, Any]) -> None:
     clean = {k: (None if isinstance(v, float) and not np.isfinite(v) else v) for k, v in record.items()}
     line = json.dumps(clean, default=float, allow_nan=False) + "\n"
     path = Path(run_dir) / METRICS_FILE
-    with _metrics_lock, open(path, "a+b") as fh:
-        if fh.tell() > 0:
-            fh.seek(-1, os.SEEK_END)
-            if fh.read(1) != b"\n":
-                line = "\n" + line
-        fh.write(line.encode("utf-8"))
-        fh.flush()
+    try:
+        with _metrics_lock, open(path, "a+b") as fh:
+            if fh.tell() > 0:
+                fh.seek(-1, os.SEEK_END)
+                if fh.read(1) != b"\n":
+                    line = "\n" + line
+            fh.write(line.encode("utf-8"))
+            fh.flush()
+    except OSError as exc:
+        if is_disk_full(exc):
+            raise disk_full_error(path, exc) from None
+        raise
+
+
+def status_process_alive(status: dict[str, Any]) -> bool:
+    """Whether the process a status names (`pid`, with its start time `pid_start` when recorded) still
+    runs: a pid the system gave to another process since does not count."""
+    ticks = status.get("pid_start")
+    return process_alive(status.get("pid"), ticks if isinstance(ticks, int) and not isinstance(ticks, bool) else None)
+
+
+def truncate_metrics(run_dir: str | os.PathLike, epoch: int) -> int:
+    """Keep only the `metrics.jsonl` records of epochs <= `epoch` (what a resume from a checkpoint of
+    that epoch continues after), dropping what was logged after the checkpoint and torn lines;
+    rewritten atomically. Returns the number of records dropped."""
+    path = Path(run_dir) / METRICS_FILE
+    if not path.is_file():
+        return 0
+    records = read_metrics(run_dir)
+
+    def keep(record: dict[str, Any]) -> bool:
+        value = record.get("epoch")
+        return not isinstance(value, (int, float)) or value <= epoch
+
+    kept = [r for r in records if keep(r)]
+    raw_lines = sum(1 for line in path.read_bytes().split(b"\n") if line.strip())
+    if len(kept) == raw_lines:
+        return 0
+    with _metrics_lock:
+        atomic_write_text(path, "".join(json.dumps(r, allow_nan=False) + "\n" for r in kept))
+    return raw_lines - len(kept)
 
 
 def read_metrics(run_dir: str | os.PathLike) -> list[dict[str, Any]]:
@@ -210,10 +348,20 @@ class RunRecord:
         return self.path.name
 
     def train_config(self):
-        """The run's `TrainConfig`."""
+        """The run's `TrainConfig`, checked like any other input: RunFileError (one line naming
+        config.json and the field) when a setting has the wrong JSON type or is out of range."""
         from neuroalign.config import TrainConfig
 
-        return TrainConfig.from_dict(self.config["config"])
+        path = self.path / CONFIG_FILE
+        if "config" not in self.config:
+            raise RunFileError(path, "lacks 'config' (the training settings)")
+        check_field_types(TrainConfig, self.config["config"], path)
+        try:
+            config = TrainConfig.from_dict(self.config["config"])
+            config.validate()
+        except (ValueError, TypeError) as exc:
+            raise RunFileError(path, f"holds settings that are not valid ({' '.join(str(exc).split())})") from None
+        return config
 
     def metrics(self) -> list[dict[str, Any]]:
         return read_metrics(self.path)
@@ -241,6 +389,7 @@ def load_run(run_dir: str | os.PathLike) -> RunRecord:
     if not is_run_dir(path):
         raise FileNotFoundError(f"{path} is not a run folder (expected {STATUS_FILE} or {CONFIG_FILE} inside)")
     config = read_json_file(path / CONFIG_FILE) or {}
+    _check_config_record(path / CONFIG_FILE, config)
     try:
         split = read_split(path)
     except FileNotFoundError:
@@ -259,6 +408,26 @@ def load_run(run_dir: str | os.PathLike) -> RunRecord:
     for message in problems.values():
         logger.warning("%s", message)
     return RunRecord(path=path, config=config, status=status, results=results, split=split, problems=problems)
+
+
+#: config.json's "subject" fields that evaluate and resume use, with their JSON types
+_SUBJECT_FIELDS = {"name": str, "path": str, "data_hash": str, "n_images": int, "n_neurons": int}
+
+
+def _check_config_record(path: Path, config: dict[str, Any]) -> None:
+    """RunFileError when config.json's "config" / "subject" parts (if present) have the wrong JSON type."""
+    if "config" in config and not isinstance(config["config"], dict):
+        raise RunFileError(path, f"has config = {type(config['config']).__name__}; expected an object of settings")
+    if "subject" not in config:
+        return
+    subject = config["subject"]
+    if not isinstance(subject, dict):
+        raise RunFileError(path, f"has subject = {type(subject).__name__}; expected an object (name, path, data_hash)")
+    for name, kind in _SUBJECT_FIELDS.items():
+        value = subject.get(name)
+        if name in subject and (not isinstance(value, kind) or isinstance(value, bool)):
+            raise RunFileError(path, f"has subject.{name} = {json.dumps(value, default=str)[:40]}; expected "
+                               f"{'a string' if kind is str else 'an integer'}")
 
 
 @dataclass
@@ -349,10 +518,11 @@ def delete_run(run_dir: str | os.PathLike) -> None:
     path = Path(run_dir)
     if not is_run_dir(path):
         raise ValueError(f"{path} is not a run folder (expected {STATUS_FILE} or {CONFIG_FILE} inside)")
-    status = read_status(path)
-    if status.get("state") in ACTIVE_STATES and _pid_alive(status.get("pid")):
-        raise ValueError(f"run {path.name} is {status['state']}; stop it before deleting")
-    shutil.rmtree(path)
+    with run_lock(path, "delete"):
+        status = read_status(path)
+        if status.get("state") in ACTIVE_STATES and status_process_alive(status):
+            raise ValueError(f"run {path.name} is {status['state']}; stop it before deleting")
+        shutil.rmtree(path)
 
 
 def mark_interrupted(runs_dir: str | os.PathLike, live_run_dirs: Iterable[str | os.PathLike] = ()) -> list[Path]:
@@ -367,8 +537,8 @@ def mark_interrupted(runs_dir: str | os.PathLike, live_run_dirs: Iterable[str | 
     for info in list_runs(runs_dir):
         if info.state not in ACTIVE_STATES or info.path.resolve() in live:
             continue
-        pid = read_status(info.path).get("pid")
-        if pid != os.getpid() and _pid_alive(pid):
+        status = read_status(info.path)
+        if (status.get("pid") != os.getpid() and status_process_alive(status)) or lock_holder(info.path):
             continue
         write_status(info.path, "interrupted",
                      f"was {info.state} when its process ended; resume continues from the last checkpoint")

@@ -2,7 +2,8 @@
 names are `training.runs`'s). Plain functions of a Trainer, so the Trainer holds the loop only.
 
 * `model_state(trainer)` -- CPU copies of both towers and the loss (`{"image_tower", "neural_tower", "loss"}`).
-* `training_state(trainer)` -- everything `last.pt` needs to resume (tensors and plain containers).
+* `training_state(trainer)` -- everything `last.pt` needs to resume (tensors and plain containers),
+  including the random streams (`rng_state`), so a resumed run draws what the uninterrupted one would.
 * `load_training_state(trainer, last, best)` -- the inverse (the `best.pt` weights become the best state).
 * `save_checkpoints(trainer)` -- `best.pt` when it changed and `last.pt`, atomically, rank 0 with a run dir.
 """
@@ -11,8 +12,11 @@ from __future__ import annotations
 
 import logging
 import math
+import random
 from typing import Any
 
+import numpy as np
+import torch
 from torch import nn
 
 from neuroalign.io_utils import atomic_torch_save
@@ -45,7 +49,39 @@ def training_state(trainer) -> dict[str, Any]:
         "best_val": t.best_val, "best_score": t.best_score, "best_epoch": t.best_epoch,
         "bad_epochs": t.bad_epochs, "linear_start": t.linear_start_report,
         "train_loss_hist": list(t.train_loss_hist), "val_loss_hist": list(t.val_loss_hist),
+        "rng": rng_state(),
     }
+
+
+def rng_state() -> dict[str, Any]:
+    """Every random stream training draws from, as tensors and plain values (`weights_only` loads it):
+    torch CPU (dropout), torch CUDA (each device, when CUDA is in use), numpy and Python. The batch
+    order needs none: each epoch's permutation comes from a generator seeded by seed and epoch."""
+    kind, keys, pos, has_gauss, gauss = np.random.get_state()
+    version, state, gauss_next = random.getstate()
+    return {
+        "torch": torch.get_rng_state(),
+        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() and torch.cuda.is_initialized() else [],
+        "numpy": {"kind": kind, "keys": torch.from_numpy(np.asarray(keys, dtype=np.int64)), "pos": int(pos),
+                  "has_gauss": int(has_gauss), "gauss": float(gauss)},
+        "python": {"version": int(version), "state": list(state), "gauss": gauss_next},
+    }
+
+
+def set_rng_state(rng: dict[str, Any]) -> None:
+    """Restore what `rng_state` saved (streams it lacks stay as they are)."""
+    if "torch" in rng:
+        torch.set_rng_state(rng["torch"])
+    if rng.get("cuda") and torch.cuda.is_available():
+        states = list(rng["cuda"])[: torch.cuda.device_count()]
+        for index, state in enumerate(states):
+            torch.cuda.set_rng_state(state, index)
+    if "numpy" in rng:
+        n = rng["numpy"]
+        np.random.set_state((n["kind"], n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["gauss"]))
+    if "python" in rng:
+        p = rng["python"]
+        random.setstate((p["version"], tuple(p["state"]), p["gauss"]))
 
 
 def load_training_state(trainer, last: dict[str, Any], best: dict[str, Any] | None = None) -> None:
@@ -64,6 +100,10 @@ def load_training_state(trainer, last: dict[str, Any], best: dict[str, Any] | No
     t.train_loss_hist = [float(x) for x in last["train_loss_hist"]]
     t.val_loss_hist = [float(x) for x in last["val_loss_hist"]]
     t.best_state = best["model"] if best is not None else None
+    if last.get("rng") and not t.dist.enabled:
+        # the streams continue where the checkpoint left them (dropout masks as in the uninterrupted run);
+        # under torchrun each rank keeps its own reseeded stream (only rank 0's was saved)
+        set_rng_state(last["rng"])
     logger.info("resumed at epoch %d (best epoch %d, val %.4f)", t.epoch, t.best_epoch, t.best_val)
 
 

@@ -187,6 +187,8 @@ def run_spec(spec: dict[str, Any]) -> str:
 
                 runner = pipeline.resume_training
             runner(run_dir, data_dir=spec["data_dir"], stop_event=stop_event, cache_dir=spec["cache_dir"])
+    except runs_io.RunLockedError:
+        raise  # another process writes the run: its status is not ours to change
     except BaseException as exc:
         if is_main and runs_io.read_status(run_dir).get("state") not in FINAL_STATES:
             runs_io.write_status(run_dir, "failed", f"{type(exc).__name__}: {exc}")
