@@ -23,13 +23,15 @@ except (ValueError, FileNotFoundError, OSError) as exc:
 
 runs = table.frame
 guards.show_run_problems(table.problems)
-running = jobs_view.active(jobs_view.snapshots())
+jobs = jobs_view.snapshots()
+running, waiting = jobs_view.running(jobs), jobs_view.queued(jobs)
 finished = runs[runs["top1 img→neu"].notna()] if not runs.empty else runs
 c1, c2, c3, c4 = st.columns(4)
 c1.metric("Subjects", len(subjects))
 c2.metric("Runs", len(runs))
 c3.metric("Finished with results", len(finished))
-c4.metric("Training now", len(running))
+c4.metric("Training now", len(running), delta=f"{len(waiting)} queued" if waiting else None, delta_color="off",
+          delta_arrow="off", help="Jobs training or evaluating now; queued ones start when a slot is free.")
 
 st.subheader("Best result per subject")
 best = tables.best_per_subject(runs)

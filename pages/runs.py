@@ -7,7 +7,7 @@ import pandas as pd
 import streamlit as st
 
 from neuroalign import plots
-from neuroalign.ui import guards, keys, loaders, nav, tables
+from neuroalign.ui import guards, keys, loaders, nav, resume, tables
 from neuroalign.ui.entry import page_entry
 
 page_entry()
@@ -79,7 +79,9 @@ if row["problem"]:
     st.error(f"Run {run_dir.name}: {row['problem']}", icon=":material/error:")
 if row["state"] == "failed":
     st.error(f"This run failed: {(chosen_summary.get('status') or {}).get('message', '')}")
+resume.show_errors()
 links = st.columns(3)
+resume.button(run_dir, row["state"], keys.RUNS_RESUME, where=links[2])
 if pd.notna(row["top1 img→neu"]):
     links[0].page_link(nav.RETRIEVAL.path, label="Open in Retrieval", icon=nav.RETRIEVAL.icon)
     links[1].page_link(nav.FEATURE_MAPS.path, label="Open in Feature maps", icon=nav.FEATURE_MAPS.icon)

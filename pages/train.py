@@ -4,7 +4,7 @@ import streamlit as st
 
 from neuroalign import config as cfgmod
 from neuroalign import paths, plots
-from neuroalign.ui import guards, jobs_view, keys, loaders, nav, train_form
+from neuroalign.ui import guards, jobs_view, keys, loaders, nav, resume, train_form
 from neuroalign.ui.entry import page_entry
 
 page_entry()
@@ -50,6 +50,7 @@ def _launch() -> None:
         st.session_state[keys.TRAIN_ERRORS] = [f"Cannot start: {exc}"]
         return
     manager = jobs_view.job_manager()
+    st.session_state[keys.TRAIN_FORM_OPEN] = False
     for name in chosen:
         try:
             job_id = manager.start(name, config, paths.data_dir(), paths.runs_dir())
@@ -62,9 +63,14 @@ def _launch() -> None:
 
 
 # ---- launch form (first, so it is reachable without scrolling; collapsed once jobs exist) -------
-for message in st.session_state.pop(keys.TRAIN_ERRORS, []):
+launch_errors = st.session_state.pop(keys.TRAIN_ERRORS, [])
+for message in launch_errors:
     st.error(message)
-with st.expander("New training", expanded=not jobs_view.snapshots(), icon=":material/add_circle:"):
+resume.show_errors()
+if launch_errors:  # a failed start keeps the form (and the field to fix) open until a start succeeds
+    st.session_state[keys.TRAIN_FORM_OPEN] = True
+with st.expander("New training", expanded=not jobs_view.snapshots() or st.session_state.get(keys.TRAIN_FORM_OPEN, False),
+                 icon=":material/add_circle:"):
     top = st.columns([2, 1])
     if keys.TRAIN_SUBJECTS not in st.session_state:
         st.session_state[keys.TRAIN_SUBJECTS] = train_form.default_subjects(
@@ -95,16 +101,21 @@ def live_view() -> None:
     if not snaps:
         return
     show_done = st.toggle("Show finished jobs", value=True, key=keys.TRAIN_SHOW_FINISHED)
-    shown = [s for s in snaps if show_done or s.state in jobs_view.ACTIVE_STATES]
+    shown, left_out = jobs_view.cards(snaps, show_ended=show_done)
     for s in shown:
         with st.container(border=True):
             head = st.columns([3, 1])
             head[0].markdown(f"**{s.subject}** · `{s.job_id}` · {s.state} · run `{s.run_dir.name}`")
-            if s.state in jobs_view.ACTIVE_STATES and not jobs_view.is_stopping(s):
+            if (s.state in jobs_view.ACTIVE_STATES and not jobs_view.is_stopping(s)
+                    and not jobs_view.is_evaluating(s)):
                 head[1].button("Stop", key=keys.TRAIN_STOP_PREFIX + s.job_id, icon=":material/stop:",
                                on_click=_stop, args=(s.job_id,),
-                               help="Stop after the current step; the best checkpoint is restored and evaluated.")
-            st.progress(min(max(float(s.progress or 0.0), 0.0), 1.0), text=jobs_view.progress_text(s))
+                               help="Stop after the current step; the best checkpoint is restored and evaluated."
+                               if s.state == "running" else "Take this job out of the queue.")
+            else:
+                resume.button(s.run_dir, s.state, keys.TRAIN_RESUME_PREFIX + s.job_id, where=head[1],
+                              hide_blocked=True)
+            st.progress(min(max(float(s.progress or 0.0), 0.0), 1.0), text=jobs_view.progress_text(s, snaps))
             if s.state == "failed":
                 st.error(f"Failed: {s.error or s.message}")
             elif s.state == "finished":
@@ -113,13 +124,22 @@ def live_view() -> None:
                 st.warning(jobs_view.STOPPING_MESSAGE, icon=":material/hourglass_top:")
             elif jobs_view.live_message(s):
                 st.caption(jobs_view.live_message(s))
+    if left_out:
+        st.caption(f"{left_out} older finished job{'s' if left_out > 1 else ''} not shown here; the Runs page "
+                   "lists every run.")
     with_history = [s for s in shown if s.history]
     if with_history:
         live = [s for s in with_history if s.state in jobs_view.ACTIVE_STATES]
         others = {jobs_view.job_label(s): s for s in with_history if s not in live}
+        watched = st.session_state.setdefault(keys.TRAIN_WATCHED, [])  # jobs this session saw live
+        watched.extend(label for label in map(jobs_view.job_label, live) if label not in watched)
+        del watched[:-20]
         c = st.columns([3, 2, 1])
-        if st.session_state.get(keys.TRAIN_COMPARE_AUTO, True):  # until the user picks: newest finished job
-            st.session_state[keys.TRAIN_COMPARE] = [] if live else list(others)[:1]
+        if st.session_state.get(keys.TRAIN_COMPARE_AUTO, True):
+            # until the user picks: the job this session was watching when it ended (a Stop must not swap
+            # the chart to the next queued job's curves), else, with nothing live, the newest finished one
+            followed = [label for label in others if label in watched][:1]
+            st.session_state[keys.TRAIN_COMPARE] = followed or ([] if live else list(others)[:1])
         else:
             st.session_state[keys.TRAIN_COMPARE] = [x for x in st.session_state.get(keys.TRAIN_COMPARE, [])
                                                     if x in others]

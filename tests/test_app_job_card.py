@@ -44,3 +44,28 @@ def test_card_says_no_progress_and_that_the_job_is_alive(app_populated, monkeypa
 
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
+
+def test_an_evaluating_job_shows_no_eta_and_queued_jobs_their_place():
+    """Issue 23 item 7: a job (e.g. a worker adopted after a restart) that is only evaluating is not
+    'running · ETA 17m'; queued jobs say where they are in the queue and are not counted as running."""
+    from types import SimpleNamespace
+
+    from neuroalign.ui import jobs_view
+
+    def snap(job_id, state, message="", started=None, finished=None):
+        return SimpleNamespace(job_id=job_id, subject="m1", run_dir=f"/runs/{job_id}", state=state, message=message,
+                               epoch=40, epochs=40, eta_s=1020.0, samples_per_s=None, history=(), started=started,
+                               finished=finished, progress=1.0)
+
+    evaluating = snap("job-1", "running", "evaluating on the test split", started=5.0)
+    text = jobs_view.progress_text(evaluating)
+    assert text.startswith("evaluating") and "ETA" not in text and jobs_view.is_evaluating(evaluating)
+    training = snap("job-2", "running", "epoch 3/40", started=6.0)
+    assert "ETA 17m 00s" in jobs_view.progress_text(training) and not jobs_view.is_evaluating(training)
+    done, q3, q4 = snap("job-0", "finished", finished=9.0), snap("job-3", "queued"), snap("job-4", "queued")
+    snaps = jobs_view.order([q4, done, evaluating, q3, training])
+    assert [s.job_id for s in snaps] == ["job-2", "job-1", "job-3", "job-4", "job-0"]
+    assert jobs_view.counts_text(snaps) == "2 running, 2 queued"
+    assert jobs_view.progress_text(q4, snaps).startswith("queued · 2nd in line")
+    assert jobs_view.progress_text(q3, snaps).startswith("queued · next to start")

@@ -127,3 +127,47 @@ def test_table_shows_the_main_columns_and_more_on_request(app_populated):
     assert at.dataframe[0].value["id"].tolist() == [app_populated["run"].name.rsplit("_", 1)[-1]]
     at.multiselect(key="runs.columns").set_value(["mean SSIM", "run"]).run()
     assert list(at.dataframe[0].proto.column_order) == [*tables.RUN_DEFAULT_COLUMNS, "mean SSIM", "run"]
+
+
+def _resume_manager(monkeypatch):
+    """A job manager whose in-thread runner records what it was asked to resume and finishes it."""
+    from neuroalign.training import jobs
+
+    resumed = []
+
+    def runner(*args, callback=None, stop_event=None, **kw):
+        resumed.append(args[0])
+        runs_io.write_status(args[0], "finished", "resumed and finished")
+        return args[0]
+
+    monkeypatch.setattr(jobs, "_manager", jobs.JobManager(runner=runner))
+    return resumed
+
+
+def test_resume_an_interrupted_run(app_populated, monkeypatch):
+    """Issue 23 item 6 / issue 20 item 4: a run interrupted by the server's exit, with last.pt and no
+    job on it, has an enabled Resume that queues a job continuing it in the same folder."""
+    from neuroalign.training import jobs
+
+    resumed = _resume_manager(monkeypatch)
+    run = s.write_finished_run(app_populated["runs"], "m1", app_populated["subject_dir"], seed=5)
+    runs_io.write_status(run, "interrupted", "stopped because the dashboard server exited")
+    no_ckpt = s.write_finished_run(app_populated["runs"], "m1", app_populated["subject_dir"], seed=6)
+    runs_io.write_status(no_ckpt, "stopped", "stopped on request")
+    (run / runs_io.LAST_CKPT).write_bytes(b"checkpoint")
+    at = s.app_at(PAGE)
+    at.selectbox(key=keys.RUNS_ONE).set_value(str(app_populated["run"])).run()
+    assert keys.RUNS_RESUME not in [b.key for b in at.button]  # a finished run has nothing to resume
+    at.selectbox(key=keys.RUNS_ONE).set_value(str(no_ckpt)).run()
+    button = at.button(key=keys.RUNS_RESUME)
+    assert button.disabled and "has no last.pt" in button.proto.help
+    at.selectbox(key=keys.RUNS_ONE).set_value(str(run)).run()
+    assert not at.button(key=keys.RUNS_RESUME).disabled
+    at.button(key=keys.RUNS_RESUME).click().run()
+    s.no_exceptions(at)
+    (job_id,) = at.session_state[keys.TRAIN_LAUNCHED]
+    assert jobs.get_job_manager().wait(job_id, timeout=30).state == "finished"
+    assert [str(p) for p in resumed] == [str(run)]
+    at.run()
+    assert runs_io.read_status(run)["state"] == "finished"
+    assert keys.RUNS_RESUME not in [b.key for b in at.button]

@@ -296,6 +296,7 @@ def test_live_curve_drawn_on_top_and_overlay_defaults(app_populated, monkeypatch
     at = s.app_at(PAGE)
     at.multiselect(key=keys.TRAIN_SUBJECTS).set_value(["m2"])
     _submit(at)
+    assert not at.error, [e.value for e in at.error]
     second = at.session_state[keys.TRAIN_LAUNCHED][-1]
     at.run()
     loss = next(sp for sp in s.chart_specs(at) if sp["layout"]["title"]["text"] == "Loss")
@@ -365,3 +366,113 @@ def test_default_subject_is_the_last_used(app_populated):
     assert train_form.default_subjects(["aaa", "sim-M1", "sim-M2"], None, infos, None) == ["sim-M1"]
     assert train_form.default_subjects(["aaa", "sim-M1"], None, infos, "gone") == ["sim-M1"]
     assert train_form.default_subjects(["aaa"], None, infos[:1], None) == ["aaa"]
+
+
+def _expander(at, label="New training"):
+    return next(e for e in _walk(at.main) if getattr(e, "type", "") == "expander" and e.proto.label == label)
+
+
+def test_queue_is_counted_apart_and_cards_are_ordered(app_populated, monkeypatch):
+    """Issue 23 item 7: queued jobs are not counted as running; each says its place in the queue; a
+    queued card never sits below a finished one; a card of a deleted run is dropped."""
+    from neuroalign.training import jobs
+
+    release, reported = _fake_manager(monkeypatch, _records())
+    monkeypatch.setattr(jobs._manager, "max_parallel", 1)
+    for name in ("m2", "m3", "m4"):
+        s.write_subject(app_populated["data"], name)
+    manager = get_job_manager()
+    done = manager.start("m4", preset("recommended"), app_populated["data"], app_populated["runs"])
+    manager.stop(done)
+    release.set()
+    assert manager.wait(done, timeout=30).state in ("stopped", "finished")
+    release.clear()
+    at = s.app_at(PAGE)
+    at.multiselect(key=keys.TRAIN_SUBJECTS).set_value(["m1", "m2", "m3"]).run()
+    assert at.button(key=keys.TRAIN_SUBMIT).label == "Start 3 runs: m1, m2, m3"
+    _submit(at)
+    assert reported.wait(10)
+    at.run()
+    s.no_exceptions(at)
+    sidebar = [c.value for c in at.sidebar.caption]
+    assert any("**Training** (1 running, 2 queued)" in c for c in sidebar), sidebar
+    texts = [p.proto.text for p in at.main.get("progress")]
+    assert texts[0].startswith("running") and texts[1].startswith("queued · next to start")
+    assert texts[2].startswith("queued · 2nd in line") and texts[3].startswith("stopped")
+    cards = [m.value for m in at.markdown if m.value.startswith("**m")]
+    assert [c.split("**")[1] for c in cards] == ["m1", "m2", "m3", "m4"]
+    home = s.app_at()
+    assert home.metric[3].label == "Training now" and home.metric[3].value == "1"
+    import shutil
+
+    shutil.rmtree(manager.get(done).run_dir)  # deleted on the Runs page: its card goes
+    at.run()
+    assert [m.value.split("**")[1] for m in at.markdown if m.value.startswith("**m")] == ["m1", "m2", "m3"]
+    first, second, third = at.session_state[keys.TRAIN_LAUNCHED]
+    reported.clear()
+    manager.stop(first)  # the watched job ends; the next queued one starts and reports
+    release.set()
+    assert manager.wait(first, timeout=30).state == "stopped" and reported.wait(10)
+    at.run()
+    loss = next(sp for sp in s.chart_specs(at) if sp["layout"]["title"]["text"] == "Loss")
+    names = [tr["name"] for tr in loss["data"]]
+    assert any(n.startswith(f"m1 ({first})") for n in names), names  # the chart stays on the job watched
+    assert any(n.startswith(f"m2 ({second}) · running") for n in names)
+    for job_id in (second, third):
+        manager.stop(job_id)
+
+
+def test_stopped_job_card_offers_resume_and_a_failed_start_keeps_the_form_open(app_populated, monkeypatch):
+    """Issue 23 items 6 and 7: a stopped job with last.pt has Resume on its card (one card per run
+    folder after it); the chart stays on the job that was watched; a start that fails keeps the
+    form open."""
+    from neuroalign.training import jobs
+    from neuroalign.training import runs as runs_io
+
+    resumed = []
+
+    def runner(*args, callback=None, stop_event=None, run_dir=None, **kw):
+        if run_dir is None:  # a resume: runner(run_dir, data_dir=...)
+            resumed.append(args[0])
+            runs_io.write_status(args[0], "finished", "resumed")
+            return args[0]
+        from neuroalign.io_utils import atomic_write_json
+
+        subject, config, data_dir = args[:3]
+        atomic_write_json(run_dir / "config.json", {"config": config.to_dict(), "subject": {
+            "name": subject, "path": str(data_dir / subject)}})
+        runs_io.write_status(run_dir, "running", "training")
+        for rec in _records():
+            callback(rec["event"], {k: v for k, v in rec.items() if k != "event"})
+        (run_dir / runs_io.LAST_CKPT).write_bytes(b"checkpoint")
+        stop_event.wait(30)
+        runs_io.write_status(run_dir, "stopped", "stopped on request")
+        return run_dir
+
+    monkeypatch.setattr(jobs, "_manager", jobs.JobManager(runner=runner))
+    at = _submit(s.app_at(PAGE))
+    (job_id,) = at.session_state[keys.TRAIN_LAUNCHED]
+    at.run()  # the job is live on this session's chart
+    at.button(key=keys.TRAIN_STOP_PREFIX + job_id).click().run()
+    snap = get_job_manager().wait(job_id, timeout=30)
+    assert snap.state == "stopped"
+    at.run()
+    s.no_exceptions(at)
+    loss = next(sp for sp in s.chart_specs(at) if sp["layout"]["title"]["text"] == "Loss")
+    assert all(t["name"].startswith(f"m1 ({job_id})") for t in loss["data"])
+    assert not at.button(key=keys.TRAIN_RESUME_PREFIX + job_id).disabled
+    at.button(key=keys.TRAIN_RESUME_PREFIX + job_id).click().run()
+    assert not at.error, [e.value for e in at.error]
+    second = at.session_state[keys.TRAIN_LAUNCHED][-1]
+    assert second != job_id and get_job_manager().wait(second, timeout=30).state == "finished"
+    assert [str(p) for p in resumed] == [str(snap.run_dir)]
+    at.run()
+    cards = [m.value for m in at.markdown if m.value.startswith("**m1**")]
+    assert len(cards) == 1 and f"`{second}`" in cards[0]  # the run folder's newest job only
+    assert not _expander(at).proto.expanded  # jobs exist: the form is collapsed
+    at.multiselect(key=keys.TRAIN_SUBJECTS).set_value([])
+    _submit(at)
+    assert "no subject selected" in at.error[0].value
+    assert _expander(at).proto.expanded  # the failed start keeps it open
+    at.run()
+    assert _expander(at).proto.expanded  # also on the next rerun, until a start works

@@ -74,18 +74,94 @@ def request_resume(run_dir: Any) -> str:
     return job_manager().resume(run_dir)
 
 
+def _job_number(snap: Any) -> int:
+    """The counter of 'job-12' (the order jobs were submitted in: the queue's order)."""
+    tail = str(snap.job_id).rsplit("-", 1)[-1]
+    return int(tail) if tail.isdigit() else 0
+
+
+def order(snaps: list[Any]) -> list[Any]:
+    """Running jobs (newest first), then queued ones in the order they will start, then ended ones
+    (newest first): a queued job never sits below a finished one."""
+    rank = {"running": 0, "queued": 1}
+    return sorted(snaps, key=lambda s: (rank.get(s.state, 2),
+                                        _job_number(s) if s.state == "queued"
+                                        else -(s.finished or s.started or 0) if s.state not in ACTIVE_STATES
+                                        else -(s.started or 0)))
+
+
 def snapshots() -> list[Any]:
-    """All job snapshots, newest first; an empty list when training is not available."""
+    """All job snapshots in `order`; an empty list when training is not available."""
     try:
         snaps = list(job_manager().snapshots())
     except ImportError as exc:  # training package not installed / importable
         logger.warning("job manager unavailable: %s", exc)
         return []
-    return sorted(snaps, key=lambda s: s.started or 0, reverse=True)
+    return order(snaps)
 
 
 def active(snaps: list[Any]) -> list[Any]:
     return [s for s in snaps if s.state in ACTIVE_STATES]
+
+
+def running(snaps: list[Any]) -> list[Any]:
+    """Jobs training (or evaluating) now; queued ones are not."""
+    return [s for s in snaps if s.state == "running"]
+
+
+def queued(snaps: list[Any]) -> list[Any]:
+    """Jobs waiting for a free slot, first to start first."""
+    return sorted((s for s in snaps if s.state == "queued"), key=_job_number)
+
+
+def queue_position(snap: Any, snaps: list[Any]) -> int | None:
+    """1 for the queued job that starts next, 2 for the one after, ...; None when not queued."""
+    if snap.state != "queued":
+        return None
+    ids = [s.job_id for s in queued(snaps)]
+    return ids.index(snap.job_id) + 1 if snap.job_id in ids else None
+
+
+def counts_text(snaps: list[Any]) -> str:
+    """'1 running, 2 queued' / '1 running' / '2 queued'."""
+    parts = [f"{n} {what}" for n, what in ((len(running(snaps)), "running"), (len(queued(snaps)), "queued")) if n]
+    return ", ".join(parts)
+
+
+MAX_ENDED_CARDS = 6  # ended jobs shown as cards on the Train page (the Runs page has them all)
+
+
+def cards(snaps: list[Any], show_ended: bool = True, max_ended: int = MAX_ENDED_CARDS) -> tuple[list[Any], int]:
+    """The jobs the Train page draws a card for, in `order`, and how many ended ones were left out:
+    one card per run folder (a resumed run: its newest job), none for a run deleted since it ended,
+    at most `max_ended` ended ones (none without `show_ended`)."""
+    shown, seen, left_out = [], set(), 0
+    for snap in order(snaps):
+        folder = str(snap.run_dir)
+        if folder in seen:
+            continue
+        seen.add(folder)
+        if snap.state in ACTIVE_STATES:
+            shown.append(snap)
+            continue
+        from pathlib import Path
+
+        if not Path(folder).is_dir():  # deleted on the Runs page (or by hand)
+            continue
+        if show_ended and sum(s.state not in ACTIVE_STATES for s in shown) < max_ended:
+            shown.append(snap)
+        else:
+            left_out += 1
+    return shown, left_out
+
+
+def is_evaluating(snap: Any) -> bool:
+    """A running job past its training: evaluating on the test split (e.g. a worker adopted after a
+    server restart that was evaluating); no ETA, nothing left for a Stop to cut short."""
+    if snap.state != "running":
+        return False
+    message = str(getattr(snap, "message", "") or "").lower()
+    return message.startswith("evaluating") or "evaluating on the test split" in message
 
 
 # status.json of in-thread jobs, read again only when the file changed: (mtime_ns, size, inode) and
@@ -193,15 +269,23 @@ def training_throughput(snap: Any) -> float | None:
     return float(snap.samples_per_s) if snap.samples_per_s else None
 
 
-def progress_text(snap: Any) -> str:
-    """One line: state (or 'stopping'), epoch x/y, ETA, training samples/s."""
-    stopping = is_stopping(snap)
-    parts = ["stopping" if stopping else snap.state]
+def progress_text(snap: Any, snaps: list[Any] | None = None) -> str:
+    """One line: state (or 'stopping' / 'evaluating'; a queued job's place in the queue when `snaps`
+    are given), epoch x/y, ETA, training samples/s."""
+    stopping, evaluating = is_stopping(snap), is_evaluating(snap)
+    parts = ["stopping" if stopping else "evaluating" if evaluating else snap.state]
+    position = queue_position(snap, snaps) if snaps is not None else None
+    if position is not None:
+        parts[0] = "queued · next to start" if position == 1 else f"queued · {_ordinal(position)} in line"
     if snap.epochs:
         parts.append(f"epoch {snap.epoch or 0}/{snap.epochs}")
-    if snap.state in ACTIVE_STATES and not stopping:
+    if snap.state == "running" and not stopping and not evaluating:
         parts.append(f"ETA {format_eta(snap.eta_s)}")
     rate = training_throughput(snap)
     if rate:
         parts.append(f"{rate:,.0f} samples/s training")
     return " · ".join(parts)
+
+
+def _ordinal(n: int) -> str:
+    return f"{n}{'th' if 10 <= n % 100 <= 20 else {1: 'st', 2: 'nd', 3: 'rd'}.get(n % 10, 'th')}"

@@ -37,11 +37,15 @@ TRAIN_FIELD_PREFIX = "train.field."  # + dotted config key, e.g. "train.field.op
 TRAIN_SMOOTHING = "train.smoothing"
 TRAIN_LOG_Y = "train.log_y"
 TRAIN_STOP_PREFIX = "train.stop."  # + job id
+TRAIN_RESUME_PREFIX = "train.resume."  # + job id
+RESUME_ERRORS = "resume.errors"  # messages of the last failed Resume click, shown once
 TRAIN_LAUNCHED = "train.launched"  # job ids launched from this session (info only)
 TRAIN_ERRORS = "train.errors"  # messages of the last launch attempt, shown once
 TRAIN_SHOW_FINISHED = "train.show_finished"
 TRAIN_COMPARE = "train.compare"  # finished jobs overlaid on the live loss curves
 TRAIN_COMPARE_AUTO = "train.compare_auto"  # False once the user picked jobs to overlay
+TRAIN_WATCHED = "train.watched"  # labels of the jobs this session saw running (the chart follows them)
+TRAIN_FORM_OPEN = "train.form_open"  # True after a failed start: the form stays open until a start works
 
 # --- Retrieval page ---------------------------------------------------------------------------
 RETRIEVAL_RUN = "retrieval.run"
@@ -69,6 +73,7 @@ RUNS_SORT = "runs.sort"
 RUNS_ONE = "runs.one"  # the run whose files / actions are shown
 RUNS_DELETE_CONFIRM = "runs.delete_confirm"
 RUNS_DELETE = "runs.delete"
+RUNS_RESUME = "runs.resume"
 RUNS_SMOOTHING = "runs.smoothing"
 RUNS_LOG_Y = "runs.log_y"
 

@@ -31,13 +31,14 @@ def render_sidebar() -> None:
 def _jobs_fragment(run_every: float | None) -> None:
     @st.fragment(run_every=run_every)
     def jobs_box() -> None:
-        snaps = jobs_view.active(jobs_view.snapshots())
+        every = jobs_view.snapshots()
+        snaps = jobs_view.active(every)
         if not snaps:
             st.caption("No training running.")
             return
-        st.caption(f"**Training** ({len(snaps)} running)")
+        st.caption(f"**Training** ({jobs_view.counts_text(every)})")
         for s in snaps:
             st.progress(min(max(float(s.progress or 0.0), 0.0), 1.0),
-                        text=f"{s.subject}: {jobs_view.progress_text(s)}")
+                        text=f"{s.subject}: {jobs_view.progress_text(s, every)}")
 
     jobs_box()
