@@ -9,6 +9,7 @@ import pytest
 
 from neuroalign.io_utils import atomic_write_json
 from neuroalign.training import runs
+from neuroalign.training.job_protocol import start_ticks
 
 
 def test_new_run_dirs_are_unique_and_sanitised(tmp_path):
@@ -81,7 +82,7 @@ def test_mark_interrupted(tmp_path):
     proc = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
     try:
         st = runs.read_status(other)
-        st["pid"] = proc.pid
+        st["pid"], st["pid_start"] = proc.pid, start_ticks(proc.pid)  # as that process would record it
         atomic_write_json(other / runs.STATUS_FILE, st)
         # `dead` claims a process that no longer exists
         st = runs.read_status(dead)
