@@ -130,7 +130,7 @@ def test_launch_tiny_training_and_see_it_finish(app_populated):
     names = [t["name"] for t in loss["data"]]
     assert any(n.endswith("train") for n in names) and any(n.endswith("val") for n in names)
     val = next(t for t in loss["data"] if t["name"].endswith("val"))
-    assert len(s.arr(val["y"])) == 3  # one validation point per epoch
+    assert s.arr(val["x"]).tolist() == [0, 1, 2, 3]  # the start (epoch 0), then one validation point per epoch
     assert (snap.run_dir / "results.json").is_file() and snap.run_dir.parent == app_populated["runs"]
     at.toggle(key=keys.TRAIN_LOG_Y).set_value(True).run()
     loss = next(sp for sp in s.chart_specs(at) if sp["layout"]["title"]["text"] == "Loss")

@@ -87,8 +87,10 @@ def test_loss_curves_train_from_steps_val_from_epochs():
     assert names == ["m1 train", "m1 val"]
     train, val = fig.data
     assert len(train.x) == 20 and train.y[0] == pytest.approx(1.0)  # epoch summaries not mixed in
-    assert list(val.x) == [10, 20] and list(val.y) == pytest.approx([0.2, 0.1])
-    assert fig.layout.yaxis.type == "log"
+    assert list(train.x) == pytest.approx([s / 10 for s in range(1, 21)])  # steps at their fractional epoch
+    assert list(val.x) == [1, 2] and list(val.y) == pytest.approx([0.2, 0.1])
+    assert fig.layout.yaxis.type == "log" and fig.layout.yaxis2.type == "log"
+    assert fig.layout.xaxis2.title.text == "epoch"
     smoothed = plots.loss_curves({"m1": _history(), "m2": _history()}, smoothing=0.8)
     assert len(smoothed.data) == 6  # raw + smoothed train and val per history
     assert smoothed.data[1].y[-1] > smoothed.data[0].y[-1]  # smoothing lags a falling curve
@@ -98,6 +100,28 @@ def test_lr_curves_log_axis_two_sides():
     fig = plots.lr_curves({"a": _history()})
     assert [t.name for t in fig.data] == ["a image lr", "a neural lr"]
     assert fig.layout.yaxis.type == "log"
+
+
+def test_loss_chart_reads_in_epochs_with_the_start_and_separate_scales():
+    """Issue 23 item 9: train and val loss on their own axes (they differ ~30x), epoch 0 (the start the
+    run may restore) plotted, a 3-epoch run drawn with markers, the x axis in epochs; the lr chart of a
+    constant rate shared by both sides is one line with readable ticks and room around it."""
+    h = [{"event": "start", "epoch": 0, "step": 0, "val_loss": 1.9}]
+    for epoch in (1, 2, 3):
+        h.append({"event": "step", "epoch": epoch, "step": 2 * epoch, "train_loss": 0.05 / epoch,
+                  "lr_image": 1e-4, "lr_neural": 1e-4})
+        h.append({"event": "epoch", "epoch": epoch, "step": 2 * epoch, "train_loss": 0.05 / epoch,
+                  "val_loss": 1.7 - 0.1 * epoch})
+    fig = plots.loss_curves({"m1": h})
+    train, val = fig.data
+    assert train.yaxis == "y" and val.yaxis == "y2"  # two panels, each with its own scale
+    assert list(val.x) == [0, 1, 2, 3] and val.y[0] == pytest.approx(1.9)  # epoch 0 = the start
+    assert list(val.marker.symbol)[0] == "diamond"
+    assert "markers" in train.mode and list(train.x) == [1, 2, 3]
+    assert fig.layout.xaxis2.title.text == "epoch" and fig.layout.xaxis.dtick == 1
+    lr = plots.lr_curves({"m1": h})
+    assert [t.name for t in lr.data] == ["m1 image = neural lr"] and "markers" in lr.data[0].mode
+    assert lr.layout.yaxis.exponentformat == "e" and lr.layout.yaxis.range == pytest.approx((-4.5, -3.5))
 
 
 def test_feature_map_panel_difference_and_overlay():

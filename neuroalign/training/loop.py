@@ -105,6 +105,10 @@ class FitLoop:
             t.best_val, t.best_score = self._validate()
             t.best_epoch = 0
             t.best_state, t._best_dirty = t.model_state(), True
+            # epoch 0 on the loss curves (a "start" record, apart from the per-epoch "epoch" records): the
+            # starting weights (the closed-form start) a run restores when no epoch beats them on val
+            self._emit("start", {"epoch": 0, "step": 0, "val_loss": t.best_val,
+                                 **({"val_score": t.best_score} if t.best_score is not None else {})})
 
     def _train_epoch(self, epoch: int) -> tuple[float | None, str | None]:
         """The epoch's steps: `(mean training loss, or None when no step ran; stop reason or None)`."""
