@@ -19,7 +19,22 @@ import dataclasses
 from dataclasses import dataclass, field, fields
 from typing import Any
 
-BACKBONES = ("ds_net_tiny", "ds_net_small")
+# The registered image models and their blocks per stage (torch-free copy of
+# `neuroalign.models.image_models`; a test keeps the two equal). "auto" = choose per subject on its
+# validation images among AUTO_CANDIDATES (`neuroalign.training.image_choice`). A user's own model is
+# named "package.module:factory".
+IMAGE_MODEL_DEPTHS = {
+    "ds_net_tiny": (2, 2, 4, 1),
+    "ds_net_small": (3, 4, 12, 3),
+    "efficientnet_lite0": (1, 2, 2, 3, 3, 4, 1),
+    "v1_gabor": (1,),
+    "random_rectified": (1,),
+}
+# the fixed nonlinearity the readout head applies by default per model (the banks are rectified already)
+IMAGE_MODEL_TRANSFORMS = {"ds_net_tiny": "square", "ds_net_small": "square", "efficientnet_lite0": "square",
+                          "v1_gabor": "none", "random_rectified": "none"}
+AUTO = "auto"
+BACKBONES = (*IMAGE_MODEL_DEPTHS, AUTO)
 BACKBONE_MODES = ("frozen", "finetune")
 NEURAL_BLOCKS = ("reference", "transformer", "latent", "linear")
 IMAGE_HEADS = ("conv1x1", "readout")
@@ -36,7 +51,7 @@ PRESETS = ("reference", "recommended", "attention")
 
 @dataclass
 class ImageTowerConfig:
-    backbone: str = "ds_net_small"
+    backbone: str = "ds_net_small"  # image model: a registered name (BACKBONES), "auto", or "package.module:factory"
     stage: int = 2
     block: int = 4
     mode: str = "frozen"  # "frozen": only the 1x1 conv learns (cached features); "finetune"
@@ -145,10 +160,15 @@ class TrainConfig:
             (self.epochs >= 1, f"epochs must be >= 1, got {self.epochs}"),
             (self.batch_size >= 2, f"batch size must be >= 2 (contrastive loss needs negatives), got {self.batch_size}"),
             (self.device in DEVICES, f"device must be one of {DEVICES}, got {self.device!r}"),
-            (self.image.backbone in BACKBONES, f"backbone must be one of {BACKBONES}, got {self.image.backbone!r}"),
+            (self.image.backbone in BACKBONES or is_plugin_model(self.image.backbone),
+             f"image model must be one of {', '.join(BACKBONES)} or 'package.module:factory', got {self.image.backbone!r}"),
             (self.image.mode in BACKBONE_MODES, f"backbone mode must be one of {BACKBONE_MODES}, got {self.image.mode!r}"),
-            (1 <= self.image.stage <= 4, f"stage must be 1..4, got {self.image.stage}"),
+            (self.image.stage >= 1, f"stage must be >= 1, got {self.image.stage}"),
             (self.image.block >= 1, f"block must be >= 1, got {self.image.block}"),
+            _layer_check(self.image.backbone, self.image.stage, self.image.block),
+            (self.image.backbone != AUTO or (self.image.head == "readout" and self.image.mode == "frozen"),
+             "image model 'auto' (chosen per subject on its validation images) needs the readout head and a "
+             f"frozen backbone, got head {self.image.head!r}, mode {self.image.mode!r}"),
             (self.image.head in IMAGE_HEADS, f"image head must be one of {IMAGE_HEADS}, got {self.image.head!r}"),
             (len(self.image.grid) == 2 and min(self.image.grid) >= 1, f"readout grid must be two positive ints, got {self.image.grid}"),
             (self.image.transform in FEATURE_TRANSFORMS, f"feature transform must be one of {FEATURE_TRANSFORMS}, got {self.image.transform!r}"),
@@ -186,6 +206,25 @@ class TrainConfig:
             if not ok:
                 raise ValueError(message)
         head_dim(self.neural.d_model, self.neural.n_heads)
+
+
+def is_plugin_model(name: str) -> bool:
+    """Whether `name` names a user's own image model, 'package.module:factory'."""
+    import re
+
+    return isinstance(name, str) and re.match(r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$", name) is not None
+
+
+def _layer_check(backbone: str, stage: int, block: int) -> tuple[bool, str]:
+    """(ok, message): (stage, block) exists in a registered model ("auto" and user models are checked
+    when built)."""
+    depths = IMAGE_MODEL_DEPTHS.get(backbone)
+    if depths is None:
+        return True, ""
+    if not 1 <= stage <= len(depths):
+        return False, f"{backbone} has stages 1..{len(depths)}, got stage {stage}"
+    return (block <= depths[stage - 1],
+            f"{backbone} stage {stage} has blocks 1..{depths[stage - 1]}, got block {block}")
 
 
 def head_dim(d_model: int, n_heads: int) -> int:

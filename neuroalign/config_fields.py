@@ -53,6 +53,8 @@ class ConfigField:
     zero: str | None = None
     cli_zero: bool = False
     metavar: str | None = None
+    aliases: tuple[str, ...] = ()  # further CLI spellings of the flag (older names)
+    open_choices: bool = False  # the CLI also takes values outside `choices` (config.validate decides)
 
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
@@ -164,18 +166,26 @@ FIELDS: tuple[ConfigField, ...] = (
     ConfigField("loss.w_ssim", "--w-ssim", "Weight: 1 − SSIM", "Weight of the structural dissimilarity "
                 "(1 - SSIM) of the maps.", "float", LOSS, min_value=0.0),
     # -- image tower -----------------------------------------------------------------------------------
-    ConfigField("image.backbone", "--backbone", "Backbone", "DS-Net variant, randomly initialised unless "
-                "weights are given (--backbone-weights, CLI only).", "choice", IMAGE, choices=cfg.BACKBONES),
-    ConfigField("image.weights", "--backbone-weights", "Backbone weights", "Local DS-Net state dict "
-                "(nothing is downloaded).", "path", IMAGE, form=False, metavar="PATH"),
+    ConfigField("image.backbone", "--image-model", "Image model", "The frozen image features the image tower "
+                "reads. auto: chosen per subject on its validation images among the V1 Gabor bank, random "
+                "rectified filters, DS-Net and ImageNet-trained EfficientNet-Lite0 layers (needs the readout "
+                "head). ds_net_*: the research code's DS-Net, random init unless --backbone-weights; "
+                "efficientnet_lite0: ImageNet weights shipped with the package; v1_gabor: Gabor quadrature "
+                "bank; random_rectified: the random-feature baseline's filters. CLI: also a model of your own "
+                "as package.module:factory (README).", "choice", IMAGE, choices=cfg.BACKBONES,
+                aliases=("--backbone",), open_choices=True, metavar="MODEL"),
+    ConfigField("image.weights", "--backbone-weights", "Backbone weights", "Local state dict for the image "
+                "model (DS-Net key format for ds_net_*, every tensor of the model otherwise; nothing is "
+                "downloaded).", "path", IMAGE, form=False, metavar="PATH"),
     ConfigField("image.mode", "--backbone-mode", "Backbone mode", "frozen: backbone features computed once "
                 "and cached, only the head learns (fast). finetune: the backbone learns too (slow on CPU).",
                 "choice", IMAGE, choices=cfg.BACKBONE_MODES),
-    ConfigField("image.stage", "--stage", "Stage", "Backbone stage the feature is taken from (1-4).", "int",
-                IMAGE, min_value=1, max_value=4),
-    ConfigField("image.block", "--block", "Block", "Block within that stage (1-based; with ds_net_tiny at "
-                "most the stage's last block, which the CLI picks when only --backbone is given).", "int",
-                IMAGE, min_value=1),
+    ConfigField("image.stage", "--stage", "Stage", "Stage of the image model the feature is taken from "
+                "(DS-Net 1-4, EfficientNet-Lite0 1-7, the filter banks 1; ignored by auto).", "int",
+                IMAGE, min_value=1, max_value=7),
+    ConfigField("image.block", "--block", "Block", "Block within that stage (1-based; when only "
+                "--image-model is given the CLI takes the stage's last block if the preset's is beyond it).",
+                "int", IMAGE, min_value=1),
     ConfigField(HEAD_PATH, "--image-head", "Image head", "conv1x1: one 1x1-conv channel (reference). "
                 "readout: a linear readout of every channel at every position of the pooled features, drawn "
                 "as a smooth map.", "choice", IMAGE, choices=cfg.IMAGE_HEADS),

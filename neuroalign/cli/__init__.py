@@ -13,7 +13,7 @@ import logging
 import sys
 
 from neuroalign import __version__
-from neuroalign.cli import data_commands, train_commands
+from neuroalign.cli import data_commands, profile_commands, train_commands
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -24,6 +24,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub.required = True
     data_commands.register(sub)
     train_commands.register(sub)
+    profile_commands.register(sub)
     return parser
 
 

@@ -28,6 +28,7 @@ from typing import Any, Mapping
 import numpy as np
 
 from neuroalign.evaluation.retrieval import correlation_matrix, retrieval_metrics
+from neuroalign.linalg import eigh
 
 logger = logging.getLogger(__name__)
 
@@ -85,7 +86,7 @@ def ridge_identification(features: np.ndarray, responses: np.ndarray, split: Map
     x = _zscore_with(np.asarray(features).reshape(len(features), -1), train)
     y = _zscore_with(responses, train)
     xt = x[train]
-    s2, u = np.linalg.eigh(xt @ xt.T)
+    s2, u = eigh(xt @ xt.T)
     keep = s2 > 1e-10 * max(float(s2.max()), 1e-300)
     s2, u = s2[keep], u[:, keep]
     uty = u.T @ y[train]  # (r, K)
@@ -144,10 +145,9 @@ def random_rectified_features(images: np.ndarray, n_filters: int = RANDOM_FILTER
     n, c, h, w = x.shape
     if min(h, w) < size:
         raise ValueError(f"images of {h}x{w} px are smaller than the {size}x{size} random filters")
-    gen = torch.Generator().manual_seed(seed)
-    filters = torch.randn(n_filters, c, size, size, generator=gen)
-    filters -= filters.mean(dim=(1, 2, 3), keepdim=True)
-    filters /= filters.flatten(1).norm(dim=1)[:, None, None, None]
+    from neuroalign.models.filter_banks import random_filters  # the same filters as the registered bank
+
+    filters = random_filters(n_filters, c, size, seed)
     oh, ow = h - size + 1, w - size + 1
     while 2 * n_filters * (oh // pool) * (ow // pool) > max_features and pool < min(oh, ow):
         pool += 1

@@ -33,6 +33,7 @@ from neuroalign.evaluation.baselines import (
     repeat_baseline,
     ridge_baseline,
 )
+from neuroalign.evaluation.feve import linear_feve
 from neuroalign.evaluation.retrieval import n_way_metrics, retrieval_metrics
 from neuroalign.io_utils import atomic_savemat, atomic_savez, atomic_write_json
 from neuroalign.models import minmax_per_sample, similarity_matrix, ssim_per_sample
@@ -103,6 +104,27 @@ def compute_baselines(subject, split: dict[str, np.ndarray], subject_path: str |
     return out
 
 
+def encoding_scores(trainer) -> dict[str, Any] | None:
+    """FEVE per neuron on the test repeats (`evaluation.feve`): of the model (a ridge from its image maps,
+    i.e. its shared-space embedding, to each neuron, fitted on train, strength chosen on val) and of the
+    linear encoding model on the run's frozen features. None without >= 2 repeats."""
+    reps = trainer.subject.repeats
+    if reps is None or reps.shape[0] < 2:
+        return None
+    norm = trainer.normaliser
+    responses = norm.transform(trainer.subject.responses)
+    trials = np.stack([norm.transform(r) for r in reps])
+    img, _ = trainer.predict(np.arange(trainer.subject.n_images))
+    out: dict[str, Any] = {"metric": "FEVE", "model": linear_feve(img.reshape(len(img), -1), responses, trials, trainer.split)}
+    feats = backbone_baseline_features(trainer)
+    if feats is not None:
+        backbone = linear_feve(feats, responses, trials, trainer.split)
+        if backbone is not None:
+            backbone.pop("per_neuron", None)
+            out["ridge_backbone"] = backbone
+    return out
+
+
 def evaluate_trainer(trainer, run_dir: str | Path | None = None, subject_path: str | Path | None = None,
                      training: dict[str, Any] | None = None, baselines: bool = True) -> dict[str, Any]:
     """Score a fitted trainer on its test (and val) split; write the artifacts when `run_dir` is given."""
@@ -121,6 +143,9 @@ def evaluate_trainer(trainer, run_dir: str | Path | None = None, subject_path: s
         "checkpoint": "best.pt",
         "training": training or {},
     }
+    encoding = encoding_scores(trainer)
+    if encoding is not None:
+        results["encoding"] = encoding
     if baselines:
         c = trainer.config.image
         label = f"the run's frozen {c.backbone} stage {c.stage} block {c.block} features"

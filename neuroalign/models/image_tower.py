@@ -35,9 +35,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from neuroalign.config import BACKBONE_MODES, FEATURE_TRANSFORMS, IMAGE_HEADS, ImageTowerConfig
-from neuroalign.models.dsnet import DSNet, truncated_depths
+from neuroalign.models.image_models import build_image_model
 from neuroalign.models.maps import MAP_SIZE, dct_basis, minmax_per_sample, synthesise_maps
-from neuroalign.models.weights import load_backbone_weights
 
 logger = logging.getLogger(__name__)
 
@@ -63,10 +62,10 @@ class ImageTower(nn.Module):
         self.grid = (int(grid[0]), int(grid[1]))
         self.backbone_name, self.stage, self.block, self.mode = backbone, int(stage), int(block), mode
         self.init_seed = int(init_seed)
-        depths = truncated_depths(backbone, self.stage, self.block)
-        with torch.random.fork_rng(devices=[]):  # deterministic init, global RNG untouched
-            torch.manual_seed(self.init_seed)
-            self.backbone = DSNet(depths, in_chans=in_chans)
+        # the registered image model (or a user's factory), built only up to (stage, block), its init
+        # seeded without touching the global RNG, a local weights file loaded when given
+        self.backbone, self.weights_report = build_image_model(backbone, self.stage, self.block, in_chans=in_chans,
+                                                               seed=self.init_seed, weights=weights)
         # channels-last: ~1.5x faster convolutions on CPU (oneDNN) and tensor cores on GPU
         self.backbone.to(memory_format=torch.channels_last)
         self.channels = self.backbone.stage_channels[self.stage - 1] * (2 if transform == "rectify" else 1)
@@ -81,10 +80,8 @@ class ImageTower(nn.Module):
             self.register_buffer("feat_mean", torch.zeros(self.n_inputs))
             self.register_buffer("feat_scale", torch.ones(self.n_inputs))
             self.readout = nn.Linear(self.n_inputs, self.n_components)
-        self.weights_report = None
         self.weights_path = str(weights) if weights else None
-        if weights:
-            self.weights_report = load_backbone_weights(self.backbone, weights, self.stage, self.block)
+        if self.weights_report is not None:
             logger.info("backbone weights: %s", self.weights_report.summary())
         if self.frozen:
             self.backbone.requires_grad_(False)

@@ -90,7 +90,7 @@ def _fail_status(run_dir: Path, message: str) -> None:
     try:
         runs_io.write_status(run_dir, "failed", message)
     except OSError as exc:
-        logger.warning("could not record the failure in %s: %s", run_dir / runs_io.STATUS_FILE, exc)
+        logger.info("could not record the failure in %s: %s", run_dir / runs_io.STATUS_FILE, exc)
 
 
 def _writer_lock(run_dir: Path, is_main: bool, action: str):
@@ -174,7 +174,7 @@ def run_training(subject_name: str, config: TrainConfig, data_dir: str | Path, r
     except OSError as exc:
         if created and io_utils.is_disk_full(exc) and not (run_dir / runs_io.LAST_CKPT).is_file():
             shutil.rmtree(run_dir, ignore_errors=True)  # nothing resumable in it: leave no empty run behind
-            logger.warning("removed %s: the disk filled up before its first checkpoint", run_dir)
+            logger.info("removed %s: the disk filled up before its first checkpoint", run_dir)
         raise
 
 

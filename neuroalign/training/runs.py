@@ -163,7 +163,7 @@ def run_lock(run_dir: str | os.PathLike, action: str) -> Iterator[None]:
             os.ftruncate(fd, 0)
             os.pwrite(fd, (json.dumps(info) + "\n").encode("utf-8"), 0)
         except OSError as exc:  # a full disk: the lock holds all the same, only its label is missing
-            logger.warning("could not record the lock holder in %s: %s", display_path(path / LOCK_FILE), exc)
+            logger.info("could not record the lock holder in %s: %s", display_path(path / LOCK_FILE), exc)
         with _held_guard:
             _held_locks[key] = [me, 1, fd]
         try:

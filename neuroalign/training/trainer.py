@@ -34,7 +34,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from neuroalign.config import TrainConfig
+from neuroalign.config import AUTO, TrainConfig
 from neuroalign.data import Normaliser, Subject, split_indices
 from neuroalign.evaluation.retrieval import retrieval_metrics
 from neuroalign.models import CombinedLoss, ImageTower, build_neural_tower, cached_features, similarity_matrix
@@ -89,6 +89,10 @@ class Trainer:
         self.dist, self.device, self.dist_backend = env.dist, env.device, env.backend
         seed_everything(config.seed, config.deterministic)
         self._prepare_data(split, normaliser)
+        self.image_choice: dict[str, Any] | None = None  # what "auto" compared and chose (config.json)
+        self._chosen_start = None
+        if config.image.backbone == AUTO:
+            config = self.config = self._choose_image_model(cache_dir)
         self.image_tower = ImageTower.from_config(config.image, n_components=config.n_components)
         self.neural_tower = build_neural_tower(subject.n_neurons, config.neural, config.n_components)
         self._prepare_repeats()
@@ -125,6 +129,20 @@ class Trainer:
         self.normaliser = normaliser if normaliser is not None else \
             Normaliser(d.normaliser).fit(subject.responses[self.split["train"]])
         self.responses = _to_device(torch.from_numpy(self.normaliser.transform(subject.responses)), self.device)
+
+    def _choose_image_model(self, cache_dir: str | Path | None) -> TrainConfig:
+        """Image model "auto": the candidate whose closed-form start scores best on the val images
+        (`training.image_choice`); returns the config with it in place of "auto". Every torchrun rank
+        computes the same choice from the same data."""
+        from neuroalign.training import image_choice
+
+        report = None if self.status is None or not self.is_main else self.status
+        choice = image_choice.choose_image_features(self.config, self.subject, self.split,
+                                                    self.responses.cpu().numpy(), cache_dir=cache_dir,
+                                                    candidates=image_choice.AUTO_CANDIDATES, status=report)
+        self.image_choice = choice.report
+        self._chosen_start = choice.start
+        return image_choice.resolved_config(self.config, choice.candidate)
 
     def _prepare_repeats(self) -> None:
         """Normalised single trials `(R, N, K)` for repeat augmentation (None when off or absent)."""
@@ -308,7 +326,9 @@ class Trainer:
         tr, va = (np.asarray(self.split[k], dtype=np.int64) for k in ("train", "val"))
         feats = self.inputs.flatten(1).cpu().numpy()
         resp = self.responses.cpu().numpy()
-        start = fit_linear_start(feats[tr], resp[tr], feats[va], resp[va], self.config.n_components)
+        start = self._chosen_start  # "auto" fitted it on exactly these features while choosing
+        if start is None or start.image_weight.shape[1] != feats.shape[1]:
+            start = fit_linear_start(feats[tr], resp[tr], feats[va], resp[va], self.config.n_components)
         apply_linear_start(self.image_tower, self.neural_tower, start)
         dist_ops.broadcast_module(self.core, self.dist)
         self.linear_start_report = start.report

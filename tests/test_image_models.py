@@ -1,0 +1,240 @@
+"""The image-model registry, the fixed filter banks, FEVE, the alignment profile and image model "auto"."""
+
+from __future__ import annotations
+
+import json
+import textwrap
+
+import numpy as np
+import pytest
+import torch
+
+from neuroalign.config import IMAGE_MODEL_DEPTHS, preset
+from neuroalign.data import load_subject
+from neuroalign.evaluation.baselines import random_rectified_features
+from neuroalign.evaluation.feve import fev_feve, linear_feve, summarise
+from neuroalign.models import ImageTower, cached_features
+from neuroalign.models.feature_cache import clear_memory_cache
+from neuroalign.models.filter_banks import GaborBank, gabor_pair_kernels
+from neuroalign.models.image_models import build_image_model, check_catalog, image_model_spec, registered_models
+from neuroalign.training.image_choice import AUTO_CANDIDATES, Candidate, candidate_tower, choose_image_features
+from neuroalign.training.linear_start import fit_linear_start
+from neuroalign.training.profile import alignment_profile, load_profile, save_profile, start_embeddings, cosine_metrics
+
+
+def test_registry_matches_the_torch_free_catalog():
+    check_catalog()
+    assert set(registered_models()) == set(IMAGE_MODEL_DEPTHS)
+
+
+@pytest.mark.parametrize("name", sorted(IMAGE_MODEL_DEPTHS))
+def test_every_model_gives_its_declared_channels_at_every_stage_end(name):
+    spec = image_model_spec(name)
+    x = torch.rand(2, 1, 68, 270)
+    for stage, block in spec.stage_ends():
+        model, _ = build_image_model(name, stage, block)
+        out = model.features_at(x, stage, block)
+        assert out.shape[:2] == (2, spec.channels[stage - 1]), (name, stage, block, out.shape)
+        assert torch.isfinite(out).all()
+
+
+def test_unknown_model_and_layer_are_one_line_errors():
+    with pytest.raises(ValueError, match="unknown image model 'resnet9000'.*efficientnet_lite0"):
+        image_model_spec("resnet9000")
+    with pytest.raises(ValueError, match="efficientnet_lite0 has stages 1..7, got stage 9"):
+        build_image_model("efficientnet_lite0", 9, 1)
+    with pytest.raises(ValueError, match="ds_net_small stage 2 has blocks 1..4, got block 5"):
+        build_image_model("ds_net_small", 2, 5)
+    # the torch-free config says the same before anything is built
+    with pytest.raises(ValueError, match="v1_gabor has stages 1..1, got stage 2"):
+        preset("recommended").replace(**{"image.backbone": "v1_gabor", "image.stage": 2, "image.block": 1}).validate()
+
+
+def test_banks_refuse_a_weights_file(tmp_path):
+    path = tmp_path / "w.pt"
+    torch.save({"a": torch.zeros(1)}, path)
+    with pytest.raises(ValueError, match="fixed filter bank and takes no weights file"):
+        build_image_model("v1_gabor", 1, 1, weights=path)
+
+
+def test_random_bank_is_the_baselines_feature_set():
+    images = np.random.default_rng(0).random((3, 1, 40, 60)).astype(np.float32)
+    model, _ = build_image_model("random_rectified", 1, 1)
+    ours = torch.nn.functional.avg_pool2d(model.features_at(torch.from_numpy(images), 1, 1), 4).flatten(1).numpy()
+    np.testing.assert_allclose(ours, random_rectified_features(images, pool=4), rtol=2e-5, atol=1e-6)
+
+
+def test_gabor_kernels_are_a_quadrature_bank():
+    k = gabor_pair_kernels(8.0, n_orient=4)[:, 0]
+    assert k.shape[0] == 8
+    for kern in k:
+        assert abs(float(kern.sum())) < 1e-4 and float(kern.norm()) == pytest.approx(1.0, abs=1e-5)
+    even, odd = k[0], k[1]
+    assert abs(float((even * odd).sum())) < 0.05  # quadrature pair: (nearly) orthogonal
+
+
+def test_gabor_bank_prefers_the_matching_grating_orientation_and_scale():
+    h, w = 64, 256
+    yy, xx = np.mgrid[0:h, 0:w]
+    bank = GaborBank()
+    energies = []
+    for theta in (0.0, np.pi / 2):  # grating varying along x (theta 0) or along y
+        u = xx * np.cos(theta) + yy * np.sin(theta)
+        img = 0.5 + 0.4 * np.cos(2 * np.pi * u / 8.0)
+        out = bank(torch.tensor(img, dtype=torch.float32)[None, None])[0]
+        # channels: scale-major, then orientation, then (even, odd) x (+, -) halves
+        per = out.mean(dim=(1, 2)).reshape(len(bank.wavelengths), 2, bank.n_orient, 2).sum(dim=(1, 3))
+        energies.append(per)
+    scale_8 = 1  # wavelengths (4, 8, 16, 32)
+    assert int(energies[0][scale_8].argmax()) == 0
+    assert int(energies[1][scale_8].argmax()) == bank.n_orient // 2
+    assert int(energies[0].sum(dim=1).argmax()) == scale_8
+
+
+def test_user_factory_model(tmp_path, monkeypatch):
+    (tmp_path / "mylab_models.py").write_text(textwrap.dedent('''
+        import torch
+        from torch import nn
+
+        class Tiny(nn.Module):
+            depths = (2,)
+            stage_channels = (4,)
+            def __init__(self, in_chans=1):
+                super().__init__()
+                self.convs = nn.ModuleList([nn.Conv2d(in_chans, 4, 3, padding=1), nn.Conv2d(4, 4, 3, padding=1)])
+            def forward_intermediates(self, x, indices, stop_early=True, intermediates_only=True):
+                outs = []
+                for conv in self.convs:
+                    x = torch.relu(conv(x)); outs.append(x)
+                return [outs[b - 1] for _, b in indices]
+            def features_at(self, x, stage, block):
+                return self.forward_intermediates(x, [(stage, block)])[0]
+            def config(self):
+                return {"kind": "tiny"}
+
+        def build(in_chans=1):
+            return Tiny(in_chans)
+    '''))
+    monkeypatch.syspath_prepend(str(tmp_path))
+    tower = ImageTower("mylab_models:build", 1, 2, head="readout", grid=(4, 8), transform="none")
+    assert tower.extract(torch.rand(2, 1, 32, 64)).shape == (2, 4, 4, 8)
+    # weights from a local file: every tensor must be there with its shape
+    good = tmp_path / "good.pt"
+    torch.save(tower.backbone.state_dict(), good)
+    ImageTower("mylab_models:build", 1, 2, head="readout", weights=good)
+    bad = tmp_path / "bad.pt"
+    state = dict(tower.backbone.state_dict())
+    state["convs.1.weight"] = torch.zeros(4, 4, 5, 5)
+    torch.save(state, bad)
+    with pytest.raises(ValueError, match=r"'convs.1.weight' has shape \(4, 4, 5, 5\) in the file, the model expects \(4, 4, 3, 3\)"):
+        ImageTower("mylab_models:build", 1, 2, head="readout", weights=bad)
+    with pytest.raises(ValueError, match="could not import 'nope_module'"):
+        image_model_spec("nope_module:build")
+    assert preset("recommended").replace(**{"image.backbone": "mylab_models:build", "image.block": 2}).image.backbone
+
+
+def test_feve_is_one_for_the_true_mean_and_zero_for_a_constant():
+    rng = np.random.default_rng(0)
+    mean = rng.random((50, 6))
+    trials = mean[None] + 0.3 * rng.standard_normal((2, 50, 6))
+    fev, feve = fev_feve(mean, np.repeat(mean[None], 2, axis=0))  # noiseless repeats, perfect prediction
+    np.testing.assert_allclose(feve, 1.0)
+    np.testing.assert_allclose(fev, 1.0)
+    _, feve_const = fev_feve(np.broadcast_to(trials.mean(axis=(0, 1)), (50, 6)), trials)
+    np.testing.assert_allclose(feve_const, 0.0, atol=1e-12)
+    # pure noise: nothing is explainable, so FEV ~ 0 and no neuron enters the median
+    noise = rng.standard_normal((2, 2000, 5))
+    fev_n, feve_n = fev_feve(np.zeros((2000, 5)), noise)
+    assert np.all(np.abs(fev_n) < 0.1)
+    assert summarise(fev_n, feve_n)["n_included"] == 0
+    with pytest.raises(ValueError, match="R >= 2"):
+        fev_feve(mean, trials[:1])
+
+
+def test_linear_feve_ranks_a_good_encoding_model_above_a_bad_one():
+    rng = np.random.default_rng(1)
+    n, d, k = 300, 20, 10
+    x = rng.standard_normal((n, d))
+    mean = x @ rng.standard_normal((d, k))
+    trials = mean[None] + 1.0 * rng.standard_normal((2, n, k))
+    split = {"train": np.arange(0, 200), "val": np.arange(200, 250), "test": np.arange(250, 300)}
+    good = linear_feve(x, trials.mean(axis=0), trials, split)
+    bad = linear_feve(rng.standard_normal((n, d)), trials.mean(axis=0), trials, split)
+    assert good["median"] > 0.8 and bad["median"] < 0.2
+    assert linear_feve(x, trials.mean(axis=0), None, split) is None
+
+
+def _tiny_subject(sim_root):
+    return load_subject(sim_root / "sim-M1")
+
+
+def test_profile_layer_score_equals_a_separate_closed_form_start(sim_root, tmp_path):
+    clear_memory_cache()
+    sub = _tiny_subject(sim_root)
+    cfg = preset("recommended")
+    prof = alignment_profile(sub, cfg, models=["random_rectified", "ds_net_tiny"], cache_dir=tmp_path)
+    labels = [r["label"] for r in prof["rows"]]
+    assert labels[0] == "random_rectified" and len(labels) == 1 + 4
+    # recompute one layer by hand: features, normaliser on train, start on train/val, test metrics
+    from neuroalign.data import Normaliser
+    from neuroalign.training.profile import subject_split
+
+    split = subject_split(sub, cfg)
+    norm = Normaliser(cfg.data.normaliser).fit(sub.responses[split["train"]])
+    resp = norm.transform(sub.responses).astype(np.float64)
+    row = prof["rows"][2]  # ds_net_tiny stage 2
+    tower = candidate_tower(cfg, Candidate("ds_net_tiny", row["stage"], row["block"], row["transform"]))
+    feats = cached_features(tower, sub.images, sub.data_hash).flatten(1).numpy()
+    start = fit_linear_start(feats[split["train"]], resp[split["train"]], feats[split["val"]], resp[split["val"]],
+                             cfg.n_components)
+    img, neu = start_embeddings(start, feats, resp)
+    test = cosine_metrics(img[split["test"]], neu[split["test"]])
+    for d in ("image_to_neural", "neural_to_image"):
+        assert row["test"][d]["top1"] == pytest.approx(test[d]["top1"])
+        assert row["test"][d]["mrr"] == pytest.approx(test[d]["mrr"])
+    assert row["val_mrr"] == pytest.approx(start.report["val_mrr_mean"])
+    assert "feve" in row and row["feve"]["n_neurons"] == sub.n_neurons
+    assert {"ridge", "ridge_random", "repeat"} <= set(prof["reference"])
+    best = prof["best"]["overall"]
+    assert prof["rows"][best]["val_mrr"] == max(r["val_mrr"] for r in prof["rows"])
+    # kept with the subject; refused for other data
+    folder = tmp_path / "subj"
+    folder.mkdir()
+    save_profile(folder, prof)
+    assert load_profile(folder, sub.data_hash)["rows"] == json.loads(json.dumps(prof["rows"]))
+    assert load_profile(folder, "another-hash") is None
+
+
+def test_auto_picks_the_best_val_candidate_and_records_every_score(sim_root, tmp_path):
+    clear_memory_cache()
+    sub = _tiny_subject(sim_root)
+    cfg = preset("recommended").replace(**{"image.backbone": "auto"})
+    from neuroalign.data import Normaliser, split_indices
+
+    split = split_indices(sub.n_images, 0.1, 0.1, cfg.data.split_seed)
+    resp = Normaliser("zscore").fit(sub.responses[split["train"]]).transform(sub.responses)
+    cands = (Candidate("random_rectified", 1, 1, "none"), Candidate("ds_net_tiny", 1, 1, "square"))
+    choice = choose_image_features(cfg, sub, split, resp, cache_dir=tmp_path, candidates=cands)
+    rows = choice.report["candidates"]
+    assert [r["model"] for r in rows] == [c.label for c in cands]
+    winner = max(rows, key=lambda r: (r["val_mrr"], r["val_top1"]))
+    assert choice.report["chosen"] == winner["model"]
+    assert all(c.backbone in IMAGE_MODEL_DEPTHS for c in AUTO_CANDIDATES)
+
+
+def test_auto_training_run_records_the_choice(sim_root, tmp_path, monkeypatch):
+    from neuroalign.training import image_choice
+    from neuroalign.training.pipeline import run_training
+
+    monkeypatch.setattr(image_choice, "AUTO_CANDIDATES", (Candidate("random_rectified", 1, 1, "none"),
+                                                          Candidate("v1_gabor", 1, 1, "none")))
+    cfg = preset("recommended").replace(epochs=1, device="cpu", batch_size=32, **{"image.backbone": "auto"})
+    run = run_training("sim-M1", cfg, sim_root, tmp_path / "runs", cache_dir=tmp_path / "cache")
+    record = json.loads((run / "config.json").read_text())
+    chosen = record["image_choice"]
+    assert record["config"]["image"]["backbone"] == chosen["backbone"] in ("random_rectified", "v1_gabor")
+    assert len(chosen["candidates"]) == 2
+    results = json.loads((run / "results.json").read_text())
+    assert results["training"]["linear_start"]["val_mrr_mean"] == pytest.approx(
+        max(r["val_mrr"] for r in chosen["candidates"]))
+    assert results["encoding"]["model"]["n_neurons"] == 48
