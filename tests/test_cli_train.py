@@ -223,3 +223,49 @@ def test_every_train_form_field_is_a_cli_flag():
         ns = parser.parse_args(["train", "--subjects", "x", "--preset", "reference", *argv])
         (field, value), = given_fields(ns).items()
         assert field.path == f.path and value == want, f.flag
+
+
+def test_cli_summary_and_runs_show_the_best_linear_readout(tmp_path, capsys):
+    """Issue 23 item 13: `runs`, `evaluate` and the `train` summary name the best linear readout (not
+    only the pixel ridge), and the stop reason is words, not the internal token `time_budget`."""
+    from neuroalign.cli import train_commands
+    from neuroalign.io_utils import atomic_write_json
+
+    def both(a, b):
+        return {"image_to_neural": {"top1": a}, "neural_to_image": {"top1": b}}
+
+    results = {"test": {"n": 40, "chance_top1": 0.025, **both(0.5, 0.2)},
+               "baselines": {"ridge": both(0.1, 0.1), "ridge_backbone": both(0.4, 0.3), "ridge_random": both(0.2, 0.1)}}
+    line = train_commands._summary(results)
+    assert "best linear readout: model image→neural beats 0.400 (ridge on backbone features)" in line
+    assert "neural→image does not beat 0.300 (ridge on backbone features)" in line
+    assert train_commands.stop_reason_text("time_budget") == "reached its time budget"
+    assert "time_budget" not in train_commands.stop_reason_text("time_budget")
+    run_dir = runs.new_run_dir(tmp_path, "m1")
+    atomic_write_json(run_dir / "config.json", {"config": TrainConfig().to_dict(), "subject": {"name": "m1"}})
+    atomic_write_json(run_dir / "results.json", results)
+    runs.write_status(run_dir, "finished", "done")
+    assert main(["runs", "--runs-dir", str(tmp_path)]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert "LINEAR I→N" in out[0] and "BEST LINEAR" in out[0] and "RIDGE " not in out[0]
+    assert "0.400" in out[1] and "0.300" in out[1] and out[1].rstrip().endswith("ridge on backbone features")
+    assert main(["runs", "--runs-dir", str(tmp_path), "--json"]) == 0
+    (listed,) = json.loads(capsys.readouterr().out)
+    assert listed["best_linear_top1_image_to_neural"] == 0.4 and listed["best_linear_image_to_neural"] == "ridge_backbone"
+
+
+def test_cli_resume_lines_name_the_subject(tmp_path, capsys, monkeypatch):
+    """Issue 23 item 13: `train --resume` labels its progress lines with the run's subject."""
+    from neuroalign.io_utils import atomic_write_json
+
+    run_dir = runs.new_run_dir(tmp_path, "mouse7")
+    atomic_write_json(run_dir / "config.json", {"config": TrainConfig().to_dict(), "subject": {"name": "mouse7"}})
+
+    def fake_resume(path, data_dir=None, cache_dir=None, callback=None, threads=None):
+        callback("epoch", {"epoch": 4.0, "train_loss": 0.1, "val_loss": 0.2, "elapsed_s": 3.0})
+        return path
+
+    monkeypatch.setattr(pipeline, "resume_training", fake_resume)
+    assert main(["train", "--resume", str(run_dir)]) == 0
+    err = capsys.readouterr().err
+    assert "[mouse7] epoch 4" in err and "[resume]" not in err

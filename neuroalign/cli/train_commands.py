@@ -6,6 +6,7 @@ import argparse
 import json
 import sys
 import time
+from pathlib import Path
 from typing import Any
 
 from neuroalign.config import DEVICES, PRESETS, TrainConfig, preset, preset_label, with_compatible_init
@@ -128,13 +129,33 @@ def _progress_printer(subject: str, quiet: bool):
     return callback
 
 
+READOUT_NAMES = {"ridge": "ridge on pixels", "ridge_random": "ridge on random features",
+                 "ridge_backbone": "ridge on backbone features"}
+STOP_REASONS = {"completed": "ran every epoch", "time_budget": "reached its time budget",
+                "early_stopping": "stopped early (validation stopped improving)", "stopped": "stopped on request"}
+
+
+def stop_reason_text(reason: Any) -> str:
+    """The words for a run's `training.stop_reason` (never the internal token, e.g. `time_budget`)."""
+    return STOP_REASONS.get(str(reason), str(reason).replace("_", " ") if reason else "ended")
+
+
 def _summary(results: dict[str, Any]) -> str:
+    """One line: the model's test top-1 both ways, chance, and the best linear readout (the yardstick
+    README and the dashboard compare with) with whether the model beats it."""
     t = results["test"]
-    parts = [f"test n={t['n']}: top-1 image->neural {t['image_to_neural']['top1']:.3f}, "
-             f"neural->image {t['neural_to_image']['top1']:.3f} (chance {t['chance_top1']:.3f})"]
-    ridge = (results.get("baselines") or {}).get("ridge")
-    if ridge:
-        parts.append(f"ridge {ridge['image_to_neural']['top1']:.3f}/{ridge['neural_to_image']['top1']:.3f}")
+    parts = [f"test n={t['n']}: top-1 image→neural {t['image_to_neural']['top1']:.3f}, "
+             f"neural→image {t['neural_to_image']['top1']:.3f} (chance {t['chance_top1']:.3f})"]
+    best = runs.best_linear(results.get("baselines") or {})
+    linear = []
+    for direction, arrow in (("image_to_neural", "image→neural"), ("neural_to_image", "neural→image")):
+        value, name = best[f"best_linear_top1_{direction}"], best[f"best_linear_{direction}"]
+        if value is None:
+            continue
+        word = "beats" if t[direction]["top1"] >= value else "does not beat"
+        linear.append(f"{arrow} {word} {value:.3f} ({READOUT_NAMES.get(name, name)})")
+    if linear:
+        parts.append("best linear readout: model " + ", ".join(linear))
     return "; ".join(parts)
 
 
@@ -152,8 +173,9 @@ def cmd_train(args: argparse.Namespace) -> int:
         torch.set_num_threads(args.threads)
     cache = cache_dir(args.cache_dir)
     if args.resume:
+        subject = (runs.load_run(args.resume).config.get("subject") or {}).get("name") or Path(args.resume).name
         run_dir = pipeline.resume_training(args.resume, data_dir=args.data_dir, cache_dir=cache,
-                                           callback=_progress_printer("resume", args.quiet), threads=args.threads)
+                                           callback=_progress_printer(subject, args.quiet), threads=args.threads)
         print(run_dir)
         return 0
     if not args.subjects:
@@ -181,7 +203,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         rec = runs.load_run(run_dir)
         if rec.results and not args.quiet:
             tr = rec.results.get("training") or {}
-            print(f"[{name}] {tr.get('stop_reason', '?')} after epoch {tr.get('epochs_run', '?')} "
+            print(f"[{name}] {stop_reason_text(tr.get('stop_reason'))} after epoch {tr.get('epochs_run', '?')} "
                   f"(best {tr.get('best_epoch', '?')}); {_summary(rec.results)}", file=sys.stderr)
     return 1 if failures else 0
 
@@ -222,11 +244,15 @@ def cmd_runs(args: argparse.Namespace) -> int:
     def fmt(x: Any) -> str:
         return "-" if x is None else f"{x:.3f}"
 
-    header = f"{'RUN':<40} {'SUBJECT':<10} {'STATE':<12} {'PRESET':<12} {'TOP1 I->N':>9} {'TOP1 N->I':>9} {'CHANCE':>7} {'RIDGE':>7}"
+    header = (f"{'RUN':<40} {'SUBJECT':<10} {'STATE':<12} {'PRESET':<12} {'TOP1 I→N':>9} {'TOP1 N→I':>9} "
+              f"{'CHANCE':>7} {'LINEAR I→N':>10} {'LINEAR N→I':>10}  BEST LINEAR")
     print(header)
     for i in infos:
         m = i.metrics
+        names = [READOUT_NAMES.get(n, n) for n in dict.fromkeys(
+            (m.get("best_linear_image_to_neural"), m.get("best_linear_neural_to_image"))) if n]
         print(f"{i.run_id:<40} {i.subject:<10} {i.state:<12} {str(i.preset or '-'):<12} "
               f"{fmt(m.get('test_top1_image_to_neural')):>9} {fmt(m.get('test_top1_neural_to_image')):>9} "
-              f"{fmt(m.get('chance_top1')):>7} {fmt(m.get('ridge_top1_image_to_neural')):>7}")
+              f"{fmt(m.get('chance_top1')):>7} {fmt(m.get('best_linear_top1_image_to_neural')):>10} "
+              f"{fmt(m.get('best_linear_top1_neural_to_image')):>10}  {', '.join(names) or '-'}")
     return 0

@@ -459,8 +459,29 @@ def _summary(results: dict[str, Any] | None) -> dict[str, float | None]:
         "chance_top1": test.get("chance_top1"),
         "n_test": test.get("n"),
         "ridge_top1_image_to_neural": ridge.get("image_to_neural", {}).get("top1"),
+        **best_linear(base),
         "mean_ssim": (results.get("ssim") or {}).get("mean"),
     }
+
+
+LINEAR_READOUTS = ("ridge", "ridge_random", "ridge_backbone")  # evaluation.baselines.LINEAR_BASELINES
+
+
+def best_linear(baselines: dict[str, Any]) -> dict[str, Any]:
+    """The best linear readout's test top-1 per direction and its baseline name(s) (README's and the
+    dashboard's yardstick): `best_linear_top1_<direction>`, `best_linear_<direction>`."""
+    out: dict[str, Any] = {}
+    for direction in ("image_to_neural", "neural_to_image"):
+        scores = {}
+        for name in LINEAR_READOUTS:
+            value = ((baselines.get(name) or {}).get(direction) or {}).get("top1") \
+                if isinstance(baselines.get(name), dict) else None
+            if isinstance(value, (int, float)) and not isinstance(value, bool):
+                scores[name] = float(value)
+        best = max(scores, key=scores.get) if scores else None
+        out[f"best_linear_top1_{direction}"] = scores.get(best) if best else None
+        out[f"best_linear_{direction}"] = best
+    return out
 
 
 def list_runs(runs_dir: str | os.PathLike) -> list[RunInfo]:
