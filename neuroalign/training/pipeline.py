@@ -68,7 +68,7 @@ def _config_record(config: TrainConfig, subject: Subject, subject_path: Path, tr
         "device": str(trainer.device), "device_description": describe_device(trainer.device),
         "fused_cpu_kernels": trainer.fused_kernels, "world_size": trainer.dist.world_size,
         "backend": trainer.dist_backend, "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        "resumed_from_epoch": None,
+        "resumed_from_epoch": None, "image_choice": trainer.image_choice,
         "reproduce": f"python -m neuroalign train --subjects {subject.name} (config.json holds every setting)",
     }
 
@@ -193,7 +193,8 @@ def _train_new(run_dir: Path, subject_name: str, subject_path: Path, config: Tra
         status("failed", f"{type(exc).__name__}: {exc}")
         raise
     if trainer.is_main:
-        atomic_write_json(run_dir / runs_io.CONFIG_FILE, _config_record(config, subject, subject_path, trainer))
+        # the trainer's config: "auto" resolved to the image model it chose (its comparison recorded too)
+        atomic_write_json(run_dir / runs_io.CONFIG_FILE, _config_record(trainer.config, subject, subject_path, trainer))
         runs_io.write_split(run_dir, trainer.split)
         atomic_write_json(run_dir / runs_io.NORMALISER_FILE, trainer.normaliser.state_dict())
     return _train_and_finish(trainer, run_dir, subject_path, callback, stop_event)

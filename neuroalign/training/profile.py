@@ -96,10 +96,10 @@ def subject_split(subject: Subject, config: TrainConfig) -> dict[str, np.ndarray
 def alignment_profile(subject: Subject, config: TrainConfig | None = None, models: Sequence[str] | None = None,
                       layers: str = "stages", cache_dir=None, progress: Callable[[int, int, str], None] | None = None,
                       stop_event: threading.Event | None = None, max_seconds: float | None = None,
-                      ground_truth: dict | None = None) -> dict[str, Any]:
+                      ground_truth: dict | None = None, candidates: Sequence[Candidate] | None = None) -> dict[str, Any]:
     """The profile of `subject` (module docstring). `progress(done, total, message)` after every layer;
     `stop_event` / `max_seconds` end it after the current layer (the rows so far are returned and
-    `complete` is False)."""
+    `complete` is False). `candidates` replaces the (models, layers) list with explicit layers."""
     config = config or preset("recommended")
     t0 = time.monotonic()
     split = subject_split(subject, config)
@@ -107,7 +107,7 @@ def alignment_profile(subject: Subject, config: TrainConfig | None = None, model
     normaliser = Normaliser(config.data.normaliser).fit(subject.responses[tr])
     resp = normaliser.transform(subject.responses).astype(np.float64)
     reps = None if subject.repeats is None else np.stack([normaliser.transform(r) for r in subject.repeats])
-    cands = profile_layers(models, layers)
+    cands = list(candidates) if candidates is not None else profile_layers(models, layers)
     rows: list[dict[str, Any]] = []
     stopped = None
     for i, cand in enumerate(cands):
