@@ -199,3 +199,18 @@ def test_streamlit_config_keeps_data_out_of_the_file_watcher():
     config = tomllib.loads((Path(s.APP).parent / ".streamlit" / "config.toml").read_text())
     assert config["server"]["fileWatcherType"] == "poll"
     assert config["server"]["maxUploadSize"] == 1024
+
+
+def test_favicon_is_a_shipped_file_not_a_cdn_icon(app_env, monkeypatch):
+    """Issue 23 item 14: page_icon is assets/favicon.png (served by this server), not a material icon name
+    that every browser fetches from a font CDN."""
+    import streamlit as st
+
+    from neuroalign.ui import shell
+
+    seen = []
+    real = st.set_page_config
+    monkeypatch.setattr(st, "set_page_config", lambda **kw: (seen.append(kw), real(**kw))[1])
+    s.no_exceptions(s.app_at())
+    assert seen and all(kw["page_icon"] == str(shell.FAVICON) for kw in seen)
+    assert shell.FAVICON.is_file() and shell.FAVICON.parent.name == "assets"

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import time
+from pathlib import Path
 
 import streamlit as st
 
@@ -14,9 +15,14 @@ from neuroalign.ui import keys, nav
 logger = logging.getLogger(__name__)
 
 
+FAVICON = Path(__file__).resolve().parents[2] / "assets" / "favicon.png"  # served by this server: no font CDN
+
+
 def configure_page() -> None:
-    """Page config and logging (idempotent)."""
-    st.set_page_config(page_title="neuroalign", page_icon=":material/neurology:", layout="wide")
+    """Page config and logging (idempotent). The favicon is a file shipped in assets/ (a material
+    icon name would make every browser fetch it from a font CDN, and log errors when offline)."""
+    st.set_page_config(page_title="neuroalign", page_icon=str(FAVICON) if FAVICON.is_file() else None,
+                       layout="wide")
     if not logging.getLogger().handlers:
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
