@@ -292,3 +292,22 @@ def test_upload_check_hitting_its_limit_is_a_rejection(app_env, monkeypatch):
     assert msg.startswith("Not importable: the check of") and "0.05 s time limit" in msg and "\n" not in msg
     assert keys.UPLOAD_SAVE not in [b.key for b in at.button] and list(app_env["data"].iterdir()) == []
     assert list((app_env["cache"] / "uploads").iterdir()) == []  # the staged copies are gone
+
+
+def test_a_refused_hand_placed_folder_is_listed_with_its_reason(app_populated):
+    """Issue 20 item 2: a folder copied into the data folder is checked in the sandbox, never loaded
+    in the server when refused; the table says why and picking it is a one-line error."""
+    bad = s.write_subject(app_populated["data"], "bad")
+    from scipy.io import savemat
+
+    savemat(bad / "Data" / "images.mat", {"images": np.full((48, 68, 270), np.nan)})
+    at = s.app_at(PAGE)
+    s.no_exceptions(at)
+    table = at.dataframe[0].value.set_index("subject")
+    assert table.loc["m1", "problem"] == ""
+    assert table.loc["bad", "problem"].startswith("refused by the sandboxed check of its files: images.mat:")
+    assert "NaN" in table.loc["bad", "problem"]
+    at.selectbox(key=keys.SUBJECT_PICK).set_value("bad").run()
+    s.no_exceptions(at)
+    assert len(at.error) == 1 and at.error[0].value.startswith(
+        "Cannot load subject bad: subject folder 'bad' was refused by the sandboxed check of its files")

@@ -157,6 +157,7 @@ def _check(request: dict[str, Any], base: int | None, state: dict[str, int]) -> 
     from neuroalign.data.subject import _decide_from_headers, _pick_image_variable, load_pair
 
     trainable.use_min_image_side(int(request["min_side"]))
+    require = bool(request.get("trainable", True))
     images, responses = Path(request["images"]), Path(request["responses"])
     memory = int(request["memory_mb"]) * 1_000_000
     _emit({"reading": images.name})
@@ -165,13 +166,13 @@ def _check(request: dict[str, Any], base: int | None, state: dict[str, int]) -> 
     _emit({"reading": responses.name})
     resp_info = peek_mat(responses)
     if "responses" in resp_info.variables or "responses_repeats" in resp_info.variables:
-        _decide_from_headers(images, responses, img_info, img_var, resp_info, True)  # sizes the file can hold
+        _decide_from_headers(images, responses, img_info, img_var, resp_info, require)  # sizes the file can hold
     if base is not None:
         budget = data_budget(_declared(images, responses))
         state["data_budget"] = budget
         _set_memory(base + memory + budget)
     _emit({"reading": f"{images.name} + {responses.name}"})
-    subject = load_pair(images, responses, name="validate", require_trainable=True)
+    subject = load_pair(images, responses, name="validate", require_trainable=require)
     report = asdict(ValidationReport.from_subject(subject))
     if request.get("preview"):
         from neuroalign.io_utils import atomic_savez

@@ -207,12 +207,14 @@ def _raise_answer(answer: dict[str, Any]) -> None:
 
 
 def check_pair(images_path: str | os.PathLike, responses_path: str | os.PathLike, *, preview_path: str | os.PathLike | None = None,
-               memory_mb: int | None = None, seconds: float | None = None) -> CheckResult:
+               memory_mb: int | None = None, seconds: float | None = None, require_trainable: bool = True) -> CheckResult:
     """Check a pair of files in a worker (see module docstring); the ValidationReport when importable.
 
     Raises the one-line ValueError / FileNotFoundError `load_pair` would, or CheckLimitExceeded
     (a ValueError) when the worker hits a limit. With `preview_path`, the worker also writes
     small preview arrays there (`preview_arrays`) and `CheckResult.preview` holds them.
+    `require_trainable=False` (subject folders already in the data folder, `folder_check`) only
+    requires that the pair loads.
     """
     from neuroalign.data.store import ValidationReport
     from neuroalign.data.trainable import min_image_side
@@ -220,7 +222,8 @@ def check_pair(images_path: str | os.PathLike, responses_path: str | os.PathLike
     limits = check_limits(memory_mb, seconds)
     images_path, responses_path = Path(images_path), Path(responses_path)
     request = {"op": "check", "images": os.fspath(images_path), "responses": os.fspath(responses_path),
-               "min_side": min_image_side(), "preview": None if preview_path is None else os.fspath(preview_path)}
+               "min_side": min_image_side(), "preview": None if preview_path is None else os.fspath(preview_path),
+               "trainable": bool(require_trainable)}
     answer, peak, elapsed = run_worker(request, limits, [images_path.name, responses_path.name])
     _raise_answer(answer)
     fields = answer["report"]

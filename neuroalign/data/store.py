@@ -31,6 +31,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from neuroalign.data.folder_check import CHECKS_DIR, folder_error, forget
 from neuroalign.data.layout import decide_layout, istim_presentations
 from neuroalign.data.matio import peek_mat, read_mat_variables
 from neuroalign.data.names import check_subject_name, folder_name, name_taken
@@ -56,7 +57,8 @@ class SubjectInfo:
     has_repeats: bool
     format: str
     simulated: bool = False
-    source: str = "sidecar"  # "sidecar" | "header" | "load" (no header shortcut: fully loaded)
+    #: "sidecar" | "header" | "load" (no header shortcut: fully loaded) | "check" (refused by the sandboxed check)
+    source: str = "sidecar"
     error: str | None = None  # set when the folder looks like a subject but cannot be read
     #: the MAT format of the files on disk; `format` is the format the subject was imported from
     #: (an imported v7.3 upload is stored as canonical v5 files: format "v7.3", stored_format "v5")
@@ -134,7 +136,7 @@ class SubjectStore:
         if not self._check_root():
             return True
         try:
-            return next(self.root.iterdir(), None) is None
+            return next((p for p in self.root.iterdir() if p.name != CHECKS_DIR), None) is None
         except OSError as exc:
             raise ValueError(f"cannot list the data root {self.root} ({exc.strerror or exc})") from exc
 
@@ -185,6 +187,11 @@ class SubjectStore:
         """Cheap summary of one subject: sidecar if current, else MAT header peek."""
         folder = self.path(name)
         sidecar = read_sidecar(folder)
+        refused = folder_error(folder)  # a folder this package did not write: checked once in the sandbox
+        if refused is not None:
+            return SubjectInfo(folder.name, str(folder), 0, 0, (0, 0), False, "?",
+                               bool((sidecar or {}).get("simulated", False)), "check",
+                               f"refused by the sandboxed check of its files: {refused}")
         if sidecar is not None and self._sidecar_current(folder, sidecar):
             try:
                 stored = str(sidecar["format"])
@@ -324,6 +331,7 @@ class SubjectStore:
         if folder.parent != self.root or not folder.is_dir():
             raise FileNotFoundError(f"subject {name!r} not found in {self.root}")
         shutil.rmtree(folder)
+        forget(folder)
         logger.info("deleted subject %s from %s", name, self.root)
 
     def ensure_demo(self, size: str = "default", seed: int = 0) -> list[str]:

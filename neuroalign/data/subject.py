@@ -392,9 +392,16 @@ def source_of(sidecar: dict[str, Any]) -> tuple[str | None, tuple[str, ...]]:
 
 
 def load_subject(path: str | os.PathLike) -> Subject:
-    """Load the subject folder `<root>/<name>` (files in `Data/`, as the reference code lays them out)."""
+    """Load the subject folder `<root>/<name>` (files in `Data/`, as the reference code lays them out).
+
+    A folder this package did not write is checked once in the sandbox first
+    (`neuroalign.data.folder_check`): ValueError with the reason when its files were refused.
+    """
+    from neuroalign.data.folder_check import ensure_checked
+
     path = Path(path)
     images_path, responses_path = subject_files(path)
+    ensure_checked(path)
     subject = load_pair(images_path, responses_path, name=path.name)
     sidecar = read_sidecar(path) or {}
     subject.meta["simulated"] = bool(sidecar.get("simulated", False))

@@ -20,6 +20,7 @@ from typing import Any, Callable
 
 import numpy as np
 
+from neuroalign.data.folder_check import WRITTEN_KEY, file_stamps
 from neuroalign.data.matio import peek_mat, save_mat
 from neuroalign.data.names import check_subject_name, name_taken
 from neuroalign.data.subject import SIDECAR, Subject, subject_files
@@ -135,8 +136,9 @@ def write_subject_folder(root: Path, name: str, subject: Subject, *, images_uint
             writer(tmp / fname)
         _check_written(data, imgs.shape, subject.responses.shape)  # headers only: no second full load
         fmt = fmt_images if fmt_images == fmt_resp else f"images {fmt_images}, responses {fmt_resp}"
+        # our own canonical files, stamped with their inodes: never checked in the sandbox (`folder_check`)
         write_sidecar(tmp, subject, name=name, simulated=simulated, source=source,
-                      extra={"format": fmt, **(sidecar_extra or {})})
+                      extra={"format": fmt, **(sidecar_extra or {}), WRITTEN_KEY: file_stamps(tmp)})
         _make_readable(tmp)
         try:
             os.mkdir(target)  # exclusive claim: fails when anything (even an empty folder) has the name
