@@ -3,7 +3,8 @@
 Each command group lives in its own module with a `register(subparsers)` function that adds its
 sub-commands; a sub-command's handler takes the parsed args and returns an exit code. User-fixable
 errors (ValueError, FileNotFoundError, FileExistsError) become a one-line message on stderr and exit
-code 2 -- never a traceback.
+code 2 -- never a traceback. Messages are printed with non-printable characters escaped
+(`neuroalign.text.printable`): a variable or file name cannot send terminal escape sequences.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import sys
 
 from neuroalign import __version__
 from neuroalign.cli import data_commands, profile_commands, train_commands
+from neuroalign.text import printable
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -36,12 +38,12 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return int(args.handler(args) or 0)
     except (ValueError, FileNotFoundError, FileExistsError, NotADirectoryError, PermissionError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        print(f"error: {printable(exc)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
     except OSError as exc:  # a full disk, a read-only folder, ...: one line naming the path, no traceback
         where = f" ({exc.filename})" if getattr(exc, "filename", None) else ""
-        print(f"error: {exc.strerror or type(exc).__name__}{where}", file=sys.stderr)
+        print(printable(f"error: {exc.strerror or type(exc).__name__}{where}"), file=sys.stderr)
         return 1

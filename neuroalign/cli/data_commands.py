@@ -24,6 +24,7 @@ from neuroalign.data.names import check_subject_name
 from neuroalign.data.sandbox import check_pair
 from neuroalign.data.simulate import SIZES, make_demo_subjects
 from neuroalign.paths import data_dir
+from neuroalign.text import printable
 
 
 def _one_line_errors(handler: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
@@ -45,9 +46,10 @@ def _one_line_errors(handler: Callable[[argparse.Namespace], int]) -> Callable[[
 
 
 def _out(text: str) -> None:
-    """print() that never fails on characters the terminal cannot encode (e.g. odd folder names)."""
+    """print() that never fails on characters the terminal cannot encode (e.g. odd folder names) and
+    prints non-printable ones (terminal escape sequences in a variable name) escaped."""
     enc = getattr(sys.stdout, "encoding", None) or "utf-8"
-    print(text.encode(enc, errors="backslashreplace").decode(enc, errors="replace"))
+    print(printable(text).encode(enc, errors="backslashreplace").decode(enc, errors="replace"))
 
 
 def _add_data_dir(p: argparse.ArgumentParser) -> None:

@@ -10,6 +10,8 @@ from typing import Sequence
 
 import numpy as np
 
+from neuroalign.text import printable
+
 #: Largest variable (declared bytes) that will be read unless `NEUROALIGN_MAX_IMPORT_BYTES` or
 #: `max_bytes` says otherwise; larger ones are refused before reading.
 MAX_VARIABLE_BYTES = 8 * 1024**3
@@ -56,7 +58,7 @@ class MatInfo:
         items = [(n, v) for n, v in self.variables.items() if names is None or n in names]
         if not items:
             return "no variables"
-        return ", ".join(f"{n} {tuple(s)} {d}" for n, (s, d) in items)
+        return ", ".join(f"{printable(n)} {tuple(s)} {printable(d)}" for n, (s, d) in items)
 
 
 def fail(path: Path, message: str) -> ValueError:
