@@ -67,8 +67,9 @@ with qcol:
     st.markdown(f"**Query:** {what} test image {int(test_idx[query])}")
     if stimuli is not None:
         st.image(plots.as_display_image(stimuli[query]), width="stretch")
-    st.metric("Match rank", f"{rank:g} / {n}", help="rank of the true match among all test candidates (1 = retrieved "
-                                                    "first)")
+    # the value alone (the count in the label): "12 / 140" did not fit the query column at 1,024 px
+    st.metric(f"Match rank (of {n})", f"{rank:g}", help="rank of the true match among all test candidates "
+                                                        "(1 = retrieved first)")
 with rcol:
     kind = "neural responses (shown as their stimuli)" if direction == "image_to_neural" else "stimuli"
     st.markdown(f"**Top {len(order)} retrieved {kind}** — the correct match is framed in green")
@@ -85,12 +86,13 @@ with rcol:
 
 # ---- whole test set ----------------------------------------------------------------------------
 st.subheader("All test pairs")
-left, right = st.columns(2)
+left, right = st.columns([3, 2])  # the matrix gets the wider column: it must stay readable at 1,024 px
 shown = min(n, 300)
 left.plotly_chart(plots.similarity_heatmap(sim[:shown, :shown], test_idx[:shown]), key="retrieval.heatmap")
 left.caption("Rows: test images; columns: the neural responses to the same test images, in the same order "
-             "(ticks: image ids). The true pairs are the diagonal (dotted): a bright diagonal means the model "
-             "identifies images well." + (f" First {shown} of {n} test images." if shown < n else ""))
+             "(ticks: image ids). The true pairs are the diagonal (framed cells, or between the two dotted lines "
+             "for a large test set; the marks never cover it): a bright diagonal means the model identifies "
+             "images well." + (f" First {shown} of {n} test images." if shown < n else ""))
 right.plotly_chart(plots.rank_histogram(ranks), key="retrieval.ranks")
 right.caption("Where the true match lands in each query's ranking. A random ranking spreads the ranks evenly "
               "(dashed line); a good model piles them up at rank 1.")

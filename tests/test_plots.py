@@ -249,3 +249,26 @@ def test_importance_figures_rank_and_drop_what_cannot_be_drawn():
     assert list(sc.data[0].x) == [0.9, -0.1] and list(sc.data[0].text) == ["neuron 0", "neuron 3"]  # no NaN, no 0
     sc = plots.importance_scatter(share, quality, "snr", "t", log_x=True, log_y=False)
     assert list(sc.data[0].x) == [0.9, 0.5] and sc.layout.xaxis.type == "log"
+
+
+def test_retrieval_figures_keep_the_diagonal_and_labels_clear():
+    """Issue 23 item 10: the true-pair marks never cover the diagonal (frames for a small test set, two
+    lines beside it for a large one), the matrix is not forced square (it shrank to ~110 px at 1,024 px),
+    the chance line is named in the legend (its label sat on the model's bar), and chance's top-1
+    interval is a number, not None."""
+    from neuroalign.ui import results_view
+
+    small = plots.similarity_heatmap(np.eye(6), list(range(6)))
+    assert small.data[1].mode == "markers" and small.data[1].marker.symbol == "square-open"
+    assert small.layout.yaxis.scaleanchor is None
+    big = plots.similarity_heatmap(np.eye(100), list(range(100)))
+    assert big.data[1].visible == "legendonly" and len(big.layout.shapes) == 2
+    for shape in big.layout.shapes:  # parallel to the diagonal, off it
+        assert abs((shape.x1 - shape.y1) - (shape.x0 - shape.y0)) < 1e-9 and abs(shape.x0 - shape.y0) >= 1.5
+    assert len(big.layout.xaxis.tickvals) <= 8
+    bars = plots.top1_bars({"model": {"image_to_neural": (0.4, 0.3, 0.5)}}, chance=0.1)
+    assert not bars.layout.annotations and bars.data[-1].name == "chance (0.100)"
+    results = {"test": {"n": 40, "chance_top1": 0.025, "image_to_neural": {"top1": 0.5, "mrr": 0.6}}}
+    table = results_view.metrics_table(results, "image_to_neural").set_index("metric")
+    lo, hi = table.loc["top1 95% lo", "chance"], table.loc["top1 95% hi", "chance"]
+    assert 0 <= lo < 0.025 < hi and table["chance"].dtype == float

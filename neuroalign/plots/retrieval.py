@@ -11,29 +11,41 @@ import plotly.graph_objects as go
 from neuroalign.plots.style import LAYOUT, MAP_COLORSCALE, PALETTE
 
 
+FRAMED_PAIRS = 30  # up to this many test images the true pairs are framed; above, flanked by two lines
+
+
 def similarity_heatmap(similarity: np.ndarray, labels: Sequence | None = None) -> go.Figure:
     """Test similarity matrix: rows are test images, columns the neural responses to the same test
-    images in the same order (tick labels: image ids), so the true pairs are the diagonal, which is
-    marked by a dashed line."""
+    images in the same order (tick labels: image ids), so the true pairs are the diagonal, marked
+    without being covered (`FRAMED_PAIRS`). Cells are not forced square, so the matrix fills a
+    narrow column instead of shrinking to a thumbnail."""
     s = np.asarray(similarity, dtype=np.float64)
     n = len(s)
     ticks = [str(v) for v in labels] if labels is not None else [str(i) for i in range(n)]
-    fig = go.Figure(go.Heatmap(z=s, x=ticks, y=ticks, colorscale=MAP_COLORSCALE, colorbar=dict(title="sim"),
+    fig = go.Figure(go.Heatmap(z=s, x=ticks, y=ticks, colorscale=MAP_COLORSCALE, colorbar=dict(title="sim", thickness=12),
                                name="similarity",
                                hovertemplate="image %{y} × neural %{x}<br>sim %{z:.3f}<extra></extra>"))
     if n:
-        fig.add_trace(go.Scatter(x=ticks, y=ticks, mode="lines" if n > 30 else "lines+markers", name="true pairs",
-                                 hoverinfo="skip", showlegend=False,
-                                 marker=dict(symbol="square-open", size=9, color="#e4572e"),
-                                 line=dict(color="#e4572e", width=1.5, dash="dot")))
-    tick_every = max(1, int(math.ceil(n / 12)))
+        # The true pairs are marked without covering them: hollow frames around the diagonal cells of a
+        # small set; for a large one, two dotted lines a little off the diagonal, on either side of it.
+        fig.add_trace(go.Scatter(x=ticks, y=ticks, mode="markers", name="true pairs", hoverinfo="skip",
+                                 showlegend=False, visible=True if n <= FRAMED_PAIRS else "legendonly",
+                                 marker=dict(symbol="square-open", size=max(6, 220 // max(n, 1)), color="#e4572e",
+                                             line=dict(width=1.5))))
+        if n > FRAMED_PAIRS:
+            d = max(1.5, n / 50)
+            for sign in (1, -1):
+                fig.add_shape(type="line", x0=-0.5 + max(sign * d, 0), y0=-0.5 + max(-sign * d, 0),
+                              x1=n - 0.5 - max(-sign * d, 0), y1=n - 0.5 - max(sign * d, 0),
+                              line=dict(color="#e4572e", width=1.2, dash="dot"))
+    tick_every = max(1, int(math.ceil(n / 8)))  # few enough to stay apart in a half-width column
     shown = ticks[::tick_every]
     fig.update_layout(
-        title="Test similarity (true pairs dotted)",
+        title="Test similarity",
         xaxis=dict(title="neural response to test image", type="category", tickmode="array", tickvals=shown,
-                   ticktext=shown, tickangle=-45, constrain="domain"),
-        yaxis=dict(title="test image", type="category", autorange="reversed", scaleanchor="x", tickmode="array",
-                   tickvals=shown, ticktext=shown, constrain="domain"),
+                   ticktext=shown, tickangle=-45),
+        yaxis=dict(title="test image", type="category", autorange="reversed", tickmode="array",
+                   tickvals=shown, ticktext=shown),
         height=520, **LAYOUT)
     return fig
 
@@ -92,8 +104,10 @@ def top1_bars(rows: Mapping[str, Mapping[str, tuple]], chance: float | None = No
                              error_x=dict(type="data", array=plus, arrayminus=minus, visible=True, thickness=1.2),
                              hovertemplate="%{y}: %{x:.3f}<extra>" + label + "</extra>"))
     if chance is not None and math.isfinite(chance):
-        fig.add_vline(x=chance, line_dash="dash", line_color=PALETTE[5], annotation_text="chance",
-                      annotation_position="top right")
+        # named in the legend, not by an annotation on the plot (one would sit on the model's bar)
+        fig.add_vline(x=chance, line_dash="dash", line_color=PALETTE[5])
+        fig.add_trace(go.Scatter(x=[None], y=[None], mode="lines", name=f"chance ({chance:.3f})",
+                                 line=dict(color=PALETTE[5], dash="dash")))
     fig.update_layout(title="Test top-1 with 95 % intervals", xaxis=dict(title="top-1", rangemode="tozero"),
                       yaxis=dict(autorange="reversed", automargin=True), barmode="group", bargap=0.25,
                       height=140 + 48 * len(names), legend=dict(orientation="h", y=-0.3), **LAYOUT)

@@ -22,11 +22,13 @@ def neuron_stats(mean: np.ndarray, variance: np.ndarray, reliability: np.ndarray
     fig = go.Figure(go.Scattergl(x=mean, y=variance, mode="markers", marker=marker,
                                  text=[f"neuron {i}" for i in range(mean.size)],
                                  hovertemplate="%{text}<br>mean %{x:.3g}<br>var %{y:.3g}<extra></extra>"))
-    fig.update_layout(title=f"Per-neuron mean and variance ({mean.size} neurons)",
-                      xaxis_title="mean response", yaxis_title="variance", **LAYOUT)
+    # a short title (the long one was cut in a half-width column at 1,024 px); the count in the hover
+    fig.update_layout(title=f"Mean vs variance, {mean.size} neurons", xaxis_title="mean response",
+                      yaxis_title="variance", **LAYOUT)
     if np.all(mean > 0) and np.all(variance > 0):
-        fig.update_xaxes(type="log")
-        fig.update_yaxes(type="log")
+        # one label per decade (10⁻², 10⁻¹, 1): plotly's labels of 2 and 5 in each decade collided
+        fig.update_xaxes(type="log", dtick=1, exponentformat="power", minor=dict(showgrid=True))
+        fig.update_yaxes(type="log", dtick=1, exponentformat="power", minor=dict(showgrid=True))
     return fig
 
 

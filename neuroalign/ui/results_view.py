@@ -131,13 +131,15 @@ def metrics_table(results: Mapping[str, Any], direction: str) -> pd.DataFrame:
             row[ref.label] = _num(_get(baselines[ref.key], direction, metric))
         rows.append(row)
         if metric == "top1":
+            # chance's interval: where a random ranking's top-1 on these n images falls 95 % of the time
+            chance_ci = wilson_interval(row["chance"], n) if row["chance"] is not None and n else (None, None)
             for bound, idx in (("lo", 1), ("hi", 2)):
                 brow = {"metric": f"top1 95% {bound}", "model": top1_with_interval(test, direction, n)[idx],
-                        "chance": None}
+                        "chance": chance_ci[idx - 1]}
                 for ref in refs:
                     brow[ref.label] = top1_with_interval(baselines[ref.key], direction, n)[idx]
                 rows.append(brow)
-    return pd.DataFrame(rows)
+    return pd.DataFrame(rows).astype({c: float for c in ["model", "chance", *(r.label for r in refs)]})
 
 
 def column_help(results: Mapping[str, Any]) -> dict[str, str]:
