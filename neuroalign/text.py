@@ -3,18 +3,16 @@
 * `printable(text)`: non-printable characters (terminal escape sequences, control and invisible
   characters, lone surrogates of undecodable file names) as Python escapes (`\\x1b`, `\\u200b`,
   `\\udcff`), so that printing a message can never change the terminal's title, clear it or hide text.
-* `markdown_literal(text)`: the same, with every ASCII punctuation character backslash-escaped, so that
+* `markdown_literal(text)`: the same, with the characters that start Markdown backslash-escaped, so that
   Markdown renderers (the dashboard's `st.error`, `st.caption`, ...) show the text as it is: no link,
   image, emphasis, heading, colour or icon directive made of a crafted name.
 """
 
 from __future__ import annotations
 
-import string
-
 __all__ = ["markdown_literal", "printable"]
 
-_PUNCTUATION = frozenset(string.punctuation)
+_ALWAYS = frozenset("\\`*[]<>~$")
 
 
 def _escape(ch: str) -> str:
@@ -30,5 +28,21 @@ def printable(text: object) -> str:
 
 
 def markdown_literal(text: object) -> str:
-    """`printable(text)` with ASCII punctuation backslash-escaped: rendered as Markdown, it shows itself."""
-    return "".join("\\" + ch if ch in _PUNCTUATION else ch for ch in printable(text))
+    """`printable(text)` escaped so that, rendered as Markdown, it shows itself.
+
+    Backslash-escapes what can start Markdown in a one-line message: ``\\ ` * [ ] < > ~ $``, an
+    underscore not inside a word (intraword ones are never emphasis), and a colon followed by
+    something other than a space (`http://...` autolinks, `:red[...]` colours, `:material/x:` icons).
+    Ordinary messages ("my_resp.mat: variable 'x' ...") come out unchanged.
+    """
+    s = printable(text)
+    out = []
+    for i, ch in enumerate(s):
+        before = s[i - 1] if i else " "
+        after = s[i + 1] if i + 1 < len(s) else " "
+        if ch in _ALWAYS or (ch == "_" and not (before.isalnum() and after.isalnum())) \
+                or (ch == ":" and not after.isspace()):
+            out.append("\\" + ch)
+        else:
+            out.append(ch)
+    return "".join(out)

@@ -5,6 +5,7 @@ import streamlit as st
 
 from neuroalign import plots
 from neuroalign.ui import keys, loaders, shell, tables, upload
+from neuroalign.text import markdown_literal as md, printable
 from neuroalign.ui.entry import page_entry
 
 page_entry()
@@ -14,8 +15,15 @@ try:
     store = loaders.subject_store()
     subjects = loaders.list_subjects()
 except (ValueError, FileNotFoundError, OSError) as exc:
-    st.error(f"Cannot read the data folder: {exc}")
+    st.error(f"Cannot read the data folder: {md(exc)}")
     st.stop()
+
+
+
+def _code(text: str) -> str:
+    """A file name as inline code (shown literally), or escaped when it holds a backtick."""
+    return f"`{printable(text)}`" if "`" not in text else md(text)
+
 
 browse, add, remove = st.tabs(["Browse", "Import a subject", "Delete"])
 
@@ -40,7 +48,7 @@ with browse:
                 subject = loaders.load_subject(name)
                 stats = loaders.subject_stats(name)
         except (ValueError, FileNotFoundError, OSError) as exc:
-            st.error(f"Cannot load subject {name}: {exc}")
+            st.error(f"Cannot load subject {md(name)}: {md(exc)}")
         else:
             h, w = subject.image_shape
             c = st.columns(4)
@@ -51,7 +59,7 @@ with browse:
             info = next((i for i in subjects if i.name == name), None)
             if info is not None and getattr(info, "source_files", ()):
                 stored = getattr(info, "stored_format", "") or info.format
-                st.caption(f"Imported from {' + '.join(f'`{f}`' for f in info.source_files)} (MAT {info.format}"
+                st.caption(f"Imported from {' + '.join(_code(f) for f in info.source_files)} (MAT {md(info.format)}"
                            + (f", stored as MAT {stored}" if stored != info.format else "") + ")")
 
             st.subheader("Stimuli")
@@ -97,9 +105,9 @@ with add:
                 staged = st.session_state[keys.UPLOAD_STAGED] = upload.stage_and_validate(
                     store, new_name, images_file, responses_file, staging_root=upload.staging_root())
         except (ValueError, FileNotFoundError, OSError) as exc:
-            st.error(f"Not importable: {exc}")
+            st.error(f"Not importable: {md(exc)}")
     if staged is not None:
-        st.success(f"Ready to import as **{staged.name}**:")
+        st.success(f"Ready to import as **{md(staged.name)}**:")
         st.code("\n".join(staged.summary), language=None)
         preview = staged.preview
         if preview:
@@ -119,10 +127,10 @@ with add:
             try:
                 info = upload.save_staged(store, staged, images_file, responses_file)
             except (ValueError, FileNotFoundError, OSError) as exc:
-                st.error(f"Import failed, nothing saved: {exc}")
+                st.error(f"Import failed, nothing saved: {md(exc)}")
             else:
                 st.session_state[keys.SELECTED_SUBJECT] = info.name
-                st.toast(f"Imported {info.name}")
+                st.toast(f"Imported {md(info.name)}")
                 st.rerun()
 
 # --------------------------------------------------------------------------------------------
@@ -132,7 +140,7 @@ with remove:
     else:
         victim = st.selectbox("Subject to delete", [s.name for s in subjects], key=keys.DELETE_PICK)
         n_runs = tables.runs_of_subject(loaders.list_runs(), victim)
-        st.caption(f"{victim} has {n_runs} run{'' if n_runs == 1 else 's'} in the runs folder. "
+        st.caption(f"{md(victim)} has {n_runs} run{'' if n_runs == 1 else 's'} in the runs folder. "
                    + ("They are kept (Runs page), but Retrieval and Feature maps can no longer show their stimuli."
                       if n_runs else "Only its data files are removed."))
         sure = st.checkbox(f"Yes, delete {victim} and its data files",
@@ -141,9 +149,9 @@ with remove:
             try:
                 store.delete(victim)
             except (ValueError, FileNotFoundError, OSError) as exc:
-                st.error(f"Could not delete {victim}: {exc}")
+                st.error(f"Could not delete {md(victim)}: {md(exc)}")
             else:
                 if st.session_state.get(keys.SELECTED_SUBJECT) == victim:
                     st.session_state.pop(keys.SELECTED_SUBJECT)
-                st.toast(f"Deleted {victim}")
+                st.toast(f"Deleted {md(victim)}")
                 st.rerun()

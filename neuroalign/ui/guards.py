@@ -6,6 +6,7 @@ from typing import Mapping
 
 import streamlit as st
 
+from neuroalign.text import markdown_literal as md
 from neuroalign.ui import loaders, nav
 
 
@@ -14,7 +15,7 @@ def require_subjects() -> list:
     try:
         subjects = loaders.list_subjects()
     except (ValueError, OSError) as exc:
-        st.error(f"Cannot read the data folder: {exc}")
+        st.error(f"Cannot read the data folder: {md(exc)}")
         st.stop()
     if not subjects:
         from neuroalign.ui.shell import demo_in_progress
@@ -34,7 +35,7 @@ def require_finished_runs() -> list:
     try:
         runs = [r for r in loaders.list_runs() if _has_results(r)]
     except (ValueError, OSError) as exc:
-        st.error(f"Cannot read the runs folder: {exc}")
+        st.error(f"Cannot read the runs folder: {md(exc)}")
         st.stop()
     if not runs:
         st.info("No finished run yet. Train a model first; its results appear here when it ends.")
@@ -53,7 +54,7 @@ def show_run_problems(problems: Mapping[str, str], limit: int = 3) -> None:
     """One st.error per damaged run (`run id -> message`), the first `limit` of them, then a count."""
     items = list(problems.items())
     for run_id, message in items[:limit]:
-        st.error(f"Run {run_id}: {message}", icon=":material/error:")
+        st.error(f"Run {md(run_id)}: {md(message)}", icon=":material/error:")
     if len(items) > limit:
         st.error(f"{len(items) - limit} more runs have damaged files; the Runs page lists them in its problem column.",
                  icon=":material/error:")
