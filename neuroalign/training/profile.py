@@ -140,6 +140,8 @@ def alignment_profile(subject: Subject, config: TrainConfig | None = None, model
         rows.append(row)
     if not any("val" in r for r in rows):
         raise ProfileStopped("the profile ended before any layer was scored")
+    if progress is not None:  # the reference lines take a while too
+        progress(len(cands), len(cands), "reference lines: ridge on pixels and on random features, repeat decoder")
     return {"version": PROFILE_VERSION, "subject": subject.name, "data_hash": subject.data_hash,
             "n_images": subject.n_images, "n_neurons": subject.n_neurons,
             "split": {k: len(v) for k, v in split.items()}, "layers": layers, "rows": rows,
