@@ -88,10 +88,12 @@ with browse:
 with add:
     st.markdown("Upload `images.mat` (stimuli, e.g. N×68×270 or 68×270×N) and `responses.mat` "
                 "(images×neurons, optionally with repeats). They are checked and previewed before anything is saved.")
-    new_name = st.text_input("Name", key=keys.UPLOAD_NAME, placeholder="e.g. mouse7")
+    generation = st.session_state.get(keys.UPLOAD_GENERATION, 0)  # a Save empties the widgets
+    new_name = st.text_input("Name", key=keys.upload_widget(keys.UPLOAD_NAME, generation), placeholder="e.g. mouse7")
     c1, c2 = st.columns(2)
-    images_file = c1.file_uploader("images.mat", type=["mat"], key=keys.UPLOAD_IMAGES)
-    responses_file = c2.file_uploader("responses.mat", type=["mat"], key=keys.UPLOAD_RESPONSES)
+    images_file = c1.file_uploader("images.mat", type=["mat"], key=keys.upload_widget(keys.UPLOAD_IMAGES, generation))
+    responses_file = c2.file_uploader("responses.mat", type=["mat"],
+                                      key=keys.upload_widget(keys.UPLOAD_RESPONSES, generation))
     staged = st.session_state.get(keys.UPLOAD_STAGED)
     if staged is not None and not upload.is_current(staged, new_name, images_file, responses_file):
         upload.discard(st.session_state.pop(keys.UPLOAD_STAGED))  # the preview described other files
@@ -130,6 +132,7 @@ with add:
                 st.error(f"Import failed, nothing saved: {md(exc)}")
             else:
                 st.session_state[keys.SELECTED_SUBJECT] = info.name
+                st.session_state[keys.UPLOAD_GENERATION] = generation + 1
                 st.toast(f"Imported {md(info.name)}")
                 st.rerun()
 

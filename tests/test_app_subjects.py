@@ -311,3 +311,56 @@ def test_a_refused_hand_placed_folder_is_listed_with_its_reason(app_populated):
     s.no_exceptions(at)
     assert len(at.error) == 1 and at.error[0].value.startswith(
         "Cannot load subject bad: subject folder 'bad' was refused by the sandboxed check of its files")
+
+
+def test_save_empties_the_import_tab_and_leaving_drops_a_check(app_env):
+    """Issue 23 item 12: after Save the Import tab starts empty (Check again said "already exists");
+    a check left unsaved is removed when the user goes to another page."""
+    images, responses = s.tiny_pair(n_images=30, n_neurons=12)
+    at = _upload(s.app_at(PAGE), "kept", s.mat_bytes(images), s.mat_bytes(responses))
+    at.button(key=keys.UPLOAD_SAVE).click().run()
+    s.no_exceptions(at)
+    assert (app_env["data"] / "kept").is_dir()
+    (name,) = at.text_input
+    assert name.key != keys.UPLOAD_NAME and name.value == ""  # a fresh widget: the browser shows it empty
+    assert all(u.key not in (keys.UPLOAD_IMAGES, keys.UPLOAD_RESPONSES) for u in at.file_uploader)
+    generation = at.session_state[keys.UPLOAD_GENERATION]
+    at.run()  # AppTest: the tree after the page's st.rerun() holds other widget ids than the next run
+    at.text_input(key=keys.upload_widget(keys.UPLOAD_NAME, generation)).set_value("left")
+    at.file_uploader(key=keys.upload_widget(keys.UPLOAD_IMAGES, generation)).set_value(
+        ("images.mat", s.mat_bytes(images), "application/octet-stream"))
+    at.file_uploader(key=keys.upload_widget(keys.UPLOAD_RESPONSES, generation)).set_value(
+        ("responses.mat", s.mat_bytes(responses), "application/octet-stream"))
+    at.button(key=keys.UPLOAD_CHECK).click().run()
+    assert not at.error, [e.value for e in at.error] + [i.value for i in at.info]
+    staged = at.session_state[keys.UPLOAD_STAGED]
+    assert staged.folder.is_dir() and not at.error
+    at.switch_page("pages/runs.py").run()  # navigates away without saving
+    assert not staged.folder.exists() and keys.UPLOAD_STAGED not in at.session_state
+
+
+def test_staged_copies_go_with_their_session_and_the_folder_is_capped(app_env, tmp_path):
+    """Issue 23 item 12: a closed tab's staged copies are removed when its session is dropped, and the
+    staging folder never grows past its cap (oldest checks first)."""
+    import gc
+    import os
+    import time
+
+    images, responses = s.tiny_pair(n_images=30, n_neurons=12)
+    store = SubjectStore(app_env["data"])
+    staged = upload.stage_and_validate(store, "gone", _File("images.mat", s.mat_bytes(images)),
+                                       _File("responses.mat", s.mat_bytes(responses)),
+                                       staging_root=upload.staging_root())
+    folder = staged.folder
+    assert folder.is_dir()
+    del staged
+    gc.collect()
+    assert not folder.exists()
+    root = upload.staging_root()
+    old, new = root / "neuroalign-upload-old", root / "neuroalign-upload-new"
+    for i, p in enumerate((old, new)):
+        p.mkdir()
+        (p / "x.mat").write_bytes(b"0" * 1000)
+        os.utime(p, (time.time() - 100 + i * 50,) * 2)
+    upload.staging_root(cap_bytes=1500)
+    assert not old.exists() and new.exists()

@@ -23,6 +23,14 @@ UPLOAD_RESPONSES = "subjects.upload_responses"
 UPLOAD_CHECK = "subjects.upload_check"
 UPLOAD_SAVE = "subjects.upload_save"
 UPLOAD_STAGED = "subjects.upload_staged"  # dict: name, images path, responses path, summary lines
+UPLOAD_GENERATION = "subjects.upload_generation"  # +1 after a Save: fresh (empty) name and file widgets
+
+
+def upload_widget(key: str, generation: int) -> str:
+    """The key of an Import-tab widget (`UPLOAD_NAME`, `UPLOAD_IMAGES`, `UPLOAD_RESPONSES`) in its
+    `generation`: a new key after each Save empties the widgets (a browser keeps a widget's value
+    per key, so clearing its state would not)."""
+    return key if not generation else f"{key}.{generation}"
 DELETE_PICK = "subjects.delete_pick"
 DELETE_CONFIRM = "subjects.delete_confirm"
 DELETE_BUTTON = "subjects.delete"

@@ -119,5 +119,15 @@ def pages() -> tuple[nav.PageSpec, ...]:
 
 
 def navigation() -> st.Page:
-    """`st.navigation` over the dashboard's pages (`pages()`); returns the selected page."""
-    return st.navigation([st.Page(p.path, title=p.title, icon=p.icon, default=p is nav.HOME) for p in pages()])
+    """`st.navigation` over the dashboard's pages (`pages()`); returns the selected page. Leaving the
+    Subjects page drops a checked but unsaved upload (its staged copies are removed)."""
+    specs = pages()
+    built = [st.Page(p.path, title=p.title, icon=p.icon, default=p is nav.HOME) for p in specs]
+    selected = st.navigation(built)
+    on_subjects = any(page is selected and spec is nav.SUBJECTS for spec, page in zip(specs, built)) \
+        or getattr(selected, "url_path", None) == "subjects"
+    if not on_subjects and st.session_state.get(keys.UPLOAD_STAGED) is not None:
+        from neuroalign.ui import upload
+
+        upload.discard(st.session_state.pop(keys.UPLOAD_STAGED))
+    return selected

@@ -139,13 +139,27 @@ def _write(src: UploadedFileLike, dst: Path) -> str:
 
 
 STAGING_FOLDER = "uploads"
-_STALE_STAGING_S = 24 * 3600.0
+_STALE_STAGING_S = 3600.0  # a check nobody saved or dropped within an hour is abandoned
+STAGING_CAP_BYTES = 4 * 1024**3  # the staging folder never holds more: the oldest checks go first
 
 
-def staging_root() -> Path:
+def _folder_bytes(folder: Path) -> int:
+    total = 0
+    for dirpath, _, files in os.walk(folder):
+        for f in files:
+            try:
+                total += os.lstat(os.path.join(dirpath, f)).st_size
+            except OSError:
+                pass
+    return total
+
+
+def staging_root(cap_bytes: int | None = None) -> Path:
     """Where uploads wait for the user's confirmation: `<cache dir>/uploads` (inside the configured
-    folders and on their disk, not in a RAM-backed /tmp). Staging folders a closed browser session
-    left behind are removed after a day."""
+    folders and on their disk, not in a RAM-backed /tmp). A staged check is removed when its session
+    drops it (Save, a new check, another page, the browser tab closed: `track`); what is left behind
+    anyway (a server killed) goes after an hour, and the folder is capped at `cap_bytes` (default
+    `STAGING_CAP_BYTES`), oldest first."""
     import time
 
     from neuroalign import paths
@@ -153,13 +167,35 @@ def staging_root() -> Path:
     root = paths.inside_roots(paths.cache_dir() / STAGING_FOLDER)
     root.mkdir(parents=True, exist_ok=True)
     now = time.time()
+    kept = []
     for p in root.glob("neuroalign-upload-*"):
         try:
-            if now - p.stat().st_mtime > _STALE_STAGING_S:
+            mtime = p.stat().st_mtime
+            if now - mtime > _STALE_STAGING_S:
                 shutil.rmtree(p, ignore_errors=True)
+            else:
+                kept.append((mtime, p))
         except OSError as exc:  # removed meanwhile by another session, or unreadable: keep going
             logger.debug("not removing staged upload %s: %s", p, exc)
+    cap = STAGING_CAP_BYTES if cap_bytes is None else cap_bytes
+    sizes = [(mtime, p, _folder_bytes(p)) for mtime, p in sorted(kept)]
+    total = sum(size for _, _, size in sizes)
+    for _, p, size in sizes:
+        if total <= cap:
+            break
+        logger.info("staging folder over its cap: removing the oldest staged upload %s", p.name)
+        shutil.rmtree(p, ignore_errors=True)
+        total -= size
     return root
+
+
+def track(staged: StagedUpload) -> StagedUpload:
+    """Remove the staged files when `staged` is dropped with its browser session (the tab closed and
+    Streamlit let the session go): the finalizer holds the folder's path, not the object."""
+    import weakref
+
+    weakref.finalize(staged, shutil.rmtree, str(staged.folder), True)
+    return staged
 
 
 def stage_and_validate(store, name: str, images_file: UploadedFileLike | None,
@@ -191,8 +227,8 @@ def stage_and_validate(store, name: str, images_file: UploadedFileLike | None,
         shutil.rmtree(folder, ignore_errors=True)
         raise
     logger.info("staged upload %s (%s, %s)", name, images_file.name, responses_file.name)
-    return StagedUpload(name, folder, images_path, responses_path, list(report.summary_lines()),
-                        identity=identity, digests=digests, preview=preview, source_names=source_names)
+    return track(StagedUpload(name, folder, images_path, responses_path, list(report.summary_lines()),
+                              identity=identity, digests=digests, preview=preview, source_names=source_names))
 
 
 def _display_name(name: str | None, default: str) -> str:
