@@ -171,3 +171,20 @@ def test_resume_an_interrupted_run(app_populated, monkeypatch):
     at.run()
     assert runs_io.read_status(run)["state"] == "finished"
     assert keys.RUNS_RESUME not in [b.key for b in at.button]
+
+
+def test_a_preparing_run_has_its_subject_and_submission_time(app_populated):
+    """Issue 23 item 8: a queued/preparing run (no config.json yet) shows its subject, not "?", and
+    "created" is when the run was submitted (its folder's time), not when training started."""
+    from datetime import datetime
+
+    run = runs_io.new_run_dir(app_populated["runs"], "m1")
+    runs_io.write_status(run, "queued", "waiting for a free slot")
+    at = s.app_at(PAGE)
+    s.no_exceptions(at)
+    table = at.dataframe[0].value.set_index("run")
+    assert table.loc[run.name, "subject"] == "m1"
+    stamp = datetime.strptime(run.name.split("_")[0], "%Y%m%d-%H%M%S")
+    assert table.loc[run.name, "created"].to_pydatetime().replace(tzinfo=None) == stamp
+    finished = table.loc[app_populated["run"].name, "created"].to_pydatetime().replace(tzinfo=None)
+    assert finished == datetime.strptime(app_populated["run"].name.split("_")[0], "%Y%m%d-%H%M%S")

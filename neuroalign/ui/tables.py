@@ -78,6 +78,18 @@ def _linear_columns(results: Any) -> dict[str, Any]:
     return cols
 
 
+def _from_folder_name(name: str) -> tuple[str | None, str | None]:
+    """(UTC submission time as ISO text, subject) from a run folder's name `<YYYYmmdd-HHMMSS>_<subject>_<hex>`
+    (`training.runs.new_run_dir`); (None, None) for other names."""
+    import re
+
+    m = re.fullmatch(r"(\d{8})-(\d{6})_(.+)_[0-9a-f]+", name)
+    if not m:
+        return None, None
+    d, t = m.group(1), m.group(2)
+    return f"{d[:4]}-{d[4:6]}-{d[6:]}T{t[:2]}:{t[2:4]}:{t[4:]}Z", m.group(3)
+
+
 def run_row(run_dir: Path, summary: Mapping[str, Any], subject: str | None = None) -> dict[str, Any]:
     """Flat table row of one run: identity, state, key config and test metrics.
 
@@ -89,7 +101,8 @@ def run_row(run_dir: Path, summary: Mapping[str, Any], subject: str | None = Non
     status = summary.get("status") or {}
     results = summary.get("results") or {}
     test = results.get("test", {}) if isinstance(results, Mapping) else {}
-    created = meta.get("created") or status.get("updated")
+    stamp, folder_subject = _from_folder_name(run_dir.name)
+    created = stamp or meta.get("created") or status.get("updated")  # submitted, not when training started
     try:
         when = pd.to_datetime(created, utc=True).tz_convert(None).to_pydatetime() if created else None
     except (ValueError, TypeError, OverflowError):
@@ -97,7 +110,9 @@ def run_row(run_dir: Path, summary: Mapping[str, Any], subject: str | None = Non
     return {
         "run": run_dir.name,
         "id": run_dir.name.rsplit("_", 1)[-1],
-        "subject": subject or _get(meta, "subject", "name") or "?",
+        # a queued or preparing run has no config.json yet: its folder name holds the subject
+        "subject": (subject if subject not in (None, "", "?") else None) or _get(meta, "subject", "name")
+        or folder_subject or "?",
         "state": status.get("state", "unknown"),
         "top1 img→neu": _get(test, "image_to_neural", "top1"),
         "top1 neu→img": _get(test, "neural_to_image", "top1"),
@@ -121,8 +136,9 @@ def run_row(run_dir: Path, summary: Mapping[str, Any], subject: str | None = Non
 
 
 RUN_COLUMNS = {
-    "created": st.column_config.DatetimeColumn("created", format="MM-DD HH:mm", width=92,
-                                               help="when the run was started (UTC; the year is in the run id)"),
+    "created": st.column_config.DatetimeColumn("created", format="MM-DD HH:mm", width=112,
+                                               help="when the run was submitted (UTC; the year is in the run "
+                                                    "folder's name)"),
     "state": st.column_config.TextColumn("state", width=74),
     "ridge top1": st.column_config.NumberColumn("ridge top1", format="%.3f", help="pixel ridge-regression baseline"),
     "run": st.column_config.TextColumn("run", pinned=True, help="run folder name (date, time, subject, id)"),
