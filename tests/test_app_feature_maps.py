@@ -51,9 +51,10 @@ def test_panel_steps_and_overlay(app_populated):
     assert [m.value for m in at.metric][1] == f"{np.nanmean(ssim):.3f}"
 
 
-def test_panel_is_one_row_with_one_map_scale(app_populated):
-    """Issue 12 item 4: stimulus | image map | neural map | difference on one row, equal size,
-    the two maps on one colour scale."""
+def test_panel_is_two_by_two_with_one_map_scale(app_populated):
+    """Issue 12 item 4: stimulus | image map | neural map | difference in reading order, equal size,
+    the two maps on one colour scale; issue 23 item 15: two rows of two (one row of four left each map
+    ~120 px wide at 1,024 px)."""
     at = s.app_at(PAGE)
     panel = _panel(at)
     layout = panel["layout"]
@@ -63,9 +64,10 @@ def test_panel_is_one_row_with_one_map_scale(app_populated):
     assert names == ["stimulus", "image", "neural", "difference"]
     xdom = [layout[f"xaxis{c}"]["domain"] for c in ("", "2", "3", "4")]
     ydom = [layout[f"yaxis{c}"]["domain"] for c in ("", "2", "3", "4")]
-    assert all(d == ydom[0] for d in ydom)  # one row
+    assert ydom[0] == ydom[1] and ydom[2] == ydom[3] and ydom[2][1] < ydom[0][0]  # two rows, top first
+    assert xdom[0] == xdom[2] and xdom[1] == xdom[3] and xdom[0][1] < xdom[1][0]  # two columns, left first
     widths = [d[1] - d[0] for d in xdom]
-    assert max(widths) - min(widths) < 1e-9 and all(a[1] < b[0] for a, b in zip(xdom, xdom[1:]))  # left to right
+    assert max(widths) - min(widths) < 1e-9 and widths[0] > 0.45  # each panel about half the width
     image, neural = panel["data"][1], panel["data"][2]
     assert (image["zmin"], image["zmax"]) == (neural["zmin"], neural["zmax"])
     assert image["colorscale"] == neural["colorscale"]

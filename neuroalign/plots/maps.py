@@ -31,7 +31,8 @@ PANEL_TITLES = ("stimulus", "image-tower map", "neural-tower map", "image − ne
 
 def feature_map_panel(stimulus: np.ndarray, image_map: np.ndarray, neural_map: np.ndarray,
                       overlay: bool = False, title: str = "", zrange: tuple[float, float] | None = None) -> go.Figure:
-    """One row, left to right: stimulus | image-tower map | neural-tower map | difference.
+    """Two rows of two, in reading order: stimulus | image-tower map, neural-tower map | difference
+    (four in one row left each map ~120 px wide in a 1,024 px window).
 
     All four panels have the same size (the stimulus aspect, which the 16×64 maps share); the two
     maps share one colour scale and one colour bar (`zrange`, default: the joint range of both
@@ -45,34 +46,35 @@ def feature_map_panel(stimulus: np.ndarray, image_map: np.ndarray, neural_map: n
         raise ValueError(f"image and neural maps must be two (h, w) arrays of one shape, got {im.shape} and {nm.shape}")
     lo, hi = zrange if zrange is not None else map_range(im, nm)
     diff = im - nm
-    fig = make_subplots(rows=1, cols=4, horizontal_spacing=0.02, subplot_titles=PANEL_TITLES)
+    cells = ((1, 1), (1, 2), (2, 1), (2, 2))  # stimulus, image map, neural map, difference
+    fig = make_subplots(rows=2, cols=2, horizontal_spacing=0.03, vertical_spacing=0.14, subplot_titles=PANEL_TITLES)
     fig.add_trace(go.Heatmap(z=stim, colorscale=GRAY_COLORSCALE, showscale=False, hoverinfo="skip",
-                             name="stimulus"), 1, 1)
-    domains = [fig.layout[f"xaxis{'' if c == 1 else c}"].domain for c in range(1, 5)]
-    for col, m, name in ((2, im, "image"), (3, nm, "neural")):
+                             name="stimulus"), *cells[0])
+    left, right = fig.layout.xaxis.domain, fig.layout.xaxis2.domain
+    for cell, m, name in ((cells[1], im, "image"), (cells[2], nm, "neural")):
         if overlay:
             fig.add_trace(go.Heatmap(z=_resize_nearest(stim, m.shape), colorscale=GRAY_COLORSCALE, showscale=False,
-                                     hoverinfo="skip", name="stimulus"), 1, col)
-        fig.add_trace(go.Heatmap(z=m, colorscale=MAP_COLORSCALE, zmin=lo, zmax=hi, showscale=col == 3,
+                                     hoverinfo="skip", name="stimulus"), *cell)
+        fig.add_trace(go.Heatmap(z=m, colorscale=MAP_COLORSCALE, zmin=lo, zmax=hi, showscale=name == "neural",
                                  opacity=0.55 if overlay else 1.0, name=name,
-                                 colorbar=dict(orientation="h", x=domains[1][1], xanchor="center", y=-0.08,
+                                 colorbar=dict(orientation="h", x=sum(left) / 2, xanchor="center", y=-0.06,
                                                yanchor="top", len=0.4, thickness=10,
                                                title=dict(text="map", side="top")),
-                                 hovertemplate=f"{name} %{{z:.3f}}<extra></extra>"), 1, col)
+                                 hovertemplate=f"{name} %{{z:.3f}}<extra></extra>"), *cell)
     lim = float(np.abs(diff[np.isfinite(diff)]).max(initial=1e-6))
     fig.add_trace(go.Heatmap(z=diff, colorscale=DIFF_COLORSCALE, zmid=0, zmin=-lim, zmax=lim, name="difference",
-                             colorbar=dict(orientation="h", x=sum(domains[3]) / 2, xanchor="center", y=-0.08,
-                                           yanchor="top", len=0.2, thickness=10, title=dict(text="diff", side="top")),
-                             hovertemplate="diff %{z:.3f}<extra></extra>"), 1, 4)
+                             colorbar=dict(orientation="h", x=sum(right) / 2, xanchor="center", y=-0.06,
+                                           yanchor="top", len=0.4, thickness=10, title=dict(text="diff", side="top")),
+                             hovertemplate="diff %{z:.3f}<extra></extra>"), *cells[3])
     stim_ratio = (im.shape[0] / im.shape[1]) * (stim.shape[1] / stim.shape[0])  # stimulus drawn at the maps' aspect
-    for c in range(1, 5):
-        h, w = (stim.shape if c == 1 else im.shape)
+    for k, (row, col) in enumerate(cells):
+        h, w = (stim.shape if k == 0 else im.shape)
         fig.update_xaxes(showticklabels=False, showgrid=False, zeroline=False, range=[-0.5, w - 0.5],
-                         constrain="domain", row=1, col=c)
+                         constrain="domain", row=row, col=col)
         fig.update_yaxes(showticklabels=False, showgrid=False, zeroline=False, range=[h - 0.5, -0.5],
-                         scaleanchor=f"x{'' if c == 1 else c}", scaleratio=stim_ratio if c == 1 else 1.0,
-                         constrain="domain", row=1, col=c)
-    fig.update_layout(title=title, height=260, template="plotly_white", margin=dict(l=10, r=10, t=70, b=70))
+                         scaleanchor=f"x{'' if k == 0 else k + 1}", scaleratio=stim_ratio if k == 0 else 1.0,
+                         constrain="domain", row=row, col=col)
+    fig.update_layout(title=title, height=460, template="plotly_white", margin=dict(l=10, r=10, t=70, b=80))
     return fig
 
 

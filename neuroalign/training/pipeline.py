@@ -115,7 +115,7 @@ def _finish(trainer: Trainer, fit: FitResult, run_dir: Path, subject_path: Path)
     results = evaluate_trainer(trainer, run_dir=run_dir, subject_path=subject_path, training=training)
     t = results["test"]
     summary = (f"{STOP_MESSAGES[fit.stop_reason]} (epoch {fit.epochs_run}, best {fit.best_epoch}); test top-1 "
-               f"image->neural {t['image_to_neural']['top1']:.3f}, neural->image {t['neural_to_image']['top1']:.3f} "
+               f"image → neural {t['image_to_neural']['top1']:.3f}, neural → image {t['neural_to_image']['top1']:.3f} "
                f"(chance {t['chance_top1']:.3f})")
     state = "stopped" if fit.stop_reason == "stopped" else "finished"
     runs_io.write_status(run_dir, state, summary, progress=1.0, epoch=fit.epochs_run)

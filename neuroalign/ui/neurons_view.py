@@ -69,8 +69,9 @@ def neuron_table(share: np.ndarray, net: np.ndarray, native: np.ndarray | None, 
     share = 100.0 * np.asarray(share, dtype=np.float64)
     net = 100.0 * np.asarray(net, dtype=np.float64)
     order = np.argsort(-(share if by == "importance" else net), kind="stable")
+    # net to the shown precision, +0.0: a tiny negative share read "-0.00%"
     cols: dict[str, Any] = {"rank": np.arange(1, len(share) + 1), "neuron": order, "share": share[order],
-                            "net": net[order]}
+                            "net": np.round(net[order], 2) + 0.0}
     if native is not None:
         cols["block's own"] = np.asarray(native, dtype=np.float64)[order]
     if reliability is not None:
