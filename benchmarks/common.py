@@ -92,7 +92,7 @@ def make_trainer(subject: Subject, device: torch.device, batch: int, mode: str =
     changes = {"epochs": 1, "batch_size": batch, "device": device.type, "image.mode": mode,
                "bf16": device.type == "cuda"}
     changes.update({f"neural.{k}": v for k, v in neural.items()})
-    config = TrainConfig().replace(**changes)
+    config = TrainConfig(preset="reference").replace(**changes)
     return Trainer(config, subject)
 
 

@@ -108,7 +108,12 @@ class DataConfig:
 
 @dataclass
 class TrainConfig:
-    preset: str = "reference"
+    """Every training setting. Build one with `preset(name)` (and `.replace(...)`): the field defaults
+    below are the reference preset's values, so `TrainConfig()` without a preset is refused (it used
+    to mean the 5,000-epoch reference preset silently, not the CLI's default `recommended`);
+    `TrainConfig(preset="reference", ...)` is the reference preset with changes."""
+
+    preset: str = ""  # required: one of PRESETS or "custom" (what `preset_label` records)
     epochs: int = 5000
     batch_size: int = 128
     seed: int = 1234
@@ -130,12 +135,21 @@ class TrainConfig:
     optim: OptimConfig = field(default_factory=OptimConfig)
     data: DataConfig = field(default_factory=DataConfig)
 
+    def __post_init__(self) -> None:
+        if not self.preset:
+            raise ValueError(f"TrainConfig needs a preset: use neuroalign.config.preset(name), name one of "
+                             f"{', '.join(PRESETS)} (the CLI's default is 'recommended'), e.g. "
+                             "preset('recommended').replace(epochs=20)")
+
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "TrainConfig":
-        """Rebuild from `to_dict()` output; unknown keys raise a ValueError naming them."""
+        """Rebuild from `to_dict()` output; unknown keys raise a ValueError naming them (a record
+        without `preset` is labelled "custom")."""
+        if isinstance(d, dict) and "preset" not in d:
+            d = {**d, "preset": "custom"}
         return _from_dict(cls, d)
 
     def replace(self, **changes: Any) -> "TrainConfig":

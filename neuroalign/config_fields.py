@@ -234,7 +234,7 @@ SECTIONS = (SCHEDULE, OPTIM, LOSS, IMAGE, NEURAL)
 
 def check_table(fields: tuple[ConfigField, ...]) -> None:
     """ValueError unless every path is a TrainConfig field and paths and flags are unique."""
-    template = cfg.TrainConfig().to_dict()
+    template = cfg.preset("reference").to_dict()
     for f in fields:
         try:
             lookup(template, f.path)

@@ -26,7 +26,7 @@ def tiny_config(**changes) -> TrainConfig:
     base = {"epochs": 3, "batch_size": 16, "device": "cpu", "image.backbone": "ds_net_tiny", "image.stage": 1,
             "image.block": 1, "neural.d_model": 16, "checkpoint_every_epochs": 1}
     base.update(changes)
-    return TrainConfig().replace(**base)
+    return TrainConfig(preset="reference").replace(**base)
 
 
 def test_cli_train_writes_every_artifact(tiny_subject_root, tmp_path, capsys):
@@ -242,7 +242,7 @@ def test_cli_summary_and_runs_show_the_best_linear_readout(tmp_path, capsys):
     assert train_commands.stop_reason_text("time_budget") == "reached its time budget"
     assert "time_budget" not in train_commands.stop_reason_text("time_budget")
     run_dir = runs.new_run_dir(tmp_path, "m1")
-    atomic_write_json(run_dir / "config.json", {"config": TrainConfig().to_dict(), "subject": {"name": "m1"}})
+    atomic_write_json(run_dir / "config.json", {"config": TrainConfig(preset="reference").to_dict(), "subject": {"name": "m1"}})
     atomic_write_json(run_dir / "results.json", results)
     runs.write_status(run_dir, "finished", "done")
     assert main(["runs", "--runs-dir", str(tmp_path)]) == 0
@@ -259,7 +259,7 @@ def test_cli_resume_lines_name_the_subject(tmp_path, capsys, monkeypatch):
     from neuroalign.io_utils import atomic_write_json
 
     run_dir = runs.new_run_dir(tmp_path, "mouse7")
-    atomic_write_json(run_dir / "config.json", {"config": TrainConfig().to_dict(), "subject": {"name": "mouse7"}})
+    atomic_write_json(run_dir / "config.json", {"config": TrainConfig(preset="reference").to_dict(), "subject": {"name": "mouse7"}})
 
     def fake_resume(path, data_dir=None, cache_dir=None, callback=None, threads=None):
         callback("epoch", {"epoch": 4.0, "train_loss": 0.1, "val_loss": 0.2, "elapsed_s": 3.0})

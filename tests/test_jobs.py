@@ -30,7 +30,7 @@ def _fake_runner(step_s=0.01, n_epochs=5, fail=False):
 
 def test_one_active_job_per_subject_and_queue(tmp_path):
     mgr = JobManager(max_parallel=1, runner=_fake_runner(step_s=0.05))
-    cfg = TrainConfig(epochs=5)
+    cfg = TrainConfig(preset="reference", epochs=5)
     a = mgr.start("A", cfg, tmp_path / "data", tmp_path / "runs")
     with pytest.raises(ValueError, match="already has an active job"):
         mgr.start("A", cfg, tmp_path / "data", tmp_path / "runs")
@@ -49,7 +49,7 @@ def test_one_active_job_per_subject_and_queue(tmp_path):
 
 def test_parallel_slots(tmp_path):
     mgr = JobManager(max_parallel=2, runner=_fake_runner(step_s=0.05))
-    ids = [mgr.start(s, TrainConfig(epochs=5), tmp_path, tmp_path / "runs") for s in ("A", "B")]
+    ids = [mgr.start(s, TrainConfig(preset="reference", epochs=5), tmp_path, tmp_path / "runs") for s in ("A", "B")]
     time.sleep(0.02)
     assert all(mgr.get(i).state == "running" for i in ids)
     assert all(mgr.wait(i, 10).state == "finished" for i in ids)
@@ -57,8 +57,8 @@ def test_parallel_slots(tmp_path):
 
 def test_stop_running_and_queued(tmp_path):
     mgr = JobManager(max_parallel=1, runner=_fake_runner(step_s=0.1, n_epochs=100))
-    a = mgr.start("A", TrainConfig(epochs=100), tmp_path, tmp_path / "runs")
-    b = mgr.start("B", TrainConfig(epochs=100), tmp_path, tmp_path / "runs")
+    a = mgr.start("A", TrainConfig(preset="reference", epochs=100), tmp_path, tmp_path / "runs")
+    b = mgr.start("B", TrainConfig(preset="reference", epochs=100), tmp_path, tmp_path / "runs")
     mgr.stop(b)
     assert mgr.get(b).state == "stopped"
     assert runs.read_status(mgr.get(b).run_dir)["state"] == "stopped"
@@ -71,7 +71,7 @@ def test_stop_running_and_queued(tmp_path):
 
 def test_failure_message_is_kept(tmp_path):
     mgr = JobManager(runner=_fake_runner(fail=True))
-    j = mgr.start("A", TrainConfig(epochs=5), tmp_path, tmp_path / "runs")
+    j = mgr.start("A", TrainConfig(preset="reference", epochs=5), tmp_path, tmp_path / "runs")
     s = mgr.wait(j, 10)
     assert s.state == "failed"
     assert "NaN" in s.error
@@ -94,7 +94,7 @@ def test_snapshots_from_two_threads(tmp_path):
         except Exception as exc:  # pragma: no cover - surfaced below
             errors.append(exc)
 
-    starters = [threading.Thread(target=lambda s=s: mgr.start(s, TrainConfig(epochs=200), tmp_path, tmp_path / "runs"))
+    starters = [threading.Thread(target=lambda s=s: mgr.start(s, TrainConfig(preset="reference", epochs=200), tmp_path, tmp_path / "runs"))
                 for s in ("A", "B")]
     pollers = [threading.Thread(target=poll) for _ in range(2)]
     for t in starters + pollers:
@@ -112,7 +112,7 @@ def test_sync_runs_marks_orphans_interrupted(tmp_path):
     orphan = runs.new_run_dir(root, "X")
     runs.write_status(orphan, "running", "epoch 3")  # e.g. the server was restarted mid-run
     mgr = JobManager(runner=_fake_runner(step_s=0.2, n_epochs=50))
-    j = mgr.start("Y", TrainConfig(epochs=50), tmp_path, root)
+    j = mgr.start("Y", TrainConfig(preset="reference", epochs=50), tmp_path, root)
     infos = {i.path: i.state for i in mgr.sync_runs(root)}
     assert infos[orphan] == "interrupted"
     assert infos[mgr.get(j).run_dir] in ("queued", "running")  # the live job is left alone

@@ -117,8 +117,8 @@ def _wait_for(predicate, timeout=30.0, step=0.05):
 def test_out_of_memory_in_worker_fails_the_run_and_the_queue_goes_on(fake_worker):
     fw = fake_worker
     mgr = JobManager(worker_runner=fw.runner, poll_s=0.05)
-    oom = mgr.start(fw.subject("oom"), TrainConfig(epochs=3), fw.data, fw.runs)
-    nxt = mgr.start(fw.subject("ok"), TrainConfig(epochs=3), fw.data, fw.runs)
+    oom = mgr.start(fw.subject("oom"), TrainConfig(preset="reference", epochs=3), fw.data, fw.runs)
+    nxt = mgr.start(fw.subject("ok"), TrainConfig(preset="reference", epochs=3), fw.data, fw.runs)
     assert mgr.get(nxt).state == "queued"
     snap = mgr.wait(oom, 60)
     assert snap.state == "failed" and snap.kind == "worker"
@@ -137,7 +137,7 @@ def test_out_of_memory_in_worker_fails_the_run_and_the_queue_goes_on(fake_worker
 def test_killed_or_exiting_worker_marks_its_run_failed(fake_worker):
     fw = fake_worker
     mgr = JobManager(worker_runner=fw.runner, poll_s=0.05)
-    ids = [mgr.start(fw.subject(n), TrainConfig(epochs=3), fw.data, fw.runs) for n in ("sigkill", "exit3", "ok")]
+    ids = [mgr.start(fw.subject(n), TrainConfig(preset="reference", epochs=3), fw.data, fw.runs) for n in ("sigkill", "exit3", "ok")]
     killed, exited, ok = (mgr.wait(i, 60) for i in ids)
     assert killed.state == "failed"
     assert "killed by signal 9 (SIGKILL" in killed.error and "out-of-memory" in killed.error
@@ -152,7 +152,7 @@ def test_killed_or_exiting_worker_marks_its_run_failed(fake_worker):
 def test_close_terminates_a_worker_that_ignores_stop(fake_worker):
     fw = fake_worker
     mgr = JobManager(worker_runner=fw.runner, poll_s=0.05)
-    job = mgr.start(fw.subject("stubborn"), TrainConfig(epochs=3), fw.data, fw.runs)
+    job = mgr.start(fw.subject("stubborn"), TrainConfig(preset="reference", epochs=3), fw.data, fw.runs)
     assert _wait_for(lambda: mgr.get(job).message == "training stubborn")
     mgr.close(timeout=0.5, kill=True)
     snap = mgr.get(job)
@@ -170,7 +170,7 @@ def test_racing_starts_of_one_subject_make_exactly_one_job(fake_worker):
     def go():
         barrier.wait()
         try:
-            ids.append(mgr.start(name, TrainConfig(epochs=3), fw.data, fw.runs))
+            ids.append(mgr.start(name, TrainConfig(preset="reference", epochs=3), fw.data, fw.runs))
         except ValueError as exc:
             errors.append(str(exc))
 
@@ -190,7 +190,7 @@ def _tiny_config(**changes) -> TrainConfig:
     base = {"epochs": 2, "batch_size": 16, "device": "cpu", "image.backbone": "ds_net_tiny", "image.stage": 1,
             "image.block": 1, "neural.block": "linear", "neural.d_model": 16, "log_every_steps": 1}
     base.update(changes)
-    return TrainConfig().replace(**base)
+    return TrainConfig(preset="reference").replace(**base)
 
 
 def test_worker_leaves_server_torch_state_alone_and_stops_gracefully(tmp_path):
@@ -233,7 +233,7 @@ def test_worker_leaves_server_torch_state_alone_and_stops_gracefully(tmp_path):
 def test_restart_adopts_a_live_worker_and_never_marks_it_interrupted(fake_worker):
     fw = fake_worker
     first = JobManager(worker_runner=fw.runner, poll_s=0.05)
-    job = first.start(fw.subject("hold"), TrainConfig(epochs=3), fw.data, fw.runs)
+    job = first.start(fw.subject("hold"), TrainConfig(preset="reference", epochs=3), fw.data, fw.runs)
     run_dir = first.get(job).run_dir
     assert _wait_for(lambda: runs_io.read_status(run_dir).get("message") == "training hold")
     pid = first.get(job).pid
@@ -254,8 +254,8 @@ def test_restart_adopts_a_live_worker_and_never_marks_it_interrupted(fake_worker
     assert adopted.kind == "adopted" and adopted.pid == pid and adopted.alive and adopted.subject == "hold"
     assert _wait_for(lambda: second.get(adopted.job_id).history)  # followed through metrics.jsonl
     with pytest.raises(ValueError, match="already has an active job"):
-        second.start("hold", TrainConfig(epochs=3), fw.data, fw.runs)
-    (run_dir / "config.json").write_text(json.dumps({"config": TrainConfig(epochs=3).to_dict(),
+        second.start("hold", TrainConfig(preset="reference", epochs=3), fw.data, fw.runs)
+    (run_dir / "config.json").write_text(json.dumps({"config": TrainConfig(preset="reference", epochs=3).to_dict(),
                                                      "subject": {"name": "hold", "path": str(fw.data / "hold")}}))
     (run_dir / runs_io.LAST_CKPT).write_bytes(b"a checkpoint")
     with pytest.raises(ValueError, match=f"still being trained by process {pid}; stop it"):
@@ -271,7 +271,7 @@ def test_restart_adopts_a_live_worker_and_never_marks_it_interrupted(fake_worker
 def test_resume_runs_in_a_worker_with_this_sessions_history(fake_worker):
     fw = fake_worker
     run_dir = runs_io.new_run_dir(fw.runs, "r1")
-    (run_dir / "config.json").write_text(json.dumps({"config": TrainConfig(epochs=3).to_dict(),
+    (run_dir / "config.json").write_text(json.dumps({"config": TrainConfig(preset="reference", epochs=3).to_dict(),
                                                      "subject": {"name": "r1", "path": str(fw.data / "r1")}}))
     (run_dir / runs_io.LAST_CKPT).write_bytes(b"a checkpoint")
     runs_io.write_status(run_dir, "interrupted", "")
@@ -302,9 +302,9 @@ def test_ended_jobs_are_pruned_and_snapshots_share_history(tmp_path, monkeypatch
     mgr = JobManager(runner=_thread_runner(n_steps=100, n_epochs=5), keep_finished=2)
     ids = []
     for _ in range(4):
-        ids.append(mgr.start("A", TrainConfig(epochs=5), tmp_path, tmp_path / "runs"))
+        ids.append(mgr.start("A", TrainConfig(preset="reference", epochs=5), tmp_path, tmp_path / "runs"))
         mgr.wait(ids[-1], 10)
-    other = mgr.start("B", TrainConfig(epochs=5), tmp_path, tmp_path / "runs")
+    other = mgr.start("B", TrainConfig(preset="reference", epochs=5), tmp_path, tmp_path / "runs")
     mgr.wait(other, 10)
     assert [x.job_id for x in mgr.snapshots()] == [other, ids[3], ids[2]]  # 2 per subject kept
     with pytest.raises(ValueError, match="unknown job 'job-1'.*kept only for the 2 most recent"):
@@ -319,7 +319,7 @@ def test_ended_jobs_are_pruned_and_snapshots_share_history(tmp_path, monkeypatch
 def test_snapshot_history_does_not_change_afterwards(tmp_path):
     hold = threading.Event()
     mgr = JobManager(runner=_thread_runner(n_steps=3, n_epochs=1, hold=hold))
-    job = mgr.start("A", TrainConfig(epochs=5), tmp_path, tmp_path / "runs")
+    job = mgr.start("A", TrainConfig(preset="reference", epochs=5), tmp_path, tmp_path / "runs")
     assert _wait_for(lambda: len(mgr.get(job).history) == 4)
     early = mgr.get(job)
     with mgr._lock:  # more records arrive while the early snapshot is held
@@ -347,7 +347,7 @@ def test_live_message_of_a_stalled_worker_job(fake_worker, monkeypatch):
     fw = fake_worker
     monkeypatch.setattr(jobs_view, "STALL_AFTER_S", 0.5)
     mgr = JobManager(worker_runner=fw.runner, poll_s=0.05)
-    job = mgr.start(fw.subject("quiet"), TrainConfig(epochs=3), fw.data, fw.runs)
+    job = mgr.start(fw.subject("quiet"), TrainConfig(preset="reference", epochs=3), fw.data, fw.runs)
     assert _wait_for(lambda: mgr.get(job).message == "training quiet")
     assert _wait_for(lambda: "no progress" in jobs_view.live_message(mgr.get(job)), timeout=10)
     snap = mgr.get(job)
@@ -361,7 +361,7 @@ def test_live_message_of_a_stalled_worker_job(fake_worker, monkeypatch):
 def test_live_message_reads_status_once_per_change(tmp_path, monkeypatch):
     hold = threading.Event()
     mgr = JobManager(runner=_thread_runner(n_epochs=0, hold=hold))
-    job = mgr.start("A", TrainConfig(epochs=5), tmp_path, tmp_path / "runs")
+    job = mgr.start("A", TrainConfig(preset="reference", epochs=5), tmp_path, tmp_path / "runs")
     assert _wait_for(lambda: runs_io.read_status(mgr.get(job).run_dir).get("message") == "training")
     reads = []
     real = runs_io.read_status
@@ -379,17 +379,17 @@ def test_live_message_reads_status_once_per_change(tmp_path, monkeypatch):
 
 def test_nproc_resolution(monkeypatch):
     monkeypatch.delenv(jobs.JOB_PROCESSES_ENV, raising=False)
-    assert jobs.resolve_nproc(None, TrainConfig(device="cpu")) == 1
-    assert jobs.resolve_nproc(3, TrainConfig()) == 3
+    assert jobs.resolve_nproc(None, TrainConfig(preset="reference", device="cpu")) == 1
+    assert jobs.resolve_nproc(3, TrainConfig(preset="reference")) == 3
     monkeypatch.setenv(jobs.JOB_PROCESSES_ENV, "2")
-    assert jobs.resolve_nproc(None, TrainConfig(device="cpu")) == 2
+    assert jobs.resolve_nproc(None, TrainConfig(preset="reference", device="cpu")) == 2
     monkeypatch.setenv(jobs.JOB_PROCESSES_ENV, "two")
     with pytest.raises(ValueError, match="NEUROALIGN_JOB_PROCESSES must be a whole number >= 1, got 'two'"):
-        jobs.resolve_nproc(None, TrainConfig())
+        jobs.resolve_nproc(None, TrainConfig(preset="reference"))
     with pytest.raises(ValueError, match="nproc must be a whole number"):
-        jobs.resolve_nproc(0, TrainConfig())
+        jobs.resolve_nproc(0, TrainConfig(preset="reference"))
     with pytest.raises(ValueError, match="needs worker processes"):
-        JobManager(runner=_thread_runner()).start("A", TrainConfig(), Path("."), Path("runs"), nproc=2)
+        JobManager(runner=_thread_runner()).start("A", TrainConfig(preset="reference"), Path("."), Path("runs"), nproc=2)
 
 
 def test_metrics_tail_waits_for_a_torn_line_and_rereads_a_replaced_file(tmp_path):

@@ -119,7 +119,7 @@ def test_server_killed_worker_stops_gracefully_and_the_run_is_resumable(tmp_path
     evaluates and exits within seconds; the next server lists the run stopped and resumes it."""
     monkeypatch.delenv(jobs.OUTLIVE_SERVER_ENV, raising=False)
     s.write_subject(tmp_path / "data", "m1")
-    cfg = TrainConfig().replace(**{"epochs": 100_000, "batch_size": 16, "device": "cpu", "threads": 1,
+    cfg = TrainConfig(preset="reference").replace(**{"epochs": 100_000, "batch_size": 16, "device": "cpu", "threads": 1,
                                    "image.backbone": "ds_net_tiny", "image.stage": 1, "image.block": 1,
                                    "neural.block": "linear", "neural.d_model": 16, "log_every_steps": 1})
     server = _Server(tmp_path, "m1", cfg)
@@ -159,7 +159,7 @@ def test_server_killed_worker_stops_gracefully_and_the_run_is_resumable(tmp_path
 
 def test_every_torchrun_rank_stops_when_the_server_dies(tmp_path, monkeypatch, runner_module):
     monkeypatch.delenv(jobs.OUTLIVE_SERVER_ENV, raising=False)
-    server = _Server(tmp_path, "m1", TrainConfig(epochs=3), runner=runner_module, nproc=2)
+    server = _Server(tmp_path, "m1", TrainConfig(preset="reference", epochs=3), runner=runner_module, nproc=2)
     marks = tmp_path / "marks"
     try:
         launcher = server.worker()
@@ -180,7 +180,7 @@ def test_every_torchrun_rank_stops_when_the_server_dies(tmp_path, monkeypatch, r
 
 
 def test_outlive_server_opt_in_keeps_the_worker_and_a_later_server_adopts_it(tmp_path, runner_module):
-    server = _Server(tmp_path, "m1", TrainConfig(epochs=3), runner=runner_module,
+    server = _Server(tmp_path, "m1", TrainConfig(preset="reference", epochs=3), runner=runner_module,
                      env={jobs.OUTLIVE_SERVER_ENV: "1"})
     try:
         pid = server.worker()
@@ -221,7 +221,7 @@ def test_resume_offer_for_a_run_the_server_exit_stopped(tmp_path, monkeypatch):
 
     monkeypatch.setattr(jobs, "_manager", JobManager(runner=runner))
     run_dir = runs_io.new_run_dir(tmp_path / "runs", "m1")
-    (run_dir / "config.json").write_text(json.dumps({"config": TrainConfig(epochs=3).to_dict(),
+    (run_dir / "config.json").write_text(json.dumps({"config": TrainConfig(preset="reference", epochs=3).to_dict(),
                                                      "subject": {"name": "m1", "path": str(tmp_path / "m1")}}))
     runs_io.write_status(run_dir, "stopped", "stopped because the dashboard server exited (epoch 2, best 1)")
     assert "has no last.pt" in jobs_view.resume_blocker(run_dir, "stopped")

@@ -25,7 +25,7 @@ def tiny_config(**changes) -> TrainConfig:
     base = {"epochs": 4, "batch_size": 16, "device": "cpu", "image.backbone": "ds_net_tiny", "image.stage": 1,
             "image.block": 1, "neural.d_model": 16, "checkpoint_every_epochs": 1, "log_every_steps": 1}
     base.update(changes)
-    return TrainConfig().replace(**base)
+    return TrainConfig(preset="reference").replace(**base)
 
 
 class Killed(BaseException):
@@ -240,7 +240,7 @@ def test_train_on_a_full_disk_one_line_and_no_run_folder_left(tiny_subject_root,
 ])
 def test_wrong_typed_config_json_gives_one_line(tmp_path, capsys, path, value, expect):
     run = runs.new_run_dir(tmp_path, "s")
-    record = {"config": TrainConfig().to_dict(), "subject": {"name": "s", "path": str(tmp_path), "data_hash": "x"}}
+    record = {"config": TrainConfig(preset="reference").to_dict(), "subject": {"name": "s", "path": str(tmp_path), "data_hash": "x"}}
     target = record
     for key in path[:-1]:
         target = target[key]

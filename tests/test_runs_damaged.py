@@ -35,7 +35,7 @@ def trained(tmp_path_factory, request) -> dict[str, Path]:
     data.mkdir(parents=True)
     savemat(data / "images.mat", {"images": arrays["images"]})
     savemat(data / "responses.mat", {"responses": arrays["responses"], "responses_repeats": arrays["repeats"]})
-    cfg = TrainConfig().replace(**{"epochs": 2, "batch_size": 16, "device": "cpu", "image.backbone": "ds_net_tiny",
+    cfg = TrainConfig(preset="reference").replace(**{"epochs": 2, "batch_size": 16, "device": "cpu", "image.backbone": "ds_net_tiny",
                                    "image.stage": 1, "image.block": 1, "neural.d_model": 16,
                                    "checkpoint_every_epochs": 1})
     run = pipeline.run_training("tiny", cfg, base / "data", base / "runs", cache_dir=base / "cache")

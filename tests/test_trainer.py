@@ -20,7 +20,7 @@ def tiny_config(**changes) -> TrainConfig:
     base = {"epochs": 3, "batch_size": 16, "device": "cpu", "log_every_steps": 1, "image.backbone": "ds_net_tiny",
             "image.stage": 1, "image.block": 1, "neural.d_model": 16}
     base.update(changes)
-    return TrainConfig().replace(**base)
+    return TrainConfig(preset="reference").replace(**base)
 
 
 @pytest.fixture

@@ -71,10 +71,9 @@ class Subject:
     image_ids: np.ndarray | None = None
 
     def __post_init__(self) -> None:
+        check_subject_arrays(self.images, self.responses, self.repeats)
         if self.image_ids is None:
             self.image_ids = np.arange(self.images.shape[0], dtype=np.int64)
-        assert self.images.ndim == 4 and self.images.shape[1] == 1, self.images.shape
-        assert self.responses.shape[0] == self.images.shape[0], (self.responses.shape, self.images.shape)
 
     @property
     def n_images(self) -> int:
@@ -98,6 +97,29 @@ class Subject:
             h.update(str(a.dtype).encode())
             h.update(memoryview(a).cast("B"))
         return h.hexdigest()
+
+
+def _shape_dtype(arr: Any) -> str:
+    if not isinstance(arr, np.ndarray):
+        return f"a {type(arr).__name__}"
+    return f"shape {tuple(arr.shape)} {arr.dtype}"
+
+
+def check_subject_arrays(images: Any, responses: Any, repeats: Any = None) -> None:
+    """ValueError (one line naming what was found and what is expected) unless `images` is float32
+    `(N, 1, H, W)`, `responses` float32 `(N, K)` and `repeats` None or float32 `(R, N, K)`."""
+    if not isinstance(images, np.ndarray) or images.ndim != 4 or images.shape[1] != 1 or images.dtype != np.float32:
+        raise ValueError(f"Subject images: got {_shape_dtype(images)}; expected float32 (N, 1, H, W) in [0, 1]")
+    n = images.shape[0]
+    if not isinstance(responses, np.ndarray) or responses.ndim != 2 or responses.shape[0] != n \
+            or responses.dtype != np.float32:
+        raise ValueError(f"Subject responses: got {_shape_dtype(responses)}; expected float32 ({n}, K), one row "
+                         f"per image of images {tuple(images.shape)}")
+    k = responses.shape[1]
+    if repeats is not None and (not isinstance(repeats, np.ndarray) or repeats.ndim != 3
+                                or repeats.shape[1:] != (n, k) or repeats.dtype != np.float32):
+        raise ValueError(f"Subject repeats: got {_shape_dtype(repeats)}; expected float32 (R, {n}, {k}) "
+                         f"matching responses {tuple(responses.shape)}, or None")
 
 
 # ---------------------------------------------------------------------------------------------

@@ -29,7 +29,7 @@ def _config(run_dir: Path, spec: dict) -> TrainConfig:
     try:
         return TrainConfig.from_dict(spec.get("config") or record.get("config") or {})
     except (ValueError, TypeError):
-        return TrainConfig()
+        return TrainConfig(preset="reference")
 
 
 def _subject(run_dir: Path, spec: dict) -> str:
