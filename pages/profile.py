@@ -18,9 +18,12 @@ names = [s.name for s in subjects]
 if not names:
     st.info("No readable subject: the Subjects page says what is wrong with the folders found.")
     st.stop()
-preferred = st.session_state.get(profile_view.PREFERRED_SUBJECT) or st.session_state.get(keys.SELECTED_SUBJECT)
-if st.session_state.get(profile_view.SUBJECT_KEY) not in names:
-    st.session_state[profile_view.SUBJECT_KEY] = preferred if preferred in names else names[0]
+preferred = st.session_state.pop(profile_view.PREFERRED_SUBJECT, None)  # the run last seen on Retrieval
+if preferred in names:
+    st.session_state[profile_view.SUBJECT_KEY] = preferred
+elif st.session_state.get(profile_view.SUBJECT_KEY) not in names:
+    selected = st.session_state.get(keys.SELECTED_SUBJECT)
+    st.session_state[profile_view.SUBJECT_KEY] = selected if selected in names else names[0]
 name = st.selectbox("Subject", names, key=profile_view.SUBJECT_KEY)
 store = loaders.subject_store()
 subject_dir = store.path(name)
