@@ -44,6 +44,10 @@ neurons_view.render_comparisons(values, reliability, snr, has_repeats=subject.re
                                 simulated=bool(subject.meta.get("simulated")), measure=measure.noun)
 
 charts = neurons_view.charts(values, measure, reliability, snr, result)
+feve = neurons_view.feve_values(summary.get("results") or {}, k)  # None: an older run or no repeats
+if feve is not None:
+    fev = neurons_view.fev_values(subject.repeats, (summary.get("split") or {}).get("test"))
+    charts.append(neurons_view.feve_chart(feve, fev, summary.get("results") or {}))
 for row in range(0, len(charts), 2):
     for col, (fig, chart_key, caption) in zip(st.columns(2), charts[row:row + 2]):
         col.plotly_chart(fig, key=chart_key)
@@ -51,7 +55,7 @@ for row in range(0, len(charts), 2):
 
 st.subheader(f"The {neurons_view.TOP_ROWS} neurons with the largest {measure.noun}")
 table = neurons_view.neuron_table(share, neurons_view.measure_values(result, "net"), result["native"], reliability,
-                                  snr, by=key)
+                                  snr, by=key, feve=feve)
 top = table.head(neurons_view.TOP_ROWS)
 st.dataframe(top, hide_index=True, column_config=neurons_view.table_columns(top["share"].max()),
              height=35 * (len(top) + 1) + 3, key=neurons_view.TABLE_KEY)

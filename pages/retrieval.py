@@ -5,7 +5,7 @@ import streamlit as st
 
 from neuroalign import plots
 from neuroalign.training.runs import RESULTS_FILE
-from neuroalign.ui import guards, keys, neurons_view, results_view, run_picker
+from neuroalign.ui import guards, keys, nav, neurons_view, profile_view, results_view, run_picker
 from neuroalign.ui.entry import page_entry
 
 # Table headers short enough for a 1,024 px window (the help of each column names the baseline in full)
@@ -35,6 +35,16 @@ else:
         for verdict in results_view.linear_verdicts(results):
             box = {True: st.success, False: st.error, None: st.info}[verdict.beats]
             box(verdict.text)
+        encoding = results_view.encoding_summary(results)
+        if encoding is not None:  # the encoding score beside retrieval (runs without repeats have none)
+            cols = st.columns(2)
+            for col, key, label in ((cols[0], "model", "Median FEVE, model"),
+                                    (cols[1], "ridge_backbone", "Median FEVE, ridge on its features")):
+                if key in encoding:
+                    value = encoding[key].median
+                    col.metric(label, "—" if value is None else f"{value:.2f}", help=results_view.FEVE_HELP if
+                               key == "model" else "the same score of a ridge from the run's frozen backbone features")
+                    col.caption(encoding[key].detail() or "no neuron has enough explainable variance")
     right.plotly_chart(plots.top1_bars(results_view.top1_bar_rows(results), results_view.chance_top1(results)),
                        key="retrieval.bars")
     table_direction = st.radio("Metrics of", list(results_view.DIRECTIONS), format_func=results_view.DIRECTIONS.get,
@@ -99,3 +109,8 @@ right.plotly_chart(plots.rank_histogram(ranks), key="retrieval.ranks")
 right.caption("Where the true match lands in each query's ranking. A random ranking spreads the ranks evenly "
               "(dashed line); a good model piles them up at rank 1.")
 st.page_link(neurons_view.PAGE.path, label="Which neurons drive this run's retrieval", icon=neurons_view.PAGE.icon)
+subject_name = ((summary.get("config") or {}).get("subject") or {}).get("name")
+if subject_name:
+    st.session_state[profile_view.PREFERRED_SUBJECT] = subject_name  # the Image models page opens on it
+st.page_link(nav.PROFILE.path, label="Which image model and layer align with this subject (layer profile)",
+             icon=nav.PROFILE.icon)

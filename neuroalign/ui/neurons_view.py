@@ -63,9 +63,9 @@ def concentration(share: np.ndarray, fraction: float = TOP_FRACTION) -> tuple[in
 
 
 def neuron_table(share: np.ndarray, net: np.ndarray, native: np.ndarray | None, reliability: np.ndarray | None,
-                 snr: np.ndarray | None, by: str = "importance") -> pd.DataFrame:
+                 snr: np.ndarray | None, by: str = "importance", feve: np.ndarray | None = None) -> pd.DataFrame:
     """One row per neuron ranked by `by` ("importance" or "net"): rank, neuron (0-based column), the
-    importance and net shares in percent and the qualities present."""
+    importance and net shares in percent and the qualities present (`feve`: the run's FEVE per neuron)."""
     share = 100.0 * np.asarray(share, dtype=np.float64)
     net = 100.0 * np.asarray(net, dtype=np.float64)
     order = np.argsort(-(share if by == "importance" else net), kind="stable")
@@ -78,6 +78,8 @@ def neuron_table(share: np.ndarray, net: np.ndarray, native: np.ndarray | None, 
         cols["reliability"] = np.asarray(reliability, dtype=np.float64)[order]
     if snr is not None:
         cols["true SNR"] = np.asarray(snr, dtype=np.float64)[order]
+    if feve is not None and len(feve) == len(share):
+        cols["FEVE"] = np.asarray(feve, dtype=np.float64)[order]
     return pd.DataFrame(cols)
 
 
@@ -101,6 +103,11 @@ TABLE_COLUMNS = {
     "true SNR": st.column_config.NumberColumn("true SNR", format="%.3g",
                                               help="simulator: variance of the noiseless rates over images / "
                                                    "trial-noise variance of the recorded mean"),
+    "FEVE": st.column_config.NumberColumn("FEVE", format="%.3f",
+                                          help="fraction of the neuron's explainable variance (from the repeats) that "
+                                               "a ridge from the model's image embedding predicts on the test images; "
+                                               "1 = all of it, 0 = no better than its mean; unstable for neurons with "
+                                               "little explainable variance"),
 }
 
 
@@ -186,3 +193,46 @@ def charts(values: np.ndarray, measure: Measure, reliability: np.ndarray | None,
                     "images) reads only the block's weights or attention; the attribution measures what each neuron "
                     "does to the retrieval, and is the one that compares across blocks."))
     return out
+
+
+# ---- encoding (FEVE) per neuron ---------------------------------------------------------------------
+
+def feve_values(results: Mapping[str, Any], n_neurons: int) -> np.ndarray | None:
+    """The run's FEVE per neuron `(K,)` (NaN where undefined) from results.json, None when the run has
+    none (older runs, subjects without repeats) or it does not match the subject's neurons."""
+    from neuroalign.ui.results_view import feve_per_neuron
+
+    values = feve_per_neuron(results)
+    if values is None or len(values) != n_neurons:
+        return None
+    return np.array([np.nan if v is None else v for v in values], dtype=np.float64)
+
+
+def fev_values(repeats: np.ndarray | None, test_idx: Any) -> np.ndarray | None:
+    """Each neuron's explainable fraction (FEV) on the run's test images, from the subject's repeats."""
+    from neuroalign.evaluation.feve import fev_feve
+
+    if repeats is None or test_idx is None or np.asarray(repeats).ndim != 3 or np.asarray(repeats).shape[0] < 2:
+        return None
+    trials = np.asarray(repeats)[:, np.asarray(test_idx, dtype=np.int64)]
+    return fev_feve(np.zeros(trials.shape[1:]), trials)[0]
+
+
+def feve_chart(feve: np.ndarray, fev: np.ndarray | None, results: Mapping[str, Any]) -> tuple[Any, str, str]:
+    """(figure, key, caption): the histogram of FEVE over the neurons with FEV >= the run's threshold."""
+    from neuroalign.evaluation.feve import MIN_FEV
+
+    min_fev = float((((results.get("encoding") or {}).get("model")) or {}).get("min_fev") or MIN_FEV)
+    use = np.isfinite(feve) & (np.ones_like(feve, dtype=bool) if fev is None else (np.nan_to_num(fev) >= min_fev))
+    values = feve[use]
+    median = float(np.median(values)) if len(values) else None
+    fig = plots.histogram(values, "FEVE per neuron (test repeats)", "FEVE", nbins=30, vline=median,
+                          vline_label=f"median {median:.2f}" if median is not None else "")
+    left_out = int(np.isfinite(feve).sum() - use.sum())
+    caption = (f"{int(use.sum()):,} of {len(feve):,} neurons"
+               + (f" with FEV ≥ {min_fev:g}" if fev is not None else "")
+               + ": FEVE is the share of the variance the repeats say is explainable that the model predicts "
+                 "(1 = all of it, 0 = no better than the neuron's mean)."
+               + (f" {left_out:,} neurons with less explainable variance are left out (their FEVE is mostly noise; "
+                  "the table has every value)." if left_out else ""))
+    return fig, "neurons.feve", caption

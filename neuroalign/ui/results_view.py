@@ -239,3 +239,64 @@ def best_linear_columns(results: Mapping[str, Any]) -> dict[str, Any]:
             names.append(ref.label)
     out["best linear"] = ", ".join(names)
     return out
+
+
+# ---- encoding (FEVE) beside retrieval ----------------------------------------------------------------
+
+FEVE_HELP = ("FEVE, fraction of explainable variance explained (Cadena et al. 2019, Sensorium): the repeats say how "
+             "much of each neuron's response varies with the image rather than from trial to trial (FEV); FEVE is the "
+             "share of that explainable variance a ridge from the model's image embedding predicts on the test images. "
+             "1 = it predicts everything the repeats say is predictable, 0 = no better than the neuron's mean. "
+             "Median over the neurons with FEV ≥ 0.15 (the others are mostly noise); q25–q75 are the quartiles.")
+
+
+@dataclass(frozen=True)
+class Encoding:
+    """A median-FEVE summary of `results["encoding"]` (model, or ridge on the run's backbone features)."""
+
+    median: float | None
+    q25: float | None
+    q75: float | None
+    n_included: int | None
+    n_neurons: int | None
+    min_fev: float
+
+    def detail(self) -> str:
+        """'q25–q75 0.31–0.55 · 180 of 200 neurons (FEV ≥ 0.15)'."""
+        parts = []
+        if self.q25 is not None and self.q75 is not None:
+            parts.append(f"q25–q75 {self.q25:.2f}–{self.q75:.2f}")
+        if self.n_included is not None and self.n_neurons is not None:
+            parts.append(f"{self.n_included:,} of {self.n_neurons:,} neurons (FEV ≥ {self.min_fev:g})")
+        return " · ".join(parts)
+
+
+def _encoding(block: Any) -> Encoding | None:
+    if not isinstance(block, Mapping):
+        return None
+    n_inc, n_all = block.get("n_included"), block.get("n_neurons")
+    return Encoding(_num(block.get("median")), _num(block.get("q25")), _num(block.get("q75")),
+                    int(n_inc) if isinstance(n_inc, int) else None, int(n_all) if isinstance(n_all, int) else None,
+                    _num(block.get("min_fev")) or 0.15)
+
+
+def encoding_summary(results: Mapping[str, Any]) -> dict[str, Encoding] | None:
+    """{"model": Encoding, "ridge_backbone": Encoding (when present)} from `results["encoding"]`; None
+    for runs without one (older runs, subjects without repeats)."""
+    enc = results.get("encoding") if isinstance(results, Mapping) else None
+    model = _encoding(enc.get("model")) if isinstance(enc, Mapping) else None
+    if model is None:
+        return None
+    out = {"model": model}
+    backbone = _encoding(enc.get("ridge_backbone"))
+    if backbone is not None:
+        out["ridge_backbone"] = backbone
+    return out
+
+
+def feve_per_neuron(results: Mapping[str, Any]) -> list[float | None] | None:
+    """The model's FEVE per neuron (None entries: no variance), or None without `encoding`."""
+    values = _get(results, "encoding", "model", "per_neuron")
+    if not isinstance(values, list):
+        return None
+    return [_num(v) for v in values]
