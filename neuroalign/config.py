@@ -31,7 +31,7 @@ IMAGE_MODEL_DEPTHS = {
     "random_rectified": (1,),
 }
 # the fixed nonlinearity the readout head applies by default per model (the banks are rectified already)
-IMAGE_MODEL_TRANSFORMS = {"ds_net_tiny": "square", "ds_net_small": "square", "efficientnet_lite0": "square",
+IMAGE_MODEL_TRANSFORMS = {"ds_net_tiny": "square", "ds_net_small": "square", "efficientnet_lite0": "none",
                           "v1_gabor": "none", "random_rectified": "none"}
 AUTO = "auto"
 BACKBONES = (*IMAGE_MODEL_DEPTHS, AUTO)
@@ -288,6 +288,27 @@ def with_compatible_init(config: TrainConfig) -> TrainConfig:
                                         and config.image.mode == "frozen"):
         return config.replace(init="random")
     return config
+
+
+def with_image_model_layer(config: TrainConfig, stage_given: bool = False, block_given: bool = False,
+                           transform_given: bool = False) -> TrainConfig:
+    """`config` with a layer its (registered) image model has, when the image model was changed on a
+    preset whose layer it lacks: the preset's stage capped at the model's last, that stage's last
+    block when the preset's is beyond it, and the model's own default nonlinearity on the readout
+    head -- each only where the user did not give it. The CLI's `--image-model` rule, for the library."""
+    model = config.image.backbone
+    depths = IMAGE_MODEL_DEPTHS.get(model)
+    if depths is None:
+        return config
+    changes: dict[str, Any] = {}
+    stage = config.image.stage if stage_given else min(config.image.stage, len(depths))
+    if stage != config.image.stage:
+        changes["image.stage"] = stage
+    if not block_given and 1 <= stage <= len(depths) and config.image.block > depths[stage - 1]:
+        changes["image.block"] = depths[stage - 1]
+    if not transform_given and config.image.head == "readout":
+        changes["image.transform"] = IMAGE_MODEL_TRANSFORMS.get(model, "square")
+    return config.replace(**changes) if changes else config
 
 
 def preset(name: str) -> TrainConfig:

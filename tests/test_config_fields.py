@@ -49,8 +49,8 @@ def test_help_states_the_presets_defaults(capsys):
         main(["train", "--help"])
     text = " ".join(capsys.readouterr().out.split())
     # issue 12 item 15: not argparse's "default 2" for a preset that uses stage 1
-    assert "--stage STAGE Backbone stage" in text
-    stage = text[text.index("--stage STAGE Backbone"):text.index("--block BLOCK Block")]
+    assert "--stage STAGE Stage of the image model" in text
+    stage = text[text.index("--stage STAGE Stage of the image model"):text.index("--block BLOCK Block")]
     assert "recommended 1" in stage and "reference 2" in stage and "attention 1" in stage
     for f in FIELDS:  # every flag, with its help text and the presets' defaults
         assert f.flag in text, f.flag

