@@ -1,7 +1,7 @@
 """`neuroalign.Aligner`: the library's estimator, with scikit-learn conventions.
 
     from neuroalign import Aligner
-    aligner = Aligner("recommended", epochs=20, image__backbone="v1_gabor", image__stage=1, image__block=1)
+    aligner = Aligner("recommended", epochs=20, image__backbone="v1_gabor")
     aligner.fit(images, responses)                  # (N, H, W) or (N, 1, H, W), and (N, K)
     aligner.score()                                 # retrieval on the held-out test images
     emb, maps = aligner.encode_images(new_images)   # (n, q), (n, 16, 64)
@@ -13,7 +13,8 @@ named as the field (`epochs`, `batch_size`, `max_seconds`, ...) or, inside a sec
 `section__field` (scikit-learn's nested-parameter convention: `image__backbone`, `neural__block`,
 `loss__temperature`, `optim__image_lr`, `data__normaliser`). The constructor only stores them
 (`get_params`/`set_params`, so `sklearn.base.clone` works); `fit` builds the config by the CLI's
-rules (`preset_label`, `with_compatible_init`) and validates it. Non-config settings: `runs_dir`
+rules (`preset_label`, `with_compatible_init`, and `with_image_model_layer` when `image__backbone`
+is given) and validates it. Non-config settings: `runs_dir`
 (fit trains into a new run folder there, live on the dashboard's Runs page; None: in memory until
 `save`), `cache_dir` (backbone-feature cache) and `verbose` (a progress line on stderr).
 
@@ -45,7 +46,8 @@ from typing import Any, Callable, NamedTuple
 import numpy as np
 import torch
 
-from neuroalign.config import PRESETS, TrainConfig, preset as make_preset, preset_label, with_compatible_init
+from neuroalign.config import (PRESETS, TrainConfig, preset as make_preset, preset_label, with_compatible_init,
+                               with_image_model_layer)
 from neuroalign.data import Normaliser, Subject
 from neuroalign.data.subject import scale_images
 from neuroalign.data.trainable import check_trainable_responses, check_trainable_shape
@@ -119,6 +121,9 @@ def _config_from_params(base: str, overrides: dict[str, Any]) -> TrainConfig:
     config = make_preset(base)
     if overrides:
         config = config.replace(**{paths[k]: v for k, v in overrides.items()})
+    if "image__backbone" in overrides:  # another image model: a layer it has, as the CLI's --image-model
+        config = with_image_model_layer(config, "image__stage" in overrides, "image__block" in overrides,
+                                        "image__transform" in overrides)
     if "init" not in overrides:  # another tower on a preset with the closed-form start: no such start
         config = with_compatible_init(config)
     config = config.replace(preset=preset_label(config, base))
