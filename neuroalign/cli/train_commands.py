@@ -15,6 +15,7 @@ from neuroalign.config import (DEVICES, IMAGE_MODEL_DEPTHS, IMAGE_MODEL_TRANSFOR
 from neuroalign.config_fields import FIELDS, SECTIONS, ConfigField, preset_defaults
 from neuroalign.data import SubjectStore
 from neuroalign.data.simulate import DEMO_SUBJECTS, make_demo_subjects
+from neuroalign.cli import shared_train_commands
 from neuroalign.paths import cache_dir, data_dir, runs_dir
 from neuroalign.training import runs
 
@@ -54,6 +55,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                                    "write all artifacts. Options not given come from the preset.")
     p.add_argument("--subjects", nargs="+", metavar="NAME", help="subject names in the data root")
     p.add_argument("--resume", metavar="RUN_DIR", default=None, help="continue an interrupted run from its last.pt")
+    shared_train_commands.add_flags(p)
     _add_dirs(p)
     p.add_argument("--cache-dir", default=None, help="feature cache (default: $NEUROALIGN_CACHE_DIR or ./.neuroalign-cache)")
     p.add_argument("--preset", choices=PRESETS, default="recommended",
@@ -194,6 +196,8 @@ def cmd_train(args: argparse.Namespace) -> int:
             raise ValueError(f"--threads must be >= 1, got {args.threads}")
         torch.set_num_threads(args.threads)
     cache = cache_dir(args.cache_dir)
+    if shared_train_commands.wanted(args):  # --shared / --adapt-from: one model over several subjects
+        return shared_train_commands.cmd_shared(args, build_config, cache, _status_printer)
     if args.resume:
         subject = (runs.load_run(args.resume).config.get("subject") or {}).get("name") or Path(args.resume).name
         run_dir = pipeline.resume_training(args.resume, data_dir=args.data_dir, cache_dir=cache,
@@ -241,6 +245,8 @@ def _ensure_demo_subjects(root, names: list[str]) -> None:
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from neuroalign.evaluation.evaluate import evaluate_run  # torch: only for this command
 
+    if shared_train_commands.is_shared_run(args.run_dir):
+        return shared_train_commands.cmd_evaluate_shared(args, cache_dir(None))
     results = evaluate_run(args.run_dir, data_dir=args.data_dir, device=args.device,
                            cache_dir=cache_dir(None))
     if args.json:

@@ -349,7 +349,9 @@ def fit_shared(features: np.ndarray, responses: Mapping[str, np.ndarray], rows: 
         m = u.T @ yc
         solves[name] = _SubjectSolve(r_tr, r_va, s2, u, g[:, r_tr] @ u, m, m @ m.T, y_tr, y_va,
                                      ReadinProblem(y_tr, y_va))
-    q_cap = int(min(n_components, min(min(len(s.s2), s.m.shape[1]) for s in solves.values())))
+    # each subject keeps at most its own rank (neurons, train images); the shared space at most the sum
+    caps = {n: int(min(n_components, len(s.s2), s.m.shape[1])) for n, s in solves.items()}
+    q_cap = int(min(n_components, sum(caps.values()), len(train_rows)))
     rank_grid = sorted({min(int(r), q_cap) for r in ranks if r >= 1} | {q_cap})
     best: tuple[tuple[float, float], dict[str, Any]] | None = None
     for a_i, alpha_rel in enumerate(alphas):
@@ -360,7 +362,7 @@ def fit_shared(features: np.ndarray, responses: Mapping[str, np.ndarray], rows: 
             s = solves[name]
             alpha = alpha_rel * float(s.s2.max())
             gsh = s.s2 / (s.s2 + alpha)
-            sig2, e = eigh(gsh[:, None] * s.mmt * gsh[None, :], top=q_cap)
+            sig2, e = eigh(gsh[:, None] * s.mmt * gsh[None, :], top=caps[name])
             sig2, e = np.maximum(sig2[::-1], 1e-300), e[:, ::-1]
             sig = np.sqrt(sig2)
             qmat = ((gsh[:, None] * s.m).T @ e) / sig  # (K, q_cap)

@@ -1,0 +1,170 @@
+"""Several subjects, one model (issue 21): shared splits by image hash, the shared closed-form run
+with per-subject results and cross-subject retrieval, adaptation that fits only the new read-in,
+the CLI and its one-line errors. Tiny subjects (90 images of 36x64 px, tens of neurons): seconds."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from scipy.io import savemat
+
+from neuroalign.config import preset
+from neuroalign.data import load_subject
+from neuroalign.data.shared_split import check_sides_agree, hash_side, image_hashes, shared_splits, split_by_hash
+
+HW = (36, 64)
+
+
+def _responses(images_u8: np.ndarray, n_neurons: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Mean responses and 2 repeats of a population reading 4x4-block means of the images."""
+    rng = np.random.default_rng(seed)
+    n, h, w = images_u8.shape
+    low = images_u8.astype(np.float64).reshape(n, h // 4, 4, w // 4, 4).mean(axis=(2, 4)).reshape(n, -1) / 255
+    weights = rng.standard_normal((low.shape[1], n_neurons)) / np.sqrt(low.shape[1])
+    rates = np.exp(3.2 * (low - 0.5) @ weights)
+    reps = rng.poisson(np.broadcast_to(rates * 3, (2, n, n_neurons))).astype(np.float32) / 3
+    return reps.mean(axis=0).astype(np.float32), reps
+
+
+def _write(root: Path, name: str, images: np.ndarray, responses: np.ndarray, repeats: np.ndarray) -> None:
+    data = root / name / "Data"
+    data.mkdir(parents=True)
+    savemat(data / "images.mat", {"images": images})
+    savemat(data / "responses.mat", {"responses": responses, "responses_repeats": repeats})
+
+
+@pytest.fixture
+def shared_root(tmp_path: Path, make_tiny_arrays) -> Path:
+    """Subjects A, B, C see the same 90 images (B and C in other orders; C with 10x the neurons of A),
+    D sees 90 other images (for adaptation), E has other-sized images."""
+    root = tmp_path / "data"
+    base = make_tiny_arrays(n_images=90, n_neurons=4, seed=0, hw=HW)["images"]
+    other = make_tiny_arrays(n_images=90, n_neurons=4, seed=7, hw=HW)["images"]
+    rng = np.random.default_rng(3)
+    for name, k, seed, perm in (("A", 12, 1, np.arange(90)), ("B", 30, 2, rng.permutation(90)),
+                                ("C", 120, 3, rng.permutation(90))):
+        mean, reps = _responses(base, k, seed)
+        _write(root, name, base[perm], mean[perm], reps[:, perm])
+    mean, reps = _responses(other, 25, 4)
+    _write(root, "D", other, mean, reps)
+    small = make_tiny_arrays(n_images=90, n_neurons=4, seed=9, hw=(32, 48))["images"]
+    mean, reps = _responses(small, 10, 5)
+    _write(root, "E", small, mean, reps)
+    return root
+
+
+def _config():
+    return preset("recommended").replace(**{"image.backbone": "random_rectified", "image.stage": 1, "image.block": 1,
+                                            "image.transform": "none", "n_components": 32})
+
+
+def test_shared_splits_keep_every_image_on_one_side(shared_root: Path) -> None:
+    subjects = {n: load_subject(shared_root / n) for n in "ABC"}
+    hashes = {n: image_hashes(s.images) for n, s in subjects.items()}
+    assert set(hashes["A"]) == set(hashes["B"]) == set(hashes["C"])  # the same images, other orders
+    assert hashes["A"] != hashes["B"]
+    splits = shared_splits(hashes)
+    check_sides_agree(hashes, splits)  # raises when some image is on two sides
+    for side in ("train", "val", "test"):
+        sets = [{hashes[n][i] for i in splits[n][side]} for n in "ABC"]
+        assert sets[0] == sets[1] == sets[2] and sets[0]
+    # a subject seen later gets the same side for every image, by the hash alone
+    later = split_by_hash(hashes["B"][::-1], name="later")
+    for side in ("train", "val", "test"):
+        assert {hashes["B"][::-1][i] for i in later[side]} == {hashes["A"][i] for i in splits["A"][side]}
+    assert all(hash_side(h) == "test" for h in np.asarray(hashes["A"])[splits["A"]["test"]])
+
+
+def test_shared_run_adapt_and_cli(shared_root: Path, tmp_path: Path, one_torch_thread) -> None:
+    from neuroalign.training.shared import SharedModel
+    from neuroalign.training.shared_runs import adapt_from_run, train_shared
+
+    runs_dir, cache = tmp_path / "runs", tmp_path / "cache"
+    run = train_shared(["A", "B", "C"], _config(), shared_root, runs_dir, cache_dir=cache)
+    status = json.loads((run / "status.json").read_text())
+    assert status["state"] == "finished", status
+    top1 = []
+    for name in "ABC":
+        res = json.loads((run / "subjects" / name / "results.json").read_text())
+        t = res["test"]
+        assert {"image_to_neural", "neural_to_image", "chance_top1", "n"} <= set(t)
+        assert len(t["image_to_neural"]["top1_ci"]) == 2
+        top1 += [t["image_to_neural"]["top1"], t["neural_to_image"]["top1"]]
+        assert {"ridge", "ridge_random", "repeat"} <= set(res["baselines"])
+        assert res["encoding"]["metric"] == "FEVE"
+    assert np.mean(top1) > 2 * t["chance_top1"]  # learns something (10 test images each)
+    shared = json.loads((run / "shared_results.json").read_text())
+    pairs = shared["cross_subject"]["pairs"]
+    assert {(p["a"], p["b"]) for p in pairs} == {("A", "B"), ("A", "C"), ("B", "C")}
+    for p in pairs:
+        assert len(p["a_to_b"]["top1_ci"]) == 2 and "single_trial" in p and p["n"] >= 2
+    assert np.mean([p[d]["top1"] for p in pairs for d in ("a_to_b", "b_to_a")]) > 1.5 * pairs[0]["chance_top1"]
+    assert set(shared["cross_subject"]["repeat_scale"]) == {"A", "B", "C"}
+
+    model = SharedModel.load(run)
+    before = {k: np.array(getattr(model, k), copy=True) for k in ("feat_mean", "feat_scale", "image_weight")}
+    before_readins = {n: model.readins[n].weight.copy() for n in model.readins}
+    files_before = {p.name: p.read_bytes() for p in run.glob("shared_model.*")}
+    adapted_dirs = adapt_from_run(run, ["D"], shared_root, runs_dir, cache_dir=cache)
+    # the shared run is untouched, and the adapted model holds the same shared arrays bit for bit
+    assert {p.name: p.read_bytes() for p in run.glob("shared_model.*")} == files_before
+    adapted = SharedModel.load(adapted_dirs[0])
+    for k, v in before.items():
+        assert getattr(adapted, k).tobytes() == v.tobytes()
+    assert adapted.shared_fingerprint() == model.shared_fingerprint()
+    assert set(adapted.readins) == {"D"}
+    for n, w in before_readins.items():
+        assert model.readins[n].weight.tobytes() == w.tobytes()
+    res_d = json.loads((adapted_dirs[0] / "subjects" / "D" / "results.json").read_text())
+    assert res_d["test"]["image_to_neural"]["top1"] >= 0
+    cross_d = json.loads((adapted_dirs[0] / "shared_results.json").read_text())["cross_subject"]
+    assert cross_d["pairs"] == []  # D saw other images: nothing to retrieve across subjects, said so
+    assert {s["b"] for s in cross_d["skipped"]} == {"A", "B", "C"}
+
+    # library adapt: the new read-in only
+    from neuroalign.data.shared_split import image_hashes as hashes_of
+    from neuroalign.training.shared import adapt
+    from neuroalign.training.shared_runs import subject_features
+
+    sub_d = load_subject(shared_root / "D")
+    feats = subject_features(model.image, sub_d, cache)
+    new = adapt(model, "D", feats, sub_d.responses, split_by_hash(hashes_of(sub_d.images), name="D"))
+    assert new.image_weight is model.image_weight and set(new.readins) == {"A", "B", "C", "D"}
+    assert "D" not in model.readins
+    with pytest.raises(ValueError, match="already part"):
+        adapt(new, "D", feats, sub_d.responses, split_by_hash(hashes_of(sub_d.images), name="D"))
+
+
+def test_cli_shared_and_bad_input(shared_root: Path, tmp_path: Path, capsys, one_torch_thread) -> None:
+    from neuroalign.cli import main
+
+    runs_dir = tmp_path / "runs"
+    common = ["--data-dir", str(shared_root), "--runs-dir", str(runs_dir), "--cache-dir", str(tmp_path / "cache"),
+              "--image-model", "random_rectified", "--components", "16", "--quiet"]
+    # different image sizes: one line, nothing written
+    assert main(["train", "--shared", "--subjects", "A", "E", *common]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "differ in size" in err and "A: 36x64" in err and "E: 32x48" in err and "\n" not in err
+    assert not runs_dir.exists() or not any(runs_dir.iterdir())
+    assert main(["train", "--shared", "--subjects", "A", "B", *common, "--no-baselines"]) == 0
+    run = Path(capsys.readouterr().out.strip().splitlines()[-1])
+    assert (run / "subjects" / "A" / "results.json").is_file() and (run / "subjects" / "B" / "results.json").is_file()
+    # adapting a subject with other-sized images, or one already in the run: one line each
+    assert main(["train", "--adapt-from", str(run), "--subjects", "E", *common]) == 2
+    assert "32x48" in capsys.readouterr().err
+    assert main(["train", "--adapt-from", str(run), "--subjects", "A", *common]) == 2
+    assert "already part" in capsys.readouterr().err
+    assert main(["train", "--adapt-from", str(run), "--subjects", "C", *common, "--no-baselines"]) == 0
+    adapted = Path(capsys.readouterr().out.strip().splitlines()[-1])
+    cross = json.loads((adapted / "shared_results.json").read_text())["cross_subject"]
+    assert {(p["a"], p["b"]) for p in cross["pairs"]} == {("C", "A"), ("C", "B")}
+    # a subject removed after the shared run: evaluating the run says so in one line
+    import shutil
+
+    shutil.rmtree(shared_root / "B")
+    assert main(["evaluate", str(run), "--data-dir", str(shared_root)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "'B'" in err and "cannot be loaded" in err and "\n" not in err
