@@ -4,7 +4,8 @@
 `config.json`; `TrainConfig.from_dict(json.load(...))` rebuilds it. Three named presets:
 
 * ``recommended`` (the default) -- what the measurements showed to work best, chosen on the
-  validation split (see README): a closed-form linear start, then contrastive fine-tuning.
+  validation split (see README): the image model chosen per subject on its validation images, a
+  closed-form linear start, then contrastive fine-tuning.
 * ``attention`` -- the attention neural tower (transformer block) with its measured settings.
 * ``reference`` -- the research code's choices exactly (plain cosine similarity, linear MLP,
   fixed temperature 0.01, AdamW 3e-4 / RMSprop 5e-5, plateau scheduler, no early stopping).
@@ -339,8 +340,10 @@ def preset(name: str) -> TrainConfig:
 
 
 def _recommended() -> TrainConfig:
-    """The default: a closed-form linear start between frozen multi-channel DS-Net features and the
-    responses, then contrastive fine-tuning with the restored epoch picked by val top-1.
+    """The default: the image model chosen per subject on its validation images ("auto": the V1 Gabor
+    bank, random rectified filters, DS-Net stage 1, EfficientNet-Lite0 stages 2-4), a closed-form
+    linear start between its frozen features and the responses, then contrastive fine-tuning with the
+    restored epoch picked by val MRR.
 
     How it was chosen: on the validation splits of the *selection* subjects of the quality suite
     (`benchmarks/quality.py`, three generators that share nothing with the built-in simulator);
@@ -354,7 +357,9 @@ def _recommended() -> TrainConfig:
         init="linear",
         select_by="val_mrr",
         n_components=256,
-        image=ImageTowerConfig(stage=1, block=3, head="readout", grid=[8, 32], transform="square"),
+        # the image model is chosen per subject on its val images (training.image_choice); stage,
+        # block and transform here are the previous default's, used when a user picks ds_net_small
+        image=ImageTowerConfig(backbone=AUTO, stage=1, block=3, head="readout", grid=[8, 32], transform="square"),
         neural=NeuralTowerConfig(block="linear", dropout=0.1),
         loss=LossConfig(center=True, temperature=0.05, learnable_temperature=True),
         optim=OptimConfig(neural_optimizer="adamw", neural_lr=1e-4, neural_weight_decay=1e-4,

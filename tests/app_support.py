@@ -74,7 +74,7 @@ def write_finished_run(runs_root: Path, subject_name: str, subject_dir: Path, n_
     subject = load_subject(subject_dir)
     rng = np.random.default_rng(seed)
     run_dir = runs_io.new_run_dir(runs_root, subject_name)
-    cfg = preset("recommended").replace(epochs=3)
+    cfg = preset("recommended").replace(epochs=3, **{"image.backbone": "ds_net_small"})  # as a run records it
     atomic_write_json(run_dir / "config.json", {
         "config": cfg.to_dict(), "created": "2026-01-01T00:00:00Z",
         "subject": {"name": subject_name, "path": str(subject_dir), "data_hash": subject.data_hash,

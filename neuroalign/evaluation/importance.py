@@ -368,3 +368,35 @@ def summary_line(stats: dict[str, Any], what: str, measure: str = "importance") 
             f"{what}. The {stats['top_n']:,} neurons with the highest {what} (top {stats['top_fraction']:.0%}) carry "
             f"{stats['top_share']:.0%} of the {measure}, the better half {half:.0%} (a model blind to {what} would "
             f"give them {stats['expected_share']:.0%} and 50\u00a0%).")
+
+
+IMPORTANCE_FILE = "importance.npz"
+_ARRAYS = ("importance", "share", "net", "native")
+
+
+def save_importance(run_dir: str | Path, imp: NeuronImportance) -> Path:
+    """Keep a run's importance in its folder (`importance.npz`, atomic): the job computes it once after
+    training over ALL test images, so what the Neurons page shows never depends on machine load."""
+    from neuroalign.io_utils import atomic_savez
+
+    meta = {k: v for k, v in vars(imp).items() if k not in _ARRAYS}
+    arrays = {k: np.asarray(getattr(imp, k), dtype=np.float64) for k in _ARRAYS if getattr(imp, k) is not None}
+    path = Path(run_dir) / IMPORTANCE_FILE
+    atomic_savez(path, meta=np.asarray(json.dumps(meta, default=float)), **arrays)
+    return path
+
+
+def load_importance(run_dir: str | Path) -> NeuronImportance | None:
+    """The stored importance of a run, or None when absent, unreadable, or older than its best.pt."""
+    path = Path(run_dir) / IMPORTANCE_FILE
+    best = Path(run_dir) / runs_io.BEST_CKPT
+    try:
+        if not path.is_file() or (best.is_file() and best.stat().st_mtime > path.stat().st_mtime):
+            return None
+        with np.load(path, allow_pickle=False) as z:
+            meta = json.loads(str(z["meta"]))
+            arrays = {k: z[k] for k in _ARRAYS if k in z.files}
+        return NeuronImportance(**meta, **{k: arrays.get(k) for k in _ARRAYS})
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        logger.warning("ignoring unreadable %s (%s)", path, exc)
+        return None

@@ -122,12 +122,28 @@ def _finish(trainer: Trainer, fit: FitResult, run_dir: Path, subject_path: Path)
     if trainer.linear_start_report is not None:
         training["linear_start"] = trainer.linear_start_report
     results = evaluate_trainer(trainer, run_dir=run_dir, subject_path=subject_path, training=training)
+    _store_importance(trainer, run_dir)
     t = results["test"]
     summary = (f"{STOP_MESSAGES[fit.stop_reason]} (epoch {fit.epochs_run}, best {fit.best_epoch}); test top-1 "
                f"image → neural {t['image_to_neural']['top1']:.3f}, neural → image {t['neural_to_image']['top1']:.3f} "
                f"(chance {t['chance_top1']:.3f})")
     state = "stopped" if fit.stop_reason == "stopped" else "finished"
     runs_io.write_status(run_dir, state, summary, progress=1.0, epoch=fit.epochs_run)
+
+
+def _store_importance(trainer: Trainer, run_dir: Path) -> None:
+    """Which neurons drive the alignment, over every test image, once, in the job (the Neurons page
+    reads it; a failure here is logged and never fails the finished run)."""
+    from neuroalign.evaluation.importance import run_importance, save_importance
+
+    message = "computing which neurons drive the alignment (all test images)"
+    runs_io.write_status(run_dir, "running", message, progress=1.0, phase="importance")
+    if getattr(trainer, "on_status", None) is not None:
+        trainer.on_status(message)
+    try:
+        save_importance(run_dir, run_importance(run_dir, subject=trainer.subject))
+    except Exception as exc:  # noqa: BLE001 -- the page recomputes it; the run's results stand
+        logger.warning("neuron importance not stored for %s: %s: %s", run_dir.name, type(exc).__name__, exc)
 
 
 def _train_and_finish(trainer: Trainer, run_dir: Path, subject_path: Path, callback: Callback | None,

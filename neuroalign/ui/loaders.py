@@ -238,24 +238,27 @@ def subject_stats(name: str) -> dict[str, Any]:
 
 # The run files the neuron importance depends on (their mtimes key its cache).
 IMPORTANCE_FILES = (_runs_io.BEST_CKPT, _runs_io.TEST_OUTPUTS, _runs_io.NORMALISER_FILE, _runs_io.CONFIG_FILE,
-                    _runs_io.SPLIT_FILE)
+                    _runs_io.SPLIT_FILE, "importance.npz")
 
 
 @st.cache_data(show_spinner=False, max_entries=8)
 def _run_importance(run_dir: str, stamp: tuple, root: str, name: str, subject_stamp_: tuple) -> dict[str, Any]:
     import dataclasses
 
-    from neuroalign.evaluation.importance import MAX_SECONDS, run_importance
+    from neuroalign.evaluation.importance import load_importance, run_importance
 
-    subject = _load_subject(root, name, subject_stamp_)
-    return dataclasses.asdict(run_importance(run_dir, subject=subject, max_seconds=MAX_SECONDS))
+    stored = load_importance(run_dir)  # computed by the job over every test image
+    if stored is not None:
+        return dataclasses.asdict(stored)
+    subject = _load_subject(root, name, subject_stamp_)  # a run from before importance was stored
+    return dataclasses.asdict(run_importance(run_dir, subject=subject))
 
 
 def run_importance(run_dir: str | os.PathLike, subject_name: str) -> dict[str, Any]:
     """`neuroalign.evaluation.importance.run_importance` of a finished run as plain data, cached on the
     run dir + the mtimes of the files it reads (best.pt, test outputs, normaliser, config, split) and
-    the subject's data files. Time-budgeted (`importance.MAX_SECONDS`): a slow block averages over a
-    random subset of the test images (`n_used`)."""
+    the subject's data files. Read from the run's `importance.npz`, which the training job writes over
+    every test image; runs from before that are computed here, over every test image too."""
     root = paths.data_dir()
     run_dir = Path(run_dir)
     stamp = tuple(_mtime(run_dir / f) for f in IMPORTANCE_FILES)

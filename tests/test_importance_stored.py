@@ -1,0 +1,29 @@
+"""Neuron importance is computed once in the job, over every test image, and kept in the run folder
+(issue 23 item 11): what the Neurons page shows never depends on machine load."""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+
+from neuroalign.evaluation.importance import IMPORTANCE_FILE, load_importance, run_importance
+
+
+def test_training_stores_importance_over_every_test_image(sim_root, tmp_path):
+    from neuroalign.config import preset
+    from neuroalign.training.pipeline import run_training
+
+    cfg = preset("recommended").replace(epochs=2, device="cpu", batch_size=32,
+                                        **{"image.backbone": "random_rectified", "image.transform": "none"})
+    run = run_training("sim-M1", cfg, sim_root, tmp_path / "runs", cache_dir=tmp_path / "cache")
+    stored = load_importance(run)
+    assert stored is not None and (run / IMPORTANCE_FILE).is_file()
+    assert stored.n_used == stored.n_test == 16  # every test image, no time budget
+    again = run_importance(run)
+    np.testing.assert_allclose(stored.share, again.share, rtol=1e-6, atol=1e-9)
+    assert abs(float(stored.share.sum()) - 1.0) < 1e-9
+    # a best.pt newer than the stored file (the run was re-trained) makes it stale
+    later = (run / "best.pt").stat().st_mtime + 10
+    os.utime(run / "best.pt", (later, later))
+    assert load_importance(run) is None
