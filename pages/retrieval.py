@@ -77,9 +77,9 @@ with qcol:
     st.markdown(f"**Query:** {what} test image {int(test_idx[query])}")
     if stimuli is not None:
         st.image(plots.as_display_image(stimuli[query]), width="stretch")
-    # the value alone (the count in the label): "12 / 140" did not fit the query column at 1,024 px
-    st.metric(f"Match rank (of {n})", f"{rank:g}", help="rank of the true match among all test candidates "
-                                                        "(1 = retrieved first)")
+    # text that wraps: a metric's "12 / 140" (or its label) was cut in this narrow column at 1,024 px
+    st.markdown(f"**Match rank:** {rank:g} of {n}", help="rank of the true match among all test candidates "
+                                                         "(1 = retrieved first)")
 with rcol:
     kind = "neural responses (shown as their stimuli)" if direction == "image_to_neural" else "stimuli"
     kind_one = "neural response (shown as its stimulus)" if direction == "image_to_neural" else "stimulus"

@@ -80,8 +80,13 @@ if row["problem"]:
 if row["state"] == "failed":
     st.error(f"This run failed: {(chosen_summary.get('status') or {}).get('message', '')}")
 resume.show_errors()
+if row["state"] in resume.RESUMABLE_STATES and row["state"] != "failed":  # failed: its error is shown above
+    with st.container(horizontal=True, vertical_alignment="center"):
+        resume.button(run_dir, row["state"], keys.RUNS_RESUME)
+        st.caption(f"This run is {row['state']}: {(chosen_summary.get('status') or {}).get('message', '')}")
+elif row["state"] == "failed":
+    resume.button(run_dir, row["state"], keys.RUNS_RESUME)
 links = st.columns(3)
-resume.button(run_dir, row["state"], keys.RUNS_RESUME, where=links[2])
 if pd.notna(row["top1 img→neu"]):
     links[0].page_link(nav.RETRIEVAL.path, label="Open in Retrieval", icon=nav.RETRIEVAL.icon)
     links[1].page_link(nav.FEATURE_MAPS.path, label="Open in Feature maps", icon=nav.FEATURE_MAPS.icon)

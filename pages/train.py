@@ -149,7 +149,7 @@ def live_view() -> None:
                                         "thick lines; without one, the newest finished job is shown.")
         smoothing = c[1].slider("Smoothing", 0.0, 0.99, 0.6, 0.01, key=keys.TRAIN_SMOOTHING,
                                 help="Exponential moving average of the training loss (validation is unsmoothed).")
-        log_y = c[2].toggle("Log scale", value=False, key=keys.TRAIN_LOG_Y)
+        log_y = c[2].toggle("Log", value=False, key=keys.TRAIN_LOG_Y, help="Logarithmic loss axes")  # fits 1,024 px
         histories = {label: others[label].history for label in compare if label in others}
         histories.update({jobs_view.job_label(s): s.history for s in live})
         live_labels = [jobs_view.job_label(s) for s in live]

@@ -151,7 +151,7 @@ def test_query_browser_both_directions(app_populated):
     captions = [el.proto.imgs[0].caption for el in at.get("image")[1:]]
     assert [int(c.split("image ")[1].split(" ")[0]) for c in captions] == test_idx[order].tolist()
     rank = plots.true_match_ranks(sim)["neural_to_image"][2]
-    assert any(m.value == f"{rank:g}" and m.label == f"Match rank (of {len(test_idx)})" for m in at.metric)
+    assert any(m.value == f"**Match rank:** {rank:g} of {len(test_idx)}" for m in at.markdown)
 
 
 def test_orphaned_and_damaged_runs_stay_up(app_populated):

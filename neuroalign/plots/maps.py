@@ -79,20 +79,21 @@ def feature_map_panel(stimulus: np.ndarray, image_map: np.ndarray, neural_map: n
 
 
 def mean_maps(image_maps: np.ndarray, neural_maps: np.ndarray) -> go.Figure:
-    """Mean image-tower and neural-tower maps over the test set, side by side."""
+    """Mean image-tower and neural-tower maps over the test set, one above the other (side by side in
+    a half-width column they were ~85 px wide at 1,024 px), one colour bar below."""
     a = np.asarray(image_maps, dtype=np.float64).reshape(-1, *np.asarray(image_maps).shape[-2:]).mean(axis=0)
     b = np.asarray(neural_maps, dtype=np.float64).reshape(-1, *np.asarray(neural_maps).shape[-2:]).mean(axis=0)
-    fig = make_subplots(rows=1, cols=2, horizontal_spacing=0.05,
-                        subplot_titles=("image tower", "neural tower"))
+    fig = make_subplots(rows=2, cols=1, vertical_spacing=0.18, subplot_titles=("image tower", "neural tower"))
     lo, hi = float(min(a.min(), b.min())), float(max(a.max(), b.max()))
     fig.add_trace(go.Heatmap(z=a, colorscale=MAP_COLORSCALE, zmin=lo, zmax=hi, showscale=False), 1, 1)
-    fig.add_trace(go.Heatmap(z=b, colorscale=MAP_COLORSCALE, zmin=lo, zmax=hi), 1, 2)
-    for c in (1, 2):
-        fig.update_yaxes(autorange="reversed", showticklabels=False, scaleanchor=f"x{'' if c == 1 else c}",
-                         row=1, col=c)
-        fig.update_xaxes(showticklabels=False, row=1, col=c)
-    fig.update_layout(title="Mean maps over the test set", height=250, template="plotly_white",
-                      margin=dict(l=10, r=10, t=70, b=10))
+    fig.add_trace(go.Heatmap(z=b, colorscale=MAP_COLORSCALE, zmin=lo, zmax=hi,
+                             colorbar=dict(orientation="h", y=-0.08, yanchor="top", len=0.6, thickness=10)), 2, 1)
+    for r in (1, 2):
+        fig.update_yaxes(autorange="reversed", showticklabels=False, scaleanchor=f"x{'' if r == 1 else r}",
+                         constrain="domain", row=r, col=1)
+        fig.update_xaxes(showticklabels=False, constrain="domain", row=r, col=1)
+    fig.update_layout(title="Mean maps over the test set", height=360, template="plotly_white",
+                      margin=dict(l=10, r=10, t=70, b=60))
     return fig
 
 

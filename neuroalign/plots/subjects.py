@@ -18,17 +18,20 @@ def neuron_stats(mean: np.ndarray, variance: np.ndarray, reliability: np.ndarray
     marker = dict(size=4, opacity=0.6, color=PALETTE[0])
     if reliability is not None:
         marker.update(color=np.nan_to_num(np.asarray(reliability, dtype=np.float64), nan=0.0),
-                      colorscale=MAP_COLORSCALE, colorbar=dict(title="reliability"), cmin=0, cmax=1)
+                      colorscale=MAP_COLORSCALE, cmin=0, cmax=1,  # colour bar below: beside it squeezed the plot
+                      colorbar=dict(title=dict(text="reliability", side="top"), orientation="h", y=-0.25,
+                                    yanchor="top", thickness=10, len=0.8))
     fig = go.Figure(go.Scattergl(x=mean, y=variance, mode="markers", marker=marker,
                                  text=[f"neuron {i}" for i in range(mean.size)],
                                  hovertemplate="%{text}<br>mean %{x:.3g}<br>var %{y:.3g}<extra></extra>"))
     # a short title (the long one was cut in a half-width column at 1,024 px); the count in the hover
     fig.update_layout(title=f"Mean vs variance, {mean.size} neurons", xaxis_title="mean response",
-                      yaxis_title="variance", **LAYOUT)
+                      yaxis_title="variance", height=480 if reliability is not None else 420,
+                      **{**LAYOUT, "margin": dict(l=50, r=20, t=40, b=110 if reliability is not None else 40)})
     if np.all(mean > 0) and np.all(variance > 0):
         # one label per decade (10⁻², 10⁻¹, 1): plotly's labels of 2 and 5 in each decade collided
-        fig.update_xaxes(type="log", dtick=1, exponentformat="power", minor=dict(showgrid=True))
-        fig.update_yaxes(type="log", dtick=1, exponentformat="power", minor=dict(showgrid=True))
+        fig.update_xaxes(type="log", dtick=1, exponentformat="power")
+        fig.update_yaxes(type="log", dtick=1, exponentformat="power")
     return fig
 
 

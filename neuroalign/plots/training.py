@@ -169,8 +169,8 @@ def lr_curves(histories: Mapping[str, Sequence[Mapping]], x_key: str = "epoch", 
             fig.add_trace(go.Scatter(x=x, y=y, mode="lines+markers" if y.size < FEW_POINTS else "lines",
                                      line=dict(color=color, dash=dash, width=3 if is_live else 2),
                                      marker=dict(size=5), name=f"{name} {side} lr"))
-    fig.update_layout(title="Learning rate", xaxis_title=x_key, yaxis_title="learning rate",
-                      legend=dict(orientation="h", y=-0.25), **LAYOUT)
+    fig.update_layout(title="Learning rate", xaxis_title=x_key, yaxis_title="learning rate", height=320,
+                      showlegend=True, legend=dict(orientation="h", y=-0.3), **LAYOUT)  # the legend names the sides
     fig.update_yaxes(type="log", exponentformat="e", showexponent="all")
     if values:
         lo, hi = float(min(v.min() for v in values)), float(max(v.max() for v in values))

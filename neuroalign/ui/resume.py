@@ -15,6 +15,8 @@ import streamlit as st
 
 from neuroalign.ui import jobs_view, keys, loaders
 
+RESUMABLE_STATES = jobs_view.RESUMABLE_STATES
+
 
 def _resume(run_dir: str) -> None:
     """Button callback (runs before the rerun, so the page already shows the queued job)."""
