@@ -228,3 +228,42 @@ def test_subject_and_train_config_refuse_bad_construction():
         TrainConfig()
     assert TrainConfig(preset="reference") == preset("reference")
     assert TrainConfig.from_dict({"epochs": 3}).preset == "custom"
+
+
+def _cells_of_script(text: str) -> list[tuple[str, str]]:
+    """(kind, source) of each `# %%` cell of a percent-format script (markdown lines un-commented)."""
+    import re
+
+    cells = []
+    for chunk in re.split(r"(?m)^# %%", text)[1:]:
+        kind, _, body = chunk.partition("\n")
+        body = body.strip("\n")
+        if kind.strip() == "[markdown]":
+            body = "\n".join(line[2:] if line.startswith("# ") else line.lstrip("#") for line in body.splitlines())
+            cells.append(("markdown", body))
+        else:
+            cells.append(("code", body))
+    return cells
+
+
+def test_the_example_notebook_runs_top_to_bottom(tmp_path, monkeypatch, one_torch_thread):
+    """examples/aligner_demo.ipynb equals examples/aligner_demo.py cell by cell, and its code cells run in
+    order in one namespace (as a kernel would), leaving a run folder the Runs page lists."""
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1] / "examples"
+    notebook = json.loads((root / "aligner_demo.ipynb").read_text(encoding="utf-8"))
+    assert notebook["nbformat"] == 4
+    cells = [(c["cell_type"], "".join(c["source"])) for c in notebook["cells"]]
+    assert cells == _cells_of_script((root / "aligner_demo.py").read_text(encoding="utf-8"))
+    assert all(not c.get("outputs") for c in notebook["cells"] if c["cell_type"] == "code")  # committed clean
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("NEUROALIGN_RUNS_DIR", str(tmp_path / "runs"))
+    monkeypatch.setenv("NEUROALIGN_CACHE_DIR", str(tmp_path / "cache"))
+    namespace: dict = {"__name__": "__main__"}
+    for index, (kind, source) in enumerate(cells):
+        if kind == "code":
+            exec(compile(source, f"aligner_demo.ipynb cell {index}", "exec"), namespace)  # noqa: S102
+    assert namespace["test"]["n"] == 16 and namespace["img"].maps.shape == (40, 16, 64)
+    [info] = runs_io.list_runs(tmp_path / "runs")
+    assert info.subject == "sim-demo" and info.state == "finished" and info.path == namespace["run_dir"]
