@@ -96,12 +96,13 @@ def test_first_start_creates_demo_with_status(app_env, monkeypatch):
     assert len(calls) == 1 and not s.status_labels(at)
 
 
-def _labels_anywhere(at) -> list[str]:
-    """Labels of every st.status box in the main area, inside fragments and containers too."""
+def _labels_anywhere(at, icon=None) -> list[str]:
+    """Labels of every st.status box in the main area, inside fragments and containers too (only those
+    showing `icon`, e.g. "spinner" for a running one, when given)."""
     out, todo = [], list(at.main.children.values())
     while todo:
         node = todo.pop(0)
-        if getattr(node, "type", "") == "status":
+        if getattr(node, "type", "") == "status" and (icon is None or node.proto.icon == icon):
             out.append(node.proto.label)
         todo.extend(getattr(node, "children", {}).values())
     return out
@@ -128,8 +129,8 @@ def test_demo_in_progress_is_shown_in_every_session(app_env, monkeypatch):
         second = s.app_at("pages/train.py")  # another session, deep link to a page that needs subjects
         for at in (first, second):
             s.no_exceptions(at)
-            assert any(label.startswith("First start: creating the simulated demo subjects")
-                       for label in _labels_anywhere(at))
+            assert any(label.startswith("First start: creating the simulated demo subjects")  # still spinning
+                       for label in _labels_anywhere(at, icon="spinner"))
         assert not any("No subjects yet" in i.value for i in second.info)
         assert any("being created" in i.value for i in second.info)
         assert any("being created" in i.value for i in first.info)  # Home's subjects section

@@ -101,9 +101,9 @@ def _demo_progress(job) -> None:
         status = job.snapshot()
         if not status.running:
             st.rerun()  # the subjects are there (or the error is): draw the page again with them
-        with st.status(_demo_label(status), state="running", expanded=True):
-            st.write(f"Writing to `{status.root}` (once; about a minute, longer on a busy machine). Every page "
-                     "and every browser tab shows this until they are ready, then fills in by itself.")
+        box = st.status(_demo_label(status), state="running", expanded=True)  # no `with`: its exit marks it done
+        box.write(f"Writing to `{status.root}` (once; about a minute, longer on a busy machine). Every page "
+                  "and every browser tab shows this until they are ready, then fills in by itself.")
 
     demo_box()
 
