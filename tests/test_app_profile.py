@@ -57,9 +57,10 @@ def test_stored_profile_renders_chart_feve_and_table(stored):
     spec = s.chart_specs(at)[0]
     best = [t for t in spec["data"] if t.get("name") == "best layer (highest val MRR)"]
     assert len(best) == 2 and all(list(s.arr(t["x"])) == [8.0] for t in best)  # both panels, at stage 3's end
-    metrics = {m.label: m.value for m in at.metric}
-    assert metrics["Best layer (chosen on validation)"] == "ds_net_tiny · stage 3 block 4"
-    assert metrics["Test top-1, image → neural"] == "0.55" and metrics["Median FEVE"] == "0.40"
+    assert any(m.value.startswith("**Best layer: ds_net_tiny, stage 3 block 4**") for m in at.markdown)
+    metrics = {m.label: m for m in at.metric}
+    assert metrics["Top-1, image → neural"].value == "0.55" and metrics["Median FEVE"].value == "0.40"
+    assert metrics["Top-1, neural → image"].delta == "+0.22 vs ridge"  # 0.50 vs the random-feature ridge's 0.28
     assert any("chosen on validation only" in c.value for c in at.caption)
     table = at.dataframe[0].value
     assert list(table["best"]) == ["", "", "★", "", "◯"] and list(table["model"])[-1] == "random_rectified"

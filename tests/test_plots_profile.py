@@ -71,4 +71,7 @@ def test_feve_chart_median_quartiles_and_best():
     assert list(tiny.error_y.array) == pytest.approx([f["q75"] - f["median"] for f in feve])
     assert list(tiny.error_y.arrayminus) == pytest.approx([f["median"] - f["q25"] for f in feve])
     (best,) = [t for t in fig.data if t.name == "best layer (highest val MRR)"]
-    assert list(best.x) == [8.0] and list(best.y) == [feve[2]["median"]]
+    assert list(best.y) == [feve[2]["median"]] and list(best.x) == list(tiny.x)[2:3]
+    (bank,) = [t for t in fig.data if t.name == "random_rectified"]
+    assert list(tiny.x) == pytest.approx([2 - 0.04, 4 - 0.04, 8 - 0.04, 9 - 0.04])  # side by side at a shared x
+    assert list(bank.x) == pytest.approx([1 + 0.04])

@@ -20,6 +20,7 @@ REFERENCE_LINES = (("oracle", "oracle (noiseless rates)", "solid", "#2e7d32"),
                    ("ridge_random", "ridge on random features", "dashdot", "#6c757d"),
                    ("ridge", "ridge on pixels", "dot", "#6c757d"))
 BEST_COLOUR = "#111111"
+DODGE = 0.08  # blocks between the FEVE points of neighbouring models at the same place
 
 
 def _finite(v: Any) -> bool:
@@ -70,6 +71,11 @@ def _best(profile: Mapping[str, Any]) -> tuple[int | None, set[int]]:
     overall = best.get("overall") if isinstance(best.get("overall"), int) else None
     per_model = {v for v in (best.get("per_model") or {}).values() if isinstance(v, int)}
     return overall, per_model
+
+
+def _dtick(xs: list[float], x: str) -> float | None:
+    """A tick per block while there are few blocks; plotly's own ticks otherwise."""
+    return 1 if x == "block" and max(xs, default=1.0) <= 12 else None
 
 
 def _x_range(xs: list[float], x: str) -> list[float]:
@@ -142,12 +148,12 @@ def profile_chart(profile: Mapping[str, Any], split: str = "test", x: str = "blo
                                      legendgroup="chance", showlegend=first,
                                      line=dict(color="#adb5bd", dash="dot", width=1),
                                      hovertemplate=f"chance: {1 / n:.3f}<extra></extra>"), row=1, col=col)
-        fig.update_xaxes(title_text=X_AXES[x], range=[lo, hi], row=1, col=col,
-                         dtick=None if x == "relative" else 1)
+        fig.update_xaxes(title_text=X_AXES[x], range=[lo, hi], row=1, col=col, dtick=_dtick(xs, x))
     fig.update_yaxes(title_text=f"{split} top-1", range=[0, min(1.0, top * 1.08 + 0.02) if top else 1.0],
                      row=1, col=1)
     fig.update_layout(title=f"Top-1 identification by layer ({'validation' if split == 'val' else 'test'} images)",
-                      height=470, legend=dict(orientation="h", y=-0.22, x=0), hovermode="closest", **LAYOUT)
+                      height=490, legend=dict(orientation="h", y=-0.2, x=0), hovermode="closest",
+                      **{**LAYOUT, "margin": dict(l=50, r=20, t=85, b=40)})
     return fig
 
 
@@ -158,12 +164,16 @@ def has_feve(profile: Mapping[str, Any]) -> bool:
 
 def profile_feve_chart(profile: Mapping[str, Any], x: str = "block") -> go.Figure:
     """Median FEVE per layer (q25-q75 as error bars) over the neurons with enough explainable
-    variance, one line per model, ★ the best layer (by val MRR)."""
+    variance, one line per model (the models' points a little apart, `DODGE`), ★ the best layer (by
+    val MRR)."""
     rows = list(profile.get("rows") or [])
     xs = layer_positions(rows, x)
+    lo, hi = _x_range(xs, x)
+    models = models_in(rows)
+    step = DODGE * (1.0 if x == "block" else 1.0 / 20)  # models side by side, so their quartile bars do not hide
+    xs = [xv + step * (models.index(r.get("model")) - (len(models) - 1) / 2) for xv, r in zip(xs, rows)]
     overall, _ = _best(profile)
     fig = go.Figure()
-    lo, hi = _x_range(xs, x)
     for i, model in enumerate(models_in(rows)):
         pts = [(xv, r) for xv, r in zip(xs, rows) if r.get("model") == model
                and _finite((r.get("feve") or {}).get("median"))]
@@ -190,7 +200,7 @@ def profile_feve_chart(profile: Mapping[str, Any], x: str = "block") -> go.Figur
                                  hovertemplate=f"best layer: {_layer_name(r)}<extra></extra>"))
     fig.add_hline(y=0, line_color="#adb5bd", line_width=1)
     fig.update_layout(title="Median FEVE by layer (test repeats)", height=400,
-                      xaxis=dict(title=X_AXES[x], range=[lo, hi], dtick=None if x == "relative" else 1),
+                      xaxis=dict(title=X_AXES[x], range=[lo, hi], dtick=_dtick(xs, x)),
                       yaxis=dict(title="median FEVE (q25–q75)"), legend=dict(orientation="h", y=-0.25, x=0),
                       **LAYOUT)
     return fig

@@ -29,7 +29,7 @@ SEEN_ACTIVE = "profile.seen_active"  # subject folders whose job this session sa
 
 LAYER_OPTIONS = {"stages": "End of every stage", "all": "Every block"}
 SPLIT_OPTIONS = {"test": "Test", "val": "Validation"}
-X_OPTIONS = {"block": "Block (forward order)", "relative": "Relative depth"}
+X_OPTIONS = {"block": "Block", "relative": "Relative depth"}
 DEFAULT_BUDGET_MIN = 15
 
 BEST_CAPTION = ("★ **Best layer**: the layer whose closed-form start identifies the *validation* images best (highest "
@@ -129,18 +129,19 @@ def render_summary(profile: Mapping[str, Any]) -> None:
     if row is None:
         return
     ref = profile.get("reference") or {}
-    cols = st.columns([2, 1, 1, 1])
-    name = row["model"] if layer_name(row) == "(one layer)" else f"{row['model']} · {layer_name(row)}"
-    cols[0].metric("Best layer (chosen on validation)", name, help="highest validation MRR over every profiled layer")
-    for col, (d, label) in zip(cols[1:3], DIRECTIONS.items()):
+    name = row["model"] if layer_name(row) == "(one layer)" else f"{row['model']}, {layer_name(row)}"
+    st.markdown(f"**Best layer: {md(name)}** — chosen on the validation images (highest validation MRR); its scores "
+                f"on the {profile.get('split', {}).get('test', '?')} test images:")
+    cols = st.columns(3)
+    for col, (d, label) in zip(cols, DIRECTIONS.items()):
         v = _num(row["test"][d]["top1"])
         linear = [x for x in (_num((ref.get(k) or {}).get(d)) for k in ("ridge", "ridge_random")) if x is not None]
-        delta = None if v is None or not linear else f"{v - max(linear):+.2f} vs best ridge baseline"
-        col.metric(f"Test top-1, {label}", _fmt(v), delta=delta,
-                   help=f"of {profile.get('split', {}).get('test', '?')} test images; the delta is against the "
-                        "better of the pixel and random-feature ridge")
+        delta = None if v is None or not linear else f"{v - max(linear):+.2f} vs ridge"
+        col.metric(f"Top-1, {label}", _fmt(v), delta=delta,
+                   help="test top-1 identification; the delta is against the better of the ridge from the pixels "
+                        "and from random rectified features")
     feve = row.get("feve") or {}
-    cols[3].metric("Median FEVE", _fmt(feve.get("median")), help=FEVE_HELP if feve else
+    cols[2].metric("Median FEVE", _fmt(feve.get("median")), help=FEVE_HELP if feve else
                    "needs at least two repeats per image: this subject has none")
 
 
@@ -162,7 +163,7 @@ def render_profile(profile: Mapping[str, Any]) -> None:
                    "scored before it ended. Run it again with a larger time budget for the rest.",
                    icon=":material/warning:")
     render_summary(profile)
-    c = st.columns([1, 1, 2])
+    c = st.columns([3, 3, 2])
     split = c[0].radio("Scores on", list(SPLIT_OPTIONS), format_func=SPLIT_OPTIONS.get, horizontal=True,
                        key=SPLIT_KEY, help="validation: the images the best layer is chosen on; test: untouched")
     x = c[1].radio("x axis", list(X_OPTIONS), format_func=X_OPTIONS.get, horizontal=True, key=X_KEY,
