@@ -98,16 +98,16 @@ with rcol:
 
 # ---- whole test set ----------------------------------------------------------------------------
 st.subheader("All test pairs")
-left, right = st.columns([3, 2])  # the matrix gets the wider column: it must stay readable at 1,024 px
+# the matrix on its own row: in a column beside the histogram it was ~160 px wide at 1,024 px
 shown = min(n, 300)
-left.plotly_chart(plots.similarity_heatmap(sim[:shown, :shown], test_idx[:shown]), key="retrieval.heatmap")
-left.caption("Rows: test images; columns: the neural responses to the same test images, in the same order "
-             "(ticks: image ids). The true pairs are the diagonal (framed cells, or between the two dotted lines "
-             "for a large test set; the marks never cover it): a bright diagonal means the model identifies "
-             "images well." + (f" First {shown} of {n} test images." if shown < n else ""))
-right.plotly_chart(plots.rank_histogram(ranks), key="retrieval.ranks")
-right.caption("Where the true match lands in each query's ranking. A random ranking spreads the ranks evenly "
-              "(dashed line); a good model piles them up at rank 1.")
+st.plotly_chart(plots.similarity_heatmap(sim[:shown, :shown], test_idx[:shown]), key="retrieval.heatmap")
+st.caption("Rows: test images; columns: the neural responses to the same test images, in the same order "
+           "(ticks: image ids). The true pairs are the diagonal (framed cells, or between the two dotted lines "
+           "for a large test set; the marks never cover it): a bright diagonal means the model identifies "
+           "images well." + (f" First {shown} of {n} test images." if shown < n else ""))
+st.plotly_chart(plots.rank_histogram(ranks), key="retrieval.ranks")
+st.caption("Where the true match lands in each query's ranking. A random ranking spreads the ranks evenly "
+           "(dashed line); a good model piles them up at rank 1.")
 st.page_link(neurons_view.PAGE.path, label="Which neurons drive this run's retrieval", icon=neurons_view.PAGE.icon)
 subject_name = ((summary.get("config") or {}).get("subject") or {}).get("name")
 if subject_name:

@@ -186,4 +186,5 @@ def _epoch_ticks(fig: go.Figure, x_key: str) -> None:
         return
     last = max((float(np.nanmax(np.asarray(tr.x, dtype=float))) for tr in fig.data if tr.x is not None
                 and len(tr.x)), default=1.0)
-    fig.update_xaxes(rangemode="tozero", tick0=0, dtick=max(1, math.ceil(last / 10)))
+    pad = 0.04 * max(last, 1.0)  # the epoch-0 marker is not cut in half by the frame
+    fig.update_xaxes(range=[-pad, last + pad], tick0=0, dtick=max(1, math.ceil(last / 10)))
