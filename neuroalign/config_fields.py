@@ -125,8 +125,10 @@ FIELDS: tuple[ConfigField, ...] = (
     ConfigField("batch_size", "--batch-size", "Batch size", "Pairs per step. The contrastive loss uses the "
                 "other pairs of the batch as negatives, so larger batches make the task harder and the "
                 "signal richer.", "int", SCHEDULE, min_value=2),
-    ConfigField("max_seconds", "--max-seconds", "Time budget (s)", "Wall-clock budget: stop cleanly after "
-                "this many seconds (best checkpoint restored, then evaluated).", "seconds", SCHEDULE,
+    ConfigField("max_seconds", "--max-seconds", "Time budget (s)", "Wall-clock budget of the whole job: "
+                "preparation (features, image-model choice, closed-form start), training and evaluation end "
+                "within it; training stops early enough for the measured evaluation time (best checkpoint "
+                "restored, then evaluated).", "seconds", SCHEDULE,
                 min_value=0, zero="no limit"),
     ConfigField("early_stopping_patience", "--early-stopping", "Early stopping patience", "Stop when the "
                 "validation score that picks the epoch has not improved for this many epochs.", "int",

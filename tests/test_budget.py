@@ -58,7 +58,7 @@ def test_the_loop_stops_at_the_training_deadline(sim_root, tmp_path):
     from neuroalign.training.trainer import Trainer
 
     cfg = preset("recommended").replace(epochs=50, device="cpu", batch_size=32, early_stopping_patience=None,
-                                        **{"image.backbone": "random_rectified", "image.transform": "none"})
+                                        **{"image.backbone": "random_rectified", "image.block": 1, "image.transform": "none"})
     trainer = Trainer(cfg, load_subject(sim_root / "sim-M1"))
     trainer.train_deadline = time.monotonic() + 3.0
     t0 = time.monotonic()
@@ -73,7 +73,7 @@ def test_evaluation_estimate_is_measured_and_finite(sim_root):
     from neuroalign.evaluation.evaluate import estimate_evaluation_seconds, evaluate_trainer
     from neuroalign.training.trainer import Trainer
 
-    cfg = preset("recommended").replace(epochs=1, device="cpu", **{"image.backbone": "random_rectified",
+    cfg = preset("recommended").replace(epochs=1, device="cpu", **{"image.backbone": "random_rectified", "image.block": 1,
                                                                    "image.transform": "none"})
     trainer = Trainer(cfg, load_subject(sim_root / "sim-M1"))
     estimate = estimate_evaluation_seconds(trainer)

@@ -15,7 +15,7 @@ def test_training_stores_importance_over_every_test_image(sim_root, tmp_path):
     from neuroalign.training.pipeline import run_training
 
     cfg = preset("recommended").replace(epochs=2, device="cpu", batch_size=32,
-                                        **{"image.backbone": "random_rectified", "image.transform": "none"})
+                                        **{"image.backbone": "random_rectified", "image.block": 1, "image.transform": "none"})
     run = run_training("sim-M1", cfg, sim_root, tmp_path / "runs", cache_dir=tmp_path / "cache")
     stored = load_importance(run)
     assert stored is not None and (run / IMPORTANCE_FILE).is_file()
@@ -24,6 +24,6 @@ def test_training_stores_importance_over_every_test_image(sim_root, tmp_path):
     np.testing.assert_allclose(stored.share, again.share, rtol=1e-6, atol=1e-9)
     assert abs(float(stored.share.sum()) - 1.0) < 1e-9
     # a best.pt newer than the stored file (the run was re-trained) makes it stale
-    later = (run / "best.pt").stat().st_mtime + 10
+    later = (run / IMPORTANCE_FILE).stat().st_mtime + 100
     os.utime(run / "best.pt", (later, later))
     assert load_importance(run) is None
