@@ -78,3 +78,21 @@ def test_running_folder_without_its_worker_reads_interrupted(tmp_path):
     followed = pj.read_status(tmp_path / "subj", followed=True)  # a thread of this server follows it: running
     assert followed.active and followed.progress == pytest.approx(0.4) and followed.eta_s == pytest.approx(90, rel=0.1)
     assert pj.read_status(tmp_path / "other") is None
+
+
+def test_a_new_profile_keeps_the_stored_rows_of_the_models_it_did_not_profile():
+    import copy
+
+    from neuroalign.training.profile_worker import merge_with_stored
+    from profile_support import make_profile
+
+    stored = make_profile()
+    new = copy.deepcopy(stored)
+    new["rows"] = [dict(stored["rows"][4], val_mrr=0.9)]  # the bank again, now the best of all
+    new["best"] = {"overall": 0, "per_model": {"random_rectified": 0}}
+    merged = merge_with_stored(new, stored)
+    assert [r["model"] for r in merged["rows"]] == ["ds_net_tiny"] * 4 + ["random_rectified"]  # registry order
+    assert merged["rows"][4]["val_mrr"] == 0.9 and merged["kept_from_stored"] == ["ds_net_tiny"]
+    assert merged["best"] == {"overall": 4, "per_model": {"ds_net_tiny": 2, "random_rectified": 4}}
+    assert merge_with_stored(new, make_profile(data_hash="other data")) is new
+    assert merge_with_stored(new, None) is new and merge_with_stored(stored, stored) is stored

@@ -7,7 +7,8 @@ Spec (JSON): `{"version": 1, "subject", "data_dir", "subject_dir", "cache_dir", 
 "layers": "stages" | "all", "max_seconds": null | seconds, "server": null | {"pid", "start_ticks"}}`.
 Progress goes to `status.json` beside the spec after every layer; the profile is saved with the
 subject (`profile.save_profile`), also when a stop or the time budget ended it early (its rows so
-far; `complete` false). A stop is `stop_request.json` beside the spec, or the end of the server
+far; `complete` false), together with the stored profile's rows of the models it did not profile
+(`merge_with_stored`: re-profiling one model keeps the others). A stop is `stop_request.json` beside the spec, or the end of the server
 process the spec names; either ends the profile after its current layer.
 
 Exit status: 0 finished or stopped, 1 failed (status.json says why), 2 unusable spec.
@@ -64,12 +65,35 @@ def _watch(folder: Path, server: Any, stop: threading.Event, done: threading.Eve
         return
 
 
+def merge_with_stored(profile: dict[str, Any], stored: dict[str, Any] | None) -> dict[str, Any]:
+    """`profile` plus the rows of the models it did not profile from the `stored` profile of the same
+    data, split and settings (so re-profiling one model keeps the others); `best` recomputed over all
+    rows, `kept_from_stored` names the models whose rows came from the stored one."""
+    from neuroalign.config import IMAGE_MODEL_DEPTHS
+    from neuroalign.training.profile import _best
+
+    if not isinstance(stored, dict) or any(stored.get(k) != profile.get(k) for k in ("data_hash", "config", "split")):
+        return profile
+    new_models = {r.get("model") for r in profile["rows"]}
+    kept = [r for r in stored.get("rows") or [] if r.get("model") not in new_models]
+    if not kept:
+        return profile
+    order = list(IMAGE_MODEL_DEPTHS)
+    rows = sorted(profile["rows"] + kept, key=lambda r: (order.index(r["model"]) if r.get("model") in order
+                                                         else len(order), str(r.get("model")), r.get("stage") or 0,
+                                                         r.get("block") or 0))
+    merged = {**profile, "rows": rows, "kept_from_stored": sorted({str(r.get("model")) for r in kept})}
+    if any("val_mrr" in r for r in rows):
+        merged["best"] = _best(rows)
+    return merged
+
+
 def run_spec(spec: dict[str, Any], folder: Path) -> str:
     """Profile as the spec says; returns the final state written to status.json."""
     from neuroalign.config import preset
     from neuroalign.data.store import SubjectStore
     from neuroalign.data.subject import load_ground_truth
-    from neuroalign.training.profile import ProfileStopped, alignment_profile, save_profile
+    from neuroalign.training.profile import ProfileStopped, alignment_profile, load_profile, save_profile
 
     stop, done, why = threading.Event(), threading.Event(), {}
     watcher = threading.Thread(target=_watch, args=(folder, spec.get("server"), stop, done, why),
@@ -95,8 +119,9 @@ def run_spec(spec: dict[str, Any], folder: Path) -> str:
         except ProfileStopped as exc:
             write_status(folder, "stopped", f"{why.get('reason', 'stopped')}: {exc}; nothing saved")
             return "stopped"
-        save_profile(spec["subject_dir"], profile)
         scored = sum(1 for r in profile["rows"] if "val" in r)
+        save_profile(spec["subject_dir"], merge_with_stored(profile, load_profile(spec["subject_dir"],
+                                                                                  subject.data_hash)))
         total = len(profile["rows"]) if profile["complete"] else None
         if profile["complete"]:
             state = "finished"

@@ -158,6 +158,10 @@ def render_profile(profile: Mapping[str, Any]) -> None:
                f"{profile.get('split', {}).get('train', '?')} / {profile.get('split', {}).get('val', '?')} / "
                f"{profile.get('split', {}).get('test', '?')} (train / val / test, the split a training run uses) · "
                f"computed in {duration(_num(when))}")
+    kept = profile.get("kept_from_stored")
+    if kept:
+        st.caption(f"The rows of {md(', '.join(map(str, kept)))} come from an earlier profile of the same data "
+                   "(this one profiled the other models).")
     if not profile.get("complete", True):
         st.warning(f"This profile is incomplete ({md(profile.get('stopped') or 'stopped')}): it has the layers "
                    "scored before it ended. Run it again with a larger time budget for the rest.",
