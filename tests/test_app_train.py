@@ -152,8 +152,16 @@ def test_invalid_settings_show_one_line_error(app_populated):
     assert "no subject selected" in at.error[0].value
 
 
-def test_failed_job_shows_its_error(app_populated):
-    at = _submit(_tiny(s.app_at(PAGE), block=4))  # ds_net_tiny stage 2 has only 2 blocks
+def test_failed_job_shows_its_error(app_populated, monkeypatch):
+    # the form now refuses a block the backbone lacks before any job starts (config validation), so the
+    # job fails inside its runner, where errors the form cannot foresee (data, memory) happen
+    from neuroalign.training import jobs
+
+    def runner(*args, **kwargs):
+        raise ValueError("ds_net_tiny stage 2 has blocks 1..2, got block 4")
+
+    monkeypatch.setattr(jobs, "_manager", jobs.JobManager(runner=runner))
+    at = _submit(_tiny(s.app_at(PAGE)))
     (job_id,) = at.session_state[keys.TRAIN_LAUNCHED]
     assert get_job_manager().wait(job_id, timeout=60).state == "failed"
     at.run()
