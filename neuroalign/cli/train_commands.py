@@ -10,8 +10,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from neuroalign.config import (DEVICES, IMAGE_MODEL_DEPTHS, IMAGE_MODEL_TRANSFORMS, PRESETS, TrainConfig, preset,
-                               preset_label, with_compatible_init)
+from neuroalign.config import (DEVICES, PRESETS, TrainConfig, preset, preset_label, with_compatible_init,
+                               with_image_model_layer)
 from neuroalign.config_fields import FIELDS, SECTIONS, ConfigField, preset_defaults
 from neuroalign.data import SubjectStore
 from neuroalign.data.simulate import DEMO_SUBJECTS, make_demo_subjects
@@ -95,20 +95,11 @@ def build_config(args: argparse.Namespace, fields: tuple[ConfigField, ...] = FIE
     """The preset with every explicitly given flag applied on top, validated."""
     cfg = preset(args.preset)
     changes = {f.path: value for f, value in given_fields(args, fields).items()}
-    model = args.image_model
-    if model is not None and model in IMAGE_MODEL_DEPTHS:
-        # Another image model on a preset whose layer it lacks: the given (or preset's) stage, capped
-        # at the model's last, and that stage's last block; its own default nonlinearity unless given.
-        depths = IMAGE_MODEL_DEPTHS[model]
-        stage = args.stage or min(cfg.image.stage, len(depths))
-        if args.stage is None and stage != cfg.image.stage:
-            changes["image.stage"] = stage
-        if args.block is None and 1 <= stage <= len(depths) and cfg.image.block > depths[stage - 1]:
-            changes["image.block"] = depths[stage - 1]
-        if args.feature_transform is None and cfg.image.head == "readout":
-            changes["image.transform"] = IMAGE_MODEL_TRANSFORMS.get(model, "square")
     if changes:
         cfg = cfg.replace(**changes)
+    if args.image_model is not None:  # another image model on a preset whose layer it lacks
+        cfg = with_image_model_layer(cfg, stage_given=args.stage is not None, block_given=args.block is not None,
+                                     transform_given=args.feature_transform is not None)
     if getattr(args, "init", None) is None:  # another tower on the default preset: no closed-form start
         cfg = with_compatible_init(cfg)
     cfg = cfg.replace(preset=preset_label(cfg, args.preset))
