@@ -122,7 +122,13 @@ def config_from_values(preset_name: str, values: dict[str, Any],
     block, head = chosen_towers(values, preset_name)
     changes = {f.path: _to_config(f, values[widget_key(f)]) for f in form_fields(table)
                if widget_key(f) in values and f.applies(block, head)}
-    config = cfgmod.with_compatible_init(base.replace(**changes))
+    config = base.replace(**changes)
+    if config.image.backbone != base.image.backbone:  # a layer the chosen image model has, where not set
+        config = cfgmod.with_image_model_layer(
+            config, stage_given=config.image.stage != base.image.stage,
+            block_given=config.image.block != base.image.block,
+            transform_given=config.image.transform != base.image.transform)
+    config = cfgmod.with_compatible_init(config)
     config = config.replace(preset=cfgmod.preset_label(config, preset_name))
     config.validate()
     return config
