@@ -57,6 +57,9 @@ RANKS = (8, 16, 32, 64, 128, 256)
 WHITEN = (0.0, 0.5, 1.0)
 READIN_ALPHAS = (1e-3, 1e-2, 1e-1, 1.0)  # encoder ridge (relative to the largest eigenvalue)
 READIN_BETAS = (1e-2, 1e-1, 1.0, 10.0)  # decoder ridge (relative to the mean eigenvalue)
+# while choosing alpha / rank / whitening, each read-in is scored with this smaller grid (the final
+# read-ins use the full one): the choice of the shared space needs a fair read-in, not the best one
+SELECT_READIN = {"alphas": (1e-2,), "betas": (0.1, 1.0), "ranks": ()}
 MODEL_NPZ = "shared_model.npz"
 MODEL_JSON = "shared_model.json"
 
@@ -386,7 +389,7 @@ def fit_shared(features: np.ndarray, responses: Mapping[str, np.ndarray], rows: 
                 per = {}
                 for name in names:
                     s = solves[name]
-                    *_, info = s.readin.fit(z[s.rows_tr], z[s.rows_va], with_weight=False)
+                    *_, info = s.readin.fit(z[s.rows_tr], z[s.rows_va], with_weight=False, **SELECT_READIN)
                     per[name] = (info["val_mrr_mean"], info["val_top1_mean"])
                 key = (float(np.mean([v[0] for v in per.values()])), float(np.mean([v[1] for v in per.values()])))
                 if best is None or key > best[0]:
