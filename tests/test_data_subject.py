@@ -119,6 +119,8 @@ def test_istim_trials_are_averaged_per_image_and_gray_screens_dropped(tmp_path, 
         np.testing.assert_array_equal(s.repeats[1, img], trials[rows[1]])
     assert s.meta["n_gray_trials_dropped"] == 3 and s.meta["repeats_source"] == "istim"
     assert s.meta["response_orientation"] == "neurons x trials"
+    # issue 23 item 12: the check's summary says what istim did with the trials
+    assert f"istim: {ids.size} trials (3 gray/blank dropped) → {N} images × 2 presentations" in " ".join(s.meta["notes"])
 
 
 def test_istim_with_single_presentations_has_no_repeats_and_drops_unshown(tmp_path, base):
@@ -130,6 +132,7 @@ def test_istim_with_single_presentations_has_no_repeats_and_drops_unshown(tmp_pa
     s = load_pair(tmp_path / "i.mat", tmp_path / "r.mat")
     np.testing.assert_array_equal(s.image_ids, [0, 1, 2, 4])
     assert s.repeats is None and s.n_images == 4 and s.meta["n_images_unshown"] == N - 4
+    assert "istim: 6 trials → 4 images × 1–2 presentations" in " ".join(s.meta["notes"])
     np.testing.assert_allclose(s.images[3, 0], images[4] / 255.0, atol=1e-6)
 
 

@@ -343,6 +343,12 @@ def _load_pair(images_path: Path, responses_path: Path, name: str | None, requir
         resp, repeats, image_ids, extra = _aggregate_istim(responses_path, istim, resp, decision.n_images)
         images = images[image_ids]
         repeats_source = "istim" if repeats is not None else None
+        lo, hi = extra["presentations_per_image"]
+        dropped = extra["n_gray_trials_dropped"]
+        notes.append(f"istim: {extra['n_trials']} trials" + (f" ({dropped} gray/blank dropped)" if dropped else "")
+                     + f" → {len(image_ids)} images × {lo if lo == hi else f'{lo}–{hi}'} presentation"
+                     + ("s" if hi > 1 else "") + " (the mean per image is used"
+                     + ("; the first two presentations are the repeats)" if repeats is not None else ")"))
         if extra["n_images_unshown"]:
             notes.append(f"{extra['n_images_unshown']} images never presented were dropped")
     elif "responses_repeats" in resp_data:
