@@ -117,3 +117,21 @@ def test_other_large_variables_are_not_read(tmp_path, arr, fmt):
     assert list(data) == ["images"] and info.variables["spont"][0] == (400, 400)
     with pytest.raises(ValueError, match="'spont' declares shape"):
         read_mat_variables(f, ["spont"], max_bytes=arr.nbytes)
+
+
+def test_a_renamed_picture_is_named_not_a_scipy_riddle(tmp_path):
+    """Issue 23 item 12: a PNG renamed to .mat got scipy's "Unknown mat file type, version 85, 174";
+    the message says what the file is."""
+    import io
+
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.new("L", (8, 8)).save(buf, format="PNG")
+    (tmp_path / "images.mat").write_bytes(buf.getvalue())
+    with pytest.raises(ValueError, match=r"^images\.mat: is a PNG image, not a MATLAB \.mat file") as err:
+        peek_mat(tmp_path / "images.mat")
+    assert "version" not in str(err.value)
+    (tmp_path / "r.mat").write_bytes(b"\xff\xd8\xff\xe0" + bytes(100))
+    with pytest.raises(ValueError, match="is a JPEG image"):
+        read_mat_variables(tmp_path / "r.mat", ["responses"])

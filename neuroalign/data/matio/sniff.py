@@ -10,6 +10,17 @@ from scipy.io.matlab import matfile_version
 from neuroalign.data.matio.common import fail, short
 
 _HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
+# Files people rename to .mat by mistake, by their first bytes: named in the message instead of scipy's
+# "Unknown mat file type, version 85, 174" (which is what a PNG's bytes read as)
+_OTHER_KINDS = ((b"\x89PNG\r\n\x1a\n", "a PNG image"), (b"\xff\xd8\xff", "a JPEG image"),
+                (b"GIF87a", "a GIF image"), (b"GIF89a", "a GIF image"), (b"II*\x00", "a TIFF image"),
+                (b"MM\x00*", "a TIFF image"), (b"%PDF", "a PDF document"), (b"PK\x03\x04", "a ZIP archive"),
+                (b"\x1f\x8b", "a gzip archive"), (b"\x93NUMPY", "a NumPy .npy file"))
+
+
+def other_kind(head: bytes) -> str | None:
+    """What a non-MAT file is, from its first bytes ("a PNG image"), or None when unrecognised."""
+    return next((kind for magic, kind in _OTHER_KINDS if head.startswith(magic)), None)
 
 
 def detect_format(path: Path) -> str:
@@ -24,6 +35,9 @@ def detect_format(path: Path) -> str:
         except OSError as exc:
             raise fail(path, f"cannot open as HDF5 ({exc})") from exc
         return "v7.3" if head[:10] == b"MATLAB 7.3" else "hdf5"
+    kind = other_kind(head)
+    if kind is not None:
+        raise fail(path, f"is {kind}, not a MATLAB .mat file (renamed?); expected a MAT v5 or v7.3 file")
     try:
         major, _minor = matfile_version(str(path))
     except Exception as exc:  # scipy raises ValueError/MatReadError/... for non-MAT bytes
