@@ -161,7 +161,8 @@ def is_evaluating(snap: Any) -> bool:
     if snap.state != "running":
         return False
     message = str(getattr(snap, "message", "") or "").lower()
-    return message.startswith("evaluating") or "evaluating on the test split" in message
+    return (message.startswith("evaluating") or "evaluating on the test split" in message
+            or message.startswith("computing which neurons drive"))  # the importance step after it
 
 
 # status.json of in-thread jobs, read again only when the file changed: (mtime_ns, size, inode) and
