@@ -37,7 +37,8 @@ def main(data_root: str, subject: str, out_dir: str) -> None:
             page.wait_for_timeout(1500)
             # the summary row and the chart in view (the title, subject and job line are above)
             page.get_by_text("Best layer:").first.evaluate(
-                "e => e.scrollIntoView({block: 'start'})")
+                "e => { e.scrollIntoView({block: 'start'}); "
+                "const m = document.querySelector('[data-testid=\"stMain\"]'); if (m) m.scrollBy(0, -70); }")
             page.wait_for_timeout(800)
             page.screenshot(path=str(out / f"screenshot_profile_{width}.png"), full_page=False)
             page.set_viewport_size({"width": width, "height": 2600})  # everything, for review

@@ -157,6 +157,12 @@ def profile_chart(profile: Mapping[str, Any], split: str = "test", x: str = "blo
     return fig
 
 
+def _faded(colour: str, alpha: float = 0.45) -> str:
+    """A '#rrggbb' colour as rgba with `alpha` (the quartile bars stay behind the medians)."""
+    r, g, b = (int(colour[i:i + 2], 16) for i in (1, 3, 5))
+    return f"rgba({r}, {g}, {b}, {alpha})"
+
+
 def has_feve(profile: Mapping[str, Any]) -> bool:
     """Whether any row has a median FEVE (the subject has repeats)."""
     return any(_finite((r.get("feve") or {}).get("median")) for r in profile.get("rows") or [])
@@ -188,7 +194,8 @@ def profile_feve_chart(profile: Mapping[str, Any], x: str = "block") -> go.Figur
         c = PALETTE[i % len(PALETTE)]
         fig.add_trace(go.Scatter(x=[p[0] for p in pts], y=med, mode="lines+markers", name=model, legendgroup=model,
                                  line=dict(color=c, width=2), marker=dict(size=7),
-                                 error_y=dict(type="data", array=up, arrayminus=down, thickness=1, width=3, color=c),
+                                 error_y=dict(type="data", array=up, arrayminus=down, thickness=1, width=3,
+                                              color=_faded(c)),
                                  text=text, hovertemplate="%{text}<extra></extra>"))
     if overall is not None and 0 <= overall < len(rows) and _finite((rows[overall].get("feve") or {}).get("median")):
         r = rows[overall]

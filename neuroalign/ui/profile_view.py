@@ -189,7 +189,8 @@ def render_profile(profile: Mapping[str, Any]) -> None:
     table = rows_table(profile)
     if not table["note"].astype(bool).any():
         table = table.drop(columns=["note"])
-    st.dataframe(table, hide_index=True, column_config=table_columns(), key=TABLE_KEY)
+    st.dataframe(table, hide_index=True, column_config=table_columns(), key=TABLE_KEY,
+                 height=35 * (min(len(table), 30) + 1) + 3)  # every row in view (up to 30)
 
 
 # ---- the job ------------------------------------------------------------------------------------------
