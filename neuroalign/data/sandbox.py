@@ -212,7 +212,7 @@ def check_pair(images_path: str | os.PathLike, responses_path: str | os.PathLike
 
     Raises the one-line ValueError / FileNotFoundError `load_pair` would, or CheckLimitExceeded
     (a ValueError) when the worker hits a limit. With `preview_path`, the worker also writes
-    small preview arrays there (`preview_arrays`) and `CheckResult.preview` holds them.
+    small preview arrays there (`check_worker.preview_arrays`) and `CheckResult.preview` holds them.
     `require_trainable=False` (subject folders already in the data folder, `folder_check`) only
     requires that the pair loads.
     """
@@ -237,10 +237,3 @@ def check_pair(images_path: str | os.PathLike, responses_path: str | os.PathLike
         with np.load(preview_path, allow_pickle=False) as z:
             preview = {k: z[k] for k in z.files}
     return CheckResult(report, preview, peak, elapsed, limits)
-
-
-def preview_arrays(subject: Any) -> dict[str, Any]:
-    """Small arrays to preview a checked subject (see `neuroalign.data.check_worker.preview_arrays`)."""
-    from neuroalign.data.check_worker import preview_arrays as _preview_arrays
-
-    return _preview_arrays(subject)

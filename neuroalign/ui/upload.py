@@ -49,25 +49,19 @@ class StagedUpload:
     summary: list[str] = field(default_factory=list)
     identity: tuple = ()
     digests: tuple[str, str] = ("", "")
-    preview: dict = field(default_factory=dict)  # see `make_preview`
+    preview: dict = field(default_factory=dict)  # see `preview_from_arrays`
     source_names: tuple[str, str] = ("", "")  # the file names as the browser gave them
 
 
 PREVIEW_IMAGES = 8
 
 
-def make_preview(subject) -> dict:
-    """Small arrays to look at before saving, as the importer decided them (layout, orientation):
-    `images` (k, H, W) uint8 evenly spread over the file with their `image_ids`, and a response
-    raster `raster` (images × neurons, display order) with `raster_images` / `raster_neurons` ids."""
-    from neuroalign.data.sandbox import preview_arrays
-
-    return preview_from_arrays(preview_arrays(subject))
-
-
 def preview_from_arrays(arrays: dict) -> dict:
-    """`make_preview` from the sandboxed check's `preview_arrays` (images picked and <= 200 response
-    rows evenly spread: the rows `plots.raster_order` would keep of the whole subject)."""
+    """Small arrays to look at before saving, as the importer decided them (layout, orientation), from
+    the sandboxed check's `check_worker.preview_arrays` (images picked and <= 200 response rows evenly
+    spread: the rows `plots.raster_order` would keep of the whole subject): `images` (k, H, W) uint8
+    evenly spread over the file with their `image_ids`, and a response raster `raster` (images ×
+    neurons, display order) with `raster_images` / `raster_neurons` ids."""
     import numpy as np
 
     from neuroalign import plots
