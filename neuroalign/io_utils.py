@@ -56,6 +56,40 @@ def pid_alive(pid: Any) -> bool:
 _DISK_FULL = frozenset(e for e in (errno.ENOSPC, getattr(errno, "EDQUOT", None)) if e is not None)
 
 
+def _proc_stat(pid: int) -> list[str]:
+    """The fields of /proc/PID/stat after the command name (raises OSError / IndexError)."""
+    return Path(f"/proc/{pid}/stat").read_text(encoding="ascii", errors="replace").rsplit(")", 1)[1].split()
+
+
+def start_ticks(pid: int) -> int | None:
+    """The start time of process `pid` in clock ticks since boot (Linux /proc), None elsewhere."""
+    try:
+        return int(_proc_stat(pid)[19])
+    except (OSError, IndexError, ValueError):
+        return None
+
+
+def process_alive(pid: Any, ticks: int | None = None) -> bool:
+    """Whether process `pid` still runs: it exists, is not a zombie and, when `ticks` (its start
+    time, see `start_ticks`) is known, started at that time (so a reused pid does not count)."""
+    if not pid_alive(pid):
+        return False
+    try:
+        fields = _proc_stat(pid)
+    except FileNotFoundError:
+        return not Path("/proc/self/stat").exists()  # no /proc at all: trust pid_alive
+    except (OSError, IndexError):
+        return True
+    if fields and fields[0] in ("Z", "X"):
+        return False
+    if ticks is not None and len(fields) > 19:
+        try:
+            return int(fields[19]) == int(ticks)
+        except ValueError:
+            return True
+    return True
+
+
 def is_disk_full(exc: BaseException | None) -> bool:
     """Whether `exc`, or an exception it was raised from or during, is a full disk or quota (ENOSPC,
     EDQUOT). torch.save reports one as "RuntimeError: [enforce fail at inline_container.cc...]" raised

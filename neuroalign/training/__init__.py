@@ -14,17 +14,14 @@
   `list_runs`, `load_run`, `mark_interrupted`, ...).
 * `jobs` -- `get_job_manager()`: the dashboard's jobs, each a worker process (`worker`, or torchrun
   for several processes) followed by a thread through the run folder (`job_process`, `job_state`,
-  `job_protocol`, `job_adopt`).
+  `job_protocol`, `job_adopt`). The job machinery sits above the rest: nothing else in `training`
+  imports it (tests/test_import_cycles.py), so `import neuroalign.training.jobs` for it.
 * `device` -- `resolve_device`, `describe_device`, seeding and determinism, torchrun info and backend.
 
 Nothing here imports streamlit. Importing this package does not import torch eagerly beyond
-what `runs`/`jobs` need (the trainer is imported on use).
+what `runs` needs (the trainer is imported on use).
 """
 
-from neuroalign.training.jobs import JobManager, JobSnapshot, get_job_manager
 from neuroalign.training.runs import RunInfo, RunRecord, delete_run, list_runs, load_run, mark_interrupted, new_run_dir
 
-__all__ = [
-    "JobManager", "JobSnapshot", "RunInfo", "RunRecord", "delete_run", "get_job_manager", "list_runs", "load_run",
-    "mark_interrupted", "new_run_dir",
-]
+__all__ = ["RunInfo", "RunRecord", "delete_run", "list_runs", "load_run", "mark_interrupted", "new_run_dir"]

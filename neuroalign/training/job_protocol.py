@@ -4,7 +4,7 @@ A dashboard job's worker process (`neuroalign.training.worker`) and the server's
 follows it talk only through the run folder: the files named here, plus `metrics.jsonl` and
 `status.json` (`neuroalign.training.runs`). This module holds what both sides need without
 importing either: the file names, the spec version, the server-lifetime switch, whether a process
-still runs (guarded against pid reuse), how a process ended in words, the last line of a log and an
+still runs (guarded against pid reuse; `io_utils.process_alive`), how a process ended in words, the last line of a log and an
 incremental reader of `metrics.jsonl`. Nothing here imports torch.
 """
 
@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from neuroalign.io_utils import pid_alive
+from neuroalign.io_utils import process_alive, start_ticks  # noqa: F401  (the protocol's names)
 
 logger = logging.getLogger(__name__)
 
@@ -43,40 +43,6 @@ def outlive_server() -> bool:
 
 def utc_now() -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-
-
-def _proc_stat(pid: int) -> list[str]:
-    """The fields of /proc/PID/stat after the command name (raises OSError / IndexError)."""
-    return Path(f"/proc/{pid}/stat").read_text(encoding="ascii", errors="replace").rsplit(")", 1)[1].split()
-
-
-def start_ticks(pid: int) -> int | None:
-    """The start time of process `pid` in clock ticks since boot (Linux /proc), None elsewhere."""
-    try:
-        return int(_proc_stat(pid)[19])
-    except (OSError, IndexError, ValueError):
-        return None
-
-
-def process_alive(pid: Any, ticks: int | None = None) -> bool:
-    """Whether process `pid` still runs: it exists, is not a zombie and, when `ticks` (its start
-    time, see `start_ticks`) is known, started at that time (so a reused pid does not count)."""
-    if not pid_alive(pid):
-        return False
-    try:
-        fields = _proc_stat(pid)
-    except FileNotFoundError:
-        return not Path("/proc/self/stat").exists()  # no /proc at all: trust pid_alive
-    except (OSError, IndexError):
-        return True
-    if fields and fields[0] in ("Z", "X"):
-        return False
-    if ticks is not None and len(fields) > 19:
-        try:
-            return int(fields[19]) == int(ticks)
-        except ValueError:
-            return True
-    return True
 
 
 def exit_text(returncode: int | None) -> str:

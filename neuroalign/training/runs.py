@@ -41,8 +41,8 @@ from typing import Any, Iterable, Iterator
 
 import numpy as np
 
-from neuroalign.io_utils import atomic_write_json, atomic_write_text, disk_full_error, is_disk_full
-from neuroalign.training.job_protocol import process_alive, start_ticks
+from neuroalign.io_utils import (atomic_write_json, atomic_write_text, disk_full_error, is_disk_full, process_alive,
+                                 start_ticks)
 from neuroalign.training.run_files import (BEST_CKPT, CHECKPOINT_KEYS, CONFIG_FILE, LAST_CKPT,  # noqa: F401 (re-exported)
                                           LOCK_FILE, LOSS_MAT, METRICS_FILE, NORMALISER_FILE, RESULTS_FILE,
                                           SPLIT_FILE, STATUS_FILE, TEST_MAT, TEST_OUTPUTS, RunFileError,
