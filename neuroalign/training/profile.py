@@ -44,6 +44,8 @@ from neuroalign.training.linear_start import LinearStart, fit_linear_start
 logger = logging.getLogger(__name__)
 
 PROFILE_FILE = "profile.json"
+# cheapest first, so a budgeted profile has the fast models whole before the deep DS-Net stages
+PROFILE_ORDER = ("random_rectified", "v1_gabor", "efficientnet_lite0", "ds_net_tiny", "ds_net_small")
 PROFILE_VERSION = 1
 
 
@@ -56,7 +58,8 @@ def profile_layers(models: Sequence[str] | None = None, layers: str = "stages") 
     `models`), the end of every stage (`layers="stages"`) or every block (`"all"`)."""
     from neuroalign.models.image_models import image_model_spec, registered_models
 
-    names = list(registered_models()) if not models else list(models)
+    names = list(models) if models else sorted(registered_models(), key=lambda n: (PROFILE_ORDER.index(n)
+                                                                               if n in PROFILE_ORDER else 99, n))
     out = []
     for name in names:
         spec = image_model_spec(name)
