@@ -59,7 +59,7 @@ READIN_ALPHAS = (1e-3, 1e-2, 1e-1, 1.0)  # encoder ridge (relative to the larges
 READIN_BETAS = (1e-2, 1e-1, 1.0, 10.0)  # decoder ridge (relative to the mean eigenvalue)
 # while choosing alpha / rank / whitening, each read-in is scored with this smaller grid (the final
 # read-ins use the full one): the choice of the shared space needs a fair read-in, not the best one
-SELECT_READIN = {"alphas": (1e-2,), "betas": (0.1, 1.0), "ranks": ()}
+SELECT_READIN = {"alphas": (1e-2,), "betas": (0.1, 1.0), "ranks": (), "whiten": (0.0, 1.0)}
 MODEL_NPZ = "shared_model.npz"
 MODEL_JSON = "shared_model.json"
 
@@ -213,8 +213,8 @@ class ReadinProblem:
         self.mean_e = max(float(self.e.mean()), 1e-300)
 
     def fit(self, z_tr: np.ndarray, z_va: np.ndarray, alphas: Sequence[float] = READIN_ALPHAS,
-            betas: Sequence[float] = READIN_BETAS, ranks: Sequence[int] = RANKS, with_weight: bool = True
-            ) -> tuple[np.ndarray | None, np.ndarray, np.ndarray, dict[str, Any]]:
+            betas: Sequence[float] = READIN_BETAS, ranks: Sequence[int] = RANKS, with_weight: bool = True,
+            whiten: Sequence[float] = (0.0, 0.5, 1.0)) -> tuple[np.ndarray | None, np.ndarray, np.ndarray, dict[str, Any]]:
         """`fit_readin` on these responses (see there); `with_weight=False` only scores (weight None)."""
         z_tr, z_va = np.asarray(z_tr, np.float64), np.asarray(z_va, np.float64)
         yc, yv = self.yc, self.yv
@@ -223,11 +223,20 @@ class ReadinProblem:
         zc, z_mean = _centred(z_tr)
         best: tuple[tuple[float, float], Callable[[], np.ndarray], dict[str, Any]] | None = None
 
-        def consider(val_embedding: np.ndarray, make_weight: Callable[[], np.ndarray], info: dict[str, Any]) -> None:
+        z_sd = np.maximum(zc.std(axis=0), 1e-12)
+
+        def consider(val_embedding: np.ndarray, train_embedding: np.ndarray, make_weight: Callable[[], np.ndarray],
+                     info: dict[str, Any]) -> None:
+            # a regression shrinks poorly predicted dimensions: optionally give each its train spread back
+            # (exponent p of z's sd over the embedding's sd), as linear_start whitens each side
+            ratio = z_sd / np.maximum(train_embedding.std(axis=0), 1e-12)
             nonlocal best
-            key = _cosine_key(z_va, val_embedding + z_mean)
-            if best is None or key > best[0]:
-                best = (key, make_weight, {**info, "val_mrr_mean": key[0], "val_top1_mean": key[1]})
+            for p in whiten:
+                scale = ratio**p
+                key = _cosine_key(z_va, val_embedding * scale + z_mean)
+                if best is None or key > best[0]:
+                    best = (key, lambda mw=make_weight, sc=scale: mw() * sc,
+                            {**info, "rescale": float(p), "val_mrr_mean": key[0], "val_top1_mean": key[1]})
 
         # encoder: zc = Uz Sz Vz^T; ridge prediction of yc in Uz coordinates; its right singular vectors Q
         uz, sz, _ = np.linalg.svd(zc, full_matrices=False)
@@ -249,13 +258,13 @@ class ReadinProblem:
                 gram = proj.T @ proj
                 lam = 1e-6 * max(float(np.trace(gram)) / r, 1e-300)
                 lmat = np.linalg.solve(gram + lam * np.eye(r), proj.T @ zc)  # (r, q)
-                consider(val_all[:, :r] @ lmat, lambda qt=qt, r=r, lmat=lmat: qt[:r].T @ lmat,
+                consider(val_all[:, :r] @ lmat, proj @ lmat, lambda qt=qt, r=r, lmat=lmat: qt[:r].T @ lmat,
                          {"kind": "encoder", "alpha_relative": float(a_rel), "rank": int(r)})
         # decoder: W = yc^T V diag(1/(e+beta)) V^T zc
         vtz = self.v.T @ zc
         for b_rel in betas:
             coef = vtz / (self.e + b_rel * self.mean_e)[:, None]
-            consider(self.yv_dual @ coef, lambda coef=coef: yc.T @ (self.v @ coef),
+            consider(self.yv_dual @ coef, self.v @ (self.e[:, None] * coef), lambda coef=coef: yc.T @ (self.v @ coef),
                      {"kind": "decoder", "beta_relative": float(b_rel)})
         assert best is not None
         _, make_weight, info = best
