@@ -10,6 +10,7 @@ import torch
 import neurons_support as ns
 from neuroalign.config import NeuralTowerConfig
 from neuroalign.evaluation import importance as imp
+from neuroalign.training.run_eval import run_importance
 from neuroalign.evaluation.reliability import neuron_reliability, true_snr
 from neuroalign.models import build_neural_tower
 from neuroalign.models.neural import NEURAL_BLOCKS
@@ -28,7 +29,7 @@ def test_importance_concentrates_on_the_neurons_that_carry_the_image(trained):
     from neuroalign.data import load_subject
 
     data, run = trained
-    res = imp.run_importance(run)
+    res = run_importance(run)
     signal = np.zeros(ns.N_NEURONS, dtype=bool)
     signal[ns.SIGNAL] = True
     assert res.block == "linear" and res.n_test == 30 and res.share.shape == (ns.N_NEURONS,)
@@ -51,18 +52,18 @@ def test_run_importance_explains_a_damaged_or_changed_run(trained, tmp_path):
     copy = shutil.copytree(run, tmp_path / run.name)
     (copy / "best.pt").write_bytes((copy / "best.pt").read_bytes()[:100])  # truncated
     with pytest.raises(ValueError, match="best.pt"):
-        imp.run_importance(copy)
+        run_importance(copy)
     (copy / "best.pt").unlink()
     with pytest.raises(FileNotFoundError, match="best checkpoint"):
-        imp.run_importance(copy)
+        run_importance(copy)
     from neuroalign.data import Subject, load_subject
 
     original = load_subject(data / "half")
     changed = Subject("half", original.images, original.responses + 1.0, original.repeats)  # not the trained data
     shutil.copy(run / "best.pt", copy / "best.pt")
     with pytest.raises(ValueError, match="changed since the run"):
-        imp.run_importance(copy, subject=changed)
-    assert imp.run_importance(copy, subject=original).n_test == 30
+        run_importance(copy, subject=changed)
+    assert run_importance(copy, subject=original).n_test == 30
 
 
 def _tower(block: str, k: int):

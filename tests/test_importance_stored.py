@@ -7,7 +7,7 @@ import os
 
 import numpy as np
 
-from neuroalign.evaluation.importance import IMPORTANCE_FILE, load_importance, run_importance
+from neuroalign.training.run_eval import IMPORTANCE_FILE, load_importance, run_importance
 
 
 def test_training_stores_importance_over_every_test_image(sim_root, tmp_path):

@@ -56,7 +56,7 @@ def held_run(tmp_path):
 
 
 def test_a_locked_run_refuses_resume_evaluate_delete_naming_the_holder(held_run, capsys):
-    from neuroalign.evaluation.evaluate import evaluate_run
+    from neuroalign.training.run_eval import evaluate_run
 
     run, pid, before = held_run
     for attempt in (lambda: pipeline.resume_training(run), lambda: evaluate_run(run), lambda: runs.delete_run(run)):

@@ -234,7 +234,7 @@ def _ensure_demo_subjects(root, names: list[str]) -> None:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    from neuroalign.evaluation.evaluate import evaluate_run  # torch: only for this command
+    from neuroalign.training.run_eval import evaluate_run  # torch: only for this command
 
     if shared_train_commands.is_shared_run(args.run_dir):
         return shared_train_commands.cmd_evaluate_shared(args, cache_dir(None))

@@ -4,8 +4,11 @@
   chance levels), `n_way_metrics` (the 300-way protocol), `correlation_matrix`.
 * `baselines` -- `ridge_baseline` (pixels -> responses), `repeat_baseline` (Stringer et al. 2019
   repeat-to-repeat decoder), `oracle_baseline` (noiseless rates of simulated subjects).
-* `evaluate` -- `evaluate_trainer` / `evaluate_run(run_dir)`: results.json, test_outputs.npz,
-  test_result.mat from the best checkpoint on the untouched test split.
+* `evaluate` -- `evaluate_trainer(trainer)`: results.json, test_outputs.npz, test_result.mat from
+  the best weights on the untouched test split; `importance`, `reliability`, `feve` -- per-neuron measures.
+
+Functions on arrays and trainers only: nothing here reads a run folder or imports `training`
+(re-evaluating a run from its folder: `neuroalign.training.run_eval`).
 """
 
 from neuroalign.evaluation.baselines import oracle_baseline, repeat_baseline, ridge_baseline

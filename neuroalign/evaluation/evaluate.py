@@ -1,8 +1,8 @@
 """Honest evaluation of a trained run on its untouched TEST split (eval mode, best checkpoint).
 
 `evaluate_trainer` scores a fitted `Trainer` (best weights restored) and writes the artifacts;
-`evaluate_run(run_dir)` rebuilds the trainer from the run folder (config, split, normaliser,
-`best.pt`) and does the same -- `python -m neuroalign evaluate RUN_DIR`.
+re-evaluating a run from its folder (`python -m neuroalign evaluate RUN_DIR`) is
+`neuroalign.training.run_eval.evaluate_run`, which rebuilds the trainer and calls this.
 
 Written into the run folder:
 * `results.json`: `test` (retrieval both directions over the whole test set, `n`, chance levels,
@@ -37,8 +37,6 @@ from neuroalign.evaluation.feve import linear_feve
 from neuroalign.evaluation.retrieval import n_way_metrics, retrieval_metrics
 from neuroalign.io_utils import atomic_savemat, atomic_savez, atomic_write_json
 from neuroalign.models import minmax_per_sample, similarity_matrix, ssim_per_sample
-from neuroalign.training.rebuild import rebuild_trainer
-from neuroalign.training.runs import BEST_CKPT, load_checkpoint, load_run, run_lock
 
 logger = logging.getLogger(__name__)
 
@@ -206,20 +204,3 @@ def evaluate_trainer(trainer, run_dir: str | Path | None = None, subject_path: s
     logger.info("test (n=%d): top1 image->neural %.3f, neural->image %.3f (chance %.3f); mean SSIM %.3f",
                 test["n"], i2n["top1"], n2i["top1"], test["chance_top1"], ssim.mean())
     return results
-
-
-def evaluate_run(run_dir: str | Path, data_dir: str | Path | None = None, cache_dir: str | Path | None = None,
-                 device: str | None = None) -> dict[str, Any]:
-    """Recompute `results.json` (and the test outputs) of a run from its `best.pt`, holding the run's
-    lock (`RunLockedError` while another process trains, resumes, evaluates or deletes it)."""
-    with run_lock(run_dir, "evaluate"):
-        record = load_run(run_dir)
-        best_path = Path(run_dir) / BEST_CKPT
-        if not best_path.is_file():
-            raise FileNotFoundError(f"{best_path} not found; the run has no best checkpoint to evaluate")
-        trainer, subject_path = rebuild_trainer(record, data_dir=data_dir, cache_dir=cache_dir, device=device)
-        best = load_checkpoint(best_path)
-        trainer.load_model_state(best["model"])
-        training = dict((record.results or {}).get("training") or {})
-        training.update({"best_epoch": int(best["epoch"]), "best_val_loss": float(best["val_loss"])})
-        return evaluate_trainer(trainer, run_dir=record.path, subject_path=subject_path, training=training)

@@ -21,28 +21,25 @@ column norms times each neuron's response standard deviation over the test image
 
 The image side is not recomputed: the run's `test_outputs.npz` holds the image-tower test maps the
 evaluation scored, and the neural maps recomputed here from `best.pt` are checked against the stored
-ones (`map_mismatch`). Loading is from the run folder alone (config, split, normaliser, best.pt,
-test outputs) plus the subject's responses, so no backbone runs (rebuilding the trainer would
-compute the backbone features of every image first).
+ones (`map_mismatch`). Loading a run for this (`neuroalign.training.run_eval.run_importance`) is from
+the run folder alone (config, split, normaliser, best.pt, test outputs) plus the subject's responses,
+so no backbone runs (rebuilding the trainer would compute the backbone features of every image first);
+this module holds the measures on towers and arrays.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
-from neuroalign.data import Normaliser, Subject, load_subject
-from neuroalign.models import CombinedLoss, LinearNeuralTower, build_neural_tower, similarity_matrix
+from neuroalign.models import LinearNeuralTower, similarity_matrix
 from neuroalign.models.neural.parts import AttentionTower
-from neuroalign.training import runs as runs_io
 
 logger = logging.getLogger(__name__)
 
@@ -53,23 +50,6 @@ MAX_SECONDS = 20.0  # the dashboard's time budget for the attribution (a linear 
 NATIVE_SAMPLES = 64  # test samples the attention blocks' own measure averages over (it costs B*K^2)
 MISMATCH_TOLERANCE = 1e-2  # recomputed vs stored neural maps (relative max difference) above this: warn
 TOP_FRACTION = 0.1
-
-
-@dataclass
-class TrainedNeuralSide:
-    """What importance needs of a run: the neural tower with its best weights (eval mode), the
-    normalised test responses, the stored image-tower test maps and the contrastive temperature."""
-
-    run_dir: Path
-    block: str
-    tower: torch.nn.Module
-    responses: np.ndarray  # (n, K) normalised test responses
-    image_maps: np.ndarray  # (n, 16, 64)
-    neural_maps: np.ndarray  # (n, 16, 64) as stored by the evaluation
-    test_indices: np.ndarray  # (n,)
-    temperature: float
-    center: bool
-    subject: Subject
 
 
 @dataclass
@@ -88,72 +68,6 @@ class NeuronImportance:
     native_n: int = 0  # test samples the native measure averaged over
     map_mismatch: float = 0.0  # max |recomputed - stored neural map| / max |stored|
     warnings: list[str] = field(default_factory=list)
-
-
-def _read_normaliser(run_dir: Path) -> Normaliser:
-    path = run_dir / runs_io.NORMALISER_FILE
-    if not path.is_file():
-        raise FileNotFoundError(f"{path} not found; the run has no normaliser (was it trained with this version?)")
-    try:
-        state = json.loads(path.read_text(encoding="utf-8"))
-        return Normaliser.from_state_dict(state)
-    except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError, ValueError) as exc:
-        raise ValueError(f"{path} is not a readable normaliser state ({type(exc).__name__}: {exc})") from None
-
-
-def load_trained_neural_side(run_dir: str | Path, subject: Subject | None = None,
-                             data_dir: str | Path | None = None) -> TrainedNeuralSide:
-    """The neural side of a finished run, from its folder (config, split, normaliser, best.pt, test
-    outputs) and its subject (`subject` when given, else loaded from `data_dir`/name or the recorded
-    path). ValueError / FileNotFoundError with a one-line reason for anything missing or mismatched."""
-    run_dir = Path(run_dir)
-    record = runs_io.load_run(run_dir)
-    if "config" not in record.config or "subject" not in record.config:
-        raise FileNotFoundError(f"{run_dir / runs_io.CONFIG_FILE} is missing or incomplete")
-    config = record.train_config()
-    meta = record.config["subject"]
-    if record.split is None:
-        raise FileNotFoundError(f"{run_dir / runs_io.SPLIT_FILE} not found")
-    outputs = record.test_outputs()
-    if not outputs or not {"test_indices", "image_maps", "neural_maps"} <= set(outputs):
-        raise FileNotFoundError(f"{run_dir / runs_io.TEST_OUTPUTS} is missing or incomplete; evaluate the run first")
-    best_path = run_dir / runs_io.BEST_CKPT
-    if not best_path.is_file():
-        raise FileNotFoundError(f"{best_path} not found; the run has no best checkpoint")
-    best = runs_io.load_checkpoint(best_path)  # RunFileError (a ValueError, one line) when damaged
-    if subject is None:
-        if data_dir is not None:
-            subject = load_subject(Path(data_dir) / meta["name"])
-        else:
-            subject = load_subject(meta["path"])
-    if meta.get("data_hash") and subject.data_hash != meta["data_hash"]:
-        raise ValueError(f"subject {meta.get('name')} changed since the run (data hash {subject.data_hash[:12]}, "
-                         f"the run used {str(meta['data_hash'])[:12]}); importance needs the original responses")
-    test_idx = np.asarray(outputs["test_indices"], dtype=np.int64)
-    if not np.array_equal(test_idx, np.asarray(record.split["test"], dtype=np.int64)):
-        raise ValueError(f"{runs_io.TEST_OUTPUTS} of {run_dir.name} does not match its split.json test rows; "
-                         "re-evaluate the run")
-    normaliser = _read_normaliser(run_dir)
-    state = best["model"]
-    if "neural_tower" not in state:
-        raise ValueError(f"{best_path} holds no neural-tower weights (expected a 'model' entry with 'neural_tower')")
-    tower = build_neural_tower(subject.n_neurons, config.neural, config.n_components)
-    try:
-        tower.load_state_dict(state["neural_tower"])
-    except RuntimeError as exc:
-        first = str(exc).strip().splitlines()[0]
-        raise ValueError(f"{best_path} does not fit the run's {config.neural.block} block over "
-                         f"{subject.n_neurons} neurons: {first}") from None
-    tower.eval()
-    loss = CombinedLoss(config.loss)
-    if "loss" in state:
-        loss.load_state_dict(state["loss"])
-    return TrainedNeuralSide(
-        run_dir=run_dir, block=config.neural.block, tower=tower,
-        responses=np.ascontiguousarray(normaliser.transform(subject.responses[test_idx]), dtype=np.float32),
-        image_maps=np.asarray(outputs["image_maps"], dtype=np.float32),
-        neural_maps=np.asarray(outputs["neural_maps"], dtype=np.float32),
-        test_indices=test_idx, temperature=float(torch.as_tensor(loss.temperature).detach()), center=bool(config.loss.center), subject=subject)
 
 
 def reference_rows(n: int, draws: int, seed: int = 0) -> np.ndarray:
@@ -267,36 +181,6 @@ def native_importance(tower: torch.nn.Module, responses: np.ndarray, max_samples
     raise ValueError(f"no native importance for {type(tower).__name__}")
 
 
-def run_importance(run_dir: str | Path, subject: Subject | None = None, data_dir: str | Path | None = None,
-                   steps: int = STEPS, draws: int = DRAWS, batch_size: int = 256,
-                   native_samples: int = NATIVE_SAMPLES, max_seconds: float | None = None) -> NeuronImportance:
-    """Per-neuron importance of a finished run on its test split (see the module docstring). With
-    `max_seconds`, the attribution and the block's own measure each stop starting new batches after
-    that time (`n_used` says over how many test images the attribution averaged)."""
-    side = load_trained_neural_side(run_dir, subject=subject, data_dir=data_dir)
-    att = attribution_importance(side.tower, side.responses, side.image_maps, side.temperature, side.center,
-                                 steps=steps, draws=draws, batch_size=batch_size, max_seconds=max_seconds)
-    importance, net = att.magnitude, att.signed
-    total = float(importance.sum())
-    share = importance / total if total > 0 else np.full_like(importance, 1.0 / len(importance))
-    maps = neural_maps(side.tower, side.responses[att.rows], batch_size=batch_size)
-    stored = side.neural_maps[att.rows]
-    scale = float(np.abs(stored).max()) or 1.0
-    mismatch = float(np.abs(maps - stored).max()) / scale if maps.shape == stored.shape else math.inf
-    warnings = []
-    if mismatch > MISMATCH_TOLERANCE:
-        warnings.append(f"best.pt does not reproduce the stored test maps (largest difference {mismatch:.2g} of the "
-                        "map range); the run may have been re-trained or evaluated elsewhere — re-evaluate it")
-        logger.warning("%s: %s", side.run_dir.name, warnings[-1])
-    if total == 0:
-        warnings.append("every attribution is 0 (the model's output does not depend on the responses)")
-    native, label, native_n = native_importance(side.tower, side.responses, max_samples=native_samples,
-                                                max_seconds=max_seconds)
-    return NeuronImportance(block=side.block, importance=importance, share=share, net=net, n_test=len(side.responses),
-                            n_used=len(att.rows), temperature=side.temperature, native=native, native_label=label,
-                            native_n=native_n, map_mismatch=mismatch, warnings=warnings)
-
-
 def _ranks(x: np.ndarray) -> np.ndarray:
     """Average ranks (ties share their mean rank), vectorised."""
     order = np.argsort(x, kind="stable")
@@ -368,35 +252,3 @@ def summary_line(stats: dict[str, Any], what: str, measure: str = "importance") 
             f"{what}. The {stats['top_n']:,} neurons with the highest {what} (top {stats['top_fraction']:.0%}) carry "
             f"{stats['top_share']:.0%} of the {measure}, the better half {half:.0%} (a model blind to {what} would "
             f"give them {stats['expected_share']:.0%} and 50\u00a0%).")
-
-
-IMPORTANCE_FILE = "importance.npz"
-_ARRAYS = ("importance", "share", "net", "native")
-
-
-def save_importance(run_dir: str | Path, imp: NeuronImportance) -> Path:
-    """Keep a run's importance in its folder (`importance.npz`, atomic): the job computes it once after
-    training over ALL test images, so what the Neurons page shows never depends on machine load."""
-    from neuroalign.io_utils import atomic_savez
-
-    meta = {k: v for k, v in vars(imp).items() if k not in _ARRAYS}
-    arrays = {k: np.asarray(getattr(imp, k), dtype=np.float64) for k in _ARRAYS if getattr(imp, k) is not None}
-    path = Path(run_dir) / IMPORTANCE_FILE
-    atomic_savez(path, meta=np.asarray(json.dumps(meta, default=float)), **arrays)
-    return path
-
-
-def load_importance(run_dir: str | Path) -> NeuronImportance | None:
-    """The stored importance of a run, or None when absent, unreadable, or older than its best.pt."""
-    path = Path(run_dir) / IMPORTANCE_FILE
-    best = Path(run_dir) / runs_io.BEST_CKPT
-    try:
-        if not path.is_file() or (best.is_file() and best.stat().st_mtime > path.stat().st_mtime):
-            return None
-        with np.load(path, allow_pickle=False) as z:
-            meta = json.loads(str(z["meta"]))
-            arrays = {k: z[k] for k in _ARRAYS if k in z.files}
-        return NeuronImportance(**meta, **{k: arrays.get(k) for k in _ARRAYS})
-    except (OSError, ValueError, KeyError, TypeError) as exc:
-        logger.warning("ignoring unreadable %s (%s)", path, exc)
-        return None

@@ -134,7 +134,7 @@ def _finish(trainer: Trainer, fit: FitResult, run_dir: Path, subject_path: Path)
 def _store_importance(trainer: Trainer, run_dir: Path) -> None:
     """Which neurons drive the alignment, over every test image, once, in the job (the Neurons page
     reads it; a failure here is logged and never fails the finished run)."""
-    from neuroalign.evaluation.importance import run_importance, save_importance
+    from neuroalign.training.run_eval import run_importance, save_importance
 
     message = "computing which neurons drive the alignment (all test images)"
     runs_io.write_status(run_dir, "running", message, progress=1.0, phase="importance")

@@ -1,12 +1,13 @@
-"""A Trainer rebuilt from a run folder (its config, subject, split and normaliser), for resuming
-(`pipeline.resume_training`) and re-evaluating (`evaluation.evaluate.evaluate_run`); both import
-it from here, so neither imports the other for it."""
+"""The one run loader: a run folder's config, subject, split and normaliser, checked, and a Trainer
+rebuilt from them -- for resuming (`pipeline.resume_training`), re-evaluating
+(`run_eval.evaluate_run`), neuron importance (`run_eval.run_importance`) and the library's
+`Aligner.load`."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from neuroalign.data import Normaliser, SubjectStore, load_subject
+from neuroalign.data import Normaliser, Subject, SubjectStore, load_subject
 from neuroalign.training import runs as runs_io
 from neuroalign.training.trainer import Trainer
 
@@ -16,28 +17,52 @@ def subject_path(data_dir: str | Path, name: str) -> Path:
     return SubjectStore(data_dir).path(name)
 
 
+def check_record(record: runs_io.RunRecord) -> None:
+    """FileNotFoundError naming the file when the run's config (with its subject) or split is missing."""
+    if "config" not in record.config or "subject" not in record.config:
+        raise FileNotFoundError(f"{record.path / runs_io.CONFIG_FILE} is missing or incomplete")
+    if record.split is None:
+        raise FileNotFoundError(f"{record.path / runs_io.SPLIT_FILE} not found")
+
+
+def read_normaliser(run_dir: str | Path) -> Normaliser:
+    """The run's fitted normaliser (`normaliser.json`); FileNotFoundError / ValueError in one line."""
+    path = Path(run_dir) / runs_io.NORMALISER_FILE
+    state = runs_io.read_json_file(path)  # RunFileError (a ValueError, one line) when damaged
+    if state is None:
+        raise FileNotFoundError(f"{path} not found; the run has no normaliser (was it trained with this version?)")
+    try:
+        return Normaliser.from_state_dict(state)
+    except (KeyError, TypeError, ValueError) as exc:
+        raise ValueError(f"{path} is not a readable normaliser state ({type(exc).__name__}: {exc})") from None
+
+
+def run_subject(record: runs_io.RunRecord, subject: Subject | None = None, data_dir: str | Path | None = None,
+                purpose: str = "evaluate against the original data") -> tuple[Subject, Path]:
+    """The run's subject (`subject` when given, else loaded from `data_dir`/name or the recorded path)
+    and its folder; ValueError when its data differ from what the run recorded (`purpose` ends the message)."""
+    meta = record.config["subject"]
+    path = subject_path(data_dir, meta["name"]) if data_dir is not None else Path(meta["path"])
+    where = "" if subject is not None else f" at {path}"
+    if subject is None:
+        subject = load_subject(path)
+    if subject.data_hash != meta.get("data_hash"):
+        raise ValueError(f"subject {meta.get('name')}{where} changed since the run (data hash {subject.data_hash[:12]}, "
+                         f"the run used {str(meta.get('data_hash'))[:12]}); {purpose}")
+    return subject, path
+
+
 def rebuild_trainer(record: runs_io.RunRecord, data_dir: str | Path | None = None, cache_dir: str | Path | None = None,
                     device: str | None = None, threads: int | None = None) -> tuple[Trainer, Path]:
     """A Trainer with a run's config, subject, split and normaliser (weights: fresh init); `device`
     and `threads` override the recorded run-control settings. Returns `(trainer, subject folder)`."""
-    if "config" not in record.config or "subject" not in record.config:
-        raise FileNotFoundError(f"{record.path / runs_io.CONFIG_FILE} is missing or incomplete")
+    check_record(record)
     config = record.train_config()
     if device is not None:
         config = config.replace(device=device)
     if threads is not None:
         config = config.replace(threads=threads)  # validated by Trainer
-    meta = record.config["subject"]
-    path = subject_path(data_dir, meta["name"]) if data_dir is not None else Path(meta["path"])
-    subject = load_subject(path)
-    if subject.data_hash != meta.get("data_hash"):
-        raise ValueError(f"subject data at {path} changed since the run (hash {subject.data_hash[:12]}, "
-                         f"run used {str(meta.get('data_hash'))[:12]}); evaluate against the original data")
-    if record.split is None:
-        raise FileNotFoundError(f"{record.path / runs_io.SPLIT_FILE} not found")
-    norm_state = runs_io.read_json_file(record.path / runs_io.NORMALISER_FILE)
-    if norm_state is None:
-        raise FileNotFoundError(f"{record.path / runs_io.NORMALISER_FILE} not found")
+    subject, path = run_subject(record, data_dir=data_dir)
     trainer = Trainer(config, subject, run_dir=record.path, cache_dir=cache_dir, split=record.split,
-                      normaliser=Normaliser.from_state_dict(norm_state))
+                      normaliser=read_normaliser(record.path))
     return trainer, path

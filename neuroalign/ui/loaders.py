@@ -245,7 +245,7 @@ IMPORTANCE_FILES = (_runs_io.BEST_CKPT, _runs_io.TEST_OUTPUTS, _runs_io.NORMALIS
 def _run_importance(run_dir: str, stamp: tuple, root: str, name: str, subject_stamp_: tuple) -> dict[str, Any]:
     import dataclasses
 
-    from neuroalign.evaluation.importance import load_importance, run_importance
+    from neuroalign.training.run_eval import load_importance, run_importance
 
     stored = load_importance(run_dir)  # computed by the job over every test image
     if stored is not None:
@@ -255,7 +255,7 @@ def _run_importance(run_dir: str, stamp: tuple, root: str, name: str, subject_st
 
 
 def run_importance(run_dir: str | os.PathLike, subject_name: str) -> dict[str, Any]:
-    """`neuroalign.evaluation.importance.run_importance` of a finished run as plain data, cached on the
+    """`neuroalign.training.run_eval.run_importance` of a finished run as plain data, cached on the
     run dir + the mtimes of the files it reads (best.pt, test outputs, normaliser, config, split) and
     the subject's data files. Read from the run's `importance.npz`, which the training job writes over
     every test image; runs from before that are computed here, over every test image too."""

@@ -1,6 +1,6 @@
 """The Neurons page's parts: which neurons drive a finished run's alignment, against their repeat
 reliability and (simulated subjects) the simulator's true SNR. The numbers come from
-`neuroalign.evaluation.importance` through the cached `loaders.run_importance`."""
+`neuroalign.evaluation.importance` through the cached `loaders.run_importance` (`training.run_eval`)."""
 
 from __future__ import annotations
 
@@ -160,7 +160,7 @@ def render_metrics(result: Mapping[str, Any]) -> None:
                     "" if result["n_used"] == result["n_test"] else
                     f" (a random {result['n_used']:,} of {result['n_test']:,}: this block is slow to differentiate, "
                     "so the average stopped at the dashboard's time budget; the library call "
-                    "`neuroalign.evaluation.importance.run_importance(run_dir)` uses all of them)"))
+                    "`neuroalign.training.run_eval.run_importance(run_dir)` uses all of them)"))
     m[3].metric("Top-10 % share", f"{top_share:.0%}",
                 help=f"the {top_n:,} most important neurons (10 %) carry this share of the importance; 10 % if "
                      "every neuron counted the same")
