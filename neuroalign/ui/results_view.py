@@ -13,6 +13,8 @@ from typing import Any, Mapping
 
 import pandas as pd
 
+from neuroalign.evaluation import retrieval
+
 DIRECTIONS = {"image_to_neural": "image → neural", "neural_to_image": "neural → image"}
 SHORT_DIRECTIONS = {"image_to_neural": "img→neu", "neural_to_image": "neu→img"}
 RETRIEVAL_METRICS = ("top1", "top5", "top10", "mean_rank", "median_rank", "mrr")
@@ -60,15 +62,13 @@ def _num(v: Any) -> float | None:
     return v if math.isfinite(v) else None
 
 
-def wilson_interval(p: float, n: int, z: float = 1.959963984540054) -> tuple[float, float]:
-    """95 % Wilson score interval of a proportion `p` observed on `n` items."""
+def wilson_interval(p: float, n: int) -> tuple[float, float]:
+    """`evaluation.retrieval.wilson_interval` (the one formula) for display: `(0, 1)` when there are
+    no items rather than an error (a page never raises on an odd results.json)."""
     if n <= 0:
         return (0.0, 1.0)
-    p = min(max(float(p), 0.0), 1.0)
-    denom = 1.0 + z * z / n
-    centre = (p + z * z / (2 * n)) / denom
-    half = z * math.sqrt(p * (1.0 - p) / n + z * z / (4.0 * n * n)) / denom
-    return (max(0.0, centre - half), min(1.0, centre + half))
+    lo, hi = retrieval.wilson_interval(p, n)
+    return (lo, hi)
 
 
 def present_references(results: Mapping[str, Any]) -> list[Reference]:
