@@ -175,8 +175,10 @@ class TrainConfig:
             (self.epochs >= 1, f"epochs must be >= 1, got {self.epochs}"),
             (self.batch_size >= 2, f"batch size must be >= 2 (contrastive loss needs negatives), got {self.batch_size}"),
             (self.device in DEVICES, f"device must be one of {DEVICES}, got {self.device!r}"),
-            (self.image.backbone in BACKBONES or is_plugin_model(self.image.backbone),
-             f"image model must be one of {', '.join(BACKBONES)} or 'package.module:factory', got {self.image.backbone!r}"),
+            (self.image.backbone in BACKBONES or is_plugin_model(self.image.backbone)
+             or is_model_combination(self.image.backbone),
+             f"image model must be one of {', '.join(BACKBONES)}, 'package.module:factory' or a combination "
+             f"'model@stage.block[:transform]+...', got {self.image.backbone!r}"),
             (self.image.mode in BACKBONE_MODES, f"backbone mode must be one of {BACKBONE_MODES}, got {self.image.mode!r}"),
             (self.image.stage >= 1, f"stage must be >= 1, got {self.image.stage}"),
             (self.image.block >= 1, f"block must be >= 1, got {self.image.block}"),
@@ -228,6 +230,15 @@ def is_plugin_model(name: str) -> bool:
     import re
 
     return isinstance(name, str) and re.match(r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$", name) is not None
+
+
+def is_model_combination(name: str) -> bool:
+    """Whether `name` names registered image models read side by side, e.g.
+    'ds_net_small@1.3:square+random_rectified@1.1' (checked in full when built)."""
+    import re
+
+    part = r"[A-Za-z_]\w*@\d+\.\d+(:\w+)?"
+    return isinstance(name, str) and re.match(rf"^{part}(\+{part})+$", name) is not None
 
 
 def _layer_check(backbone: str, stage: int, block: int) -> tuple[bool, str]:

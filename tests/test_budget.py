@@ -46,7 +46,7 @@ def test_a_budgeted_job_ends_within_its_budget(demo_sized_root, tmp_path, capsys
     tried = [c for c in choice["candidates"] if "val_mrr" in c]
     assert tried and record["config"]["image"]["backbone"] == choice["backbone"]
     # candidates not started by half the budget are listed as skipped, not silently dropped
-    assert len(choice["candidates"]) == 6
+    assert len(choice["candidates"]) in (6, 7)  # + the best two side by side when there was time
     results = json.loads((run / "results.json").read_text())
     assert results["training"]["stop_reason"] in ("time_budget", "early_stopping", "completed")
     assert "baselines" in results and "encoding" in results

@@ -216,9 +216,14 @@ def test_auto_picks_the_best_val_candidate_and_records_every_score(sim_root, tmp
     cands = (Candidate("random_rectified", 1, 1, "none"), Candidate("ds_net_tiny", 1, 1, "square"))
     choice = choose_image_features(cfg, sub, split, resp, cache_dir=tmp_path, candidates=cands)
     rows = choice.report["candidates"]
-    assert [r["model"] for r in rows] == [c.label for c in cands]
+    assert [r["model"] for r in rows[:2]] == [c.label for c in cands]
+    # the two best side by side compete too, their features concatenated
+    assert rows[2]["backbone"] == "random_rectified@1.1:none+ds_net_tiny@1.1:square"
+    assert rows[2]["n_features"] == rows[0]["n_features"] + rows[1]["n_features"]
     winner = max(rows, key=lambda r: (r["val_mrr"], r["val_top1"]))
-    assert choice.report["chosen"] == winner["model"]
+    assert choice.report["backbone"] == winner["backbone"]
+    tower = candidate_tower(cfg, choice.candidate)
+    assert tower.n_inputs == winner["n_features"]
     assert all(c.backbone in IMAGE_MODEL_DEPTHS for c in AUTO_CANDIDATES)
 
 
@@ -232,8 +237,9 @@ def test_auto_training_run_records_the_choice(sim_root, tmp_path, monkeypatch):
     run = run_training("sim-M1", cfg, sim_root, tmp_path / "runs", cache_dir=tmp_path / "cache")
     record = json.loads((run / "config.json").read_text())
     chosen = record["image_choice"]
-    assert record["config"]["image"]["backbone"] == chosen["backbone"] in ("random_rectified", "v1_gabor")
-    assert len(chosen["candidates"]) == 2
+    assert record["config"]["image"]["backbone"] == chosen["backbone"] in (
+        "random_rectified", "v1_gabor", "random_rectified@1.1:none+v1_gabor@1.1:none")
+    assert len(chosen["candidates"]) == 3  # the two, then both side by side
     results = json.loads((run / "results.json").read_text())
     assert results["training"]["linear_start"]["val_mrr_mean"] == pytest.approx(
         max(r["val_mrr"] for r in chosen["candidates"]))

@@ -140,6 +140,76 @@ def _plugin_spec(name: str) -> ImageModelSpec:
                           f"user model {name}", pretrained=False, transform="square")
 
 
+COMBINATION = re.compile(r"^[A-Za-z_]\w*@\d+\.\d+(:\w+)?(\+[A-Za-z_]\w*@\d+\.\d+(:\w+)?)+$")
+
+
+def parse_combination(name: str) -> list[tuple[str, int, int, str]] | None:
+    """`"ds_net_small@1.3:square+random_rectified@1.1"` -> [(model, stage, block, transform), ...] (the
+    transform defaults to the model's own); None when `name` is not a combination. Registered models only."""
+    if not isinstance(name, str) or not COMBINATION.match(name):
+        return None
+    parts = []
+    for part in name.split("+"):
+        model, _, rest = part.partition("@")
+        layer, _, transform = rest.partition(":")
+        stage, block = (int(v) for v in layer.split("."))
+        spec = image_model_spec(model)
+        check_layer(spec, stage, block)
+        transform = transform or spec.transform
+        if transform not in cfg.FEATURE_TRANSFORMS:
+            raise ValueError(f"image model combination {name!r}: transform {transform!r} is not one of "
+                             f"{', '.join(cfg.FEATURE_TRANSFORMS)}")
+        parts.append((model, stage, block, transform))
+    return parts
+
+
+def combination_name(parts: Sequence[tuple[str, int, int, str]]) -> str:
+    return "+".join(f"{m}@{s}.{b}:{t}" for m, s, b, t in parts)
+
+
+class CombinedModel(nn.Module):
+    """Several image models read side by side: each part's (stage, block) output, passed through its own
+    nonlinearity and average-pooled to `pool_to` (the readout grid), concatenated along channels. One
+    stage with one block. Because every part is pooled to the grid on its own, the combination's
+    features are exactly the parts' readout features side by side (so cached ones can be reused)."""
+
+    depths = (1,)
+
+    def __init__(self, parts: Sequence[tuple[str, int, int, str]], pool_to: tuple[int, int], in_chans: int = 1,
+                 seed: int = 0) -> None:
+        super().__init__()
+        self.spec = [tuple(p) for p in parts]
+        self.pool_to = (int(pool_to[0]), int(pool_to[1]))
+        models, channels = [], 0
+        for model, stage, block, transform in self.spec:
+            m, _ = build_image_model(model, stage, block, in_chans=in_chans, seed=seed)
+            models.append(m)
+            channels += int(m.stage_channels[stage - 1]) * (2 if transform == "rectify" else 1)
+        self.parts = nn.ModuleList(models)
+        self.stage_channels = (channels,)
+
+    def config(self) -> dict:
+        return {"kind": "combination", "parts": [list(p) for p in self.spec], "pool_to": list(self.pool_to),
+                "configs": [m.config() if hasattr(m, "config") else type(m).__name__ for m in self.parts]}
+
+    def forward_intermediates(self, x: torch.Tensor, indices: Sequence = ((1, 1),), stop_early: bool = True,
+                              intermediates_only: bool = True):
+        from neuroalign.models.image_tower import apply_transform
+
+        for index in indices:
+            if tuple(index) != (1, 1) if not isinstance(index, int) else index not in (0, -1):
+                raise ValueError(f"a combination of image models has one layer (stage 1, block 1), got {index!r}")
+        outs = []
+        for model, (_, stage, block, transform) in zip(self.parts, self.spec):
+            f = apply_transform(model.features_at(x, stage, block), transform)
+            outs.append(torch.nn.functional.adaptive_avg_pool2d(f, self.pool_to))
+        feats = torch.cat(outs, dim=1)
+        return [feats for _ in indices] if intermediates_only else (feats, [feats for _ in indices])
+
+    def features_at(self, x: torch.Tensor, stage: int = 1, block: int = 1) -> torch.Tensor:
+        return self.forward_intermediates(x, [(stage, block)])[0]
+
+
 def check_layer(spec: ImageModelSpec, stage: int, block: int) -> None:
     """One-line ValueError unless (stage, block) exists in `spec`."""
     if not 1 <= stage <= len(spec.depths):

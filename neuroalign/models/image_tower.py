@@ -35,12 +35,23 @@ import torch.nn.functional as F
 from torch import nn
 
 from neuroalign.config import BACKBONE_MODES, FEATURE_TRANSFORMS, IMAGE_HEADS, ImageTowerConfig
-from neuroalign.models.image_models import build_image_model
+from neuroalign.models.image_models import CombinedModel, build_image_model, parse_combination
 from neuroalign.models.maps import MAP_SIZE, dct_basis, minmax_per_sample, synthesise_maps
 
 logger = logging.getLogger(__name__)
 
 RECTIFY_POWER = 1.5
+
+
+def apply_transform(feats: torch.Tensor, transform: str) -> torch.Tensor:
+    """The readout head's fixed pointwise nonlinearity (module docstring)."""
+    if transform == "abs":
+        return feats.abs()
+    if transform == "square":
+        return feats * feats
+    if transform == "rectify":
+        return torch.cat([F.relu(feats), F.relu(-feats)], dim=1).pow(RECTIFY_POWER)
+    return feats
 
 
 class ImageTower(nn.Module):
@@ -62,10 +73,20 @@ class ImageTower(nn.Module):
         self.grid = (int(grid[0]), int(grid[1]))
         self.backbone_name, self.stage, self.block, self.mode = backbone, int(stage), int(block), mode
         self.init_seed = int(init_seed)
-        # the registered image model (or a user's factory), built only up to (stage, block), its init
-        # seeded without touching the global RNG, a local weights file loaded when given
-        self.backbone, self.weights_report = build_image_model(backbone, self.stage, self.block, in_chans=in_chans,
-                                                               seed=self.init_seed, weights=weights)
+        combination = parse_combination(backbone)
+        if combination is not None:  # several registered models side by side (each pooled to the grid)
+            if head != "readout" or (self.stage, self.block) != (1, 1) or weights:
+                raise ValueError(f"a combination of image models ({backbone!r}) needs the readout head, stage 1 "
+                                 f"block 1 and no weights file; got head {head!r}, stage {self.stage} block "
+                                 f"{self.block}{', a weights file' if weights else ''}")
+            self.backbone = CombinedModel(combination, self.grid, in_chans=in_chans, seed=self.init_seed)
+            self.weights_report = None
+        else:
+            # the registered image model (or a user's factory), built only up to (stage, block), its init
+            # seeded without touching the global RNG, a local weights file loaded when given
+            self.backbone, self.weights_report = build_image_model(backbone, self.stage, self.block,
+                                                                   in_chans=in_chans, seed=self.init_seed,
+                                                                   weights=weights)
         # channels-last: ~1.5x faster convolutions on CPU (oneDNN) and tensor cores on GPU
         self.backbone.to(memory_format=torch.channels_last)
         self.channels = self.backbone.stage_channels[self.stage - 1] * (2 if transform == "rectify" else 1)
@@ -108,12 +129,7 @@ class ImageTower(nn.Module):
         (stage, block) `(B, C, h, w)`, average-pooled to `(B, C, gh, gw)` for the readout head."""
         feats = self.backbone.features_at(images.contiguous(memory_format=torch.channels_last),
                                           self.stage, self.block)
-        if self.transform == "abs":
-            feats = feats.abs()
-        elif self.transform == "square":
-            feats = feats * feats
-        elif self.transform == "rectify":
-            feats = torch.cat([F.relu(feats), F.relu(-feats)], dim=1).pow(RECTIFY_POWER)
+        feats = apply_transform(feats, self.transform)
         if self.head == "readout":
             feats = F.adaptive_avg_pool2d(feats, self.grid)
         return feats

@@ -43,6 +43,8 @@ class Candidate:
 
     @property
     def label(self) -> str:
+        if "+" in self.backbone:  # a combination names its parts' layers itself
+            return self.backbone
         layer = "" if (self.stage, self.block) == (1, 1) and self.backbone in ("v1_gabor", "random_rectified") \
             else f" stage {self.stage} block {self.block}"
         nonlin = "" if self.transform == "none" else f", {self.transform}"
@@ -82,17 +84,20 @@ def choose_image_features(config: TrainConfig, subject, split: dict[str, np.ndar
                           cache_dir=None, device: torch.device | str = "cpu",
                           candidates: Sequence[Candidate] = AUTO_CANDIDATES,
                           status: Callable[[str], None] | None = None,
-                          deadline: float | None = None) -> ImageChoice:
+                          deadline: float | None = None, combine: bool = True) -> ImageChoice:
     """Score every candidate by its closed-form start on the val images (module docstring).
 
     `responses (N, K)`: the subject's responses normalised with train statistics. `deadline`
     (time.monotonic() value): candidates not yet started when it passes are skipped (the ones scored
-    so far still compete; at least one is always scored). Returns the winner."""
+    so far still compete; at least one is always scored). With `combine`, the two best candidates
+    read side by side (`image_models.CombinedModel`, their features concatenated) compete too: on both
+    selection subjects that pair beat each of its parts on val. Returns the winner."""
     tr = np.asarray(split["train"], dtype=np.int64)
     va = np.asarray(split["val"], dtype=np.int64)
     responses = np.asarray(responses, dtype=np.float64)
     rows: list[dict[str, Any]] = []
     best: tuple[tuple[float, float, int], Candidate, LinearStart] | None = None
+    scored: list[tuple[tuple[float, float, int], int, Candidate, torch.Tensor]] = []
     t_all = time.monotonic()
     for i, cand in enumerate(candidates):
         if best is not None and deadline is not None and time.monotonic() > deadline:
@@ -123,6 +128,10 @@ def choose_image_features(config: TrainConfig, subject, split: dict[str, np.ndar
         logger.info("image model %s: val MRR %.3f, top-1 %.3f", cand.label, key[0], key[1])
         if best is None or key > best[0]:
             best = (key, cand, start)
+        scored.append((key, i, cand, feats))
+        scored = sorted(scored, key=lambda t: t[0], reverse=True)[:2]  # keep the two best's features only
+    if combine and len(scored) == 2 and not (deadline is not None and time.monotonic() > deadline):
+        best = _try_combination(config, subject, scored, responses, tr, va, rows, best, cache_dir, status)
     if best is None:
         raise ValueError("no image model could read these images: " +
                          "; ".join(f"{r['model']}: {r.get('error', r.get('skipped'))}" for r in rows))
@@ -131,6 +140,32 @@ def choose_image_features(config: TrainConfig, subject, split: dict[str, np.ndar
               "transform": cand.transform, "criterion": "val MRR of the closed-form start (mean of both directions)",
               "candidates": rows, "elapsed_s": round(time.monotonic() - t_all, 2)}
     return ImageChoice(cand, start, report)
+
+
+def _try_combination(config, subject, scored, responses, tr, va, rows, best, cache_dir, status):
+    """Score the two best candidates side by side; keep their concatenated features in the cache under
+    the combination's own key (so the trainer reuses them) when it wins. Returns the new best."""
+    from neuroalign.models.feature_cache import store_features
+    from neuroalign.models.image_models import combination_name
+
+    pair = sorted(scored, key=lambda t: t[1])  # candidate order: a stable name for the same pair
+    name = combination_name([(c.backbone, c.stage, c.block, c.transform) for _, _, c, _ in pair])
+    cand = Candidate(name, 1, 1, "none")
+    if status is not None:
+        status("choosing the image model: the two best side by side")
+    t0 = time.monotonic()
+    feats = torch.cat([f for _, _, _, f in pair], dim=1)
+    x = feats.flatten(1).numpy()
+    start = fit_linear_start(x[tr], responses[tr], x[va], responses[va], config.n_components)
+    rep = start.report
+    key = (float(rep["val_mrr_mean"]), float(rep["val_top1_mean"]), -len(rows))
+    rows.append({"model": " + ".join(c.label for _, _, c, _ in pair), "backbone": name, "stage": 1, "block": 1,
+                 "transform": "none", "val_mrr": rep["val_mrr_mean"], "val_top1": rep["val_top1_mean"],
+                 "n_features": int(x.shape[1]), "features_s": 0.0, "fit_s": round(time.monotonic() - t0, 2)})
+    if best is not None and key > best[0]:
+        store_features(candidate_tower(config, cand), subject.images, subject.data_hash, feats, cache_dir)
+        return (key, cand, start)
+    return best
 
 
 def resolved_config(config: TrainConfig, candidate: Candidate) -> TrainConfig:
