@@ -40,12 +40,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from neuroalign import settings
+
 logger = logging.getLogger(__name__)
 
 MEMORY_ENV = "NEUROALIGN_CHECK_MEMORY_MB"
 SECONDS_ENV = "NEUROALIGN_CHECK_SECONDS"
-DEFAULT_MEMORY_MB = 300
-DEFAULT_SECONDS = 60.0
+DEFAULT_MEMORY_MB = settings.SETTINGS[MEMORY_ENV].default
+DEFAULT_SECONDS = settings.SETTINGS[SECONDS_ENV].default
 #: how the worker is started (after the Python executable)
 WORKER_ARGS = ("-m", "neuroalign.data.check_worker")
 #: modules the worker must never import (the check must start fast and stay small)
@@ -70,24 +72,12 @@ class CheckResult:
     notes: list[str] = field(default_factory=list)
 
 
-def _positive(env: str, text: str, kind: type) -> float:
-    try:
-        value = kind(float(text))
-    except ValueError:
-        raise ValueError(f"{env}={text!r} is not a number; expected e.g. {kind(DEFAULT_MEMORY_MB)}") from None
-    if value <= 0:
-        raise ValueError(f"{env}={text!r} must be positive")
-    return value
-
-
 def check_limits(memory_mb: int | None = None, seconds: float | None = None) -> CheckLimits:
     """The limits of a check: the explicit values, else $NEUROALIGN_CHECK_MEMORY_MB / _SECONDS, else defaults."""
     if memory_mb is None:
-        text = os.environ.get(MEMORY_ENV, "").strip()
-        memory_mb = int(_positive(MEMORY_ENV, text, int)) if text else DEFAULT_MEMORY_MB
+        memory_mb = settings.get(MEMORY_ENV)
     if seconds is None:
-        text = os.environ.get(SECONDS_ENV, "").strip()
-        seconds = float(_positive(SECONDS_ENV, text, float)) if text else DEFAULT_SECONDS
+        seconds = settings.get(SECONDS_ENV)
     return CheckLimits(int(memory_mb), float(seconds))
 
 

@@ -42,6 +42,7 @@ import os
 import torch
 from torch import Tensor
 
+from neuroalign import settings
 from neuroalign.config import head_dim
 from neuroalign.models import native
 from neuroalign.models.folded_tiles import chunk_backward, chunk_forward, eager_backward, eager_forward
@@ -141,7 +142,7 @@ def _compute_dtype(dtype: torch.dtype) -> torch.dtype:
 
 
 COMPILE_ENV = "NEUROALIGN_FOLDED_COMPILE"
-COMPILE_MODES = ("auto", "on", "off")
+COMPILE_MODES = settings.COMPILE_MODES
 # Process-wide caches, not switches: the compiled chunk functions, and whether compiling failed
 # once (a broken toolchain is not retried on every step).
 _compiled: dict[str, object] = {}
@@ -153,11 +154,9 @@ def compile_mode(override: str | None = None) -> str:
     now (default "auto"). "auto": compile on CUDA only; "on": also on a CPU; "off": always eager.
     Compilation takes tens of seconds once per shape, which pays off in a real training run but
     not in unit tests."""
-    mode = override if override is not None else (os.environ.get(COMPILE_ENV, "").strip().lower() or "auto")
-    if mode not in COMPILE_MODES:
-        source = "compile mode" if override is not None else f"compile mode (${COMPILE_ENV})"
-        raise ValueError(f"{source} must be one of {', '.join(COMPILE_MODES)}, got {mode!r}")
-    return mode
+    if override is None:
+        return settings.get(COMPILE_ENV)
+    return settings.check_choice(override, COMPILE_MODES, "compile mode")
 
 
 def set_compile_mode(mode: str) -> None:

@@ -28,11 +28,13 @@ from types import ModuleType
 
 import torch
 
+from neuroalign import settings
+
 logger = logging.getLogger(__name__)
 
 SOURCE = Path(__file__).with_name("csrc") / "folded_cpu.cpp"
 NATIVE_ENV = "NEUROALIGN_NATIVE"
-NATIVE_MODES = ("auto", "off")
+NATIVE_MODES = settings.NATIVE_MODES
 
 _lock = threading.Lock()
 _state: dict[str, object] = {}  # a cache, not a switch: "module": ModuleType | None once a load was attempted, "error": str
@@ -41,11 +43,9 @@ _state: dict[str, object] = {}  # a cache, not a switch: "module": ModuleType | 
 def native_mode(override: str | None = None) -> str:
     """The native mode of one call: `override` when given, else $NEUROALIGN_NATIVE as it is now
     (default "auto": use the kernels on a CPU when they build; "off": never)."""
-    mode = override if override is not None else (os.environ.get(NATIVE_ENV, "").strip().lower() or "auto")
-    if mode not in NATIVE_MODES:
-        source = "native mode" if override is not None else f"native mode (${NATIVE_ENV})"
-        raise ValueError(f"{source} must be one of {', '.join(NATIVE_MODES)}, got {mode!r}")
-    return mode
+    if override is None:
+        return settings.get(NATIVE_ENV)
+    return settings.check_choice(override, NATIVE_MODES, "native mode")
 
 
 def set_native_mode(mode: str) -> None:

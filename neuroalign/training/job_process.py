@@ -23,6 +23,7 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
+from neuroalign import settings
 from neuroalign.config import TrainConfig
 from neuroalign.io_utils import atomic_write_json
 from neuroalign.training import job_protocol as proto
@@ -42,15 +43,9 @@ def resolve_nproc(nproc: int | None, config: TrainConfig) -> int:
     """Processes for a job: `nproc`, else $NEUROALIGN_JOB_PROCESSES, else the visible GPUs when
     more than one (and the device is not "cpu"), else 1."""
     if nproc is None:
-        raw = os.environ.get(JOB_PROCESSES_ENV, "").strip()
-        if raw:
-            try:
-                nproc = int(raw)
-            except ValueError:
-                raise ValueError(f"{JOB_PROCESSES_ENV} must be a whole number >= 1, got {raw!r}") from None
-            if nproc < 1:
-                raise ValueError(f"{JOB_PROCESSES_ENV} must be a whole number >= 1, got {raw!r}")
-        elif config.device == "cpu":
+        nproc = settings.get(JOB_PROCESSES_ENV)
+    if nproc is None:
+        if config.device == "cpu":
             nproc = 1
         else:
             import torch

@@ -19,6 +19,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from neuroalign import settings
 from neuroalign.io_utils import process_alive, start_ticks  # noqa: F401  (the protocol's names)
 
 logger = logging.getLogger(__name__)
@@ -38,7 +39,7 @@ _LOG_PREFIX = re.compile(r"^\S+ \S+ rank\d+ [A-Z]+ [\w.]+: ")  # the worker's lo
 
 def outlive_server() -> bool:
     """Whether $NEUROALIGN_JOBS_OUTLIVE_SERVER asks for workers that outlive their server."""
-    return os.environ.get(OUTLIVE_SERVER_ENV, "").strip().lower() in ("1", "true", "yes", "on")
+    return settings.get(OUTLIVE_SERVER_ENV)
 
 
 def utc_now() -> str:

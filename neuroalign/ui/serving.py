@@ -22,9 +22,10 @@ from __future__ import annotations
 
 import ipaddress
 import logging
-import os
 from typing import Any, Awaitable, Callable, Iterable
 from urllib.parse import urlsplit
+
+from neuroalign import settings
 
 logger = logging.getLogger(__name__)
 
@@ -128,7 +129,7 @@ class HostGuard:
     def _allowed(self, scope: Scope) -> tuple[bool, str | None]:
         host = _header(scope, b"host")
         bound = self._bound if self._bound is not None else _bound_address()
-        extra = self._extra if self._extra is not None else os.environ.get(ALLOWED_HOSTS_ENV)
+        extra = self._extra if self._extra is not None else settings.get(ALLOWED_HOSTS_ENV)
         return host_allowed(host, bound, extra), host
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:

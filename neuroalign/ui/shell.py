@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import logging
-import os
 import time
 from pathlib import Path
 
 import streamlit as st
 
-from neuroalign import paths
+from neuroalign import paths, settings
 from neuroalign.ui import keys, nav
 
 logger = logging.getLogger(__name__)
@@ -59,7 +58,7 @@ def ensure_demo() -> None:
     Skipped when $NEUROALIGN_NO_DEMO is set (tests, CI). Attempted once per data root and process,
     so deleting every subject later does not bring the demo back. Failures are shown, never raised.
     """
-    if os.environ.get(keys.NO_DEMO_ENV, "") not in ("", "0"):
+    if settings.get(keys.NO_DEMO_ENV):
         return
     from neuroalign.data import demo_job
 

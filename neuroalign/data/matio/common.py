@@ -3,20 +3,20 @@
 from __future__ import annotations
 
 import math
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
 
 import numpy as np
 
+from neuroalign import settings
 from neuroalign.text import printable
 
 #: Largest variable (declared bytes) that will be read unless `NEUROALIGN_MAX_IMPORT_BYTES` or
 #: `max_bytes` says otherwise; larger ones are refused before reading.
-MAX_VARIABLE_BYTES = 8 * 1024**3
 #: Environment variable overriding `MAX_VARIABLE_BYTES` (a byte count, e.g. 2000000000).
 MAX_BYTES_ENV = "NEUROALIGN_MAX_IMPORT_BYTES"
+MAX_VARIABLE_BYTES = settings.SETTINGS[MAX_BYTES_ENV].default  # 8 GiB
 #: Largest variable scipy's v5 writer can hold; bigger ones are written as v7.3.
 V5_MAX_VARIABLE_BYTES = 2**31 - 1
 
@@ -94,16 +94,7 @@ def max_variable_bytes(explicit: int | None = None) -> int:
     """The size cap: `explicit`, else $NEUROALIGN_MAX_IMPORT_BYTES, else `MAX_VARIABLE_BYTES`."""
     if explicit is not None:
         return int(explicit)
-    text = os.environ.get(MAX_BYTES_ENV, "").strip()
-    if not text:
-        return MAX_VARIABLE_BYTES
-    try:
-        value = int(float(text))
-    except ValueError:
-        raise ValueError(f"{MAX_BYTES_ENV}={text!r} is not a byte count; expected e.g. 2000000000") from None
-    if value <= 0:
-        raise ValueError(f"{MAX_BYTES_ENV}={text!r} must be positive; expected e.g. 2000000000")
-    return value
+    return settings.get(MAX_BYTES_ENV)
 
 
 def check_file(path: Path) -> None:
