@@ -53,9 +53,9 @@ def test_importance_ranked_and_against_reliability(trained_app):
 
 
 def test_neurons_page_is_in_the_navigation(trained_app):
-    from neuroalign.ui import nav, shell
+    from neuroalign.ui import nav
 
-    paths = [p.path for p in shell.pages()]
+    paths = [p.path for p in nav.PAGES]
     assert paths.count(PAGE) == 1 and paths.index(PAGE) == paths.index(nav.FEATURE_MAPS.path) + 1
 
 

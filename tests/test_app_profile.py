@@ -89,9 +89,7 @@ def test_missing_stale_and_no_repeat_profiles_are_explained(stored):
 
 
 def test_profile_page_in_navigation_and_linked_from_retrieval(stored):
-    from neuroalign.ui import shell
-
-    paths = [p.path for p in shell.pages()]
+    paths = [p.path for p in nav.PAGES]
     assert paths.count(PAGE) == 1 and paths.index(PAGE) == paths.index(nav.RETRIEVAL.path) + 1
     run = s.write_finished_run(stored["runs"], "m1", stored["subject_dir"])
     assert run.is_dir()

@@ -46,9 +46,9 @@ def test_form_defaults_follow_preset(app_populated):
     assert at.number_input(key=F + "epochs").value == rec.epochs
     assert at.number_input(key=F + "optim.neural_lr").value == pytest.approx(rec.optim.neural_lr)
     assert at.checkbox(key=F + "loss.center").value is True
-    assert all(f.help for f in train_form.FIELDS)  # every field explains itself
+    assert all(f.help for f in train_form.FORM_FIELDS)  # every field explains itself
     # issue 12 item 12: labels fit a column of the 3-per-row form at 1,024 px (checkboxes have less room)
-    assert all(len(f.label) <= (18 if f.kind == "bool" else 26) for f in train_form.FIELDS)
+    assert all(len(f.label) <= (18 if f.kind == "bool" else 26) for f in train_form.FORM_FIELDS)
     at.selectbox(key=keys.TRAIN_PRESET).set_value("reference").run()
     assert at.number_input(key=F + "epochs").value == 5000
     assert at.checkbox(key=F + "loss.center").value is False
@@ -88,7 +88,7 @@ def test_form_shows_only_the_fields_of_the_chosen_towers(app_populated):
     assert not {"image.transform", "n_components"} & shown  # readout-head / linear-block settings
     assert {"neural.folded", "image.stage"} <= shown
     # what is hidden is what config_from_values ignores: the table's rule, one place
-    for f in train_form.FIELDS:
+    for f in train_form.FORM_FIELDS:
         assert (f.path in shown) == f.applies("reference", "conv1x1"), f.path
 
 
@@ -334,8 +334,8 @@ def test_launch_form_comes_before_the_jobs_and_wraps(app_populated, monkeypatch)
     chart = next(i for i, x in enumerate(order) if x.startswith("plotly_chart"))
     assert form < card < chart
     assert train_form.SECTIONS_PER_ROW == 3
-    headers = [m.value for m in at.markdown if m.value.strip("*") in train_form.SECTIONS]
-    assert len(headers) == len(train_form.SECTIONS)
+    headers = [m.value for m in at.markdown if m.value.strip("*") in train_form.FORM_SECTIONS]
+    assert len(headers) == len(train_form.FORM_SECTIONS)
 
 
 def test_start_button_counts_the_runs_and_enter_picks_one_subject(app_populated):

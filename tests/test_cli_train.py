@@ -198,7 +198,7 @@ def test_every_train_form_field_is_a_cli_flag():
     from neuroalign.cli import build_parser
     from neuroalign.cli.train_commands import build_config, given_fields
     from neuroalign.config_fields import lookup
-    from neuroalign.ui.train_form import FIELDS
+    from neuroalign.ui.train_form import FORM_FIELDS
 
     parser = build_parser()
     args = parser.parse_args(["train", "--subjects", "x", "--layers", "2", "--normaliser", "minmax", "--w-rmse", "0.5",
@@ -209,7 +209,7 @@ def test_every_train_form_field_is_a_cli_flag():
     assert (cfg.neural.dropout, cfg.data.repeat_augment, cfg.select_by, cfg.n_components) == (0.2, 0.3, "val_top1", 64)
     assert cfg.init == "random"  # another neural block on the default preset: no closed-form start
     base = build_config(parser.parse_args(["train", "--subjects", "x", "--preset", "reference"])).to_dict()
-    for f in FIELDS:  # a value unlike the reference preset's, given by the field's own flag
+    for f in FORM_FIELDS:  # a value unlike the reference preset's, given by the field's own flag
         old = lookup(base, f.path)
         if f.kind == "bool":
             argv = [f.flag if not old else "--no-" + f.flag[2:]]

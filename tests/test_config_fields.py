@@ -35,7 +35,7 @@ def test_a_new_field_is_both_a_flag_and_a_form_widget():
         _train_parser(FIELDS).parse_args(["--grad-clip", "2.5"])
 
     assert GRAD_CLIP in train_form.sections(table)[config_fields.OPTIM]
-    assert GRAD_CLIP not in train_form.SECTIONS[config_fields.OPTIM]
+    assert GRAD_CLIP not in train_form.FORM_SECTIONS[config_fields.OPTIM]
     key = keys.TRAIN_FIELD_PREFIX + "optim.grad_clip"
     values = train_form.widget_values(preset("recommended"), table)
     assert values[key] == 0.0  # None in the config is 0 ("off") in the form

@@ -13,7 +13,7 @@ from neuroalign.evaluation import importance as imp
 from neuroalign.training.run_eval import run_importance
 from neuroalign.evaluation.reliability import neuron_reliability, true_snr
 from neuroalign.models import build_neural_tower
-from neuroalign.models.neural import NEURAL_BLOCKS
+from neuroalign.models.neural import BLOCK_CLASSES
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -81,7 +81,7 @@ def _disconnect(tower, neurons):
             tower.embed_weight[neurons] = 0.0
 
 
-@pytest.mark.parametrize("block", sorted(NEURAL_BLOCKS))
+@pytest.mark.parametrize("block", sorted(BLOCK_CLASSES))
 def test_disconnected_neurons_get_no_importance_in_every_block(block):
     rng = np.random.default_rng(0)
     k, n = 12, 10

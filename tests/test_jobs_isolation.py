@@ -323,7 +323,7 @@ def test_snapshot_history_does_not_change_afterwards(tmp_path):
     assert _wait_for(lambda: len(mgr.get(job).history) == 4)
     early = mgr.get(job)
     with mgr._lock:  # more records arrive while the early snapshot is held
-        mgr._apply_records(mgr._jobs[job], [{"event": "epoch", "epoch": 2, "val_loss": 0.5}])
+        job_state.apply_records(mgr._jobs[job], [{"event": "epoch", "epoch": 2, "val_loss": 0.5}])
     hold.set()
     assert mgr.wait(job, 10).state == "finished"
     assert len(early.history) == 4 and len(mgr.get(job).history) == 5

@@ -12,7 +12,7 @@ from torch import nn
 
 from neuroalign.config import NeuralTowerConfig
 from neuroalign.models import LinearNeuralTower, build_neural_tower
-from neuroalign.models.neural import (NEURAL_BLOCKS, LatentTower, ReferenceAttentionTower, TransformerTower,
+from neuroalign.models.neural import (BLOCK_CLASSES, LatentTower, ReferenceAttentionTower, TransformerTower,
                                       neural_block, register)
 from neuroalign.models.neural_tower import NeuralTower
 
@@ -265,7 +265,7 @@ CLASSES = {"reference": ReferenceAttentionTower, "transformer": TransformerTower
 def test_registry_names_the_config_blocks():
     from neuroalign.config import NEURAL_BLOCKS as CONFIG_BLOCKS
 
-    assert set(NEURAL_BLOCKS) == set(CONFIG_BLOCKS) == set(CLASSES)
+    assert set(BLOCK_CLASSES) == set(CONFIG_BLOCKS) == set(CLASSES)
     for name, cls in CLASSES.items():
         assert neural_block(name) is cls and cls.block == name
     with pytest.raises(ValueError, match="neural block must be one of latent, linear, reference, transformer; got .lstm."):

@@ -85,9 +85,6 @@ class Normaliser:
             raise ValueError(f"normaliser was fitted on {self.offset.shape[0]} neurons, got {x.shape[-1]}")
         return ((x - self.offset) * self.scale).astype(np.float32)
 
-    def fit_transform(self, x_train: np.ndarray) -> np.ndarray:
-        return self.fit(x_train).transform(x_train)
-
     def state_dict(self) -> dict[str, Any]:
         """JSON-able state: kind, offset and scale lists."""
         if not self.fitted:

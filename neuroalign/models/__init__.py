@@ -40,6 +40,6 @@ __all__ = [
 
 
 def build_neural_tower(n_neurons: int, config, n_components: int = 256):
-    """The registered tower of `config.block` (`neuroalign.models.neural.NEURAL_BLOCKS`: reference,
-    transformer, latent, linear); `n_components` is the linear block's embedding size."""
+    """The registered tower of `config.block` (`neuroalign.models.neural.BLOCK_CLASSES`, name -> class:
+    reference, transformer, latent, linear); `n_components` is the linear block's embedding size."""
     return neural.build(n_neurons, config, n_components)

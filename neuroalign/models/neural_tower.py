@@ -9,11 +9,11 @@ from typing import Any
 from torch import nn
 
 from neuroalign.config import NeuralTowerConfig
-from neuroalign.models.neural import (NEURAL_BLOCKS, LatentTower, ReferenceAttentionTower, TransformerTower,
+from neuroalign.models.neural import (BLOCK_CLASSES, LatentTower, ReferenceAttentionTower, TransformerTower,
                                       build, neural_block, register)
 from neuroalign.models.neural.parts import GRID, MLP_WIDTHS, MultiHeadAttention, TransformerBlock
 
-__all__ = ["NeuralTower", "ReferenceAttentionTower", "TransformerTower", "LatentTower", "NEURAL_BLOCKS", "build",
+__all__ = ["NeuralTower", "ReferenceAttentionTower", "TransformerTower", "LatentTower", "BLOCK_CLASSES", "build",
            "neural_block", "register", "MultiHeadAttention", "TransformerBlock", "MLP_WIDTHS", "GRID"]
 
 

@@ -218,10 +218,6 @@ class JobManager:
             running += 1
 
     # ---- history --------------------------------------------------------------------------
-    def _apply_records(self, job: Job, records: list[dict]) -> None:
-        """Fold new history records into the job (caller holds the lock)."""
-        apply_records(job, records)
-
     def _callback(self, job: Job) -> Callable[[str, dict[str, float]], None]:
         def callback(event: str, values: dict[str, float]) -> None:
             with self._lock:

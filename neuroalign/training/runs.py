@@ -179,11 +179,6 @@ def run_lock(run_dir: str | os.PathLike, action: str) -> Iterator[None]:
         os.close(fd)  # releases the flock
 
 
-def _read_json(path: Path) -> Any:
-    """`read_json_file` (kept for callers of the old name: None when missing, RunFileError when damaged)."""
-    return read_json_file(path)
-
-
 def is_run_dir(path: str | os.PathLike) -> bool:
     path = Path(path)
     return path.is_dir() and ((path / STATUS_FILE).is_file() or (path / CONFIG_FILE).is_file())

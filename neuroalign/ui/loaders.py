@@ -93,11 +93,6 @@ def _ground_truth(root: str, name: str, stamp: tuple) -> dict | None:
     return load_ground_truth(Path(root) / name)
 
 
-def ground_truth(name: str) -> dict | None:
-    root = paths.data_dir()
-    return _ground_truth(str(root), name, subject_stamp(root, name))
-
-
 # How long a listing of the runs root is reused (seconds): the four pages that list runs rerun on
 # every click and every polling tick, and a sync reads every run's JSON files (and may write the
 # status of orphaned runs). Within this time a listing is reused unless the root's entries or the

@@ -18,6 +18,7 @@ TRAIN = PageSpec("pages/train.py", "Train", ":material/model_training:")
 RETRIEVAL = PageSpec("pages/retrieval.py", "Retrieval", ":material/image_search:")
 PROFILE = PageSpec("pages/profile.py", "Image models", ":material/stacked_line_chart:")
 FEATURE_MAPS = PageSpec("pages/feature_maps.py", "Feature maps", ":material/compare:")
+NEURONS = PageSpec("pages/neurons.py", "Neurons", ":material/hub:")
 RUNS = PageSpec("pages/runs.py", "Runs", ":material/table_chart:")
 
-PAGES: tuple[PageSpec, ...] = (HOME, SUBJECTS, TRAIN, RETRIEVAL, PROFILE, FEATURE_MAPS, RUNS)
+PAGES: tuple[PageSpec, ...] = (HOME, SUBJECTS, TRAIN, RETRIEVAL, PROFILE, FEATURE_MAPS, NEURONS, RUNS)

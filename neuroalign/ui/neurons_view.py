@@ -15,7 +15,7 @@ from neuroalign.evaluation.importance import TOP_FRACTION, compare_with, summary
 from neuroalign import plots
 from neuroalign.ui import nav
 
-PAGE = nav.PageSpec("pages/neurons.py", "Neurons", ":material/hub:")
+PAGE = nav.NEURONS
 RUN_KEY = "neurons.run"
 MEASURE_KEY = "neurons.measure"
 TABLE_KEY = "neurons.table"

@@ -107,20 +107,10 @@ def _demo_progress(job) -> None:
     demo_box()
 
 
-def pages() -> tuple[nav.PageSpec, ...]:
-    """`nav.PAGES` with the Neurons page after Feature maps (until nav.py lists it itself)."""
-    from neuroalign.ui.neurons_view import PAGE as NEURONS
-
-    if NEURONS in nav.PAGES:
-        return nav.PAGES
-    at = nav.PAGES.index(nav.FEATURE_MAPS) + 1
-    return (*nav.PAGES[:at], NEURONS, *nav.PAGES[at:])
-
-
 def navigation() -> st.Page:
-    """`st.navigation` over the dashboard's pages (`pages()`); returns the selected page. Leaving the
+    """`st.navigation` over the dashboard's pages (`nav.PAGES`); returns the selected page. Leaving the
     Subjects page drops a checked but unsaved upload (its staged copies are removed)."""
-    specs = pages()
+    specs = nav.PAGES
     built = [st.Page(p.path, title=p.title, icon=p.icon, default=p is nav.HOME) for p in specs]
     selected = st.navigation(built)
     on_subjects = any(page is selected and spec is nav.SUBJECTS for spec, page in zip(specs, built)) \

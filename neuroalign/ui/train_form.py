@@ -13,7 +13,7 @@ from typing import Any
 import streamlit as st
 
 from neuroalign import config as cfgmod
-from neuroalign.config_fields import BLOCK_PATH, FIELDS as TABLE, HEAD_PATH, SECTIONS as TABLE_SECTIONS
+from neuroalign.config_fields import BLOCK_PATH, FIELDS, HEAD_PATH, SECTIONS
 from neuroalign.config_fields import ConfigField, lookup
 from neuroalign.ui import keys
 
@@ -26,29 +26,29 @@ def widget_key(field: ConfigField) -> str:
     return keys.TRAIN_FIELD_PREFIX + field.path
 
 
-def form_fields(table: tuple[ConfigField, ...] = TABLE) -> tuple[ConfigField, ...]:
+def form_fields(table: tuple[ConfigField, ...] = FIELDS) -> tuple[ConfigField, ...]:
     """The table's fields the form shows (selectors included)."""
     return tuple(f for f in table if f.form)
 
 
-def selectors(table: tuple[ConfigField, ...] = TABLE) -> tuple[ConfigField, ...]:
+def selectors(table: tuple[ConfigField, ...] = FIELDS) -> tuple[ConfigField, ...]:
     """The neural-block and image-head fields, in `SELECTOR_PATHS` order."""
     by_path = {f.path: f for f in form_fields(table)}
     return tuple(by_path[p] for p in SELECTOR_PATHS)
 
 
-def sections(table: tuple[ConfigField, ...] = TABLE) -> dict[str, tuple[ConfigField, ...]]:
+def sections(table: tuple[ConfigField, ...] = FIELDS) -> dict[str, tuple[ConfigField, ...]]:
     """Section name -> the form's fields in it (selectors excluded), sections in table order."""
     out = {}
-    for name in TABLE_SECTIONS:
+    for name in SECTIONS:
         fs = tuple(f for f in form_fields(table) if f.section == name and f.path not in SELECTOR_PATHS)
         if fs:
             out[name] = fs
     return out
 
 
-FIELDS: tuple[ConfigField, ...] = form_fields()
-SECTIONS: dict[str, tuple[ConfigField, ...]] = sections()
+FORM_FIELDS: tuple[ConfigField, ...] = form_fields()  # the table's fields the form shows
+FORM_SECTIONS: dict[str, tuple[ConfigField, ...]] = sections()
 
 
 def form_help(field: ConfigField) -> str:
@@ -105,14 +105,14 @@ def _to_config(field: ConfigField, value: Any) -> Any:
     return value
 
 
-def widget_values(config: cfgmod.TrainConfig, table: tuple[ConfigField, ...] = TABLE) -> dict[str, Any]:
+def widget_values(config: cfgmod.TrainConfig, table: tuple[ConfigField, ...] = FIELDS) -> dict[str, Any]:
     """Widget key -> value for every form field (shown or not), from a config."""
     d = config.to_dict()
     return {widget_key(f): _to_widget(f, lookup(d, f.path)) for f in form_fields(table)}
 
 
 def config_from_values(preset_name: str, values: dict[str, Any],
-                       table: tuple[ConfigField, ...] = TABLE) -> cfgmod.TrainConfig:
+                       table: tuple[ConfigField, ...] = FIELDS) -> cfgmod.TrainConfig:
     """A validated TrainConfig: the preset with every form field that applies to the chosen towers
     taken from `values` (widget key -> value); the others keep the preset's values.
 
@@ -147,7 +147,7 @@ def draw_selectors(preset_name: str) -> tuple[str, str]:
 
 def draw_sections(block: str, head: str) -> None:
     """The form's sections, `SECTIONS_PER_ROW` per row, each with the fields that apply to the towers."""
-    items = list(SECTIONS.items())
+    items = list(FORM_SECTIONS.items())
     for row_start in range(0, len(items), SECTIONS_PER_ROW):
         for col, (section, fields) in zip(st.columns(SECTIONS_PER_ROW), items[row_start:row_start + SECTIONS_PER_ROW]):
             col.markdown(f"**{section}**")

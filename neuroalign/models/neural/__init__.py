@@ -15,10 +15,10 @@ embedding/readout, MLP map head). The folded maths they call lives in `neuroalig
 from neuroalign.models.linear_tower import LinearNeuralTower
 from neuroalign.models.neural.latent import LatentTower
 from neuroalign.models.neural.reference import ReferenceAttentionTower
-from neuroalign.models.neural.registry import NEURAL_BLOCKS, build, neural_block, register
+from neuroalign.models.neural.registry import BLOCK_CLASSES, build, neural_block, register
 from neuroalign.models.neural.transformer import TransformerTower
 
 register("linear")(LinearNeuralTower)
 
-__all__ = ["NEURAL_BLOCKS", "build", "neural_block", "register", "ReferenceAttentionTower", "TransformerTower",
+__all__ = ["BLOCK_CLASSES", "build", "neural_block", "register", "ReferenceAttentionTower", "TransformerTower",
            "LatentTower", "LinearNeuralTower"]

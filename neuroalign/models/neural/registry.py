@@ -15,15 +15,15 @@ from neuroalign.config import NeuralTowerConfig
 
 T = TypeVar("T", bound=type)
 
-NEURAL_BLOCKS: dict[str, type[nn.Module]] = {}
+BLOCK_CLASSES: dict[str, type[nn.Module]] = {}
 
 
 def register(name: str) -> Callable[[T], T]:
     """Class decorator: make the tower class buildable as neural block `name`."""
     def add(cls: T) -> T:
-        if name in NEURAL_BLOCKS and NEURAL_BLOCKS[name] is not cls:
-            raise ValueError(f"neural block {name!r} is already registered to {NEURAL_BLOCKS[name].__name__}")
-        NEURAL_BLOCKS[name] = cls
+        if name in BLOCK_CLASSES and BLOCK_CLASSES[name] is not cls:
+            raise ValueError(f"neural block {name!r} is already registered to {BLOCK_CLASSES[name].__name__}")
+        BLOCK_CLASSES[name] = cls
         cls.block = name
         return cls
     return add
@@ -31,9 +31,9 @@ def register(name: str) -> Callable[[T], T]:
 
 def neural_block(name: str) -> type[nn.Module]:
     """The tower class registered as `name`; ValueError naming the registered blocks otherwise."""
-    if name not in NEURAL_BLOCKS:
-        raise ValueError(f"neural block must be one of {', '.join(sorted(NEURAL_BLOCKS))}; got {name!r}")
-    return NEURAL_BLOCKS[name]
+    if name not in BLOCK_CLASSES:
+        raise ValueError(f"neural block must be one of {', '.join(sorted(BLOCK_CLASSES))}; got {name!r}")
+    return BLOCK_CLASSES[name]
 
 
 def build(n_neurons: int, config: NeuralTowerConfig | None = None, n_components: int = 256) -> nn.Module:
