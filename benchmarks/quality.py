@@ -77,6 +77,13 @@ def summarise(spec, preset_name: str, run_dir: Path, wall_s: float) -> dict[str,
     }
     for name in BASELINES:
         row[name] = _pair(base.get(name))
+    record = json.loads((run_dir / "config.json").read_text())
+    image = record["config"]["image"]
+    choice = record.get("image_choice") or {}
+    row["image_model"] = choice.get("chosen") or f"{image['backbone']} {image['stage']}.{image['block']}"
+    row["image_candidates"] = choice.get("candidates")
+    enc = (results.get("encoding") or {}).get("model") or {}
+    row["feve_median"] = enc.get("median")
     linear = [row[n] for n in LINEAR if row[n] is not None]
     if linear:
         best = [max(v[i] for v in linear) for i in range(2)]
@@ -91,8 +98,9 @@ def _fmt(pair: list[float] | None) -> str:
 
 def markdown(rows: list[dict[str, Any]]) -> str:
     """Report subjects first (their test numbers are the claim), then selection subjects."""
-    head = ("| subject | role | N × K | preset | model top-1 (95 % CI) | top-5 | mean rank | ridge pixels | "
-            "ridge random feat. | ridge backbone | repeat | oracle | ≥ best linear | epochs (best) | train / wall s |")
+    head = ("| subject | role | N × K | preset | image model | model top-1 (95 % CI) | top-5 | mean rank | "
+            "median FEVE | ridge pixels | ridge random feat. | ridge backbone | repeat | oracle | ≥ best linear | "
+            "epochs (best) | train / wall s |")
     lines = [head, "|" + "|".join(["---"] * (head.count("|") - 1)) + "|"]
     order = sorted(rows, key=lambda r: (r["role"] != "report", r["subject"], r["preset"]))
     for r in order:
@@ -104,8 +112,10 @@ def markdown(rows: list[dict[str, Any]]) -> str:
         if r["role"] == "selection":
             model += f" (val {_fmt(r['val_top1'])})"
         lines.append(
-            f"| {r['subject']} | {r['role']} | {r['n_images']:,} × {r['n_neurons']:,} | {r['preset']} | {model} | "
-            f"{_fmt(r['top5'])} | {r['mean_rank'][0]:.1f} / {r['mean_rank'][1]:.1f} | {_fmt(r['ridge'])} | "
+            f"| {r['subject']} | {r['role']} | {r['n_images']:,} × {r['n_neurons']:,} | {r['preset']} | "
+            f"{r.get('image_model', '—')} | {model} | "
+            f"{_fmt(r['top5'])} | {r['mean_rank'][0]:.1f} / {r['mean_rank'][1]:.1f} | "
+            f"{'—' if r.get('feve_median') is None else format(r['feve_median'], '.2f')} | {_fmt(r['ridge'])} | "
             f"{_fmt(r['ridge_random'])} | {_fmt(r['ridge_backbone'])} | {_fmt(r['repeat'])} | {_fmt(r['oracle'])} | "
             f"{verdict} | {r['epochs']} ({r['best_epoch']}) | {r['train_s']:.0f} / {r['wall_s']:.0f} |")
     return "\n".join(lines)
