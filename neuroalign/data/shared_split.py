@@ -20,7 +20,7 @@ otherwise -- use more images or larger fractions).
 from __future__ import annotations
 
 import hashlib
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 
@@ -119,10 +119,3 @@ def union_index(hashes: Mapping[str, Sequence[str]]) -> tuple[list[str], dict[st
         rows[name] = np.asarray([order.setdefault(h, len(order)) for h in hs], dtype=np.int64)
     return list(order), rows
 
-
-def _iter_names(names: Iterable[str]) -> list[str]:
-    out = list(names)
-    dup = sorted({n for n in out if out.count(n) > 1})
-    if dup:
-        raise ValueError(f"subject {dup[0]!r} is listed twice; expected distinct subjects")
-    return out
