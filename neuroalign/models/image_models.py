@@ -38,6 +38,7 @@ from pathlib import Path
 from typing import Callable, Sequence
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from neuroalign import config as cfg
@@ -45,6 +46,18 @@ from neuroalign import config as cfg
 logger = logging.getLogger(__name__)
 
 PLUGIN = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")
+RECTIFY_POWER = 1.5  # the "rectify" transform: [relu(x), relu(-x)] ** 1.5
+
+
+def apply_transform(feats: torch.Tensor, transform: str) -> torch.Tensor:
+    """The readout head's fixed pointwise nonlinearity (`image_tower` module docstring)."""
+    if transform == "abs":
+        return feats.abs()
+    if transform == "square":
+        return feats * feats
+    if transform == "rectify":
+        return torch.cat([F.relu(feats), F.relu(-feats)], dim=1).pow(RECTIFY_POWER)
+    return feats
 
 
 @dataclass(frozen=True)
@@ -194,8 +207,6 @@ class CombinedModel(nn.Module):
 
     def forward_intermediates(self, x: torch.Tensor, indices: Sequence = ((1, 1),), stop_early: bool = True,
                               intermediates_only: bool = True):
-        from neuroalign.models.image_tower import apply_transform
-
         for index in indices:
             if tuple(index) != (1, 1) if not isinstance(index, int) else index not in (0, -1):
                 raise ValueError(f"a combination of image models has one layer (stage 1, block 1), got {index!r}")

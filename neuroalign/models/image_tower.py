@@ -35,23 +35,11 @@ import torch.nn.functional as F
 from torch import nn
 
 from neuroalign.config import BACKBONE_MODES, FEATURE_TRANSFORMS, IMAGE_HEADS, ImageTowerConfig
-from neuroalign.models.image_models import CombinedModel, build_image_model, parse_combination
+from neuroalign.models.image_models import (RECTIFY_POWER, CombinedModel, apply_transform,  # noqa: F401
+                                          build_image_model, parse_combination)
 from neuroalign.models.maps import MAP_SIZE, dct_basis, minmax_per_sample, synthesise_maps
 
 logger = logging.getLogger(__name__)
-
-RECTIFY_POWER = 1.5
-
-
-def apply_transform(feats: torch.Tensor, transform: str) -> torch.Tensor:
-    """The readout head's fixed pointwise nonlinearity (module docstring)."""
-    if transform == "abs":
-        return feats.abs()
-    if transform == "square":
-        return feats * feats
-    if transform == "rectify":
-        return torch.cat([F.relu(feats), F.relu(-feats)], dim=1).pow(RECTIFY_POWER)
-    return feats
 
 
 class ImageTower(nn.Module):
