@@ -48,7 +48,7 @@ def test_home_and_runs_name_the_damaged_run_and_list_the_good_one(damaged):
     assert "results.json" in table.loc[bad.name, "problem"] and table.loc[good.name, "problem"] == ""
     at.selectbox(key=keys.RUNS_ONE).set_value(str(bad)).run()  # the damaged run can be opened and deleted
     s.no_exceptions(at)
-    at.checkbox(key=keys.RUNS_DELETE_CONFIRM).check().run()
+    at.checkbox(key=keys.delete_confirm(keys.RUNS_DELETE_CONFIRM, bad.name)).check().run()
     at.button(key=keys.RUNS_DELETE).click().run()
     s.no_exceptions(at)
     assert not bad.exists() and at.dataframe[0].value["run"].tolist() == [good.name]
