@@ -115,7 +115,7 @@ def app_env(monkeypatch, tmp_path):
     """Empty data/runs/cache roots, no demo creation, a fresh job manager -- closed at the end
     (every job stopped, a worker that ignores the stop terminated), so that a failing AppTest never
     leaves a job running into the next test."""
-    from neuroalign.training import jobs
+    from neuroalign.jobs import manager as jobs
 
     monkeypatch.setattr(jobs, "_manager", None)
     yield isolated_env(monkeypatch, tmp_path)

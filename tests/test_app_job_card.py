@@ -9,7 +9,7 @@ import app_support as s
 from app_support import app_env, app_populated  # noqa: F401 (fixtures)
 from test_app_train import PAGE, _submit
 
-from neuroalign.training import jobs
+from neuroalign.jobs import manager as jobs
 from neuroalign.training import runs as runs_io
 from neuroalign.ui import jobs_view, keys
 

@@ -10,8 +10,8 @@ import app_support as s
 from app_support import app_env, app_populated  # noqa: F401 (fixtures)
 from test_app_train import PAGE, _submit, _tiny
 
-from neuroalign.training import jobs
-from neuroalign.training.jobs import get_job_manager
+from neuroalign.jobs import manager as jobs
+from neuroalign.jobs.manager import get_job_manager
 from neuroalign.ui import keys
 
 

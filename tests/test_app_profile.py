@@ -10,7 +10,7 @@ import app_support as s
 from app_support import app_env  # noqa: F401 (fixture)
 from profile_support import make_profile
 
-from neuroalign.training import profile_job
+from neuroalign.jobs import profile_job
 from neuroalign.training.profile import PROFILE_FILE, load_profile, save_profile
 from neuroalign.ui import nav, profile_view
 

@@ -86,7 +86,7 @@ def test_run_listing_is_synced_once_per_ttl_and_again_when_runs_change(app_popul
     """Issue 11 hot path: the pages that list runs rerun on every click; the listing (which scans every
     run and may write status files) is synced once per TTL, and again at once when a run folder is
     added or deleted or the set of live jobs changes."""
-    from neuroalign.training import jobs
+    from neuroalign.jobs import manager as jobs
     from neuroalign.ui import loaders
 
     calls = []
@@ -131,7 +131,7 @@ def test_table_shows_the_main_columns_and_more_on_request(app_populated):
 
 def _resume_manager(monkeypatch):
     """A job manager whose in-thread runner records what it was asked to resume and finishes it."""
-    from neuroalign.training import jobs
+    from neuroalign.jobs import manager as jobs
 
     resumed = []
 
@@ -147,7 +147,7 @@ def _resume_manager(monkeypatch):
 def test_resume_an_interrupted_run(app_populated, monkeypatch):
     """Issue 23 item 6 / issue 20 item 4: a run interrupted by the server's exit, with last.pt and no
     job on it, has an enabled Resume that queues a job continuing it in the same folder."""
-    from neuroalign.training import jobs
+    from neuroalign.jobs import manager as jobs
 
     resumed = _resume_manager(monkeypatch)
     run = s.write_finished_run(app_populated["runs"], "m1", app_populated["subject_dir"], seed=5)

@@ -7,7 +7,7 @@ import app_support as s
 from app_support import app_env, app_populated  # noqa: F401 (fixtures)
 
 from neuroalign.config import preset
-from neuroalign.training.jobs import get_job_manager
+from neuroalign.jobs.manager import get_job_manager
 from neuroalign.ui import keys, train_form
 
 PAGE = "pages/train.py"
@@ -155,7 +155,7 @@ def test_invalid_settings_show_one_line_error(app_populated):
 def test_failed_job_shows_its_error(app_populated, monkeypatch):
     # the form now refuses a block the backbone lacks before any job starts (config validation), so the
     # job fails inside its runner, where errors the form cannot foresee (data, memory) happen
-    from neuroalign.training import jobs
+    from neuroalign.jobs import manager as jobs
 
     def runner(*args, **kwargs):
         raise ValueError("ds_net_tiny stage 2 has blocks 1..2, got block 4")
@@ -181,7 +181,7 @@ def test_stop_button_stops_a_running_job(app_populated):
 def test_running_job_shows_status_and_sidebar_progress(app_populated, monkeypatch):
     import threading
 
-    from neuroalign.training import jobs
+    from neuroalign.jobs import manager as jobs
     from neuroalign.training import runs as runs_io
 
     started = threading.Event()
@@ -220,7 +220,7 @@ def _fake_manager(monkeypatch, records=(), hold=True):
     stop, keeps running until `release` is set (so 'stopping' can be seen)."""
     import threading
 
-    from neuroalign.training import jobs
+    from neuroalign.jobs import manager as jobs
     from neuroalign.training import runs as runs_io
 
     release, reported = threading.Event(), threading.Event()
@@ -383,7 +383,7 @@ def _expander(at, label="New training"):
 def test_queue_is_counted_apart_and_cards_are_ordered(app_populated, monkeypatch):
     """Issue 23 item 7: queued jobs are not counted as running; each says its place in the queue; a
     queued card never sits below a finished one; a card of a deleted run is dropped."""
-    from neuroalign.training import jobs
+    from neuroalign.jobs import manager as jobs
 
     release, reported = _fake_manager(monkeypatch, _records())
     monkeypatch.setattr(jobs._manager, "max_parallel", 1)
@@ -434,7 +434,7 @@ def test_stopped_job_card_offers_resume_and_a_failed_start_keeps_the_form_open(a
     """Issue 23 items 6 and 7: a stopped job with last.pt has Resume on its card (one card per run
     folder after it); the chart stays on the job that was watched; a start that fails keeps the
     form open."""
-    from neuroalign.training import jobs
+    from neuroalign.jobs import manager as jobs
     from neuroalign.training import runs as runs_io
 
     resumed = []

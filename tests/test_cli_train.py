@@ -14,7 +14,7 @@ from neuroalign.config import TrainConfig
 from neuroalign.evaluation.retrieval import retrieval_metrics
 from neuroalign.models import similarity_matrix
 from neuroalign.training import pipeline, runs
-from neuroalign.training.jobs import JobManager
+from neuroalign.jobs.manager import JobManager
 
 TINY_FLAGS = ["--backbone", "ds_net_tiny", "--stage", "1", "--block", "1", "--device", "cpu", "--batch-size", "16"]
 

@@ -7,7 +7,7 @@ import pytest
 
 from neuroalign.config import TrainConfig
 from neuroalign.training import runs
-from neuroalign.training.jobs import JobManager
+from neuroalign.jobs.manager import JobManager
 
 
 def _fake_runner(step_s=0.01, n_epochs=5, fail=False):

@@ -20,9 +20,9 @@ import pytest
 
 import app_support as s
 from neuroalign.config import TrainConfig
-from neuroalign.training import job_protocol, job_state, jobs
+from neuroalign.jobs import protocol as job_protocol, state as job_state, manager as jobs
 from neuroalign.training import runs as runs_io
-from neuroalign.training.jobs import JobManager, process_alive
+from neuroalign.jobs.manager import JobManager, process_alive
 from neuroalign.ui import jobs_view
 
 FAKE_RUNNER = '''
@@ -407,8 +407,8 @@ def test_metrics_tail_waits_for_a_torn_line_and_rereads_a_replaced_file(tmp_path
 
 def test_last_log_line_skips_separators_and_the_log_prefix(tmp_path):
     log = tmp_path / "worker.log"
-    log.write_text("2026-12-02 06:56:21,975 rank0 INFO neuroalign.training.worker: worker pid 1: start m1\n"
-                   "2026-12-02 06:56:22,001 rank0 ERROR neuroalign.training.worker: failed: ValueError: bad\n"
+    log.write_text("2026-12-02 06:56:21,975 rank0 INFO neuroalign.jobs.worker: worker pid 1: start m1\n"
+                   "2026-12-02 06:56:22,001 rank0 ERROR neuroalign.jobs.worker: failed: ValueError: bad\n"
                    "=====================\n\n")
     assert jobs.last_log_line(log) == "failed: ValueError: bad"
     assert jobs.last_log_line(tmp_path / "missing.log") is None

@@ -19,15 +19,15 @@ import pytest
 
 import app_support as s
 from neuroalign.config import TrainConfig
-from neuroalign.training import jobs
+from neuroalign.jobs import manager as jobs
 from neuroalign.training import runs as runs_io
-from neuroalign.training.jobs import JobManager, process_alive
+from neuroalign.jobs.manager import JobManager, process_alive
 
 # The "server": a process that starts one job with a JobManager and then idles until killed.
 SERVER = textwrap.dedent('''
     import json, sys, time
     from neuroalign.config import TrainConfig
-    from neuroalign.training.jobs import JobManager
+    from neuroalign.jobs.manager import JobManager
     a = json.loads(sys.argv[1])
     mgr = JobManager(worker_runner=a["runner"], poll_s=0.05)
     job = mgr.start(a["subject"], TrainConfig.from_dict(a["config"]), a["data"], a["runs"], nproc=a["nproc"])

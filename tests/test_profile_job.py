@@ -1,4 +1,4 @@
-"""The profile job (neuroalign.training.profile_job / profile_worker): requests refused in one line,
+"""The profile job (neuroalign.jobs.profile_job / profile_worker): requests refused in one line,
 one profile per subject, a worker that fails or is killed leaves a one-line failed status, a folder
 whose worker is gone reads as interrupted."""
 
@@ -12,8 +12,8 @@ import time
 import pytest
 
 from neuroalign.io_utils import atomic_write_json
-from neuroalign.training import job_protocol as proto
-from neuroalign.training import profile_job as pj
+from neuroalign.jobs import protocol as proto
+from neuroalign.jobs import profile_job as pj
 
 TIMEOUT_S = 240
 
@@ -83,7 +83,7 @@ def test_running_folder_without_its_worker_reads_interrupted(tmp_path):
 def test_a_new_profile_keeps_the_stored_rows_of_the_models_it_did_not_profile():
     import copy
 
-    from neuroalign.training.profile_worker import merge_with_stored
+    from neuroalign.jobs.profile_worker import merge_with_stored
     from profile_support import make_profile
 
     stored = make_profile()

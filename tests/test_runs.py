@@ -9,7 +9,7 @@ import pytest
 
 from neuroalign.io_utils import atomic_write_json
 from neuroalign.training import runs
-from neuroalign.training.job_protocol import start_ticks
+from neuroalign.io_utils import start_ticks
 
 
 def test_new_run_dirs_are_unique_and_sanitised(tmp_path):

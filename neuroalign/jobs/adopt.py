@@ -16,9 +16,9 @@ from pathlib import Path
 from typing import Callable
 
 from neuroalign.config import TrainConfig
-from neuroalign.training import job_protocol as proto
+from neuroalign.jobs import protocol as proto
+from neuroalign.jobs.state import Job
 from neuroalign.training import runs as runs_io
-from neuroalign.training.job_state import Job
 
 logger = logging.getLogger(__name__)
 

@@ -7,8 +7,8 @@ jobs. A job is a thread of the server that runs one training of one subject, wri
 folder as it goes; the manager keeps a thread-safe record that pages poll with `snapshots()`.
 Jobs never call Streamlit. How the thread trains:
 
-* **Worker process (the default; `job_process`).** The job's thread writes `job_spec.json` into
-  the run folder (created by `start`) and starts `python -m neuroalign.training.worker --spec ...`
+* **Worker process (the default; `process`).** The job's thread writes `job_spec.json` into
+  the run folder (created by `start`) and starts `python -m neuroalign.jobs.worker --spec ...`
   -- with `nproc > 1` under `python -m torch.distributed.run --standalone --nproc_per_node=N`, the
   worker's stdout and stderr going to `worker.log` in the run folder. It then follows the run
   through the folder every `poll_s` seconds: new lines of `metrics.jsonl` become the job's
@@ -49,7 +49,7 @@ exited ..."; the next dashboard start lists it, and `resume(run_dir)` continues 
 With `NEUROALIGN_JOBS_OUTLIVE_SERVER=1` in the server's environment workers are not tied to it
 and train on after it exits (the old detached behaviour). While a worker runs, `worker.json` in its
 run folder records its pid and start time. `sync_runs(runs_dir)` adopts a run whose recorded
-worker is still alive (`job_adopt`: e.g. a second server on the same runs folder while the first
+worker is still alive (`adopt`: e.g. a second server on the same runs folder while the first
 runs, or a detached worker; followed through its folder with the pid as liveness, shown and
 stoppable like the others; it still ends with the server that started it), never marks it
 interrupted, and marks runs that claim to be queued/running but have no live job or process as
@@ -57,7 +57,7 @@ interrupted, and marks runs that claim to be queued/running but have no live job
 
 Memory: a job's history is an immutable tuple that every snapshot shares (a snapshot costs
 O(1), however long the history; the records must be treated as read-only), with at most about
-`job_state.MAX_STEP_HISTORY` step records (epoch records are all kept). Ended jobs are pruned: the
+`state.MAX_STEP_HISTORY` step records (epoch records are all kept). Ended jobs are pruned: the
 `keep_finished` (default 3) most recently ended jobs per subject, and at most `MAX_ENDED_JOBS` in
 all, stay in memory; older ones live on as run folders (the Runs page). `get` of a pruned job is
 a ValueError; `wait` still returns the job's final snapshot.
@@ -66,9 +66,9 @@ Liveness: snapshots carry `last_activity` (when a metrics record or a status cha
 `pid` (the worker's launcher) and `alive`, from which the dashboard says that nothing has
 progressed for a while and whether the process is still there.
 
-Modules: this one (the manager: queue, slots, public API), `job_state` (job records, snapshots,
-history), `job_process` (launching and following a worker), `job_adopt` (workers found alive),
-`job_protocol` (the run-folder files and process facts the worker shares).
+Modules: this one (the manager: queue, slots, public API), `state` (job records, snapshots,
+history), `process` (launching and following a worker), `adopt` (workers found alive),
+`protocol` (the run-folder files and process facts the worker shares).
 """
 
 from __future__ import annotations
@@ -83,13 +83,13 @@ from pathlib import Path
 from typing import Callable
 
 from neuroalign.config import TrainConfig
-from neuroalign.training import job_adopt
+from neuroalign.jobs import adopt
+from neuroalign.jobs.process import (FINAL_FROM_WORKER, JOB_PROCESSES_ENV, Outcome, WorkerFollower,
+                                     resolve_nproc)
+from neuroalign.jobs.protocol import (OUTLIVE_SERVER_ENV, SPEC_FILE, SPEC_VERSION, STOP_FILE, WORKER_FILE,
+                                      WORKER_LOG, last_log_line, live_worker, process_alive)
+from neuroalign.jobs.state import Job, JobSnapshot, apply_records, snapshot
 from neuroalign.training import runs as runs_io
-from neuroalign.training.job_process import (FINAL_FROM_WORKER, JOB_PROCESSES_ENV, Outcome, WorkerFollower,
-                                            resolve_nproc)
-from neuroalign.training.job_protocol import (OUTLIVE_SERVER_ENV, SPEC_FILE, SPEC_VERSION, STOP_FILE, WORKER_FILE,
-                                             WORKER_LOG, last_log_line, live_worker, process_alive)
-from neuroalign.training.job_state import Job, JobSnapshot, apply_records, snapshot
 
 __all__ = ["JOB_PROCESSES_ENV", "JobManager", "JobSnapshot", "OUTLIVE_SERVER_ENV", "SPEC_FILE", "SPEC_VERSION",
            "STOP_FILE", "WORKER_FILE", "WORKER_LOG", "get_job_manager", "last_log_line", "process_alive",
@@ -372,7 +372,7 @@ class JobManager:
 
     def _adopt_workers(self, runs_dir: Path) -> None:
         """Follow, as jobs of this manager, the live workers recorded under `runs_dir` (lock held)."""
-        for job in job_adopt.live_workers(runs_dir, lambda d: self._owner(d) is not None,
+        for job in adopt.live_workers(runs_dir, lambda d: self._owner(d) is not None,
                                           lambda: f"job-{next(self._ids)}"):
             self._jobs[job.job_id] = job
             self._start_thread(job)

@@ -1,6 +1,6 @@
 """Launching a job's worker process and following it through its run folder.
 
-`WorkerFollower.run(job)` writes `job_spec.json`, starts `python -m neuroalign.training.worker`
+`WorkerFollower.run(job)` writes `job_spec.json`, starts `python -m neuroalign.jobs.worker`
 (under `torch.distributed.run` when the job has several processes), records it in `worker.json`
 and mirrors the run folder into the job every `poll_s` seconds until the process ends: new lines
 of `metrics.jsonl` become the job's history, `status.json` its message and, at the end, its
@@ -26,9 +26,9 @@ from typing import Any, Callable
 from neuroalign import settings
 from neuroalign.config import TrainConfig
 from neuroalign.io_utils import atomic_write_json
-from neuroalign.training import job_protocol as proto
+from neuroalign.jobs import protocol as proto
+from neuroalign.jobs.state import Job, apply_records
 from neuroalign.training import runs as runs_io
-from neuroalign.training.job_state import Job, apply_records
 
 logger = logging.getLogger(__name__)
 
@@ -59,7 +59,7 @@ def resolve_nproc(nproc: int | None, config: TrainConfig) -> int:
 
 def worker_command(python: str, spec_path: Path, nproc: int) -> list[str]:
     """The command line of a job's worker (torchrun's launcher when `nproc` > 1)."""
-    worker = ["-m", "neuroalign.training.worker", "--spec", str(spec_path)]
+    worker = ["-m", "neuroalign.jobs.worker", "--spec", str(spec_path)]
     if nproc > 1:
         return [python, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}", *worker]
     return [python, *worker]

@@ -8,7 +8,7 @@ followed through a small job folder kept with the subject.
     <subject>/.profile-job/stop_request.json  present = stop after the current layer
 
 `ProfileJobs.start(subject, data_dir, ...)` writes the spec and starts
-`python -m neuroalign.training.profile_worker --spec ...` (`profile_worker`: it calls
+`python -m neuroalign.jobs.profile_worker --spec ...` (`profile_worker`: it calls
 `training.profile.alignment_profile` and keeps the result with the subject, `save_profile`); a thread
 of the server waits for the process and, when it ends without a final status of its own (killed, out
 of memory), marks the job failed with how it ended and the last line of its log. Everything a page
@@ -16,7 +16,7 @@ shows comes from the folder (`status`), so a reloaded page, another browser tab 
 sees the same job; a folder that says "running" while no process runs and no thread of this server
 follows it reads as `interrupted`. Stop = `stop_request.json` (the worker ends after the layer it is
 on; the rows so far are kept). The worker stops by itself once the server that started it is gone,
-as a training worker does (`job_process.server_record`).
+as a training worker does (`process.server_record`).
 
 It is the training jobs' worker-process isolation without their queue: a profile only reads the
 subject and the feature cache, never a run folder, so it does not appear on the Train or Runs
@@ -36,7 +36,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from neuroalign.io_utils import atomic_write_json
-from neuroalign.training import job_protocol as proto
+from neuroalign.jobs import protocol as proto
 
 logger = logging.getLogger(__name__)
 
@@ -188,7 +188,7 @@ class ProfileJobs:
         invalid, the subject unknown or a profile of it is already running."""
         from neuroalign import paths
         from neuroalign.data.store import SubjectStore
-        from neuroalign.training.job_process import server_record, worker_env
+        from neuroalign.jobs.process import server_record, worker_env
 
         check_request(models, layers, max_seconds)
         store = SubjectStore(data_dir)
@@ -215,7 +215,7 @@ class ProfileJobs:
                     "models": None if models is None else list(models), "layers": layers,
                     "max_seconds": max_seconds, "server": server_record()}
             spec_path = atomic_write_json(folder / "job_spec.json", spec)
-            cmd = [self.python, "-m", "neuroalign.training.profile_worker", "--spec", str(spec_path)]
+            cmd = [self.python, "-m", "neuroalign.jobs.profile_worker", "--spec", str(spec_path)]
             try:
                 with open(folder / proto.WORKER_LOG, "ab") as log:
                     log.write(f"---- {proto.utc_now()} {' '.join(cmd)}\n".encode())

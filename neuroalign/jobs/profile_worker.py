@@ -1,7 +1,7 @@
 """The profile worker: one alignment profile in a process of its own (what the dashboard's profile
-jobs launch, `neuroalign.training.profile_job`).
+jobs launch, `neuroalign.jobs.profile_job`).
 
-    python -m neuroalign.training.profile_worker --spec <subject>/.profile-job/job_spec.json
+    python -m neuroalign.jobs.profile_worker --spec <subject>/.profile-job/job_spec.json
 
 Spec (JSON): `{"version": 1, "subject", "data_dir", "subject_dir", "cache_dir", "models": null | [names],
 "layers": "stages" | "all", "max_seconds": null | seconds, "server": null | {"pid", "start_ticks"}}`.
@@ -25,10 +25,10 @@ import threading
 from pathlib import Path
 from typing import Any
 
-from neuroalign.training import job_protocol as proto
-from neuroalign.training.profile_job import FINAL_STATES, RUNNING, SPEC_VERSION, write_status
+from neuroalign.jobs import protocol as proto
+from neuroalign.jobs.profile_job import FINAL_STATES, RUNNING, SPEC_VERSION, write_status
 
-logger = logging.getLogger("neuroalign.training.profile_worker")
+logger = logging.getLogger("neuroalign.jobs.profile_worker")
 
 STOP_POLL_S = 0.2
 
@@ -142,7 +142,7 @@ def run_spec(spec: dict[str, Any], folder: Path) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m neuroalign.training.profile_worker",
+    parser = argparse.ArgumentParser(prog="python -m neuroalign.jobs.profile_worker",
                                      description="Run one alignment profile described by a JSON spec.")
     parser.add_argument("--spec", required=True)
     args = parser.parse_args(argv)

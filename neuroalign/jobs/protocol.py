@@ -1,6 +1,6 @@
 """The worker protocol's files and process facts, shared by the job manager and the worker.
 
-A dashboard job's worker process (`neuroalign.training.worker`) and the server's job thread that
+A dashboard job's worker process (`neuroalign.jobs.worker`) and the server's job thread that
 follows it talk only through the run folder: the files named here, plus `metrics.jsonl` and
 `status.json` (`neuroalign.training.runs`). This module holds what both sides need without
 importing either: the file names, the spec version, the server-lifetime switch, whether a process

@@ -1,9 +1,9 @@
 """The training worker: one training run in a process of its own (what the dashboard's jobs launch).
 
-    python -m neuroalign.training.worker --spec RUN_DIR/job_spec.json
-    python -m torch.distributed.run --standalone --nproc_per_node=N -m neuroalign.training.worker --spec ...
+    python -m neuroalign.jobs.worker --spec RUN_DIR/job_spec.json
+    python -m torch.distributed.run --standalone --nproc_per_node=N -m neuroalign.jobs.worker --spec ...
 
-`JobManager` (neuroalign.training.jobs) writes the spec and starts this module; everything the job
+`JobManager` (neuroalign.jobs.manager) writes the spec and starts this module; everything the job
 thread learns about the run comes back through the run directory, never through a pipe:
 progress and history from `metrics.jsonl` (what the trainer appends), state and message from
 `status.json`, the result from `status.json` / `results.json`, this process's log on stderr
@@ -48,9 +48,9 @@ import threading
 from pathlib import Path
 from typing import Any, Callable
 
-from neuroalign.training.job_protocol import SERVER_EXITED_MESSAGE, SPEC_VERSION, STOP_FILE, process_alive
+from neuroalign.jobs.protocol import SERVER_EXITED_MESSAGE, SPEC_VERSION, STOP_FILE, process_alive
 
-logger = logging.getLogger("neuroalign.training.worker")
+logger = logging.getLogger("neuroalign.jobs.worker")
 
 MODES = ("start", "resume")
 STOP_POLL_S = 0.2
@@ -208,7 +208,7 @@ def run_spec(spec: dict[str, Any]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m neuroalign.training.worker",
+    parser = argparse.ArgumentParser(prog="python -m neuroalign.jobs.worker",
                                      description="Run one training job described by a JSON spec (see the module docstring).")
     parser.add_argument("--spec", required=True, help="path of the job spec (job_spec.json in the run folder)")
     args = parser.parse_args(argv)

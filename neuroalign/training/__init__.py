@@ -1,4 +1,5 @@
-"""Training: the Trainer, one-run pipelines, run directories and background jobs.
+"""Training: the Trainer, one-run pipelines and run directories (the dashboard's jobs that run them
+are `neuroalign.jobs`, a layer above: nothing here imports it).
 
 * `trainer` -- `Trainer(config, subject).fit(callback, stop_event)`: construction in named steps
   (device and process group, split by image identity, normaliser fitted on train rows, towers,
@@ -12,10 +13,6 @@
   `rebuild` -- `rebuild_trainer` (a run's config, subject, split and normaliser).
 * `runs` (+ `run_files`, the damaged-file-safe readers) -- run-directory io (`new_run_dir`,
   `list_runs`, `load_run`, `mark_interrupted`, ...).
-* `jobs` -- `get_job_manager()`: the dashboard's jobs, each a worker process (`worker`, or torchrun
-  for several processes) followed by a thread through the run folder (`job_process`, `job_state`,
-  `job_protocol`, `job_adopt`). The job machinery sits above the rest: nothing else in `training`
-  imports it (tests/test_import_cycles.py), so `import neuroalign.training.jobs` for it.
 * `device` -- `resolve_device`, `describe_device`, seeding and determinism, torchrun info and backend.
 
 Nothing here imports streamlit. Importing this package does not import torch eagerly beyond

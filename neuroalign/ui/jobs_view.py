@@ -42,7 +42,7 @@ def is_stopping(snap: Any) -> bool:
 
 def job_manager():
     """The process-level JobManager (shared by every browser session)."""
-    from neuroalign.training.jobs import get_job_manager
+    from neuroalign.jobs.manager import get_job_manager
 
     return get_job_manager()
 

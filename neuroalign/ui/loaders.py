@@ -104,7 +104,7 @@ def runs_stamp(root: Path) -> tuple:
     """A cheap change stamp of the runs root: its mtime (entries added or removed), the run folders
     of this process's live jobs, and the current `RUNS_TTL_S`-long time slot (so a listing is
     never older than that)."""
-    from neuroalign.training.jobs import get_job_manager
+    from neuroalign.jobs.manager import get_job_manager
 
     try:
         mtime = Path(root).stat().st_mtime_ns
@@ -116,7 +116,7 @@ def runs_stamp(root: Path) -> tuple:
 
 @st.cache_data(show_spinner=False, max_entries=8)
 def _synced_runs(root: str, stamp: tuple) -> list:
-    from neuroalign.training.jobs import get_job_manager
+    from neuroalign.jobs.manager import get_job_manager
 
     return get_job_manager().sync_runs(Path(root))
 

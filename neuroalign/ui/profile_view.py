@@ -1,6 +1,6 @@
 """The Image models page's parts: the layer-by-layer alignment profile of a subject
 (`neuroalign.training.profile`), run as a background job in a worker process
-(`neuroalign.training.profile_job`) and kept with the subject (`<subject>/profile.json`)."""
+(`neuroalign.jobs.profile_job`) and kept with the subject (`<subject>/profile.json`)."""
 
 from __future__ import annotations
 
@@ -44,7 +44,7 @@ FEVE_HELP = ("FEVE, fraction of explainable variance explained: of the response 
 
 
 def jobs():
-    from neuroalign.training.profile_job import get_profile_jobs
+    from neuroalign.jobs.profile_job import get_profile_jobs
 
     return get_profile_jobs()
 
@@ -270,7 +270,7 @@ def _start(subject: str, data_dir: Path) -> None:
 def render_form(subject: str, data_dir: Path, running: bool) -> None:
     """Image models, layers and the time budget; "Run profile" starts the job."""
     from neuroalign.config import IMAGE_MODEL_DEPTHS
-    from neuroalign.training.profile_job import n_layers
+    from neuroalign.jobs.profile_job import n_layers
 
     error = st.session_state.pop(ERRORS_KEY, None)
     if error:
