@@ -38,7 +38,7 @@ def test_train_page_launches_a_two_process_job(app_populated, monkeypatch):
     s.no_exceptions(at)
     assert any("finished" in m.value for m in at.success)
     loss = next(sp for sp in s.chart_specs(at) if sp["layout"]["title"]["text"] == "Loss")
-    assert len(s.arr(next(t for t in loss["data"] if t["name"].endswith("val"))["y"])) == 2
+    assert len(s.arr(next(t for t in loss["data"] if t["name"].endswith("val"))["y"])) == 3  # the start + 2 epochs
 
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")

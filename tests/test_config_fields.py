@@ -101,7 +101,7 @@ def test_table_refuses_mistakes():
     flags = set(re.findall(r"--[a-z0-9-]+", build_parser()._subparsers._group_actions[0].choices["train"].format_usage()))
     table_flags = {f.flag for f in FIELDS} | {"--no-" + f.flag[2:] for f in FIELDS if f.kind == "bool"}
     assert flags - table_flags == {"--subjects", "--resume", "--data-dir", "--runs-dir", "--cache-dir", "--preset",
-                                   "--quiet"}
+                                   "--quiet", "--shared", "--adapt-from", "--no-baselines"}
 
 
 def test_every_table_path_round_trips_through_the_form():

@@ -118,10 +118,11 @@ def _status_printer(subject: str, quiet: bool):
     t0, last = time.monotonic(), {"kind": None, "t": 0.0}
 
     def show(message: str) -> None:
-        if quiet or message.startswith("epoch "):
+        now = time.monotonic()
+        # nothing in the first second: a run refused at once says so in its one error line alone
+        if quiet or message.startswith("epoch ") or now - t0 < 1.0:
             return
         kind = re.split(r"\d", message, maxsplit=1)[0]  # counters change, the phase does not
-        now = time.monotonic()
         if kind == last["kind"] and now - last["t"] < 5.0:
             return
         last["kind"], last["t"] = kind, now
