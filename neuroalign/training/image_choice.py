@@ -107,12 +107,13 @@ def choose_image_features(config: TrainConfig, subject, split: dict[str, np.ndar
         if status is not None:
             status(f"choosing the image model: {cand.label} ({i + 1}/{len(candidates)})")
         try:
-            tower = candidate_tower(config, cand)
+            tower = candidate_tower(config, cand).to(device)
             progress = None if status is None else (
                 lambda done, total, c=cand, i=i: status(f"choosing the image model: {c.label} ({i + 1}/"
                                                         f"{len(candidates)}), features {done:,}/{total:,} images"))
-            feats = cached_features(tower, subject.images, subject.data_hash, cache_dir=cache_dir, device="cpu",
-                                    progress=progress)
+            # computed on `device` (a GPU when training uses one), kept on the CPU for the closed-form fits
+            feats = cached_features(tower, subject.images, subject.data_hash, cache_dir=cache_dir, device=device,
+                                    progress=progress).cpu()
         except ValueError as exc:  # e.g. images too small for this model's layer: the others still compete
             rows.append({"model": cand.label, "error": str(exc)})
             continue

@@ -149,7 +149,8 @@ class Trainer:
             choose_by = self.deadline - 0.5 * self.config.max_seconds
         choice = image_choice.choose_image_features(self.config, self.subject, self.split,
                                                     self.responses.cpu().numpy(), cache_dir=cache_dir,
-                                                    candidates=image_choice.AUTO_CANDIDATES, status=report,
+                                                    device=self.device, candidates=image_choice.AUTO_CANDIDATES,
+                                                    status=report,
                                                     deadline=choose_by)
         self.image_choice = choice.report
         self._chosen_start = choice.start
