@@ -12,11 +12,12 @@ from scipy.io import savemat
 
 from neuroalign.cli import main
 
-BUDGET = 30.0
+BUDGET = 60.0
 # README ("Time budget"): a job ends within its budget plus what cannot be interrupted -- one image
 # model's features or one closed-form fit in progress when the time is up, and the evaluation's
-# misestimate; README states 30 s over a 30 s budget on two cores for a demo-sized subject.
-SLACK = 30.0
+# misestimate, and the evaluation itself when it alone takes most of the budget; README states 45 s
+# over a 60 s budget on two cores for a demo-sized subject.
+SLACK = 45.0
 
 
 @pytest.fixture

@@ -145,7 +145,7 @@ def random_rectified_features(images: np.ndarray, n_filters: int = RANDOM_FILTER
     n, c, h, w = x.shape
     if min(h, w) < size:
         raise ValueError(f"images of {h}x{w} px are smaller than the {size}x{size} random filters")
-    from neuroalign.models.filter_banks import random_filters  # the same filters as the registered bank
+    from neuroalign.models.filter_banks import random_filters, rectified_power  # the registered bank's
 
     filters = random_filters(n_filters, c, size, seed)
     oh, ow = h - size + 1, w - size + 1
@@ -154,8 +154,7 @@ def random_rectified_features(images: np.ndarray, n_filters: int = RANDOM_FILTER
     out = []
     with torch.no_grad():
         for start in range(0, n, batch):
-            z = F.conv2d(torch.from_numpy(x[start:start + batch]), filters)
-            z = torch.cat([F.relu(z), F.relu(-z)], dim=1).pow(power)
+            z = rectified_power(F.conv2d(torch.from_numpy(x[start:start + batch]), filters), power)
             out.append(F.avg_pool2d(z, pool).flatten(1).numpy())
     return np.concatenate(out)
 

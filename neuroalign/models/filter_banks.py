@@ -65,6 +65,16 @@ def gabor_pair_kernels(wavelength: float, n_orient: int = N_ORIENT,
     return torch.stack(out)[:, None].float()
 
 
+def rectified_power(z: torch.Tensor, power: float) -> torch.Tensor:
+    """`cat([relu(z), relu(-z)], dim=1) ** power`, written into one output tensor in place (these maps
+    are hundreds of MB per batch: every temporary is a pass over memory). `z` is overwritten."""
+    c = z.shape[1]
+    out = torch.empty((z.shape[0], 2 * c, *z.shape[2:]), dtype=z.dtype, device=z.device)
+    torch.clamp(z, min=0, out=out[:, :c])
+    torch.clamp(z.neg_(), min=0, out=out[:, c:])
+    return out.pow_(power)
+
+
 class _OneBlockModel(nn.Module):
     """Shared plumbing of the one-layer banks: the registry interface over `self._features(x)`."""
 
@@ -145,9 +155,7 @@ class RandomRectifiedBank(_OneBlockModel):
                 "power": RANDOM_POWER, "in_chans": self.in_chans}
 
     def _features(self, x: torch.Tensor) -> torch.Tensor:
-        z = F.conv2d(x.float(), self.filters)
-        z = torch.cat([F.relu(z), F.relu(-z)], dim=1)
-        return z * z.sqrt()  # z ** 1.5 (RANDOM_POWER), about 3x faster than pow on a CPU
+        return rectified_power(F.conv2d(x.float(), self.filters), RANDOM_POWER)
 
 
 def _build_gabor(depths: Sequence[int], in_chans: int = 1, seed: int = 0) -> GaborBank:
