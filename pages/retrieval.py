@@ -38,12 +38,12 @@ else:
         encoding = results_view.encoding_summary(results)
         if encoding is not None:  # the encoding score beside retrieval (runs without repeats have none)
             cols = st.columns(2)
-            for col, key, label in ((cols[0], "model", "Median FEVE, model"),
-                                    (cols[1], "ridge_backbone", "Median FEVE, ridge on its features")):
-                if key in encoding:
+            for col, key, label in ((cols[0], "model", "FEVE, model"), (cols[1], "ridge_backbone", "FEVE, ridge")):
+                if key in encoding:  # short labels: two metrics side by side fit a 1,024 px window
                     value = encoding[key].median
-                    col.metric(label, "—" if value is None else f"{value:.2f}", help=results_view.FEVE_HELP if
-                               key == "model" else "the same score of a ridge from the run's frozen backbone features")
+                    col.metric(label, "—" if value is None else f"{value:.2f}", help=(
+                        "median over neurons. " + results_view.FEVE_HELP if key == "model" else
+                        "median over neurons: the same score of a ridge from the run's frozen image features"))
                     col.caption(encoding[key].detail() or "no neuron has enough explainable variance")
     right.plotly_chart(plots.top1_bars(results_view.top1_bar_rows(results), results_view.chance_top1(results)),
                        key="retrieval.bars")
