@@ -296,28 +296,11 @@ def read_weights(path: str | Path) -> dict[str, torch.Tensor]:
 
 
 def load_state(model: EfficientNetLite0, state: dict[str, torch.Tensor], source: str):
-    """Copy into `model` every tensor it has (keys of blocks it lacks are ignored); one-line
-    ValueError naming the first missing key, or the first key whose shape differs with both shapes.
-    Returns a `weights.LoadReport`."""
-    from neuroalign.models.weights import LoadReport
+    """Copy into `model` every tensor it has (`image_models.copy_state_strict`: keys of blocks it lacks
+    are ignored, a missing or misshapen key is a one-line ValueError). Returns a `weights.LoadReport`."""
+    from neuroalign.models.image_models import copy_state_strict
 
-    target = model.state_dict()
-    for key, dst in target.items():
-        if key not in state:
-            if key.endswith("num_batches_tracked"):
-                continue
-            raise ValueError(f"{source} does not fit {NAME}: it lacks tensor {key!r} (shape {tuple(dst.shape)}); "
-                             f"found keys like {sorted(state)[:3]}")
-        if tuple(state[key].shape) != tuple(dst.shape):
-            raise ValueError(f"{source} does not fit {NAME}: tensor {key!r} has shape {tuple(state[key].shape)} "
-                             f"in the file, the model expects {tuple(dst.shape)}")
-    report = LoadReport(path=source)
-    with torch.no_grad():
-        for key, dst in target.items():
-            if key in state:
-                dst.copy_(state[key].to(dtype=dst.dtype))
-                report.loaded.append(key)
-    report.ignored = sorted(k for k in state if k not in target)
+    report = copy_state_strict(model, state, source, NAME)
     model.weights_source = source
     return report
 

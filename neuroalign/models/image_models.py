@@ -251,23 +251,29 @@ def build_image_model(name: str, stage: int, block: int, *, in_chans: int = 1, s
 
 
 def load_strict(model: nn.Module, path: str | Path, stage: int = 0, block: int = 0):
-    """Load a local state-dict file into `model`: every tensor of the model must be in the file with
-    its shape (keys the model lacks are ignored); one line naming the first missing or mismatched key
-    and both shapes otherwise. Returns a `weights.LoadReport`."""
-    from neuroalign.models.weights import LoadReport, read_state_dict
+    """Load a local state-dict file into `model` (`copy_state_strict`). Returns a `weights.LoadReport`."""
+    from neuroalign.models.weights import read_state_dict
 
-    state = read_state_dict(path)
+    return copy_state_strict(model, read_state_dict(path), str(path))
+
+
+def copy_state_strict(model: nn.Module, state: dict[str, torch.Tensor], source: str, name: str = "this model"):
+    """Copy into `model` every tensor it has from `state` (keys the model lacks are ignored); one-line
+    ValueError naming the first missing key, or the first key whose shape differs with both shapes, before
+    anything is copied. Returns a `weights.LoadReport`."""
+    from neuroalign.models.weights import LoadReport
+
     target = model.state_dict()
-    report = LoadReport(path=str(path))
-    missing = [k for k in target if k not in state and not k.endswith("num_batches_tracked")]
-    if missing:
-        raise ValueError(f"{path} does not fit this model: it lacks {len(missing)} of its {len(target)} tensors, "
-                         f"first {missing[0]!r} (shape {tuple(target[missing[0]].shape)}); found keys like "
-                         f"{sorted(state)[:3]}")
     for key, dst in target.items():
-        if key in state and tuple(state[key].shape) != tuple(dst.shape):
-            raise ValueError(f"{path} does not fit this model: tensor {key!r} has shape "
-                             f"{tuple(state[key].shape)} in the file, the model expects {tuple(dst.shape)}")
+        if key not in state:
+            if key.endswith("num_batches_tracked"):
+                continue
+            raise ValueError(f"{source} does not fit {name}: it lacks tensor {key!r} (shape {tuple(dst.shape)}); "
+                             f"found keys like {sorted(state)[:3]}")
+        if tuple(state[key].shape) != tuple(dst.shape):
+            raise ValueError(f"{source} does not fit {name}: tensor {key!r} has shape {tuple(state[key].shape)} "
+                             f"in the file, the model expects {tuple(dst.shape)}")
+    report = LoadReport(path=source)
     with torch.no_grad():
         for key, dst in target.items():
             if key in state:
