@@ -36,6 +36,8 @@ def _subject(run_dir: Path, spec: dict) -> str:
     record = proto.read_json(run_dir / runs_io.CONFIG_FILE)
     record = record if isinstance(record, dict) else {}
     subject = record.get("subject") if isinstance(record.get("subject"), dict) else {}
+    if spec.get("mode") in ("shared", "adapt") and isinstance(spec.get("subjects"), list):
+        return "+".join(str(n) for n in spec["subjects"])
     return str(spec.get("subject") or subject.get("name") or run_dir.name)
 
 
@@ -62,6 +64,10 @@ def live_workers(runs_dir: Path, followed: Callable[[Path], bool], new_id: Calla
                   Path(spec.get("data_dir") or "."), runs_dir, resume=spec.get("mode") == "resume",
                   kind="adopted", nproc=nproc, state="running", message="running (found after a restart)",
                   pid=pid, alive=True, start_ticks=ticks)
+        if spec.get("mode") in ("shared", "adapt"):  # neuroalign.jobs.shared_job
+            job.mode = spec["mode"]
+            job.subjects = tuple(str(n) for n in spec.get("subjects") or ())
+            job.adapt_from = Path(spec["adapt_from"]) if spec.get("adapt_from") else None
         job.started = job.last_activity = time.time()
         found.append(job)
         logger.info("found the live worker pid %s of run %s (%s)", pid, run_dir.name, job.job_id)

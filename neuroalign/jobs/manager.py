@@ -165,6 +165,45 @@ class JobManager:
             return self._add(Job(f"job-{next(self._ids)}", subject, run_dir, config, Path(data_dir).resolve(),
                                  Path(runs_dir).resolve(), resume=False, kind=kind, nproc=nproc))
 
+    def start_shared(self, subjects: list[str], config: TrainConfig, data_dir: str | Path,
+                     runs_dir: str | Path) -> str:
+        """Queue one shared model over `subjects` (`neuroalign.jobs.shared_job`); returns its job id.
+        One-line ValueError, before any run folder is made, for what the library would refuse."""
+        from neuroalign.jobs import shared_job
+        from neuroalign.training.shared_runs import shared_run_label
+
+        config.validate()
+        self._need_workers("a shared model")
+        names = shared_job.check_shared(subjects, data_dir)
+        label = "+".join(names)
+        with self._lock:
+            self._check_free(label)
+            run_dir = runs_io.new_run_dir(runs_dir, shared_run_label(names))
+            runs_io.write_status(run_dir, "queued", "waiting for a free slot")
+            return self._add(Job(f"job-{next(self._ids)}", label, run_dir, config, Path(data_dir).resolve(),
+                                 Path(runs_dir).resolve(), resume=False, kind="worker", nproc=1, mode="shared",
+                                 subjects=tuple(names)))
+
+    def start_adapt(self, from_dir: str | Path, subject: str, data_dir: str | Path, runs_dir: str | Path) -> str:
+        """Queue the adaptation of the new `subject` to the shared run `from_dir` (only its read-in is
+        fitted); returns its job id. One-line ValueError, before any run folder is made, when it cannot."""
+        from neuroalign.jobs import shared_job
+
+        self._need_workers("an adaptation")
+        from_dir = shared_job.check_adapt(from_dir, subject, data_dir)
+        config = runs_io.load_run(from_dir).train_config()
+        with self._lock:
+            self._check_free(subject)
+            run_dir = runs_io.new_run_dir(runs_dir, f"adapt-{subject}")
+            runs_io.write_status(run_dir, "queued", "waiting for a free slot")
+            return self._add(Job(f"job-{next(self._ids)}", subject, run_dir, config, Path(data_dir).resolve(),
+                                 Path(runs_dir).resolve(), resume=False, kind="worker", nproc=1, mode="adapt",
+                                 subjects=(subject,), adapt_from=from_dir.resolve()))
+
+    def _need_workers(self, what: str) -> None:
+        if self._runner is not None:
+            raise ValueError(f"{what} runs in a worker process, but this JobManager runs jobs in-thread (runner=...)")
+
     def resume(self, run_dir: str | Path, data_dir: str | Path | None = None, nproc: int | None = None) -> str:
         """Continue an interrupted/stopped run from its `last.pt` in the same folder."""
         record = runs_io.load_run(run_dir)

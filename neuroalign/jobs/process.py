@@ -91,10 +91,14 @@ class WorkerFollower:
         from neuroalign import paths
 
         run_dir = job.run_dir
-        spec = {"version": proto.SPEC_VERSION, "mode": "resume" if job.resume else "start",
+        spec = {"version": proto.SPEC_VERSION,
+                "mode": job.mode if job.mode != "train" else "resume" if job.resume else "start",
                 "subject": job.subject, "data_dir": str(job.data_dir), "runs_dir": str(job.runs_dir),
                 "run_dir": str(run_dir), "cache_dir": str(paths.cache_dir()), "config": job.config.to_dict(),
                 "runner": self.worker_runner, "server": server_record()}
+        if job.mode != "train":  # neuroalign.jobs.shared_job
+            spec.update({"subjects": list(job.subjects), "runner": None,
+                         "adapt_from": str(job.adapt_from) if job.adapt_from else None})
         spec_path = atomic_write_json(run_dir / proto.SPEC_FILE, spec)
         with self.lock:  # a stop requested before the worker exists must reach it
             if not job.stop_event.is_set():
@@ -192,6 +196,8 @@ class WorkerFollower:
             if status and status.get("state") == "running" and status.get("message") and \
                     not job.stop_event.is_set():
                 job.message = str(status["message"])
+            if status and job.mode != "train" and isinstance(status.get("progress"), (int, float)):
+                job.progress = float(status["progress"])  # a shared fit reports phases, not epochs
             if status is not None:
                 job.last_activity = time.time()
             job.alive = running

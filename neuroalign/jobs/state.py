@@ -40,6 +40,9 @@ class JobSnapshot:
     pid: int | None = None  # the worker process (its launcher under torchrun); None in-thread
     alive: bool | None = None  # the worker process / job thread still exists
     last_activity: float | None = None  # time.time() of the last metrics record or status change
+    mode: str = "train"  # train | shared (one model over `subjects`) | adapt (a new subject, `adapt_from`)
+    subjects: tuple[str, ...] = ()  # a shared job's subjects
+    adapt_from: Path | None = None  # an adapt job's shared run
 
     @property
     def active(self) -> bool:
@@ -78,6 +81,9 @@ class Job:
     last_activity: float | None = None
     start_ticks: int | None = None  # /proc start time of `pid` (guards against pid reuse)
     metrics_offset: int = 0  # how far metrics.jsonl has been read
+    mode: str = "train"  # train | shared | adapt (neuroalign.jobs.shared_job)
+    subjects: tuple[str, ...] = ()  # a shared job's subjects
+    adapt_from: Path | None = None  # an adapt job's shared run
 
 
 def _num(value: Any, default: Any) -> Any:
@@ -117,6 +123,7 @@ def snapshot(job: Job) -> JobSnapshot:
     if job.kind == "thread" and job.state == "running":
         alive = job.thread is not None and job.thread.is_alive()
     return JobSnapshot(job.job_id, job.subject, job.run_dir, job.state, job.message, job.progress, job.epoch,
-                       job.config.epochs, job.eta_s, job.samples_per_s, job.history, job.error, job.started,
+                       job.config.epochs if job.mode == "train" else 0, job.eta_s, job.samples_per_s, job.history, job.error, job.started,
                        job.finished, kind=job.kind, nproc=job.nproc, pid=job.pid, alive=alive,
-                       last_activity=job.last_activity)
+                       last_activity=job.last_activity, mode=job.mode, subjects=job.subjects,
+                       adapt_from=job.adapt_from)

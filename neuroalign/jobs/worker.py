@@ -17,6 +17,8 @@ Spec (`job_spec.json`, JSON): `{"version": 1, "mode": "start" | "resume", "subje
 "start_ticks"}}`. `runner` replaces `pipeline.run_training` (mode start) or
 `pipeline.resume_training` (mode resume) by a callable with the same parameters; the manager sets
 it only when told so in code (tests, custom pipelines). `server`: see "Server lifetime" below.
+Modes "shared" (`"subjects"`: one shared model over them) and "adapt" (`"subjects"`: the one new
+subject, `"adapt_from"`: the shared run) run `neuroalign.jobs.shared_job.run` instead.
 
 Stopping: a stop is requested by creating `stop_request.json` in the run folder; a watcher
 thread polls for it and sets the trainer's stop event, so the stop is graceful (the best checkpoint
@@ -52,7 +54,7 @@ from neuroalign.jobs.protocol import SERVER_EXITED_MESSAGE, SPEC_VERSION, STOP_F
 
 logger = logging.getLogger("neuroalign.jobs.worker")
 
-MODES = ("start", "resume")
+MODES = ("start", "resume", "shared", "adapt")  # shared / adapt: neuroalign.jobs.shared_job
 STOP_POLL_S = 0.2
 FINAL_STATES = ("finished", "stopped", "failed", "interrupted")
 
@@ -76,7 +78,10 @@ def load_spec(path: str | os.PathLike) -> dict[str, Any]:
         raise SpecError(f"worker spec {path} has version {spec.get('version')!r}, expected {SPEC_VERSION}")
     if spec.get("mode") not in MODES:
         raise SpecError(f"worker spec {path}: mode must be one of {', '.join(MODES)}, got {spec.get('mode')!r}")
-    need = ("run_dir", "data_dir", "cache_dir") + (("subject", "runs_dir", "config") if spec["mode"] == "start" else ())
+    need = ("run_dir", "data_dir", "cache_dir") + (("subject", "runs_dir", "config") if spec["mode"] == "start" else
+                                                   ("subjects", "runs_dir", "config") if spec["mode"] == "shared" else
+                                                   ("subjects", "runs_dir", "adapt_from") if spec["mode"] == "adapt"
+                                                   else ())
     missing = [k for k in need if spec.get(k) in (None, "")]
     if missing:
         raise SpecError(f"worker spec {path} lacks {', '.join(missing)}")
@@ -167,7 +172,11 @@ def run_spec(spec: dict[str, Any]) -> str:
                                                          why), name="neuroalign-stop-watcher", daemon=True)
     watcher.start()
     try:
-        if spec["mode"] == "start":
+        if spec["mode"] in ("shared", "adapt"):
+            from neuroalign.jobs import shared_job
+
+            shared_job.run(spec, stop_event)
+        elif spec["mode"] == "start":
             from neuroalign.config import TrainConfig
 
             config = TrainConfig.from_dict(spec["config"])

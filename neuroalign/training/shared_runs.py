@@ -176,14 +176,15 @@ def _run(run_dir: Path, body: Callable[[Status], str], on_status: Status | None)
 
 def train_shared(names: Sequence[str], config: TrainConfig, data_dir: str | Path, runs_dir: str | Path,
                  cache_dir: str | Path | None = None, on_status: Status | None = None,
-                 baselines: bool = True) -> Path:
-    """One shared model over `names` into a new run folder (module docstring); returns the folder."""
+                 baselines: bool = True, run_dir: str | Path | None = None) -> Path:
+    """One shared model over `names` into a new run folder (module docstring); returns the folder.
+    `run_dir`: an existing empty run folder to write into instead (the dashboard's job creates it)."""
     config.validate()
     names = list(names)
     if len(names) < 2:
         raise ValueError(f"a shared model needs >= 2 subjects, got {len(names)}; train one subject without --shared")
     loaded = load_subjects(names, data_dir)  # one-line errors before any folder is made
-    run_dir = runs_io.new_run_dir(runs_dir, "shared-" + "+".join(names)[:60])
+    run_dir = Path(run_dir) if run_dir is not None else runs_io.new_run_dir(runs_dir, shared_run_label(names))
 
     def body(status: Status) -> str:
         t0 = time.monotonic()
@@ -219,6 +220,11 @@ def train_shared(names: Sequence[str], config: TrainConfig, data_dir: str | Path
     return _run(run_dir, body, on_status)
 
 
+def shared_run_label(names: Sequence[str]) -> str:
+    """The subject part of a shared run's folder name (`<time>_shared-A-B-C_<hex>`)."""
+    return "shared-" + "+".join(names)[:60]
+
+
 def read_shared_record(run_dir: str | Path) -> dict[str, Any]:
     """config.json of a shared run; one-line errors when `run_dir` is not one."""
     rec = runs_io.load_run(run_dir)
@@ -230,9 +236,10 @@ def read_shared_record(run_dir: str | Path) -> dict[str, Any]:
 
 def adapt_from_run(from_dir: str | Path, names: Sequence[str], data_dir: str | Path, runs_dir: str | Path,
                    cache_dir: str | Path | None = None, on_status: Status | None = None,
-                   baselines: bool = True) -> list[Path]:
+                   baselines: bool = True, run_dir: str | Path | None = None) -> list[Path]:
     """Adapt each new subject of `names` to the shared run `from_dir` (only its read-in is fitted; the
-    shared run is read, never written). One run folder per new subject; returns them."""
+    shared run is read, never written). One run folder per new subject; returns them. `run_dir`: an
+    existing empty run folder to write into (one subject only; the dashboard's job creates it)."""
     record = read_shared_record(from_dir)
     model = SharedModel.load(from_dir)
     fingerprint = model.shared_fingerprint()
@@ -240,6 +247,8 @@ def adapt_from_run(from_dir: str | Path, names: Sequence[str], data_dir: str | P
         raise ValueError(f"{from_dir}: shared_model.* do not match config.json (fingerprint {fingerprint[:12]}); "
                          "expected the files of one run")
     names = list(names)
+    if run_dir is not None and len(names) != 1:
+        raise ValueError(f"one run folder was given for {len(names)} subjects; expected one subject per folder")
     known = [n for n in names if n in model.readins]
     if known:
         raise ValueError(f"subject {known[0]!r} is already part of the shared run {Path(from_dir).name}; expected a "
@@ -252,8 +261,9 @@ def adapt_from_run(from_dir: str | Path, names: Sequence[str], data_dir: str | P
                              f"{Path(from_dir).name} was trained on {want[0]}x{want[1]}; expected the same image size")
     rule = model.split_rule
     out = []
+    given = run_dir
     for name, (subject, path) in loaded.items():
-        run_dir = runs_io.new_run_dir(runs_dir, f"adapt-{name}")
+        run_dir = Path(given) if given is not None else runs_io.new_run_dir(runs_dir, f"adapt-{name}")
 
         def body(status: Status, name=name, subject=subject, path=path, run_dir=run_dir) -> str:
             status(f"features of {name} ({model.image['backbone']})")
