@@ -24,7 +24,7 @@ from neuroalign.data.folder_check import WRITTEN_KEY, file_stamps
 from neuroalign.data.matio import peek_mat, save_mat
 from neuroalign.data.names import check_subject_name, name_taken
 from neuroalign.data.subject import SIDECAR, Subject, subject_files
-from neuroalign.io_utils import atomic_write_json, default_mode, pid_alive
+from neuroalign.io_utils import atomic_write_json, default_mode, disk_full_error, is_disk_full, pid_alive
 
 logger = logging.getLogger(__name__)
 
@@ -100,6 +100,14 @@ def check_root(root: Path) -> bool:
     return True
 
 
+def _final_path(written: Any, tmp: Path, target: Path) -> Path:
+    """Where `written` (a path inside the temporary folder `tmp`, or None) would have ended up."""
+    try:
+        return target / Path(str(written)).relative_to(tmp)
+    except (TypeError, ValueError):
+        return target
+
+
 def write_subject_folder(root: Path, name: str, subject: Subject, *, images_uint8: bool = False,
                          simulated: bool = False, source: dict[str, Any] | None = None,
                          extra_files: dict[str, Callable[[Path], Any]] | None = None,
@@ -154,12 +162,14 @@ def write_subject_folder(root: Path, name: str, subject: Subject, *, images_uint
             os.rmdir(target)  # Windows cannot rename over a folder
             os.rename(tmp, target)
         claimed = False
-    except BaseException:
+    except BaseException as exc:
         shutil.rmtree(tmp, ignore_errors=True)
         if claimed:
             try:
                 os.rmdir(target)  # only if still our empty claim
             except OSError:
                 pass
+        if is_disk_full(exc):  # one line naming the file as it would have been (the temporary folder is gone)
+            raise disk_full_error(_final_path(getattr(exc, "filename", None), tmp, target), exc) from None
         raise
     return target  # the rename keeps file sizes and mtimes: the sidecar stays current

@@ -11,7 +11,7 @@ import h5py
 import numpy as np
 
 from neuroalign.data.matio.common import DTYPE_TO_CLASS, V5_MAX_VARIABLE_BYTES
-from neuroalign.io_utils import atomic_savemat
+from neuroalign.io_utils import atomic_savemat, disk_full_error, is_disk_full
 
 
 def _matlab_header_73() -> bytes:
@@ -53,6 +53,11 @@ def save_mat(path: str | os.PathLike, variables: Mapping[str, np.ndarray]) -> tu
     try:
         write_mat_v73(tmp, variables)
         os.replace(tmp, path)
+    except BaseException as exc:
+        # HDF5 reports a full disk as a multi-line OSError naming neither file: one line naming `path`
+        if is_disk_full(exc):
+            raise disk_full_error(path, exc) from None
+        raise
     finally:
         tmp.unlink(missing_ok=True)
     return path, "v7.3"
