@@ -17,6 +17,7 @@ from neuroalign.data import SubjectStore
 from neuroalign.data.simulate import DEMO_SUBJECTS, make_demo_subjects
 from neuroalign.cli import shared_train_commands
 from neuroalign.paths import cache_dir, data_dir, runs_dir
+from neuroalign.text import printable
 from neuroalign.training import runs
 
 
@@ -275,4 +276,6 @@ def cmd_runs(args: argparse.Namespace) -> int:
               f"{fmt(m.get('test_top1_image_to_neural')):>9} {fmt(m.get('test_top1_neural_to_image')):>9} "
               f"{fmt(m.get('chance_top1')):>7} {fmt(m.get('best_linear_top1_image_to_neural')):>10} "
               f"{fmt(m.get('best_linear_top1_neural_to_image')):>10}  {', '.join(names) or '-'}")
+        if i.error:  # a damaged file: the state above is "unreadable" (or what could be read) and this says why
+            print(printable(f"  {i.error}"))
     return 0

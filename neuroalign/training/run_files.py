@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import json
 import os
+import re
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -96,10 +98,33 @@ CHECKPOINT_KEYS = {BEST_CKPT: ("model", "epoch", "val_loss"),
                    LAST_CKPT: ("model", "opt_image", "opt_neural", "epoch", "global_step")}
 
 
+#: how torch.save's files start: a zip archive (PyTorch >= 1.6), or the legacy format's pickled magic number
+_ZIP_MAGIC = b"PK\x03\x04"
+_LEGACY_MAGIC = b"\x80\x02\x8a\x0al\xfc\x9cF\xf9 j\xa8P\x19"
+
+
+def _checkpoint_kind(path: Path) -> str:
+    """"torch" when `path` starts as a file written by torch.save does, else what it is instead (a
+    RunFileError problem): a plain Python pickle, or not a PyTorch checkpoint at all."""
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(len(_LEGACY_MAGIC))
+    except OSError as exc:
+        return f"cannot be read ({exc.strerror or type(exc).__name__})"
+    if head.startswith(_ZIP_MAGIC) or head == _LEGACY_MAGIC:
+        return "torch"
+    if len(head) >= 2 and head[0] == 0x80 and 2 <= head[1] <= 5:
+        return (f"is a plain Python pickle (protocol {head[1]}), not a PyTorch checkpoint; expected a file "
+                "written by torch.save (refused unread: a pickle can run code)")
+    return (f"is not a PyTorch checkpoint (starts with bytes {head[:4].hex(' ')}; expected a torch.save zip "
+            "archive): damaged, or another kind of file")
+
+
 def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
     """Load a checkpoint with `weights_only=True` (tensors and plain containers only) onto the CPU.
 
-    FileNotFoundError when missing; RunFileError (one line) when it is truncated or corrupt, holds
+    FileNotFoundError when missing; RunFileError (one line) when it is not a file torch.save wrote (a
+    plain pickle or other bytes: refused before any unpickling), is truncated or corrupt, holds
     anything but tensors and plain containers, or lacks what `best.pt` / `last.pt` must hold
     (`CHECKPOINT_KEYS`).
     """
@@ -112,15 +137,22 @@ def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
         raise FileNotFoundError(f"checkpoint {display_path(path)} not found")
     if path.stat().st_size == 0:
         raise RunFileError(path, "is empty (0 bytes: truncated by a crash or a full disk?)")
+    kind = _checkpoint_kind(path)
+    if kind != "torch":
+        raise RunFileError(path, kind)  # never handed to torch's unpickler (no warnings, an accurate message)
     try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():  # torch warns about pickle protocols etc.; the one line below says it all
+            warnings.simplefilter("ignore")
+            obj = torch.load(path, map_location="cpu", weights_only=True)
     except MemoryError:
         raise RunFileError(path, "does not fit in memory; free memory or use a larger machine", hint="") from None
     except Exception as exc:  # noqa: BLE001 - torch/zipfile/pickle raise many types for damaged files
-        detail = " ".join(str(exc).split())
-        if "weights only load failed" in detail.lower() or "weights_only" in detail:
-            raise RunFileError(path, "holds objects other than tensors and plain containers (refused: checkpoints "
-                               "load with weights_only=True)") from None
+        cause = " ".join(str(exc.__context__ or exc).split())
+        refused = re.search(r"Unsupported global: GLOBAL (\S+)", cause)
+        if refused:
+            raise RunFileError(path, f"holds objects other than tensors and plain containers ({refused.group(1)}; "
+                               "refused: checkpoints load with weights_only=True)") from None
+        detail = cause if "weights only load failed" in str(exc).lower() else " ".join(str(exc).split())
         detail = detail.split(". ")[0]  # torch's messages go on with advice that does not apply here
         raise RunFileError(path, f"is truncated or corrupt ({type(exc).__name__}: {detail[:120]})") from None
     if not isinstance(obj, dict):

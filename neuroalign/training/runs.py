@@ -186,9 +186,16 @@ def is_run_dir(path: str | os.PathLike) -> bool:
 
 def read_status(run_dir: str | os.PathLike, strict: bool = False) -> dict[str, Any]:
     """`status.json` ({} when missing). A damaged file is {} with a warning (every writer merges into
-    the status and must be able to replace a damaged one), or RunFileError with `strict`."""
+    the status and must be able to replace a damaged one), or RunFileError with `strict` -- which also
+    refuses valid JSON without a state a run can be in (`STATES`), e.g. `"state": "bogus"`."""
+    path = Path(run_dir) / STATUS_FILE
     try:
-        return read_json_file(Path(run_dir) / STATUS_FILE) or {}
+        status = read_json_file(path) or {}
+        if strict and status and status.get("state") not in STATES:
+            found = f"has state {json.dumps(status['state'], default=str)[:40]}" if "state" in status \
+                else "lacks a state"
+            raise RunFileError(path, f"{found}; expected one of {', '.join(STATES)}")
+        return status
     except RunFileError as exc:
         if strict:
             raise
@@ -323,6 +330,17 @@ def read_split(run_dir: str | os.PathLike) -> dict[str, np.ndarray]:
                                                    for v in values):
             raise RunFileError(path, f"has a {k!r} entry that is not a list of image indices (non-negative integers)")
         out[k] = np.asarray(values, dtype=np.int64)
+    for k, values in out.items():
+        if len(np.unique(values)) != len(values):
+            raise RunFileError(path, f"lists an image twice in {k!r}; expected each image index at most once")
+    names = ("train", "val", "test")
+    for i, a in enumerate(names):
+        for b in names[i + 1:]:
+            both = np.intersect1d(out[a], out[b])
+            if len(both):
+                shown = ", ".join(map(str, both[:5].tolist())) + (" ..." if len(both) > 5 else "")
+                raise RunFileError(path, f"has {len(both)} image(s) in both {a!r} and {b!r} (index {shown}); "
+                                   "expected disjoint train/val/test splits")
     return out
 
 
@@ -503,7 +521,7 @@ def _run_info(path: Path) -> RunInfo:
 
     def read(name: str) -> dict[str, Any]:
         try:
-            return read_json_file(path / name) or {}
+            return (read_status(path, strict=True) if name == STATUS_FILE else read_json_file(path / name)) or {}
         except RunFileError as exc:
             errors[name] = str(exc)
             return {}
