@@ -4,13 +4,16 @@ import numpy as np
 import streamlit as st
 
 from neuroalign import plots
-from neuroalign.ui import guards, keys, run_picker
+from neuroalign.ui import guards, keys, run_picker, shared_view
 from neuroalign.ui.entry import page_entry
 
 page_entry()
 st.title("Feature maps")
 run, summary, outputs = run_picker.pick_finished_run(keys.MAPS_RUN)
 guards.show_summary_problems(run.run_id, summary)
+if summary.get("shared"):  # a shared run: one vector space, no maps; its embeddings instead
+    shared_view.render_embeddings(summary, outputs, run_picker.stimuli_for)
+    st.stop()
 image_maps = np.asarray(outputs["image_maps"])
 neural_maps = np.asarray(outputs["neural_maps"])
 ssim = np.asarray(outputs["ssim"], dtype=np.float64)

@@ -18,7 +18,8 @@ try:
     if not name:
         raise ValueError("the run's config.json does not record its subject")
     with st.spinner("Computing per-neuron importance on the test images…"):
-        result = loaders.run_importance(run.path, name)
+        result = (loaders.shared_importance(run.path, name) if summary.get("shared")  # a shared run's subject
+                  else loaders.run_importance(run.path, name))
     subject = loaders.load_subject(name)
 except (ValueError, FileNotFoundError, OSError) as exc:
     st.error(f"Cannot compute neuron importance for run {run.run_id}: {exc}")

@@ -5,7 +5,7 @@ import streamlit as st
 
 from neuroalign import plots
 from neuroalign.training.runs import RESULTS_FILE
-from neuroalign.ui import guards, keys, nav, neurons_view, profile_view, results_view, run_picker
+from neuroalign.ui import guards, keys, nav, neurons_view, profile_view, results_view, run_picker, shared_view
 from neuroalign.ui.entry import page_entry
 
 # Table headers short enough for a 1,024 px window (the help of each column names the baseline in full)
@@ -57,6 +57,9 @@ else:
                "rank · 95% lo/hi: the 95 % interval of top-1 over the test images · chance: a random ranking · hover "
                "a column name for what each baseline is. pixels, random, backbone: ridge regression from the pixels, "
                "from random features and from the backbone features; the best linear readout is the best of them.")
+
+if summary.get("shared"):  # a shared run: does one subject's response retrieve another's?
+    shared_view.render_cross_subject(summary)
 
 # ---- query browser -----------------------------------------------------------------------------
 st.subheader("Query browser")

@@ -7,7 +7,7 @@ import pandas as pd
 import streamlit as st
 
 from neuroalign import plots
-from neuroalign.ui import guards, keys, loaders, nav, resume, tables
+from neuroalign.ui import guards, keys, loaders, nav, resume, shared_view, tables
 from neuroalign.ui.entry import page_entry
 
 page_entry()
@@ -86,8 +86,23 @@ if row["state"] in resume.RESUMABLE_STATES and row["state"] != "failed":  # fail
         st.caption(f"This run is {row['state']}: {(chosen_summary.get('status') or {}).get('message', '')}")
 elif row["state"] == "failed":
     resume.button(run_dir, row["state"], keys.RUNS_RESUME)
+shared_names = loaders.shared_subject_names(chosen_summary.get("config") or {}) \
+    if loaders.is_shared_config(chosen_summary.get("config")) else []
+if shared_names and row["state"] == "finished":  # a shared run: one row per subject (its own results.json)
+    kind = (chosen_summary.get("config") or {}).get("kind")
+    st.markdown("**Per subject** — one model over " + ", ".join(f"`{n}`" for n in shared_names)
+                if kind == "shared" else f"**Adapted** from `{Path(str(chosen_summary['config'].get('adapted_from'))).name}`"
+                " (only this subject's read-in was fitted)")
+    try:
+        st.dataframe(shared_view.subjects_frame(run_dir, shared_names), hide_index=True,
+                     column_config=shared_view.SUBJECT_COLUMNS, key="runs.shared_subjects")
+    except (ValueError, FileNotFoundError, OSError) as exc:
+        st.error(f"Cannot read the per-subject results of {run_dir.name}: {exc}")
+    st.caption("Test top-1 of each subject on its own test images with the 95 % interval, and the best ridge "
+               "baseline on the same images. The Retrieval, Feature maps and Neurons pages open each subject; "
+               "Retrieval also shows cross-subject retrieval.")
 links = st.columns(3)
-if pd.notna(row["top1 img→neu"]):
+if pd.notna(row["top1 img→neu"]) or (shared_names and row["state"] == "finished"):
     links[0].page_link(nav.RETRIEVAL.path, label="Open in Retrieval", icon=nav.RETRIEVAL.icon)
     links[1].page_link(nav.FEATURE_MAPS.path, label="Open in Feature maps", icon=nav.FEATURE_MAPS.icon)
 
@@ -96,6 +111,10 @@ downloads = [("best.pt", "Checkpoint (best.pt)", "application/octet-stream"),
              ("test_result.mat", "test_result.mat", "application/octet-stream"),
              ("loss_data.mat", "loss_data.mat", "application/octet-stream"),
              ("config.json", "config.json", "application/json")]
+if shared_names:  # a shared run's own files (training.shared_runs)
+    downloads = [("shared_model.npz", "Shared model (npz)", "application/octet-stream"),
+                 ("shared_results.json", "shared_results.json", "application/json"),
+                 ("config.json", "config.json", "application/json")]
 metrics = chosen_summary["metrics"]
 buf = io.StringIO()
 pd.DataFrame(metrics).to_csv(buf, index=False)

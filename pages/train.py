@@ -4,7 +4,7 @@ import streamlit as st
 
 from neuroalign import config as cfgmod
 from neuroalign import paths, plots
-from neuroalign.ui import guards, jobs_view, keys, loaders, nav, resume, train_form
+from neuroalign.ui import guards, jobs_view, keys, loaders, nav, resume, shared_view, train_form
 from neuroalign.ui.entry import page_entry
 
 page_entry()
@@ -50,6 +50,16 @@ def _launch() -> None:
         st.session_state[keys.TRAIN_ERRORS] = [f"Cannot start: {exc}"]
         return
     manager = jobs_view.job_manager()
+    if st.session_state.get(keys.TRAIN_KIND) == shared_view.SHARED:  # one job for all the chosen subjects
+        try:
+            job_id = manager.start_shared(list(chosen), config, paths.data_dir(), paths.runs_dir())
+        except (ValueError, FileNotFoundError) as exc:
+            st.session_state[keys.TRAIN_ERRORS] = [f"Cannot start the shared model: {exc}"]
+            return
+        st.session_state[keys.TRAIN_FORM_OPEN] = False
+        st.session_state.setdefault(keys.TRAIN_LAUNCHED, []).append(job_id)
+        st.toast(f"Started a shared model over {', '.join(chosen)} ({job_id})")
+        return
     st.session_state[keys.TRAIN_FORM_OPEN] = False
     for name in chosen:
         try:
@@ -62,6 +72,50 @@ def _launch() -> None:
     st.session_state[keys.TRAIN_ERRORS] = errors
 
 
+def _launch_adapt() -> None:
+    """Adapt button callback: one job fitting the new subject's read-in on the chosen shared run."""
+    run_dir, name = st.session_state.get(keys.TRAIN_ADAPT_RUN), st.session_state.get(keys.TRAIN_ADAPT_SUBJECT)
+    try:
+        if not run_dir or not name:
+            raise ValueError("pick a finished shared run and a new subject")
+        job_id = jobs_view.job_manager().start_adapt(run_dir, name, paths.data_dir(), paths.runs_dir())
+    except (ValueError, FileNotFoundError) as exc:
+        st.session_state[keys.TRAIN_ERRORS] = [f"Cannot adapt: {exc}"]
+        return
+    st.session_state[keys.TRAIN_FORM_OPEN] = False
+    st.session_state.setdefault(keys.TRAIN_LAUNCHED, []).append(job_id)
+    st.toast(f"Started adapting {name} ({job_id})")
+
+
+def _adapt_controls() -> None:
+    """The shared run to adapt from and the new subject (its read-in is all that is fitted)."""
+    runs = shared_view.shared_runs()
+    if not runs:
+        st.info("No finished shared run yet: train one shared model over several subjects first.",
+                icon=":material/info:")
+        return
+    by_path = {str(r.path): r for r in runs}
+    if st.session_state.get(keys.TRAIN_ADAPT_RUN) not in by_path:
+        st.session_state[keys.TRAIN_ADAPT_RUN] = next(iter(by_path))
+    c = st.columns([3, 2])
+    run_dir = c[0].selectbox("Shared run", list(by_path), key=keys.TRAIN_ADAPT_RUN,
+                             format_func=lambda p: shared_view.shared_run_label(by_path[p]),
+                             help="A finished shared model; its image side and read-ins stay fixed.")
+    taken = loaders.shared_subject_names(loaders.run_summary(run_dir).get("config") or {})
+    new = [n for n in usable if n not in taken]
+    if not new:
+        c[1].selectbox("New subject", [], key=keys.TRAIN_ADAPT_SUBJECT, disabled=True)
+        st.info("Every subject of the data folder is already part of this shared run; import a new one first.")
+        return
+    if st.session_state.get(keys.TRAIN_ADAPT_SUBJECT) not in new:
+        st.session_state[keys.TRAIN_ADAPT_SUBJECT] = new[0]
+    name = c[1].selectbox("New subject", new, key=keys.TRAIN_ADAPT_SUBJECT,
+                          help="Only this subject's read-in into the shared space is fitted (closed form); it need "
+                               "not have seen the shared run's images, but its images must have the same size.")
+    st.button(f"Adapt {name} to this shared run", type="primary", key=keys.TRAIN_ADAPT_SUBMIT, on_click=_launch_adapt,
+              icon=":material/call_merge:")
+
+
 # ---- launch form (first, so it is reachable without scrolling; collapsed once jobs exist) -------
 launch_errors = st.session_state.pop(keys.TRAIN_ERRORS, [])
 for message in launch_errors:
@@ -71,25 +125,36 @@ if launch_errors:  # a failed start keeps the form (and the field to fix) open u
     st.session_state[keys.TRAIN_FORM_OPEN] = True
 with st.expander("New training", expanded=not jobs_view.snapshots() or st.session_state.get(keys.TRAIN_FORM_OPEN, False),
                  icon=":material/add_circle:"):
-    top = st.columns([2, 1])
-    if keys.TRAIN_SUBJECTS not in st.session_state:
-        st.session_state[keys.TRAIN_SUBJECTS] = train_form.default_subjects(
-            usable, st.session_state.get(keys.SELECTED_SUBJECT), subjects, _newest_run_subject())
-    # Enter picks the first match only (no "Select N matches" row) and a typed name matches names that
-    # contain it ("mouse7" does not pick "mouse8_v73" as a fuzzy subsequence would).
-    top[0].multiselect("Subjects", usable, key=keys.TRAIN_SUBJECTS, select_all=False, filter_mode="contains",
-                       help="One run per subject; runs of different subjects queue one after another. "
-                            "Defaults to the subject you used last (or a demo subject on a fresh install).")
-    top[1].selectbox("Preset", cfgmod.PRESETS, index=cfgmod.PRESETS.index("recommended"), key=keys.TRAIN_PRESET,
-                     on_change=_apply_preset,
-                     help="recommended: what worked best on the validation split of the simulated subjects. "
-                          "reference: the original research code's settings (5000 epochs). attention: "
-                          "attention over the neurons (transformer block). Picking one resets every field.")
-    block, head = train_form.draw_selectors(st.session_state[keys.TRAIN_PRESET])
-    with st.form(keys.TRAIN_FORM, border=False):
-        train_form.draw_sections(block, head)
-        st.form_submit_button(train_form.start_label(st.session_state.get(keys.TRAIN_SUBJECTS) or []),
-                              type="primary", key=keys.TRAIN_SUBMIT, on_click=_launch)
+    kind = st.radio("What to train", list(shared_view.TRAIN_KINDS), format_func=shared_view.TRAIN_KINDS.get,
+                    horizontal=True, key=keys.TRAIN_KIND, help=shared_view.TRAIN_KIND_HELP)
+    if kind == shared_view.ADAPT:
+        _adapt_controls()
+    else:
+        top = st.columns([2, 1])
+        if keys.TRAIN_SUBJECTS not in st.session_state:
+            st.session_state[keys.TRAIN_SUBJECTS] = train_form.default_subjects(
+                usable, st.session_state.get(keys.SELECTED_SUBJECT), subjects, _newest_run_subject())
+        # Enter picks the first match only (no "Select N matches" row) and a typed name matches names that
+        # contain it ("mouse7" does not pick "mouse8_v73" as a fuzzy subsequence would).
+        top[0].multiselect("Subjects", usable, key=keys.TRAIN_SUBJECTS, select_all=False, filter_mode="contains",
+                           help="One shared model over all of them (at least 2, images of one size)."
+                           if kind == shared_view.SHARED else
+                           "One run per subject; runs of different subjects queue one after another. "
+                           "Defaults to the subject you used last (or a demo subject on a fresh install).")
+        top[1].selectbox("Preset", cfgmod.PRESETS, index=cfgmod.PRESETS.index("recommended"), key=keys.TRAIN_PRESET,
+                         on_change=_apply_preset,
+                         help="recommended: what worked best on the validation split of the simulated subjects. "
+                              "reference: the original research code's settings (5000 epochs). attention: "
+                              "attention over the neurons (transformer block). Picking one resets every field.")
+        if kind == shared_view.SHARED:
+            st.caption("A shared model is fitted in closed form: the image model (and its layer), components, "
+                       "normaliser and split fields apply; the neural block, optimiser and epoch fields do not.")
+        block, head = train_form.draw_selectors(st.session_state[keys.TRAIN_PRESET])
+        with st.form(keys.TRAIN_FORM, border=False):
+            train_form.draw_sections(block, head)
+            chosen_now = st.session_state.get(keys.TRAIN_SUBJECTS) or []
+            st.form_submit_button(shared_view.start_label(kind, chosen_now) or train_form.start_label(chosen_now),
+                                  type="primary", key=keys.TRAIN_SUBMIT, on_click=_launch)
 
 # ---- live view ---------------------------------------------------------------------------------
 running_now = bool(jobs_view.active(jobs_view.snapshots()))
@@ -105,12 +170,14 @@ def live_view() -> None:
     for s in shown:
         with st.container(border=True):
             head = st.columns([3, 1])
-            head[0].markdown(f"**{s.subject}** · `{s.job_id}` · {s.state} · run `{s.run_dir.name}`")
+            head[0].markdown(f"{shared_view.job_title(s)} · `{s.job_id}` · {s.state} · run `{s.run_dir.name}`")
             if (s.state in jobs_view.ACTIVE_STATES and not jobs_view.is_stopping(s)
                     and not jobs_view.is_evaluating(s)):
                 head[1].button("Stop", key=keys.TRAIN_STOP_PREFIX + s.job_id, icon=":material/stop:",
                                on_click=_stop, args=(s.job_id,),
-                               help="Stop after the current step; the best checkpoint is restored and evaluated."
+                               help=("Stop at the next phase (a closed-form fit: nothing to resume)."
+                                     if getattr(s, "mode", "train") != "train" else
+                                     "Stop after the current step; the best checkpoint is restored and evaluated.")
                                if s.state == "running" else "Take this job out of the queue.")
             else:
                 resume.button(s.run_dir, s.state, keys.TRAIN_RESUME_PREFIX + s.job_id, where=head[1],
@@ -121,7 +188,7 @@ def live_view() -> None:
             elif s.state == "finished":
                 st.success(s.message or "finished")
             elif jobs_view.is_stopping(s):
-                st.warning(jobs_view.STOPPING_MESSAGE, icon=":material/hourglass_top:")
+                st.warning(jobs_view.live_message(s), icon=":material/hourglass_top:")
             elif jobs_view.live_message(s):
                 st.caption(jobs_view.live_message(s))
     if left_out:

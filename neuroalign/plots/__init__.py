@@ -9,6 +9,7 @@ so pages only pick data and draw. `from neuroalign import plots` gives every bui
 * `subjects`: per-neuron statistics, histograms, the response raster;
 * `retrieval`: similarity matrix, rank histogram, top-1 bars with intervals;
 * `maps`: feature-map panels, mean maps, stimulus pictures;
+* `shared`: shared runs -- cross-subject retrieval bars, the two embeddings of a test image;
 * `neurons`: per-neuron importance of a trained run, ranked and against reliability or ground truth;
 * `profile`: the layer-by-layer alignment profile (score and median FEVE vs depth, one line per image model).
 """
@@ -24,6 +25,7 @@ from neuroalign.plots.maps import (
 from neuroalign.plots.neurons import importance_ranked, importance_scatter
 from neuroalign.plots.profile import profile_chart, profile_feve_chart
 from neuroalign.plots.retrieval import rank_histogram, similarity_heatmap, top1_bars
+from neuroalign.plots.shared import cross_subject_bars, embedding_heatmaps, embedding_lines
 from neuroalign.plots.style import (
     DIFF_COLORSCALE,
     GRAY_COLORSCALE,
@@ -40,7 +42,7 @@ from neuroalign.plots.training import loss_curves, lr_curves
 
 __all__ = [
     "DIFF_COLORSCALE", "GRAY_COLORSCALE", "LAYOUT", "MAP_COLORSCALE", "PALETTE", "PANEL_TITLES", "RASTER_COLORSCALE",
-    "THEME_PLACEHOLDER", "as_display_image", "ema_smooth", "explicit_colorscale", "feature_map_panel", "framed",
+    "THEME_PLACEHOLDER", "as_display_image", "cross_subject_bars", "embedding_heatmaps", "embedding_lines", "ema_smooth", "explicit_colorscale", "feature_map_panel", "framed",
     "histogram", "importance_ranked", "profile_chart", "profile_feve_chart", "importance_scatter", "loss_curves", "lr_curves", "map_range", "mean_maps", "neuron_reliability", "neuron_stats",
     "rank_histogram", "raster_order", "response_raster", "similarity_heatmap", "top1_bars", "top_k",
     "true_match_ranks",

@@ -47,7 +47,10 @@ def require_finished_runs() -> list:
 def _has_results(run) -> bool:
     from neuroalign.training import runs as runs_io
 
-    return (run.path / runs_io.RESULTS_FILE).is_file() and (run.path / runs_io.TEST_OUTPUTS).is_file()
+    if (run.path / runs_io.RESULTS_FILE).is_file() and (run.path / runs_io.TEST_OUTPUTS).is_file():
+        return True
+    # a shared run (training.shared_runs): shared_results.json is written once every subject is evaluated
+    return run.state == "finished" and (run.path / loaders.SHARED_RESULTS).is_file()
 
 
 def show_run_problems(problems: Mapping[str, str], limit: int = 3) -> None:

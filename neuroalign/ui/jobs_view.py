@@ -12,6 +12,7 @@ logger = logging.getLogger(__name__)
 
 ACTIVE_STATES = ("queued", "running")
 STOPPING_MESSAGE = "stopping — restoring the best checkpoint and evaluating"
+SHARED_STOPPING_MESSAGE = "stopping at the end of the current phase (a closed-form fit: nothing to restore)"
 
 # Jobs a Stop was requested for, process-wide (every browser tab sees it). The job manager's
 # snapshot has no such flag and the trainer's next step overwrites its "stopping" message, so the
@@ -227,7 +228,7 @@ def live_message(snap: Any) -> str:
     job that has not reported yet (loading data, computing backbone features) the run's status.json
     message (read once per change, not per call); plus a note when nothing has progressed for a while."""
     if is_stopping(snap):
-        return STOPPING_MESSAGE
+        return SHARED_STOPPING_MESSAGE if getattr(snap, "mode", "train") != "train" else STOPPING_MESSAGE
     message, changed = snap.message, None
     if snap.state == "running" and getattr(snap, "kind", "thread") == "thread":
         status = _status_message(snap.run_dir)
@@ -280,7 +281,10 @@ def progress_text(snap: Any, snaps: list[Any] | None = None) -> str:
         parts[0] = "queued · next to start" if position == 1 else f"queued · {_ordinal(position)} in line"
     if snap.epochs:
         parts.append(f"epoch {snap.epoch or 0}/{snap.epochs}")
-    if snap.state == "running" and not stopping and not evaluating:
+    if getattr(snap, "mode", "train") != "train":  # a shared fit reports phases, not epochs
+        if snap.state == "running" and not stopping:
+            parts.append(f"{100 * float(snap.progress or 0.0):.0f} % done")
+    elif snap.state == "running" and not stopping and not evaluating:
         parts.append(f"ETA {format_eta(snap.eta_s)}")
     rate = training_throughput(snap)
     if rate:

@@ -53,6 +53,11 @@ TRAIN_SHOW_FINISHED = "train.show_finished"
 TRAIN_COMPARE = "train.compare"  # finished jobs overlaid on the live loss curves
 TRAIN_COMPARE_AUTO = "train.compare_auto"  # False once the user picked jobs to overlay
 TRAIN_WATCHED = "train.watched"  # labels of the jobs this session saw running (the chart follows them)
+TRAIN_KIND = "train.kind"  # one run per subject | one shared model | adapt a new subject (ui.shared_view)
+TRAIN_ADAPT_RUN = "train.adapt_run"  # the shared run a new subject is adapted from
+TRAIN_ADAPT_SUBJECT = "train.adapt_subject"  # the new subject
+TRAIN_ADAPT_SUBMIT = "train.adapt_submit"
+SHARED_SUBJECT = "shared.subject"  # the subject picked inside a shared run (every result page opens on it)
 TRAIN_FORM_OPEN = "train.form_open"  # True after a failed start: the form stays open until a start works
 
 # --- Retrieval page ---------------------------------------------------------------------------

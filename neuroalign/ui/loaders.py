@@ -274,3 +274,111 @@ def true_snr(name: str) -> np.ndarray | None:
     """Per-neuron true SNR `(K,)` of a simulated subject (None without ground truth), cached."""
     root = paths.data_dir()
     return _true_snr(str(root), name, subject_stamp(root, name))
+
+
+# ---- shared runs (one model over several subjects: training.shared_runs) -------------------------
+
+SHARED_RESULTS = "shared_results.json"
+SUBJECTS_DIR = "subjects"
+SUBJECT_FILES = (_runs_io.RESULTS_FILE, _runs_io.SPLIT_FILE, _runs_io.TEST_OUTPUTS, _runs_io.NORMALISER_FILE)
+
+
+def shared_stamp(run_dir: Path, name: str) -> tuple:
+    """Modification times of a shared run's files and of one subject's files in it."""
+    folder = Path(run_dir) / SUBJECTS_DIR / name
+    return (run_stamp(Path(run_dir)), _mtime(Path(run_dir) / SHARED_RESULTS),
+            tuple(_mtime(folder / f) for f in SUBJECT_FILES))
+
+
+def _read_subject_json(path: Path, problems: dict[str, str]) -> Any:
+    from neuroalign.training.run_files import RunFileError, read_json_file
+
+    try:
+        return read_json_file(path)
+    except (RunFileError, OSError) as exc:
+        problems[path.name] = str(exc)
+        return None
+
+
+@st.cache_data(show_spinner=False, max_entries=32)
+def _shared_subject_summary(run_dir: str, name: str, stamp: tuple) -> dict[str, Any]:
+    from neuroalign.training.runs import load_run, read_split
+
+    rec = load_run(Path(run_dir))
+    folder = Path(run_dir) / SUBJECTS_DIR / name
+    problems: dict[str, str] = {}
+    results = _read_subject_json(folder / _runs_io.RESULTS_FILE, problems)
+    shared_results = _read_subject_json(Path(run_dir) / SHARED_RESULTS, problems) or {}
+    try:
+        split = read_split(folder)
+    except FileNotFoundError:
+        split = None
+    except ValueError as exc:
+        split, problems[_runs_io.SPLIT_FILE] = None, str(exc)
+    records = rec.config.get("subjects") if isinstance(rec.config.get("subjects"), list) else []
+    subject = next((s for s in records if isinstance(s, dict) and s.get("name") == name), None)
+    if subject is None and isinstance(rec.config.get("subject"), dict) and rec.config["subject"].get("name") == name:
+        subject = rec.config["subject"]  # an adapted run records its one subject here
+    config = {**rec.config, "subject": subject or {"name": name}}
+    return {"config": config, "split": split, "status": rec.status, "results": results, "metrics": [],
+            "problems": {**rec.problems, **problems},
+            "shared": {"kind": rec.config.get("kind"), "subject": name, "subjects": shared_subject_names(rec.config),
+                       "results": shared_results, "adapted_from": rec.config.get("adapted_from"),
+                       "run_subject": (rec.config.get("subject") or {}).get("name")}}
+
+
+def shared_subject_names(config: dict[str, Any]) -> list[str]:
+    """The subjects of a shared run's config.json (an adapted run: its one new subject)."""
+    if config.get("kind") == "adapted":
+        return [str((config.get("subject") or {}).get("name"))]
+    return [str(s.get("name")) for s in (config.get("subjects") or []) if isinstance(s, dict) and s.get("name")]
+
+
+def shared_subject_summary(run_dir: str | os.PathLike, name: str) -> dict[str, Any]:
+    """A shared run seen as one subject's run: `run_summary`'s keys with that subject's results,
+    split and record (`config["subject"]`), plus `shared`: the run's kind, its subjects, the picked
+    one and shared_results.json (cross-subject retrieval). Cached on the files' mtimes."""
+    return _shared_subject_summary(str(run_dir), name, shared_stamp(Path(run_dir), name))
+
+
+@st.cache_data(show_spinner=False, max_entries=16)
+def _shared_subject_outputs(run_dir: str, name: str, stamp: tuple) -> dict[str, np.ndarray]:
+    from neuroalign.training.run_files import RunFileError
+
+    path = Path(run_dir) / SUBJECTS_DIR / name / _runs_io.TEST_OUTPUTS
+    if not path.is_file():
+        return {}
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            return {k: np.asarray(data[k]) for k in data.files}
+    except Exception as exc:  # noqa: BLE001 - zipfile/numpy raise many types for damaged files
+        raise RunFileError(path, f"is truncated or corrupt ({type(exc).__name__})") from None
+
+
+def shared_subject_outputs(run_dir: str | os.PathLike, name: str) -> dict[str, np.ndarray]:
+    """`test_indices`, `image_embedding`, `neural_embedding`, `similarity` of one subject of a shared
+    run ({} before its evaluation); cached."""
+    return _shared_subject_outputs(str(run_dir), name, shared_stamp(Path(run_dir), name))
+
+
+def is_shared_config(config: dict[str, Any] | None) -> bool:
+    """config.json of a shared (or adapted) run."""
+    return isinstance(config, dict) and config.get("kind") in ("shared", "adapted")
+
+
+@st.cache_data(show_spinner=False, max_entries=8)
+def _shared_importance(run_dir: str, name: str, stamp: tuple, root: str, subject_stamp_: tuple) -> dict[str, Any]:
+    import dataclasses
+
+    from neuroalign.evaluation.shared_importance import shared_importance
+
+    return dataclasses.asdict(shared_importance(run_dir, name, _load_subject(root, name, subject_stamp_)))
+
+
+def shared_importance(run_dir: str | os.PathLike, name: str) -> dict[str, Any]:
+    """Per-neuron importance of subject `name` in a shared run (`evaluation.shared_importance`) as
+    plain data, cached on the run's and the subject's files."""
+    root = paths.data_dir()
+    run_dir = Path(run_dir)
+    stamp = (shared_stamp(run_dir, name), _mtime(run_dir / "shared_model.npz"))
+    return _shared_importance(str(run_dir), name, stamp, str(root), subject_stamp(root, name))

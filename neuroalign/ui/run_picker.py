@@ -13,10 +13,51 @@ from neuroalign.ui import guards, keys, loaders, tables
 logger = logging.getLogger(__name__)
 
 
+def run_kind(run_dir: Any) -> str | None:
+    """config.json's "kind" of a run ("shared", "adapted"; None for a single-subject run)."""
+    try:
+        return (loaders.run_summary(run_dir).get("config") or {}).get("kind")
+    except Exception:  # noqa: BLE001 - a damaged run is labelled by its folder alone
+        return None
+
+
+KIND_LABELS = {"shared": "shared model", "adapted": "adapted"}
+
+
 def _label(run: Any) -> str:
     top1 = (getattr(run, "metrics", None) or {}).get("test_top1_image_to_neural")
     score = f" · top-1 {top1:.2f}" if isinstance(top1, (int, float)) else ""
-    return f"{run.subject} · {run.run_id}{score}"
+    kind = KIND_LABELS.get(run_kind(run.path))
+    return f"{run.subject}{f' ({kind})' if kind else ''} · {run.run_id}{score}"
+
+
+def _remember_subject(widget_key: str) -> None:
+    st.session_state[keys.SHARED_SUBJECT] = st.session_state[widget_key]
+
+
+def pick_shared_subject(run_id: str, summary: dict[str, Any], widget_key: str) -> str:
+    """Selectbox over the subjects of a shared run (default: the subject picked on another page)."""
+    names = loaders.shared_subject_names(summary.get("config") or {})
+    if not names:
+        st.error(f"Run {run_id}: config.json lists no subjects; expected the files train --shared writes.")
+        st.stop()
+    wanted = st.session_state.get(keys.SHARED_SUBJECT)
+    if wanted in names and st.session_state.get(widget_key) != wanted:
+        st.session_state[widget_key] = wanted
+    elif st.session_state.get(widget_key) not in names:
+        st.session_state[widget_key] = names[0]
+    kind = (summary.get("config") or {}).get("kind")
+    help_text = ("One model over these subjects: a shared image side and one read-in per subject. Every result "
+                 "below is the picked subject's (its own test images, baselines and intervals)."
+                 if kind == "shared" else "The new subject adapted to a shared run (only its read-in was fitted).")
+    chosen = st.selectbox("Subject in this shared run" if kind == "shared" else "Subject", names, key=widget_key,
+                          on_change=_remember_subject, args=(widget_key,), help=help_text,
+                          disabled=len(names) == 1)
+    st.session_state[keys.SHARED_SUBJECT] = chosen
+    return chosen
+
+
+SHARED_OUTPUTS = ("test_indices", "similarity", "image_embedding", "neural_embedding")
 
 
 def _remember(widget_key: str) -> None:
@@ -38,14 +79,20 @@ def pick_finished_run(widget_key: str) -> tuple[Any, dict[str, Any], dict[str, n
     chosen = st.selectbox("Run", options, key=widget_key, format_func=lambda p: _label(by_path[p]),
                           on_change=_remember, args=(widget_key,))
     st.session_state[keys.SELECTED_RUN] = chosen
+    needed = ("test_indices", "image_maps", "neural_maps", "similarity", "ssim")
     try:
         summary = loaders.run_summary(chosen)
-        outputs = loaders.run_test_outputs(chosen)
+        if loaders.is_shared_config(summary.get("config")):  # a shared run: one of its subjects
+            name = pick_shared_subject(by_path[chosen].run_id, summary, widget_key + ".subject")
+            summary = loaders.shared_subject_summary(chosen, name)
+            outputs = loaders.shared_subject_outputs(chosen, name)
+            needed = SHARED_OUTPUTS
+        else:
+            outputs = loaders.run_test_outputs(chosen)
     except Exception as exc:  # noqa: BLE001 - a damaged run folder must not take the page down
         logger.warning("cannot read run %s: %s", chosen, exc)
         st.error(f"Cannot read run {by_path[chosen].run_id}: {type(exc).__name__}: {exc}")
         st.stop()
-    needed = ("test_indices", "image_maps", "neural_maps", "similarity", "ssim")
     missing = [k for k in needed if k not in (outputs or {})]
     if outputs and missing:
         st.error(f"Run {by_path[chosen].run_id}: test_outputs.npz lacks {', '.join(missing)}; re-evaluate the run.")

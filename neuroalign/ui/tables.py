@@ -102,6 +102,7 @@ def run_row(run_dir: Path, summary: Mapping[str, Any], subject: str | None = Non
     results = summary.get("results") or {}
     test = results.get("test", {}) if isinstance(results, Mapping) else {}
     stamp, folder_subject = _from_folder_name(run_dir.name)
+    kind = {"shared": " (shared)", "adapted": " (adapted)"}.get(meta.get("kind"), "")  # training.shared_runs
     created = stamp or meta.get("created") or status.get("updated")  # submitted, not when training started
     try:
         when = pd.to_datetime(created, utc=True).tz_convert(None).to_pydatetime() if created else None
@@ -111,8 +112,8 @@ def run_row(run_dir: Path, summary: Mapping[str, Any], subject: str | None = Non
         "run": run_dir.name,
         "id": run_dir.name.rsplit("_", 1)[-1],
         # a queued or preparing run has no config.json yet: its folder name holds the subject
-        "subject": (subject if subject not in (None, "", "?") else None) or _get(meta, "subject", "name")
-        or folder_subject or "?",
+        "subject": ((subject if subject not in (None, "", "?") else None) or _get(meta, "subject", "name")
+                    or folder_subject or "?") + kind,
         "state": status.get("state", "unknown"),
         "top1 img→neu": _get(test, "image_to_neural", "top1"),
         "top1 neu→img": _get(test, "neural_to_image", "top1"),

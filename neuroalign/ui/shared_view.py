@@ -1,0 +1,247 @@
+"""The pages' parts for shared runs (one model over several subjects, `training.shared_runs`): the
+Train page's choice of what to train, the cross-subject retrieval table and chart (Retrieval), the
+shared-space view that stands in for feature maps, and the per-subject table of the Runs page."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Mapping
+
+import numpy as np
+import pandas as pd
+import streamlit as st
+
+from neuroalign import plots
+from neuroalign.text import markdown_literal as md
+from neuroalign.ui import keys, loaders
+
+# ---- Train page ----------------------------------------------------------------------------------
+
+SEPARATE, SHARED, ADAPT = "separate", "shared", "adapt"
+TRAIN_KINDS = {SEPARATE: "One run per subject", SHARED: "One shared model over the selected subjects",
+               ADAPT: "Adapt a new subject from a shared run"}
+TRAIN_KIND_HELP = (
+    "One run per subject: an independent model for each. One shared model: one image side for all the selected "
+    "subjects and one linear read-in per subject into a shared space, fitted in closed form (splits by image "
+    "identity, shared across subjects; the image model, components, normaliser and split fields below apply, the "
+    "optimiser fields do not); one run folder with every subject's results and cross-subject retrieval. Adapt: "
+    "keep a finished shared model fixed and fit only a new subject's read-in (seconds on a CPU).")
+
+
+def shared_runs() -> list[Any]:
+    """Finished shared runs (RunInfo), newest first: what a new subject can be adapted from."""
+    out = []
+    for run in loaders.list_runs():
+        if run.state != "finished":
+            continue
+        try:
+            config = loaders.run_summary(run.path).get("config") or {}
+        except (ValueError, FileNotFoundError, OSError):
+            continue
+        if config.get("kind") == "shared":
+            out.append(run)
+    return out
+
+
+def shared_run_label(run: Any) -> str:
+    names = loaders.shared_subject_names(loaders.run_summary(run.path).get("config") or {})
+    return f"{', '.join(names)} · {run.run_id}"
+
+
+def start_label(kind: str, chosen: list[str], shown: int = 3) -> str | None:
+    """The launch button's label for a shared model (None: the per-subject label applies)."""
+    if kind != SHARED:
+        return None
+    if not chosen:
+        return "Start a shared model"
+    names = ", ".join(chosen[:shown]) + (f" + {len(chosen) - shown} more" if len(chosen) > shown else "")
+    return f"Start 1 shared model over {len(chosen)} subject{'s' if len(chosen) != 1 else ''}: {names}"
+
+
+def job_title(snap: Any) -> str:
+    """The job card's headline: subject(s) and, for a shared or adapt job, what it is."""
+    mode = getattr(snap, "mode", "train")
+    if mode == SHARED:
+        return f"**{md(', '.join(snap.subjects) or snap.subject)}** · shared model"
+    if mode == ADAPT:
+        source = Path(str(snap.adapt_from)).name if getattr(snap, "adapt_from", None) else "a shared run"
+        return f"**{md(snap.subject)}** · adapted from `{source}`"
+    return f"**{md(snap.subject)}**"
+
+
+# ---- Runs page: one row per subject of a shared run ------------------------------------------------
+
+
+def subjects_frame(run_dir: str | Path, names: list[str]) -> pd.DataFrame:
+    """One row per subject of a shared run: its test top-1 both ways with 95 % intervals, chance, the
+    best linear readout and the test size (from subjects/<name>/results.json)."""
+    from neuroalign.training.runs import best_linear
+
+    rows = []
+    for name in names:
+        results = loaders.shared_subject_summary(run_dir, name).get("results") or {}
+        test = results.get("test") or {}
+        row: dict[str, Any] = {"subject": name}
+        for direction, short in (("image_to_neural", "img→neu"), ("neural_to_image", "neu→img")):
+            d = test.get(direction) or {}
+            lo, hi = (list(d.get("top1_ci") or []) + [None, None])[:2]
+            row[f"top1 {short}"] = d.get("top1")
+            row[f"95% {short}"] = f"{lo:.2f}–{hi:.2f}" if isinstance(lo, (int, float)) and isinstance(hi, (int, float)) \
+                else ""
+        best = best_linear(results.get("baselines") or {})
+        row["linear img→neu"] = best.get("best_linear_top1_image_to_neural")
+        row["linear neu→img"] = best.get("best_linear_top1_neural_to_image")
+        row["chance"] = test.get("chance_top1")
+        row["test n"] = test.get("n")
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+SUBJECT_COLUMNS = {
+    "top1 img→neu": st.column_config.ProgressColumn("top1 img→neu", min_value=0.0, max_value=1.0, format="%.3f",
+                                                    help="test top-1 of this subject, image query → neural candidates"),
+    "top1 neu→img": st.column_config.ProgressColumn("top1 neu→img", min_value=0.0, max_value=1.0, format="%.3f"),
+    "95% img→neu": st.column_config.TextColumn("95% img→neu", help="95 % interval of top-1 over the test images"),
+    "95% neu→img": st.column_config.TextColumn("95% neu→img"),
+    "linear img→neu": st.column_config.NumberColumn("linear img→neu", format="%.3f",
+                                                    help="the best ridge baseline's test top-1 on the same images"),
+    "linear neu→img": st.column_config.NumberColumn("linear neu→img", format="%.3f"),
+    "chance": st.column_config.NumberColumn("chance", format="%.3f", help="top-1 of a random ranking"),
+    "test n": st.column_config.NumberColumn("test n", format="%d", help="test images of this subject"),
+}
+
+
+# ---- Retrieval page: cross-subject retrieval -----------------------------------------------------
+
+TRIAL_KIND = "across subjects"
+SINGLE_KIND = "across subjects, single trials"
+REPEAT_KIND = "same subject, repeat 1 → repeat 2"
+CROSS_HELP = ("A subject's response to a test image, embedded by its read-in, is the query; the candidates are the "
+              "other subject's responses to the same test images, embedded by its own read-in (cosine in the shared "
+              "space). Only test images both saw count. Mean responses, and single trials (repeat 1 of each) where "
+              "both have repeats. For scale: the same subject's repeat 1 retrieving its repeat 2 over its test "
+              "images — what a second recording of the same mouse reaches.")
+
+
+def _row(label: str, kind: str, m: Mapping[str, Any], n: Any, chance: Any) -> dict[str, Any]:
+    lo, hi = (list(m.get("top1_ci") or []) + [None, None])[:2]
+    return {"label": label, "kind": kind, "top1": m.get("top1"), "lo": lo, "hi": hi, "chance": chance, "n": n,
+            "top5": m.get("top5"), "mrr": m.get("mrr")}
+
+
+def cross_subject_rows(cross: Mapping[str, Any] | None, subject: str | None = None) -> list[dict[str, Any]]:
+    """Rows for the table and chart: both directions of every pair (those with `subject` when
+    given), single trials where present, then the repeat scale of the subjects involved."""
+    cross = cross or {}
+    rows, involved = [], []
+    for p in cross.get("pairs") or []:
+        a, b = str(p.get("a")), str(p.get("b"))
+        if subject is not None and subject not in (a, b):
+            continue
+        involved += [x for x in (a, b) if x not in involved]
+        for key, kind in (("", TRIAL_KIND), ("single_trial", SINGLE_KIND)):
+            src = p.get(key) if key else p
+            if not isinstance(src, Mapping):
+                continue
+            for direction, (q, c) in (("a_to_b", (a, b)), ("b_to_a", (b, a))):
+                if isinstance(src.get(direction), Mapping):
+                    suffix = " (single trials)" if key else ""
+                    rows.append(_row(f"{q} → {c}{suffix}", kind, src[direction], src.get("n"), src.get("chance_top1")))
+    scale = cross.get("repeat_scale") or {}
+    for name in involved or list(scale):
+        s = scale.get(name)
+        if isinstance(s, Mapping) and isinstance(s.get("a_to_b"), Mapping):
+            rows.append(_row(f"{name}: repeat 1 → repeat 2", REPEAT_KIND, s["a_to_b"], s.get("n"), s.get("chance_top1")))
+    return rows
+
+
+def cross_subject_frame(rows: list[dict[str, Any]]) -> pd.DataFrame:
+    return pd.DataFrame([{"query → candidates": r["label"], "what": r["kind"], "top-1": r["top1"], "95% lo": r["lo"],
+                          "95% hi": r["hi"], "chance": r["chance"], "images": r["n"], "top-5": r["top5"],
+                          "mrr": r["mrr"]} for r in rows],
+                        columns=["query → candidates", "what", "top-1", "95% lo", "95% hi", "chance", "images",
+                                 "top-5", "mrr"])
+
+
+CROSS_COLUMNS = {
+    "top-1": st.column_config.NumberColumn("top-1", format="%.3f", help="share of queries whose own image's response "
+                                                                        "of the other subject is retrieved first"),
+    "95% lo": st.column_config.NumberColumn("95% lo", format="%.3f", help="95 % interval of top-1 over the images"),
+    "95% hi": st.column_config.NumberColumn("95% hi", format="%.3f"),
+    "chance": st.column_config.NumberColumn("chance", format="%.3f", help="top-1 of a random ranking (1 / images)"),
+    "images": st.column_config.NumberColumn("images", format="%d", help="shared test images (candidates per query)"),
+    "top-5": st.column_config.NumberColumn("top-5", format="%.3f"),
+    "mrr": st.column_config.NumberColumn("mrr", format="%.3f", help="mean reciprocal rank of the true match"),
+}
+
+
+def render_cross_subject(summary: Mapping[str, Any]) -> None:
+    """The Retrieval page's cross-subject section of a shared run (or one line saying why there is none)."""
+    shared = summary.get("shared") or {}
+    subject = shared.get("subject")
+    cross = (shared.get("results") or {}).get("cross_subject") or {}
+    st.subheader("Across subjects: one mouse's response retrieves another's")
+    st.caption(CROSS_HELP)
+    rows = cross_subject_rows(cross, subject)
+    skipped = [s for s in cross.get("skipped") or [] if subject in (s.get("a"), s.get("b"))]
+    if not any(r["kind"] != REPEAT_KIND for r in rows):
+        why = "; ".join(f"{md(s.get('a'))} and {md(s.get('b'))}: {md(s.get('reason'))}" for s in skipped[:4])
+        st.info(f"No cross-subject retrieval for {md(subject)}: it shares no test images with another subject of "
+                f"this run{f' ({why})' if why else ''}.", icon=":material/info:")
+        return
+    left, right = st.columns([3, 2])
+    left.dataframe(cross_subject_frame(rows), hide_index=True, column_config=CROSS_COLUMNS, key="retrieval.cross")
+    right.plotly_chart(plots.cross_subject_bars(rows), key="retrieval.cross_chart")
+    for s in skipped:
+        st.caption(f"Not compared: {md(s.get('a'))} and {md(s.get('b'))} — {md(s.get('reason'))}.")
+
+
+# ---- Feature maps page: the shared space instead of maps --------------------------------------------
+
+
+def render_embeddings(summary: Mapping[str, Any], outputs: Mapping[str, np.ndarray], stimuli_for) -> None:
+    """A shared run has no spatial maps: its image side and each read-in map into one shared vector
+    space. Shown instead: a test image's two embeddings, dimension by dimension, their cosine
+    (what retrieval ranks), its place among the test images, and every test image's two embeddings."""
+    from neuroalign.evaluation.shared_eval import cosine_matrix
+
+    z = np.asarray(outputs["image_embedding"], dtype=np.float64)
+    e = np.asarray(outputs["neural_embedding"], dtype=np.float64)
+    test_idx = np.asarray(outputs["test_indices"])
+    n, q = z.shape
+    cos = np.diag(cosine_matrix(z, e))
+    st.info("A shared model has no feature maps: its image side and each subject's read-in map into one "
+            f"{q}-dimensional shared space. Shown instead: the two embeddings of each test image and their cosine "
+            "similarity, which is what retrieval ranks.", icon=":material/info:")
+    order = np.argsort(-cos, kind="stable")
+    key = keys.MAPS_SAMPLE + ".shared"
+    if not 0 <= st.session_state.get(key, 0) < n:
+        st.session_state[key] = 0
+
+    def set_sample(position: int) -> None:
+        st.session_state[key] = int(position) % n
+
+    with st.container(horizontal=True, vertical_alignment="bottom"):
+        st.selectbox("Sample", range(n), key=key, width=220, format_func=lambda j: f"test image {int(test_idx[j])}",
+                     help="Images of this subject's held-out test split, by image id (0-based index in the subject).")
+        i = int(st.session_state.get(key, 0))
+        st.button("Best", icon=":material/star:", key=key + ".best", on_click=set_sample, args=(int(order[0]),),
+                  help="highest cosine")
+        st.button("Worst", icon=":material/trending_down:", key=key + ".worst", on_click=set_sample,
+                  args=(int(order[-1]),), help="lowest cosine")
+        st.button("Prev", icon=":material/chevron_left:", key=key + ".prev", on_click=set_sample, args=(i - 1,))
+        st.button("Next", icon=":material/chevron_right:", key=key + ".next", on_click=set_sample, args=(i + 1,))
+    stimuli = stimuli_for(summary, test_idx[i:i + 1])
+    left, right = st.columns([1, 3])
+    with left:
+        if stimuli is not None:
+            st.image(plots.as_display_image(stimuli[0]), caption=f"test image {int(test_idx[i])}", width="stretch")
+        st.metric("Cosine of this sample", f"{cos[i]:.3f}")
+        st.caption(f"Rank {int((cos > cos[i]).sum()) + 1} of {n} test images by cosine · mean {np.mean(cos):.3f}")
+    right.plotly_chart(plots.embedding_lines(z[i], e[i], title=f"test image {int(test_idx[i])} · cosine {cos[i]:.3f}"),
+                       key="maps.shared_lines")
+    a, b = st.columns(2)
+    a.plotly_chart(plots.histogram(cos, "Cosine of each test image's two embeddings", "cosine", vline=float(cos[i]),
+                                   vline_label="this sample"), key="maps.shared_hist")
+    b.plotly_chart(plots.embedding_heatmaps(z, e, test_idx), key="maps.shared_heat")
+    b.caption("Each row scaled to unit length; a row that looks alike on both sides is a well-aligned test image.")
