@@ -178,3 +178,23 @@ def test_selecting_a_run_switches_everything_and_is_shared(app_populated):
     assert at.subheader[0].value == "Test identification among 6 held-out images"
     at.switch_page("pages/feature_maps.py").run()  # the choice follows to Feature maps
     assert at.selectbox(key=keys.MAPS_RUN).value == str(app_populated["run"])
+
+
+def test_verdict_names_the_paired_comparison_when_results_have_it():
+    """A run whose results.json carries the paired comparison says, per direction, the difference on the
+    same test images, its interval and p, and whether it is within noise; without it, the old wording."""
+    from neuroalign.ui.results_view import linear_verdicts
+
+    def m(a, b):
+        return {"image_to_neural": {"top1": a}, "neural_to_image": {"top1": b}}
+
+    results = {"test": {**m(0.60, 0.66), "n": 100}, "baselines": {"ridge_random": m(0.55, 0.72)},
+               "comparison": {"image_to_neural": {"best_name": "ridge_random", "difference": 0.05,
+                                                  "difference_ci": [-0.01, 0.11], "p_value": 0.12},
+                              "neural_to_image": {"best_name": "ridge_random", "difference": -0.06,
+                                                  "difference_ci": [-0.11, -0.01], "p_value": 0.03}}}
+    i2n, n2i = linear_verdicts(results)
+    assert i2n.beats and "paired on the same test images: difference +0.050" in i2n.text and "within noise" in i2n.text
+    assert not n2i.beats and "does not beat" in n2i.text and "p = 0.03: significant" in n2i.text
+    del results["comparison"]
+    assert "paired" not in linear_verdicts(results)[1].text

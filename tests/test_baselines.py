@@ -139,9 +139,60 @@ def test_compare_with_linear_names_the_best_readout_per_direction():
         return {"image_to_neural": {"top1": a}, "neural_to_image": {"top1": b}}
 
     out = compare_with_linear(m(0.5, 0.3), {"ridge": m(0.2, 0.4), "ridge_random": m(0.6, 0.1), "repeat": m(0.9, 0.9)})
-    assert out["image_to_neural"] == {"model": 0.5, "best_linear": 0.6, "best_name": "ridge_random", "beats": False}
+    assert out["image_to_neural"] == {"model": 0.5, "best_linear": 0.6, "best_name": "ridge_random", "beats": False,
+                                      "verdict": "below"}  # no per-image hits: only the strict comparison
     assert out["neural_to_image"]["best_name"] == "ridge" and not out["neural_to_image"]["beats"]
     assert compare_with_linear(m(0.5, 0.5), {"repeat": m(0.9, 0.9)}) is None  # the repeat decoder is not linear readout
+
+
+def test_compare_with_linear_pairs_the_test_images_when_hits_are_recorded():
+    """With per-image hits the comparison is paired: a model that misses 3 images of 100 the ridge gets
+    (and gets none the ridge misses) is below within noise; one that misses 20 of them is significantly
+    below; the exact sign test's p is 2 * 0.5 ** discordant."""
+    from neuroalign.evaluation.baselines import compare_with_linear
+
+    def m(hits_i2n, hits_n2i):
+        return {"image_to_neural": {"top1": float(np.mean(hits_i2n))}, "neural_to_image": {"top1": float(np.mean(hits_n2i))},
+                "hits": {"image_to_neural": list(hits_i2n), "neural_to_image": list(hits_n2i)}}
+
+    ridge = np.ones(100)
+    ridge[60:] = 0.0  # right on 60 of 100 test images
+    model_close, model_far = ridge.copy(), ridge.copy()
+    model_close[:3] = 0.0
+    model_far[:20] = 0.0
+    out = compare_with_linear(m(model_close, model_far), {"ridge": m(ridge, ridge)})
+    close, far = out["image_to_neural"], out["neural_to_image"]
+    assert close["verdict"] == "below, within noise" and not close["beats"]
+    assert close["difference"] == pytest.approx(-0.03) and close["p_value"] == pytest.approx(2 * 0.5 ** 3)
+    assert close["linear_only"] == 3 and close["model_only"] == 0
+    assert close["difference_ci"][0] < -0.03 < close["difference_ci"][1]
+    assert far["verdict"] == "below" and far["p_value"] == pytest.approx(2 * 0.5 ** 20)
+    better = compare_with_linear(m(ridge, ridge), {"ridge": m(model_far, model_far)})
+    assert better["image_to_neural"]["verdict"] == "reaches" and better["image_to_neural"]["difference"] == pytest.approx(0.2)
+
+
+def test_paired_difference_is_tighter_than_separate_intervals_and_symmetric():
+    from neuroalign.evaluation.retrieval import paired_top1_difference, retrieval_metrics
+
+    rng = np.random.default_rng(0)
+    a = (rng.random(200) < 0.6).astype(float)
+    b = a.copy()
+    b[np.flatnonzero(a)[:8]] = 0.0  # b misses 8 images a gets: 0.04 lower, on the same hard images otherwise
+    d = paired_top1_difference(a, b)
+    assert d["difference"] == pytest.approx(0.04) and d["a_only"] == 8 and d["b_only"] == 0
+    assert d["difference_ci"][0] > 0  # paired: clearly positive although the separate 95 % intervals overlap
+    back = paired_top1_difference(b, a)
+    assert back["difference"] == pytest.approx(-0.04) and back["p_value"] == pytest.approx(d["p_value"])
+    same = paired_top1_difference(a, a)
+    assert same["difference"] == 0.0 and same["p_value"] == 1.0
+    with pytest.raises(ValueError, match="equal-length"):
+        paired_top1_difference(a, a[:10])
+    # the hits recorded by retrieval_metrics are the top-1 per query, ties shared
+    s = np.array([[1.0, 0.0, 0.0], [0.5, 0.5, 0.0], [1.0, 0.0, 0.2]])
+    h = retrieval_metrics(s, hits=True)["hits"]
+    assert h["image_to_neural"] == [1.0, 0.5, 0.0]
+    assert np.mean(h["image_to_neural"]) == pytest.approx(retrieval_metrics(s)["image_to_neural"]["top1"])
+    assert "hits" not in retrieval_metrics(s)
 
 
 def test_wilson_interval_known_values():

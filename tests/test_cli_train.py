@@ -239,6 +239,9 @@ def test_cli_summary_and_runs_show_the_best_linear_readout(tmp_path, capsys):
     line = train_commands._summary(results)
     assert "best linear readout: model image→neural beats 0.400 (ridge on backbone features)" in line
     assert "neural→image does not beat 0.300 (ridge on backbone features)" in line
+    results["comparison"] = {"neural_to_image": {"best_name": "ridge_backbone", "p_value": 0.21}}
+    assert "does not beat 0.300 (ridge on backbone features, paired p = 0.21: within noise)" in train_commands._summary(results)
+    del results["comparison"]
     assert train_commands.stop_reason_text("time_budget") == "reached its time budget"
     assert "time_budget" not in train_commands.stop_reason_text("time_budget")
     run_dir = runs.new_run_dir(tmp_path, "m1")

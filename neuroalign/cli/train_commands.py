@@ -170,7 +170,11 @@ def _summary(results: dict[str, Any]) -> str:
         if value is None:
             continue
         word = "beats" if t[direction]["top1"] >= value else "does not beat"
-        linear.append(f"{arrow} {word} {value:.3f} ({READOUT_NAMES.get(name, name)})")
+        row = (results.get("comparison") or {}).get(direction) or {}
+        paired = ""
+        if word != "beats" and isinstance(row.get("p_value"), float) and row.get("best_name") == name:
+            paired = f", paired p = {row['p_value']:.2g}" + (": within noise" if row["p_value"] >= 0.05 else "")
+        linear.append(f"{arrow} {word} {value:.3f} ({READOUT_NAMES.get(name, name)}{paired})")
     if linear:
         parts.append("best linear readout: model " + ", ".join(linear))
     return "; ".join(parts)

@@ -27,7 +27,7 @@ from typing import Any, Mapping
 
 import numpy as np
 
-from neuroalign.evaluation.retrieval import correlation_matrix, retrieval_metrics
+from neuroalign.evaluation.retrieval import correlation_matrix, paired_top1_difference, retrieval_metrics
 from neuroalign.linalg import eigh
 
 logger = logging.getLogger(__name__)
@@ -99,7 +99,7 @@ def ridge_identification(features: np.ndarray, responses: np.ndarray, split: Map
         if best is None or key > best:
             best, best_i, best_val = key, i, m
     alpha = grid[best_i]
-    result = retrieval_metrics(correlation_matrix((kt / (s2 + alpha)) @ uty, y[test]))
+    result = retrieval_metrics(correlation_matrix((kt / (s2 + alpha)) @ uty, y[test]), hits=True)
     result.update({"columns": "observed responses", "n_features": int(x.shape[1]),
                    "alpha_relative": float(alpha / s2.max()), "val_top1_mean": float(_mean_top1(best_val))})
     return result
@@ -183,9 +183,17 @@ def backbone_features_baseline(features: np.ndarray, responses: np.ndarray, spli
 LINEAR_BASELINES = ("ridge", "ridge_random", "ridge_backbone")
 
 
+SIGNIFICANCE = 0.05
+
+
 def compare_with_linear(test: Mapping[str, Any], baselines: Mapping[str, Any]) -> dict[str, Any] | None:
     """Whether the model's test top-1 reaches the best linear readout in each direction:
-    `{"best": name, "image_to_neural": {"model", "best_linear", "best_name", "beats"}, ...}`."""
+    `{"best": name, "image_to_neural": {"model", "best_linear", "best_name", "beats", ...}, ...}`.
+
+    When both carry per-image hits (`retrieval_metrics(..., hits=True)`: the model's test metrics and
+    the ridge baselines'), the comparison is also *paired* -- the same test images -- with the
+    difference's 95 % interval and the exact sign test's p (`paired_top1_difference`), and `verdict`
+    says "reaches", "below, within noise" (p >= 0.05) or "below" (p < 0.05)."""
     present = {k: baselines[k] for k in LINEAR_BASELINES if isinstance(baselines.get(k), Mapping)}
     if not present:
         return None
@@ -193,7 +201,20 @@ def compare_with_linear(test: Mapping[str, Any], baselines: Mapping[str, Any]) -
     for direction in ("image_to_neural", "neural_to_image"):
         name = max(present, key=lambda k: present[k][direction]["top1"])
         model, best = float(test[direction]["top1"]), float(present[name][direction]["top1"])
-        out[direction] = {"model": model, "best_linear": best, "best_name": name, "beats": bool(model >= best)}
+        row = {"model": model, "best_linear": best, "best_name": name, "beats": bool(model >= best)}
+        model_hits = (test.get("hits") or {}).get(direction)
+        other_hits = (present[name].get("hits") or {}).get(direction)
+        if model_hits is not None and other_hits is not None and len(model_hits) == len(other_hits) >= 2:
+            paired = paired_top1_difference(model_hits, other_hits)
+            row.update({"difference": paired["difference"], "difference_ci": paired["difference_ci"],
+                        "p_value": paired["p_value"], "model_only": paired["a_only"], "linear_only": paired["b_only"]})
+        if row["beats"]:
+            row["verdict"] = "reaches"
+        elif "p_value" in row and row["p_value"] >= SIGNIFICANCE:
+            row["verdict"] = "below, within noise"
+        else:
+            row["verdict"] = "below"
+        out[direction] = row
     out["best"] = max(present, key=lambda k: _mean_top1(present[k]))
     return out
 

@@ -44,11 +44,11 @@ N_WAY = 300
 N_WAY_DRAWS = 100
 
 
-def _maps_metrics(trainer, indices: np.ndarray) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+def _maps_metrics(trainer, indices: np.ndarray, hits: bool = False) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
     img, neu = trainer.predict(indices)
     center = trainer.config.loss.center
     sim = similarity_matrix(torch.from_numpy(img), torch.from_numpy(neu), center=center).numpy().astype(np.float64)
-    metrics = retrieval_metrics(sim)
+    metrics = retrieval_metrics(sim, hits=hits)
     nway = n_way_metrics(sim, n_way=N_WAY, draws=N_WAY_DRAWS, seed=0)
     if nway is not None:
         metrics[f"n_way_{N_WAY}"] = nway
@@ -170,7 +170,7 @@ def evaluate_trainer(trainer, run_dir: str | Path | None = None, subject_path: s
     test_idx = np.asarray(split["test"], dtype=np.int64)
     if len(test_idx) < 2:
         raise ValueError(f"evaluation needs >= 2 test images, got {len(test_idx)}")
-    test, outputs = _maps_metrics(trainer, test_idx)
+    test, outputs = _maps_metrics(trainer, test_idx, hits=True)  # per-image hits: paired baseline comparison
     val, _ = _maps_metrics(trainer, np.asarray(split["val"], dtype=np.int64))
     ssim = outputs["ssim"]
     results: dict[str, Any] = {

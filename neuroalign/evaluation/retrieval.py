@@ -73,12 +73,45 @@ def wilson_interval(p: float, n: int, z: float = Z95) -> list[float]:
     return [float(max(0.0, centre - half)), float(min(1.0, centre + half))]
 
 
-def retrieval_metrics(similarity: np.ndarray) -> dict[str, Any]:
+def _top1_hits(s: np.ndarray) -> np.ndarray:
+    """Per query (row): 1 when the correct column is first, 0 when not, 1/(ties+1) when tied first."""
+    correct = np.diag(s)[:, None]
+    greater = (s > correct).sum(axis=1).astype(np.float64)
+    ties = (s == correct).sum(axis=1).astype(np.float64) - 1.0
+    return np.clip((1.0 - greater) / (ties + 1.0), 0.0, 1.0)
+
+
+def paired_top1_difference(hits_a, hits_b) -> dict[str, Any]:
+    """Two methods scored on the SAME queries: per-query top-1 hits `hits_a`, `hits_b` (n,). Returns the
+    difference of top-1 (a - b) with a paired 95 % interval (normal approximation of the mean per-query
+    difference), the queries only one of them gets right, and the two-sided exact sign test
+    (McNemar's exact test on the discordant queries) `p_value`. Pairing matters: two methods that
+    fail on the same hard images have far tighter differences than their separate intervals say."""
+    a = np.asarray(hits_a, dtype=np.float64).ravel()
+    b = np.asarray(hits_b, dtype=np.float64).ravel()
+    if a.shape != b.shape or len(a) < 2:
+        raise ValueError(f"paired hits need two equal-length vectors of >= 2 queries, got {a.shape} and {b.shape}")
+    d = a - b
+    n = len(d)
+    mean = float(d.mean())
+    half = Z95 * float(d.std(ddof=1)) / np.sqrt(n)
+    a_only, b_only = int((d > 0).sum()), int((d < 0).sum())
+    p_value = 1.0
+    if a_only + b_only:
+        from scipy.stats import binomtest
+
+        p_value = float(binomtest(a_only, a_only + b_only, 0.5).pvalue)
+    return {"difference": mean, "difference_ci": [mean - half, mean + half], "p_value": p_value,
+            "a_only": a_only, "b_only": b_only, "n": int(n)}
+
+
+def retrieval_metrics(similarity: np.ndarray, hits: bool = False) -> dict[str, Any]:
     """Retrieval in both directions over all items of a square `(n, n)` similarity matrix.
 
     Returns `{"image_to_neural": {top1, top5, top10, mean_rank, median_rank, mrr, top1_ci},
     "neural_to_image": {...}, "n": n, "chance_top1": 1/n, "chance_top5", "chance_top10",
-    "chance_mean_rank"}`.
+    "chance_mean_rank"}`; with `hits`, also `"hits": {direction: [per-query top-1 hit]}` (for paired
+    comparisons of two methods on the same test images, `paired_top1_difference`).
     """
     s = _check_square(similarity)
     n = s.shape[0]
@@ -90,6 +123,8 @@ def retrieval_metrics(similarity: np.ndarray) -> dict[str, Any]:
     for direction in ("image_to_neural", "neural_to_image"):
         result[direction]["top1_ci"] = wilson_interval(result[direction]["top1"], n)
     result.update(chance_levels(n))
+    if hits:
+        result["hits"] = {"image_to_neural": _top1_hits(s).tolist(), "neural_to_image": _top1_hits(s.T).tolist()}
     return result
 
 

@@ -43,8 +43,8 @@ def cosine_matrix(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return a @ b.T
 
 
-def _metrics(sim: np.ndarray) -> dict[str, Any]:
-    m = retrieval_metrics(sim)
+def _metrics(sim: np.ndarray, hits: bool = False) -> dict[str, Any]:
+    m = retrieval_metrics(sim, hits=hits)
     nway = n_way_metrics(sim, n_way=N_WAY, draws=N_WAY_DRAWS, seed=0)
     if nway is not None:
         m[f"n_way_{N_WAY}"] = nway
@@ -65,7 +65,7 @@ def subject_results(model, name: str, subject, split: Mapping[str, np.ndarray], 
     e = readin.embed(subject.responses)
     sim = cosine_matrix(z[test], e[test])
     results: dict[str, Any] = {
-        "test": _metrics(sim),
+        "test": _metrics(sim, hits=True),  # per-image hits: paired baseline comparison
         "val": _metrics(cosine_matrix(z[val], e[val])),
         "similarity": "cosine in the shared space",
         "model": "shared",

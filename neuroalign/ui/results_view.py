@@ -190,13 +190,33 @@ def linear_verdicts(results: Mapping[str, Any]) -> list[Verdict]:
             continue
         _, blo, bhi = top1_with_interval(baselines[ref.key], direction, n)
         beats = top1 > best
-        overlap = None not in (lo, hi, blo, bhi) and (lo <= bhi if beats else blo <= hi)
+        note = _paired_note(results, direction, ref.key)
+        if note is None:  # runs from before the paired comparison: only the separate intervals
+            overlap = None not in (lo, hi, blo, bhi) and (lo <= bhi if beats else blo <= hi)
+            note = " (the 95 % intervals overlap)" if overlap else ""
         word = "beats" if beats else "does not beat"
-        note = " (the 95 % intervals overlap)" if overlap else ""
         out.append(Verdict(direction, beats,
                            f"{dlabel}: the model {word} the best linear readout{note} — model top-1 "
                            f"{format_interval(top1, lo, hi)} vs {ref.label} {format_interval(best, blo, bhi)}."))
     return out
+
+
+def _paired_note(results: Mapping[str, Any], direction: str, key: str) -> str | None:
+    """" (paired on the same test images: difference d, 95 % interval lo to hi, p = x: within noise)" from
+    results.json's `comparison`, when it was computed for this baseline; else None."""
+    row = _get(results, "comparison", direction)
+    if not isinstance(row, Mapping) or row.get("best_name") != key:
+        return None
+    diff, p = _num(row.get("difference")), _num(row.get("p_value"))
+    ci = row.get("difference_ci")
+    if diff is None or p is None or not isinstance(ci, (list, tuple)) or len(ci) != 2:
+        return None
+    lo, hi = _num(ci[0]), _num(ci[1])
+    if lo is None or hi is None:
+        return None
+    verdict = "significant" if p < 0.05 else "within noise"
+    return (f" (paired on the same test images: difference {diff:+.3f}, 95 % interval {lo:+.3f} to {hi:+.3f}, "
+            f"p = {p:.2g}: {verdict})")
 
 
 def small_test_warning(results: Mapping[str, Any]) -> str | None:
