@@ -14,7 +14,7 @@ import logging
 import sys
 
 from neuroalign import __version__
-from neuroalign.cli import data_commands, profile_commands, train_commands
+from neuroalign.cli import data_commands, export_commands, profile_commands, train_commands
 from neuroalign.text import printable
 
 
@@ -27,6 +27,7 @@ def build_parser() -> argparse.ArgumentParser:
     data_commands.register(sub)
     train_commands.register(sub)
     profile_commands.register(sub)
+    export_commands.register(sub)
     return parser
 
 
