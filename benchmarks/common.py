@@ -103,7 +103,7 @@ def trainer_step_fn(trainer, batch: int, seed: int = 0) -> Callable[[], None]:
 
     def step() -> None:
         idx = train[torch.randperm(len(train), generator=gen)[:batch]].to(trainer.inputs.device)
-        with trainer._autocast():
+        with trainer.autocast():
             loss, _, _, _ = trainer.model(trainer.inputs[idx], trainer.responses[idx])
         trainer.opt_image.zero_grad(set_to_none=True)
         trainer.opt_neural.zero_grad(set_to_none=True)

@@ -335,10 +335,10 @@ class Aligner:
         training = {"epochs_run": fit.epochs_run, "best_epoch": fit.best_epoch, "best_val_loss": fit.best_val_loss,
                     "stop_reason": fit.stop_reason, "elapsed_s": fit.elapsed_s, "select_by": trainer.config.select_by,
                     "train_loss_hist": list(fit.train_loss_hist), "val_loss_hist": list(fit.val_loss_hist)}
-        if math.isfinite(trainer.best_score):
-            training["best_val_score"] = trainer.best_score
-        if trainer.linear_start_report is not None:
-            training["linear_start"] = trainer.linear_start_report
+        if math.isfinite(trainer.state.best_score):
+            training["best_val_score"] = trainer.state.best_score
+        if trainer.state.linear_start is not None:
+            training["linear_start"] = trainer.state.linear_start
         results = evaluate_trainer(trainer, run_dir=run_dir, training=_results_training(training), baselines=False)
         self._set_model(trainer.config, trainer.image_tower, trainer.neural_tower, trainer.loss_fn, trainer.normaliser,
                         trainer.device, subject.n_neurons, subject.image_shape)
@@ -350,7 +350,7 @@ class Aligner:
         self.image_choice_ = trainer.image_choice
         self.subject_name_ = subject.name
         self._record = record
-        self._best = {"epoch": int(trainer.best_epoch), "val_loss": float(trainer.best_val)}
+        self._best = {"epoch": int(trainer.state.best_epoch), "val_loss": float(trainer.state.best_val)}
         self.run_dir_ = run_dir
 
     def _set_model(self, config: TrainConfig, image_tower: ImageTower, neural_tower: torch.nn.Module,

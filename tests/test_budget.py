@@ -62,9 +62,9 @@ def test_the_loop_stops_at_the_training_deadline(sim_root, tmp_path):
     cfg = preset("recommended").replace(epochs=50, device="cpu", batch_size=32, early_stopping_patience=None,
                                         **{"image.backbone": "random_rectified", "image.block": 1, "image.transform": "none"})
     trainer = Trainer(cfg, load_subject(sim_root / "sim-M1"))
-    trainer.train_deadline = time.monotonic() + 3.0
+    deadline = time.monotonic() + 3.0
     t0 = time.monotonic()
-    fit = trainer.fit()
+    fit = trainer.fit(train_deadline=deadline)
     assert fit.stop_reason == "time_budget" and fit.epochs_run < 50
     assert time.monotonic() - t0 < 3.0 + 10.0
 

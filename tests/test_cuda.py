@@ -56,7 +56,7 @@ def test_world_size_one_is_plain_single_process(monkeypatch, subject):
 def test_cuda_bf16_training_and_pinned_loading(subject):
     tr = Trainer(tiny_config(device="cuda", bf16=True, epochs=2), subject)
     assert tr.device.type == "cuda" and tr.inputs.is_cuda and tr.responses.is_cuda
-    with tr._autocast():
+    with tr.autocast():
         out = tr.core.image_tower.proj(tr.inputs[:2])
     assert out.dtype == torch.bfloat16  # autocast really active
     res = tr.fit()
@@ -85,7 +85,7 @@ def _ddp_worker(rank: int, port: int, out_dir: str, arrays: dict) -> None:
     tr = Trainer(tiny_config(device="cpu", epochs=2, batch_size=8, log_every_steps=1), sub, run_dir=run_dir)
     assert tr.model is not tr.core  # wrapped in DistributedDataParallel
     res = tr.fit()
-    torch.save({"state": tr.model_state(), "steps": tr.global_step, "epochs": res.epochs_run},
+    torch.save({"state": tr.model_state(), "steps": tr.state.global_step, "epochs": res.epochs_run},
                os.path.join(out_dir, f"rank{rank}.pt"))
     torch.distributed.destroy_process_group()
 

@@ -48,10 +48,10 @@ def _port() -> int:
 
 def _first_step(tr: Trainer) -> dict:
     """Loss and gradients of the first global batch of epoch 1 (no optimiser step)."""
-    batch = tr._batches(1)[0]
-    idx, offset = tr._local(batch)
+    batch = tr.batches(1)[0]
+    idx, offset = tr.local_rows(batch)
     kw = {"total": len(batch)} if tr.dist.enabled else {}
-    loss, parts, _, _ = tr.model(tr.inputs[idx], tr._train_responses(idx, 1, 0, offset, len(batch)), **kw)
+    loss, parts, _, _ = tr.model(tr.inputs[idx], tr.train_responses(idx, 1, 0, offset, len(batch)), **kw)
     tr.opt_image.zero_grad(set_to_none=True)
     tr.opt_neural.zero_grad(set_to_none=True)
     loss.backward()
@@ -66,7 +66,7 @@ def _fit(tr: Trainer) -> dict:
     res = tr.fit()
     img, neu = tr.predict(tr.split["test"])
     return {"train": res.train_loss_hist, "val": res.val_loss_hist, "best_epoch": res.best_epoch,
-            "steps": tr.global_step, "state": tr.model_state(), "test": tr.val_scores(tr.split["test"]),
+            "steps": tr.state.global_step, "state": tr.model_state(), "test": tr.val_scores(tr.split["test"]),
             "maps": {"image": torch.from_numpy(img), "neural": torch.from_numpy(neu)}}
 
 

@@ -122,22 +122,22 @@ def test_trainer_starts_linear_and_restores_nothing_worse_than_the_start(make_ti
     subject = _subject(make_tiny_arrays)
     trainer = Trainer(_tiny_recommended(), subject)
     fit = trainer.fit()
-    report = trainer.linear_start_report
+    report = trainer.state.linear_start
     assert report is not None and report["n_train"] == len(trainer.split["train"])
     # the start is epoch 0 of the selection: the restored weights score at least the start's val MRR
     assert trainer.val_scores()["mrr"] >= report["val_mrr_mean"] - 1e-9
-    assert fit.best_epoch >= 0 and trainer.best_score == pytest.approx(trainer.val_scores()["mrr"])
+    assert fit.best_epoch >= 0 and trainer.state.best_score == pytest.approx(trainer.val_scores()["mrr"])
 
 
 def test_repeat_augmentation_swaps_in_single_trials(make_tiny_arrays):
     subject = _subject(make_tiny_arrays)
     trainer = Trainer(_tiny_recommended(**{"data.repeat_augment": 1.0}), subject)
     idx = torch.arange(8)
-    r = trainer._train_responses(idx, epoch=1, step=0)
+    r = trainer.train_responses(idx, epoch=1, step=0)
     singles = trainer.repeats[:, idx]
     assert all(any(torch.equal(r[i], singles[j, i]) for j in range(singles.shape[0])) for i in range(8))
     plain = Trainer(_tiny_recommended(), subject)
-    assert torch.equal(plain._train_responses(idx, 1, 0), plain.responses[idx])
+    assert torch.equal(plain.train_responses(idx, 1, 0), plain.responses[idx])
 
 
 def test_config_refuses_a_linear_start_for_other_towers():
@@ -165,7 +165,7 @@ def test_epoch_throughput_counts_training_steps_only(make_tiny_arrays, monkeypat
     monkeypatch.setattr(trainer, "val_loss", val_loss)
     epochs = []
     trainer.fit(callback=lambda ev, v: epochs.append(v) if ev == "epoch" else None)
-    samples = sum(len(b) for e in (1, 2) for b in trainer._batches(e))
+    samples = sum(len(b) for e in (1, 2) for b in trainer.batches(e))
     # without the validation stalls (1 s in all) the elapsed time would be at least 0.9 s shorter
     assert epochs[-1]["samples_per_s"] > samples / (epochs[-1]["elapsed_s"] - 0.9)
 

@@ -71,7 +71,7 @@ def test_best_checkpoint_is_restored_and_saved(subject, tmp_path, monkeypatch):
     monkeypatch.setattr(tr, "val_loss", lambda indices=None: next(scripted))
     states = {}
     tr.fit(callback=lambda e, v: states.__setitem__(int(v["epoch"]), tr.model_state()) if e == "epoch" else None)
-    assert tr.best_epoch == 2
+    assert tr.state.best_epoch == 2
     now = tr.model_state()
     for part in ("image_tower", "neural_tower"):
         for k, v in states[2][part].items():

@@ -117,10 +117,10 @@ def _finish(trainer: Trainer, fit: FitResult, run_dir: Path, subject_path: Path)
         trainer.on_status(message)
     training = {"epochs_run": fit.epochs_run, "best_epoch": fit.best_epoch, "best_val_loss": fit.best_val_loss,
                 "stop_reason": fit.stop_reason, "elapsed_s": fit.elapsed_s, "select_by": trainer.config.select_by}
-    if math.isfinite(trainer.best_score):
-        training["best_val_score"] = trainer.best_score
-    if trainer.linear_start_report is not None:
-        training["linear_start"] = trainer.linear_start_report
+    if math.isfinite(trainer.state.best_score):
+        training["best_val_score"] = trainer.state.best_score
+    if trainer.state.linear_start is not None:
+        training["linear_start"] = trainer.state.linear_start
     results = evaluate_trainer(trainer, run_dir=run_dir, subject_path=subject_path, training=training)
     _store_importance(trainer, run_dir)
     t = results["test"]
@@ -147,7 +147,7 @@ def _store_importance(trainer: Trainer, run_dir: Path) -> None:
 
 
 def _train_and_finish(trainer: Trainer, run_dir: Path, subject_path: Path, callback: Callback | None,
-                      stop_event: threading.Event | None) -> Path:
+                      stop_event: threading.Event | None, train_deadline: float | None = None) -> Path:
     config = trainer.config
 
     def on_event(event: str, values: dict[str, float]) -> None:
@@ -159,7 +159,8 @@ def _train_and_finish(trainer: Trainer, run_dir: Path, subject_path: Path, callb
             callback(event, values)
 
     try:
-        fit = trainer.fit(callback=on_event if trainer.is_main else None, stop_event=stop_event)
+        fit = trainer.fit(callback=on_event if trainer.is_main else None, stop_event=stop_event,
+                          train_deadline=train_deadline)
         _finish(trainer, fit, run_dir, subject_path)
     except TrainingDiverged as exc:
         if trainer.is_main:
@@ -222,8 +223,8 @@ def _train_new(run_dir: Path, subject_name: str, subject_path: Path, config: Tra
                           status=lambda message: status("running", message, progress=0.0), deadline=deadline)
         trainer.on_status = on_status
         trainer.evaluation_estimate_s = estimate_evaluation_seconds(trainer)  # the evaluation's ETA
-        if deadline is not None:  # training ends early enough for the evaluation to fit the budget
-            trainer.train_deadline = deadline - trainer.evaluation_estimate_s
+        # training ends early enough for the evaluation to fit the budget
+        train_deadline = deadline - trainer.evaluation_estimate_s if deadline is not None else None
     except BaseException as exc:
         status("failed", f"{type(exc).__name__}: {exc}")
         raise
@@ -232,7 +233,7 @@ def _train_new(run_dir: Path, subject_name: str, subject_path: Path, config: Tra
         atomic_write_json(run_dir / runs_io.CONFIG_FILE, _config_record(trainer.config, subject, subject_path, trainer))
         runs_io.write_split(run_dir, trainer.split)
         atomic_write_json(run_dir / runs_io.NORMALISER_FILE, trainer.normaliser.state_dict())
-    return _train_and_finish(trainer, run_dir, subject_path, callback, stop_event)
+    return _train_and_finish(trainer, run_dir, subject_path, callback, stop_event, train_deadline)
 
 
 def resume_training(run_dir: str | Path, data_dir: str | Path | None = None, callback: Callback | None = None,

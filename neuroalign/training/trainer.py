@@ -6,6 +6,10 @@
   step only runs `ImageTower.project` on cached features. Fine-tune mode runs the backbone.
 * Image side (head, backbone in fine-tune mode, learnable temperature): AdamW. Neural side:
   RMSprop (reference) or AdamW. Each with ReduceLROnPlateau driven by the VALIDATION loss.
+* The Trainer is the engine (models, data on the device, optimisers, process group); what a fit
+  changes as it goes -- epoch, step, the best epoch and its weights, the loss curves -- is one
+  `training.state.FitState` (`trainer.state`), which the loop (`training.loop.FitLoop`) takes
+  explicitly and `last.pt` carries (with the weights, optimiser states and RNG streams).
 * The best epoch (by val loss or `select_by`) is kept (in memory; `best.pt` on disk) and restored at
   the end; `last.pt` holds the full state for resuming (`training.state`).
 * Stops cleanly on `stop_event`, on the `max_seconds` budget and on early stopping; a NaN/Inf
@@ -23,7 +27,6 @@
 from __future__ import annotations
 
 import logging
-import math
 import threading
 from contextlib import nullcontext
 from functools import partial
@@ -44,11 +47,12 @@ from neuroalign.training.device import available_memory_bytes, seed_everything
 from neuroalign.training.dual_tower import DualTower
 from neuroalign.training.linear_start import apply_linear_start, fit_linear_start
 from neuroalign.training.loop import Callback, FitLoop, FitResult, TrainingDiverged
+from neuroalign.training.state import FitState
 
 logger = logging.getLogger(__name__)
 
 EVAL_BATCH = 256
-__all__ = ["Callback", "DualTower", "FitResult", "Trainer", "TrainingDiverged"]
+__all__ = ["Callback", "DualTower", "FitResult", "FitState", "Trainer", "TrainingDiverged"]
 
 
 def _to_device(x: torch.Tensor, device: torch.device) -> torch.Tensor:
@@ -82,14 +86,12 @@ class Trainer:
                  cache_dir: str | Path | None = None, split: dict[str, np.ndarray] | None = None,
                  normaliser: Normaliser | None = None, status: Callable[[str], None] | None = None,
                  deadline: float | None = None) -> None:
-        config.validate()
+        # `config` is validated where it entered (CLI, form, Aligner, worker spec, run folder), not again here
         self.config, self.subject = config, subject
         # `deadline`: time.monotonic() by which the whole job (preparation, training, evaluation) must
         # end -- run_training sets it from `max_seconds`; "auto" stops trying candidates at half the
-        # budget. `train_deadline` (set by run_training before fit) ends the training loop early enough
-        # for the evaluation; without either, max_seconds bounds the training loop alone (library use).
+        # budget. The training loop's own end is `fit(train_deadline=...)`.
         self.deadline = deadline
-        self.train_deadline: float | None = None
         self.run_dir = Path(run_dir) if run_dir is not None else None
         self.status = status  # one-line progress of the preparation steps (features, closed-form start)
         env = dist_ops.setup(config)  # device and (torchrun) process group
@@ -114,18 +116,7 @@ class Trainer:
         self.model: nn.Module = self._wrap_ddp()
         self.opt_image, self.opt_neural, self.sched_image, self.sched_neural = \
             build_optimisers(config, self.image_tower, self.neural_tower, self.loss_fn)
-        self.epoch = 0
-        self.global_step = 0
-        self.elapsed_before = 0.0  # seconds spent in earlier (resumed) sessions
-        self.best_val = math.inf
-        self.best_score = -math.inf  # select_by val_top1 / val_mrr: that val score, mean of both directions
-        self.best_epoch = 0
-        self.linear_start_report: dict[str, Any] | None = None
-        self.bad_epochs = 0
-        self.best_state: dict[str, Any] | None = None
-        self._best_dirty = False
-        self.train_loss_hist: list[float] = []
-        self.val_loss_hist: list[float] = []
+        self.state = FitState()  # the fit's progress; load_training_state replaces it on resume
 
     # ---- construction steps ---------------------------------------------------------------
     def _prepare_data(self, split: dict[str, np.ndarray] | None, normaliser: Normaliser | None) -> None:
@@ -221,7 +212,7 @@ class Trainer:
         return native.load() is not None
 
     # ---- small helpers --------------------------------------------------------------------
-    def _autocast(self):
+    def autocast(self):
         if self.config.bf16 and self.device.type == "cuda":
             return torch.autocast(device_type="cuda", dtype=torch.bfloat16)
         return nullcontext()
@@ -230,15 +221,17 @@ class Trainer:
     def is_main(self) -> bool:
         return self.dist.is_main
 
-    def _write(self) -> bool:
+    @property
+    def writes_files(self) -> bool:
+        """True on the process that writes the run folder (rank 0, when there is one)."""
         return self.run_dir is not None and self.is_main
 
-    def _lrs(self) -> tuple[float, float]:
+    def lrs(self) -> tuple[float, float]:
         return float(self.opt_image.param_groups[0]["lr"]), float(self.opt_neural.param_groups[0]["lr"])
 
-    def _batches(self, epoch: int) -> list[torch.Tensor]:
+    def batches(self, epoch: int) -> list[torch.Tensor]:
         """This epoch's GLOBAL training batches (index tensors into the subject): one permutation per
-        seed+epoch, the same for every world size (each rank then takes its slice, `_local`)."""
+        seed+epoch, the same for every world size (each rank then takes its slice, `local_rows`)."""
         train = torch.as_tensor(self.split["train"], dtype=torch.long)
         gen = torch.Generator().manual_seed(self.config.seed * 100003 + epoch)
         order = torch.randperm(len(train), generator=gen)
@@ -247,12 +240,12 @@ class Trainer:
             chunks = chunks[:-1]
         return [c.to(self.device) for c in chunks]
 
-    def _local(self, batch: torch.Tensor) -> tuple[torch.Tensor, int]:
+    def local_rows(self, batch: torch.Tensor) -> tuple[torch.Tensor, int]:
         """This rank's rows of a global batch and their offset in it."""
         lo, hi = dist_ops.shard_bounds(len(batch), self.dist.world_size, self.dist.rank)
         return batch[lo:hi], lo
 
-    def _train_responses(self, idx: torch.Tensor, epoch: int, step: int, offset: int = 0,
+    def train_responses(self, idx: torch.Tensor, epoch: int, step: int, offset: int = 0,
                          total: int | None = None) -> torch.Tensor:
         """The rows' responses; with repeat augmentation some rows are one single trial instead. The
         draw is made for the whole global batch (`total` rows, these at `offset`), so every world
@@ -279,16 +272,19 @@ class Trainer:
         state_io.load_model_state(self, state)
 
     def training_state(self) -> dict[str, Any]:
-        """Everything `last.pt` needs to resume (tensors and plain containers only)."""
+        """Everything `last.pt` needs to resume (tensors and plain containers only): weights,
+        optimiser states, `state` (the `FitState`) and the RNG streams."""
         return state_io.training_state(self)
 
     def load_training_state(self, last: dict[str, Any], best: dict[str, Any] | None = None) -> None:
-        """Resume from a `last.pt` dict (and the `best.pt` dict, whose weights become the best state)."""
+        """Resume from a `last.pt` dict (and the `best.pt` dict, whose weights become the best state):
+        the weights and optimiser states loaded, `state` replaced by the checkpoint's `FitState`."""
         state_io.load_training_state(self, last, best)
 
-    def save_checkpoints(self) -> None:
-        """Write `best.pt` (when it changed) and `last.pt` atomically (rank 0 with a run dir only)."""
-        state_io.save_checkpoints(self)
+    def save_checkpoints(self, elapsed_s: float | None = None) -> None:
+        """Write `best.pt` (when it changed) and `last.pt` atomically (rank 0 with a run dir only);
+        `elapsed_s`: the training seconds to record (default `state.elapsed_s`)."""
+        state_io.save_checkpoints(self, elapsed_s)
 
     # ---- evaluation -----------------------------------------------------------------------
     @torch.no_grad()
@@ -304,7 +300,7 @@ class Trainer:
                 if len(chunk) < 2:
                     continue
                 chunk = chunk.to(self.device)
-                with self._autocast():
+                with self.autocast():
                     img, neu = self.core.maps(self.inputs[chunk], self.responses[chunk])
                     loss, _ = self.loss_fn(img, neu)
                 total += loss.float() * len(chunk)
@@ -323,7 +319,7 @@ class Trainer:
         m = retrieval_metrics(sim.numpy().astype(np.float64))
         return {k: float(0.5 * (m["image_to_neural"][k] + m["neural_to_image"][k])) for k in ("top1", "mrr", "mean_rank")}
 
-    def _selection_score(self) -> float | None:
+    def selection_score(self) -> float | None:
         """The val score that picks the restored epoch (None for select_by="val_loss")."""
         if self.config.select_by == "val_loss":
             return None
@@ -331,7 +327,7 @@ class Trainer:
 
     def fit_linear_start(self) -> dict[str, Any]:
         """Set both towers to the closed-form start (`training.linear_start`) from the train and val
-        images; returns what was chosen (also kept in `linear_start_report`). Under torchrun every
+        images; returns what was chosen (also kept in `state.linear_start`). Under torchrun every
         rank computes it from the same data and rank 0's weights are then broadcast (identical start)."""
         if not self.frozen:
             raise ValueError("the linear start needs a frozen backbone (cached features); got mode 'finetune'")
@@ -343,7 +339,7 @@ class Trainer:
             start = fit_linear_start(feats[tr], resp[tr], feats[va], resp[va], self.config.n_components)
         apply_linear_start(self.image_tower, self.neural_tower, start)
         dist_ops.broadcast_module(self.core, self.dist)
-        self.linear_start_report = start.report
+        self.state.linear_start = start.report
         return start.report
 
     @torch.no_grad()
@@ -356,7 +352,7 @@ class Trainer:
         try:
             for chunk in idx.split(EVAL_BATCH):
                 chunk = chunk.to(self.device)
-                with self._autocast():
+                with self.autocast():
                     img, neu = self.core.maps(self.inputs[chunk], self.responses[chunk])
                 img_out.append(img[:, 0].float().cpu())
                 neu_out.append(neu[:, 0].float().cpu())
@@ -365,8 +361,13 @@ class Trainer:
         return torch.cat(img_out).numpy(), torch.cat(neu_out).numpy()
 
     # ---- training -------------------------------------------------------------------------
-    def fit(self, callback: Callback | None = None, stop_event: threading.Event | None = None) -> FitResult:
+    def fit(self, callback: Callback | None = None, stop_event: threading.Event | None = None,
+            train_deadline: float | None = None) -> FitResult:
         """Train until `epochs`, early stopping, the time budget or `stop_event`; restore the best epoch.
+        Continues from `self.state` (a fresh `FitState`, or a checkpoint's after `load_training_state`).
+
+        The time budget: `train_deadline` (time.monotonic()) when given -- run_training's, early enough
+        for the evaluation to fit the job's `max_seconds` -- else `max_seconds` of training alone.
 
         `callback(event, values)` gets event "step" (every `log_every_steps` steps) or "epoch", with
         plain floats: epoch, step, train_loss, val_loss (epoch), lr_image, lr_neural, samples_per_s,
@@ -377,7 +378,7 @@ class Trainer:
         if threads:
             torch.set_num_threads(threads)
         try:
-            return FitLoop(self, callback, stop_event).run()
+            return FitLoop(self, self.state, callback, stop_event, train_deadline).run()
         finally:
             if threads:
                 torch.set_num_threads(previous)
