@@ -8,6 +8,7 @@ import streamlit as st
 
 from neuroalign import plots
 from neuroalign.ui import guards, keys, loaders, nav, resume, shared_view, tables
+from neuroalign.ui import export_view
 from neuroalign.ui.entry import page_entry
 
 page_entry()
@@ -127,6 +128,7 @@ with st.container(horizontal=True):
     st.download_button("Metrics CSV", data=buf.getvalue(), file_name=f"{run_dir.name}_metrics.csv",
                        mime="text/csv", disabled=not metrics, key="runs.download.csv", on_click="ignore",
                        icon=":material/download:")
+export_view.section(run_dir, chosen_summary.get("config") or {})
 
 with st.expander("Delete this run"):
     sure = st.checkbox(f"Yes, delete {run_dir.name} and all its files",

@@ -89,6 +89,11 @@ RUNS_DELETE = "runs.delete"
 RUNS_RESUME = "runs.resume"
 RUNS_SMOOTHING = "runs.smoothing"
 RUNS_LOG_Y = "runs.log_y"
+RUNS_EXPORT_FORMAT = "runs.export_format"
+RUNS_EXPORT_SUBJECT = "runs.export_subject"
+RUNS_EXPORT_PREPARE = "runs.export_prepare"
+RUNS_EXPORT_READY = "runs.export_ready"  # (run dir, format, subject, stamp) -> the prepared file's bytes
+RUNS_EXPORT_DOWNLOAD = "runs.export_download"
 
 
 def delete_confirm(prefix: str, item: str) -> str:
