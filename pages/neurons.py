@@ -3,6 +3,7 @@
 import numpy as np
 import streamlit as st
 
+from neuroalign.text import markdown_literal as md
 from neuroalign.ui import guards, loaders, neurons_view, run_picker
 from neuroalign.ui.entry import page_entry
 
@@ -25,6 +26,10 @@ except (ValueError, FileNotFoundError, OSError) as exc:
     st.error(f"Cannot compute neuron importance for run {run.run_id}: {exc}")
     st.stop()
 
+if summary.get("shared"):
+    st.caption(f"In this shared run: the importance of each neuron of {md(name)} for its linear read-in into the "
+               "shared space (the image side's test embeddings take the place of the image maps; softmax "
+               f"temperature {result['temperature']:g}, the run config's).")
 share = np.asarray(result["share"])
 k = len(share)
 reliability = loaders.subject_stats(name)["reliability"]

@@ -49,9 +49,14 @@ if view.empty:
 # ---- compare curves ----------------------------------------------------------------------------
 st.subheader("Compare loss curves")
 runs_by_path = dict(zip(view["path"], view["run"]))
-default = list(view["path"][:2])
-picked = st.multiselect("Runs", list(runs_by_path), default=default, format_func=runs_by_path.get,
+# shared runs (one model over several subjects) are fitted in closed form: they have no loss curves
+curve_view = view[~view["kind"].isin(("shared", "adapted"))] if "kind" in view else view
+curve_runs = dict(zip(curve_view["path"], curve_view["run"]))
+default = list(curve_view["path"][:2])
+picked = st.multiselect("Runs", list(curve_runs), default=default, format_func=curve_runs.get,
                         key=keys.RUNS_PICK)
+if len(curve_runs) < len(runs_by_path):
+    st.caption("Shared runs are fitted in closed form and have no loss curves; they are not offered here.")
 if picked:
     c = st.columns([3, 1])
     smoothing = c[0].slider("Smoothing", 0.0, 0.99, 0.6, 0.01, key=keys.RUNS_SMOOTHING)
@@ -59,9 +64,9 @@ if picked:
     histories = {}
     for p in picked:
         try:
-            histories[runs_by_path[p]] = loaders.run_summary(p)["metrics"]
+            histories[curve_runs[p]] = loaders.run_summary(p)["metrics"]
         except (ValueError, FileNotFoundError, OSError) as exc:
-            st.error(f"Cannot read metrics of {runs_by_path[p]}: {exc}")
+            st.error(f"Cannot read metrics of {curve_runs[p]}: {exc}")
     st.plotly_chart(plots.loss_curves(histories, smoothing=smoothing, log_y=log_y), key="runs.curves")
 
 # ---- one run: open, download, delete -----------------------------------------------------------

@@ -69,6 +69,6 @@ def shared_importance(run_dir: str | Path, name: str, subject) -> NeuronImportan
     native = np.linalg.norm(np.asarray(readin.weight, dtype=np.float64), axis=1) * y.astype(np.float64).std(axis=0)
     native = native / max(float(native.sum()), 1e-300)
     warnings = [] if total > 0 else ["every attribution is 0 (the read-in does not depend on the responses)"]
-    return NeuronImportance(block="shared read-in", importance=importance, share=share, net=net, n_test=len(y),
+    return NeuronImportance(block="read-in", importance=importance, share=share, net=net, n_test=len(y),
                             n_used=len(att.rows), temperature=temperature, native=native,
                             native_label="weight norm × response SD", native_n=len(y), warnings=warnings)

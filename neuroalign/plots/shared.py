@@ -12,7 +12,7 @@ import plotly.graph_objects as go
 from neuroalign.plots.style import LAYOUT, PALETTE
 
 KIND_COLOURS = {"across subjects": PALETTE[0], "across subjects, single trials": PALETTE[2],
-                "same subject, repeat 1 → repeat 2": PALETTE[3]}
+                "same subject, repeat 1 → repeat 2": PALETTE[3]}  # ui.shared_view's row kinds
 
 
 def cross_subject_bars(rows: Sequence[Mapping]) -> go.Figure:
@@ -40,7 +40,7 @@ def cross_subject_bars(rows: Sequence[Mapping]) -> go.Figure:
                                  name="chance", marker=dict(symbol="line-ns-open", size=18, color="#1c2330",
                                                             line=dict(width=2)),
                                  hovertemplate="chance %{x:.3f}<extra></extra>"))
-    fig.update_layout(title="Cross-subject top-1 with 95 % intervals",
+    fig.update_layout(title="Cross-subject top-1 (95 % intervals)",
                       xaxis=dict(title="top-1", rangemode="tozero"),
                       yaxis=dict(autorange="reversed", automargin=True, categoryorder="array", categoryarray=labels),
                       barmode="overlay", bargap=0.3, height=150 + 34 * len(labels),

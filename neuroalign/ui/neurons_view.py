@@ -21,7 +21,7 @@ MEASURE_KEY = "neurons.measure"
 TABLE_KEY = "neurons.table"
 TOP_ROWS = 20
 
-BLOCK_LABELS = {"linear": "linear", "reference": "reference attention", "transformer": "transformer",
+BLOCK_LABELS = {"read-in": "read-in", "linear": "linear", "reference": "reference attention", "transformer": "transformer",
                 "latent": "latent attention"}
 IMPORTANCE_HELP = ("Each neuron's attribution (expected gradients) of the contrastive log-probability that a neural "
                    "response retrieves its own image among the test images rather than another test image's, in eval "

@@ -23,9 +23,15 @@ TRAIN_KINDS = {SEPARATE: "One run per subject", SHARED: "One shared model over t
 TRAIN_KIND_HELP = (
     "One run per subject: an independent model for each. One shared model: one image side for all the selected "
     "subjects and one linear read-in per subject into a shared space, fitted in closed form (splits by image "
-    "identity, shared across subjects; the image model, components, normaliser and split fields below apply, the "
-    "optimiser fields do not); one run folder with every subject's results and cross-subject retrieval. Adapt: "
+    "identity, shared across subjects); one run folder with every subject's results and cross-subject "
+    "retrieval. Adapt: "
     "keep a finished shared model fixed and fit only a new subject's read-in (seconds on a CPU).")
+
+SHARED_FORM_CAPTION = (
+    "One image side for every selected subject (the frozen features of this image model and layer) and one "
+    "linear read-in per subject into a shared space of this many components (up to; the rank is chosen on the "
+    "validation images), fitted in closed form in a worker process. Images are split by their pixels, so an "
+    "image is train, validation or test for every subject alike. The subjects need images of one size.")
 
 
 def shared_runs() -> list[Any]:
@@ -98,16 +104,20 @@ def subjects_frame(run_dir: str | Path, names: list[str]) -> pd.DataFrame:
 
 
 SUBJECT_COLUMNS = {
+    "subject": st.column_config.TextColumn("subject", pinned=True),
     "top1 img→neu": st.column_config.ProgressColumn("top1 img→neu", min_value=0.0, max_value=1.0, format="%.3f",
-                                                    help="test top-1 of this subject, image query → neural candidates"),
-    "top1 neu→img": st.column_config.ProgressColumn("top1 neu→img", min_value=0.0, max_value=1.0, format="%.3f"),
-    "95% img→neu": st.column_config.TextColumn("95% img→neu", help="95 % interval of top-1 over the test images"),
-    "95% neu→img": st.column_config.TextColumn("95% neu→img"),
-    "linear img→neu": st.column_config.NumberColumn("linear img→neu", format="%.3f",
+                                                    width=92, help="test top-1 of this subject, image query → "
+                                                                   "neural candidates"),
+    "top1 neu→img": st.column_config.ProgressColumn("top1 neu→img", min_value=0.0, max_value=1.0, format="%.3f",
+                                                    width=92),
+    "95% img→neu": st.column_config.TextColumn("95 %", width=72, help="95 % interval of top-1 (image → neural) "
+                                                                     "over the test images"),
+    "95% neu→img": st.column_config.TextColumn("95 % ", width=72, help="the same, neural → image"),
+    "linear img→neu": st.column_config.NumberColumn("linear img→neu", format="%.3f", width=100,
                                                     help="the best ridge baseline's test top-1 on the same images"),
-    "linear neu→img": st.column_config.NumberColumn("linear neu→img", format="%.3f"),
-    "chance": st.column_config.NumberColumn("chance", format="%.3f", help="top-1 of a random ranking"),
-    "test n": st.column_config.NumberColumn("test n", format="%d", help="test images of this subject"),
+    "linear neu→img": st.column_config.NumberColumn("linear neu→img", format="%.3f", width=100),
+    "chance": st.column_config.NumberColumn("chance", format="%.3f", width=60, help="top-1 of a random ranking"),
+    "test n": st.column_config.NumberColumn("test n", format="%d", width=50, help="test images of this subject"),
 }
 
 
@@ -145,7 +155,7 @@ def cross_subject_rows(cross: Mapping[str, Any] | None, subject: str | None = No
                 continue
             for direction, (q, c) in (("a_to_b", (a, b)), ("b_to_a", (b, a))):
                 if isinstance(src.get(direction), Mapping):
-                    suffix = " (single trials)" if key else ""
+                    suffix = " (1 trial)" if key else ""
                     rows.append(_row(f"{q} → {c}{suffix}", kind, src[direction], src.get("n"), src.get("chance_top1")))
     scale = cross.get("repeat_scale") or {}
     for name in involved or list(scale):
@@ -155,15 +165,25 @@ def cross_subject_rows(cross: Mapping[str, Any] | None, subject: str | None = No
     return rows
 
 
+RESPONSES = {TRIAL_KIND: "mean over repeats", SINGLE_KIND: "single trials", REPEAT_KIND: "same subject's repeats"}
+
+
 def cross_subject_frame(rows: list[dict[str, Any]]) -> pd.DataFrame:
-    return pd.DataFrame([{"query → candidates": r["label"], "what": r["kind"], "top-1": r["top1"], "95% lo": r["lo"],
+    """The table: query → candidates (the label without its kind suffix), which responses, top-1 with
+    its interval, chance, shared images, top-5 and MRR."""
+    return pd.DataFrame([{"query → candidates": r["label"].replace(" (1 trial)", ""),
+                          "responses": RESPONSES.get(r["kind"], r["kind"]), "top-1": r["top1"], "95% lo": r["lo"],
                           "95% hi": r["hi"], "chance": r["chance"], "images": r["n"], "top-5": r["top5"],
                           "mrr": r["mrr"]} for r in rows],
-                        columns=["query → candidates", "what", "top-1", "95% lo", "95% hi", "chance", "images",
+                        columns=["query → candidates", "responses", "top-1", "95% lo", "95% hi", "chance", "images",
                                  "top-5", "mrr"])
 
 
 CROSS_COLUMNS = {
+    "query → candidates": st.column_config.TextColumn("query → candidates", pinned=True),
+    "responses": st.column_config.TextColumn("responses", help="mean over repeats: each subject's trial-averaged "
+                                             "response; single trials: repeat 1 of each; same subject's repeats: "
+                                             "repeat 1 retrieving repeat 2 of one subject (the scale)"),
     "top-1": st.column_config.NumberColumn("top-1", format="%.3f", help="share of queries whose own image's response "
                                                                         "of the other subject is retrieved first"),
     "95% lo": st.column_config.NumberColumn("95% lo", format="%.3f", help="95 % interval of top-1 over the images"),
@@ -189,9 +209,10 @@ def render_cross_subject(summary: Mapping[str, Any]) -> None:
         st.info(f"No cross-subject retrieval for {md(subject)}: it shares no test images with another subject of "
                 f"this run{f' ({why})' if why else ''}.", icon=":material/info:")
         return
-    left, right = st.columns([3, 2])
-    left.dataframe(cross_subject_frame(rows), hide_index=True, column_config=CROSS_COLUMNS, key="retrieval.cross")
-    right.plotly_chart(plots.cross_subject_bars(rows), key="retrieval.cross_chart")
+    # one above the other: side by side, both were cut at 1,024 px
+    st.dataframe(cross_subject_frame(rows), hide_index=True, column_config=CROSS_COLUMNS, key="retrieval.cross",
+                 height=35 * (len(rows) + 1) + 3)
+    st.plotly_chart(plots.cross_subject_bars(rows), key="retrieval.cross_chart")
     for s in skipped:
         st.caption(f"Not compared: {md(s.get('a'))} and {md(s.get('b'))} — {md(s.get('reason'))}.")
 

@@ -133,6 +133,7 @@ def run_row(run_dir: Path, summary: Mapping[str, Any], subject: str | None = Non
         "temperature": _get(cfg, "loss", "temperature"),
         "problem": summary.get("problem") or "",
         "path": str(run_dir),
+        "kind": meta.get("kind") or "single",  # shared / adapted: training.shared_runs (no loss curves)
     }
 
 
@@ -170,6 +171,7 @@ RUN_COLUMNS = {
     "temperature": st.column_config.NumberColumn("temperature", format="%.3g"),
     "problem": st.column_config.TextColumn("problem", help="damaged files of the run (what could be read is shown)"),
     "path": None,
+    "kind": None,
 }
 
 

@@ -134,15 +134,36 @@ def config_from_values(preset_name: str, values: dict[str, Any],
     return config
 
 
-def draw_selectors(preset_name: str) -> tuple[str, str]:
+def draw_selectors(preset_name: str, draw: bool = True) -> tuple[str, str]:
     """Give every form field its preset value unless it has one, draw the neural-block and
     image-head selectors (outside the form, so a change reruns the page and shows the fields that
-    apply), and return the chosen (block, head)."""
+    apply; `draw=False`: not drawn, their values kept), and return the chosen (block, head)."""
     for k, v in widget_values(cfgmod.preset(preset_name)).items():
         st.session_state.setdefault(k, v)
-    for col, f in zip(st.columns(len(SELECTOR_PATHS)), selectors()):
-        col.selectbox(f.label, f.choices, key=widget_key(f), help=form_help(f))
+    if draw:
+        for col, f in zip(st.columns(len(SELECTOR_PATHS)), selectors()):
+            col.selectbox(f.label, f.choices, key=widget_key(f), help=form_help(f))
+    else:
+        for f in selectors():
+            st.session_state[widget_key(f)] = st.session_state[widget_key(f)]
     return chosen_towers(st.session_state, preset_name)
+
+
+# The fields a shared model (training.shared_runs: closed form, one linear read-in per subject) reads
+SHARED_PATHS = ("image.backbone", "image.stage", "image.block", "image.transform", "n_components", "data.normaliser")
+
+
+def draw_shared_fields(title: str = "Shared model") -> None:
+    """Only the fields a shared model reads (`SHARED_PATHS`), in one row of three columns; the
+    others keep their values through Streamlit's widget clean-up."""
+    shown = [f for f in FORM_FIELDS if f.path in SHARED_PATHS]
+    st.markdown(f"**{title}**")
+    cols = st.columns(SECTIONS_PER_ROW)
+    for i, f in enumerate(shown):
+        _draw_widget(cols[i % len(cols)], f)
+    for f in FORM_FIELDS:
+        if f.path not in SHARED_PATHS and f.path not in SELECTOR_PATHS:
+            st.session_state[widget_key(f)] = st.session_state[widget_key(f)]
 
 
 def draw_sections(block: str, head: str) -> None:
