@@ -142,3 +142,49 @@ def test_export_refuses_changed_or_missing_data(trained, tmp_path, capsys):
     err = capsys.readouterr().err
     assert rc == 2 and err.count("\n") == 1 and "not found in" in err, err
     assert not list(Path.cwd().glob("export_*")) and sorted(p.name for p in run.glob("export_*")) == []
+
+
+def test_shared_run_exports_one_subject_at_a_time(tmp_path, make_tiny_arrays, capsys):
+    """A shared run (train --shared) through its SharedModel: --subject chooses, the embeddings are the
+    model's, the split is the subject's own (by image hash)."""
+    from scipy.io import savemat
+
+    from neuroalign.config import preset
+    from neuroalign.training.shared import SharedModel
+    from neuroalign.training.shared_runs import subject_features, train_shared
+
+    root = tmp_path / "data"
+    images = make_tiny_arrays(n_images=80, n_neurons=4, seed=0, hw=(36, 64))["images"]
+    for name, k, seed in (("A", 10, 1), ("B", 14, 2)):
+        arrays = make_tiny_arrays(n_images=80, n_neurons=k, seed=seed, hw=(36, 64))
+        data = root / name / "Data"
+        data.mkdir(parents=True)
+        savemat(data / "images.mat", {"images": images})
+        savemat(data / "responses.mat", {"responses": arrays["responses"], "responses_repeats": arrays["repeats"]})
+    cfg = preset("recommended").replace(**{"image.backbone": "random_rectified", "image.stage": 1, "image.block": 1,
+                                           "image.transform": "none", "n_components": 16})
+    run = train_shared(["A", "B"], cfg, root, tmp_path / "runs", cache_dir=tmp_path / "cache")
+
+    rc = main(["export", str(run), "--data-dir", str(root), "--cache-dir", str(tmp_path / "cache")])
+    err = capsys.readouterr().err
+    assert rc == 2 and "run of 2 subjects (A, B); choose one with --subject" in err, err
+    rc = main(["export", str(run), "--subject", "C", "--data-dir", str(root)])
+    assert rc == 2 and "has no subject 'C'; expected one of A, B" in capsys.readouterr().err
+
+    got = export_run(run, subject="B", data_dir=root, cache_dir=tmp_path / "cache")
+    model = SharedModel.load(run)
+    subject = load_subject(root / "B")
+    np.testing.assert_allclose(got["image_embedding"],
+                               model.embed_features(subject_features(model.image, subject, tmp_path / "cache")),
+                               rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(got["response_embedding"], model.embed_responses("B", subject.responses),
+                               rtol=1e-5, atol=1e-6)
+    q = model.n_components  # the shared fit chooses its rank
+    assert got["repeat_embedding"].shape == (2, 80, q) and got["neuron_ids"].shape == (14,)
+    assert json.loads(got["config_json"])["embedding_dim"] == q
+    split = runs_io.read_split(run / "subjects" / "B")
+    np.testing.assert_array_equal(got["test_index"], np.sort(split["test"]))
+    results = json.loads((run / "subjects" / "B" / "results.json").read_text())
+    np.testing.assert_allclose(got["feve"], [np.nan if v is None else v
+                                             for v in results["encoding"]["model"]["per_neuron"]])
+    assert "importance" not in got and json.loads(got["config_json"])["kind"] == "shared"
