@@ -84,6 +84,61 @@ def compute_features(tower, images: np.ndarray | torch.Tensor, device: torch.dev
     return torch.cat(out)
 
 
+def shares_prefix(shallow, deep) -> bool:
+    """Whether `shallow`'s backbone is the first part of `deep`'s: every parameter and buffer of the
+    shallower one exists in the deeper one with the same values (same model, same seed, same weights)."""
+    deep_state = deep.backbone.state_dict()
+    for key, tensor in shallow.backbone.state_dict().items():
+        other = deep_state.get(key)
+        if other is None or other.shape != tensor.shape or not torch.equal(other, tensor):
+            return False
+    return True
+
+
+@torch.no_grad()
+def compute_layer_features(towers, images: np.ndarray | torch.Tensor, device: torch.device | str = "cpu",
+                           batch_size: int = 64, progress: Callable[[int, int], None] | None = None,
+                           should_stop: Callable[[], bool] | None = None) -> list[torch.Tensor] | None:
+    """What `compute_features` returns for each of several `towers` that read layers of ONE backbone,
+    from one forward pass of the deepest tower's backbone (`forward_intermediates` with every layer
+    asked for) instead of one pass per layer: a profile of a model's stage ends runs its early
+    stages once, not once per layer. Each tower's own transform and pooling are applied to its layer
+    (exactly `tower.extract`). Every shallower backbone must be a prefix of the deepest one
+    (`shares_prefix`), else ValueError. Returns None when `should_stop()` turns true between batches."""
+    towers = list(towers)
+    if not towers:
+        return []
+    deep = max(towers, key=lambda t: (t.stage, t.block))
+    for t in towers:
+        if t.backbone_name != deep.backbone_name or not shares_prefix(t, deep):
+            raise ValueError(f"{t.backbone_name} stage {t.stage} block {t.block} is not a prefix of "
+                             f"{deep.backbone_name} stage {deep.stage} block {deep.block}; compute it on its own")
+    from neuroalign.models.image_models import apply_transform
+
+    device = torch.device(device)
+    backbone = deep.backbone
+    was_training = backbone.training
+    backbone.eval()
+    layers = [(t.stage, t.block) for t in towers]
+    out: list[list[torch.Tensor]] = [[] for _ in towers]
+    try:
+        for start in range(0, len(images), batch_size):
+            if should_stop is not None and should_stop():
+                return None
+            batch = torch.as_tensor(np.asarray(images[start:start + batch_size]), dtype=torch.float32)
+            batch = batch.to(device).contiguous(memory_format=torch.channels_last)
+            for i, (t, feats) in enumerate(zip(towers, backbone.forward_intermediates(batch, layers))):
+                feats = apply_transform(feats, t.transform)
+                if t.head == "readout":
+                    feats = torch.nn.functional.adaptive_avg_pool2d(feats, t.grid)
+                out[i].append(feats.float().cpu().contiguous())
+            if progress is not None:
+                progress(min(start + batch_size, len(images)), len(images))
+    finally:
+        backbone.train(was_training)
+    return [torch.cat(parts) for parts in out]
+
+
 def _check_images(images) -> tuple[int, ...]:
     shape = tuple(int(s) for s in np.shape(images))
     if len(shape) != 4:

@@ -125,6 +125,7 @@ def alignment_profile(subject: Subject, config: TrainConfig | None = None, model
         t1 = time.monotonic()
         try:
             tower = candidate_tower(config, cand)
+            _prefetch_model(config, cands[i:], subject, cache_dir, stop_event)
             feats = cached_features(tower, subject.images, subject.data_hash, cache_dir=cache_dir).flatten(1).numpy()
         except ValueError as exc:  # e.g. images too small for a deep layer: the row says why
             rows.append({"model": cand.backbone, "stage": cand.stage, "block": cand.block, "label": cand.label,
@@ -152,6 +153,41 @@ def alignment_profile(subject: Subject, config: TrainConfig | None = None, model
             "complete": stopped is None, "stopped": stopped, "elapsed_s": round(time.monotonic() - t0, 1),
             "config": {"grid": list(config.image.grid), "n_components": config.n_components,
                        "normaliser": config.data.normaliser, "split_seed": config.data.split_seed}}
+
+
+def _prefetch_model(config: TrainConfig, remaining: Sequence[Candidate], subject: Subject, cache_dir,
+                    stop_event: threading.Event | None) -> None:
+    """Before the first layer of a model is scored: compute every remaining layer of that model that
+    is not cached yet in ONE forward pass (`compute_layer_features`) and cache each, when the
+    model's shallower builds are prefixes of its deepest one (pretrained models: EfficientNet-Lite0's
+    seven stage ends cost one pass instead of seven). Random-init models whose truncated builds draw
+    other weights (DS-Net) keep one pass per layer, as training computes them."""
+    from neuroalign.models.feature_cache import compute_layer_features, lookup_features, shares_prefix, store_features
+    from neuroalign.models.image_models import parse_combination
+
+    name = remaining[0].backbone
+    same = [c for c in remaining if c.backbone == name]
+    if len(same) < 2 or parse_combination(name) is not None:
+        return
+    try:
+        towers = [candidate_tower(config, c) for c in same]
+    except ValueError:
+        return  # e.g. a layer that cannot read these images: each layer reports its own error
+    todo = [t for t in towers if lookup_features(t, subject.images, subject.data_hash, cache_dir) is None]
+    if len(todo) < 2:
+        return
+    deep = max(todo, key=lambda t: (t.stage, t.block))
+    todo = [t for t in todo if shares_prefix(t, deep)]
+    if len(todo) < 2:
+        return
+    try:
+        feats = compute_layer_features(todo, subject.images,
+                                       should_stop=None if stop_event is None else stop_event.is_set)
+    except ValueError as exc:  # images too small for the deepest layer: the layers go one by one
+        logger.info("one-pass features of %s not used: %s", name, exc)
+        return
+    for tower, f in zip(todo, feats or []):
+        store_features(tower, subject.images, subject.data_hash, f, cache_dir)
 
 
 def _best(rows: list[dict[str, Any]]) -> dict[str, Any]:
