@@ -6,11 +6,13 @@
 * `markdown_literal(text)`: the same, with the characters that start Markdown backslash-escaped, so that
   Markdown renderers (the dashboard's `st.error`, `st.caption`, ...) show the text as it is: no link,
   image, emphasis, heading, colour or icon directive made of a crafted name.
+* `markdown_code(text)`: the same text as an inline code span (a path, a run folder), fenced so that
+  backticks inside it cannot close the span early.
 """
 
 from __future__ import annotations
 
-__all__ = ["markdown_literal", "printable"]
+__all__ = ["markdown_code", "markdown_literal", "printable"]
 
 _ALWAYS = frozenset("\\`*[]<>~$")
 
@@ -46,3 +48,16 @@ def markdown_literal(text: object) -> str:
         else:
             out.append(ch)
     return "".join(out)
+
+
+def markdown_code(text: object) -> str:
+    """`printable(text)` as a Markdown inline code span, shown literally whatever it holds: fenced by one
+    backtick more than its longest run of backticks (CommonMark), padded when it starts or ends with one."""
+    s = printable(text)
+    longest, run = 0, 0
+    for ch in s:
+        run = run + 1 if ch == "`" else 0
+        longest = max(longest, run)
+    fence = "`" * (longest + 1)
+    pad = " " if s.startswith("`") or s.endswith("`") or (s.startswith(" ") and s.endswith(" ") and s.strip()) else ""
+    return f"{fence}{pad}{s}{pad}{fence}"

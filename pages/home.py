@@ -2,6 +2,7 @@
 
 import streamlit as st
 
+from neuroalign.text import markdown_literal as md
 from neuroalign.ui import guards, home_view, jobs_view, loaders, nav, shell, tables
 from neuroalign.ui.entry import page_entry
 
@@ -18,7 +19,7 @@ try:
     subjects = loaders.list_subjects()
     table = loaders.runs_table()
 except (ValueError, FileNotFoundError, OSError) as exc:
-    st.error(f"Cannot read the data or runs folder: {exc}")
+    st.error(f"Cannot read the data or runs folder: {md(exc)}")
     st.stop()
 
 runs = table.frame

@@ -23,7 +23,7 @@ try:
                   else loaders.run_importance(run.path, name))
     subject = loaders.load_subject(name)
 except (ValueError, FileNotFoundError, OSError) as exc:
-    st.error(f"Cannot compute neuron importance for run {run.run_id}: {exc}")
+    st.error(f"Cannot compute neuron importance for run {md(run.run_id)}: {md(exc)}")
     st.stop()
 
 if summary.get("shared"):

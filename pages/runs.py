@@ -8,6 +8,7 @@ import streamlit as st
 
 from neuroalign import plots
 from neuroalign.ui import guards, keys, loaders, nav, resume, shared_view, tables
+from neuroalign.text import markdown_code, markdown_literal as md
 from neuroalign.ui import export_view
 from neuroalign.ui.entry import page_entry
 
@@ -16,7 +17,7 @@ st.title("Runs")
 try:
     table = loaders.runs_table()
 except (ValueError, FileNotFoundError, OSError) as exc:
-    st.error(f"Cannot read the runs folder: {exc}")
+    st.error(f"Cannot read the runs folder: {md(exc)}")
     st.stop()
 df = table.frame
 if df.empty:
@@ -66,7 +67,7 @@ if picked:
         try:
             histories[curve_runs[p]] = loaders.run_summary(p)["metrics"]
         except (ValueError, FileNotFoundError, OSError) as exc:
-            st.error(f"Cannot read metrics of {curve_runs[p]}: {exc}")
+            st.error(f"Cannot read metrics of {md(curve_runs[p])}: {md(exc)}")
     st.plotly_chart(plots.loss_curves(histories, smoothing=smoothing, log_y=log_y), key="runs.curves")
 
 # ---- one run: open, download, delete -----------------------------------------------------------
@@ -82,28 +83,29 @@ try:
 except (ValueError, FileNotFoundError, OSError):  # its message is in the row's problem, shown below
     chosen_summary = {"status": {}, "metrics": []}
 if row["problem"]:
-    st.error(f"Run {run_dir.name}: {row['problem']}", icon=":material/error:")
+    st.error(f"Run {md(run_dir.name)}: {md(row['problem'])}", icon=":material/error:")
 if row["state"] == "failed":
-    st.error(f"This run failed: {(chosen_summary.get('status') or {}).get('message', '')}")
+    st.error(f"This run failed: {md((chosen_summary.get('status') or {}).get('message', ''))}")
 resume.show_errors()
 if row["state"] in resume.RESUMABLE_STATES and row["state"] != "failed":  # failed: its error is shown above
     with st.container(horizontal=True, vertical_alignment="center"):
         resume.button(run_dir, row["state"], keys.RUNS_RESUME)
-        st.caption(f"This run is {row['state']}: {(chosen_summary.get('status') or {}).get('message', '')}")
+        st.caption(f"This run is {md(row['state'])}: {md((chosen_summary.get('status') or {}).get('message', ''))}")
 elif row["state"] == "failed":
     resume.button(run_dir, row["state"], keys.RUNS_RESUME)
 shared_names = loaders.shared_subject_names(chosen_summary.get("config") or {}) \
     if loaders.is_shared_config(chosen_summary.get("config")) else []
 if shared_names and row["state"] == "finished":  # a shared run: one row per subject (its own results.json)
     kind = (chosen_summary.get("config") or {}).get("kind")
-    st.markdown("**Per subject** — one model over " + ", ".join(f"`{n}`" for n in shared_names)
-                if kind == "shared" else f"**Adapted** from `{Path(str(chosen_summary['config'].get('adapted_from'))).name}`"
+    st.markdown("**Per subject** — one model over " + ", ".join(markdown_code(n) for n in shared_names)
+                if kind == "shared" else "**Adapted** from "
+                f"{markdown_code(Path(str(chosen_summary['config'].get('adapted_from'))).name)}"
                 " (only this subject's read-in was fitted)")
     try:
         st.dataframe(shared_view.subjects_frame(run_dir, shared_names), hide_index=True,
                      column_config=shared_view.SUBJECT_COLUMNS, key="runs.shared_subjects")
     except (ValueError, FileNotFoundError, OSError) as exc:
-        st.error(f"Cannot read the per-subject results of {run_dir.name}: {exc}")
+        st.error(f"Cannot read the per-subject results of {md(run_dir.name)}: {md(exc)}")
     st.caption("Test top-1 of each subject on its own test images with the 95 % interval, and the best ridge "
                "baseline on the same images. The Retrieval, Feature maps and Neurons pages open each subject; "
                "Retrieval also shows cross-subject retrieval.")
@@ -136,7 +138,7 @@ with st.container(horizontal=True):
 export_view.section(run_dir, chosen_summary.get("config") or {})
 
 with st.expander("Delete this run"):
-    sure = st.checkbox(f"Yes, delete {run_dir.name} and all its files",
+    sure = st.checkbox(f"Yes, delete {md(run_dir.name)} and all its files",
                        key=keys.delete_confirm(keys.RUNS_DELETE_CONFIRM, run_dir.name))  # never carried over
     if st.button("Delete run", key=keys.RUNS_DELETE, disabled=not sure, type="primary"):
         from neuroalign.training.runs import delete_run
@@ -144,9 +146,9 @@ with st.expander("Delete this run"):
         try:
             delete_run(run_dir)
         except (ValueError, FileNotFoundError, OSError) as exc:
-            st.error(f"Could not delete {run_dir.name}: {exc}")
+            st.error(f"Could not delete {md(run_dir.name)}: {md(exc)}")
         else:
             loaders.invalidate_runs()
             st.session_state.pop(keys.SELECTED_RUN, None)
-            st.toast(f"Deleted {run_dir.name}")
+            st.toast(f"Deleted {md(run_dir.name)}")
             st.rerun()

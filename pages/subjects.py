@@ -124,7 +124,7 @@ with add:
                                                   title="Responses of the upload (z-scored; neurons sorted by "
                                                         "preferred image)", height=320),
                             key="subjects.upload_raster")
-        if st.button(f"Save subject {staged.name}", key=keys.UPLOAD_SAVE, type="primary"):
+        if st.button(f"Save subject {md(staged.name)}", key=keys.UPLOAD_SAVE, type="primary"):
             st.session_state.pop(keys.UPLOAD_STAGED, None)
             try:
                 info = upload.save_staged(store, staged, images_file, responses_file)
@@ -146,7 +146,7 @@ with remove:
         st.caption(f"{md(victim)} has {n_runs} run{'' if n_runs == 1 else 's'} in the runs folder. "
                    + ("They are kept (Runs page), but Retrieval and Feature maps can no longer show their stimuli."
                       if n_runs else "Only its data files are removed."))
-        sure = st.checkbox(f"Yes, delete {victim} and its data files",
+        sure = st.checkbox(f"Yes, delete {md(victim)} and its data files",
                            key=keys.delete_confirm(keys.DELETE_CONFIRM, victim))  # never carried over
         if st.button("Delete subject", key=keys.DELETE_BUTTON, disabled=not sure):
             try:

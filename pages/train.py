@@ -4,6 +4,7 @@ import streamlit as st
 
 from neuroalign import config as cfgmod
 from neuroalign import paths, plots
+from neuroalign.text import markdown_code, markdown_literal as md
 from neuroalign.ui import guards, jobs_view, keys, loaders, nav, resume, shared_view, train_form
 from neuroalign.ui.entry import page_entry
 
@@ -58,7 +59,7 @@ def _launch() -> None:
             return
         st.session_state[keys.TRAIN_FORM_OPEN] = False
         st.session_state.setdefault(keys.TRAIN_LAUNCHED, []).append(job_id)
-        st.toast(f"Started a shared model over {', '.join(chosen)} ({job_id})")
+        st.toast(f"Started a shared model over {md(', '.join(chosen))} ({job_id})")
         return
     st.session_state[keys.TRAIN_FORM_OPEN] = False
     for name in chosen:
@@ -68,7 +69,7 @@ def _launch() -> None:
             errors.append(f"{name}: {exc}")
         else:
             st.session_state.setdefault(keys.TRAIN_LAUNCHED, []).append(job_id)
-            st.toast(f"Started {name} ({job_id})")
+            st.toast(f"Started {md(name)} ({job_id})")
     st.session_state[keys.TRAIN_ERRORS] = errors
 
 
@@ -84,7 +85,7 @@ def _launch_adapt() -> None:
         return
     st.session_state[keys.TRAIN_FORM_OPEN] = False
     st.session_state.setdefault(keys.TRAIN_LAUNCHED, []).append(job_id)
-    st.toast(f"Started adapting {name} ({job_id})")
+    st.toast(f"Started adapting {md(name)} ({job_id})")
 
 
 def _adapt_controls() -> None:
@@ -112,14 +113,14 @@ def _adapt_controls() -> None:
     name = c[1].selectbox("New subject", new, key=keys.TRAIN_ADAPT_SUBJECT,
                           help="Only this subject's read-in into the shared space is fitted (closed form); it need "
                                "not have seen the shared run's images, but its images must have the same size.")
-    st.button(f"Adapt {name} to this shared run", type="primary", key=keys.TRAIN_ADAPT_SUBMIT, on_click=_launch_adapt,
+    st.button(f"Adapt {md(name)} to this shared run", type="primary", key=keys.TRAIN_ADAPT_SUBMIT, on_click=_launch_adapt,
               icon=":material/call_merge:")
 
 
 # ---- launch form (first, so it is reachable without scrolling; collapsed once jobs exist) -------
 launch_errors = st.session_state.pop(keys.TRAIN_ERRORS, [])
-for message in launch_errors:
-    st.error(message)
+for message in launch_errors:  # they carry subject names and error texts: shown as text
+    st.error(md(message))
 resume.show_errors()
 if launch_errors:  # a failed start keeps the form (and the field to fix) open until a start succeeds
     st.session_state[keys.TRAIN_FORM_OPEN] = True
@@ -172,7 +173,8 @@ def live_view() -> None:
     for s in shown:
         with st.container(border=True):
             head = st.columns([3, 1])
-            head[0].markdown(f"{shared_view.job_title(s)} · `{s.job_id}` · {s.state} · run `{s.run_dir.name}`")
+            head[0].markdown(f"{shared_view.job_title(s)} · `{s.job_id}` · {md(s.state)} · run "
+                             f"{markdown_code(s.run_dir.name)}")
             if (s.state in jobs_view.ACTIVE_STATES and not jobs_view.is_stopping(s)
                     and not jobs_view.is_evaluating(s)):
                 head[1].button("Stop", key=keys.TRAIN_STOP_PREFIX + s.job_id, icon=":material/stop:",
@@ -186,13 +188,13 @@ def live_view() -> None:
                               hide_blocked=True)
             st.progress(min(max(float(s.progress or 0.0), 0.0), 1.0), text=jobs_view.progress_text(s, snaps))
             if s.state == "failed":
-                st.error(f"Failed: {s.error or s.message}")
+                st.error(f"Failed: {md(s.error or s.message)}")
             elif s.state == "finished":
-                st.success(s.message or "finished")
+                st.success(md(s.message or "finished"))
             elif jobs_view.is_stopping(s):
-                st.warning(jobs_view.live_message(s), icon=":material/hourglass_top:")
+                st.warning(md(jobs_view.live_message(s)), icon=":material/hourglass_top:")
             elif jobs_view.live_message(s):
-                st.caption(jobs_view.live_message(s))
+                st.caption(md(jobs_view.live_message(s)))
     if left_out:
         st.caption(f"{left_out} older finished job{'s' if left_out > 1 else ''} not shown here; the Runs page "
                    "lists every run.")

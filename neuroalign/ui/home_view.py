@@ -8,6 +8,7 @@ from typing import Any, Mapping
 import pandas as pd
 import streamlit as st
 
+from neuroalign.text import markdown_code, markdown_literal as md
 from neuroalign.ui.results_view import _num
 
 DIRECTIONS = (("image_to_neural", "top1 img→neu", "best linear img→neu", "image → neural"),
@@ -41,5 +42,5 @@ def render_best(best: pd.DataFrame) -> None:
             for box, m in zip((left, middle), metrics):
                 box.metric(m["label"], m["value"], delta=m["delta"], help=m["help"])
             linear = row.get("best linear") or "no linear baseline"
-            right.markdown(f"**{row['subject']}** · test top-1")
-            right.caption(f"{metrics[0]['context']} · best linear: {linear} · run `{row['run']}`")
+            right.markdown(f"**{md(row['subject'])}** · test top-1")
+            right.caption(f"{metrics[0]['context']} · best linear: {md(linear)} · run {markdown_code(row['run'])}")

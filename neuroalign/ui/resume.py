@@ -13,6 +13,7 @@ from typing import Any
 
 import streamlit as st
 
+from neuroalign.text import markdown_literal as md
 from neuroalign.ui import jobs_view, keys, loaders
 
 RESUMABLE_STATES = jobs_view.RESUMABLE_STATES
@@ -28,13 +29,13 @@ def _resume(run_dir: str) -> None:
         return
     loaders.invalidate_runs()
     st.session_state.setdefault(keys.TRAIN_LAUNCHED, []).append(job_id)
-    st.toast(f"Resuming {name} ({job_id}); its progress is on the Train page")
+    st.toast(f"Resuming {md(name)} ({job_id}); its progress is on the Train page")
 
 
 def show_errors() -> None:
     """The messages of the last failed Resume click, once."""
     for message in st.session_state.pop(keys.RESUME_ERRORS, []):
-        st.error(message)
+        st.error(md(message))  # "Cannot resume <run>: <error>": shown as text
 
 
 def button(run_dir: Any, state: str, key: str, where: Any = st, hide_blocked: bool = False) -> bool:

@@ -8,6 +8,7 @@ from typing import Any
 import numpy as np
 import streamlit as st
 
+from neuroalign.text import markdown_literal as md
 from neuroalign.ui import guards, keys, loaders, tables
 
 logger = logging.getLogger(__name__)
@@ -39,7 +40,7 @@ def pick_shared_subject(run_id: str, summary: dict[str, Any], widget_key: str) -
     """Selectbox over the subjects of a shared run (default: the subject picked on another page)."""
     names = loaders.shared_subject_names(summary.get("config") or {})
     if not names:
-        st.error(f"Run {run_id}: config.json lists no subjects; expected the files train --shared writes.")
+        st.error(f"Run {md(run_id)}: config.json lists no subjects; expected the files train --shared writes.")
         st.stop()
     wanted = st.session_state.get(keys.SHARED_SUBJECT)
     if wanted in names and st.session_state.get(widget_key) != wanted:
@@ -91,14 +92,15 @@ def pick_finished_run(widget_key: str) -> tuple[Any, dict[str, Any], dict[str, n
             outputs = loaders.run_test_outputs(chosen)
     except Exception as exc:  # noqa: BLE001 - a damaged run folder must not take the page down
         logger.warning("cannot read run %s: %s", chosen, exc)
-        st.error(f"Cannot read run {by_path[chosen].run_id}: {type(exc).__name__}: {exc}")
+        st.error(f"Cannot read run {md(by_path[chosen].run_id)}: {type(exc).__name__}: {md(exc)}")
         st.stop()
     missing = [k for k in needed if k not in (outputs or {})]
     if outputs and missing:
-        st.error(f"Run {by_path[chosen].run_id}: test_outputs.npz lacks {', '.join(missing)}; re-evaluate the run.")
+        st.error(f"Run {md(by_path[chosen].run_id)}: test_outputs.npz lacks {md(', '.join(missing))}; re-evaluate the "
+                 "run.")
         st.stop()
     if not outputs:
-        st.error(f"Run {by_path[chosen].run_id} has no test outputs (test_outputs.npz); evaluate it first.")
+        st.error(f"Run {md(by_path[chosen].run_id)} has no test outputs (test_outputs.npz); evaluate it first.")
         st.stop()
     return by_path[chosen], summary, outputs
 
@@ -114,13 +116,13 @@ def stimuli_for(summary: dict[str, Any], indices: np.ndarray) -> np.ndarray | No
     try:
         subject = loaders.load_subject(name)
     except (ValueError, FileNotFoundError, OSError) as exc:
-        st.warning(f"Subject {name} is not available in the data folder ({exc}); showing indices only.")
+        st.warning(f"Subject {md(name)} is not available in the data folder ({md(exc)}); showing indices only.")
         return None
     expected = subject_meta.get("data_hash")
     if expected and expected != subject.data_hash:
-        st.warning(f"Subject {name} changed since this run was trained; stimuli may not match.")
+        st.warning(f"Subject {md(name)} changed since this run was trained; stimuli may not match.")
     idx = np.asarray(indices, dtype=np.int64)
     if idx.size and idx.max() >= subject.n_images:
-        st.warning(f"Subject {name} has fewer images than the run's test indices; stimuli cannot be shown.")
+        st.warning(f"Subject {md(name)} has fewer images than the run's test indices; stimuli cannot be shown.")
         return None
     return subject.images[idx]

@@ -12,7 +12,7 @@ import pandas as pd
 import streamlit as st
 
 from neuroalign import plots
-from neuroalign.text import markdown_literal as md
+from neuroalign.text import markdown_code, markdown_literal as md
 from neuroalign.ui import keys, loaders
 
 # ---- Train page ----------------------------------------------------------------------------------
@@ -71,7 +71,7 @@ def job_title(snap: Any) -> str:
         return f"**{md(', '.join(snap.subjects) or snap.subject)}** · shared model"
     if mode == ADAPT:
         source = Path(str(snap.adapt_from)).name if getattr(snap, "adapt_from", None) else "a shared run"
-        return f"**{md(snap.subject)}** · adapted from `{source}`"
+        return f"**{md(snap.subject)}** · adapted from {markdown_code(source)}"
     return f"**{md(snap.subject)}**"
 
 

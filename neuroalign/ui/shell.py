@@ -9,6 +9,7 @@ from pathlib import Path
 import streamlit as st
 
 from neuroalign import paths, settings
+from neuroalign.text import markdown_code, markdown_literal as md
 from neuroalign.ui import keys, nav
 
 logger = logging.getLogger(__name__)
@@ -73,7 +74,7 @@ def ensure_demo() -> None:
         _demo_progress(job)
     elif status.state == demo_job.FAILED:
         if _root_empty(root):
-            with st.status(f"Could not create the demo subjects: {status.error}", state="error", expanded=True):
+            with st.status(f"Could not create the demo subjects: {md(status.error)}", state="error", expanded=True):
                 st.write("Import your recordings on the Subjects page, or create the demo subjects from a "
                          "terminal with `python -m neuroalign demo-data` (then reload).")
     elif str(status.root) not in announced and (st.session_state.pop(keys.DEMO_SEEN, False)
@@ -101,7 +102,7 @@ def _demo_progress(job) -> None:
         if not status.running:
             st.rerun()  # the subjects are there (or the error is): draw the page again with them
         box = st.status(_demo_label(status), state="running", expanded=True)  # no `with`: its exit marks it done
-        box.write(f"Writing to `{status.root}` (once; about a minute, longer on a busy machine). Every page "
+        box.write(f"Writing to {markdown_code(status.root)} (once; about a minute, longer on a busy machine). Every page "
                   "and every browser tab shows this until they are ready, then fills in by itself.")
 
     demo_box()
