@@ -4,8 +4,8 @@
 
 Makes tiny subjects A, B, C (the same images) and D (other images) in a temporary data root, starts
 the dashboard, trains one shared model over A, B and C from the Train page (through the job
-machinery), and writes OUT_DIR/shared_<page>_<width>.png for Train (the shared option and its job
-card), Retrieval (with cross-subject retrieval), Feature maps and Neurons, at 1,440 and 1,024 px.
+machinery), and writes OUT_DIR/shared_<page>_<width>.png for Train (the shared option, its job card,
+the adapt option), Runs, Retrieval (with cross-subject retrieval), Feature maps and Neurons, at 1,440 and 1,024 px.
 """
 
 from __future__ import annotations
@@ -88,6 +88,14 @@ def main(out_dir: str) -> None:
             page.set_viewport_size({"width": width, "height": 900})
             page.wait_for_timeout(1000)
             page.screenshot(path=str(out / f"shared_train_{width}.png"))
+        page.get_by_text("New training", exact=True).first.click()  # collapsed once a job exists
+        page.get_by_role("radio", name="Adapt a new subject from a shared run").check(force=True)
+        page.get_by_role("button", name=re.compile("^Adapt D")).first.wait_for(timeout=60_000)
+        wait_idle(page)
+        for width in (1440, 1024):
+            page.set_viewport_size({"width": width, "height": 900})
+            page.wait_for_timeout(800)
+            page.screenshot(path=str(out / f"shared_train_adapt_{width}.png"))
         for path, title, anchor in (("runs", "Runs", "Per subject"), ("retrieval", "Retrieval", "Across subjects"),
                                     ("feature_maps", "Feature maps", None), ("neurons", "Neurons", None)):
             for width in (1440, 1024):
@@ -97,6 +105,9 @@ def main(out_dir: str) -> None:
                 if anchor:
                     _scroll_to(page, anchor)
                     page.screenshot(path=str(out / f"shared_{path}_{width}_cross.png"))
+                page.set_viewport_size({"width": width, "height": 2600})  # the whole page, for review
+                page.wait_for_timeout(1500)
+                page.screenshot(path=str(out / f"shared_{path}_{width}_full.png"))
         browser.close()
     print(tmp)
 

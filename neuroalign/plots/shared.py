@@ -89,5 +89,7 @@ def embedding_heatmaps(image_embedding: np.ndarray, neural_embedding: np.ndarray
     fig.update_yaxes(type="category", autorange="reversed", title_text="test image", row=1, col=1)
     fig.update_yaxes(type="category", autorange="reversed", showticklabels=False, row=1, col=2)
     fig.update_xaxes(title_text="dimension")
-    fig.update_layout(title="Every test image in the shared space", height=min(900, 220 + 10 * len(a)), **LAYOUT)
+    # room above the panels' own titles for the figure's
+    fig.update_layout(title="Every test image in the shared space", height=min(900, 240 + 10 * len(a)),
+                      **{**LAYOUT, "margin": dict(l=50, r=20, t=80, b=40)})
     return fig

@@ -180,7 +180,7 @@ def cross_subject_frame(rows: list[dict[str, Any]]) -> pd.DataFrame:
 
 
 CROSS_COLUMNS = {
-    "query → candidates": st.column_config.TextColumn("query → candidates", pinned=True),
+    "query → candidates": st.column_config.TextColumn("query → candidates", pinned=True, width=165),
     "responses": st.column_config.TextColumn("responses", help="mean over repeats: each subject's trial-averaged "
                                              "response; single trials: repeat 1 of each; same subject's repeats: "
                                              "repeat 1 retrieving repeat 2 of one subject (the scale)"),
@@ -261,8 +261,8 @@ def render_embeddings(summary: Mapping[str, Any], outputs: Mapping[str, np.ndarr
         st.caption(f"Rank {int((cos > cos[i]).sum()) + 1} of {n} test images by cosine · mean {np.mean(cos):.3f}")
     right.plotly_chart(plots.embedding_lines(z[i], e[i], title=f"test image {int(test_idx[i])} · cosine {cos[i]:.3f}"),
                        key="maps.shared_lines")
-    a, b = st.columns(2)
-    a.plotly_chart(plots.histogram(cos, "Cosine of each test image's two embeddings", "cosine", vline=float(cos[i]),
-                                   vline_label="this sample"), key="maps.shared_hist")
-    b.plotly_chart(plots.embedding_heatmaps(z, e, test_idx), key="maps.shared_heat")
-    b.caption("Each row scaled to unit length; a row that looks alike on both sides is a well-aligned test image.")
+    st.plotly_chart(plots.histogram(cos, "Cosine per test image", "cosine of its two embeddings", vline=float(cos[i]),
+                                    vline_label="this sample"), key="maps.shared_hist")
+    # on a row of its own: beside the histogram its two panels' titles ran into each other at 1,024 px
+    st.plotly_chart(plots.embedding_heatmaps(z, e, test_idx), key="maps.shared_heat")
+    st.caption("Each row scaled to unit length; a row that looks alike on both sides is a well-aligned test image.")
