@@ -10,6 +10,9 @@ from neuroalign import settings
 DATA_DIR_ENV = "NEUROALIGN_DATA_DIR"
 RUNS_DIR_ENV = "NEUROALIGN_RUNS_DIR"
 CACHE_DIR_ENV = "NEUROALIGN_CACHE_DIR"
+IMPORT_ROOTS_ENV = "NEUROALIGN_IMPORT_ROOTS"
+#: the import folder inside the data folder when $NEUROALIGN_IMPORT_ROOTS is not set
+INCOMING = "incoming"
 
 
 def data_dir(explicit: str | os.PathLike | None = None) -> Path:
@@ -25,6 +28,17 @@ def runs_dir(explicit: str | os.PathLike | None = None) -> Path:
 def cache_dir(explicit: str | os.PathLike | None = None) -> Path:
     """Feature cache root: `explicit`, else $NEUROALIGN_CACHE_DIR, else ./.neuroalign-cache."""
     return Path(explicit or settings.get(CACHE_DIR_ENV)).expanduser().resolve()
+
+
+def import_roots() -> dict[str, Path]:
+    """The server folders the dashboard may import subjects from (`paths.inside_roots` roots): the folders
+    in $NEUROALIGN_IMPORT_ROOTS (separated by `os.pathsep`), else `<data folder>/incoming`. Keys are
+    the folders as written (what the page shows); values absolute, with links resolved."""
+    text = settings.get(IMPORT_ROOTS_ENV)
+    parts = [p.strip() for p in text.split(os.pathsep) if p.strip()] if text else []
+    if not parts:
+        return {str(data_dir() / INCOMING): (data_dir() / INCOMING).resolve()}
+    return {p: Path(p).expanduser().resolve() for p in parts}
 
 
 def configured_roots() -> dict[str, Path]:

@@ -97,7 +97,10 @@ SETTINGS: dict[str, Setting] = {s.name: s for s in (
             "GPUs, else 1)", _whole),
     Setting("NEUROALIGN_JOBS_OUTLIVE_SERVER", False, "dashboard: training workers keep running when the "
             "server exits (1/true/yes/on)", _true),
-    Setting("NEUROALIGN_MAX_IMPORT_BYTES", 8 * 1024**3, "largest .mat variable an import reads, in bytes",
+    Setting("NEUROALIGN_IMPORT_ROOTS", "", "dashboard: server folders the Subjects page may import from, "
+            "separated by `:`", _text),
+    Setting("NEUROALIGN_MAX_IMPORT_BYTES", 8 * 1024**3, "largest .mat variable (or NWB dataset read whole, or NWB "
+            "responses result) an import reads, in bytes",
             _bytes),
     Setting("NEUROALIGN_CHECK_MEMORY_MB", 300, "memory limit of the sandboxed upload check, MB",
             _positive(int, 300)),

@@ -4,7 +4,7 @@ import numpy as np
 import streamlit as st
 
 from neuroalign import plots
-from neuroalign.ui import keys, loaders, shell, tables, upload
+from neuroalign.ui import import_view, keys, loaders, shell, tables
 from neuroalign.text import markdown_literal as md, printable
 from neuroalign.ui.entry import page_entry
 
@@ -59,8 +59,10 @@ with browse:
             info = next((i for i in subjects if i.name == name), None)
             if info is not None and getattr(info, "source_files", ()):
                 stored = getattr(info, "stored_format", "") or info.format
-                st.caption(f"Imported from {' + '.join(_code(f) for f in info.source_files)} (MAT {md(info.format)}"
-                           + (f", stored as MAT {stored}" if stored != info.format else "") + ")")
+                source_format = info.format if info.format.startswith("NWB") else f"MAT {info.format}"
+                st.caption(f"Imported from {' + '.join(_code(f) for f in info.source_files)} ({md(source_format)}"
+                           + (f", stored as MAT {stored}" if stored != info.format else "") + ")"
+                           + import_view.nwb_caption(info.path))
 
             st.subheader("Stimuli")
             count = st.select_slider("How many", options=[8, 16, 32, 64], value=16, key=keys.GRID_COUNT)
@@ -86,55 +88,7 @@ with browse:
 
 # --------------------------------------------------------------------------------------------
 with add:
-    st.markdown("Upload `images.mat` (stimuli, e.g. N×68×270 or 68×270×N) and `responses.mat` "
-                "(images×neurons, optionally with repeats). They are checked and previewed before anything is saved.")
-    generation = st.session_state.get(keys.UPLOAD_GENERATION, 0)  # a Save empties the widgets
-    new_name = st.text_input("Name", key=keys.upload_widget(keys.UPLOAD_NAME, generation), placeholder="e.g. mouse7")
-    c1, c2 = st.columns(2)
-    images_file = c1.file_uploader("images.mat", type=["mat"], key=keys.upload_widget(keys.UPLOAD_IMAGES, generation))
-    responses_file = c2.file_uploader("responses.mat", type=["mat"],
-                                      key=keys.upload_widget(keys.UPLOAD_RESPONSES, generation))
-    staged = st.session_state.get(keys.UPLOAD_STAGED)
-    if staged is not None and not upload.is_current(staged, new_name, images_file, responses_file):
-        upload.discard(st.session_state.pop(keys.UPLOAD_STAGED))  # the preview described other files
-        staged = None
-        st.info("The name or a file changed since the check: press **Check files** again.")
-    if st.button("Check files", key=keys.UPLOAD_CHECK, type="primary"):
-        upload.discard(st.session_state.pop(keys.UPLOAD_STAGED, None))
-        staged = None
-        try:
-            with st.spinner("Reading and validating…"):
-                staged = st.session_state[keys.UPLOAD_STAGED] = upload.stage_and_validate(
-                    store, new_name, images_file, responses_file, staging_root=upload.staging_root())
-        except (ValueError, FileNotFoundError, OSError) as exc:
-            st.error(f"Not importable: {md(exc)}")
-    if staged is not None:
-        st.success(f"Ready to import as **{md(staged.name)}**:")
-        st.code("\n".join(staged.summary), language=None)
-        preview = staged.preview
-        if preview:
-            st.markdown("**Preview** (as they will be imported: check orientation and that images and responses "
-                        "belong together)")
-            cols = st.columns(4)
-            for j, (picture, image_id) in enumerate(zip(preview["images"], preview["image_ids"])):
-                cols[j % 4].image(picture, caption=f"image {int(image_id)}", width="stretch")
-            raster = preview["raster"]
-            st.plotly_chart(plots.response_raster(raster, np.arange(raster.shape[0]), np.arange(raster.shape[1]),
-                                                  preview["raster_images"], preview["raster_neurons"],
-                                                  title="Responses of the upload (z-scored; neurons sorted by "
-                                                        "preferred image)", height=320),
-                            key="subjects.upload_raster")
-        if st.button(f"Save subject {md(staged.name)}", key=keys.UPLOAD_SAVE, type="primary"):
-            st.session_state.pop(keys.UPLOAD_STAGED, None)
-            try:
-                info = upload.save_staged(store, staged, images_file, responses_file)
-            except (ValueError, FileNotFoundError, OSError) as exc:
-                st.error(f"Import failed, nothing saved: {md(exc)}")
-            else:
-                st.session_state[keys.SELECTED_SUBJECT] = info.name
-                st.session_state[keys.UPLOAD_GENERATION] = generation + 1
-                st.toast(f"Imported {md(info.name)}")
-                st.rerun()
+    import_view.render(store)
 
 # --------------------------------------------------------------------------------------------
 with remove:

@@ -122,10 +122,11 @@ def test_save_refuses_bytes_that_were_not_checked(app_env, tmp_path):
         upload.save_staged(store, staged, img, swapped)
     assert not store.exists("x") and not staged.folder.exists()
     staged = upload.stage_and_validate(store, "x", img, resp, staging_root=tmp_path)
-    staged.responses_path.write_bytes(s.mat_bytes(other))  # the staged copy altered behind our back
+    assert list(tmp_path.glob("neuroalign-upload-*")) == []  # the copies go once the worker staged the subject
+    (staged.folder / "Data" / "responses.mat").write_bytes(s.mat_bytes(other))  # altered behind our back
     with pytest.raises(ValueError, match="changed after the check"):
         upload.save_staged(store, staged, img, resp)
-    assert not store.exists("x")
+    assert not store.exists("x") and list(store.root.iterdir()) == []
     staged = upload.stage_and_validate(store, "x", img, resp, staging_root=tmp_path)
     assert upload.save_staged(store, staged, img, resp).n_neurons == 5
 
@@ -223,6 +224,8 @@ def test_stage_and_validate_cleans_up(app_env, tmp_path):
     staged = upload.stage_and_validate(store, " ok ", _File("i.mat", s.mat_bytes(images)),
                                        _File("r.mat", s.mat_bytes(responses)), staging_root=staging)
     assert staged.name == "ok" and staged.folder.is_dir() and staged.summary
+    assert staged.folder.parent == store.root and staged.folder.name.startswith(".tmp-ok-")  # staged in the data
+    assert store.names() == [] and list(staging.iterdir()) == []  # folder, hidden; the copies are gone
     info = upload.save_staged(store, staged)
     assert info.n_images == 20 and not staged.folder.exists()
     with pytest.raises(ValueError):

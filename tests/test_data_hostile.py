@@ -505,26 +505,59 @@ def _leftovers(root: Path) -> list[str]:
     return sorted(os.listdir(root)) if root.exists() else []
 
 
-@pytest.mark.parametrize("exc", [RuntimeError("disk on fire"), KeyboardInterrupt(), OSError(28, "No space left")])
+@pytest.mark.parametrize("exc", ['RuntimeError("disk on fire")', 'OSError(28, "No space left")', "KeyboardInterrupt()"])
 def test_interrupted_import_leaves_nothing(tmp_path, pair, monkeypatch, exc):
-    import neuroalign.data.writer as writer_mod
+    """The import service writes in its sandboxed worker: a write that fails there half-way (responses.mat
+    partly written) is a one-line refusal, and neither the subject nor the staging folder is left."""
+    from worker_support import failing_second_save, in_worker
 
-    real = writer_mod.save_mat
-    calls = []
-
-    def failing(path, variables):
-        calls.append(path)
-        if len(calls) == 2:  # images.mat written, responses.mat half-way
-            Path(path).write_bytes(b"partial")
-            raise exc
-        return real(path, variables)
-
-    monkeypatch.setattr(writer_mod, "save_mat", failing)
+    in_worker(monkeypatch, failing_second_save(exc))
     store = SubjectStore(tmp_path / "root")
     (tmp_path / "root").mkdir()
+    with pytest.raises((ValueError, OSError)) as info:
+        store.import_subject("new", *pair)
+    assert "\n" not in str(info.value)
+    if exc.startswith("RuntimeError"):
+        assert "writing subject 'new'" in str(info.value) and "disk on fire" in str(info.value)
+    assert _leftovers(store.root) == [] and store.list() == []
+
+
+@pytest.mark.parametrize("exc", [RuntimeError("lost"), KeyboardInterrupt(), OSError(28, "No space left")])
+def test_interruption_at_the_rename_leaves_nothing(tmp_path, pair, monkeypatch, exc):
+    """Ctrl-C (or any failure) in the server while it publishes the staged subject: nothing is left."""
+    import neuroalign.data.writer as writer_mod
+
+    real = os.rename
+
+    def failing(src, dst):
+        if ".tmp-" in str(src):
+            raise exc
+        return real(src, dst)
+
+    monkeypatch.setattr(writer_mod.os, "rename", failing)
+    store = SubjectStore(tmp_path / "root")
     with pytest.raises(type(exc)):
         store.import_subject("new", *pair)
-    assert _leftovers(store.root) == [] and store.list() == []
+    assert _leftovers(store.root) == []
+
+
+def test_ctrl_c_while_the_worker_stages_stops_it_and_leaves_nothing(tmp_path, pair, monkeypatch):
+    """Ctrl-C in the server while the worker parses and writes: the worker (its own session, so it would not
+    get the terminal's signal) is killed and the staging folder removed."""
+    import _thread
+
+    from worker_support import in_worker
+
+    marker = tmp_path / "worker.pid"
+    in_worker(monkeypatch, f"import os, time\nopen({str(marker)!r}, 'w').write(str(os.getpid()))\ntime.sleep(60)")
+    threading.Timer(1.5, _thread.interrupt_main).start()
+    store = SubjectStore(tmp_path / "root")
+    with pytest.raises(KeyboardInterrupt):
+        store.import_subject("new", *pair)
+    assert _leftovers(store.root) == []
+    pid = int(marker.read_text())
+    time.sleep(0.2)
+    assert not Path(f"/proc/{pid}").exists() or "zombie" in Path(f"/proc/{pid}/status").read_text().lower()
 
 
 def test_failure_at_the_final_rename_leaves_nothing(tmp_path, pair, monkeypatch):
@@ -696,17 +729,20 @@ def test_cli_validate_bad_files_one_line_exit_2(tmp_path, arrays, pair, capsys, 
 
 
 def test_cli_import_os_errors_are_one_line(tmp_path, pair, capsys, monkeypatch):
-    import neuroalign.data.writer as writer_mod
+    from worker_support import in_worker
 
-    def full_disk(path, variables):
-        raise OSError(28, "No space left on device", str(path))
-
-    monkeypatch.setattr(writer_mod, "save_mat", full_disk)
+    in_worker(monkeypatch, """
+import neuroalign.data.writer as _wm
+def _full_disk(path, variables):
+    raise OSError(28, "No space left on device", str(path))
+_wm.save_mat = _full_disk
+""")
     root = tmp_path / "root"
     assert main(["import", "--data-dir", str(root), "--name", "M1", "--images", str(pair[0]),
                  "--responses", str(pair[1])]) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: No space left on device") and err.count("\n") == 1
+    assert str(root / "M1" / "Data" / "images.mat") in err
     assert _leftovers(root) == []
 
 

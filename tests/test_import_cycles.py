@@ -93,7 +93,6 @@ LAZY_EDGES = {
     # reading a subject runs the sandboxed check of a folder not yet checked (issue 22 item 3, the
     # import service, is where the check and the reader are to be separated)
     ("neuroalign.data.subject", "neuroalign.data.folder_check"): "load_subject -> ensure_checked",
-    ("neuroalign.data.sandbox", "neuroalign.data.store"): "check_pair -> ValidationReport",
 }
 
 # (importing package or module prefix, forbidden prefixes): the layers point one way

@@ -1,6 +1,10 @@
 """Issue 20 item 8: an import that meets a full disk says so in one line naming the file it was writing
 (where it would have been, not a temporary name), and leaves nothing behind -- through the CLI and the
-store (the dashboard's Save calls `SubjectStore.import_subject`), for MAT v5 and v7.3 (HDF5) writes."""
+store (the dashboard's Save calls `SubjectStore.import_subject`), for MAT v5 and v7.3 (HDF5) writes.
+
+The import service writes an import's files in its sandboxed worker (issue 19 / 22: parsed once, there),
+so the full disk is made there (`worker_support.in_worker`); the worker reports the file as it would
+have been, and the server raises that one-line OSError."""
 
 from __future__ import annotations
 
@@ -15,6 +19,7 @@ from neuroalign import io_utils
 from neuroalign.cli import main
 from neuroalign.data import SubjectStore
 from neuroalign.data.matio import write as matio_write
+from worker_support import HDF5_TO_A_FULL_DISK, fsync_full_at, in_worker
 
 
 @pytest.fixture
@@ -56,7 +61,7 @@ def _hdf5_to_a_full_disk(monkeypatch) -> None:
 @pytest.mark.parametrize("name", ["images.mat", "responses.mat", "subject.json"])
 def test_cli_import_on_a_full_disk_is_one_line_naming_the_file(pair, tmp_path, monkeypatch, capsys, name):
     root = tmp_path / "data"
-    _full_at(monkeypatch, name)
+    in_worker(monkeypatch, fsync_full_at(name))
     code = main(["import", "--data-dir", str(root), "--name", "M6", "--images", str(pair[0]),
                  "--responses", str(pair[1])])
     err = capsys.readouterr().err.strip().splitlines()
@@ -71,7 +76,7 @@ def test_cli_import_on_a_full_disk_is_one_line_naming_the_file(pair, tmp_path, m
 def test_store_import_of_a_v73_file_on_a_full_disk(pair, tmp_path, monkeypatch):
     root = tmp_path / "data"
     root.mkdir()
-    _hdf5_to_a_full_disk(monkeypatch)
+    in_worker(monkeypatch, HDF5_TO_A_FULL_DISK)
     with pytest.raises(OSError) as info:
         SubjectStore(root).import_subject("M7", *pair)
     exc = info.value
@@ -83,7 +88,7 @@ def test_store_import_of_a_v73_file_on_a_full_disk(pair, tmp_path, monkeypatch):
 @pytest.mark.skipif(not os.path.exists("/dev/full"), reason="needs /dev/full")
 def test_cli_import_of_a_v73_file_on_a_full_disk(pair, tmp_path, monkeypatch, capsys):
     root = tmp_path / "data"
-    _hdf5_to_a_full_disk(monkeypatch)
+    in_worker(monkeypatch, HDF5_TO_A_FULL_DISK)
     code = main(["import", "--data-dir", str(root), "--name", "M8", "--images", str(pair[0]),
                  "--responses", str(pair[1])])
     err = capsys.readouterr().err.strip().splitlines()

@@ -4,10 +4,13 @@ Every failure a user can meet here (bad files, bad names, a full or read-only di
 memory) reaches the CLI entry point as a one-line ValueError/FileNotFoundError/FileExistsError,
 which prints it and exits with code 2: never a traceback.
 
-`validate` and `import` decide in the sandboxed check (`neuroalign.data.sandbox`: a worker
-process with memory and time limits, $NEUROALIGN_CHECK_MEMORY_MB / $NEUROALIGN_CHECK_SECONDS);
-a file that makes the check hit a limit is refused like any other bad file. `import` then writes
-the subject (atomically) in this process, recording the absolute paths it was given as the source.
+`validate` and `import` take a MAT pair (`--images I.mat --responses R.mat`) or an NWB file
+(`--nwb F.nwb`, with `--images I.mat` only when it has no stimulus templates, and the NWB choices
+`--series`, `--presentations`, `--templates`, `--index-column`, `--window START END`). Both go
+through the import service (`neuroalign.data.imports`): the source is parsed once, in the sandboxed
+worker (memory and time limits, $NEUROALIGN_CHECK_MEMORY_MB / $NEUROALIGN_CHECK_SECONDS; a file
+that makes it hit a limit is refused like any other bad file), which stages the subject's canonical
+files; `import` then renames them into place, recording the absolute paths it was given as the source.
 """
 
 from __future__ import annotations
@@ -19,9 +22,9 @@ import time
 from pathlib import Path
 from typing import Callable
 
-from neuroalign.data import SubjectStore
+from neuroalign.data import SubjectStore, imports
 from neuroalign.data.names import check_subject_name
-from neuroalign.data.sandbox import check_pair
+from neuroalign.data.nwb import DEFAULT_WINDOW, INDEX_COLUMNS, SERIES_PREFERENCE, NwbOptions
 from neuroalign.data.simulate import SIZES, make_demo_subjects
 from neuroalign.paths import data_dir
 from neuroalign.text import printable
@@ -72,18 +75,59 @@ def register(sub: argparse._SubParsersAction) -> None:
     _add_data_dir(p)
     p.set_defaults(handler=cmd_list)
 
-    p = sub.add_parser("validate", help="check an images/responses .mat pair (exit 0 if importable)")
+    p = sub.add_parser("validate", help="check an images/responses .mat pair or an NWB file (exit 0 if importable)")
     _add_data_dir(p)
-    p.add_argument("--images", required=True, help="images .mat file (variable images or imgs)")
-    p.add_argument("--responses", required=True, help="responses .mat file (variable responses, optional istim)")
+    _add_source(p)
     p.set_defaults(handler=cmd_validate)
 
     p = sub.add_parser("import", help="validate, then add a subject to the data root (atomically)")
     _add_data_dir(p)
-    p.add_argument("--name", required=True, help="subject name (a plain folder name, e.g. M6)")
-    p.add_argument("--images", required=True, help="images .mat file")
-    p.add_argument("--responses", required=True, help="responses .mat file")
+    p.add_argument("--name", default=None,
+                   help="subject name (a plain folder name, e.g. M6; required for .mat, default for --nwb: the file "
+                        "name without .nwb)")
+    _add_source(p)
     p.set_defaults(handler=cmd_import)
+
+
+def _add_source(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--images", default=None,
+                   help="images .mat file (variable images or imgs); with --nwb only for a file without stimulus "
+                        "templates")
+    p.add_argument("--responses", default=None, help="responses .mat file (variable responses, optional istim)")
+    g = p.add_argument_group("NWB files (calcium imaging; README: NWB files)")
+    g.add_argument("--nwb", default=None, metavar="FILE", help="an NWB 2.x file instead of --images/--responses")
+    g.add_argument("--series", nargs="+", default=None, metavar="NAME",
+                   help="responses in processing/ophys: a container (one series per imaging plane, concatenated) or "
+                        "CONTAINER/SERIES names (default: the first of " + ", ".join(SERIES_PREFERENCE) + ")")
+    g.add_argument("--presentations", default=None, metavar="NAME",
+                   help="the IndexSeries or intervals table of the presentations (default: the only one)")
+    g.add_argument("--templates", default=None, metavar="NAME",
+                   help="the stimulus templates the presentations index (default: the linked or only one)")
+    g.add_argument("--index-column", default=None, metavar="NAME",
+                   help="image-index column of an intervals table (default: the first of " + ", ".join(INDEX_COLUMNS)
+                        + ")")
+    g.add_argument("--window", nargs=2, type=float, default=None, metavar=("START", "END"),
+                   help=f"response window in seconds after each onset: the mean of the frames in [START, END) "
+                        f"(default {DEFAULT_WINDOW[0]:g} {DEFAULT_WINDOW[1]:g})")
+
+
+def _source(args: argparse.Namespace) -> imports.Source:
+    """The import source the flags name: an NWB file, or a MAT pair (one-line ValueError otherwise)."""
+    nwb_flags = [f"--{k.replace('_', '-')}" for k in ("series", "presentations", "templates", "index_column", "window")
+                 if getattr(args, k) is not None]
+    if args.nwb is not None:
+        if args.responses is not None:
+            raise ValueError("--responses is for .mat pairs; an NWB file holds its responses (use --nwb alone, with "
+                             "--images only for a file without stimulus templates)")
+        options = NwbOptions(series=tuple(args.series or ()), presentations=args.presentations,
+                             templates=args.templates, index_column=args.index_column,
+                             window=tuple(args.window) if args.window is not None else DEFAULT_WINDOW)
+        return imports.NwbSource(args.nwb, args.images, options)
+    if nwb_flags:
+        raise ValueError(f"{' '.join(nwb_flags)} only apply to NWB files (--nwb FILE)")
+    if args.images is None or args.responses is None:
+        raise ValueError("expected --images I.mat --responses R.mat, or --nwb FILE.nwb")
+    return imports.MatSource(args.images, args.responses)
 
 
 @_one_line_errors
@@ -121,21 +165,35 @@ def cmd_list(args: argparse.Namespace) -> int:
 
 @_one_line_errors
 def cmd_validate(args: argparse.Namespace) -> int:
-    report = check_pair(args.images, args.responses).report
+    report = imports.check(_source(args)).report
     _out("ok: importable")
     for line in report.summary_lines():
         _out(f"  {line}")
     return 0
 
 
+def _default_name(source: imports.Source) -> str:
+    """The subject name for an NWB file given without --name: its file name without .nwb."""
+    stem = source.nwb.name[:-4] if source.nwb.name.lower().endswith(".nwb") else source.nwb.stem
+    try:
+        return check_subject_name(stem)
+    except ValueError as exc:
+        raise ValueError(f"{exc} (from the file name {source.nwb.name}); give one with --name") from None
+
+
 @_one_line_errors
 def cmd_import(args: argparse.Namespace) -> int:
+    source = _source(args)
+    if args.name is None and not isinstance(source, imports.NwbSource):
+        raise ValueError("--name is required for a .mat pair (e.g. --name M6)")
     store = SubjectStore(data_dir(args.data_dir))
-    name = check_subject_name(args.name)
+    name = check_subject_name(args.name) if args.name is not None else _default_name(source)
     if store.exists(name):
         raise FileExistsError(f"subject {name!r} already exists in {store.root}; choose another name or delete it")
-    check_pair(args.images, args.responses)  # decides, under memory and time limits, before anything is written
-    info = store.import_subject(name, args.images, args.responses)
+    # parsed once, in the sandboxed worker (memory and time limits), which stages the canonical files;
+    # nothing is visible in the data folder until the rename
+    imports.import_subject(store.root, name, source)
+    info = store.info(name)
     _out(f"imported {info.name}: {info.n_images} images x {info.n_neurons} neurons "
-          f"({'with' if info.has_repeats else 'no'} repeats) into {info.path}")
+         f"({'with' if info.has_repeats else 'no'} repeats) into {info.path}")
     return 0

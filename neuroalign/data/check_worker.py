@@ -2,13 +2,22 @@
 
 Reads one JSON request on stdin, limits its own memory (`RLIMIT_AS`: its start-up size plus
 `memory_mb` for the headers, then plus `data_budget` of the sizes the headers declare once they
-have been checked against the file and the import cap) and CPU time (`RLIMIT_CPU`), runs the
-check (`load_pair(..., require_trainable=True)`, the `ValidationReport`, optional preview arrays
-written to a .npz) and writes JSON lines on stdout: `{"reading": <file>}` before each phase (so
-the parent can name the file when this process is killed) and a final answer
-`{"ok": true, "report": {...}}` or `{"ok": false, "type": ..., "error": <one line>}`, with
-`peak_rss_bytes` (VmHWM: the peak since exec). Imports only numpy, scipy, h5py and
-`neuroalign.data` (the backbone's minimum image side comes in the request: no torch).
+have been checked against the file and the import cap) and CPU time (`RLIMIT_CPU`), and runs it:
+
+* `op: "check"` -- load the source (`kind: "mat"`: `load_pair(..., require_trainable=True)`;
+  `kind: "nwb"`: `nwb.plan_nwb` from the file's structure, then `nwb.read_plan`), answer the
+  `ValidationReport`, optionally write preview arrays to a .npz;
+* `op: "stage"` -- the same, then write the subject's canonical files and `subject.json` into the
+  empty folder `stage.folder` (`writer.stage_subject`): the import service's one parse of an import
+  (`neuroalign.data.imports`), the server then only renames the folder into place;
+* `op: "inventory"` -- what an NWB file offers (`nwb.inventory`), for the dashboard's choices.
+
+It writes JSON lines on stdout: `{"reading": <file>}` before each phase (so the parent can name
+the file when this process is killed) and a final answer `{"ok": true, "report": {...}}` or
+`{"ok": false, "type": ..., "error": <one line>}` (a full disk: `type` "OSError" with `errno` and
+`filename`), with `peak_rss_bytes` (VmHWM: the peak since exec). Imports only numpy, scipy, h5py
+and `neuroalign.data` (the backbone's minimum image side comes in the request: no torch, and no
+pynwb/pandas: NWB files are read with h5py).
 """
 
 from __future__ import annotations
@@ -24,6 +33,8 @@ from neuroalign.data.sandbox import MEMORY_ENV
 #: bytes the data phase may use per declared element beyond the raw array: up to three float32
 #: copies (conversion, layout, one-row-per-image aggregation)
 _BYTES_PER_ELEMENT = 12
+#: more bytes per declared element when the worker also writes the subject (the MAT writer's copy)
+_STAGE_BYTES_PER_ELEMENT = 8
 _PREVIEW_IMAGES = 8
 _PREVIEW_RASTER_IMAGES = 200
 
@@ -68,16 +79,18 @@ def _emit(obj: dict[str, Any]) -> None:
     sys.stdout.flush()
 
 
-def data_budget(declared: list[tuple[tuple[int, ...], str]]) -> int:
-    """Bytes reading and converting arrays of these declared (shape, dtype) needs beyond the headers."""
+def data_budget(declared: list[tuple[tuple[int, ...], str]], writing: bool = False) -> int:
+    """Bytes reading and converting arrays of these declared (shape, dtype) needs beyond the headers
+    (and writing them again, with `writing`)."""
     from neuroalign.data.matio.common import bytes_of
 
+    per_element = _BYTES_PER_ELEMENT + (_STAGE_BYTES_PER_ELEMENT if writing else 0)
     total = 0
     for shape, dtype in declared:
         n = 1
         for s in shape:
             n *= max(int(s), 0)
-        total += bytes_of(shape, dtype) + _BYTES_PER_ELEMENT * n
+        total += bytes_of(shape, dtype) + per_element * n
     return total
 
 
@@ -150,14 +163,10 @@ def _declared(images: Path, responses: Path) -> list[tuple[tuple[int, ...], str]
     return out
 
 
-def _check(request: dict[str, Any], base: int | None, state: dict[str, int]) -> dict[str, Any]:
-    from neuroalign.data import trainable
+def _load_mat(request: dict[str, Any], base: int | None, state: dict[str, int], require: bool, writing: bool):
     from neuroalign.data.matio import peek_mat
-    from neuroalign.data.store import ValidationReport
     from neuroalign.data.subject import _decide_from_headers, _pick_image_variable, load_pair
 
-    trainable.use_min_image_side(int(request["min_side"]))
-    require = bool(request.get("trainable", True))
     images, responses = Path(request["images"]), Path(request["responses"])
     memory = int(request["memory_mb"]) * 1_000_000
     _emit({"reading": images.name})
@@ -168,30 +177,82 @@ def _check(request: dict[str, Any], base: int | None, state: dict[str, int]) -> 
     if "responses" in resp_info.variables or "responses_repeats" in resp_info.variables:
         _decide_from_headers(images, responses, img_info, img_var, resp_info, require)  # sizes the file can hold
     if base is not None:
-        budget = data_budget(_declared(images, responses))
+        budget = data_budget(_declared(images, responses), writing)
         state["data_budget"] = budget
         _set_memory(base + memory + budget)
     _emit({"reading": f"{images.name} + {responses.name}"})
-    subject = load_pair(images, responses, name="validate", require_trainable=require)
+    return load_pair(images, responses, name="validate", require_trainable=require)
+
+
+def _load_nwb(request: dict[str, Any], base: int | None, state: dict[str, int], require: bool, writing: bool):
+    from neuroalign.data.nwb import NwbOptions, plan_nwb, read_plan
+
+    nwb = Path(request["nwb"])
+    images = Path(request["images"]) if request.get("images") else None
+    memory = int(request["memory_mb"]) * 1_000_000
+    _emit({"reading": nwb.name})
+    plan = plan_nwb(nwb, images=images, options=NwbOptions.from_dict(request.get("options")))
+    if base is not None:
+        budget = plan.memory_bytes(writing=writing)
+        state["data_budget"] = budget
+        _set_memory(base + memory + budget)
+    _emit({"reading": nwb.name if images is None else f"{nwb.name} + {images.name}"})
+    return read_plan(plan, "validate", require_trainable=require)
+
+
+def _check(request: dict[str, Any], base: int | None, state: dict[str, int]) -> dict[str, Any]:
+    from neuroalign.data import trainable
+    from neuroalign.data.report import ValidationReport
+
+    trainable.use_min_image_side(int(request["min_side"]))
+    op = request.get("op")
+    if op == "inventory":
+        from neuroalign.data.nwb import inventory
+
+        _emit({"reading": Path(request["nwb"]).name})
+        return {"ok": True, "inventory": inventory(Path(request["nwb"]))}
+    require = bool(request.get("trainable", True))
+    writing = op == "stage"
+    load = _load_nwb if request.get("kind") == "nwb" else _load_mat
+    subject = load(request, base, state, require, writing)
     report = asdict(ValidationReport.from_subject(subject))
     if request.get("preview"):
         from neuroalign.io_utils import atomic_savez
 
         atomic_savez(request["preview"], **preview_arrays(subject))
-    return {"ok": True, "report": report}
+    answer: dict[str, Any] = {"ok": True, "report": report}
+    if writing:
+        from neuroalign.data.report import source_record
+        from neuroalign.data.writer import stage_subject
+
+        stage = request["stage"]
+        folder = Path(stage["folder"])
+        _emit({"reading": "writing the subject"})
+        subject.name = stage["name"]
+        try:
+            stage_subject(folder, stage["name"], subject, final=Path(stage["final"]),
+                          source=source_record(subject.meta, stage.get("source_names")))
+        except (OSError, MemoryError):
+            raise  # a full disk names the file; others say what failed (`_serve`)
+        except Exception as exc:  # noqa: BLE001 - not the file's fault: say so, in one line
+            detail = " ".join(str(exc).split())[:160]
+            raise ValueError(f"writing subject {stage['name']!r} into {Path(stage['final']).parent} failed "
+                             f"({type(exc).__name__}: {detail}); nothing was saved") from exc
+        answer["staged"] = str(folder)
+    return answer
 
 
 def _serve(request: dict[str, Any]) -> dict[str, Any]:
     """Run one request under the limits; the answer the parent reads (never raises)."""
     base = _vm_size()
     memory = int(request["memory_mb"]) * 1_000_000
-    names = {Path(request[k]).name for k in ("images", "responses") if request.get(k)}
+    names = {Path(request[k]).name for k in ("images", "responses", "nwb") if request.get(k)}
     state: dict[str, int] = {}
     try:
         _set_cpu(float(request["seconds"]))
         if base is not None:
             _set_memory(base + memory)
-        if request.get("op") != "check":
+        if request.get("op") not in ("check", "stage", "inventory"):
             raise ValueError(f"unknown request {request.get('op')!r}")
         return _check(request, base, state)
     except BaseException as exc:  # noqa: BLE001 - everything becomes an answer
@@ -206,6 +267,11 @@ def _serve(request: dict[str, Any]) -> dict[str, Any]:
             text = " ".join(str(exc).split()) or type(exc).__name__
             return {"ok": False, "type": type(exc).__name__ if not isinstance(exc, ValueError) else "ValueError",
                     "error": text}
+        from neuroalign.io_utils import is_disk_full
+
+        if isinstance(exc, OSError) and is_disk_full(exc):  # the file as it would have been, for the parent
+            return {"ok": False, "type": "OSError", "errno": exc.errno, "filename": exc.filename,
+                    "error": f"{exc.strerror or 'No space left on device'} ({exc.filename})"}
         if isinstance(exc, OSError):
             name = Path(exc.filename).name if exc.filename else where
             return {"ok": False, "type": "ValueError", "error": f"{name}: {exc.strerror or type(exc).__name__}"}

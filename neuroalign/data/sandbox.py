@@ -1,7 +1,8 @@
-"""Checking untrusted MAT files in a short-lived worker process with memory and time limits.
+"""Checking untrusted MAT and NWB files in a short-lived worker process with memory and time limits.
 
 The dashboard's upload check and the CLI's `validate` / `import` decide whether a pair of files
-is importable by running `load_pair(..., require_trainable=True)` in a child process
+(or an NWB file) is importable by running `load_pair(..., require_trainable=True)` (or the NWB
+reader, `neuroalign.data.nwb`) in a child process
 (`python -m neuroalign.data.check_worker`), so that a pathological file (a parser bug, a
 decompression bomb the header checks miss, a pathological HDF5 layout) can at worst kill that
 child, never the server. The child:
@@ -21,9 +22,9 @@ Every other refusal is the same one-line ValueError / FileNotFoundError that `lo
 in-process. The peak resident memory of the child is measured (`CheckResult.peak_rss_bytes`,
 also logged at INFO with `extra={"peak_rss_bytes": ...}`).
 
-Only the check that decides runs in the child: once it has passed, the caller imports in its own
-process (the same bytes parse the same way; the upload verifies them by SHA-256), so the store's
-atomic write and its error handling stay where they are.
+An import parses its source once, in the child: the import service (`neuroalign.data.imports`)
+has the child write the subject's canonical files into a staging folder inside the data folder
+(`op: "stage"`), and the server only renames that folder into place.
 """
 
 from __future__ import annotations
@@ -143,6 +144,10 @@ def run_worker(request: dict[str, Any], limits: CheckLimits, names: list[str]) -
         timed_out = True
         proc.kill()
         proc.wait()
+    except BaseException:  # Ctrl-C (the worker has its own session: it would not get the signal) and the like
+        proc.kill()
+        proc.wait()
+        raise
     for r in readers:
         r.join(5)
     elapsed = time.perf_counter() - t0
@@ -193,7 +198,35 @@ def _raise_answer(answer: dict[str, Any]) -> None:
         raise FileNotFoundError(message)
     if kind == "FileExistsError":
         raise FileExistsError(message)
+    if kind == "OSError" and answer.get("errno"):  # a full disk while staging: the file as it would have been
+        code = int(answer["errno"])
+        raise OSError(code, os.strerror(code), answer.get("filename"))
     raise ValueError(message)
+
+
+def run_request(request: dict[str, Any], names: list[str], *, preview_path: str | os.PathLike | None = None,
+                memory_mb: int | None = None, seconds: float | None = None) -> tuple[dict[str, Any], CheckResult]:
+    """Run a worker request (`check_worker`) under the limits; (the answer, a CheckResult with its
+    report when it has one and the preview arrays). Raises what the worker refused with, one line."""
+    from neuroalign.data.report import ValidationReport
+
+    limits = check_limits(memory_mb, seconds)
+    request = {**request, "preview": None if preview_path is None else os.fspath(preview_path)}
+    answer, peak, elapsed = run_worker(request, limits, names)
+    _raise_answer(answer)
+    report = None
+    if "report" in answer:
+        fields = answer["report"]
+        for key in ("images_shape", "responses_shape", "image_shape"):
+            fields[key] = tuple(fields[key])
+        report = ValidationReport(**fields)
+    preview = None
+    if preview_path is not None and report is not None:
+        import numpy as np
+
+        with np.load(preview_path, allow_pickle=False) as z:
+            preview = {k: z[k] for k in z.files}
+    return answer, CheckResult(report, preview, peak, elapsed, limits)
 
 
 def check_pair(images_path: str | os.PathLike, responses_path: str | os.PathLike, *, preview_path: str | os.PathLike | None = None,
@@ -204,26 +237,13 @@ def check_pair(images_path: str | os.PathLike, responses_path: str | os.PathLike
     (a ValueError) when the worker hits a limit. With `preview_path`, the worker also writes
     small preview arrays there (`check_worker.preview_arrays`) and `CheckResult.preview` holds them.
     `require_trainable=False` (subject folders already in the data folder, `folder_check`) only
-    requires that the pair loads.
+    requires that the pair loads. NWB files and imports: `neuroalign.data.imports`.
     """
-    from neuroalign.data.store import ValidationReport
     from neuroalign.data.trainable import min_image_side
 
-    limits = check_limits(memory_mb, seconds)
     images_path, responses_path = Path(images_path), Path(responses_path)
-    request = {"op": "check", "images": os.fspath(images_path), "responses": os.fspath(responses_path),
-               "min_side": min_image_side(), "preview": None if preview_path is None else os.fspath(preview_path),
+    request = {"op": "check", "kind": "mat", "images": os.fspath(images_path),
+               "responses": os.fspath(responses_path), "min_side": min_image_side(),
                "trainable": bool(require_trainable)}
-    answer, peak, elapsed = run_worker(request, limits, [images_path.name, responses_path.name])
-    _raise_answer(answer)
-    fields = answer["report"]
-    for key in ("images_shape", "responses_shape", "image_shape"):
-        fields[key] = tuple(fields[key])
-    report = ValidationReport(**fields)
-    preview = None
-    if preview_path is not None:
-        import numpy as np
-
-        with np.load(preview_path, allow_pickle=False) as z:
-            preview = {k: z[k] for k in z.files}
-    return CheckResult(report, preview, peak, elapsed, limits)
+    return run_request(request, [images_path.name, responses_path.name], preview_path=preview_path,
+                       memory_mb=memory_mb, seconds=seconds)[1]

@@ -38,6 +38,7 @@ from neuroalign.data.names import check_subject_name, folder_name, name_taken
 from neuroalign.data.simulate import make_demo_subjects
 from neuroalign.data.subject import (IMAGE_VARIABLES, SIDECAR, Subject, load_pair, load_subject, read_sidecar,
                                      source_of, subject_files)
+from neuroalign.data.report import ValidationReport
 from neuroalign.data.writer import check_root, file_stamp, write_subject_folder
 
 __all__ = ["SubjectInfo", "SubjectStore", "ValidationReport", "check_subject_name"]
@@ -68,50 +69,6 @@ class SubjectInfo:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
-
-
-@dataclass
-class ValidationReport:
-    """What `SubjectStore.validate` found and decided for a pair of files."""
-
-    images_path: str
-    responses_path: str
-    format: str
-    images_variable: str
-    images_shape: tuple[int, ...]
-    images_dtype: str
-    responses_shape: tuple[int, ...]
-    responses_dtype: str
-    image_layout: str
-    response_orientation: str
-    image_scaling: str
-    n_images: int
-    n_neurons: int
-    image_shape: tuple[int, int]
-    has_repeats: bool
-    notes: list[str] = field(default_factory=list)
-
-    @classmethod
-    def from_subject(cls, subject: Subject) -> "ValidationReport":
-        m = subject.meta
-        return cls(m["images_file"], m["responses_file"], m["format"], m["images_variable"],
-                   tuple(m["images_shape_original"]), m["images_dtype"], tuple(m["responses_shape_original"]),
-                   m["responses_dtype"], m["image_layout"], m["response_orientation"], m["image_scaling"],
-                   subject.n_images, subject.n_neurons, subject.image_shape, subject.repeats is not None,
-                   list(m.get("notes", [])))
-
-    def summary_lines(self) -> list[str]:
-        """Human-readable lines for the CLI and the upload page."""
-        lines = [
-            f"format: {self.format}",
-            f"images: {self.images_variable} {self.images_shape} {self.images_dtype}, layout {self.image_layout}, "
-            f"{self.n_images} images of {self.image_shape[0]} x {self.image_shape[1]}",
-            f"image scaling: {self.image_scaling}",
-            f"responses: {self.responses_shape} {self.responses_dtype}, {self.response_orientation}, "
-            f"{self.n_neurons} neurons",
-            f"repeats: {'yes' if self.has_repeats else 'no'}",
-        ]
-        return lines + [f"note: {n}" for n in self.notes]
 
 
 def _one_line(exc: BaseException) -> str:
@@ -280,7 +237,8 @@ class SubjectStore:
 
     def import_subject(self, name: str, images_path: str | os.PathLike, responses_path: str | os.PathLike,
                        *, source_names: tuple[str, str] | None = None) -> SubjectInfo:
-        """Validate, then write `<root>/<name>/Data/{images,responses}.mat` atomically.
+        """Check a MAT pair in the sandbox and write `<root>/<name>/Data/{images,responses}.mat` atomically
+        (the import service, `neuroalign.data.imports`: parsed once, in the sandboxed worker).
 
         The stored files are canonical, reference-compatible MAT files (v5, or v7.3 beyond 2 GiB):
         `images` (N, H, W) float32 in [0, 1] and `responses` (N, K) float32, one row per image
@@ -291,24 +249,37 @@ class SubjectStore:
         Refuses unusable names, existing subjects and subjects that cannot be trained
         (`neuroalign.data.trainable`).
         """
-        name = check_subject_name(name)
+        from neuroalign.data import imports
+
         self._check_root()
-        if self.exists(name):
-            raise FileExistsError(f"subject {name!r} already exists in {self.root}; choose another name or delete it")
-        subject = load_pair(images_path, responses_path, name=name, require_trainable=True)
-        source = {k: subject.meta[k] for k in ("images_file", "responses_file", "format", "images_variable",
-                                               "images_shape_original", "images_dtype", "responses_shape_original",
-                                               "responses_dtype", "image_layout", "response_orientation",
-                                               "image_scaling", "notes")}
-        if source_names is not None:
-            source["images_file"], source["responses_file"] = (str(n) for n in source_names)
-        else:
-            source["images_file"] = str(Path(images_path).expanduser().resolve())
-            source["responses_file"] = str(Path(responses_path).expanduser().resolve())
-        self.write_subject(name, subject, source=source)
-        logger.info("imported subject %s (%d images x %d neurons) into %s", name, subject.n_images,
-                    subject.n_neurons, self.root)
-        return self.info(name)
+        imports.import_subject(self.root, name, imports.MatSource(images_path, responses_path),
+                               source_names=source_names)
+        info = self.info(check_subject_name(name))
+        logger.info("imported subject %s (%d images x %d neurons) into %s", info.name, info.n_images,
+                    info.n_neurons, self.root)
+        return info
+
+    def import_nwb(self, name: str, nwb_path: str | os.PathLike, *, images_path: str | os.PathLike | None = None,
+                   options: Any = None, source_names: tuple[str, ...] | None = None, **option_fields: Any
+                   ) -> SubjectInfo:
+        """Import an NWB 2.x calcium-imaging session (`neuroalign.data.nwb`) as subject `name`, through the
+        sandboxed import service like a MAT pair. `options` is a `NwbOptions` (or its fields as keywords:
+        `series=`, `presentations=`, `templates=`, `index_column=`, `window=(start, end)`); `images_path`
+        a .mat images file for an NWB file without stimulus templates."""
+        from neuroalign.data import imports
+        from neuroalign.data.nwb import NwbOptions
+
+        if option_fields:
+            base = (options or NwbOptions()).to_dict()
+            base.update(option_fields)
+            options = NwbOptions.from_dict(base)
+        self._check_root()
+        imports.import_subject(self.root, name, imports.NwbSource(nwb_path, images_path, options or NwbOptions()),
+                               source_names=source_names)
+        info = self.info(check_subject_name(name))
+        logger.info("imported NWB subject %s (%d images x %d neurons) into %s", info.name, info.n_images,
+                    info.n_neurons, self.root)
+        return info
 
     def write_subject(self, name: str, subject: Subject, *, images_uint8: bool = False, simulated: bool = False,
                       source: dict[str, Any] | None = None, extra_files: dict[str, Any] | None = None,

@@ -183,24 +183,43 @@ def _responses_f32(path: Path, name: str, arr: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(arr, dtype=np.float32)
 
 
+def aggregate_presentations(path: Path, ids: np.ndarray, resp: np.ndarray, n_images: int,
+                            max_repeats: int | None = 2
+                            ) -> tuple[np.ndarray, np.ndarray | None, np.ndarray, dict[str, Any]]:
+    """Presentations (T, K) of 0-based image ids (T,) (all < `n_images`) -> the mean per image (M, K),
+    repeats (R, M, K) | None, the ids of the M images presented (sorted) and counts.
+
+    Repeats are the first R presentations of each image in presentation order, R = the smallest
+    count (at most `max_repeats`; None: no cap), when every image was presented at least twice.
+    The one place that averages presentations: `istim` in MAT files and NWB presentations use it.
+    """
+    ids = np.asarray(ids, dtype=np.int64).reshape(-1)
+    shown, counts = np.unique(ids, return_counts=True)
+    order = np.argsort(ids, kind="stable")  # stable: presentations stay in trial order per image
+    resp_sorted = resp[order]
+    starts = np.concatenate([[0], np.cumsum(counts)[:-1]]).astype(np.int64)
+    sums = np.add.reduceat(resp_sorted, starts, axis=0, dtype=np.float64)
+    means = (sums / counts[:, None]).astype(np.float32)
+    del sums
+    repeats = None
+    if counts.min() >= 2:
+        r = int(counts.min()) if max_repeats is None else min(int(counts.min()), int(max_repeats))
+        repeats = np.stack([resp_sorted[starts + j] for j in range(r)]).astype(np.float32)
+    info = {"n_trials": int(ids.size), "n_images_unshown": int(n_images - shown.size),
+            "presentations_per_image": [int(counts.min()), int(counts.max())]}
+    return means, repeats, shown.astype(np.int64), info
+
+
 def _aggregate_istim(path: Path, istim: np.ndarray, resp: np.ndarray, n_images: int
                      ) -> tuple[np.ndarray, np.ndarray | None, np.ndarray, dict[str, Any]]:
     """Trials (T, K) + 1-based ids (T,) -> mean per image (M, K), repeats (2, M, K)|None, image ids (M,)."""
     keep, ids, shown, counts = istim_presentations(path, istim, n_images)
     if not keep.all():
         resp = resp[keep]
-    order = np.argsort(ids, kind="stable")  # stable: presentations stay in trial order per image
-    resp_sorted = resp[order]
-    starts = np.concatenate([[0], np.cumsum(counts)[:-1]]).astype(np.int64)
-    sums = np.add.reduceat(resp_sorted, starts, axis=0, dtype=np.float64)
-    means = (sums / counts[:, None]).astype(np.float32)
-    repeats = None
-    if counts.min() >= 2:
-        repeats = np.stack([resp_sorted[starts], resp_sorted[starts + 1]]).astype(np.float32)
-    info = {"n_trials": int(keep.size), "n_gray_trials_dropped": int((~keep).sum()),
-            "n_images_unshown": int(n_images - shown.size),
-            "presentations_per_image": [int(counts.min()), int(counts.max())]}
-    return means, repeats, shown.astype(np.int64), info
+    means, repeats, shown, info = aggregate_presentations(path, ids, resp, n_images, max_repeats=2)
+    info = {"n_trials": int(keep.size), "n_gray_trials_dropped": int((~keep).sum()), **{
+        k: v for k, v in info.items() if k != "n_trials"}}
+    return means, repeats, shown, info
 
 
 def _orient_repeats(path: Path, rep: np.ndarray, n: int, k: int) -> np.ndarray:
@@ -414,7 +433,7 @@ def source_of(sidecar: dict[str, Any]) -> tuple[str | None, tuple[str, ...]]:
     if not isinstance(source, dict):
         return None, ()
     fmt = source.get("format")
-    files = tuple(str(source[k]) for k in ("images_file", "responses_file") if source.get(k))
+    files = tuple(str(source[k]) for k in ("nwb_file", "images_file", "responses_file") if source.get(k))
     return (str(fmt) if fmt else None), files
 
 

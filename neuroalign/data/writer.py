@@ -108,30 +108,38 @@ def _final_path(written: Any, tmp: Path, target: Path) -> Path:
         return target
 
 
-def write_subject_folder(root: Path, name: str, subject: Subject, *, images_uint8: bool = False,
-                         simulated: bool = False, source: dict[str, Any] | None = None,
-                         extra_files: dict[str, Callable[[Path], Any]] | None = None,
-                         sidecar_extra: dict[str, Any] | None = None) -> Path:
-    """Write a Subject as `<root>/<name>` through a temporary folder inside `root` and a rename.
+def new_staging_folder(root: Path, name: str) -> Path:
+    """An empty temporary folder `<root>/.tmp-<name>-<pid>-<random>` to write subject `name` into.
 
-    The files are canonical, reference-compatible MAT files (v5, or v7.3 beyond 2 GiB): `images`
-    (N, H, W) float32 in [0, 1] (uint8 when `images_uint8`) and `responses` (N, K) float32 (+
-    `responses_repeats` (R, N, K)). `extra_files` maps a file name to a callable(path) that writes
-    it inside the new folder (e.g. the simulator's ground_truth.npz). Raises FileExistsError when
-    `name` is taken (`name_taken`).
+    Checks the name (FileExistsError when it is taken) and the root (created when missing), and
+    removes temporary folders of writers that are gone first. The folder belongs to this process:
+    `remove_stale_tmp` leaves it alone while this process runs (an import worker writing into it is
+    its child). Publish it with `publish_folder`, or remove it.
     """
     name = check_subject_name(name)
     check_root(root)
     root.mkdir(parents=True, exist_ok=True)
     remove_stale_tmp(root)
-    target = root / name
     if name_taken(root, name):
         raise FileExistsError(f"subject {name!r} already exists in {root}; choose another name or delete it")
     tmp = root / f"{_TMP_PREFIX}{name}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
-    claimed = False
+    tmp.mkdir()
+    return tmp
+
+
+def stage_subject(tmp: Path, name: str, subject: Subject, *, final: Path | None = None, images_uint8: bool = False,
+                  simulated: bool = False, source: dict[str, Any] | None = None,
+                  extra_files: dict[str, Callable[[Path], Any]] | None = None,
+                  sidecar_extra: dict[str, Any] | None = None) -> Path:
+    """Write a Subject's canonical files and sidecar into the empty folder `tmp` (see `write_subject_folder`).
+
+    Any exception removes `tmp`; a full disk is one line naming the file as it would have been
+    (`final`, default `<tmp's parent>/<name>`, e.g. `<root>/M6/Data/images.mat`).
+    """
+    final = final or tmp.parent / name
     try:
         data = tmp / "Data"
-        data.mkdir(parents=True)
+        data.mkdir(exist_ok=True)  # never re-creates `tmp` once it is removed (an import abandoned meanwhile)
         imgs = subject.images[:, 0]
         if images_uint8:
             imgs = np.clip(np.round(imgs * 255.0), 0, 255).astype(np.uint8)
@@ -148,6 +156,23 @@ def write_subject_folder(root: Path, name: str, subject: Subject, *, images_uint
         write_sidecar(tmp, subject, name=name, simulated=simulated, source=source,
                       extra={"format": fmt, **(sidecar_extra or {}), WRITTEN_KEY: file_stamps(tmp)})
         _make_readable(tmp)
+    except BaseException as exc:
+        shutil.rmtree(tmp, ignore_errors=True)
+        if is_disk_full(exc):  # one line naming the file as it would have been (the temporary folder is gone)
+            raise disk_full_error(_final_path(getattr(exc, "filename", None), tmp, final), exc) from None
+        raise
+    return tmp
+
+
+def publish_folder(tmp: Path, root: Path, name: str) -> Path:
+    """Move the staged folder `tmp` to `<root>/<name>`: an exclusive claim of the name, then a rename.
+
+    FileExistsError when anything has the name (also when it was created meanwhile: a folder someone
+    else is creating is never replaced). Any exception removes `tmp` and the claim.
+    """
+    target = root / name
+    claimed = False
+    try:
         try:
             os.mkdir(target)  # exclusive claim: fails when anything (even an empty folder) has the name
         except FileExistsError:
@@ -169,7 +194,28 @@ def write_subject_folder(root: Path, name: str, subject: Subject, *, images_uint
                 os.rmdir(target)  # only if still our empty claim
             except OSError:
                 pass
-        if is_disk_full(exc):  # one line naming the file as it would have been (the temporary folder is gone)
-            raise disk_full_error(_final_path(getattr(exc, "filename", None), tmp, target), exc) from None
+        if is_disk_full(exc):
+            raise disk_full_error(target, exc) from None
         raise
-    return target  # the rename keeps file sizes and mtimes: the sidecar stays current
+    return target  # the rename keeps file sizes and mtimes (and inodes): the sidecar stays current
+
+
+def write_subject_folder(root: Path, name: str, subject: Subject, *, images_uint8: bool = False,
+                         simulated: bool = False, source: dict[str, Any] | None = None,
+                         extra_files: dict[str, Callable[[Path], Any]] | None = None,
+                         sidecar_extra: dict[str, Any] | None = None) -> Path:
+    """Write a Subject as `<root>/<name>` through a temporary folder inside `root` and a rename.
+
+    The files are canonical, reference-compatible MAT files (v5, or v7.3 beyond 2 GiB): `images`
+    (N, H, W) float32 in [0, 1] (uint8 when `images_uint8`) and `responses` (N, K) float32 (+
+    `responses_repeats` (R, N, K)). `extra_files` maps a file name to a callable(path) that writes
+    it inside the new folder (e.g. the simulator's ground_truth.npz). Raises FileExistsError when
+    `name` is taken (`name_taken`). The three steps -- `new_staging_folder`, `stage_subject`,
+    `publish_folder` -- are separate so that the import service can stage in its sandboxed worker
+    and publish in the server (`neuroalign.data.imports`).
+    """
+    name = check_subject_name(name)
+    tmp = new_staging_folder(root, name)
+    stage_subject(tmp, name, subject, final=root / name, images_uint8=images_uint8, simulated=simulated,
+                  source=source, extra_files=extra_files, sidecar_extra=sidecar_extra)
+    return publish_folder(tmp, root, name)

@@ -24,6 +24,24 @@ UPLOAD_CHECK = "subjects.upload_check"
 UPLOAD_SAVE = "subjects.upload_save"
 UPLOAD_STAGED = "subjects.upload_staged"  # dict: name, images path, responses path, summary lines
 UPLOAD_GENERATION = "subjects.upload_generation"  # +1 after a Save: fresh (empty) name and file widgets
+IMPORT_FROM = "subjects.import_from"  # this computer (upload) | the server (import folders)
+UPLOAD_FORMAT = "subjects.upload_format"  # MAT pair | NWB file
+UPLOAD_NWB = "subjects.upload_nwb"
+UPLOAD_NWB_IMAGES = "subjects.upload_nwb_images"  # a .mat images file for an NWB file without templates
+NWB_SERIES = "subjects.nwb_series"
+NWB_PRESENTATIONS = "subjects.nwb_presentations"
+NWB_TEMPLATES = "subjects.nwb_templates"
+NWB_INDEX_COLUMN = "subjects.nwb_index_column"
+NWB_WINDOW_START = "subjects.nwb_window_start"
+NWB_WINDOW_END = "subjects.nwb_window_end"
+NWB_INVENTORY = "subjects.nwb_inventory"  # {file identity: what the NWB file offers, or the error}
+SERVER_PICK = "subjects.server_pick"  # a candidate of the import folders (label)
+SERVER_NAME = "subjects.server_name"
+SERVER_IMAGES = "subjects.server_images"  # a hand-picked pair: the images .mat
+SERVER_RESPONSES = "subjects.server_responses"
+SERVER_NWB_IMAGES = "subjects.server_nwb_images"  # the images .mat of an NWB file without templates
+SERVER_CHECK = "subjects.server_check"
+SERVER_RESCAN = "subjects.server_rescan"
 
 
 def upload_widget(key: str, generation: int) -> str:

@@ -1,11 +1,16 @@
-"""Upload of a new subject from the browser: stage the two files, validate, then import atomically.
+"""Import of a new subject from the dashboard: a browser upload (a MAT pair or an NWB file) or files in
+the server's import folders (`ui.server_import`), checked and staged, then saved.
 
 Kept free of widgets so it can be tested directly: the Subjects page passes the uploaded file
 objects (anything with `.name` and a binary `read`) and shows the report or the error.
 
-The check parses the uploaded bytes in a short-lived worker process with memory and time limits
-(`neuroalign.data.sandbox`), so a pathological file is refused instead of taking the server down.
-The import records the browser's file names (not the staging folder) as the subject's source.
+Check goes through the import service (`neuroalign.data.imports.prepare`): the uploaded bytes are
+copied to `<cache>/uploads`, parsed once in a short-lived worker process with memory and time limits
+(`neuroalign.data.sandbox`; a pathological file is refused instead of taking the server down), which
+writes the subject's canonical files into a hidden staging folder inside the data folder; the copies
+are removed at once. Save only renames that folder into place (`imports.publish`), after checking
+that the uploaders still hold the bytes that were checked. The subject's source records the
+browser's file names (not the staging folder).
 """
 
 from __future__ import annotations
@@ -17,7 +22,7 @@ import shutil
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 logger = logging.getLogger(__name__)
 
@@ -34,23 +39,24 @@ class UploadedFileLike(Protocol):
 
 @dataclass
 class StagedUpload:
-    """Two validated files waiting in a private temp folder for the user's confirmation.
+    """A checked import waiting for the user's confirmation: the subject already parsed and written by
+    the sandboxed worker into a staging folder of the data folder (`prepared`, `folder`).
 
     `identity` is what the widgets held when the files were checked (see `upload_identity`): the
     page drops the preview as soon as the widgets hold anything else. `digests` are the SHA-256
-    of the checked bytes (images, responses); `save_staged` imports only when the staged files
-    and the files in the uploaders still have exactly these contents.
+    of the checked uploads (empty for files on the server); `save_staged` publishes only when the
+    uploaders still hold exactly these bytes and the staged files are those the worker wrote.
     """
 
     name: str
     folder: Path
-    images_path: Path
-    responses_path: Path
+    prepared: Any = None  # neuroalign.data.imports.Prepared
     summary: list[str] = field(default_factory=list)
     identity: tuple = ()
-    digests: tuple[str, str] = ("", "")
+    digests: tuple[str, ...] = ()
     preview: dict = field(default_factory=dict)  # see `preview_from_arrays`
-    source_names: tuple[str, str] = ("", "")  # the file names as the browser gave them
+    source_names: tuple[str, ...] = ()  # the file names as the browser gave them (or the server paths)
+    kind: str = "mat"  # "mat" | "nwb"
 
 
 PREVIEW_IMAGES = 8
@@ -82,17 +88,17 @@ def _file_identity(f: UploadedFileLike | None) -> tuple | None:
 
 
 def upload_identity(name: str | None, images_file: UploadedFileLike | None,
-                    responses_file: UploadedFileLike | None) -> tuple:
-    """What the upload widgets hold now: the stripped name and each uploader's file (Streamlit's
-    per-upload `file_id`, name, size). Cheap (reads no bytes); any change to either uploader or
-    the name gives a different value."""
-    return ((name or "").strip(), _file_identity(images_file), _file_identity(responses_file))
+                    responses_file: UploadedFileLike | None, *extra: Any) -> tuple:
+    """What the import widgets hold now: the stripped name and each uploader's file (Streamlit's
+    per-upload `file_id`, name, size), plus `extra` (an NWB upload's options, a server file's path
+    and stamp). Cheap (reads no bytes); any change gives a different value."""
+    return ((name or "").strip(), _file_identity(images_file), _file_identity(responses_file), *extra)
 
 
 def is_current(staged: StagedUpload | None, name: str | None, images_file: UploadedFileLike | None,
-               responses_file: UploadedFileLike | None) -> bool:
+               responses_file: UploadedFileLike | None, *extra: Any) -> bool:
     """Whether a preview still describes what the widgets hold."""
-    return staged is not None and staged.identity == upload_identity(name, images_file, responses_file)
+    return staged is not None and staged.identity == upload_identity(name, images_file, responses_file, *extra)
 
 
 def sha256_of(src: UploadedFileLike | Path) -> str:
@@ -184,7 +190,7 @@ def staging_root(cap_bytes: int | None = None) -> Path:
 
 
 def track(staged: StagedUpload) -> StagedUpload:
-    """Remove the staged files when `staged` is dropped with its browser session (the tab closed and
+    """Remove the staged subject when `staged` is dropped with its browser session (the tab closed and
     Streamlit let the session go): the finalizer holds the folder's path, not the object."""
     import weakref
 
@@ -192,37 +198,125 @@ def track(staged: StagedUpload) -> StagedUpload:
     return staged
 
 
+def _copy_uploads(files: list[tuple[UploadedFileLike, str]], staging_root: Path | None
+                  ) -> tuple[Path, list[Path], tuple[str, ...], tuple[str, ...]]:
+    """Copy uploads into a fresh folder of `staging_root`, each under the user's own name in its own
+    sub-folder (two may be called data.mat), so that every message names the file the user picked.
+    Returns (folder, paths, SHA-256 digests, display names)."""
+    folder = Path(tempfile.mkdtemp(prefix="neuroalign-upload-", dir=staging_root))
+    try:
+        paths, digests, names = [], [], []
+        for i, (f, default) in enumerate(files):
+            shown = _display_name(f.name, default)
+            path = folder / str(i) / _staged_name(shown, default)
+            path.parent.mkdir()
+            digests.append(_write(f, path))
+            paths.append(path)
+            names.append(shown)
+    except BaseException:
+        shutil.rmtree(folder, ignore_errors=True)
+        raise
+    return folder, paths, tuple(digests), tuple(names)
+
+
+def _prepare(store, name: str, source, source_names: tuple, preview_dir: Path):
+    """The import service's check-and-stage (`imports.prepare`) with a preview; (Prepared, preview dict)."""
+    from neuroalign.data import imports
+
+    prepared = imports.prepare(store.root, name, source, source_names=source_names,
+                               preview_path=preview_dir / "preview.npz")
+    return prepared, preview_from_arrays(prepared.preview)
+
+
 def stage_and_validate(store, name: str, images_file: UploadedFileLike | None,
                        responses_file: UploadedFileLike | None, staging_root: Path | None = None) -> StagedUpload:
-    """Write both uploads to a temp folder and check them in the sandboxed worker
-    (`neuroalign.data.sandbox.check_pair`: the same checks as `store.validate`, under memory and
-    time limits).
+    """Check and stage an uploaded MAT pair (see module docstring).
 
-    Raises ValueError (one line) for a missing file, a bad name, content the store rejects or a
-    check that hit its limits; the temp folder is removed in that case, so nothing is left behind.
+    Raises ValueError (one line) for a missing file, a bad name, content the import service rejects
+    or a check that hit its limits; nothing is left behind in that case (the copies are always removed).
     """
+    from neuroalign.data import imports
+
     if images_file is None or responses_file is None:
         missing = [n for n, f in (("images.mat", images_file), ("responses.mat", responses_file)) if f is None]
         raise ValueError(f"missing upload: {' and '.join(missing)}; expected both files")
     identity = upload_identity(name, images_file, responses_file)
     name = check_name(store, name)
-    folder = Path(tempfile.mkdtemp(prefix="neuroalign-upload-", dir=staging_root))
-    source_names = (_display_name(images_file.name, "images.mat"), _display_name(responses_file.name, "responses.mat"))
+    folder, paths, digests, names = _copy_uploads([(images_file, "images.mat"), (responses_file, "responses.mat")],
+                                                  staging_root)
     try:
-        # each file under the user's own name (in its own sub-folder: both may be called data.mat),
-        # so that every message names the file the user picked
-        images_path = folder / "images" / _staged_name(source_names[0], "images.mat")
-        responses_path = folder / "responses" / _staged_name(source_names[1], "responses.mat")
-        for p in (images_path, responses_path):
-            p.parent.mkdir()
-        digests = (_write(images_file, images_path), _write(responses_file, responses_path))
-        report, preview = _check_with_preview(images_path, responses_path, folder / "preview.npz")
-    except BaseException:
+        prepared, preview = _prepare(store, name, imports.MatSource(*paths), names, folder)
+    finally:
         shutil.rmtree(folder, ignore_errors=True)
-        raise
     logger.info("staged upload %s (%s, %s)", name, images_file.name, responses_file.name)
-    return track(StagedUpload(name, folder, images_path, responses_path, list(report.summary_lines()),
-                              identity=identity, digests=digests, preview=preview, source_names=source_names))
+    return track(StagedUpload(name, prepared.folder, prepared, list(prepared.report.summary_lines()),
+                              identity=identity, digests=digests, preview=preview, source_names=names))
+
+
+def nwb_options_identity(options) -> tuple:
+    """The part of an NWB import's identity its options make (a changed window drops the preview)."""
+    return ("nwb", tuple(sorted((k, tuple(v) if isinstance(v, list) else v) for k, v in options.to_dict().items())))
+
+
+def stage_nwb(store, name: str, nwb_file: UploadedFileLike | None, images_file: UploadedFileLike | None = None,
+              options=None, staging_root: Path | None = None) -> StagedUpload:
+    """Check and stage an uploaded NWB file (with a .mat images file only when it has no stimulus
+    templates); `options` a `neuroalign.data.nwb.NwbOptions`. Errors as `stage_and_validate`."""
+    from neuroalign.data import imports
+    from neuroalign.data.nwb import NwbOptions
+
+    if nwb_file is None:
+        raise ValueError("missing upload: the .nwb file")
+    options = options or NwbOptions()
+    identity = upload_identity(name, nwb_file, images_file, nwb_options_identity(options))
+    name = check_name(store, name or default_name(nwb_file.name))
+    files = [(nwb_file, "session.nwb")] + ([(images_file, "images.mat")] if images_file is not None else [])
+    folder, paths, digests, names = _copy_uploads(files, staging_root)
+    try:
+        source = imports.NwbSource(paths[0], paths[1] if len(paths) > 1 else None, options)
+        prepared, preview = _prepare(store, name, source, names, folder)
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+    logger.info("staged NWB upload %s (%s)", name, nwb_file.name)
+    return track(StagedUpload(name, prepared.folder, prepared, list(prepared.report.summary_lines()),
+                              identity=identity, digests=digests, preview=preview, source_names=names, kind="nwb"))
+
+
+def nwb_inventory(nwb_file: UploadedFileLike, staging_root: Path | None = None) -> dict:
+    """What an uploaded NWB file offers (response series, presentations, templates), read in the sandbox;
+    the copy is removed at once. One-line ValueError when it is not an NWB 2.x file."""
+    from neuroalign.data import imports
+
+    folder, paths, _, _ = _copy_uploads([(nwb_file, "session.nwb")], staging_root)
+    try:
+        return imports.inventory(paths[0])
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def default_name(file_name: str) -> str:
+    """A subject name from a file name (its stem): "sub-01_ses-02_ophys.nwb" -> "sub-01_ses-02_ophys"."""
+    base = _display_name(file_name, "subject")
+    for ext in (".nwb", ".mat"):
+        if base.lower().endswith(ext):
+            base = base[: -len(ext)]
+    return base.strip() or "subject"
+
+
+def stage_files(store, name: str, source, source_names: tuple[str, ...], identity: tuple,
+                preview_root: Path | None = None) -> StagedUpload:
+    """Check and stage files already on the server (`ui.server_import`): no copies, the same service."""
+    from neuroalign.data import imports
+
+    name = check_name(store, name)
+    folder = Path(tempfile.mkdtemp(prefix="neuroalign-upload-", dir=preview_root))
+    try:
+        prepared, preview = _prepare(store, name, source, source_names, folder)
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+    kind = "nwb" if isinstance(source, imports.NwbSource) else "mat"
+    return track(StagedUpload(name, prepared.folder, prepared, list(prepared.report.summary_lines()),
+                              identity=identity, digests=(), preview=preview, source_names=source_names, kind=kind))
 
 
 def _display_name(name: str | None, default: str) -> str:
@@ -242,41 +336,34 @@ def _staged_name(name: str, default: str) -> str:
     return name if 0 < len(encoded) <= 200 else default
 
 
-def _check_with_preview(images_path: Path, responses_path: Path, preview_path: Path):
-    """The validation report and a preview from the sandboxed check (one read of the files, in the worker)."""
-    from neuroalign.data.sandbox import check_pair
+def save_staged(store, staged: StagedUpload, *current: UploadedFileLike | None):
+    """Publish the staged subject under `staged.name` (atomic in the store); always removes the staging
+    folder. Returns the new subject's SubjectInfo.
 
-    result = check_pair(images_path, responses_path, preview_path=preview_path)
-    return result.report, preview_from_arrays(result.preview)
-
-
-def save_staged(store, staged: StagedUpload, images_file: UploadedFileLike | None = None,
-                responses_file: UploadedFileLike | None = None):
-    """Import the staged files under `staged.name` (atomic in the store); always removes the temp folder.
-
-    Imports exactly the bytes that were checked: the staged copies must still hash to
-    `staged.digests`, and so must `images_file` / `responses_file` when given (what the uploaders
-    hold at the moment of saving). Otherwise ValueError, and nothing is written.
+    Imports exactly what was checked: the files in the uploaders now (`current`, in the order they were
+    staged: images, responses; or the .nwb file and its images file) must hash to `staged.digests`,
+    and the staged files must be those the worker wrote. Otherwise ValueError, and nothing is written.
     """
+    from neuroalign.data import imports
+
     try:
         check_name(store, staged.name)
-        for label, path, current, digest in (("images.mat", staged.images_path, images_file, staged.digests[0]),
-                                             ("responses.mat", staged.responses_path, responses_file,
-                                              staged.digests[1])):
-            if not digest:
-                raise ValueError(f"{label} was never checked; press 'Check files' first")
-            if sha256_of(Path(path)) != digest:
-                raise ValueError(f"the staged copy of {label} changed after the check; check the files again")
-            if current is not None and sha256_of(current) != digest:
+        for i, f in enumerate(current):
+            if f is None or i >= len(staged.digests):
+                continue
+            if sha256_of(f) != staged.digests[i]:
+                label = staged.source_names[i] if i < len(staged.source_names) else f.name
                 raise ValueError(f"{label} in the uploader is not the file that was checked "
-                                 f"({current.name}); check the files again")
-        names = staged.source_names if all(staged.source_names) else None
-        return store.import_subject(staged.name, staged.images_path, staged.responses_path, source_names=names)
+                                 f"({f.name}); check the files again")
+        if staged.prepared is None or not staged.prepared.intact():
+            raise ValueError("the staged subject changed after the check (or was removed); check the files again")
+        imports.publish(staged.prepared)
+        return store.info(staged.name)
     finally:
         discard(staged)
 
 
 def discard(staged: StagedUpload | None) -> None:
-    """Remove a staged upload's temp folder (no error if it is already gone)."""
-    if staged is not None:
+    """Remove a staged import's folder (no error if it is already gone, e.g. saved)."""
+    if staged is not None and Path(staged.folder).name.startswith(".tmp-"):
         shutil.rmtree(staged.folder, ignore_errors=True)
