@@ -18,10 +18,10 @@ is given) and validates it. Non-config settings: `runs_dir`
 (fit trains into a new run folder there, live on the dashboard's Runs page; None: in memory until
 `save`), `cache_dir` (backbone-feature cache) and `verbose` (a progress line on stderr).
 
-Fitting is the engine `run_training` uses: a `Subject` built in memory, the `Trainer` with the same
-split by image identity and normaliser fitted on the training rows, the best epoch restored, then
-`evaluation.evaluate.evaluate_trainer` on the untouched test split (baselines only on request:
-`score(baselines=True)`). Fitted attributes end in `_`: `config_`, `split_`, `normaliser_`,
+Fitting is the one engine the CLI and the dashboard's worker use too (`training.pipeline.train_subject`,
+which `run_training` calls): a `Subject` built in memory, the `Trainer` with the same split by image
+identity and normaliser fitted on the training rows, the best epoch restored, then the evaluation on
+the untouched test split (baselines only on request: `score(baselines=True)`). Fitted attributes end in `_`: `config_`, `split_`, `normaliser_`,
 `results_`, `image_choice_`, `history_`, `run_dir_`, `n_neurons_`, `image_shape_`,
 `embedding_dim_`, `subject_name_`, `trainer_` (None after `load`).
 
@@ -38,7 +38,6 @@ import contextlib
 import dataclasses
 import difflib
 import logging
-import math
 import shutil
 from pathlib import Path
 from typing import Any, Callable, NamedTuple
@@ -53,7 +52,7 @@ from neuroalign.data.subject import scale_images
 from neuroalign.data.trainable import check_trainable_responses, check_trainable_shape
 from neuroalign.evaluation.evaluate import N_WAY, N_WAY_DRAWS, evaluate_trainer
 from neuroalign.evaluation.retrieval import n_way_metrics, retrieval_metrics
-from neuroalign.io_utils import atomic_savemat, atomic_torch_save, atomic_write_json
+from neuroalign.io_utils import atomic_torch_save, atomic_write_json
 from neuroalign.models import CombinedLoss, ImageTower, build_neural_tower, similarity_matrix
 from neuroalign.models.feature_cache import compute_features
 from neuroalign.models.linear_tower import LinearNeuralTower
@@ -61,6 +60,7 @@ from neuroalign.progress import ProgressLine, format_seconds
 from neuroalign.training import runs as runs_io
 from neuroalign.training import state as state_io
 from neuroalign.training.device import resolve_device
+from neuroalign.training.pipeline import IN_MEMORY, save_loss_curves, train_subject, write_final_status
 
 __all__ = ["Aligner", "Encoded", "as_subject", "override_paths"]
 
@@ -68,8 +68,6 @@ logger = logging.getLogger(__name__)
 
 #: the estimator's settings that are not TrainConfig fields
 CONTROL_PARAMS = ("runs_dir", "cache_dir", "verbose")
-#: config.json's subject path for data given as arrays (there is no subject folder to reload)
-IN_MEMORY = "(in memory: neuroalign.Aligner.fit)"
 ENCODE_BATCH = 256
 
 
@@ -274,15 +272,10 @@ class Aligner:
         progress = ProgressLine(enabled=self.verbose, prefix=f"[{subject.name}] ")
         lock = runs_io.run_lock(run_dir, "train") if run_dir is not None else contextlib.nullcontext()
         try:
-            with lock:
+            with lock:  # train_subject records a failure in the run's status.json itself
                 self._fit(subject, config, split, callback, run_dir, progress)
-                if run_dir is not None:
-                    self._finish_run_dir(run_dir)
-        except BaseException as exc:
+        except BaseException:
             progress.close()
-            if run_dir is not None:
-                with contextlib.suppress(OSError):
-                    runs_io.write_status(run_dir, "failed", f"{type(exc).__name__}: {exc}")
             raise
         t = self.results_["test"]
         progress.close(f"done: {self.training_['stop_reason']} after epoch {self.training_['epochs_run']} "
@@ -293,28 +286,11 @@ class Aligner:
 
     def _fit(self, subject: Subject, config: TrainConfig, split, callback, run_dir: Path | None,
              progress: ProgressLine) -> None:
-        from neuroalign.training.pipeline import _config_record
-        from neuroalign.training.trainer import Trainer
-
-        def status(message: str) -> None:
-            progress.message(message)
-            if run_dir is not None:
-                runs_io.write_status(run_dir, "running", message, progress=0.0)
-
-        status("preparing (backbone features are computed once per image model and data)")
-        trainer = Trainer(config, subject, run_dir=run_dir, cache_dir=self.cache_dir, split=split, status=status)
-        subject_path = Path(subject.meta["path"]) if subject.meta.get("path") else Path(IN_MEMORY)
-        record = _config_record(trainer.config, subject, subject_path, trainer)
-        if not subject.meta.get("path"):
-            record["subject"]["path"] = IN_MEMORY
-        record["reproduce"] = f"neuroalign.Aligner(**estimator.params).fit(images, responses) ({self!r})"
-        record["estimator"] = {"preset": self.preset, "overrides": _jsonable(self._overrides)}
-        if run_dir is not None:
-            atomic_write_json(run_dir / runs_io.CONFIG_FILE, record)
-            runs_io.write_split(run_dir, trainer.split)
-            atomic_write_json(run_dir / runs_io.NORMALISER_FILE, trainer.normaliser.state_dict())
+        """`pipeline.train_subject` -- the engine run_training and the dashboard's worker use -- without
+        baselines (`score(baselines=True)` adds them) and without a time budget over the evaluation
+        (`max_seconds` bounds the training loop); its progress on the progress line."""
         history: list[dict[str, Any]] = []
-        epochs = trainer.config.epochs
+        epochs = config.epochs
 
         def on_event(event: str, values: dict[str, float]) -> None:
             if event in ("start", "epoch"):
@@ -323,33 +299,26 @@ class Aligner:
                 loss = f"val loss {values['val_loss']:.3f}" if "val_loss" in values else f"loss {values['train_loss']:.3f}"
                 progress.update(values.get("progress", 0.0), 1.0, f"epoch {int(values['epoch'])}/{epochs}  {loss}  "
                                 f"eta {format_seconds(values.get('eta_s'))}", force=event == "epoch")
-            if event == "epoch" and run_dir is not None:
-                runs_io.write_status(run_dir, "running", f"epoch {int(values['epoch'])}/{epochs}",
-                                     progress=values["progress"], epoch=int(values["epoch"]), epochs=epochs,
-                                     eta_s=values.get("eta_s"))
             if callback is not None:
                 callback(event, values)
 
-        fit = trainer.fit(callback=on_event)
-        status("evaluating on the test split (retrieval, FEVE)")
-        training = {"epochs_run": fit.epochs_run, "best_epoch": fit.best_epoch, "best_val_loss": fit.best_val_loss,
-                    "stop_reason": fit.stop_reason, "elapsed_s": fit.elapsed_s, "select_by": trainer.config.select_by,
-                    "train_loss_hist": list(fit.train_loss_hist), "val_loss_hist": list(fit.val_loss_hist)}
-        if math.isfinite(trainer.state.best_score):
-            training["best_val_score"] = trainer.state.best_score
-        if trainer.state.linear_start is not None:
-            training["linear_start"] = trainer.state.linear_start
-        results = evaluate_trainer(trainer, run_dir=run_dir, training=_results_training(training), baselines=False)
+        extra = {"reproduce": f"neuroalign.Aligner(**estimator.params).fit(images, responses) ({self!r})",
+                 "estimator": {"preset": self.preset, "overrides": _jsonable(self._overrides)}}
+        subject_path = Path(subject.meta["path"]) if subject.meta.get("path") else None
+        done = train_subject(subject, config, run_dir, subject_path=subject_path, split=split, cache_dir=self.cache_dir,
+                             callback=on_event, on_status=progress.message, baselines=False, record_extra=extra)
+        trainer, fit = done.trainer, done.fit
         self._set_model(trainer.config, trainer.image_tower, trainer.neural_tower, trainer.loss_fn, trainer.normaliser,
                         trainer.device, subject.n_neurons, subject.image_shape)
         self.trainer_ = trainer
         self.split_ = {k: np.asarray(v, dtype=np.int64) for k, v in trainer.split.items()}
-        self.results_ = results
-        self.training_ = training
+        self.results_ = done.results
+        self.training_ = {**done.results["training"], "train_loss_hist": list(fit.train_loss_hist),
+                          "val_loss_hist": list(fit.val_loss_hist)}
         self.history_ = history
         self.image_choice_ = trainer.image_choice
         self.subject_name_ = subject.name
-        self._record = record
+        self._record = done.record
         self._best = {"epoch": int(trainer.state.best_epoch), "val_loss": float(trainer.state.best_val)}
         self.run_dir_ = run_dir
 
@@ -487,19 +456,10 @@ class Aligner:
 
     # ---- run folders --------------------------------------------------------------------------
     def _finish_run_dir(self, run_dir: Path) -> None:
-        """The files fit's engine does not write itself: loss_data.mat and the final status."""
+        """The files `save` writes after the evaluation: loss_data.mat and the final status."""
         hist = self.training_
-        atomic_savemat(run_dir / runs_io.LOSS_MAT, {
-            "train_loss_hist": np.asarray(hist["train_loss_hist"], dtype=np.float64).reshape(1, -1),
-            "test_loss_hist": np.asarray(hist["val_loss_hist"], dtype=np.float64).reshape(1, -1)})
-        from neuroalign.training.pipeline import STOP_MESSAGES
-
-        t = self.results_["test"]
-        summary = (f"{STOP_MESSAGES[hist['stop_reason']]} (epoch {hist['epochs_run']}, best {hist['best_epoch']}); "
-                   f"test top-1 image->neural {t['image_to_neural']['top1']:.3f}, neural->image "
-                   f"{t['neural_to_image']['top1']:.3f} (chance {t['chance_top1']:.3f})")
-        state = "stopped" if hist["stop_reason"] == "stopped" else "finished"
-        runs_io.write_status(run_dir, state, summary, progress=1.0, epoch=hist["epochs_run"])
+        save_loss_curves(run_dir, hist["train_loss_hist"], hist["val_loss_hist"])
+        write_final_status(run_dir, hist, self.results_)
 
     def save(self, run_dir: str | Path | None = None) -> Path:
         """Write the fitted model as a run folder the dashboard reads (config.json, split.json,
@@ -601,12 +561,6 @@ class Aligner:
 
 
 _DEFAULTS = {"runs_dir": None, "cache_dir": None, "verbose": True}
-
-
-def _results_training(training: dict[str, Any]) -> dict[str, Any]:
-    """results.json's `training` block: what run_training records (the loss histories stay in
-    metrics.jsonl and loss_data.mat)."""
-    return {k: v for k, v in training.items() if k not in ("train_loss_hist", "val_loss_hist")}
 
 
 def _jsonable(values: dict[str, Any]) -> dict[str, Any]:

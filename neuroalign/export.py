@@ -86,7 +86,7 @@ DESCRIPTIONS = {
 
 def _subject_for(meta: dict[str, Any], run_dir: Path, data_dir: str | Path | None) -> Subject:
     """The subject `meta` (a config.json subject record) names, checked against the run's data hash."""
-    from neuroalign.estimator import IN_MEMORY
+    from neuroalign.training.pipeline import IN_MEMORY
     from neuroalign.training.rebuild import subject_path
 
     name = str(meta.get("name"))

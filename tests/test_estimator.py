@@ -129,6 +129,31 @@ def test_fit_into_runs_dir_is_a_live_run_folder_and_split_is_honoured(data, tmp_
     assert aligner.save() == aligner.run_dir_  # already written there
 
 
+def test_run_training_and_aligner_fit_are_one_engine(tiny_subject_root, tmp_path, one_torch_thread):
+    """run_training (the CLI's and the dashboard worker's path) and Aligner.fit on the same subject and
+    settings train the same weights and score the same test numbers (one engine: train_subject)."""
+    from neuroalign.data import load_subject
+    from neuroalign.training.pipeline import run_training
+
+    aligner = Aligner(verbose=False, runs_dir=tmp_path / "lib", cache_dir=tmp_path / "cache", **TINY)
+    run = runs_io.load_run(run_training("tiny", aligner.make_config(), tiny_subject_root, tmp_path / "cli",
+                                        cache_dir=tmp_path / "cache"))
+    aligner.fit(load_subject(tiny_subject_root / "tiny"))
+    lib = runs_io.load_run(aligner.run_dir_)
+    for key in ("test", "val", "encoding"):
+        assert run.results[key] == aligner.results_[key] == lib.results[key], key
+    assert run.results["training"]["best_epoch"] == aligner.training_["best_epoch"]
+    epochs = [[m["train_loss"] for m in r.metrics() if m.get("event") == "epoch"] for r in (run, lib)]
+    assert epochs[0] == epochs[1] and len(epochs[0]) == TINY["epochs"]
+    weights = [runs_io.load_checkpoint(r.path / runs_io.BEST_CKPT)["model"] for r in (run, lib)]
+    for part, state in weights[0].items():
+        for name, value in state.items():
+            assert torch.equal(value, weights[1][part][name]), (part, name)
+    assert run.config["config"] == lib.config["config"] and lib.config["estimator"]["preset"] == "recommended"
+    assert "baselines" in run.results and "baselines" not in lib.results  # the library's default: on request
+    assert (run.path / "importance.npz").is_file() == (lib.path / "importance.npz").is_file()
+
+
 def test_baselines_on_request(fitted):
     aligner, _ = fitted
     score = aligner.score(baselines=True)

@@ -151,8 +151,8 @@ class JobManager:
     def start(self, subject: str, config: TrainConfig, data_dir: str | Path, runs_dir: str | Path,
               nproc: int | None = None) -> str:
         """Queue a training job for `subject`; returns its job id. ValueError if one is active.
-        `nproc`: processes of the job (None: automatic, see the module docstring)."""
-        config.validate()
+        `nproc`: processes of the job (None: automatic, see the module docstring). `config` comes
+        validated from the form (`ui.train_form.config_from_values`); the worker validates the spec's."""
         kind, nproc = self._kind_and_nproc(nproc, config)
         if self._runner is None:  # fail fast in the caller's thread on an unknown subject
             from neuroalign.data import SubjectStore

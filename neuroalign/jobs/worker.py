@@ -180,6 +180,7 @@ def run_spec(spec: dict[str, Any]) -> str:
             from neuroalign.config import TrainConfig
 
             config = TrainConfig.from_dict(spec["config"])
+            config.validate()  # the worker's boundary: a spec is a file; nothing below validates again
             if spec.get("runner"):
                 runner = _import_runner(spec["runner"])
             else:

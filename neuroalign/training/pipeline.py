@@ -1,9 +1,13 @@
-"""One training run end to end: load -> split -> normalise -> train -> evaluate -> exports.
+"""One training run end to end: split -> normalise -> features -> start -> fit -> evaluate -> exports.
 
-`run_training` is what the CLI (`python -m neuroalign train`) and the dashboard's background jobs
-call; `resume_training` continues an interrupted run from its `last.pt` in the same folder.
-The run folder is written as training goes (see `neuroalign.training.runs`): `status.json`
-says queued/running/finished/failed/stopped, and a failure leaves its one-line reason there.
+`train_subject` is the one orchestration of a new run, on a `Subject` in memory: the CLI
+(`python -m neuroalign train`) and the dashboard's worker reach it through `run_training` (which
+takes a subject of the data folder, the run folder and the time budget of the whole job), the
+library through `neuroalign.Aligner.fit` (arrays, no folder until asked). `resume_training`
+continues an interrupted run from its `last.pt` in the same folder through the same fit ->
+evaluate -> exports half (`_fit_and_finish`). The run folder is written as training goes (see
+`neuroalign.training.runs`): `status.json` says queued/running/finished/failed/stopped, and a
+failure leaves its one-line reason there.
 
 Exports in the reference format: `loss_data.mat` with `train_loss_hist` and `test_loss_hist`
 (1 x epochs). NOTE: `test_loss_hist` holds our VALIDATION loss history -- the reference drove
@@ -20,6 +24,7 @@ import shutil
 import subprocess
 import threading
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
@@ -37,9 +42,13 @@ from neuroalign.training.device import describe_device, dist_info_from_env
 from neuroalign.training.rebuild import rebuild_trainer, subject_path as _subject_path
 from neuroalign.training.trainer import Callback, FitResult, Trainer, TrainingDiverged
 
-__all__ = ["STOP_MESSAGES", "rebuild_trainer", "resume_training", "run_training"]
+__all__ = ["IN_MEMORY", "STOP_MESSAGES", "Trained", "rebuild_trainer", "resume_training", "run_training",
+           "train_subject"]
 
 logger = logging.getLogger(__name__)
+
+#: config.json's subject path for data given as arrays (there is no subject folder to reload)
+IN_MEMORY = "(in memory: neuroalign.Aligner.fit)"
 
 STOP_MESSAGES = {
     "completed": "finished all epochs",
@@ -58,10 +67,11 @@ def _git_commit() -> str | None:
     return out.stdout.strip() or None if out.returncode == 0 else None
 
 
-def _config_record(config: TrainConfig, subject: Subject, subject_path: Path, trainer: Trainer) -> dict[str, Any]:
+def _config_record(config: TrainConfig, subject: Subject, subject_path: Path | None, trainer: Trainer) -> dict[str, Any]:
     return {
         "config": config.to_dict(),
-        "subject": {"name": subject.name, "path": str(subject_path), "data_hash": subject.data_hash,
+        "subject": {"name": subject.name, "path": str(subject_path) if subject_path is not None else IN_MEMORY,
+                    "data_hash": subject.data_hash,
                     "n_images": subject.n_images, "n_neurons": subject.n_neurons,
                     "image_shape": list(subject.images.shape[2:]), "simulated": bool(subject.meta.get("simulated", False))},
         "code_version": __version__, "git_commit": _git_commit(), "torch_version": torch.__version__,
@@ -73,13 +83,15 @@ def _config_record(config: TrainConfig, subject: Subject, subject_path: Path, tr
     }
 
 
-def _status_writer(run_dir: Path, is_main: bool, on_status: Callable[[str], None] | None = None):
+def _status_writer(run_dir: Path | None, is_main: bool, on_status: Callable[[str], None] | None = None):
     """`write_status` into `run_dir` on rank 0 (and `on_status(message)` while running); a no-op on the
-    other torchrun ranks."""
+    other torchrun ranks; without a run folder only `on_status` hears it."""
     def write(state: str, message: str = "", **fields: Any) -> None:
         if is_main:
             if on_status is not None and state == "running" and message:
                 on_status(message)
+            if run_dir is None:
+                return
             if state == "failed":
                 _fail_status(run_dir, message)
             else:
@@ -101,57 +113,78 @@ def _writer_lock(run_dir: Path, is_main: bool, action: str):
     return runs_io.run_lock(run_dir, action) if is_main else contextlib.nullcontext()
 
 
-def _finish(trainer: Trainer, fit: FitResult, run_dir: Path, subject_path: Path) -> None:
-    if not trainer.is_main:
-        return
+def save_loss_curves(run_dir: Path, train_loss_hist: list[float], val_loss_hist: list[float]) -> None:
+    """`loss_data.mat` in the reference format (see the module docstring)."""
     atomic_savemat(run_dir / runs_io.LOSS_MAT, {
-        "train_loss_hist": np.asarray(fit.train_loss_hist, dtype=np.float64).reshape(1, -1),
-        "test_loss_hist": np.asarray(fit.val_loss_hist, dtype=np.float64).reshape(1, -1),
+        "train_loss_hist": np.asarray(train_loss_hist, dtype=np.float64).reshape(1, -1),
+        "test_loss_hist": np.asarray(val_loss_hist, dtype=np.float64).reshape(1, -1),
     })
-    estimate = getattr(trainer, "evaluation_estimate_s", None)
-    message = "evaluating on the test split (retrieval, baselines, FEVE" + \
-        (f"; about {estimate:.0f} s)" if estimate else ")")
-    runs_io.write_status(run_dir, "running", message, progress=1.0, epoch=fit.epochs_run, phase="evaluation",
-                         eta_s=estimate)
-    if getattr(trainer, "on_status", None) is not None:
-        trainer.on_status(message)
+
+
+def write_final_status(run_dir: Path, training: dict[str, Any], results: dict[str, Any]) -> None:
+    """status.json `finished` (or `stopped`) with the one-line summary of the run."""
+    t = results["test"]
+    summary = (f"{STOP_MESSAGES[training['stop_reason']]} (epoch {training['epochs_run']}, best "
+               f"{training['best_epoch']}); test top-1 image → neural {t['image_to_neural']['top1']:.3f}, "
+               f"neural → image {t['neural_to_image']['top1']:.3f} (chance {t['chance_top1']:.3f})")
+    state = "stopped" if training["stop_reason"] == "stopped" else "finished"
+    runs_io.write_status(run_dir, state, summary, progress=1.0, epoch=training["epochs_run"])
+
+
+def training_record(trainer: Trainer, fit: FitResult) -> dict[str, Any]:
+    """results.json's `training` block: how the fit ended and what it selected."""
     training = {"epochs_run": fit.epochs_run, "best_epoch": fit.best_epoch, "best_val_loss": fit.best_val_loss,
                 "stop_reason": fit.stop_reason, "elapsed_s": fit.elapsed_s, "select_by": trainer.config.select_by}
     if math.isfinite(trainer.state.best_score):
         training["best_val_score"] = trainer.state.best_score
     if trainer.state.linear_start is not None:
         training["linear_start"] = trainer.state.linear_start
-    results = evaluate_trainer(trainer, run_dir=run_dir, subject_path=subject_path, training=training)
-    _store_importance(trainer, run_dir)
-    t = results["test"]
-    summary = (f"{STOP_MESSAGES[fit.stop_reason]} (epoch {fit.epochs_run}, best {fit.best_epoch}); test top-1 "
-               f"image → neural {t['image_to_neural']['top1']:.3f}, neural → image {t['neural_to_image']['top1']:.3f} "
-               f"(chance {t['chance_top1']:.3f})")
-    state = "stopped" if fit.stop_reason == "stopped" else "finished"
-    runs_io.write_status(run_dir, state, summary, progress=1.0, epoch=fit.epochs_run)
+    return training
 
 
-def _store_importance(trainer: Trainer, run_dir: Path) -> None:
+def _finish(trainer: Trainer, fit: FitResult, run_dir: Path | None, subject_path: Path | None,
+            estimate: float | None, baselines: bool, on_status: Callable[[str], None] | None) -> dict[str, Any]:
+    """Evaluate the fitted trainer (best epoch restored) on the test split; with a run folder also the
+    exports, neuron importance and the final status. Rank 0 only. Returns results.json's content."""
+    status = _status_writer(run_dir, True, on_status)
+    if run_dir is not None:
+        save_loss_curves(run_dir, fit.train_loss_hist, fit.val_loss_hist)
+    message = f"evaluating on the test split (retrieval, {'baselines, ' if baselines else ''}FEVE" + \
+        (f"; about {estimate:.0f} s)" if estimate else ")")
+    status("running", message, progress=1.0, epoch=fit.epochs_run, phase="evaluation", eta_s=estimate)
+    training = training_record(trainer, fit)
+    results = evaluate_trainer(trainer, run_dir=run_dir, subject_path=subject_path, training=training,
+                               baselines=baselines)
+    if run_dir is not None:
+        _store_importance(trainer, run_dir, status)
+        write_final_status(run_dir, training, results)
+    return results
+
+
+def _store_importance(trainer: Trainer, run_dir: Path, status: Callable[..., None]) -> None:
     """Which neurons drive the alignment, over every test image, once, in the job (the Neurons page
     reads it; a failure here is logged and never fails the finished run)."""
     from neuroalign.training.run_eval import run_importance, save_importance
 
-    message = "computing which neurons drive the alignment (all test images)"
-    runs_io.write_status(run_dir, "running", message, progress=1.0, phase="importance")
-    if getattr(trainer, "on_status", None) is not None:
-        trainer.on_status(message)
+    status("running", "computing which neurons drive the alignment (all test images)", progress=1.0,
+           phase="importance")
     try:
         save_importance(run_dir, run_importance(run_dir, subject=trainer.subject))
     except Exception as exc:  # noqa: BLE001 -- the page recomputes it; the run's results stand
         logger.warning("neuron importance not stored for %s: %s: %s", run_dir.name, type(exc).__name__, exc)
 
 
-def _train_and_finish(trainer: Trainer, run_dir: Path, subject_path: Path, callback: Callback | None,
-                      stop_event: threading.Event | None, train_deadline: float | None = None) -> Path:
+def _fit_and_finish(trainer: Trainer, run_dir: Path | None, subject_path: Path | None, callback: Callback | None,
+                    stop_event: threading.Event | None, train_deadline: float | None = None,
+                    estimate: float | None = None, baselines: bool = True,
+                    on_status: Callable[[str], None] | None = None) -> tuple[FitResult, dict[str, Any] | None]:
+    """The second half of every run (new or resumed): fit, then `_finish`; status `failed` with the
+    one-line reason on any error. Returns the fit and the results (None on torchrun ranks > 0)."""
     config = trainer.config
+    writes = run_dir is not None and trainer.is_main
 
     def on_event(event: str, values: dict[str, float]) -> None:
-        if event == "epoch":
+        if event == "epoch" and writes:
             runs_io.write_status(run_dir, "running", f"epoch {int(values['epoch'])}/{config.epochs}",
                                  progress=values["progress"], epoch=int(values["epoch"]), epochs=config.epochs,
                                  eta_s=values.get("eta_s"))
@@ -161,25 +194,79 @@ def _train_and_finish(trainer: Trainer, run_dir: Path, subject_path: Path, callb
     try:
         fit = trainer.fit(callback=on_event if trainer.is_main else None, stop_event=stop_event,
                           train_deadline=train_deadline)
-        _finish(trainer, fit, run_dir, subject_path)
+        results = _finish(trainer, fit, run_dir, subject_path, estimate, baselines, on_status) \
+            if trainer.is_main else None
     except TrainingDiverged as exc:
-        if trainer.is_main:
+        if writes:
             _fail_status(run_dir, str(exc))
         raise
     except BaseException as exc:
-        if trainer.is_main:
+        if writes:
             _fail_status(run_dir, f"{type(exc).__name__}: {exc}")
         raise
-    return run_dir
+    return fit, results
+
+
+@dataclass
+class Trained:
+    """What `train_subject` returns: the Trainer (best epoch restored), how its fit ended, the
+    evaluation (results.json's content; None on torchrun ranks > 0) and config.json's content."""
+
+    trainer: Trainer
+    fit: FitResult
+    results: dict[str, Any] | None
+    record: dict[str, Any]
+
+
+def train_subject(subject: Subject, config: TrainConfig, run_dir: Path | None = None, *,
+                  subject_path: Path | None = None, split: dict[str, np.ndarray] | None = None,
+                  cache_dir: str | Path | None = None, callback: Callback | None = None,
+                  stop_event: threading.Event | None = None, deadline: float | None = None,
+                  on_status: Callable[[str], None] | None = None, baselines: bool = True,
+                  record_extra: dict[str, Any] | None = None) -> Trained:
+    """Train one subject: the Trainer (split by image, normaliser on the train rows, backbone features,
+    image model "auto" resolved), config.json / split.json / normaliser.json, the fit (closed-form
+    start, epochs, best epoch restored), the test-split evaluation and the exports.
+
+    `run_dir`: the run folder, written on rank 0 as training goes, its status.json failed with the
+    one-line reason on an error (None: nothing is written). `subject_path`: the subject's folder
+    (config.json, ground truth for the oracle baseline; None: data given as arrays). `deadline`
+    (time.monotonic()): the whole job's end -- training stops early enough for the measured
+    evaluation to fit. `on_status(message)` hears every phase message; `record_extra` adds keys to
+    config.json. The caller holds the run folder's lock.
+    """
+    is_main = dist_info_from_env().is_main
+    status = _status_writer(run_dir, is_main, on_status)
+    try:
+        status("running", "preparing (backbone features and, on a CPU, the fused kernels are built once)")
+        trainer = Trainer(config, subject, run_dir=run_dir, cache_dir=cache_dir, split=split,
+                          status=lambda message: status("running", message, progress=0.0), deadline=deadline)
+        estimate = estimate_evaluation_seconds(trainer, baselines=baselines)  # the evaluation's ETA
+        # training ends early enough for the evaluation to fit the budget
+        train_deadline = deadline - estimate if deadline is not None else None
+    except BaseException as exc:
+        status("failed", f"{type(exc).__name__}: {exc}")
+        raise
+    # the trainer's config: "auto" resolved to the image model it chose (its comparison recorded too)
+    record = {**_config_record(trainer.config, subject, subject_path, trainer), **(record_extra or {})}
+    if run_dir is not None and trainer.is_main:
+        atomic_write_json(run_dir / runs_io.CONFIG_FILE, record)
+        runs_io.write_split(run_dir, trainer.split)
+        atomic_write_json(run_dir / runs_io.NORMALISER_FILE, trainer.normaliser.state_dict())
+    fit, results = _fit_and_finish(trainer, run_dir, subject_path, callback, stop_event, train_deadline, estimate,
+                                   baselines, on_status)
+    return Trained(trainer, fit, results, record)
 
 
 def run_training(subject_name: str, config: TrainConfig, data_dir: str | Path, runs_dir: str | Path,
                  callback: Callback | None = None, stop_event: threading.Event | None = None,
                  run_dir: str | Path | None = None, cache_dir: str | Path | None = None,
                  on_status: Callable[[str], None] | None = None) -> Path:
-    """Train `subject_name` from `data_dir` into a new run folder under `runs_dir` (or `run_dir`).
-    `on_status(message)` hears every phase message written to status.json (loading, features, the
-    image-model choice, the closed-form start, evaluation), e.g. for a terminal.
+    """Train `subject_name` from `data_dir` into a new run folder under `runs_dir` (or `run_dir`)
+    through `train_subject`; `config.max_seconds` bounds the whole job from here (loading,
+    preparation, training, evaluation). `on_status(message)` hears every phase message written to
+    status.json (loading, features, the image-model choice, the closed-form start, evaluation),
+    e.g. for a terminal.
 
     Returns the run folder. A NaN/Inf loss raises `TrainingDiverged` after writing status
     `failed`; a stop request or the time budget ends cleanly (best checkpoint restored, evaluated).
@@ -187,7 +274,6 @@ def run_training(subject_name: str, config: TrainConfig, data_dir: str | Path, r
     that writes into it (even when every rank is given `run_dir`); every rank trains and returns
     rank 0's folder.
     """
-    config.validate()
     # the time budget bounds the whole job from here: preparation, training and evaluation
     deadline = time.monotonic() + config.max_seconds if config.max_seconds else None
     subject_path = _subject_path(data_dir, subject_name)
@@ -200,40 +286,21 @@ def run_training(subject_name: str, config: TrainConfig, data_dir: str | Path, r
     run_dir = Path(dist_ops.broadcast_object(str(run_dir) if run_dir is not None else None, dist))
     try:
         with _writer_lock(run_dir, dist.is_main, "train"):
-            return _train_new(run_dir, subject_name, subject_path, config, callback, stop_event, cache_dir,
-                              dist.is_main, deadline, on_status)
+            status = _status_writer(run_dir, dist.is_main, on_status)
+            status("running", "loading data", epochs=config.epochs, progress=0.0)
+            try:
+                subject = load_subject(subject_path)
+            except BaseException as exc:
+                status("failed", f"{type(exc).__name__}: {exc}")
+                raise
+            train_subject(subject, config, run_dir, subject_path=subject_path, cache_dir=cache_dir, callback=callback,
+                          stop_event=stop_event, deadline=deadline, on_status=on_status)
+            return run_dir
     except OSError as exc:
         if created and io_utils.is_disk_full(exc) and not (run_dir / runs_io.LAST_CKPT).is_file():
             shutil.rmtree(run_dir, ignore_errors=True)  # nothing resumable in it: leave no empty run behind
             logger.info("removed %s: the disk filled up before its first checkpoint", run_dir)
         raise
-
-
-def _train_new(run_dir: Path, subject_name: str, subject_path: Path, config: TrainConfig,
-               callback: Callback | None, stop_event: threading.Event | None,
-               cache_dir: str | Path | None, is_main: bool, deadline: float | None = None,
-               on_status: Callable[[str], None] | None = None) -> Path:
-    """`run_training` in its (locked) run folder; `deadline` (time.monotonic()) ends the whole job."""
-    status = _status_writer(run_dir, is_main, on_status)
-    status("running", "loading data", epochs=config.epochs, progress=0.0)
-    try:
-        subject = load_subject(subject_path)
-        status("running", "preparing (backbone features and, on a CPU, the fused kernels are built once)")
-        trainer = Trainer(config, subject, run_dir=run_dir, cache_dir=cache_dir,
-                          status=lambda message: status("running", message, progress=0.0), deadline=deadline)
-        trainer.on_status = on_status
-        trainer.evaluation_estimate_s = estimate_evaluation_seconds(trainer)  # the evaluation's ETA
-        # training ends early enough for the evaluation to fit the budget
-        train_deadline = deadline - trainer.evaluation_estimate_s if deadline is not None else None
-    except BaseException as exc:
-        status("failed", f"{type(exc).__name__}: {exc}")
-        raise
-    if trainer.is_main:
-        # the trainer's config: "auto" resolved to the image model it chose (its comparison recorded too)
-        atomic_write_json(run_dir / runs_io.CONFIG_FILE, _config_record(trainer.config, subject, subject_path, trainer))
-        runs_io.write_split(run_dir, trainer.split)
-        atomic_write_json(run_dir / runs_io.NORMALISER_FILE, trainer.normaliser.state_dict())
-    return _train_and_finish(trainer, run_dir, subject_path, callback, stop_event, train_deadline)
 
 
 def resume_training(run_dir: str | Path, data_dir: str | Path | None = None, callback: Callback | None = None,
@@ -262,4 +329,5 @@ def resume_training(run_dir: str | Path, data_dir: str | Path | None = None, cal
             cfg["resumed_from_epoch"] = int(last["epoch"])
             cfg["world_size"], cfg["backend"] = trainer.dist.world_size, trainer.dist_backend
             atomic_write_json(record.path / runs_io.CONFIG_FILE, cfg)
-        return _train_and_finish(trainer, record.path, subject_path, callback, stop_event)
+        _fit_and_finish(trainer, record.path, subject_path, callback, stop_event)
+        return record.path

@@ -58,10 +58,10 @@ def rebuild_trainer(record: runs_io.RunRecord, data_dir: str | Path | None = Non
     and `threads` override the recorded run-control settings. Returns `(trainer, subject folder)`."""
     check_record(record)
     config = record.train_config()
-    if device is not None:
-        config = config.replace(device=device)
-    if threads is not None:
-        config = config.replace(threads=threads)  # validated by Trainer
+    overrides = {k: v for k, v in (("device", device), ("threads", threads)) if v is not None}
+    if overrides:  # from a flag: checked here (the Trainer does not validate)
+        config = config.replace(**overrides)
+        config.validate()
     subject, path = run_subject(record, data_dir=data_dir)
     trainer = Trainer(config, subject, run_dir=record.path, cache_dir=cache_dir, split=record.split,
                       normaliser=read_normaliser(record.path))

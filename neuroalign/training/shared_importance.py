@@ -20,6 +20,8 @@ import numpy as np
 import torch
 
 from neuroalign.evaluation.importance import NeuronImportance, attribution_importance
+from neuroalign.training import runs as runs_io
+from neuroalign.training.shared import SharedModel
 
 SUBJECTS_DIR = "subjects"
 
@@ -40,9 +42,6 @@ class ReadInTower(torch.nn.Module):
 def shared_importance(run_dir: str | Path, name: str, subject) -> NeuronImportance:
     """Importance of every neuron of subject `name` (its loaded `Subject`) in the shared run `run_dir`.
     One-line ValueError / FileNotFoundError when the run's files do not fit the subject."""
-    from neuroalign.training import runs as runs_io
-    from neuroalign.training.shared import SharedModel
-
     run_dir = Path(run_dir)
     model = SharedModel.load(run_dir)
     readin = model.readin(name)

@@ -370,13 +370,13 @@ def is_shared_config(config: dict[str, Any] | None) -> bool:
 def _shared_importance(run_dir: str, name: str, stamp: tuple, root: str, subject_stamp_: tuple) -> dict[str, Any]:
     import dataclasses
 
-    from neuroalign.evaluation.shared_importance import shared_importance
+    from neuroalign.training.shared_importance import shared_importance
 
     return dataclasses.asdict(shared_importance(run_dir, name, _load_subject(root, name, subject_stamp_)))
 
 
 def shared_importance(run_dir: str | os.PathLike, name: str) -> dict[str, Any]:
-    """Per-neuron importance of subject `name` in a shared run (`evaluation.shared_importance`) as
+    """Per-neuron importance of subject `name` in a shared run (`training.shared_importance`) as
     plain data, cached on the run's and the subject's files."""
     root = paths.data_dir()
     run_dir = Path(run_dir)
