@@ -89,7 +89,30 @@ def summarise(spec, preset_name: str, run_dir: Path, wall_s: float) -> dict[str,
         best = [max(v[i] for v in linear) for i in range(2)]
         row["best_linear"] = best
         row["beats_best_linear"] = [row["top1"][i] >= best[i] for i in range(2)]
+    comparison = results.get("comparison") or {}
+    if all(isinstance(comparison.get(d), dict) and "p_value" in comparison[d] for d in DIRECTIONS):
+        # paired on the same test images (baselines.compare_with_linear): difference, 95 % interval, p
+        row["paired_vs_best_linear"] = [{k: comparison[d][k] for k in ("best_name", "difference", "difference_ci",
+                                                                        "p_value", "verdict")} for d in DIRECTIONS]
     return row
+
+
+def _verdict(r: dict[str, Any]) -> str:
+    """Per direction: yes, or no with the paired sign test's p (within noise when p >= 0.05)."""
+    beats = r.get("beats_best_linear")
+    if beats is None:
+        return "—"
+    paired = r.get("paired_vs_best_linear")
+    words = []
+    for i, b in enumerate(beats):
+        if b:
+            words.append("yes")
+        elif paired:
+            p = paired[i]["p_value"]
+            words.append(f"no, within noise (p = {p:.2f})" if p >= 0.05 else f"**no** (p = {p:.2g})")
+        else:
+            words.append("**no**")
+    return " / ".join(words)
 
 
 def _fmt(pair: list[float] | None) -> str:
@@ -107,8 +130,7 @@ def markdown(rows: list[dict[str, Any]]) -> str:
         ci = r["top1_ci"]
         model = (f"**{r['top1'][0]:.2f}** [{ci[0][0]:.2f}, {ci[0][1]:.2f}] / **{r['top1'][1]:.2f}** "
                  f"[{ci[1][0]:.2f}, {ci[1][1]:.2f}]")
-        beats = r.get("beats_best_linear")
-        verdict = "—" if beats is None else " / ".join("yes" if b else "**no**" for b in beats)
+        verdict = _verdict(r)
         if r["role"] == "selection":
             model += f" (val {_fmt(r['val_top1'])})"
         lines.append(

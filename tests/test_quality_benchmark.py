@@ -24,6 +24,9 @@ def test_quality_benchmark_rows_come_from_the_runs(tmp_path, one_torch_thread):
     assert row["best_linear"] == [max(row[k][i] for k in quality.LINEAR) for i in range(2)]
     assert row["beats_best_linear"] == [row["top1"][i] >= row["best_linear"][i] for i in range(2)]
     assert row["linear_start"]["rank"] >= 1  # the default preset starts from its closed form
+    paired = row["paired_vs_best_linear"]  # paired on the same test images, from results.json's comparison
+    assert [p["p_value"] for p in paired] == [results["comparison"][d]["p_value"] for d in quality.DIRECTIONS]
+    assert all((p["verdict"] == "reaches") == b for p, b in zip(paired, row["beats_best_linear"]))
     table = md.read_text()
     assert name in table and f"{row['top1'][0]:.2f}" in table and table.count("\n") == 3
 
@@ -31,3 +34,13 @@ def test_quality_benchmark_rows_come_from_the_runs(tmp_path, one_torch_thread):
 def test_parse_sets_reads_json_values():
     assert quality.parse_sets(["image.stage=2", "loss.center=false", "init=linear", "image.grid=[4, 16]"]) == {
         "image.stage": 2, "loss.center": False, "init": "linear", "image.grid": [4, 16]}
+
+
+def test_table_says_whether_a_shortfall_is_within_noise():
+    row = {"beats_best_linear": [True, False],
+           "paired_vs_best_linear": [{"p_value": 0.5, "verdict": "reaches"}, {"p_value": 0.21, "verdict": "below, within noise"}]}
+    assert quality._verdict(row) == "yes / no, within noise (p = 0.21)"
+    row["paired_vs_best_linear"][1]["p_value"] = 0.004
+    assert quality._verdict(row) == "yes / **no** (p = 0.004)"
+    del row["paired_vs_best_linear"]
+    assert quality._verdict(row) == "yes / **no**"
