@@ -11,7 +11,9 @@ Deconvolved containers, one per imaging plane) and returns what a correct reader
   (float32) and any off-by-one frame, or counting frames instead of time, changes it;
 * `truth["images"]` are the stimuli in presentation-index order (uint8), `truth["index"]` the image
   index of each kept presentation (in time order), `truth["trials"]` their responses (presentations
-  x neurons, planes concatenated in series order).
+  x neurons, planes concatenated in series order); `truth["roi_ids"]` the PlaneSegmentation `id` of
+  each column of each plane's series (ids 1000 (plane + 1) + 7 row + 3, the region listing the rows
+  in a shuffled order), `truth["roi_tables"]` those tables' paths.
 """
 
 from __future__ import annotations
@@ -134,8 +136,8 @@ def _write_nwb(path: Path, *, n_images: int = 30, n_rois: int = 40, hw: tuple[in
             raise ValueError("IndexSeries data are uint32: no blanks")
         # a legacy IndexSeries -> ImageSeries link (pynwb 4 refuses to write one) is added below with h5py
         kw = {"indexed_images": template_obj} if templates == "images" else {}
-        if templates == "image_series":
-            pres = None  # written below with h5py, as an older pynwb wrote it
+        if templates in ("image_series", "none"):
+            pres = None  # written below with h5py, as an older pynwb wrote it (pynwb 4 needs indexed_images)
         elif presentation == "index_rate":
             pres = IndexSeries(name="natural_scenes_presentations", data=seq.astype(np.uint32), unit="N/A",
                                starting_time=float(onsets[0]), rate=1.0 / isi, **kw)
@@ -165,6 +167,7 @@ def _write_nwb(path: Path, *, n_images: int = 30, n_rois: int = 40, hw: tuple[in
     module.add(segmentation)
     n_frames = frames or int(np.ceil((onsets.max() + window[1] + 1.0) * rate))
     containers: dict[str, list] = {}
+    roi_ids: list[list[int]] = []
     col0 = 0
     for p in range(planes):
         plane = nwb.create_imaging_plane(name=f"plane{p}", optical_channel=channel, description="V1", device=device,
@@ -172,9 +175,14 @@ def _write_nwb(path: Path, *, n_images: int = 30, n_rois: int = 40, hw: tuple[in
                                          imaging_rate=rate)
         seg = segmentation.create_plane_segmentation(name=f"rois_plane{p}", description="ROIs", imaging_plane=plane)
         k = per_plane[p]
-        for _ in range(k):
-            seg.add_roi(image_mask=np.ones((2, 2)))
-        region = seg.create_roi_table_region(region=list(range(k)), description="all ROIs")
+        # ROI ids as a segmentation tool gives them (not 0..k-1), and a region listing the rows in another
+        # order than the table's: data column j is table row region[j], ROI id ids[region[j]]
+        ids = 1000 * (p + 1) + 7 * np.arange(k) + 3
+        for i in range(k):
+            seg.add_roi(image_mask=np.ones((2, 2)), id=int(ids[i]))
+        region = [int(r) for r in np.random.default_rng(seed + 100 + p).permutation(k)]
+        roi_ids.append([int(ids[r]) for r in region])
+        region = seg.create_roi_table_region(region=region, description="all ROIs")
         # frame times of this plane: offset by p / (rate * planes), jittered (or regular: a rate)
         if series_rate:
             stamps = p / (rate * planes) + np.arange(n_frames) / rate
@@ -200,7 +208,7 @@ def _write_nwb(path: Path, *, n_images: int = 30, n_rois: int = 40, hw: tuple[in
         module.add(cls(name=name, roi_response_series=series_list))
     with NWBHDF5IO(str(path), "w") as io:
         io.write(nwb)
-    if templates == "image_series" and presentation != "intervals":
+    if templates in ("image_series", "none") and presentation != "intervals":
         import h5py
 
         with h5py.File(path, "r+") as f:
@@ -212,7 +220,8 @@ def _write_nwb(path: Path, *, n_images: int = 30, n_rois: int = 40, hw: tuple[in
                 start.attrs["rate"], start.attrs["unit"] = 1.0 / isi, "seconds"
             else:
                 g.create_dataset("timestamps", data=onsets)
-            g["indexed_timeseries"] = h5py.SoftLink("/stimulus/templates/natural_scenes")
+            if templates == "image_series":
+                g["indexed_timeseries"] = h5py.SoftLink("/stimulus/templates/natural_scenes")
     if transpose:  # an older writer's ROIs x frames (pynwb 4 refuses to write it): rewrite the datasets
         import h5py
 
@@ -225,7 +234,8 @@ def _write_nwb(path: Path, *, n_images: int = 30, n_rois: int = 40, hw: tuple[in
                 for key, value in attrs.items():
                     new.attrs[key] = value
     return {"images": truth_images, "index": kept_index, "onsets": kept_onsets, "trials": trials,
-            "names_in_index_order": [names[j] for j in perm], "n_frames": n_frames}
+            "names_in_index_order": [names[j] for j in perm], "n_frames": n_frames, "roi_ids": roi_ids,
+            "roi_tables": [f"processing/ophys/ImageSegmentation/rois_plane{p}" for p in range(planes)]}
 
 
 def expected_subject(truth: dict[str, Any], max_repeats: int | None = None):

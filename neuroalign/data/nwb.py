@@ -24,7 +24,11 @@ What is read, and how it is decided (every decision is written to the report and
   neurons (a container holding several series of one plane, e.g. fluorescence and neuropil, needs
   them named: `DfOverF/plane0`). Default container: DfOverF, else Deconvolved, else Fluorescence.
   `data` is frames x ROIs (ROIs x frames is recognised from the time stamps and noted);
-  `conversion` and `offset` are applied.
+  `conversion` and `offset` are applied. Each neuron's identity is recorded (`subject.json`, source
+  `nwb`: `series`, `imaging_planes`, `rois_per_series`, `roi_tables` and `roi_ids`, the `id` of
+  each column's row in the PlaneSegmentation that the series' `rois` region refers to; None with a
+  note when the file does not say), so per-neuron results can go back into the file
+  (`neuroalign.export_nwb`).
 * **Response of a presentation** -- the mean of the frames whose time stamps `t` satisfy
   `onset + start <= t < onset + end` (`NwbOptions.window`, seconds, default 0.0-0.5 s), from each
   series' own time stamps (planes of a multi-plane recording are sampled at different times), never
@@ -294,8 +298,10 @@ class _Presentations:
     note: str | None = None
 
 
-def _presentation_candidates(path: Path, f: Any) -> tuple[list[Any], list[tuple[Any, str | None]]]:
-    """(IndexSeries groups, [(intervals table, its image-index column or None)]) of the file."""
+def _presentation_candidates(path: Path, f: Any, index_column: str | None = None
+                             ) -> tuple[list[Any], list[tuple[Any, str | None]]]:
+    """(IndexSeries groups, [(intervals table, its image-index column or None)]) of the file; `index_column`
+    is the column the user named (else the first of INDEX_COLUMNS a table has)."""
     series, tables = [], []
     for where in ("stimulus/presentation", "intervals"):
         group = _child(path, f, where)
@@ -305,7 +311,7 @@ def _presentation_candidates(path: Path, f: Any) -> tuple[list[Any], list[tuple[
             if _type(obj) == "IndexSeries":
                 series.append(obj)
             elif hasattr(obj, "keys") and _child(path, obj, "start_time") is not None:
-                tables.append((obj, _index_column(path, obj, None)))
+                tables.append((obj, _index_column(path, obj, index_column)))
     return series, tables
 
 
@@ -377,7 +383,7 @@ def _link_target(path: Path, group: Any, name: str) -> str | None:
 
 
 def _read_presentations(path: Path, f: Any, options: NwbOptions) -> _Presentations:
-    series, tables = _presentation_candidates(path, f)
+    series, tables = _presentation_candidates(path, f, options.index_column)
     chosen: Any = None
     if options.presentations:
         want = options.presentations
@@ -391,13 +397,17 @@ def _read_presentations(path: Path, f: Any, options: NwbOptions) -> _Presentatio
         chosen = series[0]
     elif not series and len([t for t, c in tables if c]) == 1:
         chosen = next(t for t, c in tables if c)
+    elif not series and tables and options.index_column and not options.presentations:
+        raise _fail(path, f"no intervals table has a column {options.index_column!r} of numbers; found "
+                    + "; ".join(f"{_label(t)}: {', '.join(_columns(t)) or 'no columns'}" for t, _ in tables)
+                    + " (expected --index-column to name one of them)")
     elif not series and not any(c for _, c in tables):
         raise _fail(path, "no stimulus presentation: expected an IndexSeries in stimulus/presentation or an "
                     "intervals table with an image-index column (" + ", ".join(INDEX_COLUMNS) + "); found "
                     + _describe_candidates(series, tables))
     else:
         raise _fail(path, "several stimulus presentations: " + _describe_candidates(series, tables)
-                    + "; name the one to use (--presentations NAME)")
+                    + "; expected one, or the one named (--presentations NAME)")
     label = _label(chosen)
     if _type(chosen) == "IndexSeries":
         data = _child(path, chosen, "data")
@@ -574,7 +584,7 @@ def _choose_templates(path: Path, f: Any, pres: _Presentations, options: NwbOpti
         chosen = groups[0]
     elif len(groups) > 1 and images is None:
         raise _fail(path, "several stimulus templates (" + ", ".join(_label(g) for g in groups) + ") and "
-                    f"{pres.label} does not say which it indexes; name one (--templates NAME)")
+                    f"{pres.label} does not say which it indexes; expected one, or the one named (--templates NAME)")
     found = None
     if chosen is not None:
         found = _image_templates(path, chosen) if _type(chosen) == "Images" else _series_templates(path, chosen)
@@ -615,6 +625,9 @@ class _Series:
     conversion: float
     offset: float
     unit: str
+    roi_table: str | None = None  # HDF5 path of the PlaneSegmentation its `rois` region refers to
+    roi_ids: list[int] | None = None  # that table's `id` of each column of the series (None: unknown)
+    roi_note: str | None = None  # why the ROI ids are unknown
 
 
 def _roi_series(path: Path, group: Any) -> list[Any]:
@@ -660,6 +673,37 @@ def _plane_of(path: Path, series: Any) -> str:
     return _label(series)
 
 
+def _roi_identity(path: Path, series: Any, n_rois: int, label: str) -> tuple[str | None, list[int] | None, str | None]:
+    """(ROI table path, the table's `id` of each of the series' `n_rois` columns, None) from the series'
+    `rois` DynamicTableRegion (its row indices into the PlaneSegmentation its `table` attribute refers to);
+    (table or None, None, why) when the file does not say. Both datasets are read after the header checks
+    (bounded by what the file stores and by the import cap): a few bytes per ROI."""
+    rois = _child(path, series, "rois")
+    if rois is None or not hasattr(rois, "dtype"):
+        return None, None, f"{label} has no rois region: the ROI ids are unknown"
+    try:
+        table = series.file[rois.attrs["table"]] if "table" in rois.attrs else None
+    except (KeyError, ValueError, RuntimeError, TypeError):
+        table = None
+    if table is None or not hasattr(table, "keys"):
+        return None, None, f"{label}/rois refers to no ROI table: the ROI ids are unknown"
+    ids = _child(path, table, "id")
+    if ids is None or not hasattr(ids, "dtype"):
+        return _label(table), None, f"{_label(table)} has no id column: the ROI ids of {label} are unknown"
+    rows = _read_small(path, rois, f"{label}/rois").reshape(-1)
+    if rows.size != n_rois:
+        return _label(table), None, (f"{label}/rois lists {rows.size} ROIs for {n_rois} columns of data: the ROI ids "
+                                     "are unknown")
+    n_ids = int(ids.shape[0]) if ids.shape else 0
+    if rows.dtype.kind == "f" or rows.size and (int(rows.min()) < 0 or int(rows.max()) >= n_ids):
+        return _label(table), None, (f"{label}/rois holds rows outside {_label(table)} ({n_ids} rows): the ROI ids "
+                                     "are unknown")
+    table_ids = _read_small(path, ids, f"{_label(table)}/id").reshape(-1)
+    if table_ids.dtype.kind == "f":
+        return _label(table), None, f"{_label(table)}/id is not integer: the ROI ids of {label} are unknown"
+    return _label(table), [int(v) for v in table_ids[rows.astype(np.int64)]], None
+
+
 def _choose_series(path: Path, f: Any, options: NwbOptions) -> list[Any]:
     choices = series_choices(path, f)
     module = _ophys(path, f)
@@ -673,7 +717,8 @@ def _choose_series(path: Path, f: Any, options: NwbOptions) -> list[Any]:
         if default is None and len(choices) == 1:
             default = next(iter(choices))
         if default is None:
-            raise _fail(path, f"several response series in processing/ophys ({listing}); name one (--series NAME)")
+            raise _fail(path, f"several response series in processing/ophys ({listing}); expected one of {', '.join(SERIES_PREFERENCE)}, or "
+                        "the one named (--series NAME)")
         wanted = [default]
     out = []
     for want in wanted:
@@ -686,12 +731,12 @@ def _choose_series(path: Path, f: Any, options: NwbOptions) -> list[Any]:
             if doubled:
                 plane, names = next(iter(doubled.items()))
                 raise _fail(path, f"{want} holds {len(names)} series of imaging plane {plane.rsplit('/', 1)[-1]} "
-                            f"({', '.join(names)}); name the ones to use, one per plane (--series {names[0]})")
+                            f"({', '.join(names)}); expected one series per plane: name the ones to use (--series {names[0]})")
             out += objs
         else:
             obj = _child(path, module, want)
             if obj is None or _type(obj) != "RoiResponseSeries":
-                raise _fail(path, f"no response series {want!r} in processing/ophys; found {listing}")
+                raise _fail(path, f"no response series {want!r} in processing/ophys; expected one of: {listing}")
             out.append(obj)
     names = [o.name for o in out]
     if len(set(names)) != len(names):
@@ -728,8 +773,10 @@ def _series_info(path: Path, obj: Any) -> _Series:
     if not (math.isfinite(conversion) and math.isfinite(offset)):
         raise _fail(path, f"{label}/data has conversion {conversion:g} and offset {offset:g}; expected finite numbers")
     chunks = tuple(int(c) for c in data.chunks) if data.chunks else None
-    return _Series(label, obj.name, _plane_of(path, obj), n_frames, shape[1 - time_axis], time_axis, str(data.dtype),
-                   chunks, conversion, offset, _text(data.attrs.get("unit", "")))
+    n_rois = shape[1 - time_axis]
+    roi_table, roi_ids, roi_note = _roi_identity(path, obj, n_rois, label)
+    return _Series(label, obj.name, _plane_of(path, obj), n_frames, n_rois, time_axis, str(data.dtype),
+                   chunks, conversion, offset, _text(data.attrs.get("unit", "")), roi_table, roi_ids, roi_note)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -772,7 +819,8 @@ class NwbPlan:
         images = n_img_el * (raw + 12 + (4 if writing else 0))
         out = n_out * (32 + (4 if writing else 0))
         stamps = sum(s.n_frames for s in self.series) * 8 * 2
-        return int(images + out + stamps + 2 * self.options.chunk_bytes + 4 * 1024**2)
+        roi_ids = self.n_neurons * 64  # the ROI ids as Python ints, their rows and JSON text
+        return int(images + out + stamps + roi_ids + 2 * self.options.chunk_bytes + 4 * 1024**2)
 
     def declared(self) -> list[tuple[tuple[int, ...], str]]:
         return [((self.memory_bytes(),), "uint8")]
@@ -808,6 +856,8 @@ def _plan(path: Path, f: Any, images: Path | None, options: NwbOptions) -> NwbPl
         raise _fail(path, f"two of the chosen series ({', '.join(s.label for s in series)}) record imaging plane "
                     f"{planes[0].rsplit('/', 1)[-1]}; expected one series per plane")
     for s in series:
+        if s.roi_note:
+            notes.append(s.roi_note)
         if s.time_axis == 1:
             notes.append(f"{s.label}/data is stored ROIs x frames ({s.n_rois} x {s.n_frames}); read as frames x "
                          "ROIs (its timestamps say which axis is time)")
@@ -877,7 +927,8 @@ def _windows(path: Path, s: _Series, stamps: np.ndarray, onsets: np.ndarray, win
     empty = stop <= first_frame
     if empty.any():
         raise _fail(path, f"the response window {start:g} to {end:g} s holds no frame of {s.label} after "
-                    f"{int(empty.sum())} of {onsets.size} onsets (frames every {step * 1000:.1f} ms); widen the window")
+                    f"{int(empty.sum())} of {onsets.size} onsets (frames every {step * 1000:.1f} ms); expected at least one "
+                    "frame in every window (widen the window)")
     return first_frame.astype(np.int64), stop.astype(np.int64)
 
 
@@ -1025,6 +1076,7 @@ def read_plan(plan: NwbPlan, name: str | None = None, *, require_trainable: bool
         "nwb": {
             "nwb_version": plan.nwb_version, "series": [s.label for s in plan.series],
             "imaging_planes": [s.plane for s in plan.series], "rois_per_series": [s.n_rois for s in plan.series],
+            "roi_tables": [s.roi_table for s in plan.series], "roi_ids": [s.roi_ids for s in plan.series],
             "frames_per_series": [s.n_frames for s in plan.series],
             "responses_unit": sorted({s.unit for s in plan.series}),
             "presentations": pres.label, "presentations_kind": pres.kind, "index_column": pres.index_column,
