@@ -168,3 +168,42 @@ def test_cli_shared_and_bad_input(shared_root: Path, tmp_path: Path, capsys, one
     assert main(["evaluate", str(run), "--data-dir", str(shared_root)]) == 2
     err = capsys.readouterr().err.strip()
     assert "'B'" in err and "cannot be loaded" in err and "\n" not in err
+
+
+def test_torchrun_shared_and_adapt_two_processes_match_one(shared_root: Path, tmp_path: Path) -> None:
+    """`torchrun --nproc_per_node=2 -m neuroalign train --shared` (and `--adapt-from`) on the CPU: one run
+    folder (rank 0 fits and writes, rank 1 waits), printed once, with the results of a 1-process run."""
+    import os
+    import subprocess
+    import sys
+
+    from neuroalign.cli import main
+
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    env.pop("WORLD_SIZE", None)
+    common = ["--data-dir", str(shared_root), "--cache-dir", str(tmp_path / "cache"), "--image-model",
+              "random_rectified", "--components", "16", "--quiet", "--no-baselines", "--device", "cpu"]
+
+    def torchrun(*args: str) -> Path:
+        proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+                               "-m", "neuroalign", "train", *args, *common], capture_output=True, text=True, env=env,
+                              timeout=300)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        lines = proc.stdout.strip().splitlines()
+        assert len(lines) == 1, proc.stdout  # rank 0 prints its folder; rank 1 prints nothing
+        return Path(lines[0])
+
+    two = torchrun("--shared", "--subjects", "A", "B", "--runs-dir", str(tmp_path / "two"))
+    assert [p.name for p in (tmp_path / "two").iterdir()] == [two.name]
+    assert main(["train", "--shared", "--subjects", "A", "B", *common, "--runs-dir", str(tmp_path / "one")]) == 0
+    one = next((tmp_path / "one").iterdir())
+    for name in ("A", "B"):
+        r2, r1 = (json.loads((d / "subjects" / name / "results.json").read_text())["test"] for d in (two, one))
+        assert r2 == r1, name
+    with np.load(two / "shared_model.npz") as a, np.load(one / "shared_model.npz") as b:
+        assert sorted(a.files) == sorted(b.files)
+        for key in a.files:  # the same closed form (BLAS threads may differ: float64 rounding only)
+            np.testing.assert_allclose(a[key], b[key], rtol=1e-9, atol=1e-12)
+    adapted = torchrun("--adapt-from", str(two), "--subjects", "D", "--runs-dir", str(tmp_path / "two-adapt"))
+    assert json.loads((adapted / "status.json").read_text())["state"] == "finished"
+    assert [p.name for p in (tmp_path / "two-adapt").iterdir()] == [adapted.name]

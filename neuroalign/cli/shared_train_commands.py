@@ -38,6 +38,10 @@ def is_shared_run(run_dir: str) -> bool:
 
 
 def _print_summary(run_dir: Path, quiet: bool) -> None:
+    from neuroalign.training.device import dist_info_from_env
+
+    if not dist_info_from_env().is_main:  # under torchrun rank 0 prints
+        return
     print(run_dir, flush=True)
     if quiet:
         return

@@ -158,6 +158,34 @@ def _per_subject(name: str, results: dict) -> dict[str, Any]:
             "results": f"{SUBJECTS_DIR}/{name}/{runs_io.RESULTS_FILE}"}
 
 
+def on_rank_zero(work: Callable[[], Any], config: TrainConfig | None = None) -> Any:
+    """`work()` once per job: under torchrun the shared fit (closed form, one process's work) runs on
+    rank 0 only, which alone writes the run folders; the other ranks join the process group, wait,
+    and return rank 0's result, so `torchrun ... train --shared` gives one run, equal to one process's.
+    A failure on rank 0 is raised there; the other ranks exit with status 1 without repeating it."""
+    from neuroalign.training import distributed as dist_ops
+    from neuroalign.training.device import dist_info_from_env
+
+    dist = dist_info_from_env()
+    if not dist.enabled:
+        return work()
+    from neuroalign.config import preset
+
+    dist_ops.setup(config or preset("recommended"))
+    result, error = None, None
+    if dist.is_main:
+        try:
+            result = work()
+        except BaseException as exc:
+            error = f"{type(exc).__name__}: {exc}"
+            dist_ops.broadcast_object((None, error), dist)
+            raise
+    result, error = dist_ops.broadcast_object((result, error), dist)
+    if error is not None:
+        raise SystemExit(1)
+    return result
+
+
 def _run(run_dir: Path, body: Callable[[Status], str], on_status: Status | None) -> Path:
     def status(message: str) -> None:
         runs_io.write_status(run_dir, "running", message, progress=0.0)
@@ -178,8 +206,16 @@ def train_shared(names: Sequence[str], config: TrainConfig, data_dir: str | Path
                  cache_dir: str | Path | None = None, on_status: Status | None = None,
                  baselines: bool = True, run_dir: str | Path | None = None) -> Path:
     """One shared model over `names` into a new run folder (module docstring); returns the folder.
-    `run_dir`: an existing empty run folder to write into instead (the dashboard's job creates it)."""
+    `run_dir`: an existing empty run folder to write into instead (the dashboard's job creates it).
+    Under torchrun rank 0 fits and writes, the other ranks return its folder (`on_rank_zero`)."""
     config.validate()
+    return on_rank_zero(lambda: _train_shared(names, config, data_dir, runs_dir, cache_dir, on_status, baselines,
+                                              run_dir), config)
+
+
+def _train_shared(names: Sequence[str], config: TrainConfig, data_dir: str | Path, runs_dir: str | Path,
+                  cache_dir: str | Path | None, on_status: Status | None, baselines: bool,
+                  run_dir: str | Path | None) -> Path:
     names = list(names)
     if len(names) < 2:
         raise ValueError(f"a shared model needs >= 2 subjects, got {len(names)}; train one subject without --shared")
@@ -239,7 +275,15 @@ def adapt_from_run(from_dir: str | Path, names: Sequence[str], data_dir: str | P
                    baselines: bool = True, run_dir: str | Path | None = None) -> list[Path]:
     """Adapt each new subject of `names` to the shared run `from_dir` (only its read-in is fitted; the
     shared run is read, never written). One run folder per new subject; returns them. `run_dir`: an
-    existing empty run folder to write into (one subject only; the dashboard's job creates it)."""
+    existing empty run folder to write into (one subject only; the dashboard's job creates it). Under
+    torchrun rank 0 adapts and writes, the other ranks return its folders (`on_rank_zero`)."""
+    return on_rank_zero(lambda: _adapt_from_run(from_dir, names, data_dir, runs_dir, cache_dir, on_status, baselines,
+                                                run_dir))
+
+
+def _adapt_from_run(from_dir: str | Path, names: Sequence[str], data_dir: str | Path, runs_dir: str | Path,
+                    cache_dir: str | Path | None, on_status: Status | None, baselines: bool,
+                    run_dir: str | Path | None) -> list[Path]:
     record = read_shared_record(from_dir)
     model = SharedModel.load(from_dir)
     fingerprint = model.shared_fingerprint()
