@@ -126,3 +126,18 @@ def test_resume_requires_checkpoint(tmp_path):
     mgr = JobManager(runner=_fake_runner())
     with pytest.raises((ValueError, FileNotFoundError)):
         mgr.resume(d)
+
+
+def test_snapshots_say_stopping_until_the_job_has_ended(tmp_path):
+    """Issue 22 item 4: 'a stop was requested' lives in the job's snapshot (every tab, every page),
+    not in a set the dashboard keeps; a queued job is cancelled at once and never says stopping."""
+    mgr = JobManager(max_parallel=1, runner=_fake_runner(step_s=0.1, n_epochs=100))
+    cfg = TrainConfig(preset="reference", epochs=100)
+    a = mgr.start("A", cfg, tmp_path, tmp_path / "runs")
+    b = mgr.start("B", cfg, tmp_path, tmp_path / "runs")
+    time.sleep(0.15)
+    assert not mgr.get(a).stopping and not mgr.get(b).stopping
+    assert mgr.stop(a).stopping and mgr.get(a).stopping and mgr.get(a).state == "running"
+    assert not mgr.stop(b).stopping and mgr.get(b).state == "stopped"
+    final = mgr.wait(a, 10)
+    assert final.state == "stopped" and not final.stopping

@@ -43,6 +43,7 @@ class JobSnapshot:
     mode: str = "train"  # train | shared (one model over `subjects`) | adapt (a new subject, `adapt_from`)
     subjects: tuple[str, ...] = ()  # a shared job's subjects
     adapt_from: Path | None = None  # an adapt job's shared run
+    stopping: bool = False  # a stop was requested and the job still runs (restoring, evaluating)
 
     @property
     def active(self) -> bool:
@@ -120,10 +121,11 @@ def apply_records(job: Job, records: list[dict[str, Any]]) -> None:
 def snapshot(job: Job) -> JobSnapshot:
     """The job's read-only copy (lock held; O(1): the history tuple is shared)."""
     alive = job.alive
+    stopping = job.state == "running" and job.stop_event.is_set()
     if job.kind == "thread" and job.state == "running":
         alive = job.thread is not None and job.thread.is_alive()
     return JobSnapshot(job.job_id, job.subject, job.run_dir, job.state, job.message, job.progress, job.epoch,
                        job.config.epochs if job.mode == "train" else 0, job.eta_s, job.samples_per_s, job.history, job.error, job.started,
                        job.finished, kind=job.kind, nproc=job.nproc, pid=job.pid, alive=alive,
                        last_activity=job.last_activity, mode=job.mode, subjects=job.subjects,
-                       adapt_from=job.adapt_from)
+                       adapt_from=job.adapt_from, stopping=stopping)

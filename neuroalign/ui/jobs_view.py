@@ -1,4 +1,4 @@
-"""Reading background training jobs for the pages (the job manager lives in neuroalign.training)."""
+"""Reading background training jobs for the pages (the job manager lives in neuroalign.jobs)."""
 
 from __future__ import annotations
 
@@ -14,31 +14,14 @@ ACTIVE_STATES = ("queued", "running")
 STOPPING_MESSAGE = "stopping — restoring the best checkpoint and evaluating"
 SHARED_STOPPING_MESSAGE = "stopping at the end of the current phase (a closed-form fit: nothing to restore)"
 
-# Jobs a Stop was requested for, process-wide (every browser tab sees it). The job manager's
-# snapshot has no such flag and the trainer's next step overwrites its "stopping" message, so the
-# dashboard remembers the request itself until the job has ended.
-_stopping: set[tuple[str, str]] = set()
-_stopping_lock = threading.Lock()
-
-
-def _stop_key(snap: Any) -> tuple[str, str]:
-    return (snap.job_id, str(snap.run_dir))  # job ids restart with each job manager; run folders do not
-
-
 def request_stop(job_id: str) -> None:
-    """Ask the job manager to stop a job and remember that it is stopping."""
-    snap = job_manager().stop(job_id)
-    with _stopping_lock:
-        _stopping.add(_stop_key(snap))
+    """Ask the job manager to stop a job; its snapshots say `stopping` until it has ended."""
+    job_manager().stop(job_id)
 
 
 def is_stopping(snap: Any) -> bool:
-    """A stop was requested for this still-running job."""
-    with _stopping_lock:
-        if snap.state != "running":
-            _stopping.discard(_stop_key(snap))
-            return False
-        return _stop_key(snap) in _stopping
+    """A stop was requested for this still-running job (the job manager's `JobSnapshot.stopping`)."""
+    return bool(getattr(snap, "stopping", False)) and snap.state == "running"
 
 
 def job_manager():
