@@ -10,7 +10,7 @@ import streamlit as st
 
 from neuroalign import paths, plots
 from neuroalign.data.nwb import DEFAULT_WINDOW, INDEX_COLUMNS, SERIES_PREFERENCE, NwbOptions
-from neuroalign.text import markdown_literal as md
+from neuroalign.text import markdown_code, markdown_literal as md
 from neuroalign.ui import keys, server_import, upload
 
 UPLOAD = "This computer (upload)"
@@ -26,12 +26,21 @@ def render(store) -> None:
                      help="Upload through the browser (up to the server's upload limit), or pick a recording "
                           "copied to the server's import folders (large NWB files, whole lab folders).")
     generation = st.session_state.get(keys.UPLOAD_GENERATION, 0)  # a Save empties the widgets
+    section = "server" if where == SERVER else ("upload", "nwb" if st.session_state.get(keys.UPLOAD_FORMAT) == NWB
+                                                else "mat")
+    staged = st.session_state.get(keys.UPLOAD_STAGED)
+    if staged is not None and _section_of(staged) != section:  # a check made elsewhere: not this section's to explain
+        upload.discard(st.session_state.pop(keys.UPLOAD_STAGED))
     if where == UPLOAD:
         staged, current = _upload_section(store, generation)
     else:
         staged, current = _server_section(store, generation)
     if staged is not None:
         _show_staged(store, staged, current, generation)
+
+
+def _section_of(staged) -> Any:
+    return "server" if staged.origin == "server" else ("upload", staged.kind)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -49,8 +58,10 @@ def _upload_section(store, generation: int) -> tuple[Any, tuple]:
                     "presentations (an `IndexSeries` or an intervals table) and `processing/ophys` responses. "
                     "Each presentation's response is the mean over a window after its onset; repeats are kept. "
                     "For files larger than the upload limit, use **The server**.")
-    new_name = st.text_input("Name", key=keys.upload_widget(keys.UPLOAD_NAME, generation),
-                             placeholder="e.g. mouse7" if fmt == MAT else "default: the file name")
+    chosen = st.session_state.get(keys.upload_widget(keys.UPLOAD_NWB, generation)) if fmt == NWB else None
+    placeholder = ("e.g. mouse7" if fmt == MAT else
+                   upload.default_name(chosen.name) if chosen is not None else "default: the file name")
+    new_name = st.text_input("Name", key=keys.upload_widget(keys.UPLOAD_NAME, generation), placeholder=placeholder)
     c1, c2 = st.columns(2)
     if fmt == MAT:
         images_file = c1.file_uploader("images.mat", type=["mat"],
@@ -59,15 +70,17 @@ def _upload_section(store, generation: int) -> tuple[Any, tuple]:
                                           key=keys.upload_widget(keys.UPLOAD_RESPONSES, generation))
         current: tuple = (images_file, responses_file)
         extra: tuple = ()
+        problem = None
     else:
         nwb_file = c1.file_uploader("session.nwb", type=["nwb"], key=keys.upload_widget(keys.UPLOAD_NWB, generation))
         nwb_images = c2.file_uploader("images.mat (only for an NWB file without stimulus images)", type=["mat"],
                                       key=keys.upload_widget(keys.UPLOAD_NWB_IMAGES, generation))
-        inventory = None
+        inventory, problem = None, None
         if nwb_file is not None:
-            inventory = _inventory(("upload",) + upload.upload_identity("", nwb_file, None),
-                                   lambda: upload.nwb_inventory(nwb_file, staging_root=upload.staging_root()))
-        options = _nwb_options(inventory)
+            inventory, problem = _inventory(("upload",) + upload.upload_identity("", nwb_file, None),
+                                            lambda: upload.nwb_inventory(nwb_file, staging_root=upload.staging_root()))
+            problem = _nwb_status(inventory, problem, nwb_images is not None, "the images.mat uploader")
+        options = _nwb_options(inventory) if problem is None else None
         current = (nwb_file, nwb_images)
         extra = (upload.nwb_options_identity(options) if options is not None else ("nwb", "invalid"),)
     staged = st.session_state.get(keys.UPLOAD_STAGED)
@@ -75,7 +88,8 @@ def _upload_section(store, generation: int) -> tuple[Any, tuple]:
         upload.discard(st.session_state.pop(keys.UPLOAD_STAGED))  # the preview described other files
         staged = None
         st.info("The name, a file or an option changed since the check: press **Check files** again.")
-    if st.button("Check files", key=keys.UPLOAD_CHECK, type="primary"):
+    if st.button("Check files", key=keys.UPLOAD_CHECK, type="primary", disabled=problem is not None,
+                 help="This file cannot be imported (the error above)" if problem is not None else None):
         upload.discard(st.session_state.pop(keys.UPLOAD_STAGED, None))
         staged = None
         try:
@@ -98,8 +112,9 @@ def _upload_section(store, generation: int) -> tuple[Any, tuple]:
 # NWB choices
 
 
-def _inventory(identity: tuple, read) -> dict | None:
-    """What an NWB file offers, read once per file (in the sandbox) and kept in the session."""
+def _inventory(identity: tuple, read) -> tuple[dict | None, str | None]:
+    """What an NWB file offers, read once per file (in the sandbox) and kept in the session:
+    (inventory, None), or (None, the one-line reason) when it is not an NWB file the reader can open."""
     cache = st.session_state.setdefault(keys.NWB_INVENTORY, {})
     if identity not in cache:
         try:
@@ -109,25 +124,59 @@ def _inventory(identity: tuple, read) -> dict | None:
         except (ValueError, FileNotFoundError, OSError) as exc:
             cache[identity] = {"error": " ".join(str(exc).split())}
     entry = cache[identity]
-    if "error" in entry:
-        st.error(f"Not importable: {md(entry['error'])}")
-        return None
-    return entry["ok"]
+    return entry.get("ok"), entry.get("error")
 
 
-def _choice(label: str, options: list[str], key: str, help: str) -> str | None:
-    """A selectbox of `automatic` + options; None for automatic (and when the value is not offered)."""
+def _nwb_status(inventory: dict | None, error: str | None, images_given: bool, images_where: str) -> str | None:
+    """Say, before any check, what keeps an NWB file from importing; returns the blocking reason (shown as
+    the one error line; Check is then disabled: it could only repeat it), else None.
+
+    A file that is not NWB, or has no response series (no `processing/ophys`, nothing in it), cannot be
+    fixed by any choice on the page. A file without stimulus templates needs the images as a .mat file:
+    an info line says where to give it (the check would refuse the file without it)."""
+    if error is None and inventory is not None and not inventory.get("series") and inventory.get("series_error"):
+        error = " ".join(str(inventory["series_error"]).split())
+    if error is not None:
+        st.error(f"Not importable: {md(error)}")
+        return error
+    if inventory is not None and not inventory.get("templates") and not images_given:
+        st.info("This NWB file has no stimulus images (nothing in `stimulus/templates`): give them as a .mat "
+                f"file ({images_where}; variable `images`, in the order the presentations index them).",
+                icon=":material/image:")
+    return None
+
+
+def _choice(label: str, options: list[str], key: str, help: str, default: str | None = None) -> str | None:
+    """A selectbox of `automatic` + options; None for automatic (and when the value is not offered).
+    `default`: what automatic picks in this file, shown with it ("automatic (DfOverF)")."""
     values = [AUTO] + options
     if st.session_state.get(key) not in values:
         st.session_state.pop(key, None)
-    picked = st.selectbox(label, values, key=key, help=help)
+    auto = f"{AUTO} ({default})" if default else AUTO
+    picked = st.selectbox(label, values, key=key, help=help, format_func=lambda v: auto if v == AUTO else v)
     return None if picked == AUTO else picked
+
+
+def _inventory_line(inv: dict) -> str:
+    """What an NWB file holds, in one line: "NWB 2.7.0 · responses: DfOverF (2 series), Fluorescence ·
+    presentations: natural_scenes (IndexSeries, 120) · stimulus images: natural_scenes (Images, 40)"."""
+    series = inv.get("series") or {}
+    responses = ", ".join(f"{name} ({len(members)} series)" if len(members) > 1 else name
+                          for name, members in series.items()) or "none"
+    pres = ", ".join(f"{p['name'].rsplit('/', 1)[-1]} ({p['kind']}, {p['n']})"
+                     for p in inv.get("presentations") or []) or "none"
+    tpl = ", ".join(f"{t['name'].rsplit('/', 1)[-1]} ({t['kind']}, {t['n']})" for t in inv.get("templates") or []) \
+        or "none in the file"
+    return md(f"In the file: NWB {inv.get('nwb_version') or '?'} · responses: {responses} · presentations: {pres} · "
+              f"stimulus images: {tpl}")
 
 
 def _nwb_options(inventory: dict | None) -> NwbOptions | None:
     """The NWB choices (response series, presentations, templates, index column, window), from what the
     file offers; None (and a message) when the window is not valid."""
     inv = inventory or {}
+    if inventory is not None:
+        st.caption(_inventory_line(inventory))
     with st.expander("NWB choices (responses, presentations, response window)", expanded=inventory is not None):
         series = inv.get("series") or {}
         series_options = []
@@ -138,23 +187,31 @@ def _nwb_options(inventory: dict | None) -> NwbOptions | None:
         default = inv.get("series_default")
         picked_series = _choice("Responses (processing/ophys)", series_options, keys.NWB_SERIES,
                                 help="A container (one series per imaging plane, concatenated along the neurons) "
-                                     "or one series. Automatic: " + " → ".join(SERIES_PREFERENCE)
-                                     + (f" (here {default})" if default else ""))
+                                     "or one series. Automatic: the first of " + ", ".join(SERIES_PREFERENCE)
+                                     + " the file has" + (f" (here {default})" if default else ""),
+                                default=default)
         pres = inv.get("presentations") or []
         picked_pres = _choice("Presentations", [p["name"] for p in pres], keys.NWB_PRESENTATIONS,
                               help="An IndexSeries (onsets from its timestamps or rate) or an intervals table with "
                                    "an image-index column. Automatic: the only one"
                                    + (f" (here {inv.get('presentations_default')})"
-                                      if inv.get("presentations_default") else ""))
+                                      if inv.get("presentations_default") else ""),
+                              default=inv.get("presentations_default"))
         tpl = inv.get("templates") or []
-        picked_tpl = _choice("Stimulus images", [t["name"] for t in tpl], keys.NWB_TEMPLATES,
-                             help="The stimulus templates the presentations index. Automatic: the ones the "
-                                  "IndexSeries links to, or the only ones.")
-        table = next((p for p in pres if p["name"] == picked_pres), None)
-        columns = [c for c in (table or {}).get("columns", []) if c not in ("start_time", "stop_time")]
-        picked_col = _choice("Image-index column (intervals table)", columns, keys.NWB_INDEX_COLUMN,
-                             help="Automatic: the first of " + ", ".join(INDEX_COLUMNS) + ". Negative values are "
-                                  "blanks and are dropped.")
+        picked_tpl = None
+        if tpl or inventory is None:  # none in the file: the images come from a .mat file
+            picked_tpl = _choice("Stimulus images", [t["name"] for t in tpl], keys.NWB_TEMPLATES,
+                                 help="The stimulus templates the presentations index. Automatic: the ones the "
+                                      "IndexSeries links to, or the only ones.",
+                                 default=tpl[0]["name"] if len(tpl) == 1 else None)
+        table = next((p for p in pres if p["name"] == (picked_pres or inv.get("presentations_default"))), None)
+        picked_col = None
+        if inventory is None or any(p["kind"] != "IndexSeries" for p in pres):  # only an intervals table has columns
+            columns = [c for c in (table or {}).get("columns", []) if c not in ("start_time", "stop_time")]
+            picked_col = _choice("Image-index column (intervals table)", columns, keys.NWB_INDEX_COLUMN,
+                                 help="Automatic: the first of " + ", ".join(INDEX_COLUMNS) + ". Negative values "
+                                      "are blanks and are dropped.",
+                                 default=(table or {}).get("index_column"))
         w1, w2 = st.columns(2)
         start = w1.number_input("Response window from (s after onset)", value=float(DEFAULT_WINDOW[0]), step=0.05,
                                 format="%.3f", key=keys.NWB_WINDOW_START)
@@ -163,8 +220,6 @@ def _nwb_options(inventory: dict | None) -> NwbOptions | None:
                               help="Each presentation's response is the mean of the frames whose timestamps t "
                                    "satisfy onset + from ≤ t < onset + to (per imaging plane, from its own "
                                    "timestamps).")
-        if not series and inventory is not None and inv.get("series_error"):
-            st.caption(md(inv["series_error"]))
     try:
         options = NwbOptions(series=(picked_series,) if picked_series else (), presentations=picked_pres,
                              templates=picked_tpl, index_column=picked_col, window=(start, end))
@@ -186,7 +241,7 @@ def _server_section(store, generation: int) -> tuple[Any, tuple]:
         st.error(md(exc))
         return None, ()
     st.markdown("Recordings copied to the server's import folders, for files too large for the browser: "
-                + ", ".join(f"`{md(label)}`" for label in roots)
+                + ", ".join(markdown_code(label) for label in roots)
                 + " (`NEUROALIGN_IMPORT_ROOTS`). The same check, preview and Save as an upload; nothing outside "
                   "these folders is offered or read.")
     if st.button("Scan again", key=keys.SERVER_RESCAN):
@@ -203,16 +258,18 @@ def _server_section(store, generation: int) -> tuple[Any, tuple]:
         return None, ()
     if st.session_state.get(keys.SERVER_PICK) not in options:
         st.session_state.pop(keys.SERVER_PICK, None)
-    picked = st.selectbox("Recording", options, key=keys.SERVER_PICK)
+    shown = _relative_labels(roots)
+    picked = st.selectbox("Recording", options, key=keys.SERVER_PICK, format_func=shown)
     candidate = labels.get(picked)
     mat_labels = {label: p for label, p in found.mat_files}
     nwb_options = None
     images_path = None
+    problem = None
     if candidate is None:  # a pair picked by hand
         c1, c2 = st.columns(2)
-        img_label = c1.selectbox("Images .mat", list(mat_labels), key=keys.SERVER_IMAGES)
+        img_label = c1.selectbox("Images .mat", list(mat_labels), key=keys.SERVER_IMAGES, format_func=shown)
         resp_label = c2.selectbox("Responses .mat", list(mat_labels), key=keys.SERVER_RESPONSES,
-                                  index=min(1, len(mat_labels) - 1))
+                                  index=min(1, len(mat_labels) - 1), format_func=shown)
         files = (mat_labels[img_label], mat_labels[resp_label])
         default_name = upload.default_name(files[0].parent.name)
         kind = "mat"
@@ -220,11 +277,12 @@ def _server_section(store, generation: int) -> tuple[Any, tuple]:
         files = candidate.paths
         none = "none (the images are in the NWB file)"
         img = st.selectbox("Images .mat (only for an NWB file without stimulus images)", [none] + list(mat_labels),
-                           key=keys.SERVER_NWB_IMAGES)
+                           key=keys.SERVER_NWB_IMAGES, format_func=shown)
         images_path = mat_labels.get(img)
-        inventory = _inventory(("server",) + server_import.stamp(files[0]),
-                               lambda: _server_inventory(files[0], roots))
-        nwb_options = _nwb_options(inventory)
+        inventory, problem = _inventory(("server",) + server_import.stamp(files[0]),
+                                        lambda: _server_inventory(files[0], roots))
+        problem = _nwb_status(inventory, problem, images_path is not None, "pick it in **Images .mat** above")
+        nwb_options = _nwb_options(inventory) if problem is None else None
         default_name = candidate.name
         kind = "nwb"
     else:
@@ -241,7 +299,8 @@ def _server_section(store, generation: int) -> tuple[Any, tuple]:
         upload.discard(st.session_state.pop(keys.UPLOAD_STAGED))
         staged = None
         st.info("The recording, the name or an option changed since the check: press **Check files** again.")
-    if st.button("Check files", key=keys.SERVER_CHECK, type="primary"):
+    if st.button("Check files", key=keys.SERVER_CHECK, type="primary", disabled=problem is not None,
+                 help="This file cannot be imported (the error above)" if problem is not None else None):
         upload.discard(st.session_state.pop(keys.UPLOAD_STAGED, None))
         staged = None
         try:
@@ -252,6 +311,15 @@ def _server_section(store, generation: int) -> tuple[Any, tuple]:
         except (ValueError, FileNotFoundError, OSError) as exc:
             st.error(f"Not importable: {md(exc)}")
     return staged, ()
+
+
+def _relative_labels(roots: dict):
+    """How the scan's labels ("<import folder>/<relative path>") are shown: relative to the folder when there is
+    only one (the folder is named above the list; a long server path would cut the file names)."""
+    if len(roots) != 1:
+        return lambda label: label
+    prefix = next(iter(roots)).rstrip("/") + "/"
+    return lambda label: label[len(prefix):] if label.startswith(prefix) else label
 
 
 def _server_inventory(nwb, roots) -> dict:
@@ -273,7 +341,7 @@ def _stage_server(store, name: str, kind: str, files, images_path, nwb_options, 
     else:
         source = imports.MatSource(*resolved)
         names = tuple(str(p) for p in resolved)
-    staged = upload.stage_files(store, name, source, names, (), preview_root=upload.staging_root())
+    staged = upload.stage_files(store, name, source, names, (), preview_root=upload.staging_root(), origin="server")
     staged.identity = upload.upload_identity(name, None, None, identity)
     return staged
 
@@ -284,7 +352,7 @@ def _stage_server(store, name: str, kind: str, files, images_path, nwb_options, 
 
 def _show_staged(store, staged, current: tuple, generation: int) -> None:
     st.success(f"Ready to import as **{md(staged.name)}**:")
-    st.code("\n".join(staged.summary), language=None)
+    st.code("\n".join(staged.summary), language=None, wrap_lines=True)
     preview = staged.preview
     if preview:
         st.markdown("**Preview** (as they will be imported: check orientation and that images and responses "
@@ -295,8 +363,9 @@ def _show_staged(store, staged, current: tuple, generation: int) -> None:
         raster = preview["raster"]
         st.plotly_chart(plots.response_raster(raster, np.arange(raster.shape[0]), np.arange(raster.shape[1]),
                                               preview["raster_images"], preview["raster_neurons"],
-                                              title="Responses of the upload (z-scored; neurons sorted by "
-                                                    "preferred image)", height=320),
+                                              title=("Responses of the recording" if staged.origin == "server"
+                                                     else "Responses of the upload")
+                                              + " (z-scored; neurons sorted by preferred image)", height=320),
                         key="subjects.upload_raster")
     if st.button(f"Save subject {md(staged.name)}", key=keys.UPLOAD_SAVE, type="primary"):
         st.session_state.pop(keys.UPLOAD_STAGED, None)

@@ -57,6 +57,7 @@ class StagedUpload:
     preview: dict = field(default_factory=dict)  # see `preview_from_arrays`
     source_names: tuple[str, ...] = ()  # the file names as the browser gave them (or the server paths)
     kind: str = "mat"  # "mat" | "nwb"
+    origin: str = "upload"  # "upload" (a browser's files) | "server" (files in the import folders)
 
 
 PREVIEW_IMAGES = 8
@@ -304,7 +305,7 @@ def default_name(file_name: str) -> str:
 
 
 def stage_files(store, name: str, source, source_names: tuple[str, ...], identity: tuple,
-                preview_root: Path | None = None) -> StagedUpload:
+                preview_root: Path | None = None, origin: str = "server") -> StagedUpload:
     """Check and stage files already on the server (`ui.server_import`): no copies, the same service."""
     from neuroalign.data import imports
 
@@ -316,7 +317,8 @@ def stage_files(store, name: str, source, source_names: tuple[str, ...], identit
         shutil.rmtree(folder, ignore_errors=True)
     kind = "nwb" if isinstance(source, imports.NwbSource) else "mat"
     return track(StagedUpload(name, prepared.folder, prepared, list(prepared.report.summary_lines()),
-                              identity=identity, digests=(), preview=preview, source_names=source_names, kind=kind))
+                              identity=identity, digests=(), preview=preview, source_names=source_names, kind=kind,
+                              origin=origin))
 
 
 def _display_name(name: str | None, default: str) -> str:
