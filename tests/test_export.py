@@ -120,7 +120,7 @@ def test_cli_export(trained, tmp_path, capsys):
 @pytest.mark.parametrize("argv_extra, needle", [
     (["--subject", "sim-M2"], "run {run} is of subject 'sim-M1', not 'sim-M2'"),
     (["--format", "mat", "--out", "x.npz"], "--out x.npz does not end in .mat"),
-    (["--out", "x.csv"], "export format 'csv'; expected one of npz, mat"),
+    (["--out", "x.txt"], "export format 'txt' (from --out x.txt); expected one of npz, mat, csv"),
 ])
 def test_cli_export_errors_are_one_line(trained, capsys, argv_extra, needle):
     run = trained["run"]

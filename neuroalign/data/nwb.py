@@ -717,8 +717,8 @@ def _choose_series(path: Path, f: Any, options: NwbOptions) -> list[Any]:
         if default is None and len(choices) == 1:
             default = next(iter(choices))
         if default is None:
-            raise _fail(path, f"several response series in processing/ophys ({listing}); expected one of {', '.join(SERIES_PREFERENCE)}, or "
-                        "the one named (--series NAME)")
+            raise _fail(path, f"several response series in processing/ophys ({listing}); expected one of "
+                        f"{', '.join(SERIES_PREFERENCE)}, or the one named (--series NAME)")
         wanted = [default]
     out = []
     for want in wanted:
@@ -731,7 +731,8 @@ def _choose_series(path: Path, f: Any, options: NwbOptions) -> list[Any]:
             if doubled:
                 plane, names = next(iter(doubled.items()))
                 raise _fail(path, f"{want} holds {len(names)} series of imaging plane {plane.rsplit('/', 1)[-1]} "
-                            f"({', '.join(names)}); expected one series per plane: name the ones to use (--series {names[0]})")
+                            f"({', '.join(names)}); expected one series per plane: name the ones to use "
+                            f"(--series {names[0]})")
             out += objs
         else:
             obj = _child(path, module, want)
@@ -927,8 +928,8 @@ def _windows(path: Path, s: _Series, stamps: np.ndarray, onsets: np.ndarray, win
     empty = stop <= first_frame
     if empty.any():
         raise _fail(path, f"the response window {start:g} to {end:g} s holds no frame of {s.label} after "
-                    f"{int(empty.sum())} of {onsets.size} onsets (frames every {step * 1000:.1f} ms); expected at least one "
-                    "frame in every window (widen the window)")
+                    f"{int(empty.sum())} of {onsets.size} onsets (frames every {step * 1000:.1f} ms); expected at "
+                    "least one frame in every window (widen the window)")
     return first_frame.astype(np.int64), stop.astype(np.int64)
 
 
