@@ -82,26 +82,37 @@ def test_delete_confirmation_does_not_carry_over_to_the_next_run(app_populated):
     assert second.exists()
 
 
-def test_run_listing_is_synced_once_per_ttl_and_again_when_runs_change(app_populated, monkeypatch):
-    """Issue 11 hot path: the pages that list runs rerun on every click; the listing (which scans every
-    run and may write status files) is synced once per TTL, and again at once when a run folder is
-    added or deleted or the set of live jobs changes."""
+def test_run_listing_is_read_once_per_ttl_and_again_when_runs_change(app_populated, monkeypatch):
+    """Issue 11 hot path: the pages that list runs rerun on every click; the listing (which reads every
+    run) is read once per TTL, and again at once when a run folder is added or deleted or the set of
+    live jobs changes. Issue 22 item 4: that cached read never writes (no adoption, no marking)."""
+    import sys
+
     from neuroalign.jobs import manager as jobs
+    from neuroalign.training import runs as runs_io
     from neuroalign.ui import loaders
 
-    calls = []
-    real = jobs.JobManager.sync_runs
+    calls, writes = [], []
+    real_list, real_mark = runs_io.list_runs, runs_io.mark_interrupted
 
-    def counting(self, runs_dir):
-        calls.append(str(runs_dir))
-        return real(self, runs_dir)
+    def counting(runs_dir):
+        if sys._getframe(1).f_globals["__name__"] == loaders.__name__:  # the page's listing, not the manager's
+            calls.append(str(runs_dir))
+        return real_list(runs_dir)
 
-    monkeypatch.setattr(jobs.JobManager, "sync_runs", counting)
+    def marking(runs_dir, live=()):
+        writes.append(sys._getframe(1).f_code.co_name)
+        return real_mark(runs_dir, live)
+
+    monkeypatch.setattr(runs_io, "list_runs", counting)
+    monkeypatch.setattr(runs_io, "mark_interrupted", marking)
+    monkeypatch.setattr(jobs, "SYNC_S", 3600.0)  # the manager syncs once, when it starts watching
     monkeypatch.setattr(loaders, "RUNS_TTL_S", 3600.0)  # no time slot ends inside the test
     at = s.app_at(PAGE)  # app.py, then the Runs page: two script runs
     at.run()
     s.no_exceptions(at)
     assert len(calls) == 1
+    assert writes == ["_sync"]  # the job manager's, at its start
     other = s.write_finished_run(app_populated["runs"], "m1", app_populated["subject_dir"], seed=3)
     at.run()
     assert len(calls) == 2 and other.name in at.dataframe[0].value["run"].tolist()
@@ -113,6 +124,7 @@ def test_run_listing_is_synced_once_per_ttl_and_again_when_runs_change(app_popul
     monkeypatch.setattr(loaders, "RUNS_TTL_S", 1e-6)  # every call falls into a new time slot
     at.run()
     assert len(calls) == 4
+    assert writes == ["_sync"]  # reading the runs never marked anything
 
 
 def test_table_shows_the_main_columns_and_more_on_request(app_populated):

@@ -141,3 +141,30 @@ def test_snapshots_say_stopping_until_the_job_has_ended(tmp_path):
     assert not mgr.stop(b).stopping and mgr.get(b).state == "stopped"
     final = mgr.wait(a, 10)
     assert final.state == "stopped" and not final.stopping
+
+
+def test_a_watched_runs_folder_is_synced_at_once_and_in_the_poll(tmp_path):
+    """Issue 22 item 4: the manager marks orphaned runs interrupted when it starts watching a runs
+    folder and again in its own poll (no page read has to); `close` ends the watcher."""
+    root = tmp_path / "runs"
+    first = runs.new_run_dir(root, "X")
+    runs.write_status(first, "running", "epoch 3")  # the server was restarted mid-run
+    mgr = JobManager(runner=_fake_runner(step_s=0.2, n_epochs=50), sync_s=0.05)
+    j = mgr.start("Y", TrainConfig(preset="reference", epochs=50), tmp_path, root)
+    mgr.watch(root)
+    assert runs.read_status(first)["state"] == "interrupted"  # at once, before any listing
+    later = runs.new_run_dir(root, "Z")
+    runs.write_status(later, "running", "epoch 1")  # e.g. a worker that died without a word
+    deadline = time.monotonic() + 10
+    while runs.read_status(later)["state"] != "interrupted" and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert runs.read_status(later)["state"] == "interrupted"
+    assert runs.read_status(mgr.get(j).run_dir)["state"] in ("queued", "running")  # the live job is left alone
+    watcher = mgr._watcher
+    mgr.close(timeout=10)
+    watcher.join(5)
+    assert not watcher.is_alive()
+    again = runs.new_run_dir(root, "W")
+    runs.write_status(again, "running", "epoch 1")
+    time.sleep(0.3)
+    assert runs.read_status(again)["state"] == "running"  # closed: nobody polls any more

@@ -48,7 +48,8 @@ Every rank of the worker polls that process; once it is gone -- a clean exit, a 
 exited ..."; the next dashboard start lists it, and `resume(run_dir)` continues it from `last.pt`.
 With `NEUROALIGN_JOBS_OUTLIVE_SERVER=1` in the server's environment workers are not tied to it
 and train on after it exits (the old detached behaviour). While a worker runs, `worker.json` in its
-run folder records its pid and start time. `sync_runs(runs_dir)` adopts a run whose recorded
+run folder records its pid and start time. `watch(runs_dir)` (at once, then every `sync_s`
+seconds in the manager's own watcher thread; `sync_runs` once) adopts a run whose recorded
 worker is still alive (`adopt`: e.g. a second server on the same runs folder while the first
 runs, or a detached worker; followed through its folder with the pid as liveness, shown and
 stoppable like the others; it still ends with the server that started it), never marks it
@@ -100,6 +101,7 @@ logger = logging.getLogger(__name__)
 KEEP_FINISHED_PER_SUBJECT = 3  # ended jobs kept in memory per subject (older: run folders only)
 MAX_ENDED_JOBS = 24  # ended jobs kept in memory in all
 POLL_S = 0.25  # how often a job thread looks at its worker's run folder
+SYNC_S = 3.0  # how often the manager re-syncs a watched runs folder (adoption, interrupted marking)
 
 Runner = Callable[..., Path]
 
@@ -114,7 +116,7 @@ class JobManager:
 
     def __init__(self, max_parallel: int = 1, runner: Runner | None = None, worker_runner: str | None = None,
                  keep_finished: int = KEEP_FINISHED_PER_SUBJECT, poll_s: float = POLL_S,
-                 python: str | None = None) -> None:
+                 python: str | None = None, sync_s: float | None = None) -> None:
         if max_parallel < 1:
             raise ValueError(f"max_parallel must be >= 1, got {max_parallel}")
         if keep_finished < 1:
@@ -129,6 +131,10 @@ class JobManager:
         self._jobs: dict[str, Job] = {}
         self._queue: deque[str] = deque()
         self._ids = itertools.count(1)
+        self.sync_s = SYNC_S if sync_s is None else sync_s
+        self._watched: set[Path] = set()
+        self._watcher: threading.Thread | None = None
+        self._closing = threading.Event()
 
     @property
     def poll_s(self) -> float:
@@ -383,8 +389,11 @@ class JobManager:
 
     def close(self, timeout: float | None = 60, kill: bool = False) -> None:
         """Stop every active job and wait for them (up to `timeout` seconds each); with `kill`, a
-        worker still running after that is terminated (SIGTERM, then SIGKILL after 10 s)."""
+        worker still running after that is terminated (SIGTERM, then SIGKILL after 10 s). The watcher
+        of `watch` ends too (a later `watch` starts it again)."""
         with self._lock:
+            self._closing.set()
+            self._watcher = None
             active = [j for j in self._jobs.values() if j.state in runs_io.ACTIVE_STATES]
         for job in active:
             try:
@@ -401,13 +410,42 @@ class JobManager:
             return [j.run_dir for j in self._jobs.values() if j.state in runs_io.ACTIVE_STATES]
 
     def sync_runs(self, runs_dir: str | Path) -> list[runs_io.RunInfo]:
-        """List runs on disk after adopting live workers of this runs folder that no job of this
-        process follows (e.g. after a server restart) and marking orphaned queued/running runs as
-        interrupted."""
-        with self._lock:  # no job can start between reading the live set and marking
-            self._adopt_workers(Path(runs_dir))
-            runs_io.mark_interrupted(runs_dir, self.live_run_dirs())
+        """List runs on disk after syncing `runs_dir` once (see `watch`)."""
+        self._sync(Path(runs_dir))
         return runs_io.list_runs(runs_dir)
+
+    def watch(self, runs_dir: str | Path) -> None:
+        """Keep `runs_dir` in sync with this manager: the first call for a folder adopts its live
+        workers that no job of this process follows (e.g. after a server restart) and marks its
+        orphaned queued/running runs `interrupted`, at once; then the manager's watcher thread does
+        so every `sync_s` seconds until `close`. Later calls for the same folder are free, so a
+        caller may call this before every read of the folder (the reads themselves never write)."""
+        root = Path(runs_dir).resolve()
+        with self._lock:
+            known = root in self._watched
+            self._watched.add(root)
+            if self._watcher is None:
+                self._closing = threading.Event()  # one per watcher thread: `close` ends this one
+                self._watcher = threading.Thread(target=self._watch_loop, args=(self._closing,),
+                                                 name="neuroalign-runs-watcher", daemon=True)
+                self._watcher.start()
+        if not known:
+            self._sync(root)
+
+    def _watch_loop(self, closing: threading.Event) -> None:
+        while not closing.wait(self.sync_s):
+            with self._lock:
+                roots = sorted(self._watched)
+            for root in roots:
+                try:
+                    self._sync(root)
+                except Exception:  # noqa: BLE001 - the watcher outlives one unreadable folder
+                    logger.exception("syncing the runs folder %s failed", root)
+
+    def _sync(self, runs_dir: Path) -> None:
+        with self._lock:  # no job can start between reading the live set and marking
+            self._adopt_workers(runs_dir)
+            runs_io.mark_interrupted(runs_dir, self.live_run_dirs())
 
     def _adopt_workers(self, runs_dir: Path) -> None:
         """Follow, as jobs of this manager, the live workers recorded under `runs_dir` (lock held)."""

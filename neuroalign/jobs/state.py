@@ -35,7 +35,7 @@ class JobSnapshot:
     error: str | None
     started: float | None
     finished: float | None
-    kind: str = "thread"  # worker | thread | adopted (a worker found alive by sync_runs)
+    kind: str = "thread"  # worker | thread | adopted (a worker found alive by JobManager.watch)
     nproc: int = 1
     pid: int | None = None  # the worker process (its launcher under torchrun); None in-thread
     alive: bool | None = None  # the worker process / job thread still exists

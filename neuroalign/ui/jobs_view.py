@@ -25,10 +25,15 @@ def is_stopping(snap: Any) -> bool:
 
 
 def job_manager():
-    """The process-level JobManager (shared by every browser session)."""
+    """The process-level JobManager (shared by every browser session), watching the runs root: it
+    adopts live workers and marks orphaned runs interrupted there at once the first time, then in
+    its own poll (`JobManager.watch`), so no page read has to."""
+    from neuroalign import paths
     from neuroalign.jobs.manager import get_job_manager
 
-    return get_job_manager()
+    manager = get_job_manager()
+    manager.watch(paths.runs_dir())
+    return manager
 
 
 # Runs a Resume can be offered for: ended without finishing (a Stop, the server's exit, a crash

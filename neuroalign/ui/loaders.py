@@ -94,9 +94,10 @@ def _ground_truth(root: str, name: str, stamp: tuple) -> dict | None:
 
 
 # How long a listing of the runs root is reused (seconds): the four pages that list runs rerun on
-# every click and every polling tick, and a sync reads every run's JSON files (and may write the
-# status of orphaned runs). Within this time a listing is reused unless the root's entries or the
-# set of live jobs changed (a run folder created or deleted, a job started or ended).
+# every click and every polling tick, and a listing reads every run's JSON files. Within this time a
+# listing is reused unless the root's entries or the set of live jobs changed (a run folder created
+# or deleted, a job started or ended). The listing only reads: adopting live workers and marking
+# orphaned runs interrupted is the job manager's (`JobManager.watch`, at its start and in its poll).
 RUNS_TTL_S = 3.0
 
 
@@ -104,36 +105,35 @@ def runs_stamp(root: Path) -> tuple:
     """A cheap change stamp of the runs root: its mtime (entries added or removed), the run folders
     of this process's live jobs, and the current `RUNS_TTL_S`-long time slot (so a listing is
     never older than that)."""
-    from neuroalign.jobs.manager import get_job_manager
+    from neuroalign.ui.jobs_view import job_manager
 
     try:
         mtime = Path(root).stat().st_mtime_ns
     except OSError:
         mtime = 0
-    live = tuple(sorted(str(p) for p in get_job_manager().live_run_dirs()))
+    live = tuple(sorted(str(p) for p in job_manager().live_run_dirs()))
     return mtime, live, int(time.monotonic() // RUNS_TTL_S)
 
 
 @st.cache_data(show_spinner=False, max_entries=8)
-def _synced_runs(root: str, stamp: tuple) -> list:
-    from neuroalign.jobs.manager import get_job_manager
-
-    return get_job_manager().sync_runs(Path(root))
+def _listed_runs(root: str, stamp: tuple) -> list:
+    return _runs_io.list_runs(Path(root))
 
 
 def list_runs() -> list:
-    """RunInfo list of the runs root, newest first, after marking orphaned active runs as
-    interrupted. Cached: synced at most every `RUNS_TTL_S` seconds, and again at once when a run
-    folder appears or disappears or a job of this process starts or ends (see `runs_stamp`)."""
+    """RunInfo list of the runs root, newest first (orphaned active runs already marked interrupted
+    by the job manager, which watches this root). Cached: read at most every `RUNS_TTL_S` seconds,
+    and again at once when a run folder appears or disappears or a job of this process starts or
+    ends (see `runs_stamp`)."""
     root = paths.runs_dir()
     if not root.is_dir():
         return []
-    return _synced_runs(str(root), runs_stamp(root))
+    return _listed_runs(str(root), runs_stamp(root))  # runs_stamp's job_manager() watches the root
 
 
 def invalidate_runs() -> None:
     """Forget the cached run listings (after deleting or changing runs from a page)."""
-    _synced_runs.clear()
+    _listed_runs.clear()
 
 
 @st.cache_data(show_spinner=False, max_entries=32)
