@@ -49,12 +49,11 @@ def test_nwb_upload_choices_preview_and_save(app_env, tmp_path):
         assert part in line, (part, line)
     series = at.selectbox(key=keys.NWB_SERIES)
     assert series.value == import_view.AUTO  # automatic ...
-    assert series.options[0] == "automatic (DfOverF)"  # ... says what it picks in this file
+    assert series.label == "Responses (processing/ophys) · automatic: DfOverF"  # ... says what it picks here
     assert {"DfOverF", "Fluorescence", "DfOverF/plane1"} <= set(series.options)  # a container or one plane
     assert at.selectbox(key=keys.NWB_PRESENTATIONS).options == [
-        "automatic (stimulus/presentation/natural_scenes_presentations)",
-        "stimulus/presentation/natural_scenes_presentations"]
-    assert at.selectbox(key=keys.NWB_TEMPLATES).options[0] == "automatic (stimulus/templates/natural_scenes)"
+        import_view.AUTO, "stimulus/presentation/natural_scenes_presentations"]
+    assert at.selectbox(key=keys.NWB_TEMPLATES).label.endswith("automatic: stimulus/templates/natural_scenes")
     assert keys.NWB_INDEX_COLUMN not in [b.key for b in at.selectbox]  # an IndexSeries has no columns to pick
     assert at.text_input(key=keys.UPLOAD_NAME).proto.placeholder == "sub-07_ses-1"  # the default name
     # not the automatic series, and a window inside the one the responses were written for
@@ -111,7 +110,7 @@ def test_nwb_without_templates_asks_for_an_images_mat(app_env, tmp_path):
     assert len(ask) == 1 and "images.mat uploader" in ask[0]
     assert "stimulus images: none in the file" in next(c.value for c in at.caption if c.value.startswith("In the"))
     assert keys.NWB_TEMPLATES not in [b.key for b in at.selectbox]  # nothing to choose among
-    assert at.selectbox(key=keys.NWB_INDEX_COLUMN).options[0] == "automatic (frame)"
+    assert at.selectbox(key=keys.NWB_INDEX_COLUMN).label.endswith("automatic: frame")
     at.button(key=keys.UPLOAD_CHECK).click().run()  # without the images: refused in one line
     assert len(at.error) == 1 and "no stimulus images" in at.error[0].value
     assert keys.UPLOAD_SAVE not in [b.key for b in at.button]
@@ -222,7 +221,7 @@ def test_server_offers_what_is_inside_and_imports_it(server):
     _server_tab(at)
     at.selectbox(key=keys.SERVER_PICK).set_value(f"{inc}/rec.nwb  (NWB file, "
                                                  f"{server_import.human((inc / 'rec.nwb').stat().st_size)})").run()
-    assert at.selectbox(key=keys.NWB_SERIES).options == ["automatic (DfOverF)", "DfOverF"]
+    assert at.selectbox(key=keys.NWB_SERIES).options == [import_view.AUTO, "DfOverF"]
     images_box = at.selectbox(key=keys.SERVER_NWB_IMAGES)
     assert images_box.options[1:] == ["extra.mat", "m7/Data/images.mat", "m7/Data/responses.mat"]  # inside only
     name_key = keys.upload_widget(keys.SERVER_NAME, 1)  # a Save empties the name

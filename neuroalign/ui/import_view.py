@@ -148,12 +148,12 @@ def _nwb_status(inventory: dict | None, error: str | None, images_given: bool, i
 
 def _choice(label: str, options: list[str], key: str, help: str, default: str | None = None) -> str | None:
     """A selectbox of `automatic` + options; None for automatic (and when the value is not offered).
-    `default`: what automatic picks in this file, shown with it ("automatic (DfOverF)")."""
+    `default`: what automatic picks in this file, said in the label ("Responses · automatic: DfOverF"); not
+    in the option itself: the browser keeps showing a selected option's old text when only its text changes."""
     values = [AUTO] + options
     if st.session_state.get(key) not in values:
         st.session_state.pop(key, None)
-    auto = f"{AUTO} ({default})" if default else AUTO
-    picked = st.selectbox(label, values, key=key, help=help, format_func=lambda v: auto if v == AUTO else v)
+    picked = st.selectbox(f"{label} · automatic: {default}" if default else label, values, key=key, help=help)
     return None if picked == AUTO else picked
 
 
