@@ -141,6 +141,26 @@ def test_response_window_is_recorded_in_subject_json(tmp_path):
     assert Path(source["nwb_file"]).name == "w.nwb"
 
 
+def test_unknown_roi_ids_are_noted_not_refused(tmp_path):
+    """A series without a rois region, or a region whose rows are not numbers: the responses are read, the
+    ROI ids of that series are None and a note says why; the other plane keeps its ids."""
+    truth = write_nwb(tmp_path / "r.nwb", planes=2)
+    with h5py.File(tmp_path / "r.nwb", "r+") as f:
+        del f["processing/ophys/DfOverF/plane0/rois"]
+        region = f["processing/ophys/DfOverF/plane1/rois"]
+        attrs = dict(region.attrs)
+        del f["processing/ophys/DfOverF/plane1/rois"]
+        bad = f.create_dataset("processing/ophys/DfOverF/plane1/rois", data=np.array([b"x"] * 20))
+        for key, value in attrs.items():
+            bad.attrs[key] = value
+    subject = read_nwb(tmp_path / "r.nwb")
+    assert_matches(subject, truth)
+    assert subject.meta["nwb"]["roi_ids"] == [None, None]
+    notes = " | ".join(subject.meta["notes"])
+    assert "DfOverF/plane0 has no rois region: the ROI ids are unknown" in notes
+    assert "DfOverF/plane1/rois has HDF5 type" in notes and "expected numbers: the ROI ids are unknown" in notes
+
+
 # ---------------------------------------------------------------------------------------------
 # refused files: one line, naming the file, saying what was expected
 

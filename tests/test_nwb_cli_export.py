@@ -179,3 +179,19 @@ def test_neuron_table_of_a_mat_subject_and_errors(nwb_runs, tmp_path, capsys):
         read_neuron_table(tmp_path / "other.csv")
     assert main(["export", str(run), "--format", "csv", "--out", str(tmp_path / "x.mat")]) == 2
     assert "does not end in .csv" in capsys.readouterr().err
+
+
+def test_identity_columns_from_the_nwb_record():
+    """ROI ids a file did not give are -1; a record that does not cover the neurons is refused in one line."""
+    from neuroalign.export_nwb import _identity
+
+    record = {"series": ["DfOverF/plane0", "DfOverF/plane1"], "rois_per_series": [2, 3],
+              "imaging_planes": ["general/optophysiology/plane0", "processing/ophys/DfOverF/plane1"],
+              "roi_tables": ["processing/ophys/ImageSegmentation/rois_plane0", None], "roi_ids": [[5, 7], None]}
+    got = _identity(record, 5, "M/subject.json")
+    np.testing.assert_array_equal(got["roi_id"], [5, 7, -1, -1, -1])
+    assert list(got["imaging_plane"]) == ["plane0"] * 2 + ["plane1"] * 3
+    assert list(got["roi_table"]) == ["processing/ophys/ImageSegmentation/rois_plane0"] * 2 + [""] * 3
+    with pytest.raises(ValueError, match=r"^M/subject\.json: the NWB record lists 5 ROIs in 2 series for 6 neurons; "
+                                         r"expected one ROI per neuron"):
+        _identity(record, 6, "M/subject.json")

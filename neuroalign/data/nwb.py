@@ -690,7 +690,10 @@ def _roi_identity(path: Path, series: Any, n_rois: int, label: str) -> tuple[str
     ids = _child(path, table, "id")
     if ids is None or not hasattr(ids, "dtype"):
         return _label(table), None, f"{_label(table)} has no id column: the ROI ids of {label} are unknown"
-    rows = _read_small(path, rois, f"{label}/rois").reshape(-1)
+    try:
+        rows = _read_small(path, rois, f"{label}/rois").reshape(-1)
+    except ValueError as exc:  # a damaged region: the responses are still readable, the ids are not
+        return _label(table), None, f"{str(exc).split(': ', 1)[-1]}: the ROI ids are unknown"
     if rows.size != n_rois:
         return _label(table), None, (f"{label}/rois lists {rows.size} ROIs for {n_rois} columns of data: the ROI ids "
                                      "are unknown")
@@ -698,7 +701,10 @@ def _roi_identity(path: Path, series: Any, n_rois: int, label: str) -> tuple[str
     if rows.dtype.kind == "f" or rows.size and (int(rows.min()) < 0 or int(rows.max()) >= n_ids):
         return _label(table), None, (f"{label}/rois holds rows outside {_label(table)} ({n_ids} rows): the ROI ids "
                                      "are unknown")
-    table_ids = _read_small(path, ids, f"{_label(table)}/id").reshape(-1)
+    try:
+        table_ids = _read_small(path, ids, f"{_label(table)}/id").reshape(-1)
+    except ValueError as exc:
+        return _label(table), None, f"{str(exc).split(': ', 1)[-1]}: the ROI ids of {label} are unknown"
     if table_ids.dtype.kind == "f":
         return _label(table), None, f"{_label(table)}/id is not integer: the ROI ids of {label} are unknown"
     return _label(table), [int(v) for v in table_ids[rows.astype(np.int64)]], None
