@@ -215,6 +215,7 @@ def test_server_offers_what_is_inside_and_imports_it(server):
     at.button(key=keys.UPLOAD_SAVE).click().run()
     s.no_exceptions(at)
     assert SubjectStore(server["data"]).load("m7").n_neurons == 9
+    assert [m.value for m in at.success] == ["Imported **m7**: it is open in **Browse**."]  # the toast goes
     assert (inc / "m7" / "Data" / "images.mat").is_file()  # the server's files are read, never moved
     # the NWB file, under another name
     at.switch_page(PAGE).run()

@@ -26,6 +26,9 @@ def render(store) -> None:
                      help="Upload through the browser (up to the server's upload limit), or pick a recording "
                           "copied to the server's import folders (large NWB files, whole lab folders).")
     generation = st.session_state.get(keys.UPLOAD_GENERATION, 0)  # a Save empties the widgets
+    imported = st.session_state.pop(keys.IMPORTED, None)
+    if imported:
+        st.success(f"Imported **{md(imported)}**: it is open in **Browse**.", icon=":material/check_circle:")
     section = "server" if where == SERVER else ("upload", "nwb" if st.session_state.get(keys.UPLOAD_FORMAT) == NWB
                                                 else "mat")
     staged = st.session_state.get(keys.UPLOAD_STAGED)
@@ -375,6 +378,7 @@ def _show_staged(store, staged, current: tuple, generation: int) -> None:
             st.error(f"Import failed, nothing saved: {md(exc)}")
         else:
             st.session_state[keys.SELECTED_SUBJECT] = info.name
+            st.session_state[keys.IMPORTED] = info.name
             st.session_state[keys.UPLOAD_GENERATION] = generation + 1
             st.toast(f"Imported {md(info.name)}")
             st.rerun()

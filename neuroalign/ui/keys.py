@@ -42,6 +42,7 @@ SERVER_RESPONSES = "subjects.server_responses"
 SERVER_NWB_IMAGES = "subjects.server_nwb_images"  # the images .mat of an NWB file without templates
 SERVER_CHECK = "subjects.server_check"
 SERVER_RESCAN = "subjects.server_rescan"
+IMPORTED = "subjects.imported"  # the name just saved: said once in the Import tab (the toast goes)
 
 
 def upload_widget(key: str, generation: int) -> str:
