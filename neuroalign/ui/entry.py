@@ -3,8 +3,11 @@
 Streamlit treats a folder named `pages/` next to the main script as an old-style multipage app
 until the first `st.navigation` call of the process. So the first request of a fresh server for
 a deep link (e.g. a reloaded `/train` tab), and every AppTest run, executes `pages/<x>.py`
-without app.py. app.py marks each run it drives; a page that finds no mark sets the shell up
-itself (the same calls app.py makes) and carries on, so nothing of that run is lost.
+without app.py. Measured (Streamlit 1.67, tests/test_browser_deep_link.py): without this call a
+fresh server whose first request is `/train` shows that page and every later one of every session
+without the sidebar and with file-name navigation, since no `st.navigation` call ever comes; so
+the real server needs it, not only AppTest. app.py marks each run it drives; a page that finds no
+mark sets the shell up itself (the same calls app.py makes) and carries on.
 """
 
 from __future__ import annotations
