@@ -67,6 +67,17 @@ def test_prepare_and_download_the_export(trained_env):
         np.testing.assert_allclose(z["response_embedding"], want["response_embedding"], atol=1e-6)
     assert name.endswith("_m1.npz")
 
+    # the per-neuron table as CSV: the neuron_table of the library, byte for byte
+    from neuroalign.export_nwb import neuron_table, table_bytes
+
+    at.segmented_control(key=keys.RUNS_EXPORT_FORMAT).set_value("csv").run()
+    at.button(key=keys.RUNS_EXPORT_PREPARE).click().run()
+    s.no_exceptions(at)
+    _, data, name = at.session_state[keys.RUNS_EXPORT_READY]
+    assert name == f"{run.name}_m1_neurons.csv"
+    assert data == table_bytes(neuron_table(run, data_dir=trained_env["data"]))
+    assert data.decode().splitlines()[0].startswith("neuron,") and "feve" in data.decode().splitlines()[0]
+
 
 def test_export_of_a_run_whose_subject_changed_is_one_line(trained_env):
     run = trained_env["run"]

@@ -1,5 +1,7 @@
 """The Runs page's Export: a trained run's embeddings, splits and per-neuron scores as .npz or .mat,
-the bytes built by `neuroalign.export` (what `python -m neuroalign export` writes).
+the bytes built by `neuroalign.export`, or the per-neuron table as .csv (`neuroalign.export_nwb`: with
+the NWB series, plane and ROI id of each neuron for a subject imported from NWB, ready to add back to
+the NWB file) -- what `python -m neuroalign export` writes.
 
 Encoding every image takes seconds, so the file is prepared on a click (with a spinner, errors in one
 line) and kept in the session for that run, format and subject until the run's files change; the
@@ -17,7 +19,7 @@ from neuroalign import paths
 from neuroalign.text import markdown_literal as md
 from neuroalign.ui import keys, loaders
 
-FORMATS = {"mat": "MATLAB (.mat)", "npz": "NumPy (.npz)"}
+FORMATS = {"mat": "MATLAB (.mat)", "npz": "NumPy (.npz)", "csv": "Neuron table (.csv)"}
 SHARED_KINDS = ("shared", "adapted")
 
 
@@ -43,7 +45,8 @@ def section(run_dir: Path, config: dict[str, Any]) -> None:
     subjects = _subjects(config)
     st.caption("Export: the run's shared-space embedding of every image and response (and repeat), each image's "
                "split, and the per-neuron scores (FEVE, importance, reliability), as one file for MATLAB or "
-               "NumPy (also `python -m neuroalign export`).")
+               "NumPy; or the per-neuron table as CSV, with each neuron's NWB ROI id when the subject came from "
+               "an NWB file (README: NWB files; also `python -m neuroalign export`).")
     with st.container(horizontal=True, vertical_alignment="bottom"):
         fmt = st.segmented_control("Export format", list(FORMATS), format_func=FORMATS.get, default="mat",
                                    key=keys.RUNS_EXPORT_FORMAT, disabled=why is not None) or "mat"
@@ -66,11 +69,19 @@ def section(run_dir: Path, config: dict[str, Any]) -> None:
 
         ready = None
         st.session_state.pop(keys.RUNS_EXPORT_READY, None)
+        which = subject if config.get("kind") in SHARED_KINDS else None
         try:
-            with st.spinner("Encoding every image and response…"):
-                arrays = export_run(run_dir, subject=subject if config.get("kind") in SHARED_KINDS else None,
-                                    data_dir=paths.data_dir(), cache_dir=paths.cache_dir())
-                ready = (want, to_bytes(arrays, fmt), f"{run_dir.name}_{arrays['subject']}.{fmt}")
+            if fmt == "csv":
+                from neuroalign.export_nwb import neuron_table, table_bytes
+
+                with st.spinner("Collecting the per-neuron scores…"):
+                    table = neuron_table(run_dir, subject=which, data_dir=paths.data_dir())
+                    label = which or (_subjects(config) or ["run"])[0]
+                    ready = (want, table_bytes(table), f"{run_dir.name}_{label}_neurons.csv")
+            else:
+                with st.spinner("Encoding every image and response…"):
+                    arrays = export_run(run_dir, subject=which, data_dir=paths.data_dir(), cache_dir=paths.cache_dir())
+                    ready = (want, to_bytes(arrays, fmt), f"{run_dir.name}_{arrays['subject']}.{fmt}")
         except (ValueError, FileNotFoundError, OSError, MemoryError) as exc:
             st.error(f"Cannot export {md(run_dir.name)}: {md(exc)}", icon=":material/error:")
         else:
