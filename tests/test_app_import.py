@@ -44,7 +44,7 @@ def test_nwb_upload_choices_preview_and_save(app_env, tmp_path):
     s.no_exceptions(at)
     assert not at.error
     # the choices come from the file (read in the sandbox before any check)
-    line = next(c.value for c in at.caption if c.value.startswith("In the file: NWB 2."))
+    line = next(c.value for c in at.caption if c.value.startswith("In sub-07_ses-1.nwb: NWB 2."))
     for part in ("DfOverF (2 series)", "Fluorescence (2 series)", "(IndexSeries, 60)", "(Images, 20)"):
         assert part in line, (part, line)
     series = at.selectbox(key=keys.NWB_SERIES)
@@ -108,7 +108,7 @@ def test_nwb_without_templates_asks_for_an_images_mat(app_env, tmp_path):
     assert not at.error
     ask = [i.value for i in at.info if "no stimulus images" in i.value]
     assert len(ask) == 1 and "images.mat uploader" in ask[0]
-    assert "stimulus images: none in the file" in next(c.value for c in at.caption if c.value.startswith("In the"))
+    assert "stimulus images: none in the file" in next(c.value for c in at.caption if c.value.startswith("In bare"))
     assert keys.NWB_TEMPLATES not in [b.key for b in at.selectbox]  # nothing to choose among
     assert at.selectbox(key=keys.NWB_INDEX_COLUMN).label.endswith("automatic: frame")
     at.button(key=keys.UPLOAD_CHECK).click().run()  # without the images: refused in one line
@@ -166,7 +166,8 @@ def test_bad_nwb_one_error_line_and_nothing_written(app_env, tmp_path, kind):
 
 @pytest.fixture
 def server(app_env, tmp_path, monkeypatch):
-    """An import folder (NEUROALIGN_IMPORT_ROOTS) holding a subject folder `m7` (MAT pair), `rec.nwb`, a
+    """An import folder (NEUROALIGN_IMPORT_ROOTS) holding a subject folder `m7` (MAT pair), `rec.nwb`, `bare.nwb`
+    (no stimulus templates), a
     loose `extra.mat`, and two links out of it: `evil.nwb` (a file) and `linked` (a subject folder)."""
     from scipy.io import savemat
 
@@ -180,6 +181,7 @@ def server(app_env, tmp_path, monkeypatch):
     savemat(inc / "m7" / "Data" / "responses.mat", responses)
     savemat(inc / "extra.mat", images)
     truth = ns.write_nwb(inc / "rec.nwb", n_images=16, n_rois=8, repeats=2)
+    ns.write_nwb(inc / "bare.nwb", n_images=12, n_rois=6, templates="none", presentation="intervals")
     ns.write_nwb(out / "secret.nwb", n_images=16, n_rois=8)
     (out / "pair").mkdir()
     savemat(out / "pair" / "images.mat", images)
@@ -187,6 +189,10 @@ def server(app_env, tmp_path, monkeypatch):
     (inc / "evil.nwb").symlink_to(out / "secret.nwb")
     (inc / "linked").symlink_to(out / "pair", target_is_directory=True)
     return {**app_env, "incoming": inc, "outside": out, "truth": truth}
+
+
+def _pair_size(folder) -> int:
+    return sum((folder / "Data" / f).stat().st_size for f in ("images.mat", "responses.mat"))
 
 
 def _server_tab(at):
@@ -201,9 +207,16 @@ def test_server_offers_what_is_inside_and_imports_it(server):
     assert not at.error
     pick = at.selectbox(key=keys.SERVER_PICK)
     # shown relative to the (single) import folder, named above the list
-    assert [o.split("  (")[0] for o in pick.options] == ["m7", "rec.nwb", "two .mat files picked by hand"]
-    assert "(MAT pair," in pick.options[0] and "(NWB file," in pick.options[1]
-    assert pick.value.startswith(f"{inc}/m7  (MAT pair")
+    assert [o.split("  (")[0] for o in pick.options] == ["bare.nwb", "m7", "rec.nwb",
+                                                         "two .mat files picked by hand"]
+    assert "(MAT pair," in pick.options[1] and "(NWB file," in pick.options[2]
+    assert pick.value.startswith(f"{inc}/bare.nwb  (NWB file")
+    # an NWB file without templates: its images are picked among the .mat files inside the folders
+    images_box = at.selectbox(key=keys.SERVER_NWB_IMAGES)
+    assert images_box.options[1:] == ["extra.mat", "m7/Data/images.mat", "m7/Data/responses.mat"]  # inside only
+    assert any("no stimulus images" in i.value and "Images .mat" in i.value for i in at.info)
+    at.selectbox(key=keys.SERVER_PICK).set_value(f"{inc}/m7  (MAT pair, "
+                                                 f"{server_import.human(_pair_size(inc / 'm7'))})").run()
     assert not [o for o in pick.options if "evil" in o or "linked" in o or "secret" in o]
     assert any(c.value == "2 symbolic links lead outside the import folders and are not offered" for c in at.caption)
     assert any(f"`{inc}`" in m.value and "NEUROALIGN_IMPORT_ROOTS" in m.value for m in at.markdown)  # not escaped
@@ -223,8 +236,7 @@ def test_server_offers_what_is_inside_and_imports_it(server):
     at.selectbox(key=keys.SERVER_PICK).set_value(f"{inc}/rec.nwb  (NWB file, "
                                                  f"{server_import.human((inc / 'rec.nwb').stat().st_size)})").run()
     assert at.selectbox(key=keys.NWB_SERIES).options == [import_view.AUTO, "DfOverF"]
-    images_box = at.selectbox(key=keys.SERVER_NWB_IMAGES)
-    assert images_box.options[1:] == ["extra.mat", "m7/Data/images.mat", "m7/Data/responses.mat"]  # inside only
+    assert keys.SERVER_NWB_IMAGES not in [b.key for b in at.selectbox]  # its images are in the file
     name_key = keys.upload_widget(keys.SERVER_NAME, 1)  # a Save empties the name
     assert at.text_input(key=name_key).proto.placeholder == "rec"
     at.text_input(key=name_key).set_value("mouse rec")
@@ -281,6 +293,8 @@ def test_a_check_made_in_the_other_section_goes_quietly(server):
     s.no_exceptions(at)
     assert not at.success and not [i for i in at.info if "changed since the check" in i.value]
     assert list(server["data"].iterdir()) == []  # the staged subject is removed
+    inc = server["incoming"]
+    at.selectbox(key=keys.SERVER_PICK).set_value(f"{inc}/m7  (MAT pair, {server_import.human(_pair_size(inc / 'm7'))})")
     at.button(key=keys.SERVER_CHECK).click().run()
     assert at.success and "Responses of the recording" in s.chart_specs(at)[0]["layout"]["title"]["text"]
     at.radio(key=keys.IMPORT_FROM).set_value(import_view.UPLOAD).run()

@@ -82,7 +82,8 @@ def _upload_section(store, generation: int) -> tuple[Any, tuple]:
         if nwb_file is not None:
             inventory, problem = _inventory(("upload",) + upload.upload_identity("", nwb_file, None),
                                             lambda: upload.nwb_inventory(nwb_file, staging_root=upload.staging_root()))
-            problem = _nwb_status(inventory, problem, nwb_images is not None, "the images.mat uploader")
+            problem = _nwb_status(inventory, problem, nwb_images is not None, "the images.mat uploader",
+                                  nwb_file.name)
         options = _nwb_options(inventory) if problem is None else None
         current = (nwb_file, nwb_images)
         extra = (upload.nwb_options_identity(options) if options is not None else ("nwb", "invalid"),)
@@ -130,13 +131,17 @@ def _inventory(identity: tuple, read) -> tuple[dict | None, str | None]:
     return entry.get("ok"), entry.get("error")
 
 
-def _nwb_status(inventory: dict | None, error: str | None, images_given: bool, images_where: str) -> str | None:
-    """Say, before any check, what keeps an NWB file from importing; returns the blocking reason (shown as
-    the one error line; Check is then disabled: it could only repeat it), else None.
+def _nwb_status(inventory: dict | None, error: str | None, images_given: bool, images_where: str,
+                file_name: str) -> str | None:
+    """Say, before any check, what the NWB file `file_name` holds (one line) and what keeps it from importing;
+    returns the blocking reason (shown as the one error line; Check is then disabled: it could only repeat it),
+    else None.
 
     A file that is not NWB, or has no response series (no `processing/ophys`, nothing in it), cannot be
     fixed by any choice on the page. A file without stimulus templates needs the images as a .mat file:
     an info line says where to give it (the check would refuse the file without it)."""
+    if inventory is not None:
+        st.caption(_inventory_line(inventory, file_name))
     if error is None and inventory is not None and not inventory.get("series") and inventory.get("series_error"):
         error = " ".join(str(inventory["series_error"]).split())
     if error is not None:
@@ -160,8 +165,8 @@ def _choice(label: str, options: list[str], key: str, help: str, default: str | 
     return None if picked == AUTO else picked
 
 
-def _inventory_line(inv: dict) -> str:
-    """What an NWB file holds, in one line: "NWB 2.7.0 · responses: DfOverF (2 series), Fluorescence ·
+def _inventory_line(inv: dict, file_name: str) -> str:
+    """What an NWB file holds, in one line: "In x.nwb: NWB 2.7.0 · responses: DfOverF (2 series), Fluorescence ·
     presentations: natural_scenes (IndexSeries, 120) · stimulus images: natural_scenes (Images, 40)"."""
     series = inv.get("series") or {}
     responses = ", ".join(f"{name} ({len(members)} series)" if len(members) > 1 else name
@@ -170,7 +175,7 @@ def _inventory_line(inv: dict) -> str:
                      for p in inv.get("presentations") or []) or "none"
     tpl = ", ".join(f"{t['name'].rsplit('/', 1)[-1]} ({t['kind']}, {t['n']})" for t in inv.get("templates") or []) \
         or "none in the file"
-    return md(f"In the file: NWB {inv.get('nwb_version') or '?'} · responses: {responses} · presentations: {pres} · "
+    return md(f"In {file_name}: NWB {inv.get('nwb_version') or '?'} · responses: {responses} · presentations: {pres} · "
               f"stimulus images: {tpl}")
 
 
@@ -178,8 +183,6 @@ def _nwb_options(inventory: dict | None) -> NwbOptions | None:
     """The NWB choices (response series, presentations, templates, index column, window), from what the
     file offers; None (and a message) when the window is not valid."""
     inv = inventory or {}
-    if inventory is not None:
-        st.caption(_inventory_line(inventory))
     with st.expander("NWB choices (responses, presentations, response window)", expanded=inventory is not None):
         series = inv.get("series") or {}
         series_options = []
@@ -278,13 +281,15 @@ def _server_section(store, generation: int) -> tuple[Any, tuple]:
         kind = "mat"
     elif candidate.kind == "nwb":
         files = candidate.paths
-        none = "none (the images are in the NWB file)"
-        img = st.selectbox("Images .mat (only for an NWB file without stimulus images)", [none] + list(mat_labels),
-                           key=keys.SERVER_NWB_IMAGES, format_func=shown)
-        images_path = mat_labels.get(img)
         inventory, problem = _inventory(("server",) + server_import.stamp(files[0]),
                                         lambda: _server_inventory(files[0], roots))
-        problem = _nwb_status(inventory, problem, images_path is not None, "pick it in **Images .mat** above")
+        if inventory is not None and not inventory.get("templates"):  # only then are the images in a .mat file
+            none = "none picked yet"
+            img = st.selectbox("Images .mat (this NWB file has no stimulus images)", [none] + list(mat_labels),
+                               key=keys.SERVER_NWB_IMAGES, format_func=shown)
+            images_path = mat_labels.get(img)
+        problem = _nwb_status(inventory, problem, images_path is not None, "pick it in **Images .mat** above",
+                              files[0].name)
         nwb_options = _nwb_options(inventory) if problem is None else None
         default_name = candidate.name
         kind = "nwb"
