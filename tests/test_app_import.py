@@ -314,3 +314,30 @@ def test_server_default_folder_and_empty_folder(app_env, monkeypatch):
     at.button(key=keys.SERVER_RESCAN).click().run()
     assert not any("does not exist" in c.value for c in at.caption)
     assert any(i.value.startswith("Nothing to import in the import folders yet") for i in at.info)
+    # a MAT pair copied straight into <data>/incoming: offered for import, never taken for a subject itself
+    images, responses = s.tiny_pair(n_images=20, n_neurons=5)
+    (default / "images.mat").write_bytes(s.mat_bytes(images))
+    (default / "responses.mat").write_bytes(s.mat_bytes(responses))
+    at.button(key=keys.SERVER_RESCAN).click().run()
+    s.no_exceptions(at)
+    assert at.selectbox(key=keys.SERVER_PICK).value.startswith(f"{default}  (MAT pair")
+    assert any(i.value.startswith("No subjects in the data folder yet") for i in at.info)  # Browse
+    assert SubjectStore(app_env["data"]).names() == []
+    with pytest.raises(FileNotFoundError, match="import folder"):
+        SubjectStore(app_env["data"]).delete("incoming")
+    at.text_input(key=keys.SERVER_NAME).set_value("incoming")
+    at.button(key=keys.SERVER_CHECK).click().run()
+    assert len(at.error) == 1 and "import folder" in at.error[0].value
+    at.text_input(key=keys.SERVER_NAME).set_value("")
+    at.button(key=keys.SERVER_CHECK).click().run()  # the default name
+    at.button(key=keys.UPLOAD_SAVE).click().run()
+    s.no_exceptions(at)
+    assert SubjectStore(app_env["data"]).names() == ["subject"]
+    assert (default / "images.mat").is_file() and (default / "responses.mat").is_file()
+
+
+def test_the_import_folder_name_is_one_name():
+    from neuroalign import paths
+    from neuroalign.data import names
+
+    assert paths.INCOMING == names.IMPORT_FOLDER

@@ -4,7 +4,8 @@ Rules for new subjects: 1-100 characters and at most 200 UTF-8 bytes, normalised
 NFC; any script is fine (e.g. "Maus-Zoë", "鼠1"), but not: empty or surrounding spaces, path
 separators, a leading '.', '..' anywhere, a trailing '.', control or invisible format
 characters, the characters < > : " | ? * (not allowed on Windows) or a Windows device name
-(CON, PRN, AUX, NUL, COM1-9, LPT1-9, also with an extension). Existing folders with other names
+(CON, PRN, AUX, NUL, COM1-9, LPT1-9, also with an extension), nor `incoming` (the dashboard's default
+import folder, `<data>/incoming`, which is never taken for a subject). Existing folders with other names
 are still listed and loadable (`folder_name` only insists on one path component).
 """
 
@@ -19,6 +20,9 @@ _MAX_NAME_BYTES = 200
 _WINDOWS_FORBIDDEN = set('<>:"|?*')
 _WINDOWS_DEVICES = {"con", "prn", "aux", "nul", *(f"com{i}" for i in range(1, 10)),
                     *(f"lpt{i}" for i in range(1, 10))}
+#: the dashboard's default import folder, `<data>/incoming` (`neuroalign.paths.INCOMING`): recordings copied to
+#: the server wait there. Never a subject: not listed, not deleted, not a new subject's name.
+IMPORT_FOLDER = "incoming"
 
 
 def check_subject_name(name: str) -> str:
@@ -44,6 +48,9 @@ def check_subject_name(name: str) -> str:
     if bad:
         raise ValueError(f"subject name {name!r} contains {' '.join(bad)}; expected a plain folder name "
                          f"without any of < > : \" | ? *")
+    if name.casefold() == IMPORT_FOLDER:
+        raise ValueError(f"subject name {name!r} is the data folder's import folder (<data>/{IMPORT_FOLDER}, where "
+                         "recordings wait to be imported); expected another name")
     if name.split(".")[0].strip().lower() in _WINDOWS_DEVICES:
         raise ValueError(f"subject name {name!r} is a reserved device name on Windows; expected another name")
     if len(name) > _MAX_NAME_CHARS or len(name.encode("utf-8")) > _MAX_NAME_BYTES:

@@ -34,7 +34,7 @@ from typing import Any
 from neuroalign.data.folder_check import CHECKS_DIR, folder_error, forget
 from neuroalign.data.layout import decide_layout, istim_presentations
 from neuroalign.data.matio import peek_mat, read_mat_variables
-from neuroalign.data.names import check_subject_name, folder_name, name_taken
+from neuroalign.data.names import IMPORT_FOLDER, check_subject_name, folder_name, name_taken
 from neuroalign.data.simulate import make_demo_subjects
 from neuroalign.data.subject import (IMAGE_VARIABLES, SIDECAR, Subject, load_pair, load_subject, read_sidecar,
                                      source_of, subject_files)
@@ -108,8 +108,8 @@ class SubjectStore:
         out = []
         for p in children:
             try:
-                if p.name.startswith(".") or not p.is_dir():
-                    continue
+                if p.name.startswith(".") or p.name == IMPORT_FOLDER or not p.is_dir():
+                    continue  # hidden (staging, checks), or the import folder: recordings waiting, not a subject
                 try:
                     subject_files(p)
                     out.append((p, True))
@@ -295,6 +295,9 @@ class SubjectStore:
     def delete(self, name: str) -> None:
         """Remove the folder of subject `name` (only ever inside the root; never follows a link)."""
         link = self.root / folder_name(name)
+        if name == IMPORT_FOLDER:
+            raise FileNotFoundError(f"{name!r} in {self.root} is the import folder (recordings waiting to be "
+                                    "imported), not a subject; not deleting it")
         if link.is_symlink():
             raise FileNotFoundError(f"subject {name!r} in {self.root} is a symbolic link to {os.readlink(link)}; "
                                     "not deleting data outside the data root (remove the link yourself)")
