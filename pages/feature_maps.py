@@ -11,7 +11,7 @@ page_entry()
 st.title("Feature maps")
 run, summary, outputs = run_picker.pick_finished_run(keys.MAPS_RUN)
 guards.show_summary_problems(run.run_id, summary)
-if summary.get("shared"):  # a shared run: one vector space, no maps; its embeddings instead
+if summary.is_shared:  # a shared run: one vector space, no maps; its embeddings instead
     shared_view.render_embeddings(summary, outputs, run_picker.stimuli_for)
     st.stop()
 image_maps = np.asarray(outputs["image_maps"])

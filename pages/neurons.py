@@ -14,19 +14,19 @@ with st.expander("How importance is computed"):
     st.markdown(neurons_view.IMPORTANCE_HELP)
 run, summary, outputs = run_picker.pick_finished_run(neurons_view.RUN_KEY)
 guards.show_summary_problems(run.run_id, summary)
-name = ((summary.get("config") or {}).get("subject") or {}).get("name")
+name = summary.subject_name
 try:
     if not name:
         raise ValueError("the run's config.json does not record its subject")
     with st.spinner("Computing per-neuron importance on the test images…"):
-        result = (loaders.shared_importance(run.path, name) if summary.get("shared")  # a shared run's subject
+        result = (loaders.shared_importance(run.path, name) if summary.is_shared  # a shared run's subject
                   else loaders.run_importance(run.path, name))
     subject = loaders.load_subject(name)
 except (ValueError, FileNotFoundError, OSError) as exc:
     st.error(f"Cannot compute neuron importance for run {md(run.run_id)}: {md(exc)}")
     st.stop()
 
-if summary.get("shared"):
+if summary.is_shared:
     st.caption(f"In this shared run: the importance of each neuron of {md(name)} for its linear read-in into the "
                "shared space (the image side's test embeddings take the place of the image maps; softmax "
                f"temperature {result['temperature']:g}, the run config's).")
@@ -50,10 +50,10 @@ neurons_view.render_comparisons(values, reliability, snr, has_repeats=subject.re
                                 simulated=bool(subject.meta.get("simulated")), measure=measure.noun)
 
 charts = neurons_view.charts(values, measure, reliability, snr, result)
-feve = neurons_view.feve_values(summary.get("results") or {}, k)  # None: an older run or no repeats
+feve = neurons_view.feve_values(summary.results or {}, k)  # None: an older run or no repeats
 if feve is not None:
-    fev = neurons_view.fev_values(subject.repeats, (summary.get("split") or {}).get("test"))
-    charts.append(neurons_view.feve_chart(feve, fev, summary.get("results") or {}))
+    fev = neurons_view.fev_values(subject.repeats, summary.test_indices)
+    charts.append(neurons_view.feve_chart(feve, fev, summary.results or {}))
 for row in range(0, len(charts), 2):
     for col, (fig, chart_key, caption) in zip(st.columns(2), charts[row:row + 2]):
         col.plotly_chart(fig, key=chart_key)

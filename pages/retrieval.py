@@ -14,9 +14,9 @@ SHORT_LABELS = {"ridge pixels": "pixels", "ridge random": "random", "ridge backb
 page_entry()
 st.title("Retrieval")
 run, summary, outputs = run_picker.pick_finished_run(keys.RETRIEVAL_RUN)
-problems = summary.get("problems") or {}
+problems = summary.problems
 guards.show_summary_problems(run.run_id, summary)
-results = summary.get("results") or {}
+results = summary.results or {}
 sim = np.asarray(outputs["similarity"])
 test_idx = np.asarray(outputs["test_indices"])
 n = len(test_idx)
@@ -58,7 +58,7 @@ else:
                "a column name for what each baseline is. pixels, random, backbone: ridge regression from the pixels, "
                "from random features and from the backbone features; the best linear readout is the best of them.")
 
-if summary.get("shared"):  # a shared run: does one subject's response retrieve another's?
+if summary.is_shared:  # a shared run: does one subject's response retrieve another's?
     shared_view.render_cross_subject(summary)
 
 # ---- query browser -----------------------------------------------------------------------------
@@ -112,7 +112,7 @@ st.plotly_chart(plots.rank_histogram(ranks), key="retrieval.ranks")
 st.caption("Where the true match lands in each query's ranking. A random ranking spreads the ranks evenly "
            "(dashed line); a good model piles them up at rank 1.")
 st.page_link(neurons_view.PAGE.path, label="Which neurons drive this run's retrieval", icon=neurons_view.PAGE.icon)
-subject_name = ((summary.get("config") or {}).get("subject") or {}).get("name")
+subject_name = summary.subject_name
 if subject_name:
     st.session_state[profile_view.PREFERRED_SUBJECT] = subject_name  # the Image models page opens on it
 st.page_link(nav.PROFILE.path, label="Which image model and layer align with this subject (layer profile)",

@@ -11,6 +11,7 @@ from neuroalign.ui import guards, keys, loaders, nav, resume, shared_view, table
 from neuroalign.text import markdown_code, markdown_literal as md
 from neuroalign.ui import export_view
 from neuroalign.ui.entry import page_entry
+from neuroalign.ui.summary import RunSummary
 
 page_entry()
 st.title("Runs")
@@ -65,7 +66,7 @@ if picked:
     histories = {}
     for p in picked:
         try:
-            histories[curve_runs[p]] = loaders.run_summary(p)["metrics"]
+            histories[curve_runs[p]] = loaders.run_summary(p).metrics
         except (ValueError, FileNotFoundError, OSError) as exc:
             st.error(f"Cannot read metrics of {md(curve_runs[p])}: {md(exc)}")
     st.plotly_chart(plots.loss_curves(histories, smoothing=smoothing, log_y=log_y), key="runs.curves")
@@ -81,25 +82,25 @@ row = view[view["path"] == chosen].iloc[0]
 try:
     chosen_summary = loaders.run_summary(chosen)
 except (ValueError, FileNotFoundError, OSError):  # its message is in the row's problem, shown below
-    chosen_summary = {"status": {}, "metrics": []}
+    chosen_summary = RunSummary()
 if row["problem"]:
     st.error(f"Run {md(run_dir.name)}: {md(row['problem'])}", icon=":material/error:")
 if row["state"] == "failed":
-    st.error(f"This run failed: {md((chosen_summary.get('status') or {}).get('message', ''))}")
+    st.error(f"This run failed: {md(chosen_summary.status_message)}")
 resume.show_errors()
 if row["state"] in resume.RESUMABLE_STATES and row["state"] != "failed":  # failed: its error is shown above
     with st.container(horizontal=True, vertical_alignment="center"):
         resume.button(run_dir, row["state"], keys.RUNS_RESUME)
-        st.caption(f"This run is {md(row['state'])}: {md((chosen_summary.get('status') or {}).get('message', ''))}")
+        st.caption(f"This run is {md(row['state'])}: {md(chosen_summary.status_message)}")
 elif row["state"] == "failed":
     resume.button(run_dir, row["state"], keys.RUNS_RESUME)
-shared_names = loaders.shared_subject_names(chosen_summary.get("config") or {}) \
-    if loaders.is_shared_config(chosen_summary.get("config")) else []
+shared_names = loaders.shared_subject_names(chosen_summary.config) \
+    if loaders.is_shared_config(chosen_summary.config) else []
 if shared_names and row["state"] == "finished":  # a shared run: one row per subject (its own results.json)
-    kind = (chosen_summary.get("config") or {}).get("kind")
+    kind = chosen_summary.kind
     st.markdown("**Per subject** — one model over " + ", ".join(markdown_code(n) for n in shared_names)
                 if kind == "shared" else "**Adapted** from "
-                f"{markdown_code(Path(str(chosen_summary['config'].get('adapted_from'))).name)}"
+                f"{markdown_code(Path(str(chosen_summary.config.get('adapted_from'))).name)}"
                 " (only this subject's read-in was fitted)")
     try:
         st.dataframe(shared_view.subjects_frame(run_dir, shared_names), hide_index=True,
@@ -123,7 +124,7 @@ if shared_names:  # a shared run's own files (training.shared_runs)
     downloads = [("shared_model.npz", "Shared model (npz)", "application/octet-stream"),
                  ("shared_results.json", "shared_results.json", "application/json"),
                  ("config.json", "config.json", "application/json")]
-metrics = chosen_summary["metrics"]
+metrics = chosen_summary.metrics
 buf = io.StringIO()
 pd.DataFrame(metrics).to_csv(buf, index=False)
 with st.container(horizontal=True):
@@ -135,7 +136,7 @@ with st.container(horizontal=True):
     st.download_button("Metrics CSV", data=buf.getvalue(), file_name=f"{run_dir.name}_metrics.csv",
                        mime="text/csv", disabled=not metrics, key="runs.download.csv", on_click="ignore",
                        icon=":material/download:")
-export_view.section(run_dir, chosen_summary.get("config") or {})
+export_view.section(run_dir, chosen_summary.config)
 
 with st.expander("Delete this run"):
     sure = st.checkbox(f"Yes, delete {md(run_dir.name)} and all its files",

@@ -102,7 +102,7 @@ def _adapt_controls() -> None:
     run_dir = c[0].selectbox("Shared run", list(by_path), key=keys.TRAIN_ADAPT_RUN,
                              format_func=lambda p: shared_view.shared_run_label(by_path[p]),
                              help="A finished shared model; its image side and read-ins stay fixed.")
-    taken = loaders.shared_subject_names(loaders.run_summary(run_dir).get("config") or {})
+    taken = loaders.shared_subject_names(loaders.run_summary(run_dir).config)
     new = [n for n in usable if n not in taken]
     if not new:
         c[1].selectbox("New subject", [], key=keys.TRAIN_ADAPT_SUBJECT, disabled=True)

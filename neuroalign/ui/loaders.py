@@ -7,6 +7,7 @@ Subjects are cached as resources (large arrays, never mutated by pages); run dat
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import time
@@ -21,6 +22,7 @@ import streamlit as st
 from neuroalign import paths
 
 from neuroalign.training import runs as _runs_io
+from neuroalign.ui.summary import RunSummary
 
 logger = logging.getLogger(__name__)
 
@@ -137,7 +139,7 @@ def invalidate_runs() -> None:
 
 
 @st.cache_data(show_spinner=False, max_entries=32)
-def _run_summary(run_dir: str, stamp: tuple) -> dict[str, Any]:
+def _run_summary(run_dir: str, stamp: tuple) -> RunSummary:
     from neuroalign.training.runs import load_run
 
     rec = load_run(Path(run_dir))
@@ -146,12 +148,12 @@ def _run_summary(run_dir: str, stamp: tuple) -> dict[str, Any]:
         metrics = list(rec.metrics())
     except ValueError as exc:  # an unreadable metrics.jsonl: the rest of the run is still worth showing
         metrics, problems[_runs_io.METRICS_FILE] = [], str(exc)
-    return {"config": rec.config, "split": rec.split, "status": rec.status, "results": rec.results,
-            "metrics": metrics, "problems": problems}
+    return RunSummary(config=rec.config, split=rec.split, status=rec.status, results=rec.results,
+                      metrics=metrics, problems=problems)
 
 
-def run_summary(run_dir: str | os.PathLike) -> dict[str, Any]:
-    """config / split / status / results / metrics of one run as plain data (cached on mtimes), and
+def run_summary(run_dir: str | os.PathLike) -> RunSummary:
+    """config / split / status / results / metrics of one run (`RunSummary`, cached on mtimes), and
     `problems`: file name -> one-line message for a damaged status.json / results.json /
     metrics.jsonl (read as empty). A damaged config.json or split.json raises (ValueError)."""
     return _run_summary(str(run_dir), run_stamp(Path(run_dir)))
@@ -192,7 +194,7 @@ def runs_table() -> RunsTable:
     from neuroalign.ui import tables
 
     runs = list_runs()
-    summaries: dict[str, dict[str, Any]] = {}
+    summaries: dict[str, RunSummary] = {}
     problems: dict[str, str] = {}
     for run in runs:
         messages = [run.error] if getattr(run, "error", None) else []
@@ -201,12 +203,12 @@ def runs_table() -> RunsTable:
         except (ValueError, FileNotFoundError, OSError) as exc:
             logger.warning("run %s: %s", run.run_id, exc)
             messages.append(str(exc))
-            summary = {"config": {"subject": {"name": run.subject}, "created": run.created},
-                       "status": {"state": "unreadable", "message": str(exc)}, "results": None, "metrics": []}
-        messages += [m for m in (summary.get("problems") or {}).values() if m not in " | ".join(messages)]
+            summary = RunSummary(config={"subject": {"name": run.subject}, "created": run.created},
+                                 status={"state": "unreadable", "message": str(exc)})
+        messages += [m for m in summary.problems.values() if m not in " | ".join(messages)]
         if messages:
             problems[run.run_id] = " | ".join(messages)
-            summary = {**summary, "problem": problems[run.run_id]}
+            summary = dataclasses.replace(summary, problem=problems[run.run_id])
         summaries[str(run.path)] = summary
     return RunsTable(tables.runs_frame(runs, summaries), problems)
 
@@ -301,7 +303,7 @@ def _read_subject_json(path: Path, problems: dict[str, str]) -> Any:
 
 
 @st.cache_data(show_spinner=False, max_entries=32)
-def _shared_subject_summary(run_dir: str, name: str, stamp: tuple) -> dict[str, Any]:
+def _shared_subject_summary(run_dir: str, name: str, stamp: tuple) -> RunSummary:
     from neuroalign.training.runs import load_run, read_split
 
     rec = load_run(Path(run_dir))
@@ -320,11 +322,12 @@ def _shared_subject_summary(run_dir: str, name: str, stamp: tuple) -> dict[str, 
     if subject is None and isinstance(rec.config.get("subject"), dict) and rec.config["subject"].get("name") == name:
         subject = rec.config["subject"]  # an adapted run records its one subject here
     config = {**rec.config, "subject": subject or {"name": name}}
-    return {"config": config, "split": split, "status": rec.status, "results": results, "metrics": [],
-            "problems": {**rec.problems, **problems},
-            "shared": {"kind": rec.config.get("kind"), "subject": name, "subjects": shared_subject_names(rec.config),
-                       "results": shared_results, "adapted_from": rec.config.get("adapted_from"),
-                       "run_subject": (rec.config.get("subject") or {}).get("name")}}
+    return RunSummary(config=config, split=split, status=rec.status, results=results,
+                      problems={**rec.problems, **problems},
+                      shared={"kind": rec.config.get("kind"), "subject": name,
+                              "subjects": shared_subject_names(rec.config), "results": shared_results,
+                              "adapted_from": rec.config.get("adapted_from"),
+                              "run_subject": (rec.config.get("subject") or {}).get("name")})
 
 
 def shared_subject_names(config: dict[str, Any]) -> list[str]:
@@ -334,7 +337,7 @@ def shared_subject_names(config: dict[str, Any]) -> list[str]:
     return [str(s.get("name")) for s in (config.get("subjects") or []) if isinstance(s, dict) and s.get("name")]
 
 
-def shared_subject_summary(run_dir: str | os.PathLike, name: str) -> dict[str, Any]:
+def shared_subject_summary(run_dir: str | os.PathLike, name: str) -> RunSummary:
     """A shared run seen as one subject's run: `run_summary`'s keys with that subject's results,
     split and record (`config["subject"]`), plus `shared`: the run's kind, its subjects, the picked
     one and shared_results.json (cross-subject retrieval). Cached on the files' mtimes."""

@@ -10,6 +10,7 @@ import streamlit as st
 
 from neuroalign.text import markdown_literal as md
 from neuroalign.ui import guards, keys, loaders, tables
+from neuroalign.ui.summary import RunSummary
 
 logger = logging.getLogger(__name__)
 
@@ -17,7 +18,7 @@ logger = logging.getLogger(__name__)
 def run_kind(run_dir: Any) -> str | None:
     """config.json's "kind" of a run ("shared", "adapted"; None for a single-subject run)."""
     try:
-        return (loaders.run_summary(run_dir).get("config") or {}).get("kind")
+        return loaders.run_summary(run_dir).kind
     except Exception:  # noqa: BLE001 - a damaged run is labelled by its folder alone
         return None
 
@@ -36,9 +37,9 @@ def _remember_subject(widget_key: str) -> None:
     st.session_state[keys.SHARED_SUBJECT] = st.session_state[widget_key]
 
 
-def pick_shared_subject(run_id: str, summary: dict[str, Any], widget_key: str) -> str:
+def pick_shared_subject(run_id: str, summary: RunSummary, widget_key: str) -> str:
     """Selectbox over the subjects of a shared run (default: the subject picked on another page)."""
-    names = loaders.shared_subject_names(summary.get("config") or {})
+    names = loaders.shared_subject_names(summary.config)
     if not names:
         st.error(f"Run {md(run_id)}: config.json lists no subjects; expected the files train --shared writes.")
         st.stop()
@@ -47,7 +48,7 @@ def pick_shared_subject(run_id: str, summary: dict[str, Any], widget_key: str) -
         st.session_state[widget_key] = wanted
     elif st.session_state.get(widget_key) not in names:
         st.session_state[widget_key] = names[0]
-    kind = (summary.get("config") or {}).get("kind")
+    kind = summary.kind
     help_text = ("One model over these subjects: a shared image side and one read-in per subject. Every result "
                  "below is the picked subject's (its own test images, baselines and intervals)."
                  if kind == "shared" else "The new subject adapted to a shared run (only its read-in was fitted).")
@@ -83,7 +84,7 @@ def pick_finished_run(widget_key: str) -> tuple[Any, dict[str, Any], dict[str, n
     needed = ("test_indices", "image_maps", "neural_maps", "similarity", "ssim")
     try:
         summary = loaders.run_summary(chosen)
-        if loaders.is_shared_config(summary.get("config")):  # a shared run: one of its subjects
+        if loaders.is_shared_config(summary.config):  # a shared run: one of its subjects
             name = pick_shared_subject(by_path[chosen].run_id, summary, widget_key + ".subject")
             summary = loaders.shared_subject_summary(chosen, name)
             outputs = loaders.shared_subject_outputs(chosen, name)
@@ -105,11 +106,11 @@ def pick_finished_run(widget_key: str) -> tuple[Any, dict[str, Any], dict[str, n
     return by_path[chosen], summary, outputs
 
 
-def stimuli_for(summary: dict[str, Any], indices: np.ndarray) -> np.ndarray | None:
+def stimuli_for(summary: RunSummary, indices: np.ndarray) -> np.ndarray | None:
     """The run subject's stimuli at `indices` (n, 1, H, W), or None (with a warning) when the subject
     is no longer in the data root or has changed since the run."""
-    subject_meta = (summary.get("config") or {}).get("subject") or {}
-    name = subject_meta.get("name")
+    subject_meta = summary.subject
+    name = summary.subject_name
     if not name:
         st.warning("This run does not record its subject; stimuli cannot be shown.")
         return None

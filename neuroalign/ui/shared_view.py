@@ -41,7 +41,7 @@ def shared_runs() -> list[Any]:
         if run.state != "finished":
             continue
         try:
-            config = loaders.run_summary(run.path).get("config") or {}
+            config = loaders.run_summary(run.path).config
         except (ValueError, FileNotFoundError, OSError):
             continue
         if config.get("kind") == "shared":
@@ -50,7 +50,7 @@ def shared_runs() -> list[Any]:
 
 
 def shared_run_label(run: Any) -> str:
-    names = loaders.shared_subject_names(loaders.run_summary(run.path).get("config") or {})
+    names = loaders.shared_subject_names(loaders.run_summary(run.path).config)
     return f"{', '.join(names)} · {run.run_id}"
 
 
@@ -85,7 +85,7 @@ def subjects_frame(run_dir: str | Path, names: list[str]) -> pd.DataFrame:
 
     rows = []
     for name in names:
-        results = loaders.shared_subject_summary(run_dir, name).get("results") or {}
+        results = loaders.shared_subject_summary(run_dir, name).results or {}
         test = results.get("test") or {}
         row: dict[str, Any] = {"subject": name}
         for direction, short in (("image_to_neural", "img→neu"), ("neural_to_image", "neu→img")):
