@@ -164,18 +164,19 @@ def _declared(images: Path, responses: Path) -> list[tuple[tuple[int, ...], str]
 
 
 def _load_mat(request: dict[str, Any], base: int | None, state: dict[str, int], require: bool, writing: bool):
+    from neuroalign.data.layout import decide_from_headers, pick_image_variable
     from neuroalign.data.matio import peek_mat
-    from neuroalign.data.subject import _decide_from_headers, _pick_image_variable, load_pair
+    from neuroalign.data.subject import load_pair
 
     images, responses = Path(request["images"]), Path(request["responses"])
     memory = int(request["memory_mb"]) * 1_000_000
     _emit({"reading": images.name})
     img_info = peek_mat(images)
-    img_var = _pick_image_variable(images, img_info)
+    img_var = pick_image_variable(images, img_info)
     _emit({"reading": responses.name})
     resp_info = peek_mat(responses)
     if "responses" in resp_info.variables or "responses_repeats" in resp_info.variables:
-        _decide_from_headers(images, responses, img_info, img_var, resp_info, require)  # sizes the file can hold
+        decide_from_headers(images, responses, img_info, img_var, resp_info, require)  # sizes the file can hold
     if base is not None:
         budget = data_budget(_declared(images, responses), writing)
         state["data_budget"] = budget

@@ -1,6 +1,11 @@
 """How stored arrays map onto images, trials and neurons, decided from shapes alone (so that
 `SubjectStore.list` and the import checks can decide from the MAT headers, before any data is read).
 
+* `pick_image_variable`, `decide_from_headers` -- the header decisions of a MAT pair (which image
+  variable; declared sizes, shapes that fit together, trainable sizes; the small `istim` read),
+  made before any image or response data is read: by `subject.load_pair` and by the sandboxed
+  import check (`check_worker`).
+* `check_values` -- an array is not empty and holds no NaN/Inf.
 * `decide_layout` -- image layout (H x W x N, N x H x W, N x 1 x H x W, N x H x W x 1,
   H x W x 1 x N) and response orientation (trials x neurons or neurons x trials); see
   `neuroalign.data.subject` for the rules.
@@ -15,6 +20,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+
+from neuroalign.data.matio import MatInfo, check_declared_size, read_mat_variables
+from neuroalign.data.trainable import check_trainable_shape
+
+IMAGE_VARIABLES = ("images", "imgs")
+RESPONSE_VARIABLE = "responses"
+OPTIONAL_RESPONSE_VARIABLES = ("istim", "responses_repeats")
 
 _REFERENCE_ASPECT = 270 / 68
 
@@ -132,3 +144,72 @@ def istim_presentations(path: Path, istim: np.ndarray, n_images: int
         raise ValueError(f"{path.name}: istim ids are all above the {n_images} images (gray screens); expected ids 1..{n_images}")
     shown, counts = np.unique(ids, return_counts=True)
     return keep, ids, shown, counts
+
+
+# ---- header decisions of a MAT pair ---------------------------------------------------------
+
+
+def _all_finite(arr: np.ndarray) -> bool:
+    """True when no NaN/Inf; min and max propagate both, so no temporary array of the input's size."""
+    return arr.dtype.kind != "f" or bool(np.isfinite(arr.min()) and np.isfinite(arr.max()))
+
+
+def check_values(path: Path, name: str, arr: np.ndarray) -> None:
+    """Refuse an empty array or one with NaN/Inf (one line naming the file and variable)."""
+    if arr.size == 0:
+        raise ValueError(f"{path.name}: variable {name!r} is empty (shape {arr.shape}); expected data")
+    if not _all_finite(arr):
+        n_nan, n_inf = int(np.isnan(arr).sum()), int(np.isinf(arr).sum())
+        raise ValueError(f"{path.name}: variable {name!r} {arr.shape} {arr.dtype} contains {n_nan} NaN and {n_inf} Inf "
+                         "values; expected finite numbers (remove or impute them first)")
+
+
+def pick_image_variable(path: Path, info: MatInfo) -> str:
+    """The images file's image variable (the first of IMAGE_VARIABLES it holds), from its header."""
+    for name in IMAGE_VARIABLES:
+        if name in info.variables:
+            return name
+    raise ValueError(f"{path.name}: no image variable ('images' or 'imgs'); found {info.describe()} ({info.format})")
+
+
+def _numeric_shape(info: MatInfo, name: str) -> tuple[int, ...] | None:
+    """Declared shape of a non-empty numeric variable, else None (refused with its own message when read)."""
+    shape, dtype = info.variables[name]
+    try:
+        numeric = np.dtype(dtype).kind in "biuf"
+    except TypeError:
+        numeric = False
+    return tuple(shape) if numeric and all(int(s) > 0 for s in shape) else None
+
+
+def decide_from_headers(images_path: Path, responses_path: Path, img_info: MatInfo, img_var: str,
+                        resp_info: MatInfo, require_trainable: bool) -> np.ndarray | None:
+    """Refuse from the headers (and the small `istim`) what reading the data cannot fix; returns istim.
+
+    Declared sizes the file cannot hold or above the size cap, shapes that do not fit together,
+    and with `require_trainable` too small or too few images, are refused before any image or
+    response data is read (nothing large is inflated).
+    """
+    key = RESPONSE_VARIABLE if RESPONSE_VARIABLE in resp_info.variables else "responses_repeats"
+    check_declared_size(images_path, img_info, img_var)  # impossible or too large: refused first
+    check_declared_size(responses_path, resp_info, key)
+    istim = None
+    if "istim" in resp_info.variables:
+        istim = read_mat_variables(responses_path, ["istim"])[0]["istim"]
+        check_values(responses_path, "istim", istim)
+        if min(istim.shape) != 1 and istim.ndim != 1:
+            raise ValueError(f"{responses_path.name}: istim has shape {istim.shape}; expected a vector of image ids")
+    img_shape = _numeric_shape(img_info, img_var)
+    resp_shape = _numeric_shape(resp_info, key)
+    if key == "responses_repeats" and resp_shape is not None:
+        resp_shape = resp_shape[1:] if len(resp_shape) == 3 else None
+    if img_shape is None or resp_shape is None:
+        return istim
+    decision = decide_layout(img_shape, resp_shape, None if istim is None else int(istim.size),
+                             images_path.name, responses_path.name)
+    if require_trainable:
+        n_images = decision.n_images
+        if istim is not None:
+            n_images = int(istim_presentations(responses_path, istim, decision.n_images)[2].size)
+        check_trainable_shape(f"{images_path.name} + {responses_path.name}", n_images, decision.image_hw)
+    return istim

@@ -40,16 +40,13 @@ from typing import Any
 
 import numpy as np
 
-from neuroalign.data.layout import decide_layout, istim_presentations, to_nhw
-from neuroalign.data.matio import (MatInfo, check_declared_size, peek_mat, read_mat_struct_fields,
-                                   read_mat_variables)
+from neuroalign.data.layout import (IMAGE_VARIABLES, OPTIONAL_RESPONSE_VARIABLES, RESPONSE_VARIABLE,  # noqa: F401
+                                    check_values, decide_from_headers, decide_layout, istim_presentations,
+                                    pick_image_variable, to_nhw)
+from neuroalign.data.matio import peek_mat, read_mat_struct_fields, read_mat_variables
 from neuroalign.data.trainable import check_trainable_responses, check_trainable_shape
 
 logger = logging.getLogger(__name__)
-
-IMAGE_VARIABLES = ("images", "imgs")
-RESPONSE_VARIABLE = "responses"
-OPTIONAL_RESPONSE_VARIABLES = ("istim", "responses_repeats")
 SIDECAR = "subject.json"
 GROUND_TRUTH = "ground_truth.npz"
 
@@ -160,20 +157,6 @@ def scale_images(arr: np.ndarray) -> tuple[np.ndarray, str]:
     return out, f"{arr.dtype} in [{lo:g}, {hi:g}], min-max scaled over the whole array"
 
 
-def _all_finite(arr: np.ndarray) -> bool:
-    """True when no NaN/Inf; min and max propagate both, so no temporary array of the input's size."""
-    return arr.dtype.kind != "f" or bool(np.isfinite(arr.min()) and np.isfinite(arr.max()))
-
-
-def _check_values(path: Path, name: str, arr: np.ndarray) -> None:
-    if arr.size == 0:
-        raise ValueError(f"{path.name}: variable {name!r} is empty (shape {arr.shape}); expected data")
-    if not _all_finite(arr):
-        n_nan, n_inf = int(np.isnan(arr).sum()), int(np.isinf(arr).sum())
-        raise ValueError(f"{path.name}: variable {name!r} {arr.shape} {arr.dtype} contains {n_nan} NaN and {n_inf} Inf "
-                         "values; expected finite numbers (remove or impute them first)")
-
-
 def _responses_f32(path: Path, name: str, arr: np.ndarray) -> np.ndarray:
     """(N, K) float32 C-order in one conversion step; refuses values beyond the float32 range."""
     big = float(np.finfo(np.float32).max)
@@ -238,13 +221,6 @@ def _orient_repeats(path: Path, rep: np.ndarray, n: int, k: int) -> np.ndarray:
 # loading
 
 
-def _pick_image_variable(path: Path, info: MatInfo) -> str:
-    for name in IMAGE_VARIABLES:
-        if name in info.variables:
-            return name
-    raise ValueError(f"{path.name}: no image variable ('images' or 'imgs'); found {info.describe()} ({info.format})")
-
-
 def load_pair(images_path: str | os.PathLike, responses_path: str | os.PathLike, name: str | None = None,
               *, require_trainable: bool = False) -> Subject:
     """Load and check an images file + responses file into a Subject (see module docstring).
@@ -267,59 +243,16 @@ def load_pair(images_path: str | os.PathLike, responses_path: str | os.PathLike,
     return subject
 
 
-def _numeric_shape(info: MatInfo, name: str) -> tuple[int, ...] | None:
-    """Declared shape of a non-empty numeric variable, else None (refused with its own message when read)."""
-    shape, dtype = info.variables[name]
-    try:
-        numeric = np.dtype(dtype).kind in "biuf"
-    except TypeError:
-        numeric = False
-    return tuple(shape) if numeric and all(int(s) > 0 for s in shape) else None
-
-
-def _decide_from_headers(images_path: Path, responses_path: Path, img_info: MatInfo, img_var: str,
-                         resp_info: MatInfo, require_trainable: bool) -> np.ndarray | None:
-    """Refuse from the headers (and the small `istim`) what reading the data cannot fix; returns istim.
-
-    Declared sizes the file cannot hold or above the size cap, shapes that do not fit together,
-    and with `require_trainable` too small or too few images, are refused before any image or
-    response data is read (nothing large is inflated).
-    """
-    key = RESPONSE_VARIABLE if RESPONSE_VARIABLE in resp_info.variables else "responses_repeats"
-    check_declared_size(images_path, img_info, img_var)  # impossible or too large: refused first
-    check_declared_size(responses_path, resp_info, key)
-    istim = None
-    if "istim" in resp_info.variables:
-        istim = read_mat_variables(responses_path, ["istim"])[0]["istim"]
-        _check_values(responses_path, "istim", istim)
-        if min(istim.shape) != 1 and istim.ndim != 1:
-            raise ValueError(f"{responses_path.name}: istim has shape {istim.shape}; expected a vector of image ids")
-    img_shape = _numeric_shape(img_info, img_var)
-    resp_shape = _numeric_shape(resp_info, key)
-    if key == "responses_repeats" and resp_shape is not None:
-        resp_shape = resp_shape[1:] if len(resp_shape) == 3 else None
-    if img_shape is None or resp_shape is None:
-        return istim
-    decision = decide_layout(img_shape, resp_shape, None if istim is None else int(istim.size),
-                             images_path.name, responses_path.name)
-    if require_trainable:
-        n_images = decision.n_images
-        if istim is not None:
-            n_images = int(istim_presentations(responses_path, istim, decision.n_images)[2].size)
-        check_trainable_shape(f"{images_path.name} + {responses_path.name}", n_images, decision.image_hw)
-    return istim
-
-
 def _load_pair(images_path: Path, responses_path: Path, name: str | None, require_trainable: bool) -> Subject:
     img_info = peek_mat(images_path)
-    img_var = _pick_image_variable(images_path, img_info)
+    img_var = pick_image_variable(images_path, img_info)
     resp_info = peek_mat(responses_path)
     stringer = RESPONSE_VARIABLE not in resp_info.variables and "responses_repeats" not in resp_info.variables
     if stringer and resp_info.variables.get("stim", ((), ""))[1] != "struct":
         raise ValueError(f"{responses_path.name}: no variable 'responses'; found {resp_info.describe()} "
                          f"({resp_info.format}); expected 'responses' (trials x neurons), optionally 'istim'")
-    istim = None if stringer else _decide_from_headers(images_path, responses_path, img_info, img_var, resp_info,
-                                                        require_trainable)
+    istim = None if stringer else decide_from_headers(images_path, responses_path, img_info, img_var, resp_info,
+                                                       require_trainable)
     img_data, _ = read_mat_variables(images_path, [img_var])
     if stringer:
         # a recording file of Stringer et al. (2019): stim.resp (trials x neurons), stim.istim
@@ -332,9 +265,9 @@ def _load_pair(images_path: Path, responses_path: Path, name: str | None, requir
         if istim is not None:
             resp_data["istim"] = istim
     raw_images = img_data[img_var]
-    _check_values(images_path, img_var, raw_images)
+    check_values(images_path, img_var, raw_images)
     for key, arr in resp_data.items():
-        _check_values(responses_path, key, arr)
+        check_values(responses_path, key, arr)
 
     notes: list[str] = []
     repeats = None
