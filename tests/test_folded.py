@@ -15,7 +15,7 @@ from neuroalign.models.folded import (
     set_compile_mode,
 )
 from neuroalign.models.folded_tiles import chunk_backward, chunk_forward
-from neuroalign.models.neural_tower import NeuralTower
+from neuroalign.models.neural_tower import make_neural_tower
 
 
 @pytest.mark.parametrize("n_heads,chunk,rows", [(1, None, None), (3, 2, None), (4, 5, 4), (2, 3, 1)])
@@ -117,7 +117,7 @@ def test_memory_saved_for_backward_is_independent_of_batch() -> None:
 
 def test_tower_folded_matches_plain_path() -> None:
     torch.manual_seed(0)
-    tower = NeuralTower(n_neurons=11, d_model=16, n_heads=2).double()
+    tower = make_neural_tower(n_neurons=11, d_model=16, n_heads=2).double()
     assert tower.is_reference_form and tower.use_folded
     r = torch.rand(6, 11, dtype=torch.float64)
     z_plain = tower._plain_attention_readout(r)

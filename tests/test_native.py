@@ -12,7 +12,7 @@ from attention_reference import plain_readout, random_params
 
 from neuroalign.models import folded, folded_tiles, native
 from neuroalign.models.folded import fold_blocks, folded_attention_readout
-from neuroalign.models.neural_tower import NeuralTower
+from neuroalign.models.neural_tower import make_neural_tower
 
 HAS_COMPILER = shutil.which("c++") is not None or shutil.which("g++") is not None
 
@@ -166,7 +166,7 @@ def test_build_failure_falls_back_to_eager(monkeypatch, caplog) -> None:
     assert native.status() == {"mode": "auto", "attempted": True, "loaded": False,
                                "error": "RuntimeError: Error building extension 'neuroalign_folded': c++: not found"}
     torch.manual_seed(0)
-    tower = NeuralTower(n_neurons=12, d_model=8)
+    tower = make_neural_tower(n_neurons=12, d_model=8)
     r = torch.rand(5, 12)
     maps = tower(r)
     tower.use_folded = False

@@ -14,7 +14,7 @@ from neuroalign.config import NeuralTowerConfig
 from neuroalign.models import LinearNeuralTower, build_neural_tower
 from neuroalign.models.neural import (BLOCK_CLASSES, LatentTower, ReferenceAttentionTower, TransformerTower,
                                       neural_block, register)
-from neuroalign.models.neural_tower import NeuralTower
+from neuroalign.models.neural_tower import make_neural_tower
 
 
 def _loop_reference(tower: ReferenceAttentionTower, r: torch.Tensor) -> torch.Tensor:
@@ -48,7 +48,7 @@ def _loop_reference(tower: ReferenceAttentionTower, r: torch.Tensor) -> torch.Te
 
 @pytest.mark.parametrize("k", [1, 7, 50])
 def test_reference_parameter_count(k):
-    tower = NeuralTower(k)
+    tower = make_neural_tower(k)
     assert sum(p.numel() for p in tower.parameters()) == 3585 * k + 2_233_088
     shapes = {n: tuple(p.shape) for n, p in tower.named_parameters()}
     assert shapes["embed_weight"] == (k, 512) and shapes["embed_bias"] == (k, 512)
@@ -61,7 +61,7 @@ def test_reference_parameter_count(k):
 @pytest.mark.parametrize("n_heads", [1, 2])
 def test_vectorised_equals_per_neuron_loop(use_folded, n_heads):
     torch.manual_seed(0)
-    tower = NeuralTower(9, d_model=16, n_heads=n_heads).double()
+    tower = make_neural_tower(9, d_model=16, n_heads=n_heads).double()
     tower.use_folded = use_folded
     r = torch.rand(5, 9, dtype=torch.float64)
     expected = _loop_reference(tower, r)
@@ -74,7 +74,7 @@ def test_vectorised_equals_per_neuron_loop(use_folded, n_heads):
 def test_gradients_reach_every_parameter():
     torch.manual_seed(0)
     for kwargs in ({}, {"block": "transformer", "n_layers": 2}, {"block": "latent", "n_latents": 4, "n_layers": 2}):
-        tower = NeuralTower(6, d_model=8, n_heads=2, mlp_activation="gelu", **kwargs)
+        tower = make_neural_tower(6, d_model=8, n_heads=2, mlp_activation="gelu", **kwargs)
         out = tower(torch.rand(3, 6))
         (out * torch.randn_like(out)).sum().backward()
         for name, p in tower.named_parameters():
@@ -82,10 +82,10 @@ def test_gradients_reach_every_parameter():
 
 
 def test_mlp_activation_and_dropout_options():
-    tower = NeuralTower(5, d_model=8, mlp_activation="relu", dropout=0.2)
+    tower = make_neural_tower(5, d_model=8, mlp_activation="relu", dropout=0.2)
     kinds = [type(m).__name__ for m in tower.mlp]
     assert kinds == ["Linear", "ReLU", "Dropout", "Linear", "ReLU", "Dropout", "Linear"]
-    assert [type(m).__name__ for m in NeuralTower(5, d_model=8).mlp] == ["Linear"] * 3
+    assert [type(m).__name__ for m in make_neural_tower(5, d_model=8).mlp] == ["Linear"] * 3
     # dropout makes train-mode outputs stochastic, eval deterministic
     torch.manual_seed(0)
     r = torch.rand(2, 5)
@@ -94,12 +94,12 @@ def test_mlp_activation_and_dropout_options():
     tower.eval()
     torch.testing.assert_close(tower(r), tower(r))
     with pytest.raises(ValueError, match="activation"):
-        NeuralTower(5, mlp_activation="tanh")
+        make_neural_tower(5, mlp_activation="tanh")
 
 
 def test_transformer_block_layout_and_shapes():
     torch.manual_seed(0)
-    tower = NeuralTower(10, d_model=16, n_heads=4, n_layers=2, block="transformer")
+    tower = make_neural_tower(10, d_model=16, n_heads=4, n_layers=2, block="transformer")
     assert not tower.is_reference_form
     r = torch.rand(3, 10)
     out = tower(r)
@@ -112,8 +112,8 @@ def test_transformer_block_layout_and_shapes():
 
 
 def test_latent_block_scales_linearly_in_neurons():
-    small = NeuralTower(10, d_model=16, block="latent", n_latents=4)
-    big = NeuralTower(1010, d_model=16, block="latent", n_latents=4)
+    small = make_neural_tower(10, d_model=16, block="latent", n_latents=4)
+    big = make_neural_tower(1010, d_model=16, block="latent", n_latents=4)
     n_small = sum(p.numel() for p in small.parameters())
     n_big = sum(p.numel() for p in big.parameters())
     assert n_big - n_small == 1000 * 2 * 16  # only the per-neuron embedding grows with K
@@ -127,7 +127,7 @@ def test_latent_block_scales_linearly_in_neurons():
 
 def test_attention_weights_match_manual_softmax():
     torch.manual_seed(0)
-    tower = NeuralTower(7, d_model=8, n_heads=2)
+    tower = make_neural_tower(7, d_model=8, n_heads=2)
     r = torch.rand(3, 7)
     e = r.unsqueeze(-1) * tower.embed_weight + tower.embed_bias
     q = tower.attn.q(e).view(3, 7, 2, 4).transpose(1, 2)
@@ -150,13 +150,13 @@ def test_from_config_and_input_validation():
     with pytest.raises(ValueError, match=r"\(B, 12\)"):
         tower(torch.rand(2, 11))
     with pytest.raises(ValueError, match="divisible"):
-        NeuralTower(4, d_model=10, n_heads=3)
+        make_neural_tower(4, d_model=10, n_heads=3)
     with pytest.raises(ValueError, match="neural block"):
-        NeuralTower(4, block="lstm")
+        make_neural_tower(4, block="lstm")
 
 
 def test_constant_output_map_is_zero_not_nan():
-    tower = NeuralTower(4, d_model=8)
+    tower = make_neural_tower(4, d_model=8)
     with torch.no_grad():
         for p in tower.mlp.parameters():
             p.zero_()
@@ -176,26 +176,26 @@ def test_folded_path_used_only_in_reference_form(monkeypatch):
 
     monkeypatch.setattr(folded, "folded_attention_readout", counting)
     r = torch.rand(2, 5)
-    tower = NeuralTower(5, d_model=8)
+    tower = make_neural_tower(5, d_model=8)
     tower(r)
     assert len(calls) == 1
     tower.use_folded = False
     tower(r)
-    NeuralTower(5, d_model=8, block="transformer")(r)
-    NeuralTower(5, d_model=8, block="latent", n_latents=2)(r)
+    make_neural_tower(5, d_model=8, block="transformer")(r)
+    make_neural_tower(5, d_model=8, block="latent", n_latents=2)(r)
     assert len(calls) == 1
 
 
 def test_reference_block_refuses_more_layers():
     with pytest.raises(ValueError, match=r"reference neural block has exactly 1 attention layer, got n_layers=2"):
-        NeuralTower(5, d_model=8, n_layers=2)
+        make_neural_tower(5, d_model=8, n_layers=2)
     with pytest.raises(ValueError, match="n_layers"):
         build_neural_tower(5, NeuralTowerConfig(d_model=8, n_layers=3))
 
 
 def test_bf16_autocast_gives_float32_maps():
     torch.manual_seed(0)
-    tower = NeuralTower(12, d_model=16, n_heads=2)
+    tower = make_neural_tower(12, d_model=16, n_heads=2)
     with torch.autocast("cpu", dtype=torch.bfloat16):
         out = tower(torch.rand(3, 12))
     assert out.dtype == torch.float32 and torch.isfinite(out).all()
@@ -206,7 +206,7 @@ def test_bf16_autocast_gives_float32_maps():
 def test_folded_latent_cross_attention_is_the_same_function(n_heads, n_layers):
     """The folded latent path (no (B, K, d) tokens) gives the unfolded outputs and gradients."""
     torch.manual_seed(3)
-    tower = NeuralTower(13, d_model=8, n_heads=n_heads, n_layers=n_layers, block="latent", n_latents=5).double()
+    tower = make_neural_tower(13, d_model=8, n_heads=n_heads, n_layers=n_layers, block="latent", n_latents=5).double()
     assert tower.use_folded
     r = torch.rand(6, 13, dtype=torch.float64) * 2 - 0.5
     folded_out = tower(r)
@@ -222,7 +222,7 @@ def test_folded_latent_cross_attention_is_the_same_function(n_heads, n_layers):
 def test_folded_latent_never_builds_token_tensor():
     """Nothing of size (B, K, d) is saved for backward on the folded latent path."""
     b, k, d = 8, 300, 32
-    tower = NeuralTower(k, d_model=d, block="latent", n_latents=4)
+    tower = make_neural_tower(k, d_model=d, block="latent", n_latents=4)
     weights = {p.data_ptr() for p in tower.parameters()}
     sizes: list[int] = []
 
@@ -285,7 +285,7 @@ def test_every_registered_block_builds_from_config(block):
     assert tower.folded_block_bytes() == (2 * 6 * 2 * 7 ** 2 * 4 if block == "reference" else 0)
     assert tower.uses_folded_attention == (block == "reference")
     if block != "linear":
-        assert type(NeuralTower(7, block=block, d_model=8, n_heads=2, n_layers=n_layers)) is CLASSES[block]
+        assert type(make_neural_tower(7, block=block, d_model=8, n_heads=2, n_layers=n_layers)) is CLASSES[block]
         assert tower.neuron_features(torch.rand(4, 7)).shape == (4, 3 * 8 if block == "latent" else 7)
         q = 3 if block == "latent" else 7
         assert tower.attention_weights(torch.rand(4, 7)).shape == (4, 2, q, 7)
@@ -294,3 +294,21 @@ def test_every_registered_block_builds_from_config(block):
 def test_register_refuses_a_second_class_under_one_name():
     with pytest.raises(ValueError, match="already registered"):
         register("reference")(type("Other", (nn.Module,), {}))
+
+
+def test_the_factory_is_a_function_and_the_old_name_still_builds_the_same():
+    """Issue 22 item 5: `NeuralTower` was a class whose __new__ returned another class's instance;
+    `make_neural_tower` is the factory, and the old name (stored in no checkpoint) still works."""
+    import inspect
+
+    from neuroalign.models import NeuralTower as old_name
+    from neuroalign.models import make_neural_tower as from_models
+
+    assert inspect.isfunction(make_neural_tower) and old_name is make_neural_tower is from_models
+    torch.manual_seed(0)
+    a = old_name(9, block="latent", d_model=16, n_latents=4)
+    torch.manual_seed(0)
+    b = make_neural_tower(9, block="latent", d_model=16, n_latents=4)
+    assert type(a) is type(b) is LatentTower
+    assert all(torch.equal(x, y) for x, y in zip(a.state_dict().values(), b.state_dict().values()))
+    assert isinstance(make_neural_tower(9, block="linear", n_components=32), LinearNeuralTower)

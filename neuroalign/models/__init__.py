@@ -5,7 +5,7 @@
 * `feature_cache` -- `cached_features`: frozen-backbone features cached in memory and on disk.
 * `neural` -- one class per neural block, registered by name (reference, transformer, latent;
   `linear_tower.LinearNeuralTower` as "linear"); `build_neural_tower` builds the one a config names,
-  `neural_tower.NeuralTower(n, block=...)` is the same factory with keyword options.
+  `neural_tower.make_neural_tower(n, block=...)` is the same with keyword options.
 * `folded` (+ `folded_tiles`, `native`) -- the exact folded attention of the reference and latent
   blocks: eager tiles, torch.compile'd chunks or fused C++ CPU kernels.
 * `maps` -- per-sample min-max and the DCT basis of the 16x64 maps.
@@ -28,13 +28,13 @@ from neuroalign.models.losses import (
 from neuroalign.models.maps import MAP_SIZE, minmax_per_sample
 from neuroalign.models.linear_tower import LinearNeuralTower
 from neuroalign.models import neural
-from neuroalign.models.neural_tower import NeuralTower
+from neuroalign.models.neural_tower import NeuralTower, make_neural_tower
 from neuroalign.models.weights import LoadReport, load_backbone_weights
 
 __all__ = [
     "DSNet", "build_backbone", "ds_net_small", "ds_net_tiny", "cached_features", "ImageTower",
     "CombinedLoss", "clip_loss", "rmse_loss", "similarity_matrix", "ssim_loss", "ssim_map",
-    "ssim_per_sample", "MAP_SIZE", "minmax_per_sample", "NeuralTower", "LoadReport", "load_backbone_weights",
+    "ssim_per_sample", "MAP_SIZE", "minmax_per_sample", "NeuralTower", "make_neural_tower", "LoadReport", "load_backbone_weights",
     "LinearNeuralTower", "build_neural_tower",
 ]
 
