@@ -56,10 +56,14 @@ def test_nwb_upload_choices_preview_and_save(app_env, tmp_path):
     assert at.selectbox(key=keys.NWB_TEMPLATES).label.endswith("automatic: stimulus/templates/natural_scenes")
     assert keys.NWB_INDEX_COLUMN not in [b.key for b in at.selectbox]  # an IndexSeries has no columns to pick
     assert at.text_input(key=keys.UPLOAD_NAME).proto.placeholder == "sub-07_ses-1"  # the default name
+    at.number_input(key=keys.NWB_WINDOW_START).set_value(0.6).run()  # after its end: said once, no check
+    assert [w.value for w in at.warning] == ["response window 0.6 to 0.5 s: expected finite START \\< END in seconds "
+                                             "after each onset (e.g. 0 0.5)"]
+    assert at.button(key=keys.UPLOAD_CHECK).disabled and not at.error
     # not the automatic series, and a window inside the one the responses were written for
     at.selectbox(key=keys.NWB_SERIES).set_value("Fluorescence")
     at.number_input(key=keys.NWB_WINDOW_START).set_value(0.1)
-    at.number_input(key=keys.NWB_WINDOW_END).set_value(0.4)
+    at.number_input(key=keys.NWB_WINDOW_END).set_value(0.4).run()
     at.button(key=keys.UPLOAD_CHECK).click().run()
     s.no_exceptions(at)
     assert not at.error and at.success[0].value == "Ready to import as **sub-07_ses-1**:"

@@ -85,6 +85,8 @@ def _upload_section(store, generation: int) -> tuple[Any, tuple]:
             problem = _nwb_status(inventory, problem, nwb_images is not None, "the images.mat uploader",
                                   nwb_file.name)
         options = _nwb_options(inventory) if problem is None else None
+        if options is None and problem is None:  # a window that is not valid: said above the button
+            problem = st.session_state.get("_nwb_options_error", "the NWB options are not valid")
         current = (nwb_file, nwb_images)
         extra = (upload.nwb_options_identity(options) if options is not None else ("nwb", "invalid"),)
     staged = st.session_state.get(keys.UPLOAD_STAGED)
@@ -93,7 +95,7 @@ def _upload_section(store, generation: int) -> tuple[Any, tuple]:
         staged = None
         st.info("The name, a file or an option changed since the check: press **Check files** again.")
     if st.button("Check files", key=keys.UPLOAD_CHECK, type="primary", disabled=problem is not None,
-                 help="This file cannot be imported (the error above)" if problem is not None else None):
+                 help="Not possible yet: see the message above" if problem is not None else None):
         upload.discard(st.session_state.pop(keys.UPLOAD_STAGED, None))
         staged = None
         try:
@@ -291,6 +293,8 @@ def _server_section(store, generation: int) -> tuple[Any, tuple]:
         problem = _nwb_status(inventory, problem, images_path is not None, "pick it in **Images .mat** above",
                               files[0].name)
         nwb_options = _nwb_options(inventory) if problem is None else None
+        if nwb_options is None and problem is None:  # a window that is not valid: said above the button
+            problem = st.session_state.get("_nwb_options_error", "the NWB options are not valid")
         default_name = candidate.name
         kind = "nwb"
     else:
@@ -308,7 +312,7 @@ def _server_section(store, generation: int) -> tuple[Any, tuple]:
         staged = None
         st.info("The recording, the name or an option changed since the check: press **Check files** again.")
     if st.button("Check files", key=keys.SERVER_CHECK, type="primary", disabled=problem is not None,
-                 help="This file cannot be imported (the error above)" if problem is not None else None):
+                 help="Not possible yet: see the message above" if problem is not None else None):
         upload.discard(st.session_state.pop(keys.UPLOAD_STAGED, None))
         staged = None
         try:
