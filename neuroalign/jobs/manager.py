@@ -1,75 +1,15 @@
-"""Background training jobs at process level (what the dashboard drives).
+"""`JobManager`: queue, slots, the public API (start, start_shared, start_adapt, resume, stop, wait,
+snapshots, watch, close) and `get_job_manager()`, the process-level one. How a job works --
+worker process, run folder, stop, server lifetime, adoption -- is told once, in
+`neuroalign.jobs` (the package docstring).
 
-Job model
----------
-One `JobManager` per server process (`get_job_manager()`): every browser session sees the same
-jobs. A job is a thread of the server that runs one training of one subject, writing its run
-folder as it goes; the manager keeps a thread-safe record that pages poll with `snapshots()`.
-Jobs never call Streamlit. How the thread trains:
-
-* **Worker process (the default; `process`).** The job's thread writes `job_spec.json` into
-  the run folder (created by `start`) and starts `python -m neuroalign.jobs.worker --spec ...`
-  -- with `nproc > 1` under `python -m torch.distributed.run --standalone --nproc_per_node=N`, the
-  worker's stdout and stderr going to `worker.log` in the run folder. It then follows the run
-  through the folder every `poll_s` seconds: new lines of `metrics.jsonl` become the job's
-  in-memory history (the live loss curves), `status.json` gives the message and, at the end, the
-  result (with `results.json` beside it). A stop is `stop_request.json` in the run folder, polled
-  by every rank of the worker, so it is graceful: the trainer ends its step, restores the best
-  checkpoint and still evaluates. A worker that ends without a final status of its own (killed by
-  a signal, by the out-of-memory killer, a nonzero exit before it could write) gets its run marked
-  `failed` with one line: how it ended and the last line of its log. So nothing a training sets
-  process-wide (torch's thread count, deterministic algorithms, module switches read from the
-  environment) reaches the server, and an out-of-memory error ends the worker, not the server.
-* **In-thread** (`JobManager(runner=callable)`): the callable, with `pipeline.run_training`'s
-  signature (`resume_training`'s for resumed runs), runs in the job's thread and reports through its
-  callback; used by tests and by code that embeds the manager. Only here can a job touch the
-  server's process state, so the dashboard never uses it.
-
-Processes per job: `start(..., nproc=None)` -- None is automatic: the number of visible GPUs when
-there is more than one (and the config's device is not "cpu"), else 1; the environment variable
-`NEUROALIGN_JOB_PROCESSES` replaces the automatic value (e.g. 2 on a CPU machine = 2 gloo
-processes, how CI tests the multi-process path). A multi-process job is shown like any other;
-only its rank 0 writes the run folder, `pid` is torchrun's launcher (which passes a SIGTERM on to
-the ranks), and if the launcher alone dies while rank 0 still trains, rank 0 (the pid in its
-status.json) is followed until it ends. `close(kill=True)` stops every job and terminates the
-workers that do not end in time.
-
-Scheduling: at most one active (queued or running) job per subject -- starting a second one for
-the same subject is a ValueError, also when two sessions start it at the same moment (the check
-and the creation of the run folder are one step under the manager's lock). Jobs of different
-subjects run in parallel up to `max_parallel` (default 1: one GPU / a few CPU cores are best used
-by one run at a time); the rest wait in a FIFO queue with state `queued`.
-
-Worker lifetime and restarts: a worker runs in a session of its own (a Ctrl-C in the server's
-terminal does not hit it mid-step), and its spec names the server process (pid and start time).
-Every rank of the worker polls that process; once it is gone -- a clean exit, a Ctrl-C, a kill -9
--- the worker stops gracefully, as for a Stop: the best checkpoint is restored and evaluated,
-`last.pt` stays, and the run ends `stopped` with the message "stopped because the dashboard server
-exited ..."; the next dashboard start lists it, and `resume(run_dir)` continues it from `last.pt`.
-With `NEUROALIGN_JOBS_OUTLIVE_SERVER=1` in the server's environment workers are not tied to it
-and train on after it exits (the old detached behaviour). While a worker runs, `worker.json` in its
-run folder records its pid and start time. `watch(runs_dir)` (at once, then every `sync_s`
-seconds in the manager's own watcher thread; `sync_runs` once) adopts a run whose recorded
-worker is still alive (`adopt`: e.g. a second server on the same runs folder while the first
-runs, or a detached worker; followed through its folder with the pid as liveness, shown and
-stoppable like the others; it still ends with the server that started it), never marks it
-interrupted, and marks runs that claim to be queued/running but have no live job or process as
-`interrupted` (resumable from `last.pt` too).
-
-Memory: a job's history is an immutable tuple that every snapshot shares (a snapshot costs
-O(1), however long the history; the records must be treated as read-only), with at most about
-`state.MAX_STEP_HISTORY` step records (epoch records are all kept). Ended jobs are pruned: the
-`keep_finished` (default 3) most recently ended jobs per subject, and at most `MAX_ENDED_JOBS` in
-all, stay in memory; older ones live on as run folders (the Runs page). `get` of a pruned job is
-a ValueError; `wait` still returns the job's final snapshot.
-
-Liveness: snapshots carry `last_activity` (when a metrics record or a status change last came in),
-`pid` (the worker's launcher) and `alive`, from which the dashboard says that nothing has
-progressed for a while and whether the process is still there.
-
-Modules: this one (the manager: queue, slots, public API), `state` (job records, snapshots,
-history), `process` (launching and following a worker), `adopt` (workers found alive),
-`protocol` (the run-folder files and process facts the worker shares).
+Here: `start(..., nproc=None)` picks the processes of a job (None: the visible GPUs when there is
+more than one and the config's device is not "cpu", else 1; $NEUROALIGN_JOB_PROCESSES replaces
+that); a second active job for the same subject is a ValueError, also when two sessions start it
+at the same moment (the check and the run folder are one step under the manager's lock); ended
+jobs beyond `keep_finished` per subject and `MAX_ENDED_JOBS` in all are forgotten (`get` of one
+is a ValueError, `wait` still returns its final snapshot); `close(kill=True)` stops every job and
+terminates workers that do not end in time.
 """
 
 from __future__ import annotations

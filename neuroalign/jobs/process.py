@@ -7,9 +7,7 @@ of `metrics.jsonl` become the job's history, `status.json` its message and, at t
 outcome. A process that ends without a final status of its own gets its run marked failed with how
 it ended and the last line of its log. `follow_adopted` does the same for a worker this process
 did not start (found alive by `JobManager.watch`), `terminate` ends a worker that ignores a stop.
-
-The spec names the server (this process: pid and start time) unless
-$NEUROALIGN_JOBS_OUTLIVE_SERVER is set; the worker stops gracefully once that process is gone.
+The story (stop, server lifetime, adoption) is in `neuroalign.jobs`.
 """
 
 from __future__ import annotations

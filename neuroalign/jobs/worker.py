@@ -20,19 +20,9 @@ it only when told so in code (tests, custom pipelines). `server`: see "Server li
 Modes "shared" (`"subjects"`: one shared model over them) and "adapt" (`"subjects"`: the one new
 subject, `"adapt_from"`: the shared run) run `neuroalign.jobs.shared_job.run` instead.
 
-Stopping: a stop is requested by creating `stop_request.json` in the run folder; a watcher
-thread polls for it and sets the trainer's stop event, so the stop is graceful (the best checkpoint
-is restored and evaluated). Under torchrun every rank polls the same file, and the trainer's
-per-step all-reduce makes the ranks agree on the step they stop at. Only rank 0 is given the run
-folder to write into for a new run; the other ranks train and write nothing.
-
-Server lifetime: when the spec names a `server` (the dashboard process that started the job; its
-pid and /proc start time), the same watcher polls it, and once it is gone -- a clean exit or a
-kill -9 -- sets the stop event too: every rank (torchrun's ranks are not the server's children,
-so they watch the pid, not their parent) stops gracefully, the best checkpoint is restored and
-evaluated, `last.pt` stays, and rank 0's status ends `stopped` with a message that starts "stopped
-because the dashboard server exited". `"server": null` (NEUROALIGN_JOBS_OUTLIVE_SERVER=1 in the
-server's environment) leaves the worker training on after the server exits.
+Stopping and the server's lifetime: see `neuroalign.jobs` (the package docstring). Here a watcher
+thread polls `stop_request.json` and the server's pid and sets the trainer's stop event; under
+torchrun every rank polls, and only rank 0 writes the run folder.
 
 Exit status: 0 the run ended with a final status of its own (finished or stopped); 1 it failed
 (status.json says `failed` and why; the last stderr line says it too); 2 the spec was unusable.
