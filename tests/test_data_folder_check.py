@@ -96,7 +96,7 @@ def test_a_crashing_folder_is_refused_in_one_line_by_train_and_listed_with_its_r
     assert listing.returncode == 0, listing.stderr
     assert "evil" in listing.stdout and "refused by the sandboxed check of its files" in listing.stdout
     info = SubjectStore(root).info("evil")
-    assert info.source == "check" and "killed (SIGSEGV)" in info.error
+    assert info.read_from == "check" and "killed (SIGSEGV)" in info.error
 
 
 def test_a_hand_placed_folder_is_checked_once_and_again_when_a_file_changes(tmp_path, count_checks):

@@ -33,7 +33,7 @@ def test_list_reference_folder_without_sidecar(tiny_subject_root):
     infos = store.list()
     assert [i.name for i in infos] == ["tiny"] == store.names()
     i = infos[0]
-    assert (i.n_images, i.n_neurons, i.image_shape, i.has_repeats, i.format, i.source) == \
+    assert (i.n_images, i.n_neurons, i.image_shape, i.has_repeats, i.format, i.read_from) == \
         (60, 40, (68, 270), True, "v5", "header")
 
 
@@ -57,7 +57,7 @@ def test_validate_and_import_are_atomic_and_canonical(tmp_path, make_tiny_arrays
         ("HWN", "neurons x trials", 30, 20)
     assert report.has_repeats and any("HWN" in line for line in report.summary_lines())
     info = store.import_subject("M7", imgs, resp)
-    assert (info.name, info.n_images, info.n_neurons, info.has_repeats, info.source) == ("M7", 30, 20, True, "sidecar")
+    assert (info.name, info.n_images, info.n_neurons, info.has_repeats, info.read_from) == ("M7", 30, 20, True, "sidecar")
     assert sorted(os.listdir(store.root)) == ["M7"]  # no temp folder left behind
     s = store.load("M7")
     np.testing.assert_allclose(s.images[:, 0], arrays["images"] / 255.0, atol=1e-6)
@@ -97,7 +97,7 @@ def test_stale_sidecar_is_ignored(tiny_subject_root):
         "n_images": 999, "n_neurons": 1, "image_shape": [1, 1], "has_repeats": False, "format": "v5",
         "files": {"images.mat": [1, 1], "responses.mat": [1, 1]}, "simulated": True}))
     info = store.info("tiny")
-    assert (info.n_images, info.source, info.simulated) == (60, "header", True)
+    assert (info.n_images, info.read_from, info.simulated) == (60, "header", True)
 
 
 def test_delete_only_inside_root(tmp_path, tiny_subject_root):
@@ -133,7 +133,7 @@ def test_list_stringer_recording_folder(tmp_path, make_tiny_arrays):
     istim = np.concatenate([np.arange(1, 21), np.arange(1, 21)]).astype(float)
     savemat(data / "responses.mat", {"stim": {"resp": trials, "istim": istim}})
     (info,) = SubjectStore(tmp_path / "root").list()
-    assert (info.n_images, info.n_neurons, info.has_repeats, info.source, info.error) == (20, 6, True, "load", None)
+    assert (info.n_images, info.n_neurons, info.has_repeats, info.read_from, info.error) == (20, 6, True, "load", None)
 
 
 def test_first_start_demo_rule_is_an_empty_root(tmp_path, monkeypatch):
@@ -175,3 +175,12 @@ def test_pid_alive():
     child = subprocess.Popen([sys.executable, "-c", "pass"])
     child.wait()
     assert not pid_alive(child.pid)
+
+
+def test_subject_info_read_from_and_its_old_name(tmp_path):
+    """Issue 22 item 5: `SubjectInfo.source` (how the summary was read) was renamed `read_from`,
+    since the sidecar's `source` is where the data came from; the old name still reads it."""
+    from neuroalign.data.store import SubjectInfo
+
+    info = SubjectInfo("m", str(tmp_path), 1, 2, (3, 4), False, "v5", False, "header")
+    assert info.read_from == info.source == "header" and "read_from" in info.to_dict()

@@ -58,14 +58,20 @@ class SubjectInfo:
     has_repeats: bool
     format: str
     simulated: bool = False
-    #: "sidecar" | "header" | "load" (no header shortcut: fully loaded) | "check" (refused by the sandboxed check)
-    source: str = "sidecar"
+    #: how this summary was read: "sidecar" | "header" | "load" (no header shortcut: fully loaded) |
+    #: "check" (refused by the sandboxed check). Not the sidecar's `source` record (where the data came from).
+    read_from: str = "sidecar"
     error: str | None = None  # set when the folder looks like a subject but cannot be read
     #: the MAT format of the files on disk; `format` is the format the subject was imported from
     #: (an imported v7.3 upload is stored as canonical v5 files: format "v7.3", stored_format "v5")
     stored_format: str = ""
     #: the user's original file names (browser upload) or paths (CLI) the subject was imported from
     source_files: tuple[str, ...] = ()
+
+    @property
+    def source(self) -> str:
+        """The old name of `read_from` (it read as the sidecar's `source`, which it is not)."""
+        return self.read_from
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
