@@ -58,7 +58,8 @@ def _block(i2n, n2i, n=6, ci=None, rows="made up"):
 
 def test_old_run_gets_wilson_intervals_and_a_linear_verdict(app_populated):
     """An old results.json (ridge from pixels only, no top1_ci) still shows intervals and the verdict."""
-    from neuroalign.ui.results_view import wilson_interval
+    from neuroalign.evaluation.retrieval import wilson_interval
+    from neuroalign.ui.results_view import shown_interval
 
     results = s.load_json(app_populated["run"] / "results.json")
     at = s.app_at(PAGE)
@@ -67,6 +68,7 @@ def test_old_run_gets_wilson_intervals_and_a_linear_verdict(app_populated):
     assert list(table.columns) == ["model", "chance", "ridge pixels"]
     top1 = results["test"]["image_to_neural"]["top1"]
     lo, hi = wilson_interval(top1, 6)
+    assert shown_interval(top1, 6) == (lo, hi) and shown_interval(top1, 0) == (0.0, 1.0)  # the display's one formula
     assert table.loc["top1 95% lo", "model"] == pytest.approx(lo)
     assert table.loc["top1 95% hi", "model"] == pytest.approx(hi)
     assert 0.0 <= lo <= top1 <= hi <= 1.0

@@ -62,7 +62,7 @@ def _num(v: Any) -> float | None:
     return v if math.isfinite(v) else None
 
 
-def wilson_interval(p: float, n: int) -> tuple[float, float]:
+def shown_interval(p: float, n: int) -> tuple[float, float]:
     """`evaluation.retrieval.wilson_interval` (the one formula) for display: `(0, 1)` when there are
     no items rather than an error (a page never raises on an odd results.json)."""
     if n <= 0:
@@ -98,7 +98,7 @@ def top1_with_interval(block: Mapping[str, Any] | None, direction: str,
     size = _num(_get(block, "n")) or n
     if not size:
         return top1, None, None
-    lo, hi = wilson_interval(top1, int(size))
+    lo, hi = shown_interval(top1, int(size))
     return top1, lo, hi
 
 
@@ -132,7 +132,7 @@ def metrics_table(results: Mapping[str, Any], direction: str) -> pd.DataFrame:
         rows.append(row)
         if metric == "top1":
             # chance's interval: where a random ranking's top-1 on these n images falls 95 % of the time
-            chance_ci = wilson_interval(row["chance"], n) if row["chance"] is not None and n else (None, None)
+            chance_ci = shown_interval(row["chance"], n) if row["chance"] is not None and n else (None, None)
             for bound, idx in (("lo", 1), ("hi", 2)):
                 brow = {"metric": f"top1 95% {bound}", "model": top1_with_interval(test, direction, n)[idx],
                         "chance": chance_ci[idx - 1]}
@@ -227,7 +227,7 @@ def small_test_warning(results: Mapping[str, Any]) -> str | None:
     top1 = _num(_get(results, "test", "image_to_neural", "top1"))
     width = ""
     if top1 is not None:
-        lo, hi = wilson_interval(top1, n)
+        lo, hi = shown_interval(top1, n)
         width = f" (top-1 image → neural {top1:.3f}, 95 % interval {lo:.3f}–{hi:.3f})"
     return (f"Only {n} test images{width}: with fewer than {SMALL_TEST}, differences of several points between "
             f"the model and a baseline can be noise. More images per subject give firmer numbers.")
