@@ -345,3 +345,18 @@ def test_the_import_folder_name_is_one_name():
     from neuroalign.data import names
 
     assert paths.INCOMING == names.IMPORT_FOLDER
+
+
+def test_names_from_an_nwb_file_are_shown_as_text(app_env, tmp_path):
+    """Group names inside an uploaded NWB file are the uploader's text: the label that says what
+    'automatic' picks shows a crafted container name escaped, never as an image or a link."""
+    nwb = tmp_path / "crafted.nwb"
+    ns.write_nwb(nwb, n_images=12, n_rois=6)
+    crafted = "![x](x.png)[y](e.example) **b**"  # no "/": HDF5 would read it as nested groups
+    with h5py.File(nwb, "r+") as f:
+        f.move("stimulus/presentation/natural_scenes_presentations", f"stimulus/presentation/{crafted}")
+    at = _nwb_upload(s.app_at(PAGE), nwb.name, nwb.read_bytes())
+    s.no_exceptions(at)
+    assert not at.error, [e.value for e in at.error]
+    label = at.selectbox(key=keys.NWB_PRESENTATIONS).label
+    assert crafted not in label and "\\[x\\](x.png)\\[y\\]" in label and "\\*\\*b\\*\\*" in label, label

@@ -163,7 +163,7 @@ def _choice(label: str, options: list[str], key: str, help: str, default: str | 
     values = [AUTO] + options
     if st.session_state.get(key) not in values:
         st.session_state.pop(key, None)
-    picked = st.selectbox(f"{label} · automatic: {default}" if default else label, values, key=key, help=help)
+    picked = st.selectbox(f"{label} · automatic: {md(default)}" if default else label, values, key=key, help=help)
     return None if picked == AUTO else picked
 
 
@@ -196,13 +196,13 @@ def _nwb_options(inventory: dict | None) -> NwbOptions | None:
         picked_series = _choice("Responses (processing/ophys)", series_options, keys.NWB_SERIES,
                                 help="A container (one series per imaging plane, concatenated along the neurons) "
                                      "or one series. Automatic: the first of " + ", ".join(SERIES_PREFERENCE)
-                                     + " the file has" + (f" (here {default})" if default else ""),
+                                     + " the file has" + (f" (here {md(default)})" if default else ""),
                                 default=default)
         pres = inv.get("presentations") or []
         picked_pres = _choice("Presentations", [p["name"] for p in pres], keys.NWB_PRESENTATIONS,
                               help="An IndexSeries (onsets from its timestamps or rate) or an intervals table with "
                                    "an image-index column. Automatic: the only one"
-                                   + (f" (here {inv.get('presentations_default')})"
+                                   + (f" (here {md(inv.get('presentations_default'))})"
                                       if inv.get("presentations_default") else ""),
                               default=inv.get("presentations_default"))
         tpl = inv.get("templates") or []
@@ -302,7 +302,7 @@ def _server_section(store, generation: int) -> tuple[Any, tuple]:
         default_name = candidate.name
         kind = "mat"
     name = st.text_input("Name", key=keys.upload_widget(keys.SERVER_NAME, generation), placeholder=default_name,
-                         help="Default: " + default_name)
+                         help="Default: " + md(default_name))
     identity = ("server", kind, tuple(server_import.stamp(p) for p in files),
                 server_import.stamp(images_path) if images_path else None,
                 upload.nwb_options_identity(nwb_options) if nwb_options is not None else None)
