@@ -599,9 +599,9 @@ def _choose_templates(path: Path, f: Any, pres: _Presentations, options: NwbOpti
         return tpl
     if found is None:
         raise _fail(path, "no stimulus images: expected an Images container or an ImageSeries in stimulus/templates; "
-                    "for a file without them, give the images as a .mat file (--images, or the images uploader)")
+                    "for a file without them, give the images as a .mat file (--images on the command line, the images .mat on the Subjects page)")
     if found.external:
-        raise _fail(path, found.notes[0] + "; give the images as a .mat file (--images, or the images uploader)")
+        raise _fail(path, found.notes[0] + "; give the images as a .mat file (--images on the command line, the images .mat on the Subjects page)")
     if max_index >= found.n:
         raise _fail(path, f"{pres.label} shows image index {max_index} but {found.label} holds {found.n} images "
                     f"(indices 0 to {found.n - 1}); expected presentations of these images")
