@@ -109,7 +109,7 @@ def test_demo_subjects_on_disk(sim_root):
     b = load_subject(sim_root / "sim-M2")
     for s in (a, b):
         info = infos[s.name]
-        assert (info.n_images, info.n_neurons, info.simulated, info.source) == (160, 48, True, "sidecar")
+        assert (info.n_images, info.n_neurons, info.simulated, info.read_from) == (160, 48, True, "sidecar")
         assert s.meta["simulated"] and s.meta["images_dtype"] == "uint8" and s.meta["image_layout"] == "NHW"
         np.testing.assert_allclose(s.responses, s.repeats.mean(0), rtol=1e-5, atol=1e-5)
         gt = load_ground_truth(sim_root / s.name)
