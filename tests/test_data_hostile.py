@@ -550,7 +550,15 @@ def test_ctrl_c_while_the_worker_stages_stops_it_and_leaves_nothing(tmp_path, pa
 
     marker = tmp_path / "worker.pid"
     in_worker(monkeypatch, f"import os, time\nopen({str(marker)!r}, 'w').write(str(os.getpid()))\ntime.sleep(60)")
-    threading.Timer(1.5, _thread.interrupt_main).start()
+
+    def interrupt_once_the_worker_runs() -> None:  # not on a fixed timer: on a loaded machine the server may
+        deadline = time.monotonic() + 50            # still be before the worker (e.g. inside h5py) after 1.5 s
+        while not (marker.exists() and marker.read_text()) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        time.sleep(0.2)
+        _thread.interrupt_main()
+
+    threading.Thread(target=interrupt_once_the_worker_runs, daemon=True).start()
     store = SubjectStore(tmp_path / "root")
     with pytest.raises(KeyboardInterrupt):
         store.import_subject("new", *pair)
