@@ -193,6 +193,19 @@ def _shared(record: runs_io.RunRecord, name: str | None, data_dir, cache_dir) ->
                      "embedding_dim": model.n_components, "centred_cosine": False}
 
 
+def single_subject_meta(record: runs_io.RunRecord, subject: str | None) -> dict[str, Any]:
+    """config.json's subject record of a single-subject run; one-line errors when the run has none or
+    `subject` names another subject (`--subject` chooses among a shared run's subjects)."""
+    meta = record.config.get("subject")
+    if not isinstance(meta, dict) or "config" not in record.config:
+        raise FileNotFoundError(f"{display_path(record.path / runs_io.CONFIG_FILE)} is missing or incomplete; "
+                                "expected a trained run")
+    if subject is not None and subject != meta.get("name"):
+        raise ValueError(f"run {record.path.name} is of subject {meta.get('name')!r}, not {subject!r}; --subject "
+                         "chooses among the subjects of a shared run")
+    return meta
+
+
 def export_run(run_dir: str | Path, *, subject: str | None = None, data_dir: str | Path | None = None,
                cache_dir: str | Path | None = None, device: str = "auto") -> dict[str, Any]:
     """The arrays of a trained run (module docstring): a dict of numpy arrays and strings whose keys are
@@ -204,13 +217,7 @@ def export_run(run_dir: str | Path, *, subject: str | None = None, data_dir: str
     if kind in SHARED_KINDS:
         subj, got = _shared(record, subject, data_dir, cache_dir)
     else:
-        meta = record.config.get("subject")
-        if not isinstance(meta, dict) or "config" not in record.config:
-            raise FileNotFoundError(f"{display_path(record.path / runs_io.CONFIG_FILE)} is missing or incomplete; "
-                                    "expected a trained run")
-        if subject is not None and subject != meta.get("name"):
-            raise ValueError(f"run {record.path.name} is of subject {meta.get('name')!r}, not {subject!r}; --subject "
-                             "chooses among the subjects of a shared run")
+        meta = single_subject_meta(record, subject)
         if not (record.path / runs_io.BEST_CKPT).is_file():
             raise FileNotFoundError(f"{display_path(record.path / runs_io.BEST_CKPT)} not found; the run has not "
                                     "finished a first epoch (nothing to export yet)")

@@ -75,13 +75,9 @@ def _subject_record(record: runs_io.RunRecord, subject: str | None) -> tuple[dic
                              f"{', '.join(metas) or '(none)'}")
         folder = record.path / SUBJECTS_DIR / subject
         return metas[subject], runs_io.read_json_file(folder / runs_io.RESULTS_FILE), None
-    meta = record.config.get("subject")
-    if not isinstance(meta, dict) or "config" not in record.config:
-        raise FileNotFoundError(f"{display_path(record.path / runs_io.CONFIG_FILE)} is missing or incomplete; "
-                                "expected a trained run")
-    if subject is not None and subject != meta.get("name"):
-        raise ValueError(f"run {record.path.name} is of subject {meta.get('name')!r}, not {subject!r}; --subject "
-                         "chooses among the subjects of a shared run")
+    from neuroalign.export import single_subject_meta
+
+    meta = single_subject_meta(record, subject)
     if record.results is None:
         raise FileNotFoundError(f"{display_path(record.path / runs_io.RESULTS_FILE)} not found; the run has not "
                                 "been evaluated (nothing to export yet)")
