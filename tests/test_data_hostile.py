@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import io
 import os
+import signal
 import struct
 import threading
 import time
@@ -558,10 +559,16 @@ def test_ctrl_c_while_the_worker_stages_stops_it_and_leaves_nothing(tmp_path, pa
         time.sleep(0.2)
         _thread.interrupt_main()
 
-    threading.Thread(target=interrupt_once_the_worker_runs, daemon=True).start()
-    store = SubjectStore(tmp_path / "root")
-    with pytest.raises(KeyboardInterrupt):
-        store.import_subject("new", *pair)
+    # a process started in the background by a non-interactive shell has SIGINT ignored, and then
+    # interrupt_main() does nothing: give this one Python's own handler, as a terminal would
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        threading.Thread(target=interrupt_once_the_worker_runs, daemon=True).start()
+        store = SubjectStore(tmp_path / "root")
+        with pytest.raises(KeyboardInterrupt):
+            store.import_subject("new", *pair)
+    finally:
+        signal.signal(signal.SIGINT, previous)
     assert _leftovers(store.root) == []
     pid = int(marker.read_text())
     time.sleep(0.2)
