@@ -18,7 +18,7 @@ def _images(n_images: int, seed: int) -> np.ndarray:
     return np.round(np.repeat(np.repeat(low, 4, axis=1), 4, axis=2) * 255).astype(np.uint8)
 
 
-def _responses(images_u8: np.ndarray, n_neurons: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+def population_responses(images_u8: np.ndarray, n_neurons: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
     """Mean responses and 2 repeats of a population reading 4x4-block means of the images."""
     rng = np.random.default_rng(seed)
     n, h, w = images_u8.shape
@@ -27,6 +27,15 @@ def _responses(images_u8: np.ndarray, n_neurons: int, seed: int) -> tuple[np.nda
     rates = np.exp(3.2 * (low - 0.5) @ weights)
     reps = rng.poisson(np.broadcast_to(rates * 3, (2, n, n_neurons))).astype(np.float32) / 3
     return reps.mean(axis=0).astype(np.float32), reps
+
+
+def write_subject(root: Path, name: str, images: np.ndarray, responses: np.ndarray, repeats: np.ndarray) -> Path:
+    """`<root>/<name>/Data/{images,responses}.mat` (responses with their repeats); returns the subject folder."""
+    data = Path(root) / name / "Data"
+    data.mkdir(parents=True)
+    savemat(data / "images.mat", {"images": images})
+    savemat(data / "responses.mat", {"responses": responses, "responses_repeats": repeats})
+    return data.parent
 
 
 def write_shared_subjects(root: Path, names=("A", "B", "C"), n_images: int = 90, neurons=(12, 30, 20),
@@ -38,12 +47,8 @@ def write_shared_subjects(root: Path, names=("A", "B", "C"), n_images: int = 90,
     out = []
     for i, name in enumerate(names):
         perm = np.arange(n_images) if i == 0 else rng.permutation(n_images)
-        mean, reps = _responses(base, neurons[i % len(neurons)], 1 + i + 10 * image_seed)
-        data = Path(root) / name / "Data"
-        data.mkdir(parents=True)
-        savemat(data / "images.mat", {"images": base[perm]})
-        savemat(data / "responses.mat", {"responses": mean[perm], "responses_repeats": reps[:, perm]})
-        out.append(data.parent)
+        mean, reps = population_responses(base, neurons[i % len(neurons)], 1 + i + 10 * image_seed)
+        out.append(write_subject(root, name, base[perm], mean[perm], reps[:, perm]))
     return out
 
 

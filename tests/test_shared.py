@@ -9,31 +9,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from scipy.io import savemat
+
+from shared_support import HW, population_responses, write_subject
 
 from neuroalign.config import preset
 from neuroalign.data import load_subject
 from neuroalign.data.shared_split import check_sides_agree, hash_side, image_hashes, shared_splits, split_by_hash
-
-HW = (36, 64)
-
-
-def _responses(images_u8: np.ndarray, n_neurons: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """Mean responses and 2 repeats of a population reading 4x4-block means of the images."""
-    rng = np.random.default_rng(seed)
-    n, h, w = images_u8.shape
-    low = images_u8.astype(np.float64).reshape(n, h // 4, 4, w // 4, 4).mean(axis=(2, 4)).reshape(n, -1) / 255
-    weights = rng.standard_normal((low.shape[1], n_neurons)) / np.sqrt(low.shape[1])
-    rates = np.exp(3.2 * (low - 0.5) @ weights)
-    reps = rng.poisson(np.broadcast_to(rates * 3, (2, n, n_neurons))).astype(np.float32) / 3
-    return reps.mean(axis=0).astype(np.float32), reps
-
-
-def _write(root: Path, name: str, images: np.ndarray, responses: np.ndarray, repeats: np.ndarray) -> None:
-    data = root / name / "Data"
-    data.mkdir(parents=True)
-    savemat(data / "images.mat", {"images": images})
-    savemat(data / "responses.mat", {"responses": responses, "responses_repeats": repeats})
 
 
 @pytest.fixture
@@ -46,13 +27,13 @@ def shared_root(tmp_path: Path, make_tiny_arrays) -> Path:
     rng = np.random.default_rng(3)
     for name, k, seed, perm in (("A", 12, 1, np.arange(90)), ("B", 30, 2, rng.permutation(90)),
                                 ("C", 120, 3, rng.permutation(90))):
-        mean, reps = _responses(base, k, seed)
-        _write(root, name, base[perm], mean[perm], reps[:, perm])
-    mean, reps = _responses(other, 25, 4)
-    _write(root, "D", other, mean, reps)
+        mean, reps = population_responses(base, k, seed)
+        write_subject(root, name, base[perm], mean[perm], reps[:, perm])
+    mean, reps = population_responses(other, 25, 4)
+    write_subject(root, "D", other, mean, reps)
     small = make_tiny_arrays(n_images=90, n_neurons=4, seed=9, hw=(32, 48))["images"]
-    mean, reps = _responses(small, 10, 5)
-    _write(root, "E", small, mean, reps)
+    mean, reps = population_responses(small, 10, 5)
+    write_subject(root, "E", small, mean, reps)
     return root
 
 
