@@ -89,29 +89,38 @@ def _upload_section(store, generation: int) -> tuple[Any, tuple]:
             problem = st.session_state.get("_nwb_options_error", "the NWB options are not valid")
         current = (nwb_file, nwb_images)
         extra = (upload.nwb_options_identity(options) if options is not None else ("nwb", "invalid"),)
+    def stage():
+        if fmt == MAT:
+            return upload.stage_and_validate(store, new_name, *current, staging_root=upload.staging_root())
+        if options is None:
+            raise ValueError(st.session_state.get("_nwb_options_error", "the NWB options are not valid"))
+        return upload.stage_nwb(store, new_name, *current, options=options, staging_root=upload.staging_root())
+
+    staged = _check_step(keys.UPLOAD_CHECK, problem, lambda checked: upload.is_current(checked, new_name, *current, *extra),
+                         "The name, a file or an option changed since the check", stage)
+    return staged, current
+
+
+def _check_step(key: str, problem: str | None, is_current, changed: str, stage):
+    """The staged check of either section: drop a check that no longer describes the choices (saying
+    `changed`), then the Check files button (disabled while `problem`), which runs `stage()` in a spinner
+    and keeps what it staged; a refusal is one error line. Returns the current staged check or None."""
     staged = st.session_state.get(keys.UPLOAD_STAGED)
-    if staged is not None and not upload.is_current(staged, new_name, *current, *extra):
+    if staged is not None and not is_current(staged):
         upload.discard(st.session_state.pop(keys.UPLOAD_STAGED))  # the preview described other files
         staged = None
-        st.info("The name, a file or an option changed since the check: press **Check files** again.")
-    if st.button("Check files", key=keys.UPLOAD_CHECK, type="primary", disabled=problem is not None,
+        st.info(f"{changed}: press **Check files** again.")
+    if st.button("Check files", key=key, type="primary", disabled=problem is not None,
                  help="Not possible yet: see the message above" if problem is not None else None):
         upload.discard(st.session_state.pop(keys.UPLOAD_STAGED, None))
         staged = None
         try:
             with st.spinner("Reading and validating…"):
-                if fmt == MAT:
-                    staged = upload.stage_and_validate(store, new_name, *current,
-                                                       staging_root=upload.staging_root())
-                else:
-                    if options is None:
-                        raise ValueError(st.session_state.get("_nwb_options_error", "the NWB options are not valid"))
-                    staged = upload.stage_nwb(store, new_name, *current, options=options,
-                                              staging_root=upload.staging_root())
+                staged = stage()
             st.session_state[keys.UPLOAD_STAGED] = staged
         except (ValueError, FileNotFoundError, OSError) as exc:
             st.error(f"Not importable: {md(exc)}")
-    return staged, current
+    return staged
 
 
 # ---------------------------------------------------------------------------------------------
@@ -306,22 +315,11 @@ def _server_section(store, generation: int) -> tuple[Any, tuple]:
     identity = ("server", kind, tuple(server_import.stamp(p) for p in files),
                 server_import.stamp(images_path) if images_path else None,
                 upload.nwb_options_identity(nwb_options) if nwb_options is not None else None)
-    staged = st.session_state.get(keys.UPLOAD_STAGED)
-    if staged is not None and not upload.is_current(staged, name or default_name, None, None, identity):
-        upload.discard(st.session_state.pop(keys.UPLOAD_STAGED))
-        staged = None
-        st.info("The recording, the name or an option changed since the check: press **Check files** again.")
-    if st.button("Check files", key=keys.SERVER_CHECK, type="primary", disabled=problem is not None,
-                 help="Not possible yet: see the message above" if problem is not None else None):
-        upload.discard(st.session_state.pop(keys.UPLOAD_STAGED, None))
-        staged = None
-        try:
-            with st.spinner("Reading and validating…"):
-                staged = _stage_server(store, name or default_name, kind, files, images_path, nwb_options, roots,
-                                       identity)
-            st.session_state[keys.UPLOAD_STAGED] = staged
-        except (ValueError, FileNotFoundError, OSError) as exc:
-            st.error(f"Not importable: {md(exc)}")
+    staged = _check_step(keys.SERVER_CHECK, problem,
+                         lambda checked: upload.is_current(checked, name or default_name, None, None, identity),
+                         "The recording, the name or an option changed since the check",
+                         lambda: _stage_server(store, name or default_name, kind, files, images_path, nwb_options,
+                                               roots, identity))
     return staged, ()
 
 
