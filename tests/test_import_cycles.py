@@ -210,3 +210,15 @@ def test_cli_parser_does_not_load_torch():
             "assert not heavy, heavy\n")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr[-2000:]
+
+
+def test_the_package_uses_no_private_torch_modules():
+    """torch's underscore modules change between releases: a `from torch.distributed.
+    _functional_collectives import ...` ran here (torch 2.13) and failed to import on a GPU box's
+    torch 2.11, taking every training path down with it. Public API only."""
+    import re
+
+    private = re.compile(r"^\s*(from|import)\s+torch(\.\w+)*\._\w*", re.M)
+    found = [f"{p.relative_to(ROOT.parent)}: {m.group(0).strip()}"
+             for p in sorted(ROOT.rglob("*.py")) for m in private.finditer(p.read_text())]
+    assert not found, found

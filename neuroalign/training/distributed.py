@@ -7,10 +7,11 @@ collectives; nothing here runs when WORLD_SIZE is 1).
   of the training rows (the one a single process draws) and takes its slice of each global batch
   (`shard_bounds`: `torch.tensor_split` sizes, the first `B % W` ranks one row more; a rank whose
   slice is empty still takes part in the step).
-* Global negatives: `gather_rows` all-gathers a tower's maps with `all_gather_single` from
-  `torch.distributed._functional_collectives` (the replacement the deprecated
-  `torch.distributed.nn.functional.all_gather` names), whose backward sums every rank's gradient for
-  each rank's own rows (a reduce-scatter). Every rank then computes the loss of the whole global
+* Global negatives: `gather_rows` all-gathers a tower's maps (`_GatherRows`: public
+  `torch.distributed.all_gather` forward; its backward sums every rank's gradient of the gathered
+  rows with one all-reduce and keeps this rank's own rows -- public collectives only, so any torch
+  build works, gloo and NCCL alike; a private `_functional_collectives` import broke on torch 2.11).
+  Every rank then computes the loss of the whole global
   batch -- the same number everywhere, equal to one process's loss. Gradient scale: rank r's
   gradient is W * dL/d(its rows) (each of the W identical losses sends dL/d(rows of r) back to r);
   DistributedDataParallel averages, (1/W) * sum_r W * dL/d(rows of r) = dL/dparameters, exactly the
@@ -33,8 +34,6 @@ from typing import Any, Callable
 import numpy as np
 import torch
 from torch import nn
-from torch.distributed._functional_collectives import all_gather_single
-
 from neuroalign.config import TrainConfig
 from neuroalign.models.feature_cache import compute_features, lookup_features, store_features
 from neuroalign.training.device import DistInfo, dist_info_from_env, init_distributed, resolve_device
@@ -73,6 +72,24 @@ def shard_bounds(n: int, world_size: int, rank: int) -> tuple[int, int]:
     return lo, lo + base + (1 if rank < extra else 0)
 
 
+class _GatherRows(torch.autograd.Function):
+    """Every rank's `(n, ...)` rows stacked in rank order; the backward sums all ranks' gradients of
+    the stack (one all-reduce: these maps are small) and returns this rank's `n` rows."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, world_size: int, rank: int) -> torch.Tensor:
+        ctx.rank, ctx.rows = rank, x.shape[0]
+        parts = [torch.empty_like(x) for _ in range(world_size)]
+        torch.distributed.all_gather(parts, x)
+        return torch.cat(parts)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        grad = grad.contiguous().clone()
+        torch.distributed.all_reduce(grad)
+        return grad[ctx.rank * ctx.rows:(ctx.rank + 1) * ctx.rows], None, None
+
+
 def gather_rows(x: torch.Tensor, total: int | None, dist: DistInfo) -> torch.Tensor:
     """All ranks' rows of `x` in rank order, `(total, ...)`, with gradient to this rank's rows.
 
@@ -83,14 +100,12 @@ def gather_rows(x: torch.Tensor, total: int | None, dist: DistInfo) -> torch.Ten
     if not dist.enabled:
         return x
     total = x.shape[0] * dist.world_size if total is None else int(total)
-    from torch.distributed._functional_collectives import all_gather_single
-
     width = -(-total // dist.world_size)
     lo, hi = shard_bounds(total, dist.world_size, dist.rank)
     if x.shape[0] != hi - lo:
         raise ValueError(f"rank {dist.rank} holds {x.shape[0]} rows, expected {hi - lo} of a global batch of {total}")
     padded = x if x.shape[0] == width else torch.cat([x, x.new_zeros((width - x.shape[0], *x.shape[1:]))])
-    full = all_gather_single(padded.contiguous(), 0, torch.distributed.group.WORLD)
+    full = _GatherRows.apply(padded.contiguous(), dist.world_size, dist.rank)
     if total % dist.world_size == 0:
         return full
     parts = []
