@@ -86,14 +86,14 @@ def synthetic_subject(n_images: int, n_neurons: int, seed: int = 0,
 
 
 def make_trainer(subject: Subject, device: torch.device, batch: int, mode: str = "frozen", **neural: Any):
-    """The real Trainer (frozen: features cached at construction), as `fit` would use it."""
+    """The real Trainer, prepared (frozen: features cached by `prepare()`), as `fit` would use it."""
     from neuroalign.training.trainer import Trainer
 
     changes = {"epochs": 1, "batch_size": batch, "device": device.type, "image.mode": mode,
                "bf16": device.type == "cuda"}
     changes.update({f"neural.{k}": v for k, v in neural.items()})
     config = TrainConfig(preset="reference").replace(**changes)
-    return Trainer(config, subject)
+    return Trainer(config, subject).prepare()
 
 
 def trainer_step_fn(trainer, batch: int, seed: int = 0) -> Callable[[], None]:

@@ -57,7 +57,7 @@ def main(argv: list[str] | None = None) -> int:
     for name in ("recommended", "attention"):
         cfg = preset(name).replace(device="cpu", threads=args.threads)
         t0 = time.perf_counter()
-        trainer = Trainer(cfg, subject)
+        trainer = Trainer(cfg, subject).prepare()
         prepare = time.perf_counter() - t0
         row = {"prepare_s": prepare, "batch_size": cfg.batch_size}
         if cfg.init == "linear":

@@ -40,7 +40,7 @@ def train_and_score(subject, block: str, epochs: int, device: str, seed: int = 1
 
     config = preset("recommended").replace(epochs=epochs, device=device, seed=seed,
                                            early_stopping_patience=None, **{"neural.block": block})
-    trainer = Trainer(config, subject)
+    trainer = Trainer(config, subject).prepare()  # preparation (features) outside the timed fit
     t = time.perf_counter()
     fit = trainer.fit()
     train_s = time.perf_counter() - t

@@ -77,7 +77,7 @@ def test_evaluation_estimate_is_measured_and_finite(sim_root):
 
     cfg = preset("recommended").replace(epochs=1, device="cpu", **{"image.backbone": "random_rectified", "image.block": 1,
                                                                    "image.transform": "none"})
-    trainer = Trainer(cfg, load_subject(sim_root / "sim-M1"))
+    trainer = Trainer(cfg, load_subject(sim_root / "sim-M1")).prepare()
     estimate = estimate_evaluation_seconds(trainer)
     assert np.isfinite(estimate) and estimate > 0
     t0 = time.monotonic()

@@ -42,7 +42,7 @@ def test_world_size_one_is_plain_single_process(monkeypatch, subject):
     monkeypatch.setenv("RANK", "0")
     info = dist_info_from_env()
     assert info == DistInfo(1, 0, 0) and info.is_main and not info.enabled
-    tr = Trainer(tiny_config(device="cpu", epochs=1), subject)
+    tr = Trainer(tiny_config(device="cpu", epochs=1), subject).prepare()
     assert tr.model is tr.core  # no DDP wrapper
     assert not torch.distributed.is_initialized()
     tr.fit()
@@ -54,7 +54,7 @@ def test_world_size_one_is_plain_single_process(monkeypatch, subject):
 @needs_cuda
 @pytest.mark.cuda
 def test_cuda_bf16_training_and_pinned_loading(subject):
-    tr = Trainer(tiny_config(device="cuda", bf16=True, epochs=2), subject)
+    tr = Trainer(tiny_config(device="cuda", bf16=True, epochs=2), subject).prepare()
     assert tr.device.type == "cuda" and tr.inputs.is_cuda and tr.responses.is_cuda
     with tr.autocast():
         out = tr.core.image_tower.proj(tr.inputs[:2])
@@ -68,7 +68,7 @@ def test_cuda_bf16_training_and_pinned_loading(subject):
 @needs_cuda
 @pytest.mark.cuda
 def test_cuda_finetune_and_auto_device(subject):
-    tr = Trainer(tiny_config(device="auto", epochs=1, **{"image.mode": "finetune"}), subject)
+    tr = Trainer(tiny_config(device="auto", epochs=1, **{"image.mode": "finetune"}), subject).prepare()
     assert tr.device.type == "cuda"
     assert tr.inputs.is_cuda and tr.inputs.shape[1:] == subject.images.shape[1:]
     assert np.isfinite(tr.fit().best_val_loss)
@@ -82,7 +82,8 @@ def _ddp_worker(rank: int, port: int, out_dir: str, arrays: dict) -> None:
     torch.set_num_threads(1)
     sub = Subject("toy", arrays["images"], arrays["responses"], None)
     run_dir = out_dir if rank == 0 else None
-    tr = Trainer(tiny_config(device="cpu", epochs=2, batch_size=8, log_every_steps=1), sub, run_dir=run_dir)
+    tr = Trainer(tiny_config(device="cpu", epochs=2, batch_size=8, log_every_steps=1), sub,
+                 run_dir=run_dir).prepare()
     assert tr.model is not tr.core  # wrapped in DistributedDataParallel
     res = tr.fit()
     torch.save({"state": tr.model_state(), "steps": tr.state.global_step, "epochs": res.epochs_run},

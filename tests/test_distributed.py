@@ -93,21 +93,21 @@ def _worker(rank: int, port: int, out_dir: str, arrays: dict) -> None:
     sub = Subject("toy", arrays["images"], arrays["responses"], arrays["repeats"])
     out: dict = {}
     for name in CASES:
-        tr = Trainer(_config(name), sub)
+        tr = Trainer(_config(name), sub).prepare()
         out[name] = {"first": _first_step(tr), "fit": _fit(tr), "backend": tr.dist_backend}
     # the feature cache, empty: each rank computes its shard, one file appears, a second start reads it
     cache = Path(out_dir) / "cache"
     feature_cache.clear_memory_cache()
     computed.clear()
-    first = Trainer(_config("reference"), sub, cache_dir=cache).inputs
+    first = Trainer(_config("reference"), sub, cache_dir=cache).prepare().inputs
     out["cache_first"] = list(computed)
     feature_cache.clear_memory_cache()
     computed.clear()
-    second = Trainer(_config("reference"), sub, cache_dir=cache).inputs
+    second = Trainer(_config("reference"), sub, cache_dir=cache).prepare().inputs
     out["cache_second"] = list(computed)
     out["cache_same"] = torch.equal(first, second)
     out["features"] = first
-    out["dropout"] = [_dropout_mask(Trainer(_config("recommended").replace(**{"neural.dropout": 0.5}), sub))
+    out["dropout"] = [_dropout_mask(Trainer(_config("recommended").replace(**{"neural.dropout": 0.5}), sub).prepare())
                       for _ in range(2)]
     # the pipeline with an explicit run folder on every rank (each its own): only rank 0's is written
     from neuroalign.training import pipeline
@@ -162,7 +162,7 @@ def _assert_close_tree(a: dict, b: dict, rtol: float, what: str) -> None:
 @pytest.mark.parametrize("name", list(CASES))
 def test_two_processes_give_the_single_process_loss_and_gradients(two_ranks, name):
     ranks, subject, _ = two_ranks
-    one = Trainer(_config(name), subject)
+    one = Trainer(_config(name), subject).prepare()
     assert one.dist_backend is None and ranks[0][name]["backend"] == "gloo"
     ref = _first_step(one)
     r0, r1 = ranks[0][name]["first"], ranks[1][name]["first"]
@@ -183,7 +183,7 @@ def test_two_processes_train_like_one(two_ranks, name):
     ranks, subject, _ = two_ranks
     one = _fit(Trainer(_config(name), subject))
     r0, r1 = ranks[0][name]["fit"], ranks[1][name]["fit"]
-    n_train = len(Trainer(_config(name), subject).split["train"])
+    n_train = len(Trainer(_config(name), subject).prepare().split["train"])
     assert r0["steps"] == one["steps"] == 2 * -(-n_train // 9)  # global batches, not per-rank ones
     # float32 rounding differs (half batches, a reduce-scatter, ~1e-7) and training carries it on: on
     # this tiny, overfitted subject a 1e-7 relative change of the linear start's encoder moves the
@@ -214,7 +214,7 @@ def test_empty_feature_cache_two_processes(two_ranks):
     assert ranks[0]["cache_same"] and ranks[1]["cache_same"]
     files = sorted(p.name for p in (out / "cache" / "features").iterdir())
     assert len(files) == 1 and files[0].endswith(".pt")  # no temporary file left behind
-    tower = Trainer(_config("reference"), subject).image_tower
+    tower = Trainer(_config("reference"), subject).prepare().image_tower
     torch.testing.assert_close(ranks[1]["features"], compute_features(tower, subject.images), rtol=0, atol=0)
 
 
@@ -234,7 +234,7 @@ def test_pipeline_writes_from_rank_zero_only(two_ranks):
 def test_dropout_masks_are_per_rank_and_reproducible(two_ranks):
     """Each rank draws its own masks (rank 0 the single-process ones), the same on every start."""
     ranks, subject, _ = two_ranks
-    one = _dropout_mask(Trainer(_config("recommended").replace(**{"neural.dropout": 0.5}), subject))
+    one = _dropout_mask(Trainer(_config("recommended").replace(**{"neural.dropout": 0.5}), subject).prepare())
     for r in ranks:
         assert torch.equal(r["dropout"][0], r["dropout"][1])
     assert torch.equal(ranks[0]["dropout"][0], one) and not torch.equal(ranks[1]["dropout"][0], one)

@@ -131,12 +131,12 @@ def test_trainer_starts_linear_and_restores_nothing_worse_than_the_start(make_ti
 
 def test_repeat_augmentation_swaps_in_single_trials(make_tiny_arrays):
     subject = _subject(make_tiny_arrays)
-    trainer = Trainer(_tiny_recommended(**{"data.repeat_augment": 1.0}), subject)
+    trainer = Trainer(_tiny_recommended(**{"data.repeat_augment": 1.0}), subject).prepare()
     idx = torch.arange(8)
     r = trainer.train_responses(idx, epoch=1, step=0)
     singles = trainer.repeats[:, idx]
     assert all(any(torch.equal(r[i], singles[j, i]) for j in range(singles.shape[0])) for i in range(8))
-    plain = Trainer(_tiny_recommended(), subject)
+    plain = Trainer(_tiny_recommended(), subject).prepare()
     assert torch.equal(plain.train_responses(idx, 1, 0), plain.responses[idx])
 
 

@@ -43,8 +43,42 @@ def test_same_seed_gives_identical_losses(subject):
     assert c != a
 
 
+def test_constructor_only_keeps_settings_and_prepare_builds_once(subject, tmp_path, monkeypatch):
+    """`Trainer(...)` is cheap: no seeding, towers or backbone features until `prepare()`; the engine
+    attributes are missing before it (an AttributeError naming prepare(), a typo's stays plain); a
+    second prepare() builds nothing. A given split is still checked by the constructor."""
+    import neuroalign.training.trainer as trainer_mod
+    from neuroalign.models import feature_cache
+
+    feature_cache.clear_memory_cache()  # features computed (and written to the cache dir) by prepare()
+    built = []
+    build = trainer_mod.build_neural_tower
+    monkeypatch.setattr(trainer_mod, "build_neural_tower", lambda *a, **k: built.append(1) or build(*a, **k))
+    cache, rng = tmp_path / "cache", torch.random.get_rng_state()
+    tr = Trainer(tiny_config(), subject, cache_dir=cache)
+    assert not cache.exists() and built == [] and torch.equal(torch.random.get_rng_state(), rng)
+    assert not any(hasattr(tr, name) for name in Trainer.ENGINE_ATTRIBUTES)
+    with pytest.raises(AttributeError, match=r"Trainer\.core is built by prepare\(\)"):
+        tr.core
+    with pytest.raises(AttributeError) as typo:
+        tr.coer
+    assert "prepare" not in str(typo.value)
+    assert tr.prepare() is tr and built == [1]
+    files = sorted((cache / "features").iterdir())
+    core, inputs, state = tr.core, tr.inputs, tr.state
+    assert len(files) == 1 and all(hasattr(tr, name) for name in Trainer.ENGINE_ATTRIBUTES)
+    assert tr.prepare() is tr and built == [1] and sorted((cache / "features").iterdir()) == files
+    assert tr.core is core and tr.inputs is inputs and tr.state is state
+    bad = {k: np.asarray(v) for k, v in tr.split.items()}
+    bad["val"] = np.concatenate([bad["val"], bad["test"][:1]])
+    with pytest.raises(ValueError, match="splits overlap"):
+        Trainer(tiny_config(), subject, split=bad)
+    with pytest.raises(ValueError, match="lacks test"):
+        Trainer(tiny_config(), subject, split={"train": bad["train"], "val": bad["val"]})
+
+
 def test_split_and_normaliser_never_touch_test_rows(subject):
-    tr = Trainer(tiny_config(), subject)
+    tr = Trainer(tiny_config(), subject).prepare()
     split = tr.split
     assert not set(split["train"]) & set(split["test"]) and not set(split["val"]) & set(split["test"])
     np.testing.assert_allclose(tr.normaliser.offset, subject.responses[split["train"]].min(axis=0))
@@ -52,7 +86,7 @@ def test_split_and_normaliser_never_touch_test_rows(subject):
     # wildly different test responses change neither the normaliser nor any training loss
     poisoned = subject.responses.copy()
     poisoned[split["test"]] = 1e6
-    tr2 = Trainer(tiny_config(), Subject("toy", subject.images, poisoned, None))
+    tr2 = Trainer(tiny_config(), Subject("toy", subject.images, poisoned, None)).prepare()
     np.testing.assert_array_equal(tr2.normaliser.offset, tr.normaliser.offset)
     assert _losses(tr2) == base
 
@@ -109,7 +143,7 @@ def test_stop_event_and_time_budget(subject):
 
 
 def test_nan_loss_raises_clear_error(subject, monkeypatch):
-    tr = Trainer(tiny_config(epochs=5), subject)
+    tr = Trainer(tiny_config(epochs=5), subject).prepare()
     orig = tr.loss_fn.forward
     calls = {"n": 0}
 
@@ -124,7 +158,7 @@ def test_nan_loss_raises_clear_error(subject, monkeypatch):
 
 
 def test_finetune_mode_trains_backbone(subject):
-    tr = Trainer(tiny_config(epochs=1, **{"image.mode": "finetune"}), subject)
+    tr = Trainer(tiny_config(epochs=1, **{"image.mode": "finetune"}), subject).prepare()
     before = {k: v.clone() for k, v in tr.image_tower.backbone.state_dict().items()}
     assert tr.inputs.shape[1:] == subject.images.shape[1:]  # images, not features
     tr.fit()
@@ -133,7 +167,7 @@ def test_finetune_mode_trains_backbone(subject):
 
 
 def test_frozen_mode_never_runs_backbone_per_step(subject, monkeypatch):
-    tr = Trainer(tiny_config(epochs=2), subject)
+    tr = Trainer(tiny_config(epochs=2), subject).prepare()
     assert tr.inputs.shape[1] == tr.image_tower.channels  # cached features
     def boom(*a, **k):
         raise AssertionError("backbone ran during training")
@@ -142,16 +176,16 @@ def test_frozen_mode_never_runs_backbone_per_step(subject, monkeypatch):
 
 
 def test_fused_kernels_are_built_before_the_first_step(subject, monkeypatch):
-    """On a CPU the reference tower's fused kernels load in the constructor (a first build takes
+    """On a CPU the reference tower's fused kernels load in `prepare()` (a first build takes
     ~20 s, which must not look like a hung first step); other towers do not ask for them."""
     from neuroalign.models import native
 
     calls = []
     monkeypatch.setattr(native, "load", lambda: calls.append(1) or object())
-    assert Trainer(tiny_config(), subject).fused_kernels is True and calls == [1]
-    assert Trainer(tiny_config(**{"neural.block": "transformer"}), subject).fused_kernels is False
+    assert Trainer(tiny_config(), subject).prepare().fused_kernels is True and calls == [1]
+    assert Trainer(tiny_config(**{"neural.block": "transformer"}), subject).prepare().fused_kernels is False
     monkeypatch.setattr(native, "load", lambda: None)  # no compiler: the eager path, reported as such
-    assert Trainer(tiny_config(), subject).fused_kernels is False and calls == [1]
+    assert Trainer(tiny_config(), subject).prepare().fused_kernels is False and calls == [1]
 
 
 def test_reference_tower_too_big_for_memory_is_refused_up_front(subject, monkeypatch):
@@ -162,13 +196,13 @@ def test_reference_tower_too_big_for_memory_is_refused_up_front(subject, monkeyp
     tower_bytes = 2 * 6 * 24 ** 2 * 4  # the 24-neuron subject's blocks and their gradients
     monkeypatch.setattr(trainer_mod, "available_memory_bytes", lambda device: tower_bytes)
     with pytest.raises(ValueError, match=r"24 neurons needs about .* GiB .*latent") as info:
-        Trainer(tiny_config(), subject)
+        Trainer(tiny_config(), subject).prepare()
     assert "\n" not in str(info.value)
-    Trainer(tiny_config(**{"neural.block": "latent"}), subject)  # linear in K: no K x K blocks
+    Trainer(tiny_config(**{"neural.block": "latent"}), subject).prepare()  # linear in K: no K x K blocks
     monkeypatch.setattr(trainer_mod, "available_memory_bytes", lambda device: 10 * tower_bytes)
-    Trainer(tiny_config(), subject)
+    Trainer(tiny_config(), subject).prepare()
     monkeypatch.setattr(trainer_mod, "available_memory_bytes", lambda device: None)  # unknown: no check
-    Trainer(tiny_config(), subject)
+    Trainer(tiny_config(), subject).prepare()
 
 
 def test_available_memory_is_read():

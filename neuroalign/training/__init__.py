@@ -1,9 +1,10 @@
 """Training: the Trainer, one-run pipelines and run directories (the dashboard's jobs that run them
 are `neuroalign.jobs`, a layer above: nothing here imports it).
 
-* `trainer` -- `Trainer(config, subject).fit(callback, stop_event, train_deadline)`: the engine,
-  built in named steps (device and process group, split by image identity, normaliser fitted on
-  train rows, towers, cached frozen-backbone features, optimisers); `state` -- `FitState`, the fit's
+* `trainer` -- `Trainer(config, subject).fit(callback, stop_event, train_deadline)`: the engine;
+  the constructor only keeps the settings, `prepare()` (which `fit` calls) builds it in named steps
+  (device and process group, split by image identity, normaliser fitted on train rows, towers,
+  cached frozen-backbone features, optimisers); `state` -- `FitState`, the fit's
   progress as one object (epoch, step, best epoch and its weights, loss curves), and the
   checkpoints made from it; `loop` -- `FitLoop(trainer, state, ...)`, the epoch/step loop
   (val-driven schedulers, best-by-val restored, NaN/Inf guard, stop/time budget); `dual_tower` -- both towers and the loss in one module; `linear_start` -- the

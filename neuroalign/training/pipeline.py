@@ -238,9 +238,10 @@ def train_subject(subject: Subject, config: TrainConfig, run_dir: Path | None = 
     is_main = dist_info_from_env().is_main
     status = _status_writer(run_dir, is_main, on_status)
     try:
-        status("running", "preparing (backbone features and, on a CPU, the fused kernels are built once)")
         trainer = Trainer(config, subject, run_dir=run_dir, cache_dir=cache_dir, split=split,
                           status=lambda message: status("running", message, progress=0.0), deadline=deadline)
+        status("running", "preparing (backbone features and, on a CPU, the fused kernels are built once)")
+        trainer.prepare()  # the heavy part: process group, split, towers, features, optimisers
         estimate = estimate_evaluation_seconds(trainer, baselines=baselines)  # the evaluation's ETA
         # training ends early enough for the evaluation to fit the budget
         train_deadline = deadline - estimate if deadline is not None else None

@@ -54,8 +54,9 @@ def run_subject(record: runs_io.RunRecord, subject: Subject | None = None, data_
 
 def rebuild_trainer(record: runs_io.RunRecord, data_dir: str | Path | None = None, cache_dir: str | Path | None = None,
                     device: str | None = None, threads: int | None = None) -> tuple[Trainer, Path]:
-    """A Trainer with a run's config, subject, split and normaliser (weights: fresh init); `device`
-    and `threads` override the recorded run-control settings. Returns `(trainer, subject folder)`."""
+    """A prepared Trainer (`Trainer.prepare()` done) with a run's config, subject, split and
+    normaliser (weights: fresh init); `device` and `threads` override the recorded run-control
+    settings. Returns `(trainer, subject folder)`."""
     check_record(record)
     config = record.train_config()
     overrides = {k: v for k, v in (("device", device), ("threads", threads)) if v is not None}
@@ -65,4 +66,4 @@ def rebuild_trainer(record: runs_io.RunRecord, data_dir: str | Path | None = Non
     subject, path = run_subject(record, data_dir=data_dir)
     trainer = Trainer(config, subject, run_dir=record.path, cache_dir=cache_dir, split=record.split,
                       normaliser=read_normaliser(record.path))
-    return trainer, path
+    return trainer.prepare(), path

@@ -22,6 +22,10 @@
   0's numbers on every rank; only rank 0 writes files. Randomness that depends on the world size:
   dropout masks (each rank its own stream); repeat augmentation is drawn per global batch and is
   the single-process draw on any number of processes.
+* Two phases: `Trainer(...)` only stores and checks its arguments (cheap); `prepare()` builds the
+  engine (idempotent; `fit()` and every engine method call it). The engine attributes
+  (`ENGINE_ATTRIBUTES`) do not exist before that: reading one raises an AttributeError naming
+  `prepare()` -- no hidden work on attribute access, and any other missing name stays a plain typo.
 """
 
 from __future__ import annotations
@@ -29,7 +33,7 @@ from __future__ import annotations
 import logging
 import threading
 from contextlib import nullcontext
-from functools import partial
+from functools import partial, wraps
 from pathlib import Path
 from typing import Any, Callable
 
@@ -79,29 +83,102 @@ def build_optimisers(config: TrainConfig, image_tower: nn.Module, neural_tower: 
             torch.optim.lr_scheduler.ReduceLROnPlateau(opt_neural, **plateau))
 
 
+def _check_split(split: dict[str, np.ndarray], n_images: int) -> None:
+    """ValueError unless `split` has disjoint train/val/test image indices below `n_images`, with at
+    least 2 train and 2 val images."""
+    missing = [k for k in ("train", "val", "test") if k not in split]
+    if missing:
+        raise ValueError(f"the split lacks {', '.join(missing)}; expected train, val and test image indices")
+    sets = [set(np.asarray(split[k]).tolist()) for k in ("train", "val", "test")]
+    if sets[0] & sets[1] or sets[0] & sets[2] or sets[1] & sets[2]:
+        raise ValueError("train/val/test splits overlap; expected disjoint image indices")
+    if len(sets[0]) < 2 or len(sets[1]) < 2:
+        raise ValueError(f"need >= 2 train and val images, got {len(sets[0])} and {len(sets[1])}")
+    if max(max(s) for s in sets if s) >= n_images:
+        raise ValueError(f"split indices exceed the subject's {n_images} images")
+
+
+class _BuiltByPrepare:
+    """Class-level stand-in for one engine attribute: until `prepare()` sets the instance's own value
+    (which Python then finds first, so this costs nothing afterwards), reading it raises an
+    AttributeError that says what to do."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    def __get__(self, obj: Any, owner: type | None = None) -> Any:
+        if obj is None:
+            return self
+        raise AttributeError(f"Trainer.{self.name} is built by prepare(); call trainer.prepare() "
+                             "(fit() and the engine methods do) first")
+
+
+def _needs_engine(method: Callable) -> Callable:
+    """An engine method: `prepare()` first (a no-op once prepared)."""
+    @wraps(method)
+    def run(self: "Trainer", *args: Any, **kwargs: Any) -> Any:
+        self.prepare()
+        return method(self, *args, **kwargs)
+    return run
+
+
 class Trainer:
-    """Fits one subject. `Trainer(config, subject).fit(callback)`; see the module docstring."""
+    """Fits one subject. `Trainer(config, subject).fit(callback)`; see the module docstring.
+
+    The constructor keeps the settings (and checks a given split); `prepare()` builds the engine."""
+
+    # set by prepare(); before it, reading one raises an AttributeError naming prepare()
+    ENGINE_ATTRIBUTES = ("dist", "device", "dist_backend", "split", "normaliser", "responses", "image_choice",
+                         "image_tower", "neural_tower", "repeats", "fused_kernels", "loss_fn", "frozen", "core",
+                         "inputs", "model", "opt_image", "opt_neural", "sched_image", "sched_neural", "state")
 
     def __init__(self, config: TrainConfig, subject: Subject, run_dir: str | Path | None = None,
                  cache_dir: str | Path | None = None, split: dict[str, np.ndarray] | None = None,
                  normaliser: Normaliser | None = None, status: Callable[[str], None] | None = None,
                  deadline: float | None = None) -> None:
-        # `config` is validated where it entered (CLI, form, Aligner, worker spec, run folder), not again here
+        # `config` is validated where it entered (CLI, form, Aligner, worker spec, run folder), not again
+        # here. Its image model may be "auto" until prepare() resolves it (`self.config` is replaced).
         self.config, self.subject = config, subject
         # `deadline`: time.monotonic() by which the whole job (preparation, training, evaluation) must
         # end -- run_training sets it from `max_seconds`; "auto" stops trying candidates at half the
         # budget. The training loop's own end is `fit(train_deadline=...)`.
         self.deadline = deadline
         self.run_dir = Path(run_dir) if run_dir is not None else None
+        self.cache_dir = cache_dir  # backbone features (and "auto"'s candidates) are cached here
         self.status = status  # one-line progress of the preparation steps (features, closed-form start)
+        if split is not None:  # a given split (resume, re-evaluation, Aligner) is checked now: cheap
+            _check_split(split, subject.n_images)
+        self._given_split, self._given_normaliser = split, normaliser
+        self._prepared = False
+
+    def prepare(self) -> "Trainer":
+        """Build the engine, once (later calls return at once); returns self. In order:
+
+        1. the device and, under torchrun, the process group (`distributed.setup`);
+        2. `seed_everything(config.seed)` -- before anything random is built;
+        3. the split (the given one, else by image identity) and the normaliser (the given one, else
+           fitted on the train rows); the normalised responses on the device;
+        4. image model "auto": the candidates compared and `config` replaced by the chosen one;
+        5. the image and neural towers; the single trials for repeat augmentation; the memory check
+           (a K x K-block tower that cannot fit is refused); the fused CPU kernels (built once);
+        6. the loss and `core` (both towers + loss) on the device;
+        7. `inputs`: the cached backbone features of all images (frozen) or the images (fine-tune);
+        8. `model` (`core`, in DistributedDataParallel under torchrun) and the optimisers with their
+           schedulers; `state`, a fresh `FitState`.
+
+        A prepare() that raised leaves a half-built Trainer: make a new one.
+        """
+        if self._prepared:
+            return self
+        config, subject = self.config, self.subject
         env = dist_ops.setup(config)  # device and (torchrun) process group
         self.dist, self.device, self.dist_backend = env.dist, env.device, env.backend
         seed_everything(config.seed, config.deterministic)
-        self._prepare_data(split, normaliser)
+        self._prepare_data(self._given_split, self._given_normaliser)
         self.image_choice: dict[str, Any] | None = None  # what "auto" compared and chose (config.json)
         self._chosen_start = None
         if config.image.backbone == AUTO:
-            config = self.config = self._choose_image_model(cache_dir)
+            config = self.config = self._choose_image_model(self.cache_dir)
         self.image_tower = ImageTower.from_config(config.image, n_components=config.n_components)
         self.neural_tower = build_neural_tower(subject.n_neurons, config.neural, config.n_components)
         self._prepare_repeats()
@@ -112,18 +189,22 @@ class Trainer:
         gather = partial(dist_ops.gather_rows, dist=self.dist) if self.dist.enabled else None
         self.core = DualTower(self.image_tower, self.neural_tower, self.loss_fn, from_features=self.frozen,
                               gather=gather).to(self.device)
-        self.inputs = self._prepare_inputs(cache_dir)
+        self.inputs = self._prepare_inputs(self.cache_dir)
         self.model: nn.Module = self._wrap_ddp()
         self.opt_image, self.opt_neural, self.sched_image, self.sched_neural = \
             build_optimisers(config, self.image_tower, self.neural_tower, self.loss_fn)
         self.state = FitState()  # the fit's progress; load_training_state replaces it on resume
+        self._prepared = True
+        return self
 
-    # ---- construction steps ---------------------------------------------------------------
+    # ---- preparation steps (prepare) ------------------------------------------------------
     def _prepare_data(self, split: dict[str, np.ndarray] | None, normaliser: Normaliser | None) -> None:
         """The split (by image) and the normaliser fitted on train rows; normalised responses on the device."""
         d, subject = self.config.data, self.subject
-        self.split = split if split is not None else split_indices(subject.n_images, d.val_fraction, d.test_fraction, d.split_seed)
-        self._check_split()
+        if split is None:  # a given split was checked by the constructor
+            split = split_indices(subject.n_images, d.val_fraction, d.test_fraction, d.split_seed)
+            _check_split(split, subject.n_images)
+        self.split = split
         self.normaliser = normaliser if normaliser is not None else \
             Normaliser(d.normaliser).fit(subject.responses[self.split["train"]])
         self.responses = _to_device(torch.from_numpy(self.normaliser.transform(subject.responses)), self.device)
@@ -180,15 +261,6 @@ class Trainer:
         dist_ops.reseed_per_rank(self.config.seed, self.dist)
         return model
 
-    def _check_split(self) -> None:
-        sets = [set(np.asarray(self.split[k]).tolist()) for k in ("train", "val", "test")]
-        if sets[0] & sets[1] or sets[0] & sets[2] or sets[1] & sets[2]:
-            raise ValueError("train/val/test splits overlap; expected disjoint image indices")
-        if len(sets[0]) < 2 or len(sets[1]) < 2:
-            raise ValueError(f"need >= 2 train and val images, got {len(sets[0])} and {len(sets[1])}")
-        if max(max(s) for s in sets if s) >= self.subject.n_images:
-            raise ValueError(f"split indices exceed the subject's {self.subject.n_images} images")
-
     def _check_memory(self) -> None:
         """Refuse up front, with what to do instead, a reference tower whose K x K blocks cannot fit
         (an out-of-memory error half-way through the first step says much less)."""
@@ -212,6 +284,7 @@ class Trainer:
         return native.load() is not None
 
     # ---- small helpers --------------------------------------------------------------------
+    @_needs_engine
     def autocast(self):
         if self.config.bf16 and self.device.type == "cuda":
             return torch.autocast(device_type="cuda", dtype=torch.bfloat16)
@@ -226,9 +299,11 @@ class Trainer:
         """True on the process that writes the run folder (rank 0, when there is one)."""
         return self.run_dir is not None and self.is_main
 
+    @_needs_engine
     def lrs(self) -> tuple[float, float]:
         return float(self.opt_image.param_groups[0]["lr"]), float(self.opt_neural.param_groups[0]["lr"])
 
+    @_needs_engine
     def batches(self, epoch: int) -> list[torch.Tensor]:
         """This epoch's GLOBAL training batches (index tensors into the subject): one permutation per
         seed+epoch, the same for every world size (each rank then takes its slice, `local_rows`)."""
@@ -240,11 +315,13 @@ class Trainer:
             chunks = chunks[:-1]
         return [c.to(self.device) for c in chunks]
 
+    @_needs_engine
     def local_rows(self, batch: torch.Tensor) -> tuple[torch.Tensor, int]:
         """This rank's rows of a global batch and their offset in it."""
         lo, hi = dist_ops.shard_bounds(len(batch), self.dist.world_size, self.dist.rank)
         return batch[lo:hi], lo
 
+    @_needs_engine
     def train_responses(self, idx: torch.Tensor, epoch: int, step: int, offset: int = 0,
                          total: int | None = None) -> torch.Tensor:
         """The rows' responses; with repeat augmentation some rows are one single trial instead. The
@@ -264,29 +341,35 @@ class Trainer:
         return torch.where(use.to(self.device)[:, None], single, r)
 
     # ---- weights and checkpoints (training.state) -----------------------------------------
+    @_needs_engine
     def model_state(self) -> dict[str, Any]:
         """Weights of both towers and the loss (CPU copies)."""
         return state_io.model_state(self)
 
+    @_needs_engine
     def load_model_state(self, state: dict[str, Any]) -> None:
         state_io.load_model_state(self, state)
 
+    @_needs_engine
     def training_state(self) -> dict[str, Any]:
         """Everything `last.pt` needs to resume (tensors and plain containers only): weights,
         optimiser states, `state` (the `FitState`) and the RNG streams."""
         return state_io.training_state(self)
 
+    @_needs_engine
     def load_training_state(self, last: dict[str, Any], best: dict[str, Any] | None = None) -> None:
         """Resume from a `last.pt` dict (and the `best.pt` dict, whose weights become the best state):
         the weights and optimiser states loaded, `state` replaced by the checkpoint's `FitState`."""
         state_io.load_training_state(self, last, best)
 
+    @_needs_engine
     def save_checkpoints(self, elapsed_s: float | None = None) -> None:
         """Write `best.pt` (when it changed) and `last.pt` atomically (rank 0 with a run dir only);
         `elapsed_s`: the training seconds to record (default `state.elapsed_s`)."""
         state_io.save_checkpoints(self, elapsed_s)
 
     # ---- evaluation -----------------------------------------------------------------------
+    @_needs_engine
     @torch.no_grad()
     def val_loss(self, indices: np.ndarray | None = None) -> float:
         """Mean loss over `indices` (default: the val split) in eval mode, batches of `batch_size` in a
@@ -309,6 +392,7 @@ class Trainer:
             self.core.train(was)
         return float(total.item() / max(count, 1))
 
+    @_needs_engine
     @torch.no_grad()
     def val_scores(self, indices: np.ndarray | None = None) -> dict[str, float]:
         """Mean of both directions of top1, mrr and mean_rank on `indices` (default: val), eval mode,
@@ -319,12 +403,14 @@ class Trainer:
         m = retrieval_metrics(sim.numpy().astype(np.float64))
         return {k: float(0.5 * (m["image_to_neural"][k] + m["neural_to_image"][k])) for k in ("top1", "mrr", "mean_rank")}
 
+    @_needs_engine
     def selection_score(self) -> float | None:
         """The val score that picks the restored epoch (None for select_by="val_loss")."""
         if self.config.select_by == "val_loss":
             return None
         return self.val_scores()[self.config.select_by.removeprefix("val_")]
 
+    @_needs_engine
     def fit_linear_start(self) -> dict[str, Any]:
         """Set both towers to the closed-form start (`training.linear_start`) from the train and val
         images; returns what was chosen (also kept in `state.linear_start`). Under torchrun every
@@ -342,6 +428,7 @@ class Trainer:
         self.state.linear_start = start.report
         return start.report
 
+    @_needs_engine
     @torch.no_grad()
     def predict(self, indices: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Image-tower and neural-tower maps `(n, 16, 64)` float32 of the given images, eval mode."""
@@ -363,8 +450,9 @@ class Trainer:
     # ---- training -------------------------------------------------------------------------
     def fit(self, callback: Callback | None = None, stop_event: threading.Event | None = None,
             train_deadline: float | None = None) -> FitResult:
-        """Train until `epochs`, early stopping, the time budget or `stop_event`; restore the best epoch.
-        Continues from `self.state` (a fresh `FitState`, or a checkpoint's after `load_training_state`).
+        """`prepare()` (when not done yet), then train until `epochs`, early stopping, the time budget
+        or `stop_event`; restore the best epoch. Continues from `self.state` (a fresh `FitState`, or a
+        checkpoint's after `load_training_state`).
 
         The time budget: `train_deadline` (time.monotonic()) when given -- run_training's, early enough
         for the evaluation to fit the job's `max_seconds` -- else `max_seconds` of training alone.
@@ -374,6 +462,7 @@ class Trainer:
         elapsed_s, progress (0..1), eta_s. With `config.threads` set, torch uses that many CPU
         threads while training (process-wide) and the previous count is restored afterwards.
         """
+        self.prepare()  # before the thread setting below: preparation runs as it would outside fit()
         threads, previous = self.config.threads, torch.get_num_threads()
         if threads:
             torch.set_num_threads(threads)
@@ -382,3 +471,8 @@ class Trainer:
         finally:
             if threads:
                 torch.set_num_threads(previous)
+
+
+for _name in Trainer.ENGINE_ATTRIBUTES:  # see ENGINE_ATTRIBUTES
+    setattr(Trainer, _name, _BuiltByPrepare(_name))
+del _name
