@@ -1,11 +1,11 @@
-"""Retrieval quality of the linear-in-K latent neural block next to full attention (same budget).
+"""Retrieval quality of the linear-in-K latent neural tower next to full attention (same budget).
 
     python benchmarks/latent_quality.py --json PATH [--epochs 30] [--data-root DIR] [--subject sim-M1]
 
 Trains the same configuration twice on a simulated demo subject (created in a temporary folder
-unless ``--data-root`` holds it): once with the reference attention block (folded) and once with
-``block="latent"``; reports test-split retrieval (centred similarity, rank 1 = best) and training
-time per epoch. A short schedule: the comparison is of the two blocks under equal settings, not of
+unless ``--data-root`` holds it): once with the reference attention tower (folded) and once with
+``kind="latent"``; reports test-split retrieval (centred similarity, rank 1 = best) and training
+time per epoch. A short schedule: the comparison is of the two towers under equal settings, not of
 converged models.
 """
 
@@ -34,12 +34,12 @@ from neuroalign.models.losses import similarity_matrix  # noqa: E402
 logger = logging.getLogger("benchmarks.latent_quality")
 
 
-def train_and_score(subject, block: str, epochs: int, device: str, seed: int = 1234) -> dict[str, Any]:
-    """Fit the recommended preset with the given neural block; test-split retrieval metrics."""
+def train_and_score(subject, kind: str, epochs: int, device: str, seed: int = 1234) -> dict[str, Any]:
+    """Fit the recommended preset with the given neural tower kind; test-split retrieval metrics."""
     from neuroalign.training.trainer import Trainer
 
     config = preset("recommended").replace(epochs=epochs, device=device, seed=seed,
-                                           early_stopping_patience=None, **{"neural.block": block})
+                                           early_stopping_patience=None, **{"neural.kind": kind})
     trainer = Trainer(config, subject).prepare()  # preparation (features) outside the timed fit
     t = time.perf_counter()
     fit = trainer.fit()
@@ -48,7 +48,7 @@ def train_and_score(subject, block: str, epochs: int, device: str, seed: int = 1
     img, neu = trainer.predict(test)
     sim = similarity_matrix(torch.from_numpy(img), torch.from_numpy(neu), center=True).numpy()
     metrics = retrieval_metrics(sim)
-    return {"block": block, "epochs": fit.epochs_run, "best_epoch": fit.best_epoch, "train_s": train_s,
+    return {"kind": kind, "epochs": fit.epochs_run, "best_epoch": fit.best_epoch, "train_s": train_s,
             "s_per_epoch": train_s / max(fit.epochs_run, 1), "n_test": int(len(test)),
             "image_to_neural": metrics["image_to_neural"], "neural_to_image": metrics["neural_to_image"],
             "chance_top1": metrics["chance_top1"],
@@ -76,10 +76,10 @@ def main(argv: list[str] | None = None) -> int:
         subject = store.load(args.subject)
         result: dict[str, Any] = {"subject": args.subject, "n_images": subject.n_images,
                                   "n_neurons": subject.n_neurons, "preset": "recommended", "runs": []}
-        for block in ("reference", "latent"):
-            run = train_and_score(subject, block, args.epochs, args.device)
+        for kind in ("reference", "latent"):
+            run = train_and_score(subject, kind, args.epochs, args.device)
             result["runs"].append(run)
-            print(f"{block:9s}: top1 {run['image_to_neural']['top1']:.3f} / {run['neural_to_image']['top1']:.3f} "
+            print(f"{kind:9s}: top1 {run['image_to_neural']['top1']:.3f} / {run['neural_to_image']['top1']:.3f} "
                   f"(chance {run['chance_top1']:.3f}), top5 {run['image_to_neural']['top5']:.3f}, "
                   f"{run['s_per_epoch']:.1f} s/epoch, {run['n_parameters']:,} neural parameters")
     args.json.parent.mkdir(parents=True, exist_ok=True)

@@ -25,7 +25,7 @@ new_images, new_responses = images[160:], responses[160:]
 # ## Fit
 # `Aligner(preset, **overrides)` holds settings only (scikit-learn style: `get_params`, `set_params`,
 # `sklearn.base.clone`). Overrides are `TrainConfig` fields: `epochs=15`, or `section__field` such as
-# `image__backbone="v1_gabor"`, `neural__block="latent"`. `fit` splits the images into
+# `image__backbone="v1_gabor"`, `neural__kind="latent"`. `fit` splits the images into
 # train/val/test by image, fits the normaliser on the training rows, trains with the same engine
 # as the CLI and the dashboard, restores the best epoch and scores it on the untouched test images.
 

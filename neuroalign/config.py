@@ -6,7 +6,7 @@
 * ``recommended`` (the default) -- what the measurements showed to work best, chosen on the
   validation split (see README): the image model chosen per subject on its validation images, a
   closed-form linear start, then contrastive fine-tuning.
-* ``attention`` -- the attention neural tower (transformer block) with its measured settings.
+* ``attention`` -- the attention neural tower (the transformer kind) with its measured settings.
 * ``reference`` -- the research code's choices exactly (plain cosine similarity, linear MLP,
   fixed temperature 0.01, AdamW 3e-4 / RMSprop 5e-5, plateau scheduler, no early stopping).
 
@@ -37,7 +37,10 @@ IMAGE_MODEL_TRANSFORMS = {"ds_net_tiny": "square", "ds_net_small": "square", "ef
 AUTO = "auto"
 BACKBONES = (*IMAGE_MODEL_DEPTHS, AUTO)
 BACKBONE_MODES = ("frozen", "finetune")
-NEURAL_BLOCKS = ("reference", "transformer", "latent", "linear")
+# The neural tower kinds (`NeuralTowerConfig.kind`; `neuroalign.models.neural.NEURAL_TOWER_CLASSES` maps
+# each to its class). Not to be confused with `ImageTowerConfig.block`, a block index of the backbone.
+NEURAL_KINDS = ("reference", "transformer", "latent", "linear")
+NEURAL_BLOCKS = NEURAL_KINDS  # the old name, kept for code that imports it
 IMAGE_HEADS = ("conv1x1", "readout")
 FEATURE_TRANSFORMS = ("none", "abs", "square", "rectify")
 INITS = ("random", "linear")
@@ -68,10 +71,10 @@ class NeuralTowerConfig:
     d_model: int = 512
     n_heads: int = 1
     n_layers: int = 1
-    block: str = "reference"  # "reference" | "transformer" (residual + LayerNorm + FFN) | "latent" | "linear"
-    n_latents: int = 64  # only for block="latent"
+    kind: str = "reference"  # "reference" | "transformer" (residual + LayerNorm + FFN) | "latent" | "linear"
+    n_latents: int = 64  # only for kind="latent"
     mlp_activation: str = "none"  # the reference MLP is purely linear
-    dropout: float = 0.0  # inside the MLP; for block="linear": neuron dropout on the input responses
+    dropout: float = 0.0  # inside the MLP; for kind="linear": neuron dropout on the input responses
     folded: bool = True  # exact folded paths: reference-form attention (O(K^2)/sample), latent cross-attention
 
 
@@ -125,9 +128,9 @@ class TrainConfig:
     max_seconds: float | None = None  # wall-clock budget; ends training cleanly
     threads: int | None = None  # CPU threads torch uses while training (None = torch's default)
     dist_backend: str = "auto"  # torchrun process group: "auto" (NCCL on CUDA, gloo on CPU) | "nccl" | "gloo"
-    init: str = "random"  # "random" | "linear": closed-form start (readout image head + linear neural block)
+    init: str = "random"  # "random" | "linear": closed-form start (readout image head + linear neural tower)
     select_by: str = "val_loss"  # which val score picks the restored epoch and drives early stopping
-    n_components: int = 256  # shared-space dimensions of the readout head and the linear block
+    n_components: int = 256  # shared-space dimensions of the readout head and the linear neural tower
     log_every_steps: int = 10
     checkpoint_every_epochs: int = 10  # "last" checkpoint cadence (also written at the end)
     image: ImageTowerConfig = field(default_factory=ImageTowerConfig)
@@ -154,9 +157,10 @@ class TrainConfig:
         return _from_dict(cls, d)
 
     def replace(self, **changes: Any) -> "TrainConfig":
-        """Copy with top-level or dotted changes, e.g. replace(epochs=3, **{"loss.center": True})."""
+        """Copy with top-level or dotted changes, e.g. replace(epochs=3, **{"loss.center": True}).
+        Old dotted names (`RENAMED_PATHS`, e.g. "neural.block") are taken as their new ones."""
         d = self.to_dict()
-        for key, value in changes.items():
+        for key, value in renamed_changes(changes).items():
             target = d
             parts = key.split(".")
             for p in parts[:-1]:
@@ -193,18 +197,18 @@ class TrainConfig:
             (self.init in INITS, f"init must be one of {INITS}, got {self.init!r}"),
             (self.select_by in SELECT_BY, f"select_by must be one of {SELECT_BY}, got {self.select_by!r}"),
             (1 <= self.n_components <= 1023, f"n_components must be in 1..1023 (a 16x64 map), got {self.n_components}"),
-            (self.init == "random" or (self.image.head == "readout" and self.neural.block == "linear"),
-             "init='linear' (the closed-form start) needs the readout image head and the linear neural block, got "
-             f"head {self.image.head!r} with block {self.neural.block!r}; use init='random' for other towers"),
+            (self.init == "random" or (self.image.head == "readout" and self.neural.kind == "linear"),
+             "init='linear' (the closed-form start) needs the readout image head and the linear neural tower, got "
+             f"head {self.image.head!r} with neural tower {self.neural.kind!r}; use init='random' for other towers"),
             (self.init == "random" or self.image.mode == "frozen", "init='linear' needs a frozen backbone"),
             (0.0 <= self.data.repeat_augment <= 1.0, f"repeat_augment must be in [0, 1], got {self.data.repeat_augment}"),
             (0.0 <= self.neural.dropout < 1.0, f"dropout must be in [0, 1), got {self.neural.dropout}"),
-            (self.neural.block in NEURAL_BLOCKS, f"neural block must be one of {NEURAL_BLOCKS}, got {self.neural.block!r}"),
+            (self.neural.kind in NEURAL_KINDS, f"neural tower kind must be one of {NEURAL_KINDS}, got {self.neural.kind!r}"),
             (self.neural.mlp_activation in ACTIVATIONS, f"MLP activation must be one of {ACTIVATIONS}, got {self.neural.mlp_activation!r}"),
             (self.neural.n_layers >= 1, f"n_layers must be >= 1, got {self.neural.n_layers}"),
-            (self.neural.block != "reference" or self.neural.n_layers == 1,
-             f"the reference neural block has exactly 1 attention layer, got n_layers={self.neural.n_layers}; "
-             "use the transformer or latent block for more layers"),
+            (self.neural.kind != "reference" or self.neural.n_layers == 1,
+             f"the reference neural tower has exactly 1 attention layer, got n_layers={self.neural.n_layers}; "
+             "use the transformer or latent tower for more layers"),
             (self.loss.temperature > 0, f"temperature must be > 0, got {self.loss.temperature}"),
             (min(self.loss.w_clip, self.loss.w_rmse, self.loss.w_ssim) >= 0, "loss weights must be >= 0"),
             (self.loss.w_clip + self.loss.w_rmse + self.loss.w_ssim > 0, "at least one loss weight must be > 0"),
@@ -262,9 +266,35 @@ def head_dim(d_model: int, n_heads: int) -> int:
     return d_model // n_heads
 
 
+# Fields renamed since runs were first written: section class -> {old key: new key}. Stored
+# config.json files, worker specs and dotted overrides may still use the old key; it is read as the
+# new one, and a mapping holding both with different values is refused.
+RENAMED_FIELDS: dict[type, dict[str, str]] = {NeuralTowerConfig: {"block": "kind"}}
+RENAMED_PATHS = {"neural.block": "neural.kind"}  # the same renames as dotted paths
+
+
+def _renamed(d: dict[str, Any], renames: dict[str, str], where: str) -> dict[str, Any]:
+    """`d` with each old key of `renames` under its new name; ValueError when both are given and differ."""
+    for old, new in renames.items():
+        if old not in d:
+            continue
+        if new in d and d[new] != d[old]:
+            raise ValueError(f"{where} give both {new!r} ({d[new]!r}) and its old name {old!r} ({d[old]!r}); "
+                             f"keep {new!r} only")
+        d = {(new if k == old else k): v for k, v in d.items() if not (k == old and new in d)}
+    return d
+
+
+def renamed_changes(changes: dict[str, Any]) -> dict[str, Any]:
+    """Dotted overrides with old paths (`RENAMED_PATHS`) under their new names, conflicts refused."""
+    return _renamed(dict(changes), RENAMED_PATHS, "config changes")
+
+
 def _from_dict(cls: type, d: dict[str, Any]) -> Any:
     if not isinstance(d, dict):
         raise ValueError(f"expected a mapping for {cls.__name__}, got {type(d).__name__}")
+    if cls in RENAMED_FIELDS:
+        d = _renamed(d, RENAMED_FIELDS[cls], f"{cls.__name__} settings")
     known = {f.name: f for f in fields(cls)}
     unknown = sorted(set(d) - set(known))
     if unknown:
@@ -294,9 +324,9 @@ def preset_label(config: TrainConfig, base: str) -> str:
 
 def with_compatible_init(config: TrainConfig) -> TrainConfig:
     """`config` with init="random" when its towers have no closed-form start (anything but the readout
-    image head with the linear neural block, or a fine-tuned backbone) -- the one rule the CLI and the
+    image head with the linear neural tower, or a fine-tuned backbone) -- the one rule the CLI and the
     dashboard apply when a user picks another tower on top of the default preset."""
-    if config.init == "linear" and not (config.image.head == "readout" and config.neural.block == "linear"
+    if config.init == "linear" and not (config.image.head == "readout" and config.neural.kind == "linear"
                                         and config.image.mode == "frozen"):
         return config.replace(init="random")
     return config
@@ -341,7 +371,7 @@ def preset(name: str) -> TrainConfig:
             batch_size=64,
             early_stopping_patience=20,
             image=ImageTowerConfig(stage=1, block=3),
-            neural=NeuralTowerConfig(block="transformer", d_model=64, mlp_activation="gelu", dropout=0.1),
+            neural=NeuralTowerConfig(kind="transformer", d_model=64, mlp_activation="gelu", dropout=0.1),
             loss=LossConfig(center=True, temperature=0.05),
             optim=OptimConfig(neural_optimizer="adamw", neural_lr=1e-3, neural_weight_decay=1e-2,
                               image_lr=1e-3, plateau_patience=10),
@@ -371,7 +401,7 @@ def _recommended() -> TrainConfig:
         # the image model is chosen per subject on its val images (training.image_choice); stage,
         # block and transform here are the previous default's, used when a user picks ds_net_small
         image=ImageTowerConfig(backbone=AUTO, stage=1, block=3, head="readout", grid=[8, 32], transform="square"),
-        neural=NeuralTowerConfig(block="linear", dropout=0.1),
+        neural=NeuralTowerConfig(kind="linear", dropout=0.1),
         loss=LossConfig(center=True, temperature=0.05, learnable_temperature=True),
         optim=OptimConfig(neural_optimizer="adamw", neural_lr=1e-4, neural_weight_decay=1e-4,
                           image_lr=1e-4, image_weight_decay=1e-4, plateau_patience=5),

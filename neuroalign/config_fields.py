@@ -3,8 +3,8 @@
 both generated from `FIELDS`, so a field added here is a flag and (with `form=True`) a form widget.
 
 Each `ConfigField` names its dotted config path, CLI flag, form label, one help text for both, its
-kind and choices, the form section (also the CLI's argument group) and which neural blocks / image
-heads it applies to (`applies`): the form shows only the fields of the chosen towers, and the CLI
+kind and choices, the form section (also the CLI's argument group) and which neural tower kinds /
+image heads it applies to (`applies`): the form shows only the fields of the chosen towers, and the CLI
 says when a given flag has no effect on them.
 
 No torch and no streamlit here: the CLI builds its parser from this table at startup.
@@ -18,9 +18,9 @@ from typing import Any
 
 from neuroalign import config as cfg
 
-BLOCK_PATH = "neural.block"  # the two fields the applicability of the others depends on
+NEURAL_KIND_PATH = "neural.kind"  # the two fields the applicability of the others depends on
 HEAD_PATH = "image.head"
-ATTENTION_BLOCKS = tuple(b for b in cfg.NEURAL_BLOCKS if b != "linear")
+ATTENTION_KINDS = tuple(k for k in cfg.NEURAL_KINDS if k != "linear")
 KINDS = ("int", "float", "sci", "seconds", "choice", "bool", "path")
 
 
@@ -32,9 +32,11 @@ class ConfigField:
     the config and on the CLI, whole seconds in the form) | "choice" (one of `choices`) | "bool"
     (`--flag/--no-flag`) | "path" (CLI only). `zero`: what 0 means in the form when the config
     holds None there (e.g. "off"); `cli_zero`: the CLI accepts 0 with that meaning too.
-    `blocks` / `heads`: the neural blocks / image heads the field applies to (None = every one); a
+    `neural_kinds` / `heads`: the neural tower kinds / image heads the field applies to (None = every one); a
     field with both applies when both hold, or when either holds with `any_of`. `min_value` /
     `max_value` bound the form's number widgets; on both sides `TrainConfig.validate` is the rule.
+    `hidden_aliases`: old CLI spellings still accepted but left out of --help (a value given both
+    ways must agree).
     """
 
     path: str
@@ -44,7 +46,7 @@ class ConfigField:
     kind: str
     section: str
     choices: tuple[str, ...] = ()
-    blocks: tuple[str, ...] | None = None
+    neural_kinds: tuple[str, ...] | None = None
     heads: tuple[str, ...] | None = None
     any_of: bool = False
     form: bool = True
@@ -54,6 +56,7 @@ class ConfigField:
     cli_zero: bool = False
     metavar: str | None = None
     aliases: tuple[str, ...] = ()  # further CLI spellings of the flag (older names)
+    hidden_aliases: tuple[str, ...] = ()  # old CLI spellings, accepted but not in --help
     open_choices: bool = False  # the CLI also takes values outside `choices` (config.validate decides)
 
     def __post_init__(self) -> None:
@@ -69,19 +72,21 @@ class ConfigField:
         """The argparse attribute of the flag (`--lr-image` -> `lr_image`)."""
         return self.flag[2:].replace("-", "_")
 
-    def applies(self, block: str, head: str) -> bool:
-        """Whether the field has any effect with neural block `block` and image head `head`."""
+    def applies(self, neural_kind: str, head: str) -> bool:
+        """Whether the field has any effect with neural tower `neural_kind` and image head `head`."""
+        kinds, heads = self.neural_kinds, self.heads
         if self.any_of:
-            return (self.blocks is not None and block in self.blocks) or (self.heads is not None and head in self.heads)
-        return (self.blocks is None or block in self.blocks) and (self.heads is None or head in self.heads)
+            return (kinds is not None and neural_kind in kinds) or (heads is not None and head in heads)
+        return (kinds is None or neural_kind in kinds) and (heads is None or head in heads)
 
     def scope(self) -> str:
-        """Where the field applies, in words ('' when everywhere), e.g. 'transformer, latent blocks'."""
+        """Where the field applies, in words ('' when everywhere), e.g. 'transformer, latent neural towers'."""
         parts = []
         if self.heads is not None:
             parts.append(f"{', '.join(self.heads)} image head")
-        if self.blocks is not None:
-            parts.append(f"{', '.join(self.blocks)} {'block' if len(self.blocks) == 1 else 'blocks'}")
+        if self.neural_kinds is not None:
+            kinds = self.neural_kinds
+            parts.append(f"{', '.join(kinds)} neural {'tower' if len(kinds) == 1 else 'towers'}")
         return (" or " if self.any_of else " with ").join(parts)
 
     def display(self, value: Any) -> str:
@@ -197,32 +202,32 @@ FIELDS: tuple[ConfigField, ...] = (
     ConfigField("init", "--init", "Start", "linear: closed-form start (ridge on the predictable subspace; "
                 "needs a frozen backbone). Other towers start random, and so does this one on the CLI when "
                 "another tower is picked and --init is not given.", "choice", IMAGE, choices=cfg.INITS,
-                blocks=("linear",), heads=("readout",)),
+                neural_kinds=("linear",), heads=("readout",)),
     ConfigField("select_by", "--select-by", "Pick epoch by", "Validation score that picks the restored epoch "
                 "and drives early stopping.", "choice", IMAGE, choices=cfg.SELECT_BY),
     ConfigField("n_components", "--components", "Shared dimensions", "Size of the shared space drawn as the "
-                "16x64 map.", "int", IMAGE, min_value=1, max_value=1023, blocks=("linear",),
+                "16x64 map.", "int", IMAGE, min_value=1, max_value=1023, neural_kinds=("linear",),
                 heads=("readout",), any_of=True, metavar="Q"),
     # -- neural tower ----------------------------------------------------------------------------------
-    ConfigField(BLOCK_PATH, "--neural-block", "Neural block", "reference: one attention layer as in the "
-                "original; transformer: residual blocks with LayerNorm and FFN; latent: attention through "
+    ConfigField(NEURAL_KIND_PATH, "--neural-kind", "Neural tower type", "reference: one attention layer as in "
+                "the original; transformer: residual blocks with LayerNorm and FFN; latent: attention through "
                 "a few learned latents (linear in the number of neurons); linear: one linear encoder with "
-                "neuron dropout.", "choice", NEURAL, choices=cfg.NEURAL_BLOCKS),
+                "neuron dropout.", "choice", NEURAL, choices=cfg.NEURAL_KINDS, hidden_aliases=("--neural-block",)),
     ConfigField("neural.d_model", "--d-model", "Embedding size", "Per-neuron token width. Reference 512.",
-                "int", NEURAL, min_value=8, blocks=ATTENTION_BLOCKS),
+                "int", NEURAL, min_value=8, neural_kinds=ATTENTION_KINDS),
     ConfigField("neural.n_heads", "--heads", "Attention heads", "Attention heads; must divide the embedding "
-                "size.", "int", NEURAL, min_value=1, blocks=ATTENTION_BLOCKS),
-    ConfigField("neural.n_layers", "--layers", "Layers", "Attention layers (the reference block has "
-                "exactly 1).", "int", NEURAL, min_value=1, blocks=("transformer", "latent")),
-    ConfigField("neural.n_latents", "--latents", "Latents", "Learned queries of the latent block.", "int",
-                NEURAL, min_value=1, blocks=("latent",), metavar="N"),
+                "size.", "int", NEURAL, min_value=1, neural_kinds=ATTENTION_KINDS),
+    ConfigField("neural.n_layers", "--layers", "Layers", "Attention layers (the reference tower has "
+                "exactly 1).", "int", NEURAL, min_value=1, neural_kinds=("transformer", "latent")),
+    ConfigField("neural.n_latents", "--latents", "Latents", "Learned queries of the latent tower.", "int",
+                NEURAL, min_value=1, neural_kinds=("latent",), metavar="N"),
     ConfigField("neural.mlp_activation", "--mlp-activation", "MLP activation", "Nonlinearity of the map-head "
                 "MLP; the reference MLP is purely linear (none).", "choice", NEURAL, choices=cfg.ACTIVATIONS,
-                blocks=ATTENTION_BLOCKS),
+                neural_kinds=ATTENTION_KINDS),
     ConfigField("neural.folded", "--folded", "Folded attention", "Compute the same function through K×K "
                 "matrices (exact). Saves memory and time when the embedding is large; with a small "
-                "embedding the plain path is faster.", "bool", NEURAL, blocks=("reference", "latent")),
-    ConfigField("neural.dropout", "--dropout", "Dropout", "Dropout in the MLP map head; in the linear block "
+                "embedding the plain path is faster.", "bool", NEURAL, neural_kinds=("reference", "latent")),
+    ConfigField("neural.dropout", "--dropout", "Dropout", "Dropout in the MLP map head; in the linear tower "
                 "neuron dropout on the input responses.", "float", NEURAL, min_value=0.0, max_value=0.9),
     ConfigField("data.repeat_augment", "--repeat-augment", "Repeat augmentation", "Probability that a "
                 "training sample is one single-trial repeat instead of the mean.", "float", NEURAL,
@@ -244,11 +249,14 @@ def check_table(fields: tuple[ConfigField, ...]) -> None:
             raise ValueError(f"field table: {f.path!r} is not a TrainConfig field") from None
         if f.section not in SECTIONS:
             raise ValueError(f"field table: {f.path!r} has section {f.section!r}, expected one of {SECTIONS}")
-        unknown = sorted(set(f.blocks or ()) - set(cfg.NEURAL_BLOCKS)) + sorted(set(f.heads or ()) - set(cfg.IMAGE_HEADS))
+        unknown = (sorted(set(f.neural_kinds or ()) - set(cfg.NEURAL_KINDS))
+                   + sorted(set(f.heads or ()) - set(cfg.IMAGE_HEADS)))
         if unknown:
-            raise ValueError(f"field table: {f.path!r} applies to unknown block/head {', '.join(unknown)}")
+            raise ValueError(f"field table: {f.path!r} applies to unknown neural kind/head {', '.join(unknown)}")
     for attr in ("path", "flag"):
         seen = [getattr(f, attr) for f in fields]
+        if attr == "flag":
+            seen += [a for f in fields for a in (*f.aliases, *f.hidden_aliases)]
         dupes = sorted({x for x in seen if seen.count(x) > 1})
         if dupes:
             raise ValueError(f"field table: duplicate {attr}(s) {', '.join(dupes)}")

@@ -10,7 +10,7 @@
 
 Settings: `preset` (one of `neuroalign.config.PRESETS`) and overrides of its `TrainConfig` fields,
 named as the field (`epochs`, `batch_size`, `max_seconds`, ...) or, inside a section,
-`section__field` (scikit-learn's nested-parameter convention: `image__backbone`, `neural__block`,
+`section__field` (scikit-learn's nested-parameter convention: `image__backbone`, `neural__kind`,
 `loss__temperature`, `optim__image_lr`, `data__normaliser`). The constructor only stores them
 (`get_params`/`set_params`, so `sklearn.base.clone` works); `fit` builds the config by the CLI's
 rules (`preset_label`, `with_compatible_init`, and `with_image_model_layer` when `image__backbone`
@@ -25,7 +25,7 @@ the untouched test split (baselines only on request: `score(baselines=True)`). F
 `results_`, `image_choice_`, `history_`, `run_dir_`, `n_neurons_`, `image_shape_`,
 `embedding_dim_`, `subject_name_`, `trainer_` (None after `load`).
 
-Embeddings: with the readout image head and the linear neural block (the recommended preset) both
+Embeddings: with the readout image head and the linear neural tower (the recommended preset) both
 towers embed into `n_components` shared dimensions and their 16x64 maps are those embeddings drawn
 through one orthonormal basis; other towers have no such vector, so the embedding is the flattened
 map (1024 dimensions). Either way the cosine (centred when the config says so) of two embeddings is
@@ -45,7 +45,7 @@ from typing import Any, Callable, NamedTuple
 import numpy as np
 import torch
 
-from neuroalign.config import (PRESETS, TrainConfig, preset as make_preset, preset_label, with_compatible_init,
+from neuroalign.config import (PRESETS, RENAMED_PATHS, TrainConfig, preset as make_preset, preset_label, with_compatible_init,
                                with_image_model_layer)
 from neuroalign.data import Normaliser, Subject
 from neuroalign.data.subject import scale_images
@@ -100,7 +100,7 @@ def override_paths() -> dict[str, str]:
 def _check_names(names) -> None:
     known = override_paths()
     for name in names:
-        if name in known:
+        if name in known or name.replace("__", ".") in RENAMED_PATHS:  # an old name, e.g. neural__block
             continue
         if "." in name and name.replace(".", "__") in known:
             raise ValueError(f"Aligner setting {name!r}: write section fields as {name.replace('.', '__')} "
@@ -118,7 +118,7 @@ def _config_from_params(base: str, overrides: dict[str, Any]) -> TrainConfig:
     paths = override_paths()
     config = make_preset(base)
     if overrides:
-        config = config.replace(**{paths[k]: v for k, v in overrides.items()})
+        config = config.replace(**{paths.get(k, k.replace("__", ".")): v for k, v in overrides.items()})
     if "image__backbone" in overrides:  # another image model: a layer it has, as the CLI's --image-model
         config = with_image_model_layer(config, "image__stage" in overrides, "image__block" in overrides,
                                         "image__transform" in overrides)

@@ -146,15 +146,15 @@ with st.expander("New training", expanded=not jobs_view.snapshots() or st.sessio
                          on_change=_apply_preset,
                          help="recommended: what worked best on the validation split of the simulated subjects. "
                               "reference: the original research code's settings (5000 epochs). attention: "
-                              "attention over the neurons (transformer block). Picking one resets every field.")
+                              "attention over the neurons (the transformer neural tower). Picking one resets every field.")
         shared = kind == shared_view.SHARED
-        block, head = train_form.draw_selectors(st.session_state[keys.TRAIN_PRESET], draw=not shared)
+        neural_kind, head = train_form.draw_selectors(st.session_state[keys.TRAIN_PRESET], draw=not shared)
         with st.form(keys.TRAIN_FORM, border=False):
             if shared:  # closed form: only the image side, the shared space's size and the normaliser apply
                 train_form.draw_shared_fields()
                 st.caption(shared_view.SHARED_FORM_CAPTION)
             else:
-                train_form.draw_sections(block, head)
+                train_form.draw_sections(neural_kind, head)
             chosen_now = st.session_state.get(keys.TRAIN_SUBJECTS) or []
             st.form_submit_button(shared_view.start_label(kind, chosen_now) or train_form.start_label(chosen_now),
                                   type="primary", key=keys.TRAIN_SUBMIT, on_click=_launch)

@@ -31,7 +31,7 @@ def test_importance_ranked_and_against_reliability(trained_app):
     s.no_exceptions(at)
     assert at.title[0].value == "Neurons"
     metrics = {m.label: m.value for m in at.metric}
-    assert metrics["Neural block"] == "linear" and metrics["Neurons"] == "40" and metrics["Test images"] == "30"
+    assert metrics["Neural tower"] == "linear" and metrics["Neurons"] == "40" and metrics["Test images"] == "30"
     assert any("only 30 test images" in w.value for w in at.warning)  # fewer than 100: said so
     verdicts = [b.value for b in at.success]
     assert any(v.startswith("The model relies mostly on the neurons with high repeat reliability") for v in verdicts)

@@ -19,7 +19,7 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 def _tiny(at, epochs=3, block=2):
     """Settings of a training that takes about a second on a CPU (the default preset's linear neural
-    block, which has no embedding size to shrink)."""
+    tower, which has no embedding size to shrink)."""
     at.number_input(key=F + "epochs").set_value(epochs)
     at.number_input(key=F + "batch_size").set_value(16)
     at.selectbox(key=F + "image.backbone").set_value("ds_net_tiny")
@@ -62,30 +62,30 @@ def _shown(at) -> set[str]:
 
 
 def test_form_shows_only_the_fields_of_the_chosen_towers(app_populated):
-    """The linear block has no embedding, heads, layers, MLP or folding: the form does not offer them;
-    picking an attention block brings them (and only its own) back, values kept."""
+    """The linear neural tower has no embedding, heads, layers, MLP or folding: the form does not offer
+    them; picking an attention tower brings them (and only its own) back, values kept."""
     attention_only = {"neural.d_model", "neural.n_heads", "neural.mlp_activation"}
     at = s.app_at(PAGE)
     s.no_exceptions(at)
-    assert at.selectbox(key=F + "neural.block").value == "linear"  # the recommended preset
+    assert at.selectbox(key=F + "neural.kind").value == "linear"  # the recommended preset
     shown = _shown(at)
     assert not (attention_only | {"neural.folded", "neural.n_layers", "neural.n_latents"}) & shown
     assert {"neural.dropout", "n_components", "init", "image.transform"} <= shown
-    at.selectbox(key=F + "neural.block").set_value("transformer").run()
+    at.selectbox(key=F + "neural.kind").set_value("transformer").run()
     s.no_exceptions(at)
     shown = _shown(at)
     assert attention_only | {"neural.n_layers"} <= shown
     assert not {"neural.folded", "neural.n_latents", "init"} & shown  # transformer: no folded path, no closed form
     at.session_state[F + "neural.d_model"] = 48  # a value the form holds (as after a submit)
-    at.selectbox(key=F + "neural.block").set_value("latent").run()
+    at.selectbox(key=F + "neural.kind").set_value("latent").run()
     assert {"neural.folded", "neural.n_latents"} <= _shown(at)
-    at.selectbox(key=F + "neural.block").set_value("linear").run()
+    at.selectbox(key=F + "neural.kind").set_value("linear").run()
     assert "neural.d_model" not in _shown(at)
-    at.selectbox(key=F + "neural.block").set_value("reference").run()
+    at.selectbox(key=F + "neural.kind").set_value("reference").run()
     assert at.number_input(key=F + "neural.d_model").value == 48  # kept while hidden
     at.selectbox(key=F + "image.head").set_value("conv1x1").run()
     shown = _shown(at)
-    assert not {"image.transform", "n_components"} & shown  # readout-head / linear-block settings
+    assert not {"image.transform", "n_components"} & shown  # readout-head / linear-tower settings
     assert {"neural.folded", "image.stage"} <= shown
     # what is hidden is what config_from_values ignores: the table's rule, one place
     for f in train_form.FORM_FIELDS:
@@ -108,10 +108,10 @@ def test_config_from_values_marks_custom_and_validates():
     values[F + "loss.temperature"] = 0.2
     assert train_form.config_from_values("recommended", values).preset == "custom"
     values[F + "loss.temperature"] = preset("recommended").loss.temperature
-    values[F + "neural.n_heads"] = 3  # not a setting of the linear block: the preset's value is kept
+    values[F + "neural.n_heads"] = 3  # not a setting of the linear tower: the preset's value is kept
     kept = train_form.config_from_values("recommended", values)
     assert kept.neural.n_heads == preset("recommended").neural.n_heads and kept.preset == "recommended"
-    values[F + "neural.block"] = "transformer"  # now it is one, and an invalid one
+    values[F + "neural.kind"] = "transformer"  # now it is one, and an invalid one
     with pytest.raises(ValueError, match="divisible"):
         train_form.config_from_values("recommended", values)
 
@@ -139,7 +139,7 @@ def test_launch_tiny_training_and_see_it_finish(app_populated):
 
 def test_invalid_settings_show_one_line_error(app_populated):
     at = s.app_at(PAGE)
-    at.selectbox(key=F + "neural.block").set_value("transformer").run()  # a block with attention heads
+    at.selectbox(key=F + "neural.kind").set_value("transformer").run()  # a tower with attention heads
     at.number_input(key=F + "neural.n_heads").set_value(3)
     at.number_input(key=F + "neural.d_model").set_value(32)
     _submit(at)

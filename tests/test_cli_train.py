@@ -133,11 +133,11 @@ def test_cli_flags_override_preset():
     kept = build_config(build_parser().parse_args(["train", "--subjects", "x", "--preset", "reference", "--epochs", "5",
                                                    "--max-seconds", "60", "--device", "cpu", "--seed", "3"]))
     assert kept.preset == "reference" and kept.epochs == 5  # run-control flags keep the preset's name
-    latent = build_config(build_parser().parse_args(["train", "--subjects", "x", "--neural-block", "latent",
+    latent = build_config(build_parser().parse_args(["train", "--subjects", "x", "--neural-kind", "latent",
                                                      "--latents", "16", "--d-model", "32", "--heads", "2"]))
     assert build_config(build_parser().parse_args(["train", "--subjects", "x", "--threads", "3"])).threads == 3
     n = latent.neural
-    assert (n.block, n.n_latents, n.d_model, n.n_heads, latent.preset) == ("latent", 16, 32, 2, "custom")
+    assert (n.kind, n.n_latents, n.d_model, n.n_heads, latent.preset) == ("latent", 16, 32, 2, "custom")
     with pytest.raises(ValueError, match="divisible"):  # validated like any other config
         build_config(build_parser().parse_args(["train", "--subjects", "x", "--d-model", "30", "--heads", "4"]))
 
@@ -203,11 +203,11 @@ def test_every_train_form_field_is_a_cli_flag():
     parser = build_parser()
     args = parser.parse_args(["train", "--subjects", "x", "--layers", "2", "--normaliser", "minmax", "--w-rmse", "0.5",
                               "--w-ssim", "0.25", "--dropout", "0.2", "--repeat-augment", "0.3", "--select-by", "val_top1",
-                              "--components", "64", "--feature-transform", "abs", "--neural-block", "transformer"])
+                              "--components", "64", "--feature-transform", "abs", "--neural-kind", "transformer"])
     cfg = build_config(args)
     assert (cfg.neural.n_layers, cfg.data.normaliser, cfg.loss.w_rmse, cfg.loss.w_ssim) == (2, "minmax", 0.5, 0.25)
     assert (cfg.neural.dropout, cfg.data.repeat_augment, cfg.select_by, cfg.n_components) == (0.2, 0.3, "val_top1", 64)
-    assert cfg.init == "random"  # another neural block on the default preset: no closed-form start
+    assert cfg.init == "random"  # another neural tower on the default preset: no closed-form start
     base = build_config(parser.parse_args(["train", "--subjects", "x", "--preset", "reference"])).to_dict()
     for f in FORM_FIELDS:  # a value unlike the reference preset's, given by the field's own flag
         old = lookup(base, f.path)

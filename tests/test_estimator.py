@@ -180,8 +180,11 @@ def test_params_round_trip_with_sklearn_clone():
 def test_config_rules_match_the_cli():
     plain = Aligner().make_config()
     assert plain == preset("recommended")
-    other = Aligner(neural__block="transformer", neural__d_model=32).make_config()
+    other = Aligner(neural__kind="transformer", neural__d_model=32).make_config()
     assert other.init == "random" and other.preset == "custom"  # no closed-form start for that tower
+    assert Aligner(neural__block="transformer", neural__d_model=32).make_config() == other  # the old name
+    with pytest.raises(ValueError, match="both 'neural.kind'"):
+        Aligner(neural__kind="latent", neural__block="linear").make_config()
     assert Aligner(epochs=5, max_seconds=60).make_config().preset == "recommended"  # run control keeps the label
     gabor = Aligner(image__backbone="v1_gabor").make_config().image  # the CLI's --image-model rule
     assert (gabor.stage, gabor.block, gabor.transform) == (1, 1, "none")

@@ -13,7 +13,7 @@ from neuroalign.evaluation import importance as imp
 from neuroalign.training.run_eval import run_importance
 from neuroalign.evaluation.reliability import neuron_reliability, true_snr
 from neuroalign.models import build_neural_tower
-from neuroalign.models.neural import BLOCK_CLASSES
+from neuroalign.models.neural import NEURAL_TOWER_CLASSES
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -32,7 +32,7 @@ def test_importance_concentrates_on_the_neurons_that_carry_the_image(trained):
     res = run_importance(run)
     signal = np.zeros(ns.N_NEURONS, dtype=bool)
     signal[ns.SIGNAL] = True
-    assert res.block == "linear" and res.n_test == 30 and res.share.shape == (ns.N_NEURONS,)
+    assert res.kind == "linear" and res.n_test == 30 and res.share.shape == (ns.N_NEURONS,)
     assert np.all(np.isfinite(res.importance)) and res.share.sum() == pytest.approx(1.0)
     assert res.share[signal].sum() > 0.7  # a plain gradient x input gives ~0.55 here (cosine is scale-blind)
     assert res.net[signal].sum() > 0 and res.net[signal].sum() > 10 * abs(res.net[~signal].sum())
@@ -66,8 +66,8 @@ def test_run_importance_explains_a_damaged_or_changed_run(trained, tmp_path):
     assert run_importance(copy, subject=original).n_test == 30
 
 
-def _tower(block: str, k: int):
-    cfg = NeuralTowerConfig(block=block, d_model=8, n_heads=1, n_latents=4)
+def _tower(kind: str, k: int):
+    cfg = NeuralTowerConfig(kind=kind, d_model=8, n_heads=1, n_latents=4)
     torch.manual_seed(0)
     return build_neural_tower(k, cfg, n_components=16).eval()
 
@@ -81,8 +81,8 @@ def _disconnect(tower, neurons):
             tower.embed_weight[neurons] = 0.0
 
 
-@pytest.mark.parametrize("block", sorted(BLOCK_CLASSES))
-def test_disconnected_neurons_get_no_importance_in_every_block(block):
+@pytest.mark.parametrize("block", sorted(NEURAL_TOWER_CLASSES))
+def test_disconnected_neurons_get_no_importance_in_every_tower_kind(block):
     rng = np.random.default_rng(0)
     k, n = 12, 10
     tower = _tower(block, k)

@@ -27,3 +27,25 @@ def test_training_stores_importance_over_every_test_image(sim_root, tmp_path):
     later = (run / IMPORTANCE_FILE).stat().st_mtime + 100
     os.utime(run / "best.pt", (later, later))
     assert load_importance(run) is None
+
+
+def test_an_importance_file_written_before_the_rename_still_loads(tmp_path):
+    """Issue 22 item 5: importance.npz kept the neural tower's type as `block`; it loads as `kind`."""
+    import json
+
+    from neuroalign.evaluation.importance import NeuronImportance
+    from neuroalign.training.run_eval import save_importance
+
+    share = np.array([0.25, 0.75])
+    imp = NeuronImportance(kind="latent", importance=share, share=share, net=share, n_test=4, n_used=4,
+                           temperature=0.05)
+    path = save_importance(tmp_path, imp)
+    assert load_importance(tmp_path).kind == "latent"
+    with np.load(path) as z:
+        arrays = {k: z[k] for k in z.files}
+    meta = json.loads(str(arrays.pop("meta")))
+    meta["block"] = meta.pop("kind")
+    np.savez(path, meta=np.asarray(json.dumps(meta)), **arrays)
+    old = load_importance(tmp_path)
+    assert old is not None and old.kind == "latent"
+    np.testing.assert_allclose(old.share, share)

@@ -188,7 +188,7 @@ def test_racing_starts_of_one_subject_make_exactly_one_job(fake_worker):
 
 def _tiny_config(**changes) -> TrainConfig:
     base = {"epochs": 2, "batch_size": 16, "device": "cpu", "image.backbone": "ds_net_tiny", "image.stage": 1,
-            "image.block": 1, "neural.block": "linear", "neural.d_model": 16, "log_every_steps": 1}
+            "image.block": 1, "neural.kind": "linear", "neural.d_model": 16, "log_every_steps": 1}
     base.update(changes)
     return TrainConfig(preset="reference").replace(**base)
 

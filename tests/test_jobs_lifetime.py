@@ -121,7 +121,7 @@ def test_server_killed_worker_stops_gracefully_and_the_run_is_resumable(tmp_path
     s.write_subject(tmp_path / "data", "m1")
     cfg = TrainConfig(preset="reference").replace(**{"epochs": 100_000, "batch_size": 16, "device": "cpu", "threads": 1,
                                    "image.backbone": "ds_net_tiny", "image.stage": 1, "image.block": 1,
-                                   "neural.block": "linear", "neural.d_model": 16, "log_every_steps": 1})
+                                   "neural.kind": "linear", "neural.d_model": 16, "log_every_steps": 1})
     server = _Server(tmp_path, "m1", cfg)
     try:
         pid = server.worker()

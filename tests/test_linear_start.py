@@ -93,7 +93,7 @@ def test_readout_tower_standardises_and_draws_the_embedding():
 
 
 def test_linear_neural_tower_dropout_is_per_neuron_and_train_only():
-    tower = build_neural_tower(30, preset("recommended").neural.__class__(block="linear", dropout=0.5), n_components=8)
+    tower = build_neural_tower(30, preset("recommended").neural.__class__(kind="linear", dropout=0.5), n_components=8)
     assert isinstance(tower, LinearNeuralTower)
     r = torch.rand(4, 30)
     tower.train()

@@ -12,8 +12,8 @@ from torch import nn
 
 from neuroalign.config import NeuralTowerConfig
 from neuroalign.models import LinearNeuralTower, build_neural_tower
-from neuroalign.models.neural import (BLOCK_CLASSES, LatentTower, ReferenceAttentionTower, TransformerTower,
-                                      neural_block, register)
+from neuroalign.models.neural import (NEURAL_TOWER_CLASSES, LatentTower, ReferenceAttentionTower, TransformerTower,
+                                      neural_tower_class, register)
 from neuroalign.models.neural_tower import make_neural_tower
 
 
@@ -73,7 +73,7 @@ def test_vectorised_equals_per_neuron_loop(use_folded, n_heads):
 
 def test_gradients_reach_every_parameter():
     torch.manual_seed(0)
-    for kwargs in ({}, {"block": "transformer", "n_layers": 2}, {"block": "latent", "n_latents": 4, "n_layers": 2}):
+    for kwargs in ({}, {"kind": "transformer", "n_layers": 2}, {"kind": "latent", "n_latents": 4, "n_layers": 2}):
         tower = make_neural_tower(6, d_model=8, n_heads=2, mlp_activation="gelu", **kwargs)
         out = tower(torch.rand(3, 6))
         (out * torch.randn_like(out)).sum().backward()
@@ -99,7 +99,7 @@ def test_mlp_activation_and_dropout_options():
 
 def test_transformer_block_layout_and_shapes():
     torch.manual_seed(0)
-    tower = make_neural_tower(10, d_model=16, n_heads=4, n_layers=2, block="transformer")
+    tower = make_neural_tower(10, d_model=16, n_heads=4, n_layers=2, kind="transformer")
     assert not tower.is_reference_form
     r = torch.rand(3, 10)
     out = tower(r)
@@ -111,9 +111,9 @@ def test_transformer_block_layout_and_shapes():
     torch.testing.assert_close(tower.neuron_importance(r, query_chunk=4), w.mean(dim=(1, 2)))
 
 
-def test_latent_block_scales_linearly_in_neurons():
-    small = make_neural_tower(10, d_model=16, block="latent", n_latents=4)
-    big = make_neural_tower(1010, d_model=16, block="latent", n_latents=4)
+def test_latent_tower_scales_linearly_in_neurons():
+    small = make_neural_tower(10, d_model=16, kind="latent", n_latents=4)
+    big = make_neural_tower(1010, d_model=16, kind="latent", n_latents=4)
     n_small = sum(p.numel() for p in small.parameters())
     n_big = sum(p.numel() for p in big.parameters())
     assert n_big - n_small == 1000 * 2 * 16  # only the per-neuron embedding grows with K
@@ -141,18 +141,18 @@ def test_attention_weights_match_manual_softmax():
 
 
 def test_from_config_and_input_validation():
-    cfg = NeuralTowerConfig(d_model=32, n_heads=4, n_layers=2, block="transformer", mlp_activation="gelu",
+    cfg = NeuralTowerConfig(d_model=32, n_heads=4, n_layers=2, kind="transformer", mlp_activation="gelu",
                             dropout=0.1, folded=False)
     tower = build_neural_tower(12, cfg)
     assert isinstance(tower, TransformerTower)
-    assert (tower.d_model, tower.n_heads, tower.n_layers, tower.block) == (32, 4, 2, "transformer")
-    assert build_neural_tower(12, NeuralTowerConfig(block="latent", folded=False)).use_folded is False
+    assert (tower.d_model, tower.n_heads, tower.n_layers, tower.kind) == (32, 4, 2, "transformer")
+    assert build_neural_tower(12, NeuralTowerConfig(kind="latent", folded=False)).use_folded is False
     with pytest.raises(ValueError, match=r"\(B, 12\)"):
         tower(torch.rand(2, 11))
     with pytest.raises(ValueError, match="divisible"):
         make_neural_tower(4, d_model=10, n_heads=3)
-    with pytest.raises(ValueError, match="neural block"):
-        make_neural_tower(4, block="lstm")
+    with pytest.raises(ValueError, match="neural tower kind"):
+        make_neural_tower(4, kind="lstm")
 
 
 def test_constant_output_map_is_zero_not_nan():
@@ -181,13 +181,13 @@ def test_folded_path_used_only_in_reference_form(monkeypatch):
     assert len(calls) == 1
     tower.use_folded = False
     tower(r)
-    make_neural_tower(5, d_model=8, block="transformer")(r)
-    make_neural_tower(5, d_model=8, block="latent", n_latents=2)(r)
+    make_neural_tower(5, d_model=8, kind="transformer")(r)
+    make_neural_tower(5, d_model=8, kind="latent", n_latents=2)(r)
     assert len(calls) == 1
 
 
-def test_reference_block_refuses_more_layers():
-    with pytest.raises(ValueError, match=r"reference neural block has exactly 1 attention layer, got n_layers=2"):
+def test_reference_tower_refuses_more_layers():
+    with pytest.raises(ValueError, match=r"reference neural tower has exactly 1 attention layer, got n_layers=2"):
         make_neural_tower(5, d_model=8, n_layers=2)
     with pytest.raises(ValueError, match="n_layers"):
         build_neural_tower(5, NeuralTowerConfig(d_model=8, n_layers=3))
@@ -206,7 +206,7 @@ def test_bf16_autocast_gives_float32_maps():
 def test_folded_latent_cross_attention_is_the_same_function(n_heads, n_layers):
     """The folded latent path (no (B, K, d) tokens) gives the unfolded outputs and gradients."""
     torch.manual_seed(3)
-    tower = make_neural_tower(13, d_model=8, n_heads=n_heads, n_layers=n_layers, block="latent", n_latents=5).double()
+    tower = make_neural_tower(13, d_model=8, n_heads=n_heads, n_layers=n_layers, kind="latent", n_latents=5).double()
     assert tower.use_folded
     r = torch.rand(6, 13, dtype=torch.float64) * 2 - 0.5
     folded_out = tower(r)
@@ -222,7 +222,7 @@ def test_folded_latent_cross_attention_is_the_same_function(n_heads, n_layers):
 def test_folded_latent_never_builds_token_tensor():
     """Nothing of size (B, K, d) is saved for backward on the folded latent path."""
     b, k, d = 8, 300, 32
-    tower = make_neural_tower(k, d_model=d, block="latent", n_latents=4)
+    tower = make_neural_tower(k, d_model=d, kind="latent", n_latents=4)
     weights = {p.data_ptr() for p in tower.parameters()}
     sizes: list[int] = []
 
@@ -262,21 +262,30 @@ CLASSES = {"reference": ReferenceAttentionTower, "transformer": TransformerTower
            "linear": LinearNeuralTower}
 
 
-def test_registry_names_the_config_blocks():
-    from neuroalign.config import NEURAL_BLOCKS as CONFIG_BLOCKS
+def test_registry_names_the_config_kinds():
+    from neuroalign.config import NEURAL_KINDS
 
-    assert set(BLOCK_CLASSES) == set(CONFIG_BLOCKS) == set(CLASSES)
+    assert set(NEURAL_TOWER_CLASSES) == set(NEURAL_KINDS) == set(CLASSES)
     for name, cls in CLASSES.items():
-        assert neural_block(name) is cls and cls.block == name
-    with pytest.raises(ValueError, match="neural block must be one of latent, linear, reference, transformer; got .lstm."):
-        neural_block("lstm")
+        assert neural_tower_class(name) is cls and cls.kind == name
+    with pytest.raises(ValueError, match="neural tower kind must be one of latent, linear, reference, transformer; "
+                                         "got .lstm."):
+        neural_tower_class("lstm")
+
+
+def test_old_registry_names_still_resolve():
+    """Issue 22 item 5: the registry was `BLOCK_CLASSES` / `neural_block`, the config tuple `NEURAL_BLOCKS`."""
+    from neuroalign.config import NEURAL_BLOCKS, NEURAL_KINDS
+    from neuroalign.models.neural import BLOCK_CLASSES, neural_block
+
+    assert BLOCK_CLASSES is NEURAL_TOWER_CLASSES and neural_block is neural_tower_class and NEURAL_BLOCKS == NEURAL_KINDS
 
 
 @pytest.mark.parametrize("block", sorted(CLASSES))
-def test_every_registered_block_builds_from_config(block):
+def test_every_registered_kind_builds_from_config(block):
     torch.manual_seed(0)
     n_layers = 1 if block == "reference" else 2
-    cfg = NeuralTowerConfig(block=block, d_model=8, n_heads=2, n_layers=n_layers, n_latents=3)
+    cfg = NeuralTowerConfig(kind=block, d_model=8, n_heads=2, n_layers=n_layers, n_latents=3)
     tower = build_neural_tower(7, cfg, n_components=16)
     assert type(tower) is CLASSES[block]
     assert list(tower.state_dict()) == EXPECTED_KEYS[block]
@@ -285,7 +294,7 @@ def test_every_registered_block_builds_from_config(block):
     assert tower.folded_block_bytes() == (2 * 6 * 2 * 7 ** 2 * 4 if block == "reference" else 0)
     assert tower.uses_folded_attention == (block == "reference")
     if block != "linear":
-        assert type(make_neural_tower(7, block=block, d_model=8, n_heads=2, n_layers=n_layers)) is CLASSES[block]
+        assert type(make_neural_tower(7, kind=block, d_model=8, n_heads=2, n_layers=n_layers)) is CLASSES[block]
         assert tower.neuron_features(torch.rand(4, 7)).shape == (4, 3 * 8 if block == "latent" else 7)
         q = 3 if block == "latent" else 7
         assert tower.attention_weights(torch.rand(4, 7)).shape == (4, 2, q, 7)
@@ -306,9 +315,24 @@ def test_the_factory_is_a_function_and_the_old_name_still_builds_the_same():
 
     assert inspect.isfunction(make_neural_tower) and old_name is make_neural_tower is from_models
     torch.manual_seed(0)
-    a = old_name(9, block="latent", d_model=16, n_latents=4)
+    a = old_name(9, kind="latent", d_model=16, n_latents=4)
     torch.manual_seed(0)
-    b = make_neural_tower(9, block="latent", d_model=16, n_latents=4)
+    b = make_neural_tower(9, kind="latent", d_model=16, n_latents=4)
     assert type(a) is type(b) is LatentTower
     assert all(torch.equal(x, y) for x, y in zip(a.state_dict().values(), b.state_dict().values()))
-    assert isinstance(make_neural_tower(9, block="linear", n_components=32), LinearNeuralTower)
+    assert isinstance(make_neural_tower(9, kind="linear", n_components=32), LinearNeuralTower)
+
+
+def test_make_neural_tower_takes_the_old_block_keyword():
+    """Issue 22 item 5: the keyword was `block` (README, docs); it still builds the same tower, and
+    disagreeing with `kind` is refused."""
+    torch.manual_seed(0)
+    old = make_neural_tower(9, block="latent", d_model=16, n_latents=4)
+    torch.manual_seed(0)
+    new = make_neural_tower(9, kind="latent", d_model=16, n_latents=4)
+    assert type(old) is type(new) is LatentTower
+    assert all(torch.equal(x, y) for x, y in zip(old.state_dict().values(), new.state_dict().values()))
+    assert type(make_neural_tower(9, "latent", block="latent", n_latents=4)) is LatentTower
+    assert type(make_neural_tower(9)) is ReferenceAttentionTower
+    with pytest.raises(ValueError, match="kind='linear' and its old name block='latent'"):
+        make_neural_tower(9, kind="linear", block="latent")

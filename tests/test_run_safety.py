@@ -150,7 +150,7 @@ def test_resume_after_a_kill_continues_like_the_uninterrupted_run(tiny_subject_r
 
 @pytest.mark.usefixtures("one_torch_thread")
 def test_killed_in_the_first_epoch_resumes_from_the_start_checkpoint(tiny_subject_root, tmp_path):
-    config = tiny_config(epochs=2, init="linear", **{"image.head": "readout", "neural.block": "linear",
+    config = tiny_config(epochs=2, init="linear", **{"image.head": "readout", "neural.kind": "linear",
                                                      "neural.dropout": 0.2})
     straight = pipeline.run_training("tiny", config, tiny_subject_root, tmp_path / "a")
     with pytest.raises(Killed):  # the first step of epoch 1

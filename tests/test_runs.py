@@ -114,3 +114,21 @@ def test_delete_run_refuses_non_runs_and_active(tmp_path):
     runs.write_status(d, "stopped", "")
     runs.delete_run(d)
     assert not d.exists() and plain.exists()
+
+
+def test_a_run_folder_written_before_the_neural_kind_rename_still_loads(tmp_path):
+    """Issue 22 item 5: config.json of older runs stores the neural tower's type as `neural.block`."""
+    from neuroalign.config import preset
+    from neuroalign.training.run_files import RunFileError
+
+    cfg = preset("recommended").replace(**{"neural.kind": "latent", "init": "random"})
+    stored = cfg.to_dict()
+    stored["neural"]["block"] = stored["neural"].pop("kind")
+    d = runs.new_run_dir(tmp_path, "s")
+    atomic_write_json(d / runs.CONFIG_FILE, {"config": stored, "subject": {"name": "s"}})
+    assert runs.load_run(d).train_config() == cfg
+    stored["neural"]["kind"] = "linear"  # both keys, disagreeing: refused with a one-line reason
+    atomic_write_json(d / runs.CONFIG_FILE, {"config": stored, "subject": {"name": "s"}})
+    with pytest.raises(RunFileError, match="both 'kind' \\('linear'\\) and its old name 'block' \\('latent'\\)") as err:
+        runs.load_run(d).train_config()
+    assert "\n" not in str(err.value) and "config.json" in str(err.value)

@@ -29,7 +29,8 @@ def _add_dirs(p: argparse.ArgumentParser, with_runs: bool = True) -> None:
 
 def add_config_flags(p: argparse.ArgumentParser, fields: tuple[ConfigField, ...] = FIELDS) -> None:
     """One flag per entry of the field table, in argument groups by section. Every flag defaults to
-    None (= the preset's value); its help names where it applies and the presets' defaults."""
+    None (= the preset's value); its help names where it applies and the presets' defaults. A field's
+    `hidden_aliases` (old flag names) are accepted with their own dest and left out of --help."""
     groups = {section: p.add_argument_group(section.lower()) for section in SECTIONS}
     for f in fields:
         notes = [f"0 = {f.zero}"] if f.zero and f.cli_zero else []
@@ -47,6 +48,13 @@ def add_config_flags(p: argparse.ArgumentParser, fields: tuple[ConfigField, ...]
             if f.metavar:
                 kw["metavar"] = f.metavar
         groups[f.section].add_argument(f.flag, *f.aliases, **kw)
+        for alias in f.hidden_aliases:
+            groups[f.section].add_argument(alias, **{**kw, "dest": _alias_dest(alias), "help": argparse.SUPPRESS})
+
+
+def _alias_dest(alias: str) -> str:
+    """The argparse attribute of an old flag name (kept apart from the new flag's, so the two can be compared)."""
+    return "old_" + alias[2:].replace("-", "_")
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -80,10 +88,16 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def given_fields(args: argparse.Namespace, fields: tuple[ConfigField, ...] = FIELDS) -> dict[ConfigField, Any]:
-    """The table fields whose flags were given, with the config value each one sets."""
+    """The table fields whose flags were given, with the config value each one sets (an old flag name
+    counts as the field's flag; ValueError when both are given with different values)."""
     out = {}
     for f in fields:
         value = getattr(args, f.dest, None)
+        for alias in f.hidden_aliases:
+            old = getattr(args, _alias_dest(alias), None)
+            if old is not None and value is not None and old != value:
+                raise ValueError(f"{f.flag} {value} and its old name {alias} {old} disagree; give {f.flag} only")
+            value = old if value is None else value
         if value is None:
             continue
         if f.cli_zero and value == 0:
@@ -109,8 +123,8 @@ def build_config(args: argparse.Namespace, fields: tuple[ConfigField, ...] = FIE
 
 
 def ignored_flags(args: argparse.Namespace, cfg: TrainConfig, fields: tuple[ConfigField, ...] = FIELDS) -> list[str]:
-    """Given flags that have no effect on the towers of `cfg` (e.g. --heads with the linear block)."""
-    return [f.flag for f in given_fields(args, fields) if not f.applies(cfg.neural.block, cfg.image.head)]
+    """Given flags that have no effect on the towers of `cfg` (e.g. --heads with the linear neural tower)."""
+    return [f.flag for f in given_fields(args, fields) if not f.applies(cfg.neural.kind, cfg.image.head)]
 
 
 def _status_printer(subject: str, quiet: bool):
@@ -205,7 +219,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         raise ValueError("train needs --subjects NAME [NAME ...] (or --resume RUN_DIR)")
     cfg = build_config(args)
     for flag in ignored_flags(args, cfg):
-        print(f"note: {flag} has no effect with the {cfg.neural.block} neural block and the {cfg.image.head} "
+        print(f"note: {flag} has no effect with the {cfg.neural.kind} neural tower and the {cfg.image.head} "
               "image head; ignored", file=sys.stderr)
     root, out = data_dir(args.data_dir), runs_dir(args.runs_dir)
     is_main = dist_info_from_env().is_main  # under torchrun only rank 0 writes and prints

@@ -1,6 +1,7 @@
-"""Which neurons drive the alignment: per-neuron importance of a finished run, comparable across blocks.
+"""Which neurons drive the alignment: per-neuron importance of a finished run, comparable across neural
+tower kinds.
 
-Primary measure (any neural block: reference, transformer, latent, linear): attributions of the
+Primary measure (any neural tower: reference, transformer, latent, linear): attributions of the
 contrastive log-probability of the true match. For the test response `r_j` (normalised as in
 training), the neural -> image query scores every test image's map against the neural map of `r_j`:
 
@@ -12,11 +13,11 @@ reference drawn from the data): for a reference response `r'` of another test im
 `(r_jk - r'_k) * mean_t d log p_j / d r_k` at `r' + t (r_j - r')`, which add up over neurons to
 `log p_j(r_j) - log p_j(r')`: how much each neuron makes the response identify its own image rather
 than another one. A neuron's importance is its mean absolute attribution over the TEST images and
-the reference draws, in eval mode; `share` is importance / total, so runs with different blocks (and
-different numbers of neurons) compare. Vectorised over neurons and batched over samples.
+the reference draws, in eval mode; `share` is importance / total, so runs with different neural towers
+(and different numbers of neurons) compare. Vectorised over neurons and batched over samples.
 
-Second measure, where a block has a natural one: the attention blocks' `neuron_importance` (attention
-each neuron receives in the first layer, averaged over a few test samples), the linear block's encoder
+Second measure, where a tower has a natural one: the attention towers' `neuron_importance` (attention
+each neuron receives in the first layer, averaged over a few test samples), the linear tower's encoder
 column norms times each neuron's response standard deviation over the test images.
 
 The image side is not recomputed: the run's `test_outputs.npz` holds the image-tower test maps the
@@ -46,8 +47,8 @@ logger = logging.getLogger(__name__)
 STEPS = 8  # quadrature points on the path from a reference response to the response
 DRAWS = 2  # reference responses per test response
 MIN_ROWS = 32  # a time budget never averages over fewer test images than this
-MAX_SECONDS = 20.0  # the dashboard's time budget for the attribution (a linear block never needs it)
-NATIVE_SAMPLES = 64  # test samples the attention blocks' own measure averages over (it costs B*K^2)
+MAX_SECONDS = 20.0  # the dashboard's time budget for the attribution (a linear tower never needs it)
+NATIVE_SAMPLES = 64  # test samples the attention towers' own measure averages over (it costs B*K^2)
 MISMATCH_TOLERANCE = 1e-2  # recomputed vs stored neural maps (relative max difference) above this: warn
 TOP_FRACTION = 0.1
 
@@ -56,14 +57,14 @@ TOP_FRACTION = 0.1
 class NeuronImportance:
     """Per-neuron importance of one run (all arrays `(K,)`)."""
 
-    block: str
+    kind: str  # the neural tower's kind ("read-in" for a shared run's per-subject read-in)
     importance: np.ndarray  # mean |attribution| of the true match's log-probability (see attribution_importance)
     share: np.ndarray  # importance / sum (sums to 1)
     net: np.ndarray  # mean signed attribution (sums to the mean log-probability gain over a reference response)
     n_test: int
     n_used: int  # test images the attribution averaged over (n_test unless a time budget cut it short)
     temperature: float
-    native: np.ndarray | None = None  # the block's own measure, normalised to sum to 1
+    native: np.ndarray | None = None  # the tower's own measure, normalised to sum to 1
     native_label: str = ""
     native_n: int = 0  # test samples the native measure averaged over
     map_mismatch: float = 0.0  # max |recomputed - stored neural map| / max |stored|
@@ -107,7 +108,7 @@ def attribution_importance(tower: torch.nn.Module, responses: np.ndarray, image_
     Work: `steps * draws` forward and backward passes over the rows, in batches of up to `batch_size`,
     the rows taken in a random (seeded) order. With `max_seconds`, no new batch starts after that
     time once `min_rows` rows are done (batches are sized from the measured cost per row), so a slow
-    block (attention over 10,000 neurons) averages over a random subset of the test images.
+    tower (attention over 10,000 neurons) averages over a random subset of the test images.
     """
     r_all = torch.as_tensor(np.asarray(responses, dtype=np.float32))
     n, k = r_all.shape
@@ -160,8 +161,8 @@ def neural_maps(tower: torch.nn.Module, responses: np.ndarray, batch_size: int =
 @torch.no_grad()
 def native_importance(tower: torch.nn.Module, responses: np.ndarray, max_samples: int = NATIVE_SAMPLES,
                       batch_size: int = 4, max_seconds: float | None = None) -> tuple[np.ndarray, str, int]:
-    """The block's own per-neuron measure `(K,)` summing to 1, its label and how many samples it used:
-    linear -- encoder column norm x response SD over all rows; attention blocks -- attention received
+    """The tower's own per-neuron measure `(K,)` summing to 1, its label and how many samples it used:
+    linear -- encoder column norm x response SD over all rows; attention towers -- attention received
     in the first layer, averaged over the first `max_samples` rows (with `max_seconds`: no new batch
     after that time, at least one batch)."""
     r = torch.as_tensor(np.asarray(responses, dtype=np.float32))

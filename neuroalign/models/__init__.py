@@ -3,11 +3,11 @@
 * `dsnet` -- DS-Net backbone (one variant registry) with timm-style `forward_intermediates`.
 * `image_tower` -- `ImageTower`: backbone features -> conv1x1 or readout head -> 16x64 map.
 * `feature_cache` -- `cached_features`: frozen-backbone features cached in memory and on disk.
-* `neural` -- one class per neural block, registered by name (reference, transformer, latent;
+* `neural` -- one class per neural tower kind, registered by name (reference, transformer, latent;
   `linear_tower.LinearNeuralTower` as "linear"); `build_neural_tower` builds the one a config names,
-  `neural_tower.make_neural_tower(n, block=...)` is the same with keyword options.
+  `neural_tower.make_neural_tower(n, kind=...)` is the same with keyword options.
 * `folded` (+ `folded_tiles`, `native`) -- the exact folded attention of the reference and latent
-  blocks: eager tiles, torch.compile'd chunks or fused C++ CPU kernels.
+  towers: eager tiles, torch.compile'd chunks or fused C++ CPU kernels.
 * `maps` -- per-sample min-max and the DCT basis of the 16x64 maps.
 * `losses` -- `clip_loss`, `similarity_matrix`, RMSE, SSIM, `CombinedLoss`.
 * `weights` -- `load_backbone_weights` from a local DS-Net state-dict file.
@@ -40,6 +40,6 @@ __all__ = [
 
 
 def build_neural_tower(n_neurons: int, config, n_components: int = 256):
-    """The registered tower of `config.block` (`neuroalign.models.neural.BLOCK_CLASSES`, name -> class:
-    reference, transformer, latent, linear); `n_components` is the linear block's embedding size."""
+    """The registered tower of `config.kind` (`neuroalign.models.neural.NEURAL_TOWER_CLASSES`, kind ->
+    class: reference, transformer, latent, linear); `n_components` is the linear tower's embedding size."""
     return neural.build(n_neurons, config, n_components)

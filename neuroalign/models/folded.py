@@ -1,5 +1,5 @@
 """Folded exact paths of the neural towers: the reference attention (embed -> multi-head attention ->
-readout, below) and the latent block's cross-attention (`folded_latent_cross_attention`).
+readout, below) and the latent tower's cross-attention (`folded_latent_cross_attention`).
 
 In the reference form every neuron token is an affine function of one scalar,
 ``e_bi = r_bi * W_i + B_i``, and nothing nonlinear sits between the embedding, the q/k/v

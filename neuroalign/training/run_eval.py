@@ -56,7 +56,7 @@ class TrainedNeuralSide:
     normalised test responses, the stored image-tower test maps and the contrastive temperature."""
 
     run_dir: Path
-    block: str
+    kind: str  # the neural tower's kind (NeuralTowerConfig.kind)
     tower: torch.nn.Module
     responses: np.ndarray  # (n, K) normalised test responses
     image_maps: np.ndarray  # (n, 16, 64)
@@ -98,14 +98,14 @@ def load_trained_neural_side(run_dir: str | Path, subject: Subject | None = None
         tower.load_state_dict(state["neural_tower"])
     except RuntimeError as exc:
         first = str(exc).strip().splitlines()[0]
-        raise ValueError(f"{best_path} does not fit the run's {config.neural.block} block over "
+        raise ValueError(f"{best_path} does not fit the run's {config.neural.kind} neural tower over "
                          f"{subject.n_neurons} neurons: {first}") from None
     tower.eval()
     loss = CombinedLoss(config.loss)
     if "loss" in state:
         loss.load_state_dict(state["loss"])
     return TrainedNeuralSide(
-        run_dir=run_dir, block=config.neural.block, tower=tower,
+        run_dir=run_dir, kind=config.neural.kind, tower=tower,
         responses=np.ascontiguousarray(normaliser.transform(subject.responses[test_idx]), dtype=np.float32),
         image_maps=np.asarray(outputs["image_maps"], dtype=np.float32),
         neural_maps=np.asarray(outputs["neural_maps"], dtype=np.float32),
@@ -116,7 +116,7 @@ def run_importance(run_dir: str | Path, subject: Subject | None = None, data_dir
                    steps: int = STEPS, draws: int = DRAWS, batch_size: int = 256,
                    native_samples: int = NATIVE_SAMPLES, max_seconds: float | None = None) -> NeuronImportance:
     """Per-neuron importance of a finished run on its test split (see the module docstring). With
-    `max_seconds`, the attribution and the block's own measure each stop starting new batches after
+    `max_seconds`, the attribution and the tower's own measure each stop starting new batches after
     that time (`n_used` says over how many test images the attribution averaged)."""
     side = load_trained_neural_side(run_dir, subject=subject, data_dir=data_dir)
     att = attribution_importance(side.tower, side.responses, side.image_maps, side.temperature, side.center,
@@ -137,7 +137,7 @@ def run_importance(run_dir: str | Path, subject: Subject | None = None, data_dir
         warnings.append("every attribution is 0 (the model's output does not depend on the responses)")
     native, label, native_n = native_importance(side.tower, side.responses, max_samples=native_samples,
                                                 max_seconds=max_seconds)
-    return NeuronImportance(block=side.block, importance=importance, share=share, net=net, n_test=len(side.responses),
+    return NeuronImportance(kind=side.kind, importance=importance, share=share, net=net, n_test=len(side.responses),
                             n_used=len(att.rows), temperature=side.temperature, native=native, native_label=label,
                             native_n=native_n, map_mismatch=mismatch, warnings=warnings)
 
@@ -165,6 +165,8 @@ def load_importance(run_dir: str | Path) -> NeuronImportance | None:
             return None
         with np.load(path, allow_pickle=False) as z:
             meta = json.loads(str(z["meta"]))
+            if "block" in meta and "kind" not in meta:  # written before the field was renamed
+                meta["kind"] = meta.pop("block")
             arrays = {k: z[k] for k in _ARRAYS if k in z.files}
         return NeuronImportance(**meta, **{k: arrays.get(k) for k in _ARRAYS})
     except (OSError, ValueError, KeyError, TypeError) as exc:

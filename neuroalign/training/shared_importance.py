@@ -8,7 +8,7 @@ image-tower maps. Attributions are the same expected gradients of the log-probab
 response retrieves its own image among the subject's test images (cosine / temperature, softmax over
 the images); the temperature is the run config's contrastive temperature (a closed-form shared
 model has none of its own: it only sets how sharp the softmax is). The read-in's own measure is that
-of the linear block: the norm of each neuron's weight row times its response SD over the test images.
+of the linear neural tower: the norm of each neuron's weight row times its response SD over the test images.
 Nothing is written; it takes well under a second for thousands of neurons.
 """
 
@@ -68,6 +68,6 @@ def shared_importance(run_dir: str | Path, name: str, subject) -> NeuronImportan
     native = np.linalg.norm(np.asarray(readin.weight, dtype=np.float64), axis=1) * y.astype(np.float64).std(axis=0)
     native = native / max(float(native.sum()), 1e-300)
     warnings = [] if total > 0 else ["every attribution is 0 (the read-in does not depend on the responses)"]
-    return NeuronImportance(block="read-in", importance=importance, share=share, net=net, n_test=len(y),
+    return NeuronImportance(kind="read-in", importance=importance, share=share, net=net, n_test=len(y),
                             n_used=len(att.rows), temperature=temperature, native=native,
                             native_label="weight norm × response SD", native_n=len(y), warnings=warnings)

@@ -271,8 +271,8 @@ class Trainer:
             raise ValueError(
                 f"the reference attention over {k:,} neurons needs about {need / 2**30:.1f} GiB for its "
                 f"{k:,} x {k:,} blocks and their gradients, but {self.device} has {have / 2**30:.1f} GiB "
-                "available; use the latent neural block, linear in the number of neurons (--neural-block "
-                "latent, or Block type on the Train page), or a machine with more memory")
+                "available; use the latent neural tower, linear in the number of neurons (--neural-kind "
+                "latent, or Neural tower type on the Train page), or a machine with more memory")
 
     def _prepare_fused_kernels(self) -> bool:
         """Build/load the fused CPU kernels of the folded attention now (once per machine, ~20 s)

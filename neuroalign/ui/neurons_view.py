@@ -21,13 +21,13 @@ MEASURE_KEY = "neurons.measure"
 TABLE_KEY = "neurons.table"
 TOP_ROWS = 20
 
-BLOCK_LABELS = {"read-in": "read-in", "linear": "linear", "reference": "reference attention", "transformer": "transformer",
-                "latent": "latent attention"}
+KIND_LABELS = {"read-in": "read-in", "linear": "linear", "reference": "reference attention", "transformer": "transformer",
+               "latent": "latent attention"}
 IMPORTANCE_HELP = ("Each neuron's attribution (expected gradients) of the contrastive log-probability that a neural "
                    "response retrieves its own image among the test images rather than another test image's, in eval "
                    "mode with the best checkpoint. Importance: the mean absolute attribution over the test images; "
                    "net contribution: the mean signed attribution (negative: the neuron misleads more than it helps). "
-                   "Both are shown as shares summing to 100\u00a0%, so runs with different blocks compare.")
+                   "Both are shown as shares summing to 100\u00a0%, so runs with different neural towers compare.")
 
 
 @dataclass(frozen=True)
@@ -73,7 +73,7 @@ def neuron_table(share: np.ndarray, net: np.ndarray, native: np.ndarray | None, 
     cols: dict[str, Any] = {"rank": np.arange(1, len(share) + 1), "neuron": order, "share": share[order],
                             "net": np.round(net[order], 2) + 0.0}
     if native is not None:
-        cols["block's own"] = np.asarray(native, dtype=np.float64)[order]
+        cols["tower's own"] = np.asarray(native, dtype=np.float64)[order]
     if reliability is not None:
         cols["reliability"] = np.asarray(reliability, dtype=np.float64)[order]
     if snr is not None:
@@ -96,8 +96,8 @@ TABLE_COLUMNS = {
                                             help="column of the responses (0-based)"),
     "net": st.column_config.NumberColumn("net contribution", format="%.2f%%",
                                          help="share of the net contribution (mean signed attribution), in percent"),
-    "block's own": st.column_config.NumberColumn("block's own", format="%.4f",
-                                                 help="the block's own measure, as a share"),
+    "tower's own": st.column_config.NumberColumn("tower's own", format="%.4f",
+                                                 help="the neural tower's own measure, as a share"),
     "reliability": st.column_config.NumberColumn("reliability", format="%.3f",
                                                  help="split-half reliability of the neuron's repeats"),
     "true SNR": st.column_config.NumberColumn("true SNR", format="%.3g",
@@ -149,16 +149,16 @@ def small_sample_warnings(result: Mapping[str, Any]) -> list[str]:
 
 
 def render_metrics(result: Mapping[str, Any]) -> None:
-    """The row of metrics above the page: block, neurons, test images used, concentration."""
+    """The row of metrics above the page: neural tower, neurons, test images used, concentration."""
     top_n, top_share = concentration(result["share"])
     m = st.columns(4)
-    m[0].metric("Neural block", BLOCK_LABELS.get(result["block"], result["block"]))
+    m[0].metric("Neural tower", KIND_LABELS.get(result["kind"], result["kind"]))
     m[1].metric("Neurons", f"{len(result['share']):,}")
     m[2].metric("Test images", f"{result['n_used']:,}" if result["n_used"] == result["n_test"]
                 else f"{result['n_used']:,} of {result['n_test']:,}",
                 help="the held-out test images the importance averages over" + (
                     "" if result["n_used"] == result["n_test"] else
-                    f" (a random {result['n_used']:,} of {result['n_test']:,}: this block is slow to differentiate, "
+                    f" (a random {result['n_used']:,} of {result['n_test']:,}: this tower is slow to differentiate, "
                     "so the average stopped at the dashboard's time budget; the library call "
                     "`neuroalign.training.run_eval.run_importance(run_dir)` uses all of them)"))
     m[3].metric("Top-10 % share", f"{top_share:.0%}",
@@ -169,7 +169,7 @@ def render_metrics(result: Mapping[str, Any]) -> None:
 def charts(values: np.ndarray, measure: Measure, reliability: np.ndarray | None, snr: np.ndarray | None,
            result: Mapping[str, Any]) -> list[tuple[Any, str, str]]:
     """(figure, key, caption) of the page's charts: ranked, against reliability / true SNR when known,
-    against the block's own measure."""
+    against the tower's own measure."""
     noun = measure.noun.capitalize()
     out: list[tuple[Any, str, str]] = [(
         plots.importance_ranked(values, log_y=measure.log, y_title=measure.label,
@@ -187,11 +187,11 @@ def charts(values: np.ndarray, measure: Measure, reliability: np.ndarray | None,
                     "variance of the recorded mean response."))
     if result["native"] is not None:
         out.append((plots.importance_scatter(values, np.asarray(result["native"]), result["native_label"],
-                                             f"{noun} vs the block's measure", log_y=measure.log,
+                                             f"{noun} vs the tower's measure", log_y=measure.log,
                                              y_title=measure.label, x_format=".2%"), "neurons.native",
-                    f"The block's own per-neuron measure ({result['native_label']}, over {result['native_n']:,} test "
-                    "images) reads only the block's weights or attention; the attribution measures what each neuron "
-                    "does to the retrieval, and is the one that compares across blocks."))
+                    f"The tower's own per-neuron measure ({result['native_label']}, over {result['native_n']:,} test "
+                    "images) reads only the tower's weights or attention; the attribution measures what each neuron "
+                    "does to the retrieval, and is the one that compares across neural towers."))
     return out
 
 

@@ -1,7 +1,7 @@
 """The Train page's hyperparameter form, generated from the field table (`neuroalign.config_fields`):
 which widgets exist, preset values <-> widget values <-> TrainConfig.
 
-The neural block and the image head are *selectors*: the page draws them above the form (so that
+The neural tower type and the image head are *selectors*: the page draws them above the form (so that
 changing them reruns the page) and the form shows only the fields that apply to the chosen pair.
 Fields that do not apply keep the preset's value.
 """
@@ -13,11 +13,11 @@ from typing import Any
 import streamlit as st
 
 from neuroalign import config as cfgmod
-from neuroalign.config_fields import BLOCK_PATH, FIELDS, HEAD_PATH, SECTIONS
+from neuroalign.config_fields import FIELDS, HEAD_PATH, NEURAL_KIND_PATH, SECTIONS
 from neuroalign.config_fields import ConfigField, lookup
 from neuroalign.ui import keys
 
-SELECTOR_PATHS = (HEAD_PATH, BLOCK_PATH)
+SELECTOR_PATHS = (HEAD_PATH, NEURAL_KIND_PATH)
 SECTIONS_PER_ROW = 3  # five side by side truncate labels and values below ~1,500 px
 
 
@@ -32,7 +32,7 @@ def form_fields(table: tuple[ConfigField, ...] = FIELDS) -> tuple[ConfigField, .
 
 
 def selectors(table: tuple[ConfigField, ...] = FIELDS) -> tuple[ConfigField, ...]:
-    """The neural-block and image-head fields, in `SELECTOR_PATHS` order."""
+    """The image-head and neural-tower-type fields, in `SELECTOR_PATHS` order."""
     by_path = {f.path: f for f in form_fields(table)}
     return tuple(by_path[p] for p in SELECTOR_PATHS)
 
@@ -57,9 +57,9 @@ def form_help(field: ConfigField) -> str:
 
 
 def chosen_towers(values: dict[str, Any], preset_name: str) -> tuple[str, str]:
-    """(neural block, image head) in widget `values`, else the preset's."""
+    """(neural tower kind, image head) in widget `values`, else the preset's."""
     base = cfgmod.preset(preset_name)
-    return (values.get(keys.TRAIN_FIELD_PREFIX + BLOCK_PATH, base.neural.block),
+    return (values.get(keys.TRAIN_FIELD_PREFIX + NEURAL_KIND_PATH, base.neural.kind),
             values.get(keys.TRAIN_FIELD_PREFIX + HEAD_PATH, base.image.head))
 
 
@@ -119,9 +119,9 @@ def config_from_values(preset_name: str, values: dict[str, Any],
     Raises ValueError with a one-line reason for an invalid combination.
     """
     base = cfgmod.preset(preset_name)
-    block, head = chosen_towers(values, preset_name)
+    neural_kind, head = chosen_towers(values, preset_name)
     changes = {f.path: _to_config(f, values[widget_key(f)]) for f in form_fields(table)
-               if widget_key(f) in values and f.applies(block, head)}
+               if widget_key(f) in values and f.applies(neural_kind, head)}
     config = base.replace(**changes)
     if config.image.backbone != base.image.backbone:  # a layer the chosen image model has, where not set
         config = cfgmod.with_image_model_layer(
@@ -135,9 +135,9 @@ def config_from_values(preset_name: str, values: dict[str, Any],
 
 
 def draw_selectors(preset_name: str, draw: bool = True) -> tuple[str, str]:
-    """Give every form field its preset value unless it has one, draw the neural-block and
-    image-head selectors (outside the form, so a change reruns the page and shows the fields that
-    apply; `draw=False`: not drawn, their values kept), and return the chosen (block, head)."""
+    """Give every form field its preset value unless it has one, draw the image-head and
+    neural-tower-type selectors (outside the form, so a change reruns the page and shows the fields
+    that apply; `draw=False`: not drawn, their values kept), and return the chosen (neural kind, head)."""
     for k, v in widget_values(cfgmod.preset(preset_name)).items():
         st.session_state.setdefault(k, v)
     if draw:
@@ -166,14 +166,14 @@ def draw_shared_fields(title: str = "Shared model") -> None:
             st.session_state[widget_key(f)] = st.session_state[widget_key(f)]
 
 
-def draw_sections(block: str, head: str) -> None:
+def draw_sections(neural_kind: str, head: str) -> None:
     """The form's sections, `SECTIONS_PER_ROW` per row, each with the fields that apply to the towers."""
     items = list(FORM_SECTIONS.items())
     for row_start in range(0, len(items), SECTIONS_PER_ROW):
         for col, (section, fields) in zip(st.columns(SECTIONS_PER_ROW), items[row_start:row_start + SECTIONS_PER_ROW]):
             col.markdown(f"**{section}**")
             for f in fields:
-                if f.applies(block, head):
+                if f.applies(neural_kind, head):
                     _draw_widget(col, f)
                 else:  # not drawn: keep its value through Streamlit's widget clean-up for when it is shown again
                     st.session_state[widget_key(f)] = st.session_state[widget_key(f)]

@@ -1,4 +1,4 @@
-"""The latent neural block, linear in K: `n_latents` learned queries cross-attend to the neuron
+"""The latent neural tower, linear in K: `n_latents` learned queries cross-attend to the neuron
 tokens (`latents + MHA(LN(latents), tokens)`), `n_layers - 1` transformer blocks over the latents,
 a final LayerNorm, then a shared readout d_model -> 8 per latent, flattened to `n_latents * 8`
 features for the MLP map head (whose first layer is `n_latents*8 -> 2048`). Attention weights are
@@ -46,7 +46,7 @@ class LatentTower(AttentionTower):
     @classmethod
     def from_config(cls, n_neurons: int, config: NeuralTowerConfig | None = None,
                     n_components: int | None = None) -> "LatentTower":
-        c = config or NeuralTowerConfig(block="latent")
+        c = config or NeuralTowerConfig(kind="latent")
         return cls(n_neurons, d_model=c.d_model, n_heads=c.n_heads, n_layers=c.n_layers,
                    mlp_activation=c.mlp_activation, dropout=c.dropout, n_latents=c.n_latents, folded=c.folded)
 
@@ -74,7 +74,7 @@ class LatentTower(AttentionTower):
     def attention_weights(self, responses: torch.Tensor, layer: int = 0) -> torch.Tensor:
         """Cross-attention weights latents -> neurons `(B, heads, n_latents, K)` (layer 0 only)."""
         if layer != 0:
-            raise ValueError(f"the latent block exposes only layer 0 (latents -> neurons), got {layer}")
+            raise ValueError(f"the latent tower exposes only layer 0 (latents -> neurons), got {layer}")
         mha, query, context = self._first_attention(responses)
         return mha.weights(query, context)
 

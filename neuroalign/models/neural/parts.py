@@ -130,13 +130,13 @@ def features_to_map(mlp: nn.Module, features: torch.Tensor) -> torch.Tensor:
 
 
 class AttentionTower(nn.Module):
-    """Base of the attention towers: `(B, K)` responses -> per-neuron tokens -> block-specific
+    """Base of the attention towers: `(B, K)` responses -> per-neuron tokens -> kind-specific
     `neuron_features (B, F)` -> `self.mlp` map head -> `(B, 1, 16, 64)`.
 
     Subclasses build `self.mlp` (`map_mlp`) and implement `neuron_features`, `_first_attention`,
     `attention_weights` and `from_config`."""
 
-    block: str  # set by `registry.register`
+    kind: str  # the registered kind, set by `registry.register`
     is_reference_form = False
     uses_folded_attention = False
 

@@ -1,4 +1,4 @@
-"""The reference neural block: embedding -> one multi-head attention over the K neuron tokens
+"""The reference neural tower: embedding -> one multi-head attention over the K neuron tokens
 (q/k/v/o projections, no LayerNorm/residual/FFN) -> per-neuron readout d -> 1 -> linear MLP map
 head. 3585*K + 2,233,088 parameters with d_model=512.
 
@@ -27,8 +27,8 @@ class ReferenceAttentionTower(AttentionTower):
     def __init__(self, n_neurons: int, d_model: int = 512, n_heads: int = 1, n_layers: int = 1,
                  mlp_activation: str = "none", dropout: float = 0.0, folded: bool = True) -> None:
         if n_layers != 1:
-            raise ValueError(f"the reference neural block has exactly 1 attention layer, got n_layers={n_layers}; "
-                             f"use block='transformer' or 'latent' for more layers")
+            raise ValueError(f"the reference neural tower has exactly 1 attention layer, got n_layers={n_layers}; "
+                             f"use kind='transformer' or 'latent' for more layers")
         super().__init__(n_neurons, d_model, n_heads, n_layers)
         self.use_folded = bool(folded)
         self.readout_weight = nn.Parameter(torch.empty(n_neurons, d_model))

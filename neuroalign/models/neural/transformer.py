@@ -1,4 +1,4 @@
-"""The transformer neural block: embedding -> `n_layers` pre-LN blocks `x + MHA(LN(x))`,
+"""The transformer neural tower: embedding -> `n_layers` pre-LN blocks `x + MHA(LN(x))`,
 `x + FFN(LN(x))` (FFN ratio 4, GELU) over the K neuron tokens -> final LayerNorm -> per-neuron
 readout -> MLP map head. Cost grows as K^2 per layer (no folded path: the LayerNorms and the FFN
 are not affine in the responses)."""
@@ -32,7 +32,7 @@ class TransformerTower(AttentionTower):
     @classmethod
     def from_config(cls, n_neurons: int, config: NeuralTowerConfig | None = None,
                     n_components: int | None = None) -> "TransformerTower":
-        c = config or NeuralTowerConfig(block="transformer")
+        c = config or NeuralTowerConfig(kind="transformer")
         return cls(n_neurons, d_model=c.d_model, n_heads=c.n_heads, n_layers=c.n_layers,
                    mlp_activation=c.mlp_activation, dropout=c.dropout)
 
