@@ -4,7 +4,6 @@
 
 from __future__ import annotations
 
-import math
 import time
 from pathlib import Path
 from typing import Any, Mapping
@@ -13,6 +12,7 @@ import pandas as pd
 import streamlit as st
 
 from neuroalign.text import markdown_literal as md
+from neuroalign.training.profile_file import LayerFeve, Profile, ProfileRow
 
 SUBJECT_KEY = "profile.subject"
 PREFERRED_SUBJECT = "profile.preferred_subject"  # set by Retrieval: the run's subject, preselected here
@@ -49,12 +49,7 @@ def jobs():
     return get_profile_jobs()
 
 
-def _num(v: Any) -> float | None:
-    return float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) else None
-
-
-def _fmt(v: Any, spec: str = ".2f") -> str:
-    v = _num(v)
+def _fmt(v: float | None, spec: str = ".2f") -> str:
     return "—" if v is None else format(v, spec)
 
 
@@ -65,35 +60,36 @@ def duration(seconds: float | None) -> str:
     return f"{seconds // 60} min {seconds % 60:02d} s" if seconds >= 60 else f"{seconds} s"
 
 
-def layer_name(row: Mapping[str, Any]) -> str:
+def _size(v: int | None) -> str:
+    return "?" if v is None else str(v)
+
+
+def layer_name(row: ProfileRow) -> str:
     from neuroalign.config import IMAGE_MODEL_DEPTHS
 
-    if IMAGE_MODEL_DEPTHS.get(row.get("model")) == (1,):
+    if IMAGE_MODEL_DEPTHS.get(row.model) == (1,):
         return "(one layer)"
-    return f"stage {row.get('stage')} block {row.get('block')}"
+    return f"stage {row.stage} block {row.block}"
 
 
-def rows_table(profile: Mapping[str, Any]) -> pd.DataFrame:
+def rows_table(profile: Profile | Mapping[str, Any]) -> pd.DataFrame:
     """One row per profiled layer: model, layer, val and test top-1 both ways, val MRR, median FEVE
     with its quartiles and neurons included, seconds; ★ / ◯ the best layer overall / of its model."""
-    best = profile.get("best") or {}
-    overall = best.get("overall")
-    per_model = set((best.get("per_model") or {}).values())
+    profile = Profile.from_json(profile)
     out = []
-    for i, r in enumerate(profile.get("rows") or []):
-        feve = r.get("feve") or {}
-        rec = {"best": "★" if i == overall else ("◯" if i in per_model else ""), "model": r.get("model"),
-               "layer": layer_name(r)}
-        for split in ("val", "test"):
+    for i, r in enumerate(profile.rows):
+        feve = r.feve or LayerFeve()
+        rec = {"best": profile.mark(i), "model": r.model, "layer": layer_name(r)}
+        for split, scores in (("val", r.val), ("test", r.test)):
             for d, short in (("image_to_neural", "img→neu"), ("neural_to_image", "neu→img")):
-                rec[f"{split} {short}"] = _num((((r.get(split) or {}).get(d)) or {}).get("top1"))
-        rec["val MRR"] = _num(r.get("val_mrr"))
-        rec["median FEVE"] = _num(feve.get("median"))
-        q25, q75 = _num(feve.get("q25")), _num(feve.get("q75"))
-        rec["FEVE q25–q75"] = f"{q25:.2f}–{q75:.2f}" if q25 is not None and q75 is not None else ""
-        rec["neurons"] = f"{feve['n_included']} of {feve['n_neurons']}" if "n_included" in feve else ""
-        rec["s"] = _num(r.get("seconds"))
-        rec["note"] = str(r.get("error") or "")
+                rec[f"{split} {short}"] = scores.top1(d)
+        rec["val MRR"] = r.val_mrr
+        rec["median FEVE"] = feve.median
+        rec["FEVE q25–q75"] = f"{feve.q25:.2f}–{feve.q75:.2f}" if feve.q25 is not None and feve.q75 is not None \
+            else ""
+        rec["neurons"] = feve.neurons
+        rec["s"] = r.seconds
+        rec["note"] = r.error
         out.append(rec)
     return pd.DataFrame(out)
 
@@ -115,55 +111,49 @@ def table_columns() -> dict[str, Any]:
             "note": st.column_config.TextColumn("note", help="why a layer could not be scored")}
 
 
-def best_row(profile: Mapping[str, Any]) -> dict[str, Any] | None:
-    rows = profile.get("rows") or []
-    i = (profile.get("best") or {}).get("overall")
-    return rows[i] if isinstance(i, int) and 0 <= i < len(rows) else None
+def best_row(profile: Profile | Mapping[str, Any]) -> ProfileRow | None:
+    return Profile.from_json(profile).best_row
 
 
-def render_summary(profile: Mapping[str, Any]) -> None:
+def render_summary(profile: Profile) -> None:
     """The metrics row: the best layer, its test top-1 both ways against the best reference, its median FEVE."""
     from neuroalign.plots.profile import DIRECTIONS
 
-    row = best_row(profile)
+    row = profile.best_row
     if row is None:
         return
-    ref = profile.get("reference") or {}
-    name = row["model"] if layer_name(row) == "(one layer)" else f"{row['model']}, {layer_name(row)}"
+    name = row.model if layer_name(row) == "(one layer)" else f"{row.model}, {layer_name(row)}"
     st.markdown(f"**Best layer: {md(name)}** — chosen on the validation images (highest validation MRR); its scores "
-                f"on the {profile.get('split', {}).get('test', '?')} test images:")
+                f"on the {_size(profile.split['test'])} test images:")
     cols = st.columns(3)
     for col, (d, label) in zip(cols, DIRECTIONS.items()):
-        v = _num(row["test"][d]["top1"])
-        linear = [x for x in (_num((ref.get(k) or {}).get(d)) for k in ("ridge", "ridge_random")) if x is not None]
+        v = row.test.top1(d)
+        linear = [x for x in (profile.reference_top1(k, d) for k in ("ridge", "ridge_random")) if x is not None]
         delta = None if v is None or not linear else f"{v - max(linear):+.2f} vs ridge"
         col.metric(f"Top-1, {label}", _fmt(v), delta=delta,
                    help="test top-1 identification; the delta is against the better of the ridge from the pixels "
                         "and from random rectified features")
-    feve = row.get("feve") or {}
-    cols[2].metric("Median FEVE", _fmt(feve.get("median")), help=FEVE_HELP if feve else
+    feve = row.feve
+    cols[2].metric("Median FEVE", _fmt(None if feve is None else feve.median), help=FEVE_HELP if feve else
                    "needs at least two repeats per image: this subject has none")
 
 
-def render_profile(profile: Mapping[str, Any]) -> None:
+def render_profile(profile: Profile | Mapping[str, Any]) -> None:
     """Summary, the score-vs-depth chart (val/test toggle), the FEVE chart, the table of rows."""
     from neuroalign import plots
-    from neuroalign.plots.profile import has_feve
 
-    n_rows = len(profile.get("rows") or [])
-    when = profile.get("elapsed_s")
-    st.caption(f"{n_rows} layer{'s' if n_rows != 1 else ''} of {len({r.get('model') for r in profile['rows']})} image "
-               f"model{'s' if len({r.get('model') for r in profile['rows']}) != 1 else ''} · "
-               f"{profile.get('n_images', '?')} images × {profile.get('n_neurons', '?')} neurons, split "
-               f"{profile.get('split', {}).get('train', '?')} / {profile.get('split', {}).get('val', '?')} / "
-               f"{profile.get('split', {}).get('test', '?')} (train / val / test, the split a training run uses) · "
-               f"computed in {duration(_num(when))}")
-    kept = profile.get("kept_from_stored")
-    if kept:
-        st.caption(f"The rows of {md(', '.join(map(str, kept)))} come from an earlier profile of the same data "
-                   "(this one profiled the other models).")
-    if not profile.get("complete", True):
-        st.warning(f"This profile is incomplete ({md(profile.get('stopped') or 'stopped')}): it has the layers "
+    profile = Profile.from_json(profile)
+    n_rows, n_models = len(profile.rows), len(profile.models)
+    split = {k: _size(v) for k, v in profile.split.items()}
+    st.caption(f"{n_rows} layer{'s' if n_rows != 1 else ''} of {n_models} image model{'s' if n_models != 1 else ''} · "
+               f"{_size(profile.n_images)} images × {_size(profile.n_neurons)} neurons, split "
+               f"{split['train']} / {split['val']} / {split['test']} (train / val / test, the split a training run "
+               f"uses) · computed in {duration(profile.elapsed_s)}")
+    if profile.kept_from_stored:
+        st.caption(f"The rows of {md(', '.join(profile.kept_from_stored))} come from an earlier profile of the same "
+                   "data (this one profiled the other models).")
+    if not profile.complete:
+        st.warning(f"This profile is incomplete ({md(profile.stopped or 'stopped')}): it has the layers "
                    "scored before it ended. Run it again with a larger time budget for the rest.",
                    icon=":material/warning:")
     render_summary(profile)
@@ -173,11 +163,11 @@ def render_profile(profile: Mapping[str, Any]) -> None:
     x = c[1].radio("x axis", list(X_OPTIONS), format_func=X_OPTIONS.get, horizontal=True, key=X_KEY,
                    help="block: the block's place in the model's forward order; relative depth: that place divided "
                         "by the model's blocks (1 = its last block)")
-    st.plotly_chart(plots.profile_chart(profile, split=split, x=x), key="profile.chart")
+    st.plotly_chart(plots.profile_chart(profile.raw, split=split, x=x), key="profile.chart")
     st.caption(BEST_CAPTION)
-    if has_feve(profile):
+    if profile.has_feve:
         left, right = st.columns([3, 2])
-        left.plotly_chart(plots.profile_feve_chart(profile, x=x), key="profile.feve")
+        left.plotly_chart(plots.profile_feve_chart(profile.raw, x=x), key="profile.feve")
         right.markdown("**Encoding: FEVE**")
         right.caption(FEVE_HELP)
         right.caption("Retrieval asks whether the population identifies the image; FEVE asks how much of each "
@@ -187,7 +177,7 @@ def render_profile(profile: Mapping[str, Any]) -> None:
         st.caption("No FEVE: this subject has no repeats (at least two presentations per image are needed).")
     st.subheader("Every layer")
     table = rows_table(profile)
-    if not table["note"].astype(bool).any():
+    if "note" in table and not table["note"].astype(bool).any():
         table = table.drop(columns=["note"])
     st.dataframe(table, hide_index=True, column_config=table_columns(), key=TABLE_KEY,
                  height=35 * (min(len(table), 30) + 1) + 3)  # every row in view (up to 30)

@@ -1,19 +1,20 @@
 """What the Retrieval and Home pages say about a run's test results: the model next to chance and
 every baseline present, 95 % intervals of top-1, and whether the model beats the best linear readout.
 
-Reads `results.json` as plain dicts and copes with old runs: any baseline may be missing, and
-`top1_ci` may be absent (then a Wilson interval is computed from top-1 and the test size).
+Reads `results.json` through `run_files.RunResults` (the functions take it or the plain dict) and
+copes with old runs: any baseline may be missing, and `top1_ci` may be absent (then a Wilson
+interval is computed from top-1 and the test size).
 """
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import Any, Mapping
 
 import pandas as pd
 
 from neuroalign.evaluation import retrieval
+from neuroalign.ui.run_files import Encoding, MetricsBlock, RunResults, number  # noqa: F401 (Encoding lived here)
 
 DIRECTIONS = {"image_to_neural": "image → neural", "neural_to_image": "neural → image"}
 SHORT_DIRECTIONS = {"image_to_neural": "img→neu", "neural_to_image": "neu→img"}
@@ -46,20 +47,11 @@ CHANCE_HELP = "expected value for a random ranking"
 MODEL_HELP = "the trained model on the untouched test split"
 
 
-def _get(d: Any, *keys: str) -> Any:
-    for k in keys:
-        if not isinstance(d, Mapping) or k not in d:
-            return None
-        d = d[k]
-    return d
+_num = number  # the name home_view imports
 
 
-def _num(v: Any) -> float | None:
-    try:
-        v = float(v)
-    except (TypeError, ValueError):
-        return None
-    return v if math.isfinite(v) else None
+def _results(results: Mapping[str, Any] | RunResults | None) -> RunResults:
+    return RunResults.from_json(results)
 
 
 def shown_interval(p: float, n: int) -> tuple[float, float]:
@@ -71,31 +63,29 @@ def shown_interval(p: float, n: int) -> tuple[float, float]:
     return (lo, hi)
 
 
-def present_references(results: Mapping[str, Any]) -> list[Reference]:
+def present_references(results: Mapping[str, Any] | RunResults) -> list[Reference]:
     """The baselines of `results` that have metrics (in display order)."""
-    baselines = results.get("baselines") or {}
-    return [r for r in REFERENCES if isinstance(baselines.get(r.key), Mapping)
-            and isinstance(baselines[r.key].get("image_to_neural"), Mapping)]
+    res = _results(results)
+    return [r for r in REFERENCES if res.baseline(r.key) is not None]
 
 
-def test_size(results: Mapping[str, Any]) -> int | None:
-    n = _num(_get(results, "test", "n"))
-    return int(n) if n else None
+def test_size(results: Mapping[str, Any] | RunResults) -> int | None:
+    return _results(results).test_size
 
 
-def top1_with_interval(block: Mapping[str, Any] | None, direction: str,
+def top1_with_interval(block: MetricsBlock | Mapping[str, Any] | None, direction: str,
                        n: int | None) -> tuple[float | None, float | None, float | None]:
     """(top1, lo, hi) of one direction of a metrics block: `top1_ci` when recorded (in the direction's
     dict or as `top1_ci[direction]` on the block), else a Wilson interval from top-1 and n."""
-    top1 = _num(_get(block, direction, "top1"))
+    if not isinstance(block, MetricsBlock):
+        block = MetricsBlock.from_json(block)
+    top1 = block.top1(direction)
     if top1 is None:
         return None, None, None
-    ci = _get(block, direction, "top1_ci")
-    if not (isinstance(ci, (list, tuple)) and len(ci) == 2):
-        ci = _get(block, "top1_ci", direction)
-    if isinstance(ci, (list, tuple)) and len(ci) == 2 and _num(ci[0]) is not None and _num(ci[1]) is not None:
-        return top1, float(ci[0]), float(ci[1])
-    size = _num(_get(block, "n")) or n
+    ci = block.recorded_top1_ci(direction)
+    if ci is not None and ci[0] is not None and ci[1] is not None:
+        return top1, ci[0], ci[1]
+    size = block.n or n
     if not size:
         return top1, None, None
     lo, hi = shown_interval(top1, int(size))
@@ -110,25 +100,24 @@ def format_interval(top1: float | None, lo: float | None, hi: float | None) -> s
     return f"{top1:.3f} [{lo:.3f}, {hi:.3f}]"
 
 
-def metrics_table(results: Mapping[str, Any], direction: str) -> pd.DataFrame:
+def metrics_table(results: Mapping[str, Any] | RunResults, direction: str) -> pd.DataFrame:
     """One direction's rows: each metric (plus the two top-1 interval bounds after top-1); columns:
     model, chance and every baseline present, numbers only."""
-    test = results.get("test") or {}
-    n = test_size(results)
-    refs = present_references(results)
-    baselines = results.get("baselines") or {}
+    res = _results(results)
+    test, n = res.test, res.test_size
+    refs = present_references(res)
     rows = []
     for metric in RETRIEVAL_METRICS:
-        row: dict[str, Any] = {"metric": metric, "model": _num(_get(test, direction, metric))}
+        row: dict[str, Any] = {"metric": metric, "model": test.metric(direction, metric)}
         if metric.startswith("top"):
             k = int(metric[3:])
-            row["chance"] = _num(test.get(f"chance_{metric}")) or ((min(k, n) / n) if n else None)
+            row["chance"] = test.chance[f"chance_{metric}"] or ((min(k, n) / n) if n else None)
         elif metric == "mrr":
             row["chance"] = (sum(1.0 / r for r in range(1, n + 1)) / n) if n else None
         else:
-            row["chance"] = _num(test.get("chance_mean_rank")) or ((n + 1) / 2 if n else None)
+            row["chance"] = test.chance["chance_mean_rank"] or ((n + 1) / 2 if n else None)
         for ref in refs:
-            row[ref.label] = _num(_get(baselines[ref.key], direction, metric))
+            row[ref.label] = res.baselines[ref.key].metric(direction, metric)
         rows.append(row)
         if metric == "top1":
             # chance's interval: where a random ranking's top-1 on these n images falls 95 % of the time
@@ -137,18 +126,18 @@ def metrics_table(results: Mapping[str, Any], direction: str) -> pd.DataFrame:
                 brow = {"metric": f"top1 95% {bound}", "model": top1_with_interval(test, direction, n)[idx],
                         "chance": chance_ci[idx - 1]}
                 for ref in refs:
-                    brow[ref.label] = top1_with_interval(baselines[ref.key], direction, n)[idx]
+                    brow[ref.label] = top1_with_interval(res.baselines[ref.key], direction, n)[idx]
                 rows.append(brow)
     return pd.DataFrame(rows).astype({c: float for c in ["model", "chance", *(r.label for r in refs)]})
 
 
-def column_help(results: Mapping[str, Any]) -> dict[str, str]:
+def column_help(results: Mapping[str, Any] | RunResults) -> dict[str, str]:
     """Column name -> help text (with the baseline's own `rows` description when recorded)."""
+    res = _results(results)
     out = {"model": MODEL_HELP, "chance": CHANCE_HELP}
-    baselines = results.get("baselines") or {}
-    for ref in present_references(results):
-        rows = _get(baselines, ref.key, "rows")
-        out[ref.label] = ref.help + (f" — rows: {rows}" if isinstance(rows, str) and rows else "")
+    for ref in present_references(res):
+        rows = res.baselines[ref.key].rows
+        out[ref.label] = ref.help + (f" — rows: {rows}" if rows else "")
     return out
 
 
@@ -159,28 +148,27 @@ class Verdict:
     text: str
 
 
-def best_linear(results: Mapping[str, Any], direction: str) -> tuple[Reference | None, float | None]:
+def best_linear(results: Mapping[str, Any] | RunResults, direction: str) -> tuple[Reference | None, float | None]:
     """The linear readout (ridge_*) with the highest top-1 in `direction`, and that top-1."""
-    baselines = results.get("baselines") or {}
+    res = _results(results)
     best: tuple[Reference | None, float | None] = (None, None)
-    for ref in present_references(results):
+    for ref in present_references(res):
         if not ref.linear:
             continue
-        v = _num(_get(baselines[ref.key], direction, "top1"))
+        v = res.baselines[ref.key].top1(direction)
         if v is not None and (best[1] is None or v > best[1]):
             best = (ref, v)
     return best
 
 
-def linear_verdicts(results: Mapping[str, Any]) -> list[Verdict]:
+def linear_verdicts(results: Mapping[str, Any] | RunResults) -> list[Verdict]:
     """One line per direction: does the model's test top-1 beat the best linear readout?"""
-    test = results.get("test") or {}
-    n = test_size(results)
-    baselines = results.get("baselines") or {}
+    res = _results(results)
+    n = res.test_size
     out = []
     for direction, dlabel in DIRECTIONS.items():
-        top1, lo, hi = top1_with_interval(test, direction, n)
-        ref, best = best_linear(results, direction)
+        top1, lo, hi = top1_with_interval(res.test, direction, n)
+        ref, best = best_linear(res, direction)
         if top1 is None:
             out.append(Verdict(direction, None, f"{dlabel}: no test top-1 recorded."))
             continue
@@ -188,9 +176,9 @@ def linear_verdicts(results: Mapping[str, Any]) -> list[Verdict]:
             out.append(Verdict(direction, None, f"{dlabel}: model top-1 {format_interval(top1, lo, hi)}; this run "
                                                 f"has no linear baseline to compare with."))
             continue
-        _, blo, bhi = top1_with_interval(baselines[ref.key], direction, n)
+        _, blo, bhi = top1_with_interval(res.baselines[ref.key], direction, n)
         beats = top1 > best
-        note = _paired_note(results, direction, ref.key)
+        note = _paired_note(res, direction, ref.key)
         if note is None:  # runs from before the paired comparison: only the separate intervals
             overlap = None not in (lo, hi, blo, bhi) and (lo <= bhi if beats else blo <= hi)
             note = " (the 95 % intervals overlap)" if overlap else ""
@@ -201,17 +189,16 @@ def linear_verdicts(results: Mapping[str, Any]) -> list[Verdict]:
     return out
 
 
-def _paired_note(results: Mapping[str, Any], direction: str, key: str) -> str | None:
+def _paired_note(results: RunResults, direction: str, key: str) -> str | None:
     """" (paired on the same test images: difference d, 95 % interval lo to hi, p = x: within noise)" from
     results.json's `comparison`, when it was computed for this baseline; else None."""
-    row = _get(results, "comparison", direction)
-    if not isinstance(row, Mapping) or row.get("best_name") != key:
+    row = results.comparison.get(direction)
+    if row is None or row.best_name != key:
         return None
-    diff, p = _num(row.get("difference")), _num(row.get("p_value"))
-    ci = row.get("difference_ci")
-    if diff is None or p is None or not isinstance(ci, (list, tuple)) or len(ci) != 2:
+    diff, p, ci = row.difference, row.p_value, row.difference_ci
+    if diff is None or p is None or ci is None:
         return None
-    lo, hi = _num(ci[0]), _num(ci[1])
+    lo, hi = ci
     if lo is None or hi is None:
         return None
     verdict = "significant" if p < 0.05 else "within noise"
@@ -219,12 +206,13 @@ def _paired_note(results: Mapping[str, Any], direction: str, key: str) -> str | 
             f"p = {p:.2g}: {verdict})")
 
 
-def small_test_warning(results: Mapping[str, Any]) -> str | None:
+def small_test_warning(results: Mapping[str, Any] | RunResults) -> str | None:
     """A warning for test sets under `SMALL_TEST` images (None otherwise)."""
-    n = test_size(results)
+    res = _results(results)
+    n = res.test_size
     if n is None or n >= SMALL_TEST:
         return None
-    top1 = _num(_get(results, "test", "image_to_neural", "top1"))
+    top1 = res.test.top1("image_to_neural")
     width = ""
     if top1 is not None:
         lo, hi = shown_interval(top1, n)
@@ -233,27 +221,30 @@ def small_test_warning(results: Mapping[str, Any]) -> str | None:
             f"the model and a baseline can be noise. More images per subject give firmer numbers.")
 
 
-def top1_bar_rows(results: Mapping[str, Any]) -> dict[str, dict[str, tuple[float | None, float | None, float | None]]]:
+def top1_bar_rows(results: Mapping[str, Any] | RunResults
+                  ) -> dict[str, dict[str, tuple[float | None, float | None, float | None]]]:
     """{name: {direction: (top1, lo, hi)}} for the model and every baseline present (bar chart)."""
-    n = test_size(results)
-    baselines = results.get("baselines") or {}
-    out = {"model": {d: top1_with_interval(results.get("test") or {}, d, n) for d in DIRECTIONS}}
-    for ref in present_references(results):
-        out[ref.label] = {d: top1_with_interval(baselines[ref.key], d, n) for d in DIRECTIONS}
+    res = _results(results)
+    n = res.test_size
+    out = {"model": {d: top1_with_interval(res.test, d, n) for d in DIRECTIONS}}
+    for ref in present_references(res):
+        out[ref.label] = {d: top1_with_interval(res.baselines[ref.key], d, n) for d in DIRECTIONS}
     return out
 
 
-def chance_top1(results: Mapping[str, Any]) -> float | None:
-    n = test_size(results)
-    return _num(_get(results, "test", "chance_top1")) or ((1.0 / n) if n else None)
+def chance_top1(results: Mapping[str, Any] | RunResults) -> float | None:
+    res = _results(results)
+    n = res.test_size
+    return res.test.chance["chance_top1"] or ((1.0 / n) if n else None)
 
 
-def best_linear_columns(results: Mapping[str, Any]) -> dict[str, Any]:
+def best_linear_columns(results: Mapping[str, Any] | RunResults) -> dict[str, Any]:
     """Home's columns: the best linear readout's top-1 per direction and which baseline it is."""
+    res = _results(results)
     out: dict[str, Any] = {}
     names = []
     for direction, short in SHORT_DIRECTIONS.items():
-        ref, v = best_linear(results, direction)
+        ref, v = best_linear(res, direction)
         out[f"best linear {short}"] = v
         if ref is not None and ref.label not in names:
             names.append(ref.label)
@@ -270,53 +261,14 @@ FEVE_HELP = ("FEVE, fraction of explainable variance explained (Cadena et al. 20
              "Median over the neurons with FEV ≥ 0.15 (the others are mostly noise); q25–q75 are the quartiles.")
 
 
-@dataclass(frozen=True)
-class Encoding:
-    """A median-FEVE summary of `results["encoding"]` (model, or ridge on the run's backbone features)."""
-
-    median: float | None
-    q25: float | None
-    q75: float | None
-    n_included: int | None
-    n_neurons: int | None
-    min_fev: float
-
-    def detail(self) -> str:
-        """'q25–q75 0.31–0.55 · 180 of 200 neurons (FEV ≥ 0.15)'."""
-        parts = []
-        if self.q25 is not None and self.q75 is not None:
-            parts.append(f"q25–q75 {self.q25:.2f}–{self.q75:.2f}")
-        if self.n_included is not None and self.n_neurons is not None:
-            parts.append(f"{self.n_included:,} of {self.n_neurons:,} neurons (FEV ≥ {self.min_fev:g})")
-        return " · ".join(parts)
-
-
-def _encoding(block: Any) -> Encoding | None:
-    if not isinstance(block, Mapping):
-        return None
-    n_inc, n_all = block.get("n_included"), block.get("n_neurons")
-    return Encoding(_num(block.get("median")), _num(block.get("q25")), _num(block.get("q75")),
-                    int(n_inc) if isinstance(n_inc, int) else None, int(n_all) if isinstance(n_all, int) else None,
-                    _num(block.get("min_fev")) or 0.15)
-
-
-def encoding_summary(results: Mapping[str, Any]) -> dict[str, Encoding] | None:
+def encoding_summary(results: Mapping[str, Any] | RunResults) -> dict[str, Encoding] | None:
     """{"model": Encoding, "ridge_backbone": Encoding (when present)} from `results["encoding"]`; None
     for runs without one (older runs, subjects without repeats)."""
-    enc = results.get("encoding") if isinstance(results, Mapping) else None
-    model = _encoding(enc.get("model")) if isinstance(enc, Mapping) else None
-    if model is None:
-        return None
-    out = {"model": model}
-    backbone = _encoding(enc.get("ridge_backbone"))
-    if backbone is not None:
-        out["ridge_backbone"] = backbone
-    return out
+    encoding = _results(results).encoding
+    return dict(encoding) if "model" in encoding else None
 
 
-def feve_per_neuron(results: Mapping[str, Any]) -> list[float | None] | None:
+def feve_per_neuron(results: Mapping[str, Any] | RunResults) -> list[float | None] | None:
     """The model's FEVE per neuron (None entries: no variance), or None without `encoding`."""
-    values = _get(results, "encoding", "model", "per_neuron")
-    if not isinstance(values, list):
-        return None
-    return [_num(v) for v in values]
+    values = _results(results).feve_per_neuron
+    return None if values is None else list(values)

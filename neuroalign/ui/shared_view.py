@@ -14,6 +14,8 @@ import streamlit as st
 from neuroalign import plots
 from neuroalign.text import markdown_code, markdown_literal as md
 from neuroalign.ui import keys, loaders
+from neuroalign.ui.run_files import CrossSubject, PairDirection
+from neuroalign.ui.summary import RunSummary
 
 # ---- Train page ----------------------------------------------------------------------------------
 
@@ -41,10 +43,10 @@ def shared_runs() -> list[Any]:
         if run.state != "finished":
             continue
         try:
-            config = loaders.run_summary(run.path).config
+            kind = loaders.run_summary(run.path).kind
         except (ValueError, FileNotFoundError, OSError):
             continue
-        if config.get("kind") == "shared":
+        if kind == "shared":
             out.append(run)
     return out
 
@@ -81,24 +83,20 @@ def job_title(snap: Any) -> str:
 def subjects_frame(run_dir: str | Path, names: list[str]) -> pd.DataFrame:
     """One row per subject of a shared run: its test top-1 both ways with 95 % intervals, chance, the
     best linear readout and the test size (from subjects/<name>/results.json)."""
-    from neuroalign.training.runs import best_linear
-
     rows = []
     for name in names:
-        results = loaders.shared_subject_summary(run_dir, name).results or {}
-        test = results.get("test") or {}
+        results = loaders.shared_subject_summary(run_dir, name).run_results
+        test = results.test
         row: dict[str, Any] = {"subject": name}
         for direction, short in (("image_to_neural", "img→neu"), ("neural_to_image", "neu→img")):
-            d = test.get(direction) or {}
-            lo, hi = (list(d.get("top1_ci") or []) + [None, None])[:2]
-            row[f"top1 {short}"] = d.get("top1")
-            row[f"95% {short}"] = f"{lo:.2f}–{hi:.2f}" if isinstance(lo, (int, float)) and isinstance(hi, (int, float)) \
-                else ""
-        best = best_linear(results.get("baselines") or {})
-        row["linear img→neu"] = best.get("best_linear_top1_image_to_neural")
-        row["linear neu→img"] = best.get("best_linear_top1_neural_to_image")
-        row["chance"] = test.get("chance_top1")
-        row["test n"] = test.get("n")
+            ci = test.directions[direction].top1_ci if direction in test.directions else None
+            lo, hi = ci or (None, None)
+            row[f"top1 {short}"] = test.top1(direction)
+            row[f"95% {short}"] = f"{lo:.2f}–{hi:.2f}" if lo is not None and hi is not None else ""
+        row["linear img→neu"] = results.best_linear_top1("image_to_neural")
+        row["linear neu→img"] = results.best_linear_top1("neural_to_image")
+        row["chance"] = test.chance["chance_top1"]
+        row["test n"] = None if test.n is None else int(test.n)
         rows.append(row)
     return pd.DataFrame(rows)
 
@@ -133,35 +131,33 @@ CROSS_HELP = ("A subject's response to a test image, embedded by its read-in, is
               "images — what a second recording of the same mouse reaches.")
 
 
-def _row(label: str, kind: str, m: Mapping[str, Any], n: Any, chance: Any) -> dict[str, Any]:
-    lo, hi = (list(m.get("top1_ci") or []) + [None, None])[:2]
-    return {"label": label, "kind": kind, "top1": m.get("top1"), "lo": lo, "hi": hi, "chance": chance, "n": n,
-            "top5": m.get("top5"), "mrr": m.get("mrr")}
+def _row(label: str, kind: str, m: PairDirection, n: int | None, chance: float | None) -> dict[str, Any]:
+    lo, hi = m.top1_ci
+    return {"label": label, "kind": kind, "top1": m.top1, "lo": lo, "hi": hi, "chance": chance, "n": n,
+            "top5": m.top5, "mrr": m.mrr}
 
 
-def cross_subject_rows(cross: Mapping[str, Any] | None, subject: str | None = None) -> list[dict[str, Any]]:
+def cross_subject_rows(cross: CrossSubject | Mapping[str, Any] | None, subject: str | None = None
+                       ) -> list[dict[str, Any]]:
     """Rows for the table and chart: both directions of every pair (those with `subject` when
     given), single trials where present, then the repeat scale of the subjects involved."""
-    cross = cross or {}
+    cross = CrossSubject.from_json(cross)
     rows, involved = [], []
-    for p in cross.get("pairs") or []:
-        a, b = str(p.get("a")), str(p.get("b"))
+    for p in cross.pairs:
+        a, b = p.a, p.b
         if subject is not None and subject not in (a, b):
             continue
         involved += [x for x in (a, b) if x not in involved]
-        for key, kind in (("", TRIAL_KIND), ("single_trial", SINGLE_KIND)):
-            src = p.get(key) if key else p
-            if not isinstance(src, Mapping):
+        for src, kind, suffix in ((p.mean, TRIAL_KIND, ""), (p.single_trial, SINGLE_KIND, " (1 trial)")):
+            if src is None:
                 continue
-            for direction, (q, c) in (("a_to_b", (a, b)), ("b_to_a", (b, a))):
-                if isinstance(src.get(direction), Mapping):
-                    suffix = " (1 trial)" if key else ""
-                    rows.append(_row(f"{q} → {c}{suffix}", kind, src[direction], src.get("n"), src.get("chance_top1")))
-    scale = cross.get("repeat_scale") or {}
-    for name in involved or list(scale):
-        s = scale.get(name)
-        if isinstance(s, Mapping) and isinstance(s.get("a_to_b"), Mapping):
-            rows.append(_row(f"{name}: repeat 1 → repeat 2", REPEAT_KIND, s["a_to_b"], s.get("n"), s.get("chance_top1")))
+            for way, (q, c) in ((src.a_to_b, (a, b)), (src.b_to_a, (b, a))):
+                if way is not None:
+                    rows.append(_row(f"{q} → {c}{suffix}", kind, way, src.n, src.chance_top1))
+    for name in involved or list(cross.repeat_scale):
+        s = cross.repeat_scale.get(name)
+        if s is not None and s.a_to_b is not None:
+            rows.append(_row(f"{name}: repeat 1 → repeat 2", REPEAT_KIND, s.a_to_b, s.n, s.chance_top1))
     return rows
 
 
@@ -195,17 +191,16 @@ CROSS_COLUMNS = {
 }
 
 
-def render_cross_subject(summary: Mapping[str, Any]) -> None:
+def render_cross_subject(summary: RunSummary) -> None:
     """The Retrieval page's cross-subject section of a shared run (or one line saying why there is none)."""
-    shared = summary.get("shared") or {}
-    subject = shared.get("subject")
-    cross = (shared.get("results") or {}).get("cross_subject") or {}
+    subject = summary.shared_subject
+    cross = summary.shared_results.cross_subject
     st.subheader("Across subjects: one mouse's response retrieves another's")
     st.caption(CROSS_HELP)
     rows = cross_subject_rows(cross, subject)
-    skipped = [s for s in cross.get("skipped") or [] if subject in (s.get("a"), s.get("b"))]
+    skipped = [s for s in cross.skipped if subject in (s.a, s.b)]
     if not any(r["kind"] != REPEAT_KIND for r in rows):
-        why = "; ".join(f"{md(s.get('a'))} and {md(s.get('b'))}: {md(s.get('reason'))}" for s in skipped[:4])
+        why = "; ".join(f"{md(s.a)} and {md(s.b)}: {md(s.reason)}" for s in skipped[:4])
         st.info(f"No cross-subject retrieval for {md(subject)}: it shares no test images with another subject of "
                 f"this run{f' ({why})' if why else ''}.", icon=":material/info:")
         return
@@ -214,7 +209,7 @@ def render_cross_subject(summary: Mapping[str, Any]) -> None:
                  height=35 * (len(rows) + 1) + 3)
     st.plotly_chart(plots.cross_subject_bars(rows), key="retrieval.cross_chart")
     for s in skipped:
-        st.caption(f"Not compared: {md(s.get('a'))} and {md(s.get('b'))} — {md(s.get('reason'))}.")
+        st.caption(f"Not compared: {md(s.a)} and {md(s.b)} — {md(s.reason)}.")
 
 
 # ---- Feature maps page: the shared space instead of maps --------------------------------------------

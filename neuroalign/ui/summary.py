@@ -13,6 +13,8 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field, fields
 from typing import Any
 
+from neuroalign.ui.run_files import RunResults, SharedResults
+
 
 @dataclass(frozen=True)
 class RunSummary(Mapping):
@@ -45,6 +47,22 @@ class RunSummary(Mapping):
     def is_shared(self) -> bool:
         """One subject's view of a shared or adapted run (`loaders.shared_subject_summary`)."""
         return self.shared is not None
+
+    @property
+    def shared_subject(self) -> str | None:
+        """The subject picked in a shared or adapted run (None for a single-subject run)."""
+        name = (self.shared or {}).get("subject")
+        return None if name is None else str(name)
+
+    @property
+    def shared_results(self) -> SharedResults:
+        """shared_results.json of a shared or adapted run, typed (empty for a single-subject run)."""
+        return SharedResults.from_json((self.shared or {}).get("results"))
+
+    @property
+    def run_results(self) -> RunResults:
+        """results.json, typed (empty before the run has results or when the file is damaged)."""
+        return RunResults.from_json(self.results)
 
     @property
     def status_message(self) -> str:
