@@ -50,7 +50,7 @@ from neuroalign.config import (PRESETS, RENAMED_PATHS, TrainConfig, preset as ma
 from neuroalign.data import Normaliser, Subject
 from neuroalign.data.subject import scale_images
 from neuroalign.data.trainable import check_trainable_responses, check_trainable_shape
-from neuroalign.evaluation.evaluate import N_WAY, N_WAY_DRAWS, evaluate_trainer
+from neuroalign.evaluation.evaluate import N_WAY, N_WAY_DRAWS
 from neuroalign.evaluation.retrieval import n_way_metrics, retrieval_metrics
 from neuroalign.io_utils import atomic_torch_save, atomic_write_json
 from neuroalign.models import CombinedLoss, ImageTower, build_neural_tower, similarity_matrix
@@ -61,6 +61,7 @@ from neuroalign.training import runs as runs_io
 from neuroalign.training import state as state_io
 from neuroalign.training.device import resolve_device
 from neuroalign.training.pipeline import IN_MEMORY, save_loss_curves, train_subject, write_final_status
+from neuroalign.training.run_eval import evaluate_trainer
 
 __all__ = ["Aligner", "Encoded", "as_subject", "override_paths"]
 

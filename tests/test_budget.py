@@ -72,7 +72,8 @@ def test_the_loop_stops_at_the_training_deadline(sim_root, tmp_path):
 def test_evaluation_estimate_is_measured_and_finite(sim_root):
     from neuroalign.config import preset
     from neuroalign.data import load_subject
-    from neuroalign.evaluation.evaluate import estimate_evaluation_seconds, evaluate_trainer
+    from neuroalign.evaluation.evaluate import estimate_evaluation_seconds
+    from neuroalign.training.run_eval import evaluate_trainer
     from neuroalign.training.trainer import Trainer
 
     cfg = preset("recommended").replace(epochs=1, device="cpu", **{"image.backbone": "random_rectified", "image.block": 1,

@@ -98,7 +98,8 @@ LAZY_EDGES = {
 # (importing package or module prefix, forbidden prefixes): the layers point one way
 JOB_MACHINERY = ("neuroalign.jobs",)
 LAYER_RULES = (
-    ("neuroalign.evaluation", ("neuroalign.training", *JOB_MACHINERY)),
+    # evaluation writes no files: the atomic writers (`io_utils`) belong to the run-folder side
+    ("neuroalign.evaluation", ("neuroalign.training", "neuroalign.io_utils", *JOB_MACHINERY)),
     ("neuroalign.training", (*JOB_MACHINERY, "neuroalign.ui")),
     ("neuroalign.jobs", ("neuroalign.ui",)),
 )
@@ -141,7 +142,8 @@ def test_no_package_level_import_cycle():
 
 
 def test_layers_point_one_way():
-    """`evaluation` is pure functions on arrays and trainers: nothing from `training` or `jobs`;
+    """`evaluation` is pure functions on arrays and trainers: nothing from `training` or `jobs`, and
+    no file writers (`io_utils`: results.json is written by `training.run_eval`);
     `training` imports nothing of `jobs` or the dashboard (`ui`); `jobs` nothing of `ui`."""
     assert layer_violations(import_graph(ROOT, function_level=True)) == []
 

@@ -4,11 +4,11 @@
   chance levels), `n_way_metrics` (the 300-way protocol), `correlation_matrix`.
 * `baselines` -- `ridge_baseline` (pixels -> responses), `repeat_baseline` (Stringer et al. 2019
   repeat-to-repeat decoder), `oracle_baseline` (noiseless rates of simulated subjects).
-* `evaluate` -- `evaluate_trainer(trainer)`: results.json, test_outputs.npz, test_result.mat from
+* `evaluate` -- `score_trainer(trainer)`: results (what results.json holds) and test outputs from
   the best weights on the untouched test split; `importance`, `reliability`, `feve` -- per-neuron measures.
 
-Functions on arrays and trainers only: nothing here reads a run folder or imports `training`
-(re-evaluating a run from its folder: `neuroalign.training.run_eval`).
+Functions on arrays and trainers only: nothing here reads or writes a run folder or imports
+`training` (writing a run's artifacts and re-evaluating it from its folder: `neuroalign.training.run_eval`).
 """
 
 from neuroalign.evaluation.baselines import oracle_baseline, repeat_baseline, ridge_baseline

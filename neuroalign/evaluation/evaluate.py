@@ -1,24 +1,20 @@
-"""Honest evaluation of a trained run on its untouched TEST split (eval mode, best checkpoint).
+"""Honest evaluation of a trained model on its untouched TEST split (eval mode, best weights).
 
-`evaluate_trainer` scores a fitted `Trainer` (best weights restored) and writes the artifacts;
-re-evaluating a run from its folder (`python -m neuroalign evaluate RUN_DIR`) is
-`neuroalign.training.run_eval.evaluate_run`, which rebuilds the trainer and calls this.
-
-Written into the run folder:
-* `results.json`: `test` (retrieval both directions over the whole test set, `n`, chance levels,
-  `n_way_300` when the test set has >= 300 items), `val` (same on the val split), `ssim`
-  (mean/median/std of per-sample SSIM between the two towers' maps on test), `baselines`
-  (`ridge`, `repeat` when repeats exist, `oracle` for simulated subjects; same test split),
-  `training` (best epoch, stop reason, ...), `similarity` (which similarity ranked the items).
-* `test_outputs.npz`: `test_indices (n,)`, `image_maps (n,16,64)`, `neural_maps (n,16,64)`,
-  `similarity (n,n)` (image rows x neural columns), `ssim (n,)` -- for the dashboard.
-* `test_result.mat` in the reference format: `z_img`, `z_neu` `(n,16,64)`, `ssim_list (1,n)`,
-  `mean_ssim` -- on TEST samples (the reference used the first 100 training-mostly samples).
+`score_trainer(trainer)` scores a fitted `Trainer` (best weights restored) and returns an
+`Evaluation`: `results` (what `results.json` holds: `test` -- retrieval both directions over the
+whole test set, `n`, chance levels, `n_way_300` when the test set has >= 300 items; `val` (same on
+the val split); `ssim` (mean/median/std of per-sample SSIM between the two towers' maps on test);
+`encoding` (FEVE); `baselines` (`ridge`, `repeat` when repeats exist, `oracle` for simulated
+subjects, the random- and backbone-feature ridges; same test split) and `comparison` (the paired
+verdict against the best linear readout); `training`; `similarity`) and `outputs` (the test maps,
+similarity and SSIM per item). Nothing here writes files: a run folder's artifacts are written by
+`neuroalign.training.run_eval.write_evaluation`.
 """
 
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -35,7 +31,6 @@ from neuroalign.evaluation.baselines import (
 )
 from neuroalign.evaluation.feve import linear_feve
 from neuroalign.evaluation.retrieval import n_way_metrics, retrieval_metrics
-from neuroalign.io_utils import atomic_savemat, atomic_savez, atomic_write_json
 from neuroalign.models import minmax_per_sample, similarity_matrix, ssim_per_sample
 
 logger = logging.getLogger(__name__)
@@ -103,7 +98,7 @@ def compute_baselines(subject, split: dict[str, np.ndarray], subject_path: str |
 
 
 def estimate_evaluation_seconds(trainer, baselines: bool = True) -> float:
-    """How long `evaluate_trainer` will take on this machine, measured rather than guessed: the random
+    """How long `score_trainer` will take on this machine, measured rather than guessed: the random
     rectified features are timed on a few images and scaled to all of them, one Gram product and one
     eigendecomposition of the solves' sizes are timed on a quarter of the training images and scaled
     (quadratically / cubically), and the ridge fits are counted (pixels, random features, the run's
@@ -163,9 +158,18 @@ def encoding_scores(trainer) -> dict[str, Any] | None:
     return out
 
 
-def evaluate_trainer(trainer, run_dir: str | Path | None = None, subject_path: str | Path | None = None,
-                     training: dict[str, Any] | None = None, baselines: bool = True) -> dict[str, Any]:
-    """Score a fitted trainer on its test (and val) split; write the artifacts when `run_dir` is given."""
+@dataclass(frozen=True)
+class Evaluation:
+    """`results` (results.json) and `outputs` (test_indices, image_maps, neural_maps, similarity,
+    ssim: what test_outputs.npz holds) of one scoring."""
+
+    results: dict[str, Any]
+    outputs: dict[str, np.ndarray]
+
+
+def score_trainer(trainer, subject_path: str | Path | None = None, training: dict[str, Any] | None = None,
+                  baselines: bool = True) -> Evaluation:
+    """Score a fitted trainer on its test (and val) split; see the module docstring."""
     split = trainer.split
     test_idx = np.asarray(split["test"], dtype=np.int64)
     if len(test_idx) < 2:
@@ -192,15 +196,7 @@ def evaluate_trainer(trainer, run_dir: str | Path | None = None, subject_path: s
         comparison = compare_with_linear(test, results["baselines"])
         if comparison is not None:
             results["comparison"] = comparison
-    if run_dir is not None:
-        run_dir = Path(run_dir)
-        atomic_write_json(run_dir / "results.json", results)
-        atomic_savez(run_dir / "test_outputs.npz", test_indices=test_idx, **outputs)
-        atomic_savemat(run_dir / "test_result.mat", {
-            "z_img": outputs["image_maps"].astype(np.float64), "z_neu": outputs["neural_maps"].astype(np.float64),
-            "ssim_list": ssim.reshape(1, -1), "mean_ssim": float(ssim.mean()), "test_indices": test_idx.reshape(1, -1) + 1,
-        })
     i2n, n2i = test["image_to_neural"], test["neural_to_image"]
     logger.info("test (n=%d): top1 image->neural %.3f, neural->image %.3f (chance %.3f); mean SSIM %.3f",
                 test["n"], i2n["top1"], n2i["top1"], test["chance_top1"], ssim.mean())
-    return results
+    return Evaluation(results, {"test_indices": test_idx, **outputs})

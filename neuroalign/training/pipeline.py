@@ -34,13 +34,14 @@ import torch
 from neuroalign import __version__, io_utils
 from neuroalign.config import TrainConfig
 from neuroalign.data import Subject, load_subject
-from neuroalign.evaluation.evaluate import estimate_evaluation_seconds, evaluate_trainer
+from neuroalign.evaluation.evaluate import estimate_evaluation_seconds
 from neuroalign.io_utils import atomic_savemat, atomic_write_json
 from neuroalign.training import distributed as dist_ops
 from neuroalign.training import runs as runs_io
 from neuroalign.training.device import describe_device, dist_info_from_env
 from neuroalign.training.rebuild import rebuild_trainer, subject_path as _subject_path
 from neuroalign.training.trainer import Callback, FitResult, Trainer, TrainingDiverged
+from neuroalign.training.run_eval import evaluate_trainer
 
 __all__ = ["IN_MEMORY", "STOP_MESSAGES", "Trained", "rebuild_trainer", "resume_training", "run_training",
            "train_subject"]

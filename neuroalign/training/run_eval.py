@@ -3,8 +3,10 @@
 The run-folder side of `neuroalign.evaluation` (which holds only functions on arrays and trainers):
 `evaluate_run(run_dir)` rebuilds the trainer from the run folder (`rebuild.rebuild_trainer`: config,
 split, normaliser) with its `best.pt` and writes `results.json`, `test_outputs.npz` and
-`test_result.mat` again (`evaluation.evaluate.evaluate_trainer`) -- `python -m neuroalign evaluate
-RUN_DIR`; `run_importance(run_dir)` loads the run's neural side and scores which neurons drive it
+`test_result.mat` again -- `python -m neuroalign evaluate RUN_DIR`; `evaluate_trainer(trainer,
+run_dir)` scores a fitted trainer (`evaluation.evaluate.score_trainer`) and writes those three files
+(`write_evaluation`; `test_result.mat` in the reference format: `z_img`, `z_neu` `(n,16,64)`,
+`ssim_list (1,n)`, `mean_ssim`, 1-based `test_indices`, on TEST samples); `run_importance(run_dir)` loads the run's neural side and scores which neurons drive it
 (`evaluation.importance`), `save_importance` / `load_importance` keep it as `importance.npz`.
 """
 
@@ -21,16 +23,39 @@ import numpy as np
 import torch
 
 from neuroalign.data import Subject
-from neuroalign.evaluation.evaluate import evaluate_trainer
+from neuroalign.evaluation.evaluate import Evaluation, score_trainer
 from neuroalign.evaluation.importance import (DRAWS, NATIVE_SAMPLES, STEPS, MISMATCH_TOLERANCE, NeuronImportance,
                                               attribution_importance, native_importance, neural_maps)
-from neuroalign.io_utils import atomic_savez
+from neuroalign.io_utils import atomic_savemat, atomic_savez, atomic_write_json
 from neuroalign.models import CombinedLoss, build_neural_tower
 from neuroalign.training import runs as runs_io
 from neuroalign.training.rebuild import check_record, read_normaliser, rebuild_trainer, run_subject
 from neuroalign.training.runs import BEST_CKPT, load_checkpoint, load_run, run_lock
 
 logger = logging.getLogger(__name__)
+
+
+def write_evaluation(run_dir: str | Path, evaluation: Evaluation) -> None:
+    """`results.json`, `test_outputs.npz` and `test_result.mat` of `evaluation` into `run_dir` (each atomically)."""
+    run_dir = Path(run_dir)
+    out = evaluation.outputs
+    test_idx, ssim = out["test_indices"], out["ssim"]
+    atomic_write_json(run_dir / "results.json", evaluation.results)
+    atomic_savez(run_dir / "test_outputs.npz", **out)
+    atomic_savemat(run_dir / "test_result.mat", {
+        "z_img": out["image_maps"].astype(np.float64), "z_neu": out["neural_maps"].astype(np.float64),
+        "ssim_list": ssim.reshape(1, -1), "mean_ssim": float(ssim.mean()), "test_indices": test_idx.reshape(1, -1) + 1,
+    })
+
+
+def evaluate_trainer(trainer, run_dir: str | Path | None = None, subject_path: str | Path | None = None,
+                     training: dict[str, Any] | None = None, baselines: bool = True) -> dict[str, Any]:
+    """Score a fitted trainer (`score_trainer`) and, given `run_dir`, write its artifacts there;
+    returns the results."""
+    evaluation = score_trainer(trainer, subject_path=subject_path, training=training, baselines=baselines)
+    if run_dir is not None:
+        write_evaluation(run_dir, evaluation)
+    return evaluation.results
 
 
 def evaluate_run(run_dir: str | Path, data_dir: str | Path | None = None, cache_dir: str | Path | None = None,
