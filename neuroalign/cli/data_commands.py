@@ -187,13 +187,11 @@ def cmd_import(args: argparse.Namespace) -> int:
     if args.name is None and not isinstance(source, imports.NwbSource):
         raise ValueError("--name is required for a .mat pair (e.g. --name M6)")
     store = SubjectStore(data_dir(args.data_dir))
-    name = check_subject_name(args.name) if args.name is not None else _default_name(source)
-    if store.exists(name):
-        raise FileExistsError(f"subject {name!r} already exists in {store.root}; choose another name or delete it")
-    # parsed once, in the sandboxed worker (memory and time limits), which stages the canonical files;
-    # nothing is visible in the data folder until the rename
-    imports.import_subject(store.root, name, source)
-    info = store.info(name)
+    name = args.name if args.name is not None else _default_name(source)
+    # the import service checks the name (once, before anything is read); the sandboxed worker parses
+    # the source once and stages the canonical files; nothing is visible until the rename
+    folder = imports.import_subject(store.root, name, source)
+    info = store.info(folder.name)
     _out(f"imported {info.name}: {info.n_images} images x {info.n_neurons} neurons "
          f"({'with' if info.has_repeats else 'no'} repeats) into {info.path}")
     return 0

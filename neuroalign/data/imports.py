@@ -26,7 +26,6 @@ from pathlib import Path
 from typing import Any, Union
 
 from neuroalign.data.folder_check import WRITTEN_KEY, file_stamps
-from neuroalign.data.names import check_subject_name
 from neuroalign.data.nwb import NwbOptions
 from neuroalign.data.report import ValidationReport
 from neuroalign.data.sandbox import CheckResult, run_request
@@ -132,8 +131,7 @@ def prepare(root: str | os.PathLike, name: str, source: Source, *, source_names:
     (e.g. the names a browser gave to an upload). Raises one-line ValueError / FileNotFoundError /
     FileExistsError (the name is taken), or OSError (a full disk: naming the file as it would have been)."""
     root = Path(root).expanduser().resolve()
-    name = check_subject_name(name)
-    folder = new_staging_folder(root, name)
+    folder, name = new_staging_folder(root, name)  # the name is checked there, once
     try:
         request = {"op": "stage", **source.request(), "min_side": _min_side(), "trainable": True,
                    "stage": {"folder": os.fspath(folder), "name": name, "final": os.fspath(root / name),

@@ -16,7 +16,7 @@ import shutil
 import time
 import uuid
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, NamedTuple
 
 import numpy as np
 
@@ -108,11 +108,19 @@ def _final_path(written: Any, tmp: Path, target: Path) -> Path:
         return target
 
 
-def new_staging_folder(root: Path, name: str) -> Path:
+class Staging(NamedTuple):
+    """A claimed staging folder and the checked (NFC-normalised) subject name it is for."""
+
+    folder: Path
+    name: str
+
+
+def new_staging_folder(root: Path, name: str) -> Staging:
     """An empty temporary folder `<root>/.tmp-<name>-<pid>-<random>` to write subject `name` into.
 
-    Checks the name (FileExistsError when it is taken) and the root (created when missing), and
-    removes temporary folders of writers that are gone first. The folder belongs to this process:
+    The one place a new subject's name is checked (`names.check_subject_name`; FileExistsError when it
+    is taken) -- callers use the returned `Staging.name` -- and the root (created when missing);
+    temporary folders of writers that are gone are removed first. The folder belongs to this process:
     `remove_stale_tmp` leaves it alone while this process runs (an import worker writing into it is
     its child). Publish it with `publish_folder`, or remove it.
     """
@@ -124,7 +132,7 @@ def new_staging_folder(root: Path, name: str) -> Path:
         raise FileExistsError(f"subject {name!r} already exists in {root}; choose another name or delete it")
     tmp = root / f"{_TMP_PREFIX}{name}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
     tmp.mkdir()
-    return tmp
+    return Staging(tmp, name)
 
 
 def stage_subject(tmp: Path, name: str, subject: Subject, *, final: Path | None = None, images_uint8: bool = False,
@@ -214,8 +222,7 @@ def write_subject_folder(root: Path, name: str, subject: Subject, *, images_uint
     `publish_folder` -- are separate so that the import service can stage in its sandboxed worker
     and publish in the server (`neuroalign.data.imports`).
     """
-    name = check_subject_name(name)
-    tmp = new_staging_folder(root, name)
+    tmp, name = new_staging_folder(root, name)
     stage_subject(tmp, name, subject, final=root / name, images_uint8=images_uint8, simulated=simulated,
                   source=source, extra_files=extra_files, sidecar_extra=sidecar_extra)
     return publish_folder(tmp, root, name)

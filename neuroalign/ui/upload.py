@@ -118,7 +118,9 @@ def sha256_of(src: UploadedFileLike | Path) -> str:
 
 
 def check_name(store, name: str) -> str:
-    """The stripped subject name, or ValueError saying what is wrong with it (incl. already taken)."""
+    """The stripped subject name, or ValueError saying what is wrong with it (incl. already taken).
+    Form feedback before an upload is copied (gigabytes, possibly); the import service checks the
+    name again when it claims the staging folder, and that check is the one that counts."""
     from neuroalign.data.store import check_subject_name
 
     name = check_subject_name((name or "").strip())
@@ -348,8 +350,7 @@ def save_staged(store, staged: StagedUpload, *current: UploadedFileLike | None):
     """
     from neuroalign.data import imports
 
-    try:
-        check_name(store, staged.name)
+    try:  # the name was checked when staging; publish's exclusive claim decides a name taken since
         for i, f in enumerate(current):
             if f is None or i >= len(staged.digests):
                 continue
