@@ -73,10 +73,13 @@ def _cosine_key(a: np.ndarray, b: np.ndarray) -> tuple[float, float]:
     return 0.5 * mrr, 0.5 * top1
 
 
-def standardiser(train_features: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Mean and scale `(D,)` of the train features; constant inputs get scale 1 (they stay 0)."""
+def standardiser(train_features: np.ndarray, chunk: int = 4096) -> tuple[np.ndarray, np.ndarray]:
+    """Mean and scale `(D,)` of the train features; constant inputs get scale 1 (they stay 0). The
+    spread is computed `chunk` feature columns at a time: no temporary as large as the features."""
     mean = train_features.mean(axis=0)
-    std = train_features.std(axis=0)
+    std = np.empty_like(mean)
+    for lo in range(0, train_features.shape[1], chunk):
+        std[lo:lo + chunk] = train_features[:, lo:lo + chunk].std(axis=0)
     floor = 1e-6 * max(float(std.max(initial=0.0)), 1e-12)
     return mean, np.where(std > floor, std, 1.0)
 
@@ -87,16 +90,18 @@ def fit_linear_start(train_features: np.ndarray, train_responses: np.ndarray, va
     """Closed-form start (see the module docstring). Features `(n, D)`, responses `(n, K)`; val the same
     with its own row count. Returns weights for `n_components` dimensions (those beyond the chosen
     rank are zero)."""
-    f_tr = np.asarray(train_features, dtype=np.float64).reshape(len(train_features), -1)
-    f_va = np.asarray(val_features, dtype=np.float64).reshape(len(val_features), -1)
+    # float64 copies standardised in place (features can be 10^5 wide: one copy, not three)
+    x_tr = np.array(train_features, dtype=np.float64).reshape(len(train_features), -1)
+    x_va = np.array(val_features, dtype=np.float64).reshape(len(val_features), -1)
     y_tr = np.asarray(train_responses, dtype=np.float64)
     y_va = np.asarray(val_responses, dtype=np.float64)
     n, k = y_tr.shape
-    if n < 3 or len(f_va) < 2:
-        raise ValueError(f"the linear start needs >= 3 train and >= 2 val images, got {n} and {len(f_va)}")
-    mean, scale = standardiser(f_tr)
-    x_tr = (f_tr - mean) / scale
-    x_va = (f_va - mean) / scale
+    if n < 3 or len(x_va) < 2:
+        raise ValueError(f"the linear start needs >= 3 train and >= 2 val images, got {n} and {len(x_va)}")
+    mean, scale = standardiser(x_tr)
+    for x in (x_tr, x_va):
+        x -= mean
+        x /= scale
     y_mean = y_tr.mean(axis=0)
     yc_tr, yc_va = y_tr - y_mean, y_va - y_mean
 

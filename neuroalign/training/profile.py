@@ -70,7 +70,9 @@ def profile_layers(models: Sequence[str] | None = None, layers: str = "stages") 
 
 def start_embeddings(start: LinearStart, features: np.ndarray, responses: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Image and neural embeddings `(n, q)` of the closed-form start (what the towers compute after it)."""
-    x = (np.asarray(features, dtype=np.float64) - start.feat_mean) / start.feat_scale
+    x = np.array(features, dtype=np.float64)  # one copy, standardised in place
+    x -= start.feat_mean
+    x /= start.feat_scale
     img = x @ start.image_weight.T
     neu = np.asarray(responses, dtype=np.float64) @ start.neural_weight.T + start.neural_bias
     return img, neu
