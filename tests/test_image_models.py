@@ -247,26 +247,21 @@ def test_auto_training_run_records_the_choice(sim_root, tmp_path, monkeypatch):
 
 
 def test_one_pass_layer_features_equal_each_layer_computed_alone():
-    """A profile computes a model's stage ends in one forward pass: every layer's features equal what
-    its own (truncated) tower computes, bit for bit -- for pretrained EfficientNet-Lite0 and for
-    DS-Net's random init, which is built part by part so that a truncated build is a prefix of a
-    deeper one. A backbone whose weights are not the deeper one's first part is refused."""
+    """A profile computes a pretrained model's stage ends in one forward pass: every layer's features
+    equal what its own (truncated) tower computes, bit for bit. DS-Net's truncated random-init builds
+    draw other weights than its deeper builds, so it is refused (and profiled layer by layer)."""
     from neuroalign.models.feature_cache import compute_features, compute_layer_features, shares_prefix
     from neuroalign.training.profile import profile_layers
 
     cfg = preset("recommended")
     images = np.random.default_rng(0).random((6, 1, 68, 270)).astype(np.float32)
-    for model, n in (("efficientnet_lite0", 4), ("ds_net_tiny", 3)):
-        towers = [candidate_tower(cfg, c) for c in profile_layers([model])[:n]]
-        assert all(shares_prefix(t, towers[-1]) for t in towers)
-        together = compute_layer_features(towers, images, batch_size=4)
-        for tower, feats in zip(towers, together):
-            alone = compute_features(tower, images, batch_size=4)
-            assert feats.shape == alone.shape and torch.equal(feats, alone), (model, tower.stage, tower.block)
-        assert compute_layer_features(towers, images, should_stop=lambda: True) is None
+    towers = [candidate_tower(cfg, c) for c in profile_layers(["efficientnet_lite0"])[:4]]
+    together = compute_layer_features(towers, images, batch_size=4)
+    for tower, feats in zip(towers, together):
+        alone = compute_features(tower, images, batch_size=4)
+        assert feats.shape == alone.shape and torch.equal(feats, alone), (tower.stage, tower.block)
+    assert compute_layer_features(towers, images, should_stop=lambda: True) is None
     ds = [candidate_tower(cfg, c) for c in profile_layers(["ds_net_tiny"])[:2]]
-    with torch.no_grad():
-        next(ds[0].backbone.parameters()).add_(1.0)  # no longer the first part of ds[1]'s weights
     assert not shares_prefix(ds[0], ds[1])
     with pytest.raises(ValueError, match="not a prefix"):
         compute_layer_features(ds, images)

@@ -170,21 +170,14 @@ class DSNet(nn.Module):
         self.num_stages = len(depths)
         self.stage_channels = tuple(dims[: self.num_stages])
         self.stage_strides = tuple(int(math.prod(PATCH_STRIDES[: i + 1])) for i in range(self.num_stages))
-        # Each part is initialised as soon as it is built, so a random init is a prefix: a backbone
-        # truncated after (stage, block) draws exactly the first part of the deeper one's weights
-        # (same seed). One forward pass then serves every layer of a profile (`shares_prefix`), and
-        # a layer's features do not depend on how deep the model built for it was.
         prev = in_chans
         for i, depth in enumerate(depths):
-            setattr(self, f"patch_embed{i + 1}", self._initialised(PatchEmbed(prev, dims[i], PATCH_STRIDES[i])))
+            setattr(self, f"patch_embed{i + 1}", PatchEmbed(prev, dims[i], PATCH_STRIDES[i]))
             setattr(self, f"blocks{i + 1}", nn.ModuleList(
-                self._initialised(MixBlock(dims[i], heads[i], downsamples[i], mlp_ratio)) for _ in range(depth)))
+                MixBlock(dims[i], heads[i], downsamples[i], mlp_ratio) for _ in range(depth)))
             prev = dims[i]
         self.norm = nn.BatchNorm2d(dims[3]) if self.num_stages == 4 else None
-
-    @classmethod
-    def _initialised(cls, module: nn.Module) -> nn.Module:
-        return module.apply(cls._init_weights)
+        self.apply(self._init_weights)
 
     @staticmethod
     def _init_weights(m: nn.Module) -> None:
