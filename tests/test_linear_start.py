@@ -192,3 +192,18 @@ def test_preparation_reports_feature_progress_and_the_linear_start(tiny_subject_
     assert features and features[-1] == "preparing: backbone features 60/60 images"  # batches of 64: one step
     start = messages.index(next(m for m in messages if "closed-form linear start" in m))
     assert messages.index(features[-1]) < start < len(messages) - 1  # features, then the start, then training
+
+
+def test_column_stats_equal_numpy_across_chunk_boundaries():
+    """The chunked per-feature statistics the closed-form fits and FEVE use equal numpy's whole-matrix
+    mean and std (to rounding: the summation order may differ), also when the width is not a multiple
+    of the chunk, and constant columns get spread 0."""
+    from neuroalign.linalg import column_stats
+
+    x = np.random.default_rng(3).standard_normal((37, 1001)) ** 3
+    x[:, 10] = 4.0
+    for chunk in (1, 7, 1000, 5000):
+        mean, std = column_stats(x, chunk=chunk)
+        np.testing.assert_allclose(mean, x.mean(axis=0), rtol=1e-12, atol=1e-12)
+        np.testing.assert_allclose(std, x.std(axis=0), rtol=1e-12, atol=1e-12)
+    assert std[10] == 0.0

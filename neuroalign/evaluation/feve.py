@@ -27,7 +27,7 @@ from typing import Any, Mapping
 
 import numpy as np
 
-from neuroalign.linalg import eigh
+from neuroalign.linalg import column_stats, eigh
 
 MIN_FEV = 0.15
 
@@ -64,15 +64,6 @@ def _split(split: Mapping[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray, np.
     return tuple(np.asarray(split[k], dtype=np.int64) for k in ("train", "val", "test"))  # type: ignore[return-value]
 
 
-def _column_stats(x: np.ndarray, chunk: int = 4096) -> tuple[np.ndarray, np.ndarray]:
-    """Mean and standard deviation of each column, `chunk` columns at a time (no full-size temporary)."""
-    mean = x.mean(axis=0)
-    std = np.empty_like(mean)
-    for lo in range(0, x.shape[1], chunk):
-        std[lo:lo + chunk] = x[:, lo:lo + chunk].std(axis=0)
-    return mean, std
-
-
 def ridge_predictions(features: np.ndarray, responses: np.ndarray, split: Mapping[str, np.ndarray],
                       alphas: np.ndarray | None = None) -> tuple[np.ndarray, float]:
     """Ridge from `features (N, D)` to `responses (N, K)` fitted on train (features standardised with
@@ -83,7 +74,7 @@ def ridge_predictions(features: np.ndarray, responses: np.ndarray, split: Mappin
     # one float64 copy standardised in place, and its train rows (features can be 10^5 wide)
     x = np.array(features, dtype=np.float64).reshape(len(features), -1)
     y = np.asarray(responses, dtype=np.float64)
-    mean, std = _column_stats(x[train])
+    mean, std = column_stats(x[train])
     x -= mean
     x /= np.where(std > 0, std, 1.0)
     y_mean = y[train].mean(axis=0)

@@ -32,7 +32,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from neuroalign.linalg import eigh
+from neuroalign.linalg import column_stats, eigh
 
 
 logger = logging.getLogger(__name__)
@@ -73,13 +73,9 @@ def _cosine_key(a: np.ndarray, b: np.ndarray) -> tuple[float, float]:
     return 0.5 * mrr, 0.5 * top1
 
 
-def standardiser(train_features: np.ndarray, chunk: int = 4096) -> tuple[np.ndarray, np.ndarray]:
-    """Mean and scale `(D,)` of the train features; constant inputs get scale 1 (they stay 0). The
-    spread is computed `chunk` feature columns at a time: no temporary as large as the features."""
-    mean = train_features.mean(axis=0)
-    std = np.empty_like(mean)
-    for lo in range(0, train_features.shape[1], chunk):
-        std[lo:lo + chunk] = train_features[:, lo:lo + chunk].std(axis=0)
+def standardiser(train_features: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Mean and scale `(D,)` of the train features; constant inputs get scale 1 (they stay 0)."""
+    mean, std = column_stats(train_features)
     floor = 1e-6 * max(float(std.max(initial=0.0)), 1e-12)
     return mean, np.where(std > floor, std, 1.0)
 
