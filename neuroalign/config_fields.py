@@ -190,8 +190,9 @@ FIELDS: tuple[ConfigField, ...] = (
     ConfigField("image.stage", "--stage", "Stage", "Stage of the image model the feature is taken from "
                 "(DS-Net 1-4, EfficientNet-Lite0 1-7, the filter banks 1; ignored by auto).", "int",
                 IMAGE, min_value=1, max_value=7),
-    ConfigField("image.block", "--block", "Block", "Block within that stage (1-based; when only the "
-                "image model is given the CLI takes the stage's last block if the preset's is beyond it).",
+    ConfigField("image.block", "--block", "Block", "Block within that stage (1-based). When only the "
+                "image model is changed (CLI or form), a stage and block left at the preset's values are "
+                "capped to that model's last stage and block, and the nonlinearity becomes the model's own.",
                 "int", IMAGE, min_value=1),
     ConfigField(HEAD_PATH, "--image-head", "Image head", "conv1x1: one 1x1-conv channel (reference). "
                 "readout: a linear readout of every channel at every position of the pooled features, drawn "
