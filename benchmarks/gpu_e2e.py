@@ -12,6 +12,7 @@ time) to the path given. Imports only the core package (no streamlit), like benc
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import tempfile
@@ -20,9 +21,6 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-
-
-import os
 
 DEVICE = os.environ.get("GPU_E2E_DEVICE", "cuda")  # cpu: try the script here first
 BUDGET = os.environ.get("GPU_E2E_SECONDS", "60")

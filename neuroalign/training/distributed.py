@@ -34,6 +34,7 @@ from typing import Any, Callable
 import numpy as np
 import torch
 from torch import nn
+
 from neuroalign.config import TrainConfig
 from neuroalign.models.feature_cache import compute_features, lookup_features, store_features
 from neuroalign.training.device import DistInfo, dist_info_from_env, init_distributed, resolve_device
