@@ -29,11 +29,13 @@ def finite(v: Any) -> float | None:
     return float(v) if ok else None
 
 
-def _int(v: Any) -> int | None:
+def integer(v: Any) -> int | None:
+    """`v` when it is a JSON integer (not a bool), else None."""
     return v if isinstance(v, int) and not isinstance(v, bool) else None
 
 
-def _mapping(v: Any) -> Mapping[str, Any]:
+def mapping(v: Any) -> Mapping[str, Any]:
+    """`v` when it is a JSON object, else an empty one."""
     return v if isinstance(v, Mapping) else {}
 
 
@@ -48,9 +50,9 @@ class LayerScores:
 
     @classmethod
     def from_json(cls, d: Any) -> LayerScores:
-        d = _mapping(d)
-        i2n, n2i = (finite(_mapping(d.get(k)).get("top1")) for k in DIRECTIONS)
-        return cls(i2n, n2i, _int(d.get("n")), finite(d.get("chance_top1")))
+        d = mapping(d)
+        i2n, n2i = (finite(mapping(d.get(k)).get("top1")) for k in DIRECTIONS)
+        return cls(i2n, n2i, integer(d.get("n")), finite(d.get("chance_top1")))
 
     def top1(self, direction: str) -> float | None:
         return getattr(self, direction) if direction in DIRECTIONS else None
@@ -72,8 +74,8 @@ class LayerFeve:
         """None when the row has no FEVE (a subject without repeats: absent, empty or not an object)."""
         if not isinstance(d, Mapping) or not d:
             return None
-        return cls(finite(d.get("median")), finite(d.get("q25")), finite(d.get("q75")), _int(d.get("n_included")),
-                   _int(d.get("n_neurons")))
+        return cls(finite(d.get("median")), finite(d.get("q25")), finite(d.get("q75")), integer(d.get("n_included")),
+                   integer(d.get("n_neurons")))
 
     @property
     def neurons(self) -> str:
@@ -102,8 +104,8 @@ class ProfileRow:
     @classmethod
     def from_json(cls, d: Mapping[str, Any]) -> ProfileRow:
         model, label = d.get("model"), d.get("label")
-        return cls(model=model if isinstance(model, str) else None, stage=_int(d.get("stage")),
-                   block=_int(d.get("block")), label=label if isinstance(label, str) else None, val=LayerScores.from_json(d.get("val")),
+        return cls(model=model if isinstance(model, str) else None, stage=integer(d.get("stage")),
+                   block=integer(d.get("block")), label=label if isinstance(label, str) else None, val=LayerScores.from_json(d.get("val")),
                    test=LayerScores.from_json(d.get("test")), val_mrr=finite(d.get("val_mrr")),
                    feve=LayerFeve.from_json(d.get("feve")), seconds=finite(d.get("seconds")),
                    error=str(d.get("error") or ""))
@@ -137,20 +139,20 @@ class Profile:
     def from_json(cls, d: Any) -> Profile:
         if isinstance(d, Profile):
             return d
-        d = _mapping(d)
+        d = mapping(d)
         rows = d.get("rows")
-        best = _mapping(d.get("best"))
+        best = mapping(d.get("best"))
         kept = d.get("kept_from_stored")
         text = {k: (v if isinstance(v := d.get(k), str) else None) for k in ("subject", "data_hash", "layers")}
         return cls(rows=tuple(ProfileRow.from_json(r) if isinstance(r, Mapping) else ProfileRow(error=NOT_A_ROW)
                               for r in rows) if isinstance(rows, list) else (),
-                   best_overall=_int(best.get("overall")),
-                   best_per_model={str(k): v for k, v in _mapping(best.get("per_model")).items()
-                                   if _int(v) is not None},
+                   best_overall=integer(best.get("overall")),
+                   best_per_model={str(k): v for k, v in mapping(best.get("per_model")).items()
+                                   if integer(v) is not None},
                    reference={str(k): {x: finite(v.get(x)) for x in DIRECTIONS}
-                              for k, v in _mapping(d.get("reference")).items() if isinstance(v, Mapping)},
-                   split={k: _int(_mapping(d.get("split")).get(k)) for k in SPLITS},
-                   **text, n_images=_int(d.get("n_images")), n_neurons=_int(d.get("n_neurons")),
+                              for k, v in mapping(d.get("reference")).items() if isinstance(v, Mapping)},
+                   split={k: integer(mapping(d.get("split")).get(k)) for k in SPLITS},
+                   **text, n_images=integer(d.get("n_images")), n_neurons=integer(d.get("n_neurons")),
                    complete=bool(d.get("complete", True)), stopped=str(d["stopped"]) if d.get("stopped") else None,
                    elapsed_s=finite(d.get("elapsed_s")),
                    kept_from_stored=tuple(map(str, kept)) if isinstance(kept, list) else (), raw=d)

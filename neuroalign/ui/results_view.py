@@ -1,7 +1,7 @@
 """What the Retrieval and Home pages say about a run's test results: the model next to chance and
 every baseline present, 95 % intervals of top-1, and whether the model beats the best linear readout.
 
-Reads `results.json` through `run_files.RunResults` (the functions take it or the plain dict) and
+Reads `results.json` through `result_files.RunResults` (the functions take it or the plain dict) and
 copes with old runs: any baseline may be missing, and `top1_ci` may be absent (then a Wilson
 interval is computed from top-1 and the test size).
 """
@@ -14,7 +14,8 @@ from typing import Any, Mapping
 import pandas as pd
 
 from neuroalign.evaluation import retrieval
-from neuroalign.ui.run_files import Encoding, MetricsBlock, RunResults, number  # noqa: F401 (Encoding lived here)
+from neuroalign.training.profile_file import finite
+from neuroalign.ui.result_files import Encoding, MetricsBlock, RunResults  # noqa: F401 (Encoding lived here)
 
 DIRECTIONS = {"image_to_neural": "image → neural", "neural_to_image": "neural → image"}
 SHORT_DIRECTIONS = {"image_to_neural": "img→neu", "neural_to_image": "neu→img"}
@@ -47,7 +48,7 @@ CHANCE_HELP = "expected value for a random ranking"
 MODEL_HELP = "the trained model on the untouched test split"
 
 
-_num = number  # the name home_view imports
+_num = finite  # the name home_view imports
 
 
 def _results(results: Mapping[str, Any] | RunResults | None) -> RunResults:

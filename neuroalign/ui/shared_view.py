@@ -14,7 +14,7 @@ import streamlit as st
 from neuroalign import plots
 from neuroalign.text import markdown_code, markdown_literal as md
 from neuroalign.ui import keys, loaders
-from neuroalign.ui.run_files import CrossSubject, PairDirection
+from neuroalign.ui.result_files import CrossSubject, PairDirection
 from neuroalign.ui.summary import RunSummary
 
 # ---- Train page ----------------------------------------------------------------------------------

@@ -13,7 +13,7 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field, fields
 from typing import Any
 
-from neuroalign.ui.run_files import RunResults, SharedResults
+from neuroalign.ui.result_files import RunResults, SharedResults
 
 
 @dataclass(frozen=True)

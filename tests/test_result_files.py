@@ -1,5 +1,5 @@
 """The typed readers of the files the result pages show: `training.profile_file.Profile`
-(profile.json), `ui.run_files.RunResults` (results.json) and `ui.run_files.SharedResults`
+(profile.json), `ui.result_files.RunResults` (results.json) and `ui.result_files.SharedResults`
 (shared_results.json). Files written by the real writers read back field for field; a missing
 optional field gives the documented default; a wrong-typed one reads as missing (the pages' fallback,
 never a traceback)."""
@@ -17,7 +17,7 @@ from shared_support import shared_config, write_shared_subjects
 
 from neuroalign.training.profile_file import NOT_A_ROW, LayerFeve, Profile
 from neuroalign.ui import profile_view, results_view, shared_view
-from neuroalign.ui.run_files import CrossSubject, Encoding, RunResults, SharedResults
+from neuroalign.ui.result_files import CrossSubject, Encoding, RunResults, SharedResults
 from neuroalign.ui.summary import RunSummary
 
 DIRS = ("image_to_neural", "neural_to_image")
@@ -186,7 +186,11 @@ def test_wrong_typed_results_give_the_pages_fallbacks():
         "image → neural: no test top-1 recorded.", "neural → image: no test top-1 recorded."]
     assert results_view.metrics_table(bad, "image_to_neural")["model"].isna().all()
     assert results_view.present_references(bad) == [] and results_view.encoding_summary(bad) is None
-    ci = {"test": {"image_to_neural": {"top1": 0.5, "top1_ci": ["a", "b"]}, "n": "40"},
+    as_text = RunResults.from_json({"test": {"image_to_neural": {"top1": "0.5"}, "neural_to_image": {"top1": True},
+                                             "n": "40"}})
+    assert as_text.test.top1("image_to_neural") is None and as_text.test.top1("neural_to_image") is None
+    assert as_text.test_size is None  # a number written as text, or a bool, is a wrong type: missing
+    ci = {"test": {"image_to_neural": {"top1": 0.5, "top1_ci": ["a", "b"]}, "n": 40},
           "comparison": {"image_to_neural": {"best_name": "ridge", "difference": "x", "p_value": 0.2,
                                              "difference_ci": [0, 1]}}}
     res = RunResults.from_json(ci)

@@ -4,20 +4,20 @@ and a shared run's `shared_results.json` (`SharedResults`).
 Each reader is a frozen dataclass built once by `from_json(d)`, which checks every field's type and
 falls back to what the pages showed for a missing or old field, so the views ask plain questions
 (`results.test.top1("image_to_neural")`) instead of chaining `.get(...) or {}`. A field of the wrong
-type reads as missing: a damaged file gives the pages' fallback, never a traceback. Numbers go
-through `number`, which takes anything `float()` takes and keeps only finite values (what the pages
-have always shown).
+type reads as missing: a damaged file gives the pages' fallback, never a traceback. Fields are read
+with the profile reader's `finite`, `integer` and `mapping` (`training.profile_file`): a number must be
+a finite JSON number (a string or a bool reads as missing), as in profile.json.
 
 No streamlit here: the readers are plain data, testable without a page.
 """
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from neuroalign.training.profile_file import finite, integer, mapping  # one set of JSON field readers
 from neuroalign.training.runs import LINEAR_READOUTS
 
 DIRECTION_KEYS = ("image_to_neural", "neural_to_image")
@@ -26,28 +26,11 @@ CHANCE_KEYS = ("chance_top1", "chance_top5", "chance_top10", "chance_mean_rank")
 DEFAULT_MIN_FEV = 0.15  # the FEV threshold of the median when results.json does not record it
 
 
-def number(v: Any) -> float | None:
-    """`float(v)` when that works and is finite, else None."""
-    try:
-        v = float(v)
-    except (TypeError, ValueError):
-        return None
-    return v if math.isfinite(v) else None
-
-
-def _mapping(v: Any) -> Mapping[str, Any]:
-    return v if isinstance(v, Mapping) else {}
-
-
 def _pair(v: Any) -> tuple[float | None, float | None] | None:
     """A recorded `[lo, hi]` as numbers (None where a bound is not one); None unless a 2-list."""
     if isinstance(v, (list, tuple)) and len(v) == 2:
-        return number(v[0]), number(v[1])
+        return finite(v[0]), finite(v[1])
     return None
-
-
-def _int(v: Any) -> int | None:
-    return int(v) if isinstance(v, int) else None
 
 
 def _text(v: Any) -> str | None:
@@ -72,7 +55,7 @@ class DirectionMetrics:
 
     @classmethod
     def from_json(cls, d: Mapping[str, Any]) -> DirectionMetrics:
-        return cls(**{m: number(d.get(m)) for m in RETRIEVAL_METRICS}, top1_ci=_pair(d.get("top1_ci")))
+        return cls(**{m: finite(d.get(m)) for m in RETRIEVAL_METRICS}, top1_ci=_pair(d.get("top1_ci")))
 
     def metric(self, name: str) -> float | None:
         return getattr(self, name) if name in RETRIEVAL_METRICS else None
@@ -93,11 +76,11 @@ class MetricsBlock:
     @classmethod
     def from_json(cls, d: Any) -> MetricsBlock:
         """An empty block for anything but a JSON object."""
-        d = _mapping(d)
-        cis = _mapping(d.get("top1_ci"))
+        d = mapping(d)
+        cis = mapping(d.get("top1_ci"))
         return cls(directions={k: DirectionMetrics.from_json(d[k]) for k in DIRECTION_KEYS
                                if isinstance(d.get(k), Mapping)},
-                   n=number(d.get("n")), chance={k: number(d.get(k)) for k in CHANCE_KEYS},
+                   n=finite(d.get("n")), chance={k: finite(d.get(k)) for k in CHANCE_KEYS},
                    block_top1_ci={k: _pair(cis.get(k)) for k in DIRECTION_KEYS}, rows=_text(d.get("rows")))
 
     def metric(self, direction: str, name: str) -> float | None:
@@ -126,7 +109,7 @@ class Comparison:
 
     @classmethod
     def from_json(cls, d: Mapping[str, Any]) -> Comparison:
-        return cls(_text(d.get("best_name")), number(d.get("difference")), number(d.get("p_value")),
+        return cls(_text(d.get("best_name")), finite(d.get("difference")), finite(d.get("p_value")),
                    _pair(d.get("difference_ci")))
 
 
@@ -146,8 +129,8 @@ class Encoding:
         """None for anything but a JSON object; `min_fev` 0.15 when not recorded."""
         if not isinstance(d, Mapping):
             return None
-        return cls(number(d.get("median")), number(d.get("q25")), number(d.get("q75")), _int(d.get("n_included")),
-                   _int(d.get("n_neurons")), number(d.get("min_fev")) or DEFAULT_MIN_FEV)
+        return cls(finite(d.get("median")), finite(d.get("q25")), finite(d.get("q75")), integer(d.get("n_included")),
+                   integer(d.get("n_neurons")), finite(d.get("min_fev")) or DEFAULT_MIN_FEV)
 
     def detail(self) -> str:
         """'q25–q75 0.31–0.55 · 180 of 200 neurons (FEV ≥ 0.15)'."""
@@ -177,18 +160,18 @@ class RunResults:
         """An empty `RunResults` for None (no results yet) or anything but a JSON object."""
         if isinstance(d, RunResults):
             return d
-        d = _mapping(d)
-        baselines = _mapping(d.get("baselines"))
-        comparison = _mapping(d.get("comparison"))
-        encoding = _mapping(d.get("encoding"))
-        per_neuron = _mapping(encoding.get("model")).get("per_neuron")
+        d = mapping(d)
+        baselines = mapping(d.get("baselines"))
+        comparison = mapping(d.get("comparison"))
+        encoding = mapping(d.get("encoding"))
+        per_neuron = mapping(encoding.get("model")).get("per_neuron")
         return cls(test=MetricsBlock.from_json(d.get("test")), has_test=bool(d.get("test")),
                    baselines={k: MetricsBlock.from_json(v) for k, v in baselines.items() if isinstance(v, Mapping)},
                    comparison={k: Comparison.from_json(comparison[k]) for k in DIRECTION_KEYS
                                if isinstance(comparison.get(k), Mapping)},
                    encoding={k: e for k in ("model", "ridge_backbone")
                              if (e := Encoding.from_json(encoding.get(k))) is not None},
-                   feve_per_neuron=tuple(number(v) for v in per_neuron) if isinstance(per_neuron, list) else None)
+                   feve_per_neuron=tuple(finite(v) for v in per_neuron) if isinstance(per_neuron, list) else None)
 
     @property
     def test_size(self) -> int | None:
@@ -225,8 +208,8 @@ class PairDirection:
     def from_json(cls, d: Mapping[str, Any]) -> PairDirection:
         ci = d.get("top1_ci")
         lo, hi = (list(ci) + [None, None])[:2] if isinstance(ci, (list, tuple)) else (None, None)
-        return cls(number(d.get("top1")), (number(lo), number(hi)), number(d.get("top5")), number(d.get("mrr")),
-                   number(d.get("mean_rank")))
+        return cls(finite(d.get("top1")), (finite(lo), finite(hi)), finite(d.get("top5")), finite(d.get("mrr")),
+                   finite(d.get("mean_rank")))
 
 
 @dataclass(frozen=True)
@@ -244,8 +227,8 @@ class PairMetrics:
             return None
         ways = {k: PairDirection.from_json(d[k]) if isinstance(d.get(k), Mapping) else None
                 for k in ("a_to_b", "b_to_a")}
-        n = number(d.get("n"))
-        return cls(**ways, n=None if n is None else int(n), chance_top1=number(d.get("chance_top1")))
+        n = finite(d.get("n"))
+        return cls(**ways, n=None if n is None else int(n), chance_top1=finite(d.get("chance_top1")))
 
 
 @dataclass(frozen=True)
@@ -291,8 +274,8 @@ class CrossSubject:
         """Empty for None or anything but a JSON object; entries that are not objects are left out."""
         if isinstance(d, CrossSubject):
             return d
-        d = _mapping(d)
-        pairs, scale, skipped = d.get("pairs"), _mapping(d.get("repeat_scale")), d.get("skipped")
+        d = mapping(d)
+        pairs, scale, skipped = d.get("pairs"), mapping(d.get("repeat_scale")), d.get("skipped")
         return cls(pairs=tuple(SubjectPair.from_json(p) for p in pairs if isinstance(p, Mapping))
                    if isinstance(pairs, list) else (),
                    repeat_scale={str(k): m for k, v in scale.items() if (m := PairMetrics.from_json(v)) is not None},
@@ -313,9 +296,9 @@ class SharedSubject:
 
     @classmethod
     def from_json(cls, d: Mapping[str, Any]) -> SharedSubject:
-        n = number(d.get("n_test"))
-        return cls(None if n is None else int(n), number(d.get("chance_top1")),
-                   {k: number(d.get(f"top1_{k}")) for k in DIRECTION_KEYS},
+        n = finite(d.get("n_test"))
+        return cls(None if n is None else int(n), finite(d.get("chance_top1")),
+                   {k: finite(d.get(f"top1_{k}")) for k in DIRECTION_KEYS},
                    {k: _pair(d.get(f"top1_ci_{k}")) for k in DIRECTION_KEYS}, _text(d.get("results")))
 
 
@@ -331,8 +314,8 @@ class SharedResults:
     @classmethod
     def from_json(cls, d: Any) -> SharedResults:
         """Empty for None (not written yet, or damaged: the loader reports why) or a non-object."""
-        d = _mapping(d)
-        subjects = _mapping(d.get("subjects"))
+        d = mapping(d)
+        subjects = mapping(d.get("subjects"))
         return cls(_text(d.get("kind")),
                    {str(k): SharedSubject.from_json(v) for k, v in subjects.items() if isinstance(v, Mapping)},
-                   CrossSubject.from_json(d.get("cross_subject")), number(d.get("elapsed_s")))
+                   CrossSubject.from_json(d.get("cross_subject")), finite(d.get("elapsed_s")))
