@@ -265,3 +265,13 @@ def test_one_pass_layer_features_equal_each_layer_computed_alone():
     assert not shares_prefix(ds[0], ds[1])
     with pytest.raises(ValueError, match="not a prefix"):
         compute_layer_features(ds, images)
+
+
+def test_rectified_power_equals_the_general_power_to_rounding():
+    """The fast paths (x * sqrt(x) in slices for 1.5, square for 2) equal cat([relu(z), relu(-z)]) ** p."""
+    from neuroalign.models.filter_banks import rectified_power
+
+    z = torch.randn(3, 5, 700, 701) * 3  # more than one slice of 2^20 values
+    for p in (1.0, 1.5, 2.0, 1.25):
+        ref = torch.cat([torch.relu(z), torch.relu(-z)], dim=1).pow(p)
+        torch.testing.assert_close(rectified_power(z.clone(), p), ref, rtol=1e-6, atol=1e-6)

@@ -137,6 +137,26 @@ def test_cached_features_equal_fresh_and_hit_cache(tmp_path: Path, monkeypatch):
     assert len(calls) == 3
 
 
+def test_features_read_once_are_not_kept_in_memory_and_presence_is_checked_without_reading(tmp_path: Path):
+    """A profile reads each layer once: `remember=False` writes the file but keeps nothing in memory,
+    and `has_features` answers from the file's presence (its content is not read)."""
+    feature_cache.clear_memory_cache()
+    tower = _tower(init_seed=1)
+    images = np.random.default_rng(0).random((4, 1, 32, 40)).astype(np.float32)
+    assert not feature_cache.has_features(tower, images, "hash-r", tmp_path)
+    feats = feature_cache.cached_features(tower, images, "hash-r", tmp_path, "cpu", remember=False)
+    assert not feature_cache._memory and feature_cache.has_features(tower, images, "hash-r", tmp_path)
+    path = next((tmp_path / "features").glob("*.pt"))
+    again = feature_cache.cached_features(tower, images, "hash-r", tmp_path, "cpu", remember=False)
+    assert torch.equal(again, feats) and not feature_cache._memory
+    path.write_bytes(b"not a tensor file")  # present, unread: still "cached" until someone reads it
+    assert feature_cache.has_features(tower, images, "hash-r", tmp_path)
+    assert not feature_cache.has_features(tower, images, "hash-r", None)
+    feature_cache.cached_features(tower, images, "hash-r", None, "cpu")  # no folder: kept in memory
+    assert feature_cache.has_features(tower, images, "hash-r", None)
+    feature_cache.clear_memory_cache()
+
+
 def test_corrupt_cache_file_is_recomputed(tmp_path: Path):
     feature_cache.clear_memory_cache()
     tower = _tower(stage=1, block=1)

@@ -207,3 +207,67 @@ def test_column_stats_equal_numpy_across_chunk_boundaries():
         np.testing.assert_allclose(mean, x.mean(axis=0), rtol=1e-12, atol=1e-12)
         np.testing.assert_allclose(std, x.std(axis=0), rtol=1e-12, atol=1e-12)
     assert std[10] == 0.0
+
+
+def test_standardised_gram_and_products_equal_the_explicit_matrices_across_chunks():
+    """The chunked products the closed-form fits, the profile and FEVE share equal the products of an
+    explicitly standardised float64 copy, for every way of naming the second factor."""
+    from neuroalign.linalg import standardised_gram, standardised_t_product, standardiser
+
+    rng = np.random.default_rng(5)
+    x = (rng.standard_normal((30, 1003)) ** 3).astype(np.float32)
+    x[:, 7] = 2.0  # constant: scale 1, stays 0
+    rows = np.array([0, 3, 4, 9, 20, 21, 29])
+    mean, scale = standardiser(x, rows=rows)
+    ref_mean, ref_std = x[rows].astype(np.float64).mean(0), x[rows].astype(np.float64).std(0)
+    np.testing.assert_allclose(mean, ref_mean, rtol=1e-12, atol=1e-12)
+    assert scale[7] == 1.0 and np.allclose(scale[8:], ref_std[8:])
+    z = (x.astype(np.float64) - mean) / scale
+    other = rng.standard_normal((5, 1003)).astype(np.float32)
+    zo = (other.astype(np.float64) - mean) / scale
+    for chunk in (1, 100, 4096):
+        np.testing.assert_allclose(standardised_gram(x, mean, scale, chunk=chunk), z @ z.T, rtol=1e-10, atol=1e-8)
+        np.testing.assert_allclose(standardised_gram(x, mean, scale, b_rows=rows, chunk=chunk), z @ z[rows].T,
+                                   rtol=1e-10, atol=1e-8)
+        np.testing.assert_allclose(standardised_gram(other, mean, scale, b=x, chunk=chunk), zo @ z.T,
+                                   rtol=1e-10, atol=1e-8)
+        c = rng.standard_normal((30, 4))
+        np.testing.assert_allclose(standardised_t_product(x, mean, scale, c, chunk=chunk), z.T @ c,
+                                   rtol=1e-10, atol=1e-8)
+
+
+def test_top_right_singular_vectors_through_either_gram_matrix():
+    """Fewer neurons than train images (K x K Gram) and more (r x r Gram) give the SVD's top right
+    singular vectors and values (up to sign)."""
+    from neuroalign.training.linear_start import _top_right_singular
+
+    rng = np.random.default_rng(2)
+    for shape in ((40, 12), (12, 40)):
+        a = rng.standard_normal(shape)
+        v, sig = _top_right_singular(a, 5)
+        _, s_ref, vt = np.linalg.svd(a, full_matrices=False)
+        np.testing.assert_allclose(sig, s_ref[:5], rtol=1e-10)
+        np.testing.assert_allclose(np.abs(np.sum(v * vt[:5].T, axis=0)), 1.0, rtol=1e-10)
+        np.testing.assert_allclose(v.T @ v, np.eye(5), atol=1e-10)
+
+
+def test_solve_start_on_gram_matrices_is_the_feature_space_start():
+    """The dual start (what the profile scores) embeds images exactly as `fit_linear_start`'s weights."""
+    from neuroalign.linalg import standardised_gram, standardiser
+    from neuroalign.training.linear_start import solve_start
+
+    rng = np.random.default_rng(4)
+    feats = rng.standard_normal((90, 300)).astype(np.float32)
+    resp = feats[:, :20].astype(np.float64) @ rng.standard_normal((20, 25)) + 0.3 * rng.standard_normal((90, 25))
+    tr, va = np.arange(70), np.arange(70, 90)
+    primal = fit_linear_start(feats[tr], resp[tr], feats[va], resp[va], n_components=16)
+    mean, scale = standardiser(feats, rows=tr)
+    gram = standardised_gram(feats, mean, scale, b_rows=tr)
+    dual = solve_start(gram[tr], gram[va], resp[tr], resp[va], 16)
+    assert dual.report == {k: v for k, v in primal.report.items() if k != "n_features"}
+    z = (feats.astype(np.float64) - primal.feat_mean) / primal.feat_scale
+    np.testing.assert_allclose(dual.image_embeddings(gram), z @ primal.image_weight.T, rtol=1e-8, atol=1e-9)
+    np.testing.assert_allclose(dual.neural_embeddings(resp), resp @ primal.neural_weight.T + primal.neural_bias,
+                               rtol=1e-10, atol=1e-10)
+    with pytest.raises(ValueError, match="do not match"):
+        solve_start(gram[tr], gram[va][:, :5], resp[tr], resp[va], 16)

@@ -27,7 +27,7 @@ from typing import Any, Mapping
 
 import numpy as np
 
-from neuroalign.linalg import column_stats, eigh
+from neuroalign.linalg import eigh, standardised_gram, standardiser
 
 MIN_FEV = 0.15
 
@@ -65,25 +65,27 @@ def _split(split: Mapping[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray, np.
 
 
 def ridge_predictions(features: np.ndarray, responses: np.ndarray, split: Mapping[str, np.ndarray],
-                      alphas: np.ndarray | None = None) -> tuple[np.ndarray, float]:
+                      alphas: np.ndarray | None = None, gram: np.ndarray | None = None) -> tuple[np.ndarray, float]:
     """Ridge from `features (N, D)` to `responses (N, K)` fitted on train (features standardised with
-    train statistics, responses centred on the train mean), strength (relative to the largest
-    eigenvalue of the train Gram matrix) chosen on val by mean squared error. Returns the predictions
-    for ALL N rows and the chosen relative strength."""
+    train statistics, `linalg.standardiser`; responses centred on the train mean), strength (relative
+    to the largest eigenvalue of the train Gram matrix) chosen on val by mean squared error. Returns
+    the predictions for ALL N rows and the chosen relative strength. `gram (N, n_train)`: the
+    standardised products of all rows with the train rows when the caller has them already
+    (`linalg.standardised_gram(features, *standardiser(features, train), b_rows=train)`); then
+    `features` is not read."""
     train, val, _ = _split(split)
-    # one float64 copy standardised in place, and its train rows (features can be 10^5 wide)
-    x = np.array(features, dtype=np.float64).reshape(len(features), -1)
+    if gram is None:
+        mean, scale = standardiser(features, rows=train)
+        gram = standardised_gram(features, mean, scale, b_rows=train)
     y = np.asarray(responses, dtype=np.float64)
-    mean, std = column_stats(x[train])
-    x -= mean
-    x /= np.where(std > 0, std, 1.0)
+    if gram.shape != (len(y), len(train)):
+        raise ValueError(f"Gram matrix {gram.shape} does not match {len(y)} images with {len(train)} train images")
     y_mean = y[train].mean(axis=0)
-    xt = x[train]
-    s2, u = eigh(xt @ xt.T)
+    s2, u = eigh(gram[train])
     keep = s2 > 1e-10 * max(float(s2.max()), 1e-300)
     s2, u = s2[keep], u[:, keep]
     uty = u.T @ (y[train] - y_mean)
-    k_all = (x @ xt.T) @ u
+    k_all = gram @ u
     grid = np.logspace(-5, 1, 13) if alphas is None else np.asarray(alphas, dtype=np.float64)
     best = None
     for rel in grid:
@@ -95,14 +97,16 @@ def ridge_predictions(features: np.ndarray, responses: np.ndarray, split: Mappin
     return (k_all / (s2 + rel * s2.max())) @ uty + y_mean, float(rel)
 
 
-def linear_feve(features: np.ndarray, responses: np.ndarray, repeats: np.ndarray | None,
-                split: Mapping[str, np.ndarray], min_fev: float = MIN_FEV) -> dict[str, Any] | None:
+def linear_feve(features: np.ndarray | None, responses: np.ndarray, repeats: np.ndarray | None,
+                split: Mapping[str, np.ndarray], min_fev: float = MIN_FEV,
+                gram: np.ndarray | None = None) -> dict[str, Any] | None:
     """FEVE on the test images of a ridge from `features` to `responses` (module docstring), or None
-    without at least two repeats. `repeats (R, N, K)` in the same units as `responses`."""
+    without at least two repeats. `repeats (R, N, K)` in the same units as `responses`; `gram` as in
+    `ridge_predictions`."""
     if repeats is None or np.asarray(repeats).ndim != 3 or np.asarray(repeats).shape[0] < 2:
         return None
     test = _split(split)[2]
-    pred, rel = ridge_predictions(features, responses, split)
+    pred, rel = ridge_predictions(features, responses, split, gram=gram)
     fev, feve = fev_feve(pred[test], np.asarray(repeats)[:, test])
     out = summarise(fev, feve, min_fev)
     out.update({"alpha_relative": rel, "per_neuron": [None if not np.isfinite(v) else round(float(v), 5) for v in feve]})

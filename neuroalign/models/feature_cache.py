@@ -151,8 +151,21 @@ def cache_path(cache_dir: str | Path | None, key: str) -> Path | None:
     return Path(cache_dir) / "features" / f"{key}.pt" if cache_dir is not None else None
 
 
-def lookup_features(tower, images: np.ndarray, data_hash: str, cache_dir: str | Path | None = None) -> torch.Tensor | None:
-    """Cached features `(N, C, h, w)` on CPU from memory, else from disk (then kept in memory), else None."""
+def has_features(tower, images: np.ndarray, data_hash: str, cache_dir: str | Path | None = None) -> bool:
+    """Whether `tower`'s features of these images are cached (in memory, or a file on disk), without
+    reading them."""
+    key = feature_key(tower, data_hash, _check_images(images))
+    with _lock:
+        if key in _memory:
+            return True
+    path = cache_path(cache_dir, key)
+    return path is not None and path.exists()
+
+
+def lookup_features(tower, images: np.ndarray, data_hash: str, cache_dir: str | Path | None = None,
+                    remember: bool = True) -> torch.Tensor | None:
+    """Cached features `(N, C, h, w)` on CPU from memory, else from disk (then kept in memory unless
+    `remember` is False), else None."""
     shape = _check_images(images)
     key = feature_key(tower, data_hash, shape)
     with _lock:
@@ -167,33 +180,37 @@ def lookup_features(tower, images: np.ndarray, data_hash: str, cache_dir: str | 
         feats = _load_disk(path, shape)
         if feats is not None:
             logger.info("feature cache hit (disk) %s", path)
-            _remember(key, feats)
+            if remember:
+                _remember(key, feats)
     return feats
 
 
 def store_features(tower, images: np.ndarray, data_hash: str, feats: torch.Tensor,
-                   cache_dir: str | Path | None = None, write_disk: bool = True) -> None:
-    """Keep `feats` (CPU) in memory and, with `write_disk` and a cache folder, write its file atomically."""
+                   cache_dir: str | Path | None = None, write_disk: bool = True, remember: bool = True) -> None:
+    """Keep `feats` (CPU) in memory (unless `remember` is False) and, with `write_disk` and a cache
+    folder, write its file atomically."""
     key = feature_key(tower, data_hash, _check_images(images))
     path = cache_path(cache_dir, key)
     if write_disk and path is not None:
         atomic_torch_save(path, {"features": feats, "key": key})
-    _remember(key, feats)
+    if remember:
+        _remember(key, feats)
 
 
 def cached_features(tower, images: np.ndarray, data_hash: str, cache_dir: str | Path | None = None,
                     device: torch.device | str = "cpu", batch_size: int = 64,
-                    progress: Callable[[int, int], None] | None = None) -> torch.Tensor:
+                    progress: Callable[[int, int], None] | None = None, remember: bool = True) -> torch.Tensor:
     """Features `(N, C, h, w)` (float32, on `device`) of `images (N, 1, H, W)` for an `ImageTower`.
 
     Looked up in memory, then in `<cache_dir>/features/<key>.pt` (skipped when `cache_dir` is
-    None), else computed in eval mode under no_grad and stored in both. (Several torchrun
+    None), else computed in eval mode under no_grad and stored in both (in memory only when
+    `remember`: a profile reads each layer once and keeps none of them). (Several torchrun
     processes share the work through `neuroalign.training.distributed.shared_features`.)
     """
-    feats = lookup_features(tower, images, data_hash, cache_dir)
+    feats = lookup_features(tower, images, data_hash, cache_dir, remember=remember)
     if feats is None:
         logger.info("computing backbone features for %d images (stage %d, block %d)",
                     len(images), tower.stage, tower.block)
         feats = compute_features(tower, images, device=device, batch_size=batch_size, progress=progress)
-        store_features(tower, images, data_hash, feats, cache_dir)
+        store_features(tower, images, data_hash, feats, cache_dir, remember=remember)
     return feats.to(device)

@@ -72,7 +72,15 @@ def rectified_power(z: torch.Tensor, power: float) -> torch.Tensor:
     out = torch.empty((z.shape[0], 2 * c, *z.shape[2:]), dtype=z.dtype, device=z.device)
     torch.clamp(z, min=0, out=out[:, :c])
     torch.clamp(z.neg_(), min=0, out=out[:, c:])
-    return out.pow_(power)
+    if power == 2:
+        return out.square_()
+    if power == 1.5:  # x * sqrt(x): the same to rounding, and several times faster than a general pow
+        flat = out.view(-1)  # in slices: the square root's temporary stays small and is reused
+        for lo in range(0, flat.numel(), 1 << 20):
+            part = flat[lo:lo + (1 << 20)]
+            part.mul_(part.sqrt())
+        return out
+    return out.pow_(power) if power != 1 else out
 
 
 class _OneBlockModel(nn.Module):
@@ -135,7 +143,7 @@ class GaborBank(_OneBlockModel):
             if level:
                 img = F.conv2d(F.pad(img, (2, 2, 2, 2), mode="replicate"), self.blur)[:, :, ::2, ::2]
             z = F.conv2d(F.pad(img, (pad, pad, pad, pad), mode="replicate"), self.kernels)
-            z = torch.cat([F.relu(z), F.relu(-z)], dim=1).square()
+            z = rectified_power(z, 2)
             z = F.adaptive_avg_pool2d(z, target) if z.shape[-2] >= target[0] else \
                 F.interpolate(z, size=target, mode="bilinear", align_corners=False)
             levels.append(z)

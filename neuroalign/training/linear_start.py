@@ -32,7 +32,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from neuroalign.linalg import column_stats, eigh
+from neuroalign.linalg import eigh, standardised_gram, standardised_t_product, standardiser
 
 
 logger = logging.getLogger(__name__)
@@ -73,40 +73,93 @@ def _cosine_key(a: np.ndarray, b: np.ndarray) -> tuple[float, float]:
     return 0.5 * mrr, 0.5 * top1
 
 
-def standardiser(train_features: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Mean and scale `(D,)` of the train features; constant inputs get scale 1 (they stay 0)."""
-    mean, std = column_stats(train_features)
-    floor = 1e-6 * max(float(std.max(initial=0.0)), 1e-12)
-    return mean, np.where(std > floor, std, 1.0)
-
-
 def fit_linear_start(train_features: np.ndarray, train_responses: np.ndarray, val_features: np.ndarray,
                      val_responses: np.ndarray, n_components: int, alphas: tuple[float, ...] = ALPHAS,
                      ranks: tuple[int, ...] = RANKS, whiten: tuple[float, ...] = WHITEN) -> LinearStart:
     """Closed-form start (see the module docstring). Features `(n, D)`, responses `(n, K)`; val the same
     with its own row count. Returns weights for `n_components` dimensions (those beyond the chosen
     rank are zero)."""
-    # float64 copies standardised in place (features can be 10^5 wide: one copy, not three)
-    x_tr = np.array(train_features, dtype=np.float64).reshape(len(train_features), -1)
-    x_va = np.array(val_features, dtype=np.float64).reshape(len(val_features), -1)
+    x_tr = np.asarray(train_features).reshape(len(train_features), -1)
+    x_va = np.asarray(val_features).reshape(len(val_features), -1)
+    _check_sizes(len(x_tr), len(x_va))
+    mean, scale = standardiser(x_tr)
+    dual = solve_start(standardised_gram(x_tr, mean, scale), standardised_gram(x_va, mean, scale, b=x_tr),
+                       train_responses, val_responses, n_components, alphas, ranks, whiten)
+    return dual.primal(x_tr, mean, scale)
+
+
+def _check_sizes(n_train: int, n_val: int) -> None:
+    if n_train < 3 or n_val < 2:
+        raise ValueError(f"the linear start needs >= 3 train and >= 2 val images, got {n_train} and {n_val}")
+
+
+@dataclass
+class DualStart:
+    """The closed-form start in the dual form: the image embedding of an image is `k @ coef`, with `k`
+    its standardised features' products with the train images' (`linalg.standardised_gram`); the
+    neural side as in `LinearStart`. `primal` turns it into feature-space weights (one D x n x q
+    product); a profile or a choice between image models needs only the embeddings."""
+
+    coef: np.ndarray  # (n_train, q): whitening included
+    neural_weight: np.ndarray  # (n_components, K)
+    neural_bias: np.ndarray  # (n_components,)
+    report: dict[str, Any]
+
+    def image_embeddings(self, gram_rows: np.ndarray) -> np.ndarray:
+        """`(m, n_components)` embeddings of the images whose Gram rows (against train) are given."""
+        out = np.zeros((len(gram_rows), len(self.neural_bias)))
+        out[:, :self.coef.shape[1]] = np.asarray(gram_rows, dtype=np.float64) @ self.coef
+        return out
+
+    def neural_embeddings(self, responses: np.ndarray) -> np.ndarray:
+        return np.asarray(responses, dtype=np.float64) @ self.neural_weight.T + self.neural_bias
+
+    def primal(self, train_features: np.ndarray, mean: np.ndarray, scale: np.ndarray) -> LinearStart:
+        """The same start with image weights in feature space (`image_weight (n_components, D)`)."""
+        x_tr = np.asarray(train_features).reshape(len(train_features), -1)
+        q = self.coef.shape[1]
+        image_weight = np.zeros((len(self.neural_bias), x_tr.shape[1]))
+        image_weight[:q] = standardised_t_product(x_tr, mean, scale, self.coef).T
+        report = {**self.report, "n_features": int(x_tr.shape[1])}
+        return LinearStart(mean, scale, image_weight, self.neural_weight, self.neural_bias, report)
+
+
+def _top_right_singular(a: np.ndarray, q: int) -> tuple[np.ndarray, np.ndarray]:
+    """The top `q` right singular vectors `(K, q)` and singular values of `a (r, K)`, through the
+    smaller of its two Gram matrices (r x r or K x K: a few hundred neurons against a thousand train
+    images, or ten thousand neurons against it). Signs are arbitrary (the start's embeddings use the
+    same vectors on both sides, so cosines do not depend on them)."""
+    r, k = a.shape
+    if k <= r:
+        sig2, v = eigh(a.T @ a, top=q)
+        sig2, v = np.maximum(sig2[::-1], 1e-300), v[:, ::-1]
+        return v, np.sqrt(sig2)
+    sig2, e = eigh(a @ a.T, top=q)
+    sig2, e = np.maximum(sig2[::-1], 1e-300), e[:, ::-1]
+    sig = np.sqrt(sig2)
+    return (a.T @ e) / sig, sig
+
+
+def solve_start(gram_train: np.ndarray, gram_val: np.ndarray, train_responses: np.ndarray,
+                val_responses: np.ndarray, n_components: int, alphas: tuple[float, ...] = ALPHAS,
+                ranks: tuple[int, ...] = RANKS, whiten: tuple[float, ...] = WHITEN) -> DualStart:
+    """The closed-form start from the standardised Gram matrices of the train images `(n, n)` and of
+    the val images against them `(n_val, n)` (module docstring, steps 2-4; its choices on val)."""
     y_tr = np.asarray(train_responses, dtype=np.float64)
     y_va = np.asarray(val_responses, dtype=np.float64)
     n, k = y_tr.shape
-    if n < 3 or len(x_va) < 2:
-        raise ValueError(f"the linear start needs >= 3 train and >= 2 val images, got {n} and {len(x_va)}")
-    mean, scale = standardiser(x_tr)
-    for x in (x_tr, x_va):
-        x -= mean
-        x /= scale
+    _check_sizes(n, len(y_va))
+    if gram_train.shape != (n, n) or gram_val.shape != (len(y_va), n):
+        raise ValueError(f"Gram matrices {gram_train.shape} and {gram_val.shape} do not match {n} train and "
+                         f"{len(y_va)} val responses; expected ({n}, {n}) and ({len(y_va)}, {n})")
     y_mean = y_tr.mean(axis=0)
     yc_tr, yc_va = y_tr - y_mean, y_va - y_mean
 
-    s2, u = eigh(x_tr @ x_tr.T)  # X = U S V^T through the n x n Gram matrix
+    s2, u = eigh(gram_train)  # X = U S V^T through the n x n Gram matrix
     keep = s2 > 1e-10 * max(float(s2.max()), 1e-300)
     s2, u = s2[keep][::-1], u[:, keep][:, ::-1]
-    kv_u = (x_va @ x_tr.T) @ u  # (n_val, r): val features against the train basis
+    kv_u = gram_val @ u  # (n_val, r): val features against the train basis
     m = u.T @ yc_tr  # (r, K)
-    mmt = m @ m.T  # (r, r)
     r = len(s2)
     if r == 0:
         raise ValueError("the image features are constant across the training images (nothing to align); "
@@ -118,12 +171,7 @@ def fit_linear_start(train_features: np.ndarray, train_responses: np.ndarray, va
     for alpha_rel in alphas:
         alpha = alpha_rel * float(s2.max())
         g = s2 / (s2 + alpha)  # shrinkage of the train prediction U diag(g) M
-        # right singular vectors of diag(g) M through its r x r Gram matrix, top q_max only
-        gram = g[:, None] * mmt * g[None, :]
-        sig2, e = eigh(gram, top=q_max)
-        sig2, e = np.maximum(sig2[::-1], 1e-300), e[:, ::-1]
-        sig = np.sqrt(sig2)
-        q_mat = ((g[:, None] * m).T @ e) / sig  # (K, q_max), orthonormal columns
+        q_mat, sig = _top_right_singular(g[:, None] * m, q_max)  # (K, q_max), orthonormal columns
         img_va = (kv_u / (s2 + alpha)) @ (m @ q_mat)  # val predictions projected on Q
         neu_va = yc_va @ q_mat
         neu_tr_std = np.maximum((yc_tr @ q_mat).std(axis=0), 1e-12)
@@ -142,21 +190,17 @@ def fit_linear_start(train_features: np.ndarray, train_responses: np.ndarray, va
                               "img_std": img_tr_std[:q].copy(), "neu_std": neu_tr_std[:q].copy()}
     q = chosen["rank"]
     q_mat = chosen["q_mat"]
-    # image weights in feature space: X^T U diag(1/(s2+alpha)) M Q  -> (D, q), never D x K
-    w_img = x_tr.T @ ((u / (s2 + chosen["alpha"])) @ (m @ q_mat))
-    w_neu = q_mat.copy()  # (K, q)
     p_img, p_neu = chosen["whiten"]
-    w_img = w_img / chosen["img_std"] ** p_img
-    w_neu = w_neu / chosen["neu_std"] ** p_neu
-    image_weight = np.zeros((n_components, x_tr.shape[1]))
+    # image embedding = K U diag(1/(s2+alpha)) M Q (whitened): weights in feature space are X^T of it
+    coef = ((u / (s2 + chosen["alpha"])) @ (m @ q_mat)) / chosen["img_std"] ** p_img
     neural_weight = np.zeros((n_components, k))
-    image_weight[:q], neural_weight[:q] = w_img.T, w_neu.T
+    neural_weight[:q] = (q_mat / chosen["neu_std"] ** p_neu).T
     neural_bias = -neural_weight @ y_mean
     report = {k_: chosen[k_] for k_ in ("alpha_relative", "rank", "whiten", "val_top1_mean", "val_mrr_mean")}
-    report.update({"n_train": int(n), "n_features": int(x_tr.shape[1]), "n_neurons": int(k)})
+    report.update({"n_train": int(n), "n_neurons": int(k)})
     logger.info("linear start: alpha %.2g (relative), rank %d, whiten %s, val top-1 %.3f", report["alpha_relative"],
                 q, report["whiten"], report["val_top1_mean"])
-    return LinearStart(mean, scale, image_weight, neural_weight, neural_bias, report)
+    return DualStart(coef, neural_weight, neural_bias, report)
 
 
 def apply_linear_start(image_tower, neural_tower, start: LinearStart) -> None:

@@ -13,6 +13,10 @@ config uses):
 3. the encoding score per neuron: FEVE of a ridge from those features, strength chosen on val,
    scored on the test repeats (`evaluation.feve`).
 
+Steps 2 and 3 share one standardised Gram product of all images with the train images (the one
+large product, images x features x train images); the start is solved in the dual form on it
+(`linear_start.solve_start`), so no layer's weights in feature space are ever formed.
+
 Beside it the reference lines: ridge from pixels and from random rectified features (test top-1),
 the repeat decoder, the noiseless oracle where the simulator kept it, and FEV (the noise ceiling of
 FEVE is 1). `best` marks the layer with the best val MRR per model and overall (test numbers are
@@ -39,7 +43,8 @@ from neuroalign.evaluation.retrieval import retrieval_metrics
 from neuroalign.io_utils import atomic_write_json
 from neuroalign.models import cached_features
 from neuroalign.training.image_choice import Candidate, candidate_tower
-from neuroalign.training.linear_start import LinearStart, fit_linear_start
+from neuroalign.linalg import standardised_gram, standardiser
+from neuroalign.training.linear_start import LinearStart, solve_start
 
 logger = logging.getLogger(__name__)
 
@@ -128,18 +133,25 @@ def alignment_profile(subject: Subject, config: TrainConfig | None = None, model
         try:
             tower = candidate_tower(config, cand)
             _prefetch_model(config, cands[i:], subject, cache_dir, stop_event)
-            feats = cached_features(tower, subject.images, subject.data_hash, cache_dir=cache_dir).flatten(1).numpy()
+            feats = cached_features(tower, subject.images, subject.data_hash, cache_dir=cache_dir,
+                                    remember=cache_dir is None).flatten(1).numpy()
         except ValueError as exc:  # e.g. images too small for a deep layer: the row says why
             rows.append({"model": cand.backbone, "stage": cand.stage, "block": cand.block, "label": cand.label,
                          "error": str(exc)})
             continue
-        start = fit_linear_start(feats[tr], resp[tr], feats[va], resp[va], config.n_components)
-        img, neu = start_embeddings(start, feats, resp)
+        # one standardised Gram product of all images with the train images serves the start, its
+        # scores and the FEVE ridge (the same numbers as `fit_linear_start` on the features)
+        mean, scale = standardiser(feats, rows=tr)
+        gram = standardised_gram(feats, mean, scale, b_rows=tr)
+        del feats
+        start = solve_start(gram[tr], gram[va], resp[tr], resp[va], config.n_components)
+        img, neu = start.image_embeddings(gram), start.neural_embeddings(resp)
         row = {"model": cand.backbone, "stage": cand.stage, "block": cand.block, "transform": cand.transform,
-               "label": cand.label, "n_features": int(feats.shape[1]),
+               "label": cand.label, "n_features": len(mean),
                "val": _short(cosine_metrics(img[va], neu[va])), "test": _short(cosine_metrics(img[te], neu[te])),
-               "val_mrr": float(start.report["val_mrr_mean"]), "start": start.report}
-        enc = linear_feve(feats, resp, reps, split)
+               "val_mrr": float(start.report["val_mrr_mean"]),
+               "start": {**start.report, "n_features": len(mean)}}
+        enc = linear_feve(None, resp, reps, split, gram=gram)
         if enc is not None:
             row["feve"] = {k: v for k, v in enc.items() if k != "per_neuron"}
         row["seconds"] = round(time.monotonic() - t1, 2)
@@ -164,7 +176,7 @@ def _prefetch_model(config: TrainConfig, remaining: Sequence[Candidate], subject
     model's shallower builds are prefixes of its deepest one (pretrained models: EfficientNet-Lite0's
     seven stage ends cost one pass instead of seven). Random-init models whose truncated builds draw
     other weights (DS-Net) keep one pass per layer, as training computes them."""
-    from neuroalign.models.feature_cache import compute_layer_features, lookup_features, shares_prefix, store_features
+    from neuroalign.models.feature_cache import compute_layer_features, has_features, shares_prefix, store_features
     from neuroalign.models.image_models import parse_combination
 
     name = remaining[0].backbone
@@ -175,7 +187,7 @@ def _prefetch_model(config: TrainConfig, remaining: Sequence[Candidate], subject
         towers = [candidate_tower(config, c) for c in same]
     except ValueError:
         return  # e.g. a layer that cannot read these images: each layer reports its own error
-    todo = [t for t in towers if lookup_features(t, subject.images, subject.data_hash, cache_dir) is None]
+    todo = [t for t in towers if not has_features(t, subject.images, subject.data_hash, cache_dir)]
     if len(todo) < 2:
         return
     deep = max(todo, key=lambda t: (t.stage, t.block))
@@ -189,7 +201,7 @@ def _prefetch_model(config: TrainConfig, remaining: Sequence[Candidate], subject
         logger.info("one-pass features of %s not used: %s", name, exc)
         return
     for tower, f in zip(todo, feats or []):
-        store_features(tower, subject.images, subject.data_hash, f, cache_dir)
+        store_features(tower, subject.images, subject.data_hash, f, cache_dir, remember=cache_dir is None)
 
 
 def _best(rows: list[dict[str, Any]]) -> dict[str, Any]:

@@ -47,8 +47,8 @@ import numpy as np
 
 from neuroalign.data.splits import Normaliser
 from neuroalign.io_utils import atomic_savez, atomic_write_json
-from neuroalign.linalg import eigh
-from neuroalign.training.linear_start import _cosine_key, standardiser
+from neuroalign.linalg import eigh, standardiser
+from neuroalign.training.linear_start import _cosine_key
 
 logger = logging.getLogger(__name__)
 
@@ -340,7 +340,7 @@ def fit_shared(features: np.ndarray, responses: Mapping[str, np.ndarray], rows: 
         raise ValueError("a shared fit needs at least one subject, got none")
     x = np.asarray(features).reshape(len(features), -1)
     train_rows = np.unique(np.concatenate([rows[n][splits[n]["train"]] for n in names]))
-    mean, scale = standardiser(np.asarray(x[train_rows], dtype=np.float64))
+    mean, scale = standardiser(x, rows=train_rows)
     xs = ((x - mean) / scale).astype(np.float32)
     if status:
         status(f"shared fit: Gram matrix of {len(x):,} images x {x.shape[1]:,} features")
