@@ -41,9 +41,9 @@ from neuroalign.evaluation import baselines as base
 from neuroalign.evaluation.feve import linear_feve
 from neuroalign.evaluation.retrieval import retrieval_metrics
 from neuroalign.io_utils import atomic_write_json
+from neuroalign.linalg import standardised_gram, standardiser
 from neuroalign.models import cached_features
 from neuroalign.training.image_choice import Candidate, candidate_tower
-from neuroalign.linalg import standardised_gram, standardiser
 from neuroalign.training.linear_start import LinearStart, solve_start
 
 logger = logging.getLogger(__name__)
