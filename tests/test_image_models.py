@@ -19,7 +19,7 @@ from neuroalign.models.filter_banks import GaborBank, gabor_pair_kernels
 from neuroalign.models.image_models import build_image_model, check_catalog, image_model_spec, registered_models
 from neuroalign.training.image_choice import AUTO_CANDIDATES, Candidate, candidate_tower, choose_image_features
 from neuroalign.training.linear_start import fit_linear_start
-from neuroalign.training.profile import alignment_profile, load_profile, save_profile, start_embeddings, cosine_metrics
+from neuroalign.training.profile import alignment_profile, load_profile, save_profile, cosine_metrics
 
 
 def test_registry_matches_the_torch_free_catalog():
@@ -187,7 +187,9 @@ def test_profile_layer_score_equals_a_separate_closed_form_start(sim_root, tmp_p
     feats = cached_features(tower, sub.images, sub.data_hash).flatten(1).numpy()
     start = fit_linear_start(feats[split["train"]], resp[split["train"]], feats[split["val"]], resp[split["val"]],
                              cfg.n_components)
-    img, neu = start_embeddings(start, feats, resp)
+    # the start's own weights in feature space, applied by hand (the profile works in the dual form)
+    img = ((feats.astype(np.float64) - start.feat_mean) / start.feat_scale) @ start.image_weight.T
+    neu = resp @ start.neural_weight.T + start.neural_bias
     test = cosine_metrics(img[split["test"]], neu[split["test"]])
     for d in ("image_to_neural", "neural_to_image"):
         assert row["test"][d]["top1"] == pytest.approx(test[d]["top1"])

@@ -98,7 +98,7 @@ class DualStart:
     """The closed-form start in the dual form: the image embedding of an image is `k @ coef`, with `k`
     its standardised features' products with the train images' (`linalg.standardised_gram`); the
     neural side as in `LinearStart`. `primal` turns it into feature-space weights (one D x n x q
-    product); a profile or a choice between image models needs only the embeddings."""
+    product); the profile needs only the embeddings."""
 
     coef: np.ndarray  # (n_train, q): whitening included
     neural_weight: np.ndarray  # (n_components, K)

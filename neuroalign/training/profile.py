@@ -44,7 +44,7 @@ from neuroalign.io_utils import atomic_write_json
 from neuroalign.linalg import standardised_gram, standardiser
 from neuroalign.models import cached_features
 from neuroalign.training.image_choice import Candidate, candidate_tower
-from neuroalign.training.linear_start import LinearStart, solve_start
+from neuroalign.training.linear_start import solve_start
 
 logger = logging.getLogger(__name__)
 
@@ -71,16 +71,6 @@ def profile_layers(models: Sequence[str] | None = None, layers: str = "stages") 
         chosen = spec.stage_ends() if layers == "stages" else spec.layers()
         out += [Candidate(name, s, b, spec.transform) for s, b in chosen]
     return out
-
-
-def start_embeddings(start: LinearStart, features: np.ndarray, responses: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Image and neural embeddings `(n, q)` of the closed-form start (what the towers compute after it)."""
-    x = np.array(features, dtype=np.float64)  # one copy, standardised in place
-    x -= start.feat_mean
-    x /= start.feat_scale
-    img = x @ start.image_weight.T
-    neu = np.asarray(responses, dtype=np.float64) @ start.neural_weight.T + start.neural_bias
-    return img, neu
 
 
 def cosine_metrics(a: np.ndarray, b: np.ndarray) -> dict[str, Any]:
