@@ -249,24 +249,56 @@ def test_auto_training_run_records_the_choice(sim_root, tmp_path, monkeypatch):
 
 
 def test_one_pass_layer_features_equal_each_layer_computed_alone():
-    """A profile computes a pretrained model's stage ends in one forward pass: every layer's features
-    equal what its own (truncated) tower computes, bit for bit. DS-Net's truncated random-init builds
-    draw other weights than its deeper builds, so it is refused (and profiled layer by layer)."""
+    """A profile computes a model's stage ends in one forward pass: every layer's features equal what
+    its own (truncated) tower computes, bit for bit -- for the pretrained EfficientNet-Lite0 and for
+    DS-Net's random init, drawn stage by stage so that each truncated build is the first part of the
+    deeper one. Towers of different models are refused."""
     from neuroalign.models.feature_cache import compute_features, compute_layer_features, shares_prefix
     from neuroalign.training.profile import profile_layers
 
     cfg = preset("recommended")
     images = np.random.default_rng(0).random((6, 1, 68, 270)).astype(np.float32)
-    towers = [candidate_tower(cfg, c) for c in profile_layers(["efficientnet_lite0"])[:4]]
-    together = compute_layer_features(towers, images, batch_size=4)
-    for tower, feats in zip(towers, together):
-        alone = compute_features(tower, images, batch_size=4)
-        assert feats.shape == alone.shape and torch.equal(feats, alone), (tower.stage, tower.block)
-    assert compute_layer_features(towers, images, should_stop=lambda: True) is None
-    ds = [candidate_tower(cfg, c) for c in profile_layers(["ds_net_tiny"])[:2]]
-    assert not shares_prefix(ds[0], ds[1])
+    for model, n in (("efficientnet_lite0", 4), ("ds_net_tiny", 4)):
+        towers = [candidate_tower(cfg, c) for c in profile_layers([model])[:n]]
+        together = compute_layer_features(towers, images, batch_size=4)
+        for tower, feats in zip(towers, together):
+            alone = compute_features(tower, images, batch_size=4)
+            assert feats.shape == alone.shape and torch.equal(feats, alone), (model, tower.stage, tower.block)
+        assert compute_layer_features(towers, images, should_stop=lambda: True) is None
+    mixed = [candidate_tower(cfg, c) for c in (profile_layers(["ds_net_tiny"])[0], profile_layers(["ds_net_small"])[1])]
+    assert not shares_prefix(mixed[0], mixed[1])
     with pytest.raises(ValueError, match="not a prefix"):
-        compute_layer_features(ds, images)
+        compute_layer_features(mixed, images)
+
+
+def test_dsnet_random_init_is_drawn_stage_by_stage():
+    """Every truncation of a DS-Net is the first part of the full network (same seed); a whole first
+    stage draws exactly what a one-stage network seeded the same way drew (so the `auto` default's
+    DS-Net candidate, stage 1 block 3, reads the features it was chosen on); stages and seeds differ."""
+    from neuroalign.models.dsnet import DSNet
+    from neuroalign.models.dsnet_models import seeded_dsnet
+
+    for name, depths in (("ds_net_tiny", (2, 2, 4, 1)), ("ds_net_small", (3, 4, 12, 3))):
+        full = build_image_model(name, len(depths), depths[-1])[0].state_dict()
+        for stage, block in ((1, 1), (1, depths[0]), (2, 1), (3, depths[2]), (4, 1)):
+            part = build_image_model(name, stage, block)[0].state_dict()
+            assert all(torch.equal(t, full[k]) for k, t in part.items()), (name, stage, block)
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(0)
+            legacy = DSNet((depths[0],)).state_dict()
+        first = build_image_model(name, 1, depths[0])[0].state_dict()
+        assert legacy.keys() == first.keys() and all(torch.equal(legacy[k], first[k]) for k in legacy)
+    small = build_image_model("ds_net_small", 2, 1)[0]
+    other = build_image_model("ds_net_small", 2, 1, seed=1)[0]
+    for key in ("blocks1.0.conv1.weight", "blocks2.0.conv1.weight"):
+        assert not torch.equal(other.state_dict()[key], small.state_dict()[key])
+    state = torch.random.get_rng_state()
+    build_image_model("ds_net_small", 2, 1)
+    assert torch.equal(state, torch.random.get_rng_state())
+    assert seeded_dsnet((3, 2), (3, 4, 12, 3)).depths == (3, 2)  # the last stage may be cut short
+    for bad in ((2, 4), (3, 5), (3, 4, 12, 3, 1)):
+        with pytest.raises(ValueError, match="not a prefix"):
+            seeded_dsnet(bad, (3, 4, 12, 3))
 
 
 def test_rectified_power_equals_the_general_power_to_rounding():

@@ -163,9 +163,9 @@ def _prefetch_model(config: TrainConfig, remaining: Sequence[Candidate], subject
                     stop_event: threading.Event | None) -> None:
     """Before the first layer of a model is scored: compute every remaining layer of that model that
     is not cached yet in ONE forward pass (`compute_layer_features`) and cache each, when the
-    model's shallower builds are prefixes of its deepest one (pretrained models: EfficientNet-Lite0's
-    seven stage ends cost one pass instead of seven). Random-init models whose truncated builds draw
-    other weights (DS-Net) keep one pass per layer, as training computes them."""
+    model's shallower builds are prefixes of its deepest one (EfficientNet-Lite0's seven stage ends,
+    or a DS-Net's, whose random init is drawn stage by stage: one pass instead of one per layer). A
+    model whose truncated builds are not prefixes (a user's own) keeps one pass per layer."""
     from neuroalign.models.feature_cache import compute_layer_features, has_features, shares_prefix, store_features
     from neuroalign.models.image_models import parse_combination
 
