@@ -271,3 +271,33 @@ def test_solve_start_on_gram_matrices_is_the_feature_space_start():
                                rtol=1e-10, atol=1e-10)
     with pytest.raises(ValueError, match="do not match"):
         solve_start(gram[tr], gram[va][:, :5], resp[tr], resp[va], 16)
+
+
+def test_train_space_start_equals_the_neuron_space_start():
+    """With more neurons than train images the start works in the train space (M M^T formed once);
+    it chooses the same settings and gives the same embeddings, to rounding, as the K-space path --
+    and so does the train-space path forced on a population smaller than the train set."""
+    from neuroalign.linalg import standardised_gram, standardiser
+    from neuroalign.training.linear_start import solve_start
+
+    rng = np.random.default_rng(7)
+    for k in (400, 30):  # wide (K > r: the automatic train-space path) and narrow
+        feats = rng.standard_normal((110, 200)).astype(np.float32)
+        resp = feats[:, :15].astype(np.float64) @ rng.standard_normal((15, k)) + 0.5 * rng.standard_normal((110, k))
+        tr, va = np.arange(80), np.arange(80, 110)
+        mean, scale = standardiser(feats, rows=tr)
+        gram = standardised_gram(feats, mean, scale, b_rows=tr)
+        starts = [solve_start(gram[tr], gram[va], resp[tr], resp[va], 24, train_space=flag) for flag in (True, False)]
+        auto = solve_start(gram[tr], gram[va], resp[tr], resp[va], 24)
+        assert auto.report == starts[0 if k > 80 else 1].report
+        fast, slow = starts
+        for key in ("alpha_relative", "rank", "whiten"):
+            assert fast.report[key] == slow.report[key], (k, key)
+        assert fast.report["val_mrr_mean"] == pytest.approx(slow.report["val_mrr_mean"], abs=1e-12)
+        # embeddings agree up to the sign of each dimension (singular vectors' signs are arbitrary)
+        img_f, img_s = fast.image_embeddings(gram), slow.image_embeddings(gram)
+        neu_f, neu_s = fast.neural_embeddings(resp), slow.neural_embeddings(resp)
+        signs = np.sign(np.sum(neu_f * neu_s, axis=0))
+        signs[signs == 0] = 1
+        np.testing.assert_allclose(img_f * signs, img_s, rtol=1e-7, atol=1e-9)
+        np.testing.assert_allclose(neu_f * signs, neu_s, rtol=1e-7, atol=1e-9)

@@ -142,9 +142,17 @@ def _top_right_singular(a: np.ndarray, q: int) -> tuple[np.ndarray, np.ndarray]:
 
 def solve_start(gram_train: np.ndarray, gram_val: np.ndarray, train_responses: np.ndarray,
                 val_responses: np.ndarray, n_components: int, alphas: tuple[float, ...] = ALPHAS,
-                ranks: tuple[int, ...] = RANKS, whiten: tuple[float, ...] = WHITEN) -> DualStart:
+                ranks: tuple[int, ...] = RANKS, whiten: tuple[float, ...] = WHITEN,
+                train_space: bool | None = None) -> DualStart:
     """The closed-form start from the standardised Gram matrices of the train images `(n, n)` and of
-    the val images against them `(n_val, n)` (module docstring, steps 2-4; its choices on val)."""
+    the val images against them `(n_val, n)` (module docstring, steps 2-4; its choices on val).
+
+    With more neurons than train dimensions (`train_space` None: K > r) every step before the last
+    works in the r-dimensional train space: the shrunk prediction `diag(g) M` (r x K) has its top
+    singular vectors from `diag(g) M M^T diag(g)`, and `M M^T` (with the responses' products with
+    it) is formed ONCE instead of one K-wide product per alpha; only the chosen basis is turned into
+    K-dimensional neural weights. Same numbers to rounding (`train_space=False` forces the K-space
+    path; a test compares the two)."""
     y_tr = np.asarray(train_responses, dtype=np.float64)
     y_va = np.asarray(val_responses, dtype=np.float64)
     n, k = y_tr.shape
@@ -166,15 +174,27 @@ def solve_start(gram_train: np.ndarray, gram_val: np.ndarray, train_responses: n
                          "expected features that vary between images -- check the images or the backbone block")
     q_max = int(min(n_components, r, k))
     ranks = tuple(sorted({min(int(q), q_max) for q in ranks if q >= 1} | {q_max}))
+    wide = k > r if train_space is None else bool(train_space)
+    if wide:  # products with the K neurons, once: Y Y^T (n x n), M M^T = U^T Y Y^T U, Y_tr M^T, Y_val M^T
+        p_tr = (yc_tr @ yc_tr.T) @ u  # (n, r)
+        mmt = u.T @ p_tr
+        mmt = 0.5 * (mmt + mmt.T)  # (r, r), symmetric to rounding
+        p_va = yc_va @ m.T  # (n_val, r)
     best: tuple[float, float] | None = None
     chosen: dict[str, Any] = {}
     for alpha_rel in alphas:
         alpha = alpha_rel * float(s2.max())
         g = s2 / (s2 + alpha)  # shrinkage of the train prediction U diag(g) M
-        q_mat, sig = _top_right_singular(g[:, None] * m, q_max)  # (K, q_max), orthonormal columns
-        img_va = (kv_u / (s2 + alpha)) @ (m @ q_mat)  # val predictions projected on Q
-        neu_va = yc_va @ q_mat
-        neu_tr_std = np.maximum((yc_tr @ q_mat).std(axis=0), 1e-12)
+        if wide:  # Q = M^T diag(g) E / sig, from the eigenvectors E of diag(g) M M^T diag(g)
+            sig2, e = eigh(g[:, None] * mmt * g[None, :], top=q_max)
+            sig = np.sqrt(np.maximum(sig2[::-1], 1e-300))
+            basis = (g[:, None] * e[:, ::-1]) / sig  # (r, q_max): Q = M^T basis
+            m_q, neu_va, neu_tr = mmt @ basis, p_va @ basis, p_tr @ basis
+        else:
+            basis, sig = _top_right_singular(g[:, None] * m, q_max)  # Q itself: (K, q_max), orthonormal
+            m_q, neu_va, neu_tr = m @ basis, yc_va @ basis, yc_tr @ basis
+        img_va = (kv_u / (s2 + alpha)) @ m_q  # val predictions projected on Q
+        neu_tr_std = np.maximum(neu_tr.std(axis=0), 1e-12)
         img_tr_std = np.maximum(sig / np.sqrt(n), 1e-12)
         for q in ranks:
             for p_img, p_neu in itertools.product(whiten, whiten):
@@ -186,13 +206,14 @@ def solve_start(gram_train: np.ndarray, gram_val: np.ndarray, train_responses: n
                     best = key
                     chosen = {"alpha_relative": alpha_rel, "rank": q, "whiten": [float(p_img), float(p_neu)],
                               "val_top1_mean": top1,
-                              "val_mrr_mean": mrr, "alpha": alpha, "q_mat": q_mat[:, :q].copy(),
+                              "val_mrr_mean": mrr, "alpha": alpha, "basis": basis[:, :q].copy(),
+                              "m_q": m_q[:, :q].copy(),
                               "img_std": img_tr_std[:q].copy(), "neu_std": neu_tr_std[:q].copy()}
     q = chosen["rank"]
-    q_mat = chosen["q_mat"]
+    q_mat = m.T @ chosen["basis"] if wide else chosen["basis"]  # (K, q)
     p_img, p_neu = chosen["whiten"]
     # image embedding = K U diag(1/(s2+alpha)) M Q (whitened): weights in feature space are X^T of it
-    coef = ((u / (s2 + chosen["alpha"])) @ (m @ q_mat)) / chosen["img_std"] ** p_img
+    coef = ((u / (s2 + chosen["alpha"])) @ chosen["m_q"]) / chosen["img_std"] ** p_img
     neural_weight = np.zeros((n_components, k))
     neural_weight[:q] = (q_mat / chosen["neu_std"] ** p_neu).T
     neural_bias = -neural_weight @ y_mean
