@@ -51,28 +51,32 @@ def standardiser(features: np.ndarray, rows: np.ndarray | None = None,
     return mean, np.where(std > floor, std, 1.0)
 
 
-def _standardised(x: np.ndarray, lo: int, hi: int, mean: np.ndarray, scale: np.ndarray) -> np.ndarray:
-    z = np.array(x[:, lo:hi], dtype=np.float64)
+def _standardised(x: np.ndarray, lo: int, hi: int, mean: np.ndarray, scale: np.ndarray,
+                  rows: np.ndarray | None = None) -> np.ndarray:
+    z = np.array(x[:, lo:hi] if rows is None else x[rows, lo:hi], dtype=np.float64)
     z -= mean[lo:hi]
     z /= scale[lo:hi]
     return z
 
 
 def standardised_gram(a: np.ndarray, mean: np.ndarray, scale: np.ndarray, b: np.ndarray | None = None,
-                      b_rows: np.ndarray | None = None, chunk: int = 2048) -> np.ndarray:
+                      b_rows: np.ndarray | None = None, chunk: int = 2048, rows: np.ndarray | None = None) -> np.ndarray:
     """`Z_a @ Z_b.T` in float64 with `Z = (x - mean) / scale`, `chunk` feature columns at a time (the
     features are float32 and up to ~10^5 wide: never a standardised float64 copy of them). `b` is
-    another feature matrix, or `b_rows` picks rows of `a`, or neither (`Z_a @ Z_a.T`). This is the one
-    large product (n x D x n) of the closed-form start, the ridge baselines and FEVE: they all work
-    in the dual form on it."""
+    another feature matrix, or `b_rows` picks rows of `a`, or neither (`Z_a @ Z_a.T`); `rows` limits
+    the result's rows to those rows of `a` (indices into `a`, as `b_rows` are). This is the one large
+    product (n x D x n) of the closed-form start, the ridge baselines and FEVE: they all work in the
+    dual form on it."""
     x = np.asarray(a).reshape(len(a), -1)
     other = None if b is None else np.asarray(b).reshape(len(b), -1)
     n_b = len(other) if other is not None else (len(b_rows) if b_rows is not None else len(x))
-    out = np.zeros((len(x), n_b))
+    out = np.zeros((len(x) if rows is None else len(rows), n_b))
     for lo in range(0, x.shape[1], chunk):
-        za = _standardised(x, lo, lo + chunk, mean, scale)
+        za = _standardised(x, lo, lo + chunk, mean, scale, rows)
         if other is not None:
             zb = _standardised(other, lo, lo + chunk, mean, scale)
+        elif rows is not None:
+            zb = _standardised(x, lo, lo + chunk, mean, scale, b_rows)
         else:
             zb = za if b_rows is None else za[b_rows]
         out += za @ zb.T

@@ -227,6 +227,21 @@ def test_auto_picks_the_best_val_candidate_and_records_every_score(sim_root, tmp
     tower = candidate_tower(cfg, choice.candidate)
     assert tower.n_inputs == winner["n_features"]
     assert all(c.backbone in IMAGE_MODEL_DEPTHS for c in AUTO_CANDIDATES)
+    # every score is the closed-form start fitted on that candidate's features (the pair: both side
+    # by side), and the winner's start has the feature-space weights of that fit
+    tr, va = split["train"], split["val"]
+    feats = [cached_features(candidate_tower(cfg, c), sub.images, sub.data_hash, cache_dir=tmp_path).flatten(1).numpy()
+             for c in cands]
+    feats.append(np.concatenate(feats, axis=1))
+    refs = [fit_linear_start(x[tr], resp[tr], x[va], resp[va], cfg.n_components) for x in feats]
+    for row, ref in zip(rows, refs):
+        assert row["val_mrr"] == pytest.approx(ref.report["val_mrr_mean"], abs=1e-9), row["model"]
+        assert row["val_top1"] == pytest.approx(ref.report["val_top1_mean"], abs=1e-9), row["model"]
+    ref = refs[rows.index(winner)]
+    assert choice.start.report["rank"] == ref.report["rank"] and choice.start.report["whiten"] == ref.report["whiten"]
+    np.testing.assert_allclose(choice.start.feat_scale, ref.feat_scale, rtol=1e-9)
+    np.testing.assert_allclose(choice.start.image_weight, ref.image_weight, rtol=1e-6, atol=1e-9)
+    np.testing.assert_allclose(choice.start.neural_weight, ref.neural_weight, rtol=1e-6, atol=1e-9)
 
 
 def test_auto_training_run_records_the_choice(sim_root, tmp_path, monkeypatch):

@@ -231,6 +231,11 @@ def test_standardised_gram_and_products_equal_the_explicit_matrices_across_chunk
                                    rtol=1e-10, atol=1e-8)
         np.testing.assert_allclose(standardised_gram(other, mean, scale, b=x, chunk=chunk), zo @ z.T,
                                    rtol=1e-10, atol=1e-8)
+        some = np.array([29, 1, 3, 17])
+        np.testing.assert_allclose(standardised_gram(x, mean, scale, b_rows=rows, rows=some, chunk=chunk),
+                                   z[some] @ z[rows].T, rtol=1e-10, atol=1e-8)
+        np.testing.assert_allclose(standardised_gram(x, mean, scale, rows=some, chunk=chunk), z[some] @ z.T,
+                                   rtol=1e-10, atol=1e-8)
         c = rng.standard_normal((30, 4))
         np.testing.assert_allclose(standardised_t_product(x, mean, scale, c, chunk=chunk), z.T @ c,
                                    rtol=1e-10, atol=1e-8)

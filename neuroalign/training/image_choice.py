@@ -2,9 +2,12 @@
 
 Like RidgeCV picks alpha, the default picks which frozen feature bank and layer the image tower
 reads: for every candidate of `AUTO_CANDIDATES` the features of all images are computed (and cached,
-so the winner's are reused by the trainer), the closed-form start (`linear_start.fit_linear_start`:
-ridge on the train images, reduced rank, whitening, each chosen on val) is fitted, and the candidate
-with the best mean val MRR of both retrieval directions wins (ties: val top-1, then the order below).
+so the winner's are reused by the trainer), the closed-form start (`linear_start.solve_start`:
+ridge on the train images, reduced rank, whitening, each chosen on val) is fitted in the dual form
+on the standardised Gram matrix of the train and val images, and the candidate with the best mean
+val MRR of both retrieval directions wins (ties: val top-1, then the order below). Only the winner's
+start gets feature-space weights (`DualStart.primal`); the pair read side by side is scored on the
+sum of its parts' Gram matrices (each bank standardised on its own), with no new product.
 The test images play no part. The candidates span the classic V1 model, the strongest simple
 baseline, the research code's backbone and a network trained on natural images:
 
@@ -28,8 +31,9 @@ import numpy as np
 import torch
 
 from neuroalign.config import AUTO, TrainConfig
+from neuroalign.linalg import standardised_gram, standardiser
 from neuroalign.models import ImageTower, cached_features
-from neuroalign.training.linear_start import LinearStart, fit_linear_start
+from neuroalign.training.linear_start import DualStart, LinearStart, solve_start
 
 logger = logging.getLogger(__name__)
 
@@ -99,8 +103,8 @@ def choose_image_features(config: TrainConfig, subject, split: dict[str, np.ndar
     va = np.asarray(split["val"], dtype=np.int64)
     responses = np.asarray(responses, dtype=np.float64)
     rows: list[dict[str, Any]] = []
-    best: tuple[tuple[float, float, int], Candidate, LinearStart] | None = None
-    scored: list[tuple[tuple[float, float, int], int, Candidate, torch.Tensor]] = []
+    best: tuple[tuple[float, float, int], Candidate, _Scored] | None = None
+    scored: list[tuple[tuple[float, float, int], int, Candidate, _Scored]] = []
     t_all = time.monotonic()
     for i, cand in enumerate(candidates):
         if best is not None and deadline is not None and time.monotonic() > deadline:
@@ -120,35 +124,70 @@ def choose_image_features(config: TrainConfig, subject, split: dict[str, np.ndar
         except ValueError as exc:  # e.g. images too small for this model's layer: the others still compete
             rows.append({"model": cand.label, "error": str(exc)})
             continue
-        x = feats.flatten(1).numpy()
         t_feat = time.monotonic() - t0
-        start = fit_linear_start(x[tr], responses[tr], x[va], responses[va], config.n_components)
-        rep = start.report
+        fit = _Scored.fit(feats, tr, va, responses, config.n_components)
+        rep = fit.dual.report
         key = (float(rep["val_mrr_mean"]), float(rep["val_top1_mean"]), -i)
         rows.append({"model": cand.label, "backbone": cand.backbone, "stage": cand.stage, "block": cand.block,
                      "transform": cand.transform, "val_mrr": rep["val_mrr_mean"], "val_top1": rep["val_top1_mean"],
-                     "n_features": int(x.shape[1]), "features_s": round(t_feat, 2),
+                     "n_features": fit.n_features, "features_s": round(t_feat, 2),
                      "fit_s": round(time.monotonic() - t0 - t_feat, 2)})
         logger.info("image model %s: val MRR %.3f, top-1 %.3f", cand.label, key[0], key[1])
         if best is None or key > best[0]:
-            best = (key, cand, start)
-        scored.append((key, i, cand, feats))
+            best = (key, cand, fit)
+        scored.append((key, i, cand, fit))
         scored = sorted(scored, key=lambda t: t[0], reverse=True)[:2]  # keep the two best's features only
     if combine and len(scored) == 2 and not (deadline is not None and time.monotonic() > deadline):
         best = _try_combination(config, subject, scored, responses, tr, va, rows, best, cache_dir, status)
     if best is None:
         raise ValueError("no image model could read these images: " +
                          "; ".join(f"{r['model']}: {r.get('error', r.get('skipped'))}" for r in rows))
-    _, cand, start = best
+    _, cand, fit = best
     report = {"chosen": cand.label, "backbone": cand.backbone, "stage": cand.stage, "block": cand.block,
               "transform": cand.transform, "criterion": "val MRR of the closed-form start (mean of both directions)",
               "candidates": rows, "elapsed_s": round(time.monotonic() - t_all, 2)}
-    return ImageChoice(cand, start, report)
+    return ImageChoice(cand, fit.start(tr), report)
+
+
+@dataclass
+class _Scored:
+    """A candidate's features `(N, ...)`, their train standardisation, the standardised Gram rows of
+    the train and val images against the train images, and the dual start fitted on them."""
+
+    feats: torch.Tensor
+    mean: np.ndarray
+    scale: np.ndarray
+    gram: np.ndarray  # (n_train + n_val, n_train)
+    dual: DualStart
+
+    @property
+    def n_features(self) -> int:
+        return len(self.mean)
+
+    @classmethod
+    def fit(cls, feats: torch.Tensor, tr: np.ndarray, va: np.ndarray, responses: np.ndarray,
+            n_components: int) -> "_Scored":
+        x = feats.flatten(1).numpy()
+        mean, scale = standardiser(x, rows=tr)
+        gram = standardised_gram(x, mean, scale, b_rows=tr, rows=np.concatenate([tr, va]))
+        return cls(feats, mean, scale, gram, _solve(gram, len(tr), responses, tr, va, n_components))
+
+    def start(self, tr: np.ndarray) -> LinearStart:
+        """The start with feature-space weights (what the trainer copies into the towers)."""
+        return self.dual.primal(self.feats.flatten(1).numpy()[tr], self.mean, self.scale)
+
+
+def _solve(gram: np.ndarray, n_train: int, responses: np.ndarray, tr: np.ndarray, va: np.ndarray,
+           n_components: int) -> DualStart:
+    if n_train < 3 or len(va) < 2:
+        raise ValueError(f"the linear start needs >= 3 train and >= 2 val images, got {n_train} and {len(va)}")
+    return solve_start(gram[:n_train], gram[n_train:], responses[tr], responses[va], n_components)
 
 
 def _try_combination(config, subject, scored, responses, tr, va, rows, best, cache_dir, status):
-    """Score the two best candidates side by side; keep their concatenated features in the cache under
-    the combination's own key (so the trainer reuses them) when it wins. Returns the new best."""
+    """Score the two best candidates side by side (their standardised features concatenated: the Gram
+    matrix is the sum of theirs); keep the concatenated features in the cache under the combination's
+    own key (so the trainer reuses them) when it wins. Returns the new best."""
     from neuroalign.models.feature_cache import store_features
     from neuroalign.models.image_models import combination_name
 
@@ -158,17 +197,19 @@ def _try_combination(config, subject, scored, responses, tr, va, rows, best, cac
     if status is not None:
         status("choosing the image model: the two best side by side")
     t0 = time.monotonic()
-    feats = torch.cat([f for _, _, _, f in pair], dim=1)
-    x = feats.flatten(1).numpy()
-    start = fit_linear_start(x[tr], responses[tr], x[va], responses[va], config.n_components)
-    rep = start.report
+    parts = [f for _, _, _, f in pair]
+    gram = parts[0].gram + parts[1].gram
+    fit = _Scored(torch.cat([p.feats for p in parts], dim=1), np.concatenate([p.mean for p in parts]),
+                  np.concatenate([p.scale for p in parts]), gram,
+                  _solve(gram, len(tr), responses, tr, va, config.n_components))
+    rep = fit.dual.report
     key = (float(rep["val_mrr_mean"]), float(rep["val_top1_mean"]), -len(rows))
     rows.append({"model": " + ".join(c.label for _, _, c, _ in pair), "backbone": name, "stage": 1, "block": 1,
                  "transform": "none", "val_mrr": rep["val_mrr_mean"], "val_top1": rep["val_top1_mean"],
-                 "n_features": int(x.shape[1]), "features_s": 0.0, "fit_s": round(time.monotonic() - t0, 2)})
+                 "n_features": fit.n_features, "features_s": 0.0, "fit_s": round(time.monotonic() - t0, 2)})
     if best is not None and key > best[0]:
-        store_features(candidate_tower(config, cand), subject.images, subject.data_hash, feats, cache_dir)
-        return (key, cand, start)
+        store_features(candidate_tower(config, cand), subject.images, subject.data_hash, fit.feats, cache_dir)
+        return (key, cand, fit)
     return best
 
 
