@@ -93,3 +93,17 @@ def test_correlation_matrix_matches_numpy_and_handles_constant_rows():
     np.testing.assert_allclose(correlation_matrix(a, b), ref, atol=1e-12)
     c = correlation_matrix(np.ones((2, 7)), b)
     assert np.all(c == 0)
+
+
+def test_wilson_interval_always_contains_the_proportion():
+    """Every interval holds its own proportion, also at 0 and 1 where rounding once put lo = 3e-17 > 0."""
+    from neuroalign.evaluation.retrieval import wilson_interval
+
+    for n in (1, 3, 7, 10, 49, 100, 150, 1000):
+        for k in range(0, n + 1, max(1, n // 20)):
+            p = k / n
+            lo, hi = wilson_interval(p, n)
+            assert 0.0 <= lo <= p <= hi <= 1.0, (k, n, lo, hi)
+    assert wilson_interval(0.0, 10)[0] == 0.0 and wilson_interval(1.0, 10)[1] == 1.0
+    lo, hi = wilson_interval(0.5, 100)
+    assert 0.40 < lo < 0.41 and 0.59 < hi < 0.60  # the textbook 95 % interval for 50/100

@@ -70,7 +70,8 @@ def wilson_interval(p: float, n: int, z: float = Z95) -> list[float]:
     denom = 1 + z * z / n
     centre = (p + z * z / (2 * n)) / denom
     half = z * np.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
-    return [float(max(0.0, centre - half)), float(min(1.0, centre + half))]
+    # the interval contains p; rounding must not push an end past it (p = 0 gave lo = 3e-17 > p)
+    return [float(min(p, max(0.0, centre - half))), float(max(p, min(1.0, centre + half)))]
 
 
 def _top1_hits(s: np.ndarray) -> np.ndarray:
