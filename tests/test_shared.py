@@ -188,3 +188,24 @@ def test_torchrun_shared_and_adapt_two_processes_match_one(shared_root: Path, tm
     adapted = torchrun("--adapt-from", str(two), "--subjects", "D", "--runs-dir", str(tmp_path / "two-adapt"))
     assert json.loads((adapted / "status.json").read_text())["state"] == "finished"
     assert [p.name for p in (tmp_path / "two-adapt").iterdir()] == [adapted.name]
+
+
+def test_fit_shared_embeddings_are_the_standardised_features_times_the_weights() -> None:
+    """The shared fit's image embeddings of all images (from the Gram matrix and the dual
+    coefficients) equal the train-standardised features times its feature-space weights, also where
+    two subjects share images; the standardisation uses the pooled train images only."""
+    from neuroalign.training.shared import fit_shared
+
+    rng = np.random.default_rng(11)
+    n_all, d = 70, 300
+    x = (rng.standard_normal((n_all, d)) ** 2).astype(np.float32)
+    rows = {"a": np.arange(50), "b": np.arange(20, 70)}  # images 20..49 seen by both
+    responses = {s: x[r][:, :10].astype(np.float64) @ rng.standard_normal((10, k)) + rng.standard_normal((50, k))
+                 for s, r, k in (("a", rows["a"], 15), ("b", rows["b"], 40))}
+    splits = {s: {"train": np.arange(36), "val": np.arange(36, 43), "test": np.arange(43, 50)} for s in rows}
+    out = fit_shared(x, responses, rows, splits, n_components=8)
+    train_rows = np.unique(np.concatenate([rows[s][splits[s]["train"]] for s in rows]))
+    z = (x.astype(np.float64) - x[train_rows].astype(np.float64).mean(0)) / x[train_rows].astype(np.float64).std(0)
+    np.testing.assert_allclose(out["feat_mean"], x[train_rows].astype(np.float64).mean(0), rtol=1e-9, atol=1e-9)
+    np.testing.assert_allclose(out["z_all"], z @ out["image_weight"].T, rtol=1e-7, atol=1e-8)
+    assert out["image_weight"].shape == (out["report"]["rank"], d)

@@ -47,7 +47,7 @@ import numpy as np
 
 from neuroalign.data.splits import Normaliser
 from neuroalign.io_utils import atomic_savez, atomic_write_json
-from neuroalign.linalg import eigh, standardiser
+from neuroalign.linalg import eigh, standardised_gram, standardised_t_product, standardiser
 from neuroalign.training.linear_start import _cosine_key
 
 logger = logging.getLogger(__name__)
@@ -301,15 +301,6 @@ def make_readin(z: np.ndarray, raw_responses: np.ndarray, split: Mapping[str, np
 # the shared fit
 
 
-def _gram(x: np.ndarray, chunk: int = 2048) -> np.ndarray:
-    """`x @ x.T` in float64, by column blocks (x may be float32 and wide)."""
-    g = np.zeros((len(x), len(x)))
-    for s in range(0, x.shape[1], chunk):
-        xc = np.asarray(x[:, s:s + chunk], dtype=np.float64)
-        g += xc @ xc.T
-    return g
-
-
 @dataclass
 class _SubjectSolve:
     rows_tr: np.ndarray  # union rows of its train images
@@ -341,10 +332,9 @@ def fit_shared(features: np.ndarray, responses: Mapping[str, np.ndarray], rows: 
     x = np.asarray(features).reshape(len(features), -1)
     train_rows = np.unique(np.concatenate([rows[n][splits[n]["train"]] for n in names]))
     mean, scale = standardiser(x, rows=train_rows)
-    xs = ((x - mean) / scale).astype(np.float32)
     if status:
         status(f"shared fit: Gram matrix of {len(x):,} images x {x.shape[1]:,} features")
-    g = _gram(xs)
+    g = standardised_gram(x, mean, scale)  # (n_all, n_all), no standardised copy of the features
     solves: dict[str, _SubjectSolve] = {}
     for name in names:
         tr, va = splits[name]["train"], splits[name]["val"]
@@ -406,18 +396,19 @@ def fit_shared(features: np.ndarray, responses: Mapping[str, np.ndarray], rows: 
                                   "pieces": pieces, "vt": vt[:qq].copy(), "train_sd": train_sd, "per": per})
     assert best is not None
     key, ch = best
-    # image_weight^T = sum_s Xs_T^T (U_s coef_s) V_s / sd^p   (D, q): never a D x K matrix
+    # image_weight^T = Z^T C with C (n_all, q) the dual coefficients: each subject's U_s coef_s V_s on
+    # its train rows, summed where subjects share images, / sd^p  (D, q): never a D x K matrix
     q = ch["rank"]
-    wt = np.zeros((x.shape[1], q))
+    coef = np.zeros((len(x), q))
     off = 0
     for name, piece in zip(names, ch["pieces"]):
         s = solves[name]
         width = piece.shape[1]
-        dual = s.u @ (piece @ ch["vt"][:, off:off + width].T)  # (n_s, q)
-        wt += xs[s.rows_tr].T.astype(np.float64) @ dual
+        coef[s.rows_tr] += s.u @ (piece @ ch["vt"][:, off:off + width].T)  # rows_tr: distinct rows
         off += width
-    wt /= ch["train_sd"] ** ch["whiten"]
-    z_all = xs.astype(np.float64) @ wt
+    coef /= ch["train_sd"] ** ch["whiten"]
+    wt = standardised_t_product(x, mean, scale, coef)
+    z_all = g @ coef  # = Z @ wt
     report = {"alpha_relative": ch["alpha_relative"], "rank": q, "whiten": ch["whiten"],
               "val_mrr_pooled": key[0], "val_top1_pooled": key[1],
               "val_per_subject": {n: {"val_mrr_mean": v[0], "val_top1_mean": v[1]} for n, v in ch["per"].items()},
