@@ -237,7 +237,12 @@ def test_auto_picks_the_best_val_candidate_and_records_every_score(sim_root, tmp
     for row, ref in zip(rows, refs):
         assert row["val_mrr"] == pytest.approx(ref.report["val_mrr_mean"], abs=1e-9), row["model"]
         assert row["val_top1"] == pytest.approx(ref.report["val_top1_mean"], abs=1e-9), row["model"]
-    ref = refs[rows.index(winner)]
+    from neuroalign.training.linear_start import CV_FOLDS
+
+    x = feats[rows.index(winner)]
+    ref = fit_linear_start(x[tr], resp[tr], x[va], resp[va], cfg.n_components, folds=CV_FOLDS)
+    assert choice.start.report["selection"] == ref.report["selection"] == "5-fold cross-validation on the train and val images"
+    assert choice.start.report["cv_mrr_mean"] == pytest.approx(ref.report["cv_mrr_mean"], abs=1e-9)
     assert choice.start.report["rank"] == ref.report["rank"] and choice.start.report["whiten"] == ref.report["whiten"]
     np.testing.assert_allclose(choice.start.feat_scale, ref.feat_scale, rtol=1e-9)
     np.testing.assert_allclose(choice.start.image_weight, ref.image_weight, rtol=1e-6, atol=1e-9)
@@ -258,8 +263,9 @@ def test_auto_training_run_records_the_choice(sim_root, tmp_path, monkeypatch):
         "random_rectified", "v1_gabor", "random_rectified@1.1:none+v1_gabor@1.1:none")
     assert len(chosen["candidates"]) == 3  # the two, then both side by side
     results = json.loads((run / "results.json").read_text())
-    assert results["training"]["linear_start"]["val_mrr_mean"] == pytest.approx(
-        max(r["val_mrr"] for r in chosen["candidates"]))
+    start = results["training"]["linear_start"]  # the winner's start, its settings cross-validated
+    assert start["selection"].startswith("5-fold cross-validation") and 0 < start["cv_mrr_mean"] <= 1
+    assert start["val_mrr_mean"] <= max(r["val_mrr"] for r in chosen["candidates"]) + 1e-9
     assert results["encoding"]["model"]["n_neurons"] == 48
 
 

@@ -306,3 +306,45 @@ def test_train_space_start_equals_the_neuron_space_start():
         signs[signs == 0] = 1
         np.testing.assert_allclose(img_f * signs, img_s, rtol=1e-7, atol=1e-9)
         np.testing.assert_allclose(neu_f * signs, neu_s, rtol=1e-7, atol=1e-9)
+
+
+def test_cross_validated_settings_score_every_fold_and_refit_on_train():
+    """`folds`: each setting is scored by a fit on four fifths of train + val against the other fifth
+    (checked here for the chosen setting by scoring the folds by hand), the best mean wins, and the
+    start is then fitted on the train images with exactly that setting. Too few images for the folds
+    fall back to the val split and say so; a missing val Gram matrix is a one-line error."""
+    from neuroalign.linalg import standardised_gram, standardiser
+    from neuroalign.training.linear_start import _solve, cv_settings, solve_start
+
+    rng = np.random.default_rng(8)
+    feats = rng.standard_normal((200, 120)).astype(np.float32)
+    resp = feats[:, :12].astype(np.float64) @ rng.standard_normal((12, 30)) + 1.5 * rng.standard_normal((200, 30))
+    tr, va = np.arange(160), np.arange(160, 200)
+    mean, scale = standardiser(feats, rows=tr)
+    g = standardised_gram(feats, mean, scale)
+    trva = np.concatenate([tr, va])
+    start = solve_start(g[np.ix_(tr, tr)], g[np.ix_(va, tr)], resp[tr], resp[va], 16,
+                        gram_val_val=g[np.ix_(va, va)], folds=4)
+    rep = start.report
+    assert rep["selection"] == "4-fold cross-validation on the train and val images" and rep["folds"] == 4
+    setting, key = cv_settings(g[np.ix_(trva, trva)], resp[trva], 16, 4)
+    assert setting == (rep["alpha_relative"], rep["rank"], *rep["whiten"]) and key[0] == pytest.approx(rep["cv_mrr_mean"])
+    # the chosen setting's mean over the four folds, by hand: each fold scored with only that setting
+    one = dict(alphas=(setting[0],), ranks=(setting[1],), pairs=((setting[2], setting[3]),), train_space=None)
+    parts = np.array_split(np.random.default_rng(0).permutation(200), 4)
+    by_hand = []
+    for held in parts:
+        rest, hold = trva[np.setdiff1d(np.arange(200), held)], trva[held]
+        fold = _solve(g[np.ix_(rest, rest)], g[np.ix_(hold, rest)], resp[rest], resp[hold], 16, **one)[0]
+        by_hand.append(fold.report["val_mrr_mean"])
+    assert np.mean(by_hand) == pytest.approx(key[0], abs=1e-12)
+    # refitted on train with exactly that setting
+    alone = _solve(g[np.ix_(tr, tr)], g[np.ix_(va, tr)], resp[tr], resp[va], 16, **one)[0]
+    np.testing.assert_allclose(start.coef, alone.coef, rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(start.neural_weight, alone.neural_weight, rtol=1e-10, atol=1e-12)
+    assert rep["val_mrr_mean"] == alone.report["val_mrr_mean"]
+    # few images: the val split, said in the report
+    small = solve_start(g[:6, :6], g[6:8, :6], resp[:6], resp[6:8], 4, gram_val_val=g[6:8, 6:8], folds=5)
+    assert small.report["selection"].startswith("val split (8 images are too few for 5 folds)")
+    with pytest.raises(ValueError, match="need the val images' Gram matrix"):
+        solve_start(g[np.ix_(tr, tr)], g[np.ix_(va, tr)], resp[tr], resp[va], 16, folds=5)

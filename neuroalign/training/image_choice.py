@@ -6,7 +6,8 @@ so the winner's are reused by the trainer), the closed-form start (`linear_start
 ridge on the train images, reduced rank, whitening, each chosen on val) is fitted in the dual form
 on the standardised Gram matrix of the train and val images, and the candidate with the best mean
 val MRR of both retrieval directions wins (ties: val top-1, then the order below). Only the winner's
-start gets feature-space weights (`DualStart.primal`); the pair read side by side is scored on the
+start is refitted with cross-validated settings (`linear_start.CV_FOLDS`, as every training run's
+start) and gets feature-space weights (`DualStart.primal`); the pair read side by side is scored on the
 sum of its parts' Gram matrices (each bank standardised on its own), with no new product.
 The test images play no part. The candidates span the classic V1 model, the strongest simple
 baseline, the research code's backbone and a network trained on natural images:
@@ -33,7 +34,7 @@ import torch
 from neuroalign.config import AUTO, TrainConfig
 from neuroalign.linalg import standardised_gram, standardiser
 from neuroalign.models import ImageTower, cached_features
-from neuroalign.training.linear_start import DualStart, LinearStart, solve_start
+from neuroalign.training.linear_start import CV_FOLDS, DualStart, LinearStart, solve_start
 
 logger = logging.getLogger(__name__)
 
@@ -146,7 +147,7 @@ def choose_image_features(config: TrainConfig, subject, split: dict[str, np.ndar
     report = {"chosen": cand.label, "backbone": cand.backbone, "stage": cand.stage, "block": cand.block,
               "transform": cand.transform, "criterion": "val MRR of the closed-form start (mean of both directions)",
               "candidates": rows, "elapsed_s": round(time.monotonic() - t_all, 2)}
-    return ImageChoice(cand, fit.start(tr), report)
+    return ImageChoice(cand, fit.start(tr, va, responses, config.n_components), report)
 
 
 @dataclass
@@ -172,9 +173,16 @@ class _Scored:
         gram = standardised_gram(x, mean, scale, b_rows=tr, rows=np.concatenate([tr, va]))
         return cls(feats, mean, scale, gram, _solve(gram, len(tr), responses, tr, va, n_components))
 
-    def start(self, tr: np.ndarray) -> LinearStart:
-        """The start with feature-space weights (what the trainer copies into the towers)."""
-        return self.dual.primal(self.feats.flatten(1).numpy()[tr], self.mean, self.scale)
+    def start(self, tr: np.ndarray, va: np.ndarray, responses: np.ndarray, n_components: int) -> LinearStart:
+        """The training run's start on these features, with feature-space weights (what the trainer
+        copies into the towers): settings by cross-validation on train + val (`CV_FOLDS`; the
+        candidates were compared by the val split alone)."""
+        x = self.feats.flatten(1).numpy()
+        n = len(tr)
+        dual = solve_start(self.gram[:n], self.gram[n:], responses[tr], responses[va], n_components,
+                           gram_val_val=standardised_gram(x, self.mean, self.scale, b_rows=va, rows=va),
+                           folds=CV_FOLDS)
+        return dual.primal(x[tr], self.mean, self.scale)
 
 
 def _solve(gram: np.ndarray, n_train: int, responses: np.ndarray, tr: np.ndarray, va: np.ndarray,

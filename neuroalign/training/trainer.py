@@ -49,7 +49,7 @@ from neuroalign.training import distributed as dist_ops
 from neuroalign.training import state as state_io
 from neuroalign.training.device import available_memory_bytes, seed_everything
 from neuroalign.training.dual_tower import DualTower
-from neuroalign.training.linear_start import apply_linear_start, fit_linear_start
+from neuroalign.training.linear_start import CV_FOLDS, apply_linear_start, fit_linear_start
 from neuroalign.training.loop import Callback, FitLoop, FitResult, TrainingDiverged
 from neuroalign.training.state import FitState
 
@@ -422,7 +422,8 @@ class Trainer:
         resp = self.responses.cpu().numpy()
         start = self._chosen_start  # "auto" fitted it on exactly these features while choosing
         if start is None or start.image_weight.shape[1] != feats.shape[1]:
-            start = fit_linear_start(feats[tr], resp[tr], feats[va], resp[va], self.config.n_components)
+            start = fit_linear_start(feats[tr], resp[tr], feats[va], resp[va], self.config.n_components,
+                                     folds=CV_FOLDS)
         apply_linear_start(self.image_tower, self.neural_tower, start)
         dist_ops.broadcast_module(self.core, self.dist)
         self.state.linear_start = start.report
