@@ -7,9 +7,11 @@ config uses):
 
 1. the frozen features of all images (readout-head pooling and the model's default nonlinearity,
    cached like a training run's);
-2. the closed-form start (`linear_start.fit_linear_start`, its choices made on val) -- exactly the
-   start a training run on that layer begins from -- scored on val and on test, both directions,
-   top-1 with Wilson intervals, MRR, mean rank;
+2. the closed-form start (`linear_start.fit_linear_start`, its settings chosen on the val split:
+   how `auto` compares image models; a training run then re-chooses the settings of the layer it
+   trains on by 5-fold cross-validation on train + val, five more fits that the profile spares on
+   every layer) scored on val and on test, both directions, top-1 with Wilson intervals, MRR, mean
+   rank;
 3. the encoding score per neuron: FEVE of a ridge from those features, strength chosen on val,
    scored on the test repeats (`evaluation.feve`).
 

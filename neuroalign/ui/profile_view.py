@@ -280,6 +280,7 @@ def render_form(subject: str, data_dir: Path, running: bool) -> None:
               on_click=_start, args=(subject, data_dir),
               help="a profile of this subject is running" if running else
               "scores every chosen layer with the closed-form start on this subject's own split, in a worker process")
-    st.caption("Each layer: the image model's frozen features (cached), the closed-form start a training run on that "
-               "layer begins from (its choices made on validation), its identification both ways on validation and "
-               "test, and FEVE of a ridge from the features. A training job running at the same time shares the CPU.")
+    st.caption("Each layer: the image model's frozen features (cached), the closed-form start on them with its "
+               "settings chosen on validation (a training run re-chooses them by 5-fold cross-validation on train + "
+               "validation), its identification both ways on validation and test, and FEVE of a ridge from the "
+               "features. A training job running at the same time shares the CPU.")
