@@ -148,7 +148,8 @@ with st.expander("New training", expanded=not jobs_view.snapshots() or st.sessio
                               "reference: the original research code's settings (5000 epochs). attention: "
                               "attention over the neurons (the transformer neural tower). Picking one resets every field.")
         shared = kind == shared_view.SHARED
-        neural_kind, head = train_form.draw_selectors(st.session_state[keys.TRAIN_PRESET], draw=not shared)
+        neural_kind, head = train_form.draw_selectors(  # a shared model has one image side and nothing else
+            st.session_state[keys.TRAIN_PRESET], (train_form.BACKBONE_PATH,) if shared else train_form.SELECTOR_PATHS)
         with st.form(keys.TRAIN_FORM, border=False):
             if shared:  # closed form: only the image side, the shared space's size and the normaliser apply
                 train_form.draw_shared_fields()

@@ -25,8 +25,11 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread")
 def _shared_form(at, subjects):
     at.radio(key=keys.TRAIN_KIND).set_value(shared_view.SHARED).run()
     at.multiselect(key=keys.TRAIN_SUBJECTS).set_value(list(subjects)).run()
-    at.selectbox(key=keys.TRAIN_FIELD_PREFIX + "image.backbone").set_value("random_rectified")  # in the form:
-    at.number_input(key=keys.TRAIN_FIELD_PREFIX + "n_components").set_value(16)  # applied on submit
+    at.selectbox(key=keys.TRAIN_FIELD_PREFIX + "image.backbone").set_value("random_rectified").run()  # above the form
+    # the layer fields follow the image model at once (a one-layer bank: stage 1 block 1, no nonlinearity)
+    assert at.number_input(key=keys.TRAIN_FIELD_PREFIX + "image.block").value == 1
+    assert at.selectbox(key=keys.TRAIN_FIELD_PREFIX + "image.transform").value == "none"
+    at.number_input(key=keys.TRAIN_FIELD_PREFIX + "n_components").set_value(16)  # in the form: applied on submit
     return at
 
 

@@ -20,9 +20,11 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread")
 def _tiny(at, epochs=3, block=2):
     """Settings of a training that takes about a second on a CPU (the default preset's linear neural
     tower, which has no embedding size to shrink)."""
+    # the image model first: a selector above the form (its change reruns the page, and the layer fields
+    # follow it); the form's own fields then take effect on submit
+    at.selectbox(key=F + "image.backbone").set_value("ds_net_tiny").run()
     at.number_input(key=F + "epochs").set_value(epochs)
     at.number_input(key=F + "batch_size").set_value(16)
-    at.selectbox(key=F + "image.backbone").set_value("ds_net_tiny")
     at.number_input(key=F + "image.block").set_value(block)
     return at
 
@@ -90,6 +92,28 @@ def test_form_shows_only_the_fields_of_the_chosen_towers(app_populated):
     # what is hidden is what config_from_values ignores: the table's rule, one place
     for f in train_form.FORM_FIELDS:
         assert (f.path in shown) == f.applies("reference", "conv1x1"), f.path
+
+
+def test_picking_an_image_model_sets_a_layer_it_has(app_populated):
+    """The image model is a selector above the form: picking a filter bank (one layer) shows stage 1
+    block 1 and the bank's own nonlinearity at once, before anything is submitted, and what the form
+    shows is what config_from_values makes of it; back to the preset's model, the preset's layer."""
+    at = s.app_at(PAGE)
+    s.no_exceptions(at)
+    rec = preset("recommended")
+    values = lambda: (at.number_input(key=F + "image.stage").value, at.number_input(key=F + "image.block").value,
+                      at.selectbox(key=F + "image.transform").value)
+    assert values() == (rec.image.stage, rec.image.block, rec.image.transform)
+    at.selectbox(key=F + "image.backbone").set_value("v1_gabor").run()
+    s.no_exceptions(at)
+    assert values() == (1, 1, "none")
+    shown = {k: at.session_state[k] for k in at.session_state if str(k).startswith(F)}
+    image = train_form.config_from_values("recommended", shown).image
+    assert (image.backbone, image.stage, image.block, image.transform) == ("v1_gabor", 1, 1, "none")
+    at.selectbox(key=F + "image.backbone").set_value("ds_net_tiny").run()
+    assert values() == (1, 2, "square")  # the preset's stage 1 block 3, capped to DS-Net-T's two blocks
+    at.selectbox(key=F + "image.backbone").set_value(rec.image.backbone).run()
+    assert values() == (rec.image.stage, rec.image.block, rec.image.transform)
 
 
 def test_config_from_values_marks_custom_and_validates():

@@ -1,9 +1,11 @@
 """The Train page's hyperparameter form, generated from the field table (`neuroalign.config_fields`):
 which widgets exist, preset values <-> widget values <-> TrainConfig.
 
-The neural tower type and the image head are *selectors*: the page draws them above the form (so that
-changing them reruns the page) and the form shows only the fields that apply to the chosen pair.
-Fields that do not apply keep the preset's value.
+The image model, the image head and the neural tower type are *selectors*: the page draws them above
+the form (so that changing them reruns the page) and the form shows only the fields that apply to the
+chosen towers. Picking another image model sets the layer fields (stage, block, nonlinearity) to a
+layer that model has (`config.with_image_model_layer`: the preset's, capped to the model), so the
+form shows what will run. Fields that do not apply keep the preset's value.
 """
 
 from __future__ import annotations
@@ -17,7 +19,9 @@ from neuroalign.config_fields import FIELDS, HEAD_PATH, NEURAL_KIND_PATH, SECTIO
 from neuroalign.config_fields import ConfigField, lookup
 from neuroalign.ui import keys
 
-SELECTOR_PATHS = (HEAD_PATH, NEURAL_KIND_PATH)
+BACKBONE_PATH = "image.backbone"
+SELECTOR_PATHS = (BACKBONE_PATH, HEAD_PATH, NEURAL_KIND_PATH)
+LAYER_PATHS = ("image.stage", "image.block", "image.transform")  # follow the image model (`image_model_changed`)
 SECTIONS_PER_ROW = 3  # five side by side truncate labels and values below ~1,500 px
 
 
@@ -32,7 +36,7 @@ def form_fields(table: tuple[ConfigField, ...] = FIELDS) -> tuple[ConfigField, .
 
 
 def selectors(table: tuple[ConfigField, ...] = FIELDS) -> tuple[ConfigField, ...]:
-    """The image-head and neural-tower-type fields, in `SELECTOR_PATHS` order."""
+    """The image-model, image-head and neural-tower-type fields, in `SELECTOR_PATHS` order."""
     by_path = {f.path: f for f in form_fields(table)}
     return tuple(by_path[p] for p in SELECTOR_PATHS)
 
@@ -134,17 +138,38 @@ def config_from_values(preset_name: str, values: dict[str, Any],
     return config
 
 
-def draw_selectors(preset_name: str, draw: bool = True) -> tuple[str, str]:
-    """Give every form field its preset value unless it has one, draw the image-head and
-    neural-tower-type selectors (outside the form, so a change reruns the page and shows the fields
-    that apply; `draw=False`: not drawn, their values kept), and return the chosen (neural kind, head)."""
+def layer_values(preset_name: str, values: dict[str, Any]) -> dict[str, Any]:
+    """Widget key -> value of the layer fields (`LAYER_PATHS`) for the image model and head in
+    `values`: the preset's layer, capped to what that model has, with its own nonlinearity."""
+    by_path = {f.path: f for f in form_fields()}
+    base = cfgmod.preset(preset_name)
+    model = values.get(widget_key(by_path[BACKBONE_PATH]), base.image.backbone)
+    head = values.get(widget_key(by_path[HEAD_PATH]), base.image.head)
+    config = base.replace(**{BACKBONE_PATH: model, HEAD_PATH: head})
+    if model != base.image.backbone:
+        config = cfgmod.with_image_model_layer(config)
+    d = config.to_dict()
+    return {widget_key(by_path[p]): _to_widget(by_path[p], lookup(d, p)) for p in LAYER_PATHS}
+
+
+def image_model_changed(preset_name: str) -> None:
+    """The image-model selector's callback: the layer fields follow the new model (`layer_values`)."""
+    st.session_state.update(layer_values(preset_name, st.session_state))
+
+
+def draw_selectors(preset_name: str, paths: tuple[str, ...] = SELECTOR_PATHS) -> tuple[str, str]:
+    """Give every form field its preset value unless it has one, draw the selectors in `paths`
+    (outside the form, so a change reruns the page and shows the fields that apply; the others are
+    not drawn and keep their values), and return the chosen (neural kind, head)."""
     for k, v in widget_values(cfgmod.preset(preset_name)).items():
         st.session_state.setdefault(k, v)
-    if draw:
-        for col, f in zip(st.columns(len(SELECTOR_PATHS)), selectors()):
-            col.selectbox(f.label, f.choices, key=widget_key(f), help=form_help(f))
-    else:
-        for f in selectors():
+    drawn = [f for f in selectors() if f.path in paths]
+    for col, f in zip(st.columns(len(SELECTOR_PATHS)) if drawn else [], drawn):  # same widths when fewer are drawn
+        on_change = (image_model_changed, (preset_name,)) if f.path == BACKBONE_PATH else (None, ())
+        col.selectbox(f.label, f.choices, key=widget_key(f), help=form_help(f),
+                      on_change=on_change[0], args=on_change[1])
+    for f in selectors():
+        if f.path not in paths:
             st.session_state[widget_key(f)] = st.session_state[widget_key(f)]
     return chosen_towers(st.session_state, preset_name)
 
@@ -154,9 +179,10 @@ SHARED_PATHS = ("image.backbone", "image.stage", "image.block", "image.transform
 
 
 def draw_shared_fields(title: str = "Shared model") -> None:
-    """Only the fields a shared model reads (`SHARED_PATHS`), in one row of three columns; the
-    others keep their values through Streamlit's widget clean-up."""
-    shown = [f for f in FORM_FIELDS if f.path in SHARED_PATHS]
+    """Only the fields a shared model reads (`SHARED_PATHS`; its image model is a selector above the
+    form), in one row of three columns; the others keep their values through Streamlit's widget
+    clean-up."""
+    shown = [f for f in FORM_FIELDS if f.path in SHARED_PATHS and f.path not in SELECTOR_PATHS]
     st.markdown(f"**{title}**")
     cols = st.columns(SECTIONS_PER_ROW)
     for i, f in enumerate(shown):
