@@ -187,8 +187,7 @@ class _Scored:
 
 def _solve(gram: np.ndarray, n_train: int, responses: np.ndarray, tr: np.ndarray, va: np.ndarray,
            n_components: int) -> DualStart:
-    if n_train < 3 or len(va) < 2:
-        raise ValueError(f"the linear start needs >= 3 train and >= 2 val images, got {n_train} and {len(va)}")
+    """The val-split start from Gram rows (train images first, then val) against the train images."""
     return solve_start(gram[:n_train], gram[n_train:], responses[tr], responses[va], n_components)
 
 
