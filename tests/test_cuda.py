@@ -123,15 +123,22 @@ def test_cuda_folded_tower_matches_plain():
     torch.manual_seed(0)
     tower = NeuralTower(300, d_model=64, n_heads=1).cuda()
     r = torch.rand(40, 300, device="cuda")
-    params = [p for n, p in tower.named_parameters() if not n.startswith("mlp")]
+    named = [(n, p) for n, p in tower.named_parameters() if not n.startswith("mlp")]
     with torch.autocast("cuda", enabled=False):
         z_fold = tower._folded_attention_readout(r)
         z_plain = tower._plain_attention_readout(r)
     torch.testing.assert_close(z_fold, z_plain, rtol=1e-3, atol=1e-3 * z_plain.abs().max().item())
-    g_fold = torch.autograd.grad(z_fold.square().sum(), params)
-    g_plain = torch.autograd.grad(z_plain.square().sum(), params)
-    for gf, gp in zip(g_fold, g_plain):
-        torch.testing.assert_close(gf, gp, rtol=2e-3, atol=2e-3 * max(gp.abs().max().item(), 1e-6))
+    g_fold = torch.autograd.grad(z_fold.square().sum(), [p for _, p in named])
+    g_plain = torch.autograd.grad(z_plain.square().sum(), [p for _, p in named])
+    scale = max(g.abs().max().item() for g in g_plain)
+    for (name, _), gf, gp in zip(named, g_fold, g_plain):
+        if name == "attn.k.bias":
+            # the key bias adds q.b_k to every logit of a query alike, which softmax ignores: its
+            # gradient is 0 in exact arithmetic and float rounding on both paths (first GPU run:
+            # 1e-8 against 6e-8) is not a difference between them
+            assert gf.abs().max() < 1e-6 * scale and gp.abs().max() < 1e-6 * scale
+            continue
+        torch.testing.assert_close(gf, gp, rtol=2e-3, atol=2e-3 * max(gp.abs().max().item(), 1e-6), msg=name)
     with torch.autocast("cuda", dtype=torch.bfloat16):
         z_bf16 = tower._folded_attention_readout(r)
     assert (z_bf16.float() - z_plain).abs().max() < 0.05 * z_plain.abs().max()

@@ -293,7 +293,32 @@ def test_torchrun_cli_two_processes_match_one(tiny_subject_root, tmp_path):
     for k in ("epochs_run", "best_epoch"):
         assert r2["training"][k] == r1["training"][k], k
     assert r1["training"]["best_epoch"] >= 1  # trained weights are compared, not the closed-form start
-    # the maps agree to float rounding as amplified by two epochs on a tiny subject (~3e-5 of
-    # similarities ~0.1), far below the gaps between items that decide the ranks above
+    # the maps agree to float rounding as amplified by two epochs on a tiny subject (48 train images,
+    # 16,384 features): here 2e-5 of similarities up to 0.5. On a 16-core AVX-512 machine with torch
+    # 2.11 the start's cross-validation picked a near-interpolating ridge (alpha 1e-4) and the
+    # amplification grew: two processes differed from one by 6e-3 there, but one process with 16
+    # threads differed from itself with 1 thread by 9e-3, so the bound is 2 % of the largest
+    # similarity (ranks and metrics above are exact); the spawn tests above check the gradients tightly
     with np.load(two / "test_outputs.npz") as a, np.load(one / "test_outputs.npz") as b:
-        np.testing.assert_allclose(a["similarity"], b["similarity"], rtol=0, atol=2e-4)
+        scale = np.abs(b["similarity"]).max()
+        np.testing.assert_allclose(a["similarity"], b["similarity"], rtol=0, atol=0.02 * scale)
+
+
+def test_ddp_wrap_picks_the_buffer_keyword_this_torch_knows():
+    """torch 2.13 calls the per-forward buffer sync `forward_sync_buffers`; 2.11 (found on a CUDA
+    machine, where passing the new name raised TypeError in every torchrun run) knows only
+    `broadcast_buffers`. The wrapper reads the class's signature and passes the switch by its name."""
+    seen = {}
+
+    class NewDDP:
+        def __init__(self, module, device_ids=None, broadcast_buffers=None, forward_sync_buffers=None):
+            seen["new"] = (broadcast_buffers, forward_sync_buffers)
+
+    class OldDDP:
+        def __init__(self, module, device_ids=None, broadcast_buffers=True):
+            seen["old"] = broadcast_buffers
+
+    m = torch.nn.Linear(2, 2)
+    dist_ops.ddp_wrap(m, None, sync_buffers=False, ddp_class=NewDDP)
+    dist_ops.ddp_wrap(m, [0], sync_buffers=False, ddp_class=OldDDP)
+    assert seen == {"new": (None, False), "old": False}

@@ -143,6 +143,19 @@ def broadcast_module(module: nn.Module, dist: DistInfo) -> None:
         torch.distributed.broadcast(t.data, src=0)
 
 
+def ddp_wrap(module: nn.Module, device_ids: list[int] | None, sync_buffers: bool,
+             ddp_class: type = nn.parallel.DistributedDataParallel) -> nn.Module:
+    """`module` in DistributedDataParallel, with buffers synchronised at each forward only when
+    `sync_buffers`. torch 2.13 names that switch `forward_sync_buffers` (deprecating
+    `broadcast_buffers`); earlier releases, such as the 2.11 found on a CUDA machine, know only
+    `broadcast_buffers`: the keyword is chosen from the class's own signature."""
+    import inspect
+
+    params = inspect.signature(ddp_class.__init__).parameters
+    key = "forward_sync_buffers" if "forward_sync_buffers" in params else "broadcast_buffers"
+    return ddp_class(module, device_ids=device_ids, **{key: sync_buffers})
+
+
 def broadcast_object(obj: Any, dist: DistInfo) -> Any:
     """Rank 0's (picklable) `obj` on every rank."""
     if not dist.enabled:

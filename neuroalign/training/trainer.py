@@ -257,7 +257,7 @@ class Trainer:
         if not self.frozen and self.device.type == "cuda":
             nn.SyncBatchNorm.convert_sync_batchnorm(self.core)
         ids = [self.device.index] if self.device.type == "cuda" else None
-        model = nn.parallel.DistributedDataParallel(self.core, device_ids=ids, forward_sync_buffers=not self.frozen)
+        model = dist_ops.ddp_wrap(self.core, ids, sync_buffers=not self.frozen)
         dist_ops.reseed_per_rank(self.config.seed, self.dist)
         return model
 
