@@ -41,8 +41,10 @@ def assert_matches(subject, truth, *, transform=lambda x: x) -> None:
     (dict(planes=2, n_rois=41), "order_of_images", "IndexSeries"),  # planes sampled at different times
     (dict(templates="image_series"), "frames of the series", "IndexSeries"),  # legacy ImageSeries + soft link
     (dict(transpose=True), "order_of_images", "IndexSeries"),  # ROIs x frames, told by the timestamps
+    (dict(transpose=True, series_rate=True), "order_of_images", "IndexSeries"),  # ROIs x frames, told by rois
     (dict(rgb="gray", repeats=3), "order_of_images", "IndexSeries"),  # RGB with equal channels; 3 repeats
-], ids=["shuffled-order", "rate", "intervals-blanks", "two-planes", "image-series", "rois-x-frames", "rgb-gray"])
+], ids=["shuffled-order", "rate", "intervals-blanks", "two-planes", "image-series", "rois-x-frames",
+                                  "rois-x-frames-by-rate", "rgb-gray"])
 def test_reader_gives_the_ground_truth(tmp_path, kw, order, pres_kind):
     truth = write_nwb(tmp_path / "s.nwb", **kw)
     subject = read_nwb(tmp_path / "s.nwb")
@@ -59,7 +61,8 @@ def test_reader_gives_the_ground_truth(tmp_path, kw, order, pres_kind):
     if kw.get("blanks"):
         assert any("blank presentations" in n for n in subject.meta["notes"])
     if kw.get("transpose"):
-        assert any("ROIs x frames" in n for n in subject.meta["notes"])
+        said = "its rois region lists" if kw.get("series_rate") else "its timestamps say"
+        assert any("ROIs x frames" in n and said in n for n in subject.meta["notes"])
 
 
 def test_no_order_of_images_reads_natural_order_with_a_warning(tmp_path, caplog):

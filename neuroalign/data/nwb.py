@@ -628,6 +628,7 @@ class _Series:
     roi_table: str | None = None  # HDF5 path of the PlaneSegmentation its `rois` region refers to
     roi_ids: list[int] | None = None  # that table's `id` of each column of the series (None: unknown)
     roi_note: str | None = None  # why the ROI ids are unknown
+    axis_from: str | None = None  # what said the data is stored ROIs x frames (time_axis 1)
 
 
 def _roi_series(path: Path, group: Any) -> list[Any]:
@@ -767,13 +768,20 @@ def _series_info(path: Path, obj: Any) -> _Series:
         raise _fail(path, f"{label}/data has shape {shape}; expected frames x ROIs")
     ts = _child(path, obj, "timestamps")
     n_times = int(ts.shape[0]) if ts is not None and ts.shape else None
-    time_axis = 0
+    time_axis, axis_from = 0, None
     if n_times is not None and shape[0] != n_times:
         if shape[1] == n_times:
-            time_axis = 1
+            time_axis, axis_from = 1, "its timestamps say which axis is time"
         else:
             raise _fail(path, f"{label}/data has shape {shape} but {n_times} timestamps; expected frames x ROIs with "
                         "one timestamp per frame")
+    elif n_times is None:
+        # timed by starting_time + rate: no per-frame count to compare with, but the `rois` region
+        # lists one row per ROI (its shape only is read here)
+        rois = _child(path, obj, "rois")
+        n_listed = int(rois.shape[0]) if rois is not None and getattr(rois, "shape", None) else None
+        if n_listed is not None and shape[0] == n_listed != shape[1]:
+            time_axis, axis_from = 1, f"its rois region lists {n_listed} ROIs"
     n_frames = shape[time_axis]
     conversion = float(np.asarray(data.attrs.get("conversion", 1.0)))
     offset = float(np.asarray(data.attrs.get("offset", 0.0)))
@@ -783,7 +791,8 @@ def _series_info(path: Path, obj: Any) -> _Series:
     n_rois = shape[1 - time_axis]
     roi_table, roi_ids, roi_note = _roi_identity(path, obj, n_rois, label)
     return _Series(label, obj.name, _plane_of(path, obj), n_frames, n_rois, time_axis, str(data.dtype),
-                   chunks, conversion, offset, _text(data.attrs.get("unit", "")), roi_table, roi_ids, roi_note)
+                   chunks, conversion, offset, _text(data.attrs.get("unit", "")), roi_table, roi_ids, roi_note,
+                   axis_from)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -867,7 +876,7 @@ def _plan(path: Path, f: Any, images: Path | None, options: NwbOptions) -> NwbPl
             notes.append(s.roi_note)
         if s.time_axis == 1:
             notes.append(f"{s.label}/data is stored ROIs x frames ({s.n_rois} x {s.n_frames}); read as frames x "
-                         "ROIs (its timestamps say which axis is time)")
+                         f"ROIs ({s.axis_from})")
     return NwbPlan(path, version, options, pres, tpl, series, notes)
 
 

@@ -135,10 +135,6 @@ class ProfileJobStatus:
         return eta
 
 
-def _num(v: Any) -> float | None:
-    return float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else None
-
-
 def read_status(subject_dir: str | Path, subject: str = "", followed: bool = False) -> ProfileJobStatus | None:
     """The job of `subject_dir` from its folder, None when it never had one. `followed`: a thread of
     this process follows the worker (else a "running" folder without a live worker is interrupted)."""
@@ -156,8 +152,8 @@ def read_status(subject_dir: str | Path, subject: str = "", followed: bool = Fal
     total = raw.get("total")
     return ProfileJobStatus(
         subject=subject or str(raw.get("subject") or Path(subject_dir).name), state=state, message=message,
-        done=int(_num(raw.get("done")) or 0), total=int(total) if _num(total) else None,
-        started=_num(raw.get("started")), finished=_num(raw.get("finished")), max_seconds=_num(raw.get("max_seconds")),
+        done=int(proto.number(raw.get("done")) or 0), total=int(total) if proto.number(total) else None,
+        started=proto.number(raw.get("started")), finished=proto.number(raw.get("finished")), max_seconds=proto.number(raw.get("max_seconds")),
         models=tuple(str(m) for m in models) if isinstance(models, list) else None,
         layers=str(raw.get("layers") or "stages"), pid=pid,
         stopping=state == RUNNING and (folder / proto.STOP_FILE).exists())

@@ -98,6 +98,12 @@ def remove(path: Path) -> None:
         logger.warning("could not remove %s: %s", path, exc)
 
 
+def number(value: Any, default: Any = None) -> Any:
+    """`value` as a float when a status or history file holds a real number there (not a bool, not a
+    string), else `default`: the files are written by other processes and read as untrusted."""
+    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else default
+
+
 def read_json(path: Path) -> Any:
     """The JSON value of a file, None when it is missing or unreadable."""
     try:

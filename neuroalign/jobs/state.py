@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from neuroalign.config import TrainConfig
+from neuroalign.jobs.protocol import number
 from neuroalign.training import runs as runs_io
 
 MAX_STEP_HISTORY = 5000  # per-step records kept in memory per job (epoch records are all kept)
@@ -87,20 +88,16 @@ class Job:
     adapt_from: Path | None = None  # an adapt job's shared run
 
 
-def _num(value: Any, default: Any) -> Any:
-    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else default
-
-
 def apply_records(job: Job, records: list[dict[str, Any]]) -> None:
     """Fold new history records into the job (lock held): a new tuple, so earlier snapshots keep
     theirs unchanged; at most about MAX_STEP_HISTORY step records stay (every epoch record does)."""
     if not records:
         return
     for values in records:
-        job.progress = _num(values.get("progress"), job.progress)
-        job.epoch = int(_num(values.get("epoch"), job.epoch))
-        job.eta_s = _num(values.get("eta_s"), job.eta_s)
-        job.samples_per_s = _num(values.get("samples_per_s"), job.samples_per_s)
+        job.progress = number(values.get("progress"), job.progress)
+        job.epoch = int(number(values.get("epoch"), job.epoch))
+        job.eta_s = number(values.get("eta_s"), job.eta_s)
+        job.samples_per_s = number(values.get("samples_per_s"), job.samples_per_s)
     job.n_steps += sum(1 for r in records if r.get("event") == "step")
     history = job.history + tuple(records)
     if job.n_steps > MAX_STEP_HISTORY + MAX_STEP_HISTORY // 10:  # drop the oldest step records, keep epochs
