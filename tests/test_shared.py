@@ -209,3 +209,22 @@ def test_fit_shared_embeddings_are_the_standardised_features_times_the_weights()
     np.testing.assert_allclose(out["feat_mean"], x[train_rows].astype(np.float64).mean(0), rtol=1e-9, atol=1e-9)
     np.testing.assert_allclose(out["z_all"], z @ out["image_weight"].T, rtol=1e-7, atol=1e-8)
     assert out["image_weight"].shape == (out["report"]["rank"], d)
+
+
+def test_shared_auto_keeps_the_time_budget(shared_root: Path, tmp_path: Path, one_torch_thread) -> None:
+    """A shared run with image model "auto" starts no candidate after half its time budget (as a
+    single-subject run): with 1 ms of budget only the first candidate is fitted, the others are
+    recorded as skipped; before, a 30 s shared run on two CPU cores fitted all six (over 300 s)."""
+    from neuroalign.training.image_choice import AUTO_CANDIDATES
+    from neuroalign.training.shared_runs import train_shared
+
+    cfg = preset("recommended").replace(n_components=32, max_seconds=0.001)
+    assert cfg.image.backbone == "auto"
+    run = train_shared(["A", "B"], cfg, shared_root, tmp_path / "runs", cache_dir=tmp_path / "cache",
+                       baselines=False)
+    choice = json.loads((run / "config.json").read_text())["image_choice"]
+    rows = choice["candidates"]
+    assert len(rows) == len(AUTO_CANDIDATES)
+    assert "val_mrr_pooled" in rows[0] and choice["chosen"] == AUTO_CANDIDATES[0].backbone
+    assert all(r.get("skipped") == "time budget" for r in rows[1:])
+    assert json.loads((run / "status.json").read_text())["state"] == "finished"

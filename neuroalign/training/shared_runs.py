@@ -98,8 +98,11 @@ def _subject_record(name: str, subject, path: Path) -> dict[str, Any]:
 
 
 def _fit(config: TrainConfig, loaded: dict[str, tuple[Any, Path]], hashes: dict[str, list[str]],
-         splits: dict[str, dict[str, np.ndarray]], cache_dir, status: Status) -> tuple[SharedModel, dict, dict | None]:
-    """The shared model for the config's image model, or for each "auto" candidate (best pooled val MRR)."""
+         splits: dict[str, dict[str, np.ndarray]], cache_dir, status: Status,
+         deadline: float | None = None) -> tuple[SharedModel, dict, dict | None]:
+    """The shared model for the config's image model, or for each "auto" candidate (best pooled val MRR).
+    `deadline` (time.monotonic()): "auto" candidates not yet started when it passes are skipped, as in
+    a single-subject run (at least one is always fitted)."""
     if config.image.backbone == AUTO:
         from neuroalign.training.image_choice import AUTO_CANDIDATES
 
@@ -109,6 +112,9 @@ def _fit(config: TrainConfig, loaded: dict[str, tuple[Any, Path]], hashes: dict[
     rows, best = [], None
     for i, image in enumerate(candidates):
         label = f"{image['backbone']} stage {image['stage']} block {image['block']}"
+        if best is not None and deadline is not None and time.monotonic() > deadline:
+            rows.append({"model": label, "skipped": "time budget"})
+            continue
         try:
             data = []
             for name, (subject, _) in loaded.items():
@@ -229,7 +235,9 @@ def _train_shared(names: Sequence[str], config: TrainConfig, data_dir: str | Pat
         rule = split_rule(config)
         splits = {n: _split_for(rule, hashes[n], n) for n in names}
         overlap = overlap_report(hashes, splits)
-        model, feats, choice = _fit(config, loaded, hashes, splits, cache_dir, status)
+        # like a single-subject run, "auto" starts no candidate after half the time budget
+        choose_by = t0 + 0.5 * config.max_seconds if config.max_seconds else None
+        model, feats, choice = _fit(config, loaded, hashes, splits, cache_dir, status, choose_by)
         record = {"kind": "shared", "config": config.to_dict(), "subject": {"name": "+".join(names)},
                   "subjects": [_subject_record(n, s, p) for n, (s, p) in loaded.items()], "split_rule": rule,
                   "overlap": overlap, "image": model.image, "image_choice": choice,
