@@ -110,6 +110,16 @@ if shared_names and row["state"] == "finished":  # a shared run: one row per sub
     st.caption("Test top-1 of each subject on its own test images with the 95 % interval, and the best ridge "
                "baseline on the same images. The Retrieval, Feature maps and Neurons pages open each subject; "
                "Retrieval also shows cross-subject retrieval.")
+choice = tables.image_choice_frame(chosen_summary.config)
+if choice is not None:
+    n_scored = int(choice["val MRR"].notna().sum())
+    with st.expander(f"How the image model was chosen (auto: {n_scored} of {len(choice)} candidates scored on the "
+                     "validation images)"):
+        st.dataframe(choice, hide_index=True, column_config=tables.IMAGE_CHOICE_COLUMNS, key="runs.image_choice")
+        st.caption("Each candidate's frozen features with the closed-form start fitted on the train images and "
+                   "scored on the validation images (the test images play no part); the best was trained. "
+                   "Candidates not started by half the time budget are skipped. The Image models page "
+                   "profiles every layer of every model.")
 links = st.columns(3)
 if pd.notna(row["top1 img→neu"]) or (shared_names and row["state"] == "finished"):
     links[0].page_link(nav.RETRIEVAL.path, label="Open in Retrieval", icon=nav.RETRIEVAL.icon)

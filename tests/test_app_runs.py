@@ -200,3 +200,54 @@ def test_a_preparing_run_has_its_subject_and_submission_time(app_populated):
     assert table.loc[run.name, "created"].to_pydatetime().replace(tzinfo=None) == stamp
     finished = table.loc[app_populated["run"].name, "created"].to_pydatetime().replace(tzinfo=None)
     assert finished == datetime.strptime(app_populated["run"].name.split("_")[0], "%Y%m%d-%H%M%S")
+
+
+def _choice_record():
+    pair = "random_rectified@1.1:none+v1_gabor@1.1:none"
+    return {"image_choice": {
+        "chosen": pair, "backbone": pair, "stage": 1, "block": 1, "transform": "none",
+        "candidates": [
+            {"model": "random_rectified", "backbone": "random_rectified", "stage": 1, "block": 1, "transform": "none",
+             "val_mrr": 0.81, "val_top1": 0.7, "n_features": 16384, "features_s": 3.0, "fit_s": 1.5},
+            {"model": "efficientnet_lite0 stage 2 block 2", "error": "images too small"},
+            {"model": "v1_gabor", "backbone": "v1_gabor", "stage": 1, "block": 1, "transform": "none",
+             "val_mrr": 0.79, "val_top1": 0.68, "n_features": 32768, "features_s": 0.0, "fit_s": 2.0},
+            {"model": "efficientnet_lite0 stage 3 block 2", "skipped": "time budget"},
+            {"model": "random_rectified + v1_gabor", "backbone": pair, "stage": 1, "block": 1, "transform": "none",
+             "val_mrr": 0.84, "val_top1": 0.72, "n_features": 49152, "features_s": 0.0, "fit_s": 0.4}]}}
+
+
+def test_image_choice_frame_says_what_auto_compared():
+    from neuroalign.ui.tables import image_choice_frame
+
+    df = image_choice_frame(_choice_record())
+    assert df["image model"].tolist()[-1] == "random_rectified + v1_gabor"
+    assert df["outcome"].tolist() == ["", "could not read the images: images too small", "", "skipped (time budget)",
+                               "chosen"]
+    assert df["val MRR"].tolist()[0] == 0.81 and df["seconds"].tolist()[0] == 4.5
+    # a shared run's rows carry pooled scores and no layer fields: the best pooled score is the one chosen
+    shared = {"image_choice": {"chosen": "v1_gabor", "candidates": [
+        {"model": "random_rectified stage 1 block 1", "val_mrr_pooled": 0.5, "val_top1_pooled": 0.4},
+        {"model": "v1_gabor stage 1 block 1", "val_mrr_pooled": 0.6, "val_top1_pooled": 0.5},
+        {"model": "ds_net_small stage 1 block 3", "skipped": "time budget"}]}}
+    assert image_choice_frame(shared)["outcome"].tolist() == ["", "chosen", "skipped (time budget)"]
+    # a fixed image model, or a damaged record: no table
+    for record in ({}, {"image_choice": None}, {"image_choice": {"candidates": "x"}}, None, [],
+                   {"image_choice": {"candidates": [1, "a"]}}):
+        df = image_choice_frame(record)
+        assert df is None or df.empty
+
+
+def test_runs_page_shows_how_auto_chose(app_populated):
+    import json
+
+    run = app_populated["run"]
+    cfg = json.loads((run / "config.json").read_text())
+    (run / "config.json").write_text(json.dumps({**cfg, **_choice_record()}))
+    at = s.app_at(PAGE)
+    at.selectbox(key=keys.RUNS_ONE).set_value(str(run)).run()
+    s.no_exceptions(at)
+    (exp,) = [e for e in at.expander if e.label.startswith("How the image model was chosen")]
+    assert "3 of 5 candidates" in exp.label
+    table = exp.dataframe[0].value
+    assert table.loc[table["outcome"] == "chosen", "image model"].tolist() == ["random_rectified + v1_gabor"]

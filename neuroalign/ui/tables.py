@@ -206,3 +206,57 @@ def best_per_subject(df: pd.DataFrame) -> pd.DataFrame:
         return done
     idx = done.groupby("subject")["top1 img→neu"].idxmax()
     return done.loc[idx].sort_values("subject").reset_index(drop=True)
+
+
+def _real(v: Any) -> float | None:
+    return float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else None
+
+
+def image_choice_frame(record: Mapping[str, Any] | None) -> pd.DataFrame | None:
+    """What image model "auto" compared for a run (config.json → `image_choice`): one row per candidate
+    with its validation MRR and top-1 (pooled over subjects for a shared run), its feature count and
+    seconds, and whether it was chosen, skipped (time budget) or could not read the images. None when
+    the run did not choose (a fixed image model) or the record is not a list of candidates."""
+    choice = record.get("image_choice") if isinstance(record, Mapping) else None
+    rows = choice.get("candidates") if isinstance(choice, Mapping) else None
+    if not isinstance(rows, list) or not rows:
+        return None
+    chosen = tuple(choice.get(k) for k in ("backbone", "stage", "block", "transform"))
+    scored = [r for r in rows if isinstance(r, Mapping)]
+
+    def score(r: Mapping) -> tuple[float | None, float | None]:
+        return (_real(r.get("val_mrr", r.get("val_mrr_pooled"))), _real(r.get("val_top1", r.get("val_top1_pooled"))))
+
+    # a shared run's rows name no layer fields: its winner is the best pooled score (its rule; first on ties)
+    best = max((r for r in scored if score(r)[0] is not None), key=lambda r: (score(r)[0], score(r)[1] or 0.0),
+               default=None)
+    out = []
+    for r in scored:
+        mrr, top1 = score(r)
+        if isinstance(r.get("skipped"), str):
+            note = f"skipped ({r['skipped']})"
+        elif isinstance(r.get("error"), str):
+            note = f"could not read the images: {r['error']}"
+        else:
+            layer = tuple(r.get(k) for k in ("backbone", "stage", "block", "transform"))
+            note = "chosen" if (layer == chosen if "backbone" in r else r is best) else ""
+        n_feat = _real(r.get("n_features"))
+        seconds = [_real(r.get(k)) for k in ("features_s", "fit_s")]
+        out.append({"image model": str(r.get("model", "?")), "outcome": note, "val MRR": mrr, "val top-1": top1,
+                    "features": int(n_feat) if n_feat is not None else None,
+                    "seconds": sum(s for s in seconds if s is not None) if any(s is not None for s in seconds) else None})
+    return pd.DataFrame(out)
+
+
+IMAGE_CHOICE_COLUMNS = {
+    "image model": st.column_config.TextColumn(width="medium", help="a registered model's layer, or two read side "
+                                                                    "by side (their features concatenated)"),
+    "outcome": st.column_config.TextColumn(help="chosen (trained), skipped (not started by half the time budget) "
+                                                "or why it could not read the images"),
+    "val MRR": st.column_config.NumberColumn(
+        format="%.3f", help="mean reciprocal rank of the closed-form start on the validation images, mean of both "
+                            "retrieval directions (a shared run: pooled over its subjects); the test images play no part"),
+    "val top-1": st.column_config.NumberColumn(format="%.3f", help="validation top-1, mean of both directions"),
+    "features": st.column_config.NumberColumn(format="%d", help="image features the readout reads (pooled grid)"),
+    "seconds": st.column_config.NumberColumn(format="%.1f", help="features (0 when cached) plus the fit"),
+}
