@@ -215,25 +215,32 @@ def test_auto_picks_the_best_val_candidate_and_records_every_score(sim_root, tmp
 
     split = split_indices(sub.n_images, 0.1, 0.1, cfg.data.split_seed)
     resp = Normaliser("zscore").fit(sub.responses[split["train"]]).transform(sub.responses)
-    cands = (Candidate("random_rectified", 1, 1, "none"), Candidate("ds_net_tiny", 1, 1, "square"))
+    cands = (Candidate("random_rectified", 1, 1, "none"), Candidate("ds_net_tiny", 1, 1, "square"),
+             Candidate("v1_gabor", 1, 1, "none"))
     choice = choose_image_features(cfg, sub, split, resp, cache_dir=tmp_path, candidates=cands)
     rows = choice.report["candidates"]
-    assert [r["model"] for r in rows[:2]] == [c.label for c in cands]
-    # the two best side by side compete too, their features concatenated
-    assert rows[2]["backbone"] == "random_rectified@1.1:none+ds_net_tiny@1.1:square"
-    assert rows[2]["n_features"] == rows[0]["n_features"] + rows[1]["n_features"]
+    assert [r["model"] for r in rows[:3]] == [c.label for c in cands]
+    # the best two, then all three, read side by side compete too, their features concatenated; each
+    # combination names its parts in candidate order
+    order = sorted(range(3), key=lambda i: (rows[i]["val_mrr"], rows[i]["val_top1"], -i), reverse=True)
+    groups = [sorted(order[:2]), [0, 1, 2]]
+    names = ["random_rectified@1.1:none", "ds_net_tiny@1.1:square", "v1_gabor@1.1:none"]
+    assert [r["backbone"] for r in rows[3:]] == ["+".join(names[i] for i in g) for g in groups]
+    for row, g in zip(rows[3:], groups):
+        assert row["n_features"] == sum(rows[i]["n_features"] for i in g)
     winner = max(rows, key=lambda r: (r["val_mrr"], r["val_top1"]))
     assert choice.report["backbone"] == winner["backbone"]
     tower = candidate_tower(cfg, choice.candidate)
     assert tower.n_inputs == winner["n_features"]
     assert all(c.backbone in IMAGE_MODEL_DEPTHS for c in AUTO_CANDIDATES)
-    # every score is the closed-form start fitted on that candidate's features (the pair: both side
-    # by side), and the winner's start has the feature-space weights of that fit
+    # every score is the closed-form start fitted on that candidate's features (a combination: its
+    # parts side by side), and the winner's start has the feature-space weights of that fit
     tr, va = split["train"], split["val"]
     feats = [cached_features(candidate_tower(cfg, c), sub.images, sub.data_hash, cache_dir=tmp_path).flatten(1).numpy()
              for c in cands]
-    feats.append(np.concatenate(feats, axis=1))
+    feats += [np.concatenate([feats[i] for i in g], axis=1) for g in groups]
     refs = [fit_linear_start(x[tr], resp[tr], x[va], resp[va], cfg.n_components) for x in feats]
+    assert len(rows) == len(refs) == 5
     for row, ref in zip(rows, refs):
         assert row["val_mrr"] == pytest.approx(ref.report["val_mrr_mean"], abs=1e-9), row["model"]
         assert row["val_top1"] == pytest.approx(ref.report["val_top1_mean"], abs=1e-9), row["model"]

@@ -7,8 +7,9 @@ ridge on the train images, reduced rank, whitening, each chosen on val) is fitte
 on the standardised Gram matrix of the train and val images, and the candidate with the best mean
 val MRR of both retrieval directions wins (ties: val top-1, then the order below). Only the winner's
 start is refitted with cross-validated settings (`linear_start.CV_FOLDS`, as every training run's
-start) and gets feature-space weights (`DualStart.primal`); the pair read side by side is scored on the
-sum of its parts' Gram matrices (each bank standardised on its own), with no new product.
+start) and gets feature-space weights (`DualStart.primal`). The best two candidates, and the best
+three (`COMBINE_TOP`), also compete read side by side, each scored on the sum of its parts' Gram
+matrices (each bank standardised on its own), with no new product.
 The test images play no part. The candidates span the classic V1 model, the strongest simple
 baseline, the research code's backbone and a network trained on natural images:
 
@@ -61,6 +62,9 @@ class Candidate:
 # (best on sel-gabor), then EfficientNet-Lite0 stage 2 (best on sel-surround's profile, val MRR 0.788
 # against 0.704 for the random filters, and cheap: two stages of a small network) -- the quality
 # run of sel-surround had skipped it at half the budget and chosen the random filters.
+# the best two candidates, and the best this many, are also read side by side (their features concatenated)
+COMBINE_TOP = 3
+
 AUTO_CANDIDATES: tuple[Candidate, ...] = (
     Candidate("random_rectified", 1, 1, "none"),
     Candidate("efficientnet_lite0", 2, 2, "none"),
@@ -97,9 +101,10 @@ def choose_image_features(config: TrainConfig, subject, split: dict[str, np.ndar
 
     `responses (N, K)`: the subject's responses normalised with train statistics. `deadline`
     (time.monotonic() value): candidates not yet started when it passes are skipped (the ones scored
-    so far still compete; at least one is always scored). With `combine`, the two best candidates
-    read side by side (`image_models.CombinedModel`, their features concatenated) compete too: on both
-    selection subjects that pair beat each of its parts on val. Returns the winner."""
+    so far still compete; at least one is always scored). With `combine`, the best `COMBINE_TOP`
+    candidates read side by side (`image_models.CombinedModel`, their features concatenated) compete
+    too: the best two, then the best three (`_combinations`), each only if started before `deadline`.
+    Returns the winner."""
     tr = np.asarray(split["train"], dtype=np.int64)
     va = np.asarray(split["val"], dtype=np.int64)
     responses = np.asarray(responses, dtype=np.float64)
@@ -137,9 +142,9 @@ def choose_image_features(config: TrainConfig, subject, split: dict[str, np.ndar
         if best is None or key > best[0]:
             best = (key, cand, fit)
         scored.append((key, i, cand, fit))
-        scored = sorted(scored, key=lambda t: t[0], reverse=True)[:2]  # keep the two best's features only
-    if combine and len(scored) == 2 and not (deadline is not None and time.monotonic() > deadline):
-        best = _try_combination(config, subject, scored, responses, tr, va, rows, best, cache_dir, status)
+        scored = sorted(scored, key=lambda t: t[0], reverse=True)[:COMBINE_TOP]  # only these keep their features
+    if combine and len(scored) >= 2:
+        best = _try_combinations(config, subject, scored, responses, tr, va, rows, best, cache_dir, status, deadline)
     if best is None:
         raise ValueError("no image model could read these images: " +
                          "; ".join(f"{r['model']}: {r.get('error', r.get('skipped'))}" for r in rows))
@@ -191,32 +196,47 @@ def _solve(gram: np.ndarray, n_train: int, responses: np.ndarray, tr: np.ndarray
     return solve_start(gram[:n_train], gram[n_train:], responses[tr], responses[va], n_components)
 
 
-def _try_combination(config, subject, scored, responses, tr, va, rows, best, cache_dir, status):
-    """Score the two best candidates side by side (their standardised features concatenated: the Gram
-    matrix is the sum of theirs); keep the concatenated features in the cache under the combination's
-    own key (so the trainer reuses them) when it wins. Returns the new best."""
+def _combinations(scored: list) -> list[list]:
+    """The side-by-side reads tried, in this order: the best two candidates, then the best three (up to
+    `COMBINE_TOP`); `scored` is best first. Each combination's parts in candidate order (a stable name).
+    (Every pair of the best three as well was tried on the selection subjects: no better on test, and
+    twice the solves; docs/RESULTS.md.)"""
+    return [sorted(scored[:k], key=lambda t: t[1]) for k in range(2, min(len(scored), COMBINE_TOP) + 1)]
+
+
+def _try_combinations(config, subject, scored, responses, tr, va, rows, best, cache_dir, status, deadline=None):
+    """Score the best candidates read side by side (their standardised features concatenated: the Gram
+    matrix is the sum of theirs, so no new product): the best two, then the best three
+    (`_combinations`), each only if started before `deadline`. The winning combination's concatenated
+    features are kept in the cache under its own key (so the trainer reuses them). Returns the new best."""
     from neuroalign.models.feature_cache import store_features
     from neuroalign.models.image_models import combination_name
 
-    pair = sorted(scored, key=lambda t: t[1])  # candidate order: a stable name for the same pair
-    name = combination_name([(c.backbone, c.stage, c.block, c.transform) for _, _, c, _ in pair])
-    cand = Candidate(name, 1, 1, "none")
-    if status is not None:
-        status("choosing the image model: the two best side by side")
-    t0 = time.monotonic()
-    parts = [f for _, _, _, f in pair]
-    gram = parts[0].gram + parts[1].gram
-    fit = _Scored(torch.cat([p.feats for p in parts], dim=1), np.concatenate([p.mean for p in parts]),
-                  np.concatenate([p.scale for p in parts]), gram,
-                  _solve(gram, len(tr), responses, tr, va, config.n_components))
-    rep = fit.dual.report
-    key = (float(rep["val_mrr_mean"]), float(rep["val_top1_mean"]), -len(rows))
-    rows.append({"model": " + ".join(c.label for _, _, c, _ in pair), "backbone": name, "stage": 1, "block": 1,
-                 "transform": "none", "val_mrr": rep["val_mrr_mean"], "val_top1": rep["val_top1_mean"],
-                 "n_features": fit.n_features, "features_s": 0.0, "fit_s": round(time.monotonic() - t0, 2)})
-    if best is not None and key > best[0]:
-        store_features(candidate_tower(config, cand), subject.images, subject.data_hash, fit.feats, cache_dir)
-        return (key, cand, fit)
+    winner = None
+    groups = _combinations(scored)
+    for g, group in enumerate(groups):
+        if deadline is not None and time.monotonic() > deadline:
+            rows.append({"model": " + ".join(c.label for _, _, c, _ in group), "skipped": "time budget"})
+            continue
+        name = combination_name([(c.backbone, c.stage, c.block, c.transform) for _, _, c, _ in group])
+        cand = Candidate(name, 1, 1, "none")
+        if status is not None:
+            status(f"choosing the image model: the best read side by side ({g + 1}/{len(groups)})")
+        t0 = time.monotonic()
+        parts = [f for _, _, _, f in group]
+        gram = sum(p.gram for p in parts[1:]) + parts[0].gram
+        fit = _Scored(torch.cat([p.feats for p in parts], dim=1), np.concatenate([p.mean for p in parts]),
+                      np.concatenate([p.scale for p in parts]), gram,
+                      _solve(gram, len(tr), responses, tr, va, config.n_components))
+        rep = fit.dual.report
+        key = (float(rep["val_mrr_mean"]), float(rep["val_top1_mean"]), -len(rows))
+        rows.append({"model": " + ".join(c.label for _, _, c, _ in group), "backbone": name, "stage": 1, "block": 1,
+                     "transform": "none", "val_mrr": rep["val_mrr_mean"], "val_top1": rep["val_top1_mean"],
+                     "n_features": fit.n_features, "features_s": 0.0, "fit_s": round(time.monotonic() - t0, 2)})
+        if best is None or key > best[0]:
+            best, winner = (key, cand, fit), cand
+    if winner is not None and best[1] is winner:
+        store_features(candidate_tower(config, winner), subject.images, subject.data_hash, best[2].feats, cache_dir)
     return best
 
 
