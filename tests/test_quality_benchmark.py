@@ -3,6 +3,8 @@ and table built from their results.json (what docs/RESULTS.md quotes)."""
 
 import json
 
+import pytest
+
 from benchmarks import quality
 from benchmarks.sim_suite import QUICK_SUITE
 
@@ -44,3 +46,23 @@ def test_table_says_whether_a_shortfall_is_within_noise():
     assert quality._verdict(row) == "yes / **no** (p = 0.004)"
     del row["paired_vs_best_linear"]
     assert quality._verdict(row) == "yes / **no**"
+
+
+def test_over_splits_pairs_each_split_with_its_own_baselines():
+    """The table over splits: means per direction, and the default minus the best linear readout of
+    the same split (mean, standard error, splits that reached it)."""
+    def row(seed, top1, ridge, rb):
+        best = [max(ridge[i], rb[i]) for i in range(2)]
+        return {"subject": "s", "role": "report", "preset": "recommended", "split_seed": seed, "n_test": 50,
+                "top1": top1, "ridge": ridge, "ridge_random": [0.0, 0.0], "ridge_backbone": rb, "best_linear": best}
+
+    rows = [row(1, [0.5, 0.6], [0.4, 0.7], [0.5, 0.5]), row(2, [0.3, 0.6], [0.4, 0.5], [0.35, 0.5]),
+            row(3, [0.4, 0.6], [0.2, 0.4], [0.45, 0.6])]
+    (e,) = quality.over_splits(rows)
+    assert e["split_seeds"] == [1, 2, 3] and e["top1"] == pytest.approx([0.4, 0.6])
+    d = e["minus_best_linear"]  # per split: (0, -0.1), (-0.1, +0.1), (-0.05, 0)
+    assert d["mean"] == pytest.approx([-0.05, 0.0]) and d["reached"] == [1, 2] and d["splits"] == 3
+    assert d["se"][0] == pytest.approx(0.05 / 3 ** 0.5)
+    assert e["minus_ridge_backbone"]["mean"] == pytest.approx([-0.0333333, 0.0666667], abs=1e-6)
+    table = quality.markdown_over_splits([e])
+    assert "| s | recommended | 3 | 0.40 / 0.60 |" in table and "-0.050 ± 0.029 (1/3)" in table
