@@ -48,8 +48,8 @@ def test_a_budgeted_job_ends_within_its_budget(demo_sized_root, tmp_path, capsys
     tried = [c for c in choice["candidates"] if "val_mrr" in c]
     assert tried and record["config"]["image"]["backbone"] == choice["backbone"]
     # candidates not started by half the budget are listed as skipped, not silently dropped
-    # + the best two, and the best three, read side by side (scored or skipped) when there were two or three
-    assert len(choice["candidates"]) in (6, 7, 8)
+    # + the best two read side by side (scored, or listed as skipped) once two were scored
+    assert len(choice["candidates"]) in (6, 7)
     results = json.loads((run / "results.json").read_text())
     assert results["training"]["stop_reason"] in ("time_budget", "early_stopping", "completed")
     assert "baselines" in results and "encoding" in results

