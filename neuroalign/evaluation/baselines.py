@@ -28,7 +28,7 @@ from typing import Any, Mapping
 import numpy as np
 
 from neuroalign.evaluation.retrieval import correlation_matrix, paired_top1_difference, retrieval_metrics
-from neuroalign.linalg import eigh
+from neuroalign.linalg import eigh, standardised_gram, standardiser
 
 logger = logging.getLogger(__name__)
 
@@ -83,14 +83,18 @@ def ridge_identification(features: np.ndarray, responses: np.ndarray, split: Map
     train, val, test = _split(split)
     if len(train) < 2 or len(val) < 2 or len(test) < 2:
         raise ValueError(f"ridge needs >= 2 train/val/test items, got {len(train)}/{len(val)}/{len(test)}")
-    x = _zscore_with(np.asarray(features).reshape(len(features), -1), train)
+    x = np.asarray(features).reshape(len(features), -1)
     y = _zscore_with(responses, train)
-    xt = x[train]
-    s2, u = eigh(xt @ xt.T)
+    # the standardised Gram rows of train, val and test against train, a block of columns at a time:
+    # no z-scored float64 copy of features that can be 10^5 wide (a column constant on train adds 0)
+    mean, scale = standardiser(x, rows=train)
+    gram = standardised_gram(x, mean, scale, b_rows=train, rows=np.concatenate([train, val, test]))
+    n_tr, n_va = len(train), len(val)
+    s2, u = eigh(gram[:n_tr])
     keep = s2 > 1e-10 * max(float(s2.max()), 1e-300)
     s2, u = s2[keep], u[:, keep]
     uty = u.T @ y[train]  # (r, K)
-    kv, kt = (x[val] @ xt.T) @ u, (x[test] @ xt.T) @ u  # (n, r) each
+    kv, kt = gram[n_tr:n_tr + n_va] @ u, gram[n_tr + n_va:] @ u  # (n, r) each
     grid = float(s2.max()) * (np.logspace(-5, 1, 13) if alphas is None else np.asarray(alphas, dtype=np.float64))
     best: tuple[float, float, int] | None = None
     for i, alpha in enumerate(grid):
