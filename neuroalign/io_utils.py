@@ -21,6 +21,12 @@ import numpy as np
 from scipy.io import savemat
 
 
+def json_number(value: Any, default: Any = None) -> Any:
+    """`value` as a float when a JSON file holds a real number there (not a bool, not a string), else
+    `default`: status, history and config files are written by other processes and read as untrusted."""
+    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else default
+
+
 def _current_umask() -> int:
     mask = os.umask(0)
     os.umask(mask)

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from neuroalign import settings
-from neuroalign.io_utils import process_alive, start_ticks  # noqa: F401  (the protocol's names)
+from neuroalign.io_utils import json_number as number, process_alive, start_ticks  # noqa: F401  (the protocol's names)
 
 logger = logging.getLogger(__name__)
 
@@ -96,12 +96,6 @@ def remove(path: Path) -> None:
         pass
     except OSError as exc:
         logger.warning("could not remove %s: %s", path, exc)
-
-
-def number(value: Any, default: Any = None) -> Any:
-    """`value` as a float when a status or history file holds a real number there (not a bool, not a
-    string), else `default`: the files are written by other processes and read as untrusted."""
-    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else default
 
 
 def read_json(path: Path) -> Any:

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from neuroalign.config import TrainConfig
-from neuroalign.jobs.protocol import number
+from neuroalign.io_utils import json_number as number
 from neuroalign.training import runs as runs_io
 
 MAX_STEP_HISTORY = 5000  # per-step records kept in memory per job (epoch records are all kept)

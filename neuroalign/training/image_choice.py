@@ -57,17 +57,18 @@ class Candidate:
         return f"{self.backbone}{layer}{nonlin}"
 
 
-# Ordered so that under a tight time budget the cheap candidates that won on the selection subjects
-# are tried first (candidates not started by half the budget are skipped): random rectified filters
-# (best on sel-gabor), then EfficientNet-Lite0 stage 2 (best on sel-surround's profile, val MRR 0.788
-# against 0.704 for the random filters, and cheap: two stages of a small network) -- the quality
-# run of sel-surround had skipped it at half the budget and chosen the random filters.
 # the best two candidates read side by side compete too (their features concatenated); with 3, the best
 # three as well. 3 was tried on 2026-12-04: it gained on sel-surround (test MRR 0.726 -> 0.793) but the
 # report subjects' quality runs lost with it on report-B and report-E (val sets of 120 and 50 images
 # cannot tell the triple from the pair): back to 2 (docs/RESULTS.md)
 COMBINE_TOP = 2
+NUMBER_WORDS = {2: "two", 3: "three"}
 
+# Ordered so that under a tight time budget the cheap candidates that won on the selection subjects
+# are tried first (candidates not started by half the budget are skipped): random rectified filters
+# (best on sel-gabor), then EfficientNet-Lite0 stage 2 (best on sel-surround's profile, val MRR 0.788
+# against 0.704 for the random filters, and cheap: two stages of a small network) -- the quality
+# run of sel-surround had skipped it at half the budget and chosen the random filters.
 AUTO_CANDIDATES: tuple[Candidate, ...] = (
     Candidate("random_rectified", 1, 1, "none"),
     Candidate("efficientnet_lite0", 2, 2, "none"),
@@ -207,25 +208,27 @@ def _combinations(scored: list) -> list[list]:
 
 def _try_combinations(config, subject, scored, responses, tr, va, rows, best, cache_dir, status, deadline=None):
     """Score the best candidates read side by side (their standardised features concatenated: the Gram
-    matrix is the sum of theirs, so no new product): the best two, then the best three
-    (`_combinations`), each only if started before `deadline`. The winning combination's concatenated
+    matrix is the sum of theirs, so no new product): the best two (and with `COMBINE_TOP` 3 the best
+    three; `_combinations`), each only if started before `deadline`. The winning combination's concatenated
     features are kept in the cache under its own key (so the trainer reuses them). Returns the new best."""
     from neuroalign.models.feature_cache import store_features
     from neuroalign.models.image_models import combination_name
 
     winner = None
     groups = _combinations(scored)
-    for g, group in enumerate(groups):
+    for group in groups:
         if deadline is not None and time.monotonic() > deadline:
             rows.append({"model": " + ".join(c.label for _, _, c, _ in group), "skipped": "time budget"})
             continue
         name = combination_name([(c.backbone, c.stage, c.block, c.transform) for _, _, c, _ in group])
         cand = Candidate(name, 1, 1, "none")
         if status is not None:
-            status(f"choosing the image model: the best read side by side ({g + 1}/{len(groups)})")
+            status(f"choosing the image model: the {NUMBER_WORDS.get(len(group), len(group))} best side by side")
         t0 = time.monotonic()
         parts = [f for _, _, _, f in group]
-        gram = sum(p.gram for p in parts[1:]) + parts[0].gram
+        gram = parts[0].gram.copy()
+        for p in parts[1:]:
+            gram += p.gram
         fit = _Scored(torch.cat([p.feats for p in parts], dim=1), np.concatenate([p.mean for p in parts]),
                       np.concatenate([p.scale for p in parts]), gram,
                       _solve(gram, len(tr), responses, tr, va, config.n_components))

@@ -9,6 +9,8 @@ from typing import Any, Iterable, Mapping
 import pandas as pd
 import streamlit as st
 
+from neuroalign.io_utils import json_number
+
 logger = logging.getLogger(__name__)
 
 
@@ -208,10 +210,6 @@ def best_per_subject(df: pd.DataFrame) -> pd.DataFrame:
     return done.loc[idx].sort_values("subject").reset_index(drop=True)
 
 
-def _real(v: Any) -> float | None:
-    return float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else None
-
-
 def image_choice_frame(record: Mapping[str, Any] | None) -> pd.DataFrame | None:
     """What image model "auto" compared for a run (config.json → `image_choice`): one row per candidate
     with its validation MRR and top-1 (pooled over subjects for a shared run), its feature count and
@@ -225,7 +223,7 @@ def image_choice_frame(record: Mapping[str, Any] | None) -> pd.DataFrame | None:
     scored = [r for r in rows if isinstance(r, Mapping)]
 
     def score(r: Mapping) -> tuple[float | None, float | None]:
-        return (_real(r.get("val_mrr", r.get("val_mrr_pooled"))), _real(r.get("val_top1", r.get("val_top1_pooled"))))
+        return (json_number(r.get("val_mrr", r.get("val_mrr_pooled"))), json_number(r.get("val_top1", r.get("val_top1_pooled"))))
 
     # a shared run's rows name no layer fields: its winner is the best pooled score (its rule; first on ties)
     best = max((r for r in scored if score(r)[0] is not None), key=lambda r: (score(r)[0], score(r)[1] or 0.0),
@@ -240,8 +238,8 @@ def image_choice_frame(record: Mapping[str, Any] | None) -> pd.DataFrame | None:
         else:
             layer = tuple(r.get(k) for k in ("backbone", "stage", "block", "transform"))
             note = "chosen" if (layer == chosen if "backbone" in r else r is best) else ""
-        n_feat = _real(r.get("n_features"))
-        seconds = [_real(r.get(k)) for k in ("features_s", "fit_s")]
+        n_feat = json_number(r.get("n_features"))
+        seconds = [json_number(r.get(k)) for k in ("features_s", "fit_s")]
         out.append({"image model": str(r.get("model", "?")), "outcome": note, "val MRR": mrr, "val top-1": top1,
                     "features": int(n_feat) if n_feat is not None else None,
                     "seconds": sum(s for s in seconds if s is not None) if any(s is not None for s in seconds) else None})
