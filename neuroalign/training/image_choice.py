@@ -229,15 +229,16 @@ def _try_combinations(config, subject, scored, responses, tr, va, rows, best, ca
         gram = parts[0].gram.copy()
         for p in parts[1:]:
             gram += p.gram
-        fit = _Scored(torch.cat([p.feats for p in parts], dim=1), np.concatenate([p.mean for p in parts]),
-                      np.concatenate([p.scale for p in parts]), gram,
-                      _solve(gram, len(tr), responses, tr, va, config.n_components))
-        rep = fit.dual.report
+        dual = _solve(gram, len(tr), responses, tr, va, config.n_components)
+        rep = dual.report
         key = (float(rep["val_mrr_mean"]), float(rep["val_top1_mean"]), -len(rows))
         rows.append({"model": " + ".join(c.label for _, _, c, _ in group), "backbone": name, "stage": 1, "block": 1,
                      "transform": "none", "val_mrr": rep["val_mrr_mean"], "val_top1": rep["val_top1_mean"],
-                     "n_features": fit.n_features, "features_s": 0.0, "fit_s": round(time.monotonic() - t0, 2)})
-        if best is None or key > best[0]:
+                     "n_features": sum(p.n_features for p in parts), "features_s": 0.0,
+                     "fit_s": round(time.monotonic() - t0, 2)})
+        if best is None or key > best[0]:  # only a winner's features are concatenated (hundreds of MB when wide)
+            fit = _Scored(torch.cat([p.feats for p in parts], dim=1), np.concatenate([p.mean for p in parts]),
+                          np.concatenate([p.scale for p in parts]), gram, dual)
             best, winner = (key, cand, fit), cand
     if winner is not None and best[1] is winner:
         store_features(candidate_tower(config, winner), subject.images, subject.data_hash, best[2].feats, cache_dir)
