@@ -185,8 +185,14 @@ def test_profile_layer_score_equals_a_separate_closed_form_start(sim_root, tmp_p
     row = prof["rows"][2]  # ds_net_tiny stage 2
     tower = candidate_tower(cfg, Candidate("ds_net_tiny", row["stage"], row["block"], row["transform"]))
     feats = cached_features(tower, sub.images, sub.data_hash).flatten(1).numpy()
+    # the start damps the population-mean direction by the train images' repeat noise, as a training run's
+    from neuroalign.training.linear_start import population_shrink
+
+    reps = np.stack([norm.transform(r[split["train"]]) for r in sub.repeats])
+    shrink = population_shrink(reps)["shrink"]
+    assert row["start"]["population_shrink"] == pytest.approx(shrink)
     start = fit_linear_start(feats[split["train"]], resp[split["train"]], feats[split["val"]], resp[split["val"]],
-                             cfg.n_components)
+                             cfg.n_components, shrink=shrink)
     # the start's own weights in feature space, applied by hand (the profile works in the dual form)
     img = ((feats.astype(np.float64) - start.feat_mean) / start.feat_scale) @ start.image_weight.T
     neu = resp @ start.neural_weight.T + start.neural_bias

@@ -348,3 +348,72 @@ def test_cross_validated_settings_score_every_fold_and_refit_on_train():
     assert small.report["selection"].startswith("val split (8 images are too few for 5 folds)")
     with pytest.raises(ValueError, match="need the val images' Gram matrix"):
         solve_start(g[np.ix_(tr, tr)], g[np.ix_(va, tr)], resp[tr], resp[va], 16, folds=5)
+
+
+def _gain_world(n=400, d=40, k=120, gain=2.0, noise=1.0, seed=0):
+    """Two trials per image: a linear function of the features (unit sd per neuron), independent noise
+    per neuron (sd `noise`), and a shared fluctuation that moves every neuron at once (sd `gain`)."""
+    rng = np.random.default_rng(seed)
+    feats = rng.normal(size=(n, d))
+    rates = feats @ rng.normal(size=(d, k)) / np.sqrt(d)
+    trials = np.stack([rates + noise * rng.normal(size=rates.shape) + gain * rng.normal(size=(n, 1))
+                       for _ in range(2)])
+    return feats, trials
+
+
+def test_population_shrink_is_one_for_independent_noise_and_damps_a_shared_fluctuation():
+    from neuroalign.training.linear_start import population_shrink
+
+    _, independent = _gain_world(gain=0.0)
+    none = population_shrink(independent)
+    assert none["share"] == pytest.approx(1.0, abs=0.15) and none["shrink"] > 0.9
+    _, shared = _gain_world(gain=2.0)
+    damped = population_shrink(shared)
+    # per trial the shared part adds gain^2 * K to the variance along u and gain^2 to the rest: share ~ 1 + 4K/5
+    assert damped["share"] > 50 and damped["shrink"] == pytest.approx(1 / np.sqrt(damped["share"]))
+    assert population_shrink(shared, rows=np.arange(100))["share"] > 50  # the train rows alone
+    assert population_shrink(shared[:1]) is None and population_shrink(None) is None
+
+
+def test_damped_start_reads_the_raw_responses_and_identifies_better_under_a_shared_fluctuation():
+    from neuroalign.linalg import standardised_gram, standardiser
+    from neuroalign.training.linear_start import _damp_population, population_shrink, solve_start
+
+    tr, va, te = np.arange(300), np.arange(300, 350), np.arange(350, 400)
+    top1 = []
+    for seed in range(3):
+        feats, trials = _gain_world(gain=4.0, noise=3.0, seed=seed)
+        resp = trials.mean(axis=0)
+        mean, scale = standardiser(feats, rows=tr)
+        gram = standardised_gram(feats, mean, scale, b_rows=tr)
+        c = population_shrink(trials[:, tr])["shrink"]
+        assert c < 0.2
+        damped = solve_start(gram[tr], gram[va], resp[tr], resp[va], 32, shrink=c)
+        assert damped.report["population_shrink"] == pytest.approx(c)
+        if seed == 0:  # the same start as one fitted on damped responses: its neural weights take the raw ones
+            on_damped = solve_start(gram[tr], gram[va], _damp_population(resp[tr], c), _damp_population(resp[va], c),
+                                    32)
+            np.testing.assert_allclose(damped.neural_embeddings(resp[te]),
+                                       on_damped.neural_embeddings(_damp_population(resp[te], c)), rtol=1e-9,
+                                       atol=1e-9)
+            np.testing.assert_allclose(damped.image_embeddings(gram[te]), on_damped.image_embeddings(gram[te]),
+                                       rtol=1e-9, atol=1e-9)
+            with pytest.raises(ValueError, match="shrink must be in"):
+                solve_start(gram[tr], gram[va], resp[tr], resp[va], 32, shrink=1.5)
+        plain = solve_start(gram[tr], gram[va], resp[tr], resp[va], 32)
+        top1.append([_cos_top1(s.image_embeddings(gram[te]), s.neural_embeddings(resp[te])) for s in (plain, damped)])
+    plain_top1, damped_top1 = np.mean(top1, axis=0)
+    assert damped_top1 > plain_top1 + 0.05, top1
+
+
+def test_trainer_damps_the_start_by_the_repeats_noise(make_tiny_arrays):
+    """The trainer estimates the damping from the train images' repeats and the start records it."""
+    from neuroalign.training.linear_start import population_shrink
+
+    subject = _subject(make_tiny_arrays)
+    trainer = Trainer(_tiny_recommended(), subject).prepare()
+    report = trainer.fit_linear_start()
+    tr = trainer.split["train"]
+    expected = population_shrink(np.stack([trainer.normaliser.transform(r[tr]) for r in subject.repeats]))
+    assert report["population_shrink"] == pytest.approx(expected["shrink"])
+    assert report["population_noise_share"] == pytest.approx(expected["share"])

@@ -100,7 +100,7 @@ def choose_image_features(config: TrainConfig, subject, split: dict[str, np.ndar
                           cache_dir=None, device: torch.device | str = "cpu",
                           candidates: Sequence[Candidate] = AUTO_CANDIDATES,
                           status: Callable[[str], None] | None = None,
-                          deadline: float | None = None, combine: bool = True) -> ImageChoice:
+                          deadline: float | None = None, combine: bool = True, shrink: float = 1.0) -> ImageChoice:
     """Score every candidate by its closed-form start on the val images (module docstring).
 
     `responses (N, K)`: the subject's responses normalised with train statistics. `deadline`
@@ -108,6 +108,7 @@ def choose_image_features(config: TrainConfig, subject, split: dict[str, np.ndar
     so far still compete; at least one is always scored). With `combine`, the best two candidates
     read side by side (`image_models.CombinedModel`, their features concatenated) compete too (and,
     with `COMBINE_TOP` 3, the best three; `_combinations`), each only if started before `deadline`.
+    `shrink`: the start's damping of the population-mean direction (`linear_start.population_shrink`).
     Returns the winner."""
     tr = np.asarray(split["train"], dtype=np.int64)
     va = np.asarray(split["val"], dtype=np.int64)
@@ -135,7 +136,7 @@ def choose_image_features(config: TrainConfig, subject, split: dict[str, np.ndar
             rows.append({"model": cand.label, "error": str(exc)})
             continue
         t_feat = time.monotonic() - t0
-        fit = _Scored.fit(feats, tr, va, responses, config.n_components)
+        fit = _Scored.fit(feats, tr, va, responses, config.n_components, shrink)
         rep = fit.dual.report
         key = (float(rep["val_mrr_mean"]), float(rep["val_top1_mean"]), -i)
         rows.append({"model": cand.label, "backbone": cand.backbone, "stage": cand.stage, "block": cand.block,
@@ -148,7 +149,8 @@ def choose_image_features(config: TrainConfig, subject, split: dict[str, np.ndar
         scored.append((key, i, cand, fit))
         scored = sorted(scored, key=lambda t: t[0], reverse=True)[:COMBINE_TOP]  # only these keep their features
     if combine and len(scored) >= 2:
-        best = _try_combinations(config, subject, scored, responses, tr, va, rows, best, cache_dir, status, deadline)
+        best = _try_combinations(config, subject, scored, responses, tr, va, rows, best, cache_dir, status, deadline,
+                                 shrink)
     if best is None:
         raise ValueError("no image model could read these images: " +
                          "; ".join(f"{r['model']}: {r.get('error', r.get('skipped'))}" for r in rows))
@@ -156,7 +158,7 @@ def choose_image_features(config: TrainConfig, subject, split: dict[str, np.ndar
     report = {"chosen": cand.label, "backbone": cand.backbone, "stage": cand.stage, "block": cand.block,
               "transform": cand.transform, "criterion": "val MRR of the closed-form start (mean of both directions)",
               "candidates": rows, "elapsed_s": round(time.monotonic() - t_all, 2)}
-    return ImageChoice(cand, fit.start(tr, va, responses, config.n_components), report)
+    return ImageChoice(cand, fit.start(tr, va, responses, config.n_components, shrink), report)
 
 
 @dataclass
@@ -176,13 +178,14 @@ class _Scored:
 
     @classmethod
     def fit(cls, feats: torch.Tensor, tr: np.ndarray, va: np.ndarray, responses: np.ndarray,
-            n_components: int) -> "_Scored":
+            n_components: int, shrink: float = 1.0) -> "_Scored":
         x = feats.flatten(1).numpy()
         mean, scale = standardiser(x, rows=tr)
         gram = standardised_gram(x, mean, scale, b_rows=tr, rows=np.concatenate([tr, va]))
-        return cls(feats, mean, scale, gram, _solve(gram, len(tr), responses, tr, va, n_components))
+        return cls(feats, mean, scale, gram, _solve(gram, len(tr), responses, tr, va, n_components, shrink))
 
-    def start(self, tr: np.ndarray, va: np.ndarray, responses: np.ndarray, n_components: int) -> LinearStart:
+    def start(self, tr: np.ndarray, va: np.ndarray, responses: np.ndarray, n_components: int,
+              shrink: float = 1.0) -> LinearStart:
         """The training run's start on these features, with feature-space weights (what the trainer
         copies into the towers): settings by cross-validation on train + val (`CV_FOLDS`; the
         candidates were compared by the val split alone)."""
@@ -190,14 +193,14 @@ class _Scored:
         n = len(tr)
         dual = solve_start(self.gram[:n], self.gram[n:], responses[tr], responses[va], n_components,
                            gram_val_val=standardised_gram(x, self.mean, self.scale, b_rows=va, rows=va),
-                           folds=CV_FOLDS)
+                           folds=CV_FOLDS, shrink=shrink)
         return dual.primal(x[tr], self.mean, self.scale)
 
 
 def _solve(gram: np.ndarray, n_train: int, responses: np.ndarray, tr: np.ndarray, va: np.ndarray,
-           n_components: int) -> DualStart:
+           n_components: int, shrink: float = 1.0) -> DualStart:
     """The val-split start from Gram rows (train images first, then val) against the train images."""
-    return solve_start(gram[:n_train], gram[n_train:], responses[tr], responses[va], n_components)
+    return solve_start(gram[:n_train], gram[n_train:], responses[tr], responses[va], n_components, shrink=shrink)
 
 
 def _combinations(scored: list) -> list[list]:
@@ -206,7 +209,8 @@ def _combinations(scored: list) -> list[list]:
     return [sorted(scored[:k], key=lambda t: t[1]) for k in range(2, min(len(scored), COMBINE_TOP) + 1)]
 
 
-def _try_combinations(config, subject, scored, responses, tr, va, rows, best, cache_dir, status, deadline=None):
+def _try_combinations(config, subject, scored, responses, tr, va, rows, best, cache_dir, status, deadline=None,
+                      shrink: float = 1.0):
     """Score the best candidates read side by side (their standardised features concatenated: the Gram
     matrix is the sum of theirs, so no new product): the best two (and with `COMBINE_TOP` 3 the best
     three; `_combinations`), each only if started before `deadline`. The winning combination's concatenated
@@ -229,7 +233,7 @@ def _try_combinations(config, subject, scored, responses, tr, va, rows, best, ca
         gram = parts[0].gram.copy()
         for p in parts[1:]:
             gram += p.gram
-        dual = _solve(gram, len(tr), responses, tr, va, config.n_components)
+        dual = _solve(gram, len(tr), responses, tr, va, config.n_components, shrink)
         rep = dual.report
         key = (float(rep["val_mrr_mean"]), float(rep["val_top1_mean"]), -len(rows))
         rows.append({"model": " + ".join(c.label for _, _, c, _ in group), "backbone": name, "stage": 1, "block": 1,

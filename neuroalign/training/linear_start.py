@@ -16,6 +16,13 @@ image features and the responses of the TRAIN images, with its two choices made 
    its own exponent (divided by its train std to the power 0, 0.5 or 1: a canonical-correlation-
    like whitening, which keeps a few dominant shared dimensions from making some images the
    nearest neighbour of every response; the two retrieval directions favour different amounts).
+5. With repeats, the population-mean direction of the responses (all neurons together, `u = 1/sqrt(K)`)
+   is damped by how much more than its share of the trial-to-trial noise it carries
+   (`population_shrink`): a shared gain or arousal fluctuation that moves every neuron at once is
+   noise the images cannot predict, and identification by cosine is then dominated by it. The
+   responses enter steps 2-4 as `r - (1 - c) (r.u) u`, and the neural weights absorb the same linear
+   map, so the neural tower still reads the raw (normalised) responses. `c = 1` (nothing changes)
+   when the noise along `u` is no larger than along an average direction, and without repeats.
 `alpha`, the number of dimensions kept and the whitening are picked by the mean MRR of both
 retrieval directions (ties: top-1; the MRR is much less noisy than top-1), with the same cosine
 similarity the model is scored by, as RidgeCV picks alpha: for a training run by 5-fold
@@ -82,18 +89,59 @@ def _cosine_key(a: np.ndarray, b: np.ndarray) -> tuple[float, float]:
 def fit_linear_start(train_features: np.ndarray, train_responses: np.ndarray, val_features: np.ndarray,
                      val_responses: np.ndarray, n_components: int, alphas: tuple[float, ...] = ALPHAS,
                      ranks: tuple[int, ...] = RANKS, whiten: tuple[float, ...] = WHITEN,
-                     folds: int | None = None) -> LinearStart:
+                     folds: int | None = None, shrink: float = 1.0) -> LinearStart:
     """Closed-form start (see the module docstring). Features `(n, D)`, responses `(n, K)`; val the same
     with its own row count. Returns weights for `n_components` dimensions (those beyond the chosen
-    rank are zero). `folds`: settings by cross-validation on train + val (`solve_start`); None: on val."""
+    rank are zero). `folds`: settings by cross-validation on train + val (`solve_start`); None: on val.
+    `shrink`: the population-mean damping (`population_shrink`; 1 = none)."""
     x_tr = np.asarray(train_features).reshape(len(train_features), -1)
     x_va = np.asarray(val_features).reshape(len(val_features), -1)
     _check_sizes(len(x_tr), len(x_va))
     mean, scale = standardiser(x_tr)
     dual = solve_start(standardised_gram(x_tr, mean, scale), standardised_gram(x_va, mean, scale, b=x_tr),
                        train_responses, val_responses, n_components, alphas, ranks, whiten,
-                       gram_val_val=standardised_gram(x_va, mean, scale) if folds else None, folds=folds)
+                       gram_val_val=standardised_gram(x_va, mean, scale) if folds else None, folds=folds,
+                       shrink=shrink)
     return dual.primal(x_tr, mean, scale)
+
+
+def population_shrink(repeats: np.ndarray | None, rows: np.ndarray | None = None) -> dict[str, float] | None:
+    """How much to damp the responses' population-mean direction `u = 1/sqrt(K)` (module docstring,
+    step 5), from the trial-to-trial noise of `repeats (R, N, K)` (normalised single trials; `rows`:
+    the images to use, the train split's). The noise is each trial minus the mean of its image's
+    trials; `share` is the fraction of its variance along `u` times K (1 for noise spread evenly
+    over the neurons, K when every neuron moves together), and `shrink = min(1, 1 / sqrt(share))`:
+    the noise along `u` is scaled to that of an average direction, never amplified. None without
+    >= 2 repeats of >= 2 images (nothing to estimate from: no damping)."""
+    if repeats is None:
+        return None
+    reps = np.asarray(repeats)
+    if reps.ndim != 3 or reps.shape[0] < 2:
+        return None
+    if rows is not None:
+        reps = reps[:, np.asarray(rows, dtype=np.int64)]
+    r, n, k = reps.shape
+    if n < 2 or k < 2:
+        return None
+    along = total = 0.0
+    for lo in range(0, n, 1024):  # chunks of images: no (R, N, K) float64 copy of a wide recording
+        chunk = np.asarray(reps[:, lo:lo + 1024], dtype=np.float64)
+        noise = chunk - chunk.mean(axis=0, keepdims=True)
+        finite = np.isfinite(noise).all(axis=(0, 2))
+        noise = noise[:, finite]
+        along += float((noise.sum(axis=2) ** 2).sum()) / k
+        total += float((noise ** 2).sum())
+    if not total > 0.0:
+        return None
+    share = along / total * k
+    return {"share": share, "shrink": float(min(1.0, 1.0 / np.sqrt(max(share, 1e-12))))}
+
+
+def _damp_population(y: np.ndarray, shrink: float) -> np.ndarray:
+    """`y - (1 - shrink) (y.u) u` with `u = 1/sqrt(K)`: the population mean of each row scaled by `shrink`."""
+    if shrink >= 1.0:
+        return y
+    return y - (1.0 - shrink) * y.mean(axis=1, keepdims=True)
 
 
 def _check_sizes(n_train: int, n_val: int) -> None:
@@ -152,7 +200,7 @@ def solve_start(gram_train: np.ndarray, gram_val: np.ndarray, train_responses: n
                 val_responses: np.ndarray, n_components: int, alphas: tuple[float, ...] = ALPHAS,
                 ranks: tuple[int, ...] = RANKS, whiten: tuple[float, ...] = WHITEN,
                 train_space: bool | None = None, gram_val_val: np.ndarray | None = None,
-                folds: int | None = None) -> DualStart:
+                folds: int | None = None, shrink: float = 1.0) -> DualStart:
     """The closed-form start from the standardised Gram matrices of the train images `(n, n)` and of
     the val images against them `(n_val, n)` (module docstring, steps 2-4).
 
@@ -160,9 +208,24 @@ def solve_start(gram_train: np.ndarray, gram_val: np.ndarray, train_responses: n
     images; with `folds` (and `gram_val_val`, the val images' Gram matrix among themselves) those with
     the best mean score over `folds`-fold cross-validation on the train and val images together
     (`cv_settings`), after which the start is fitted on the train images with them. The report says
-    which (`selection`) and keeps the train fit's val scores either way."""
-    y_tr = np.asarray(train_responses, dtype=np.float64)
-    y_va = np.asarray(val_responses, dtype=np.float64)
+    which (`selection`) and keeps the train fit's val scores either way. `shrink` < 1 damps the
+    responses' population-mean direction (module docstring, step 5); the returned neural weights
+    include it, so they apply to the responses as given."""
+    if not 0.0 <= shrink <= 1.0:
+        raise ValueError(f"shrink must be in [0, 1] (1 = no damping), got {shrink}")
+    start = _solve_start(gram_train, gram_val, _damp_population(np.asarray(train_responses, dtype=np.float64), shrink),
+                         _damp_population(np.asarray(val_responses, dtype=np.float64), shrink), n_components, alphas,
+                         ranks, whiten, train_space, gram_val_val, folds)
+    if shrink < 1.0:  # embedding = W' (r - (1 - c)(r.u)u) + b = (W' - (1 - c)(W'u)u^T) r + b
+        w = start.neural_weight
+        start.neural_weight = w - (1.0 - shrink) * w.mean(axis=1, keepdims=True)
+    start.report["population_shrink"] = float(shrink)
+    return start
+
+
+def _solve_start(gram_train, gram_val, y_tr, y_va, n_components, alphas, ranks, whiten, train_space,
+                 gram_val_val, folds) -> DualStart:
+    """`solve_start` on responses already damped."""
     pairs = tuple(itertools.product(whiten, whiten))
     if not folds:
         return _solve(gram_train, gram_val, y_tr, y_va, n_components, alphas, ranks, pairs, train_space)[0]

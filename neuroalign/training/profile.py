@@ -46,7 +46,7 @@ from neuroalign.io_utils import atomic_write_json
 from neuroalign.linalg import standardised_gram, standardiser
 from neuroalign.models import cached_features
 from neuroalign.training.image_choice import Candidate, candidate_tower
-from neuroalign.training.linear_start import solve_start
+from neuroalign.training.linear_start import population_shrink, solve_start
 
 logger = logging.getLogger(__name__)
 
@@ -109,6 +109,9 @@ def alignment_profile(subject: Subject, config: TrainConfig | None = None, model
     normaliser = Normaliser(config.data.normaliser).fit(subject.responses[tr])
     resp = normaliser.transform(subject.responses).astype(np.float64)
     reps = None if subject.repeats is None else np.stack([normaliser.transform(r) for r in subject.repeats])
+    # the start's damping of the population-mean direction, as a training run's (`population_shrink`)
+    population = None if reps is None else population_shrink(reps[:, tr])
+    shrink = 1.0 if population is None else population["shrink"]
     cands = list(candidates) if candidates is not None else profile_layers(models, layers)
     rows: list[dict[str, Any]] = []
     stopped = None
@@ -136,7 +139,7 @@ def alignment_profile(subject: Subject, config: TrainConfig | None = None, model
         mean, scale = standardiser(feats, rows=tr)
         gram = standardised_gram(feats, mean, scale, b_rows=tr)
         del feats
-        start = solve_start(gram[tr], gram[va], resp[tr], resp[va], config.n_components)
+        start = solve_start(gram[tr], gram[va], resp[tr], resp[va], config.n_components, shrink=shrink)
         img, neu = start.image_embeddings(gram), start.neural_embeddings(resp)
         row = {"model": cand.backbone, "stage": cand.stage, "block": cand.block, "transform": cand.transform,
                "label": cand.label, "n_features": len(mean),

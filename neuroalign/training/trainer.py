@@ -49,7 +49,7 @@ from neuroalign.training import distributed as dist_ops
 from neuroalign.training import state as state_io
 from neuroalign.training.device import available_memory_bytes, seed_everything
 from neuroalign.training.dual_tower import DualTower
-from neuroalign.training.linear_start import CV_FOLDS, apply_linear_start, fit_linear_start
+from neuroalign.training.linear_start import CV_FOLDS, apply_linear_start, fit_linear_start, population_shrink
 from neuroalign.training.loop import Callback, FitLoop, FitResult, TrainingDiverged
 from neuroalign.training.state import FitState
 
@@ -208,6 +208,11 @@ class Trainer:
         self.normaliser = normaliser if normaliser is not None else \
             Normaliser(d.normaliser).fit(subject.responses[self.split["train"]])
         self.responses = _to_device(torch.from_numpy(self.normaliser.transform(subject.responses)), self.device)
+        # the closed-form start damps the population-mean direction by its share of the repeat noise
+        # (`linear_start.population_shrink`, train images only); None without repeats
+        reps = subject.repeats
+        self.population = None if reps is None or reps.shape[0] < 2 else population_shrink(
+            np.stack([self.normaliser.transform(rep[self.split["train"]]) for rep in reps]))
 
     def _choose_image_model(self, cache_dir: str | Path | None) -> TrainConfig:
         """Image model "auto": the candidate whose closed-form start scores best on the val images
@@ -223,7 +228,7 @@ class Trainer:
                                                     self.responses.cpu().numpy(), cache_dir=cache_dir,
                                                     device=self.device, candidates=image_choice.AUTO_CANDIDATES,
                                                     status=report,
-                                                    deadline=choose_by)
+                                                    deadline=choose_by, shrink=self.start_shrink)
         self.image_choice = choice.report
         self._chosen_start = choice.start
         return image_choice.resolved_config(self.config, choice.candidate)
@@ -410,6 +415,11 @@ class Trainer:
             return None
         return self.val_scores()[self.config.select_by.removeprefix("val_")]
 
+    @property
+    def start_shrink(self) -> float:
+        """The closed-form start's damping of the population-mean direction (1 = none)."""
+        return 1.0 if self.population is None else float(self.population["shrink"])
+
     @_needs_engine
     def fit_linear_start(self) -> dict[str, Any]:
         """Set both towers to the closed-form start (`training.linear_start`) from the train and val
@@ -423,9 +433,11 @@ class Trainer:
         start = self._chosen_start  # "auto" fitted it on exactly these features while choosing
         if start is None or start.image_weight.shape[1] != feats.shape[1]:
             start = fit_linear_start(feats[tr], resp[tr], feats[va], resp[va], self.config.n_components,
-                                     folds=CV_FOLDS)
+                                     folds=CV_FOLDS, shrink=self.start_shrink)
         apply_linear_start(self.image_tower, self.neural_tower, start)
         dist_ops.broadcast_module(self.core, self.dist)
+        if self.population is not None:
+            start.report["population_noise_share"] = float(self.population["share"])
         self.state.linear_start = start.report
         return start.report
 
