@@ -120,6 +120,9 @@ if choice is not None:
                    "scored on the validation images (the test images play no part); the best was trained. "
                    "Candidates not started by half the time budget are skipped. The Image models page "
                    "profiles every layer of every model.")
+start_line = tables.start_caption(chosen_summary.results)
+if start_line is not None:
+    st.caption(start_line)
 links = st.columns(3)
 if pd.notna(row["top1 img→neu"]) or (shared_names and row["state"] == "finished"):
     links[0].page_link(nav.RETRIEVAL.path, label="Open in Retrieval", icon=nav.RETRIEVAL.icon)

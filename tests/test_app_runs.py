@@ -251,3 +251,40 @@ def test_runs_page_shows_how_auto_chose(app_populated):
     assert "3 of 5 candidates" in exp.label
     table = exp.dataframe[0].value
     assert table.loc[table["outcome"] == "chosen", "image model"].tolist() == ["random_rectified + v1_gabor"]
+
+
+def test_start_caption_says_what_the_start_chose_and_damped():
+    from neuroalign.ui.tables import start_caption
+
+    rep = {"alpha_relative": 0.0031622776601683794, "rank": 64, "whiten": [0.0, 0.5], "population_shrink": 0.3105,
+           "population_noise_share": 10.372, "selection": "5-fold cross-validation on the train and val images"}
+    line = start_caption({"training": {"linear_start": rep}})
+    assert line.startswith("Closed-form start: ridge strength 0.0032 (relative to the largest), rank 64, whitening "
+                           "exponents 0 (image) / 0.5 (neural), chosen by 5-fold cross-validation")
+    assert "damped to 0.31 (the repeat noise along it is 10× an average direction's)" in line
+    even = start_caption({"training": {"linear_start": {**rep, "population_shrink": 1.0,
+                                                        "population_noise_share": 0.98}}})
+    assert "not damped (the repeat noise along it is 0.98×" in even
+    no_reps = start_caption({"training": {"linear_start": {**rep, "population_shrink": 1.0,
+                                                           "population_noise_share": None}}})
+    assert "no repeats" in no_reps
+    for damaged in (None, {}, {"training": None}, {"training": {"linear_start": "x"}},
+                    {"training": {"linear_start": {"rank": 3}}}, {"training": {"linear_start": {**rep, "whiten": "a"}}}):
+        out = start_caption(damaged)
+        assert out is None or ("whitening" not in out and out.startswith("Closed-form start"))
+
+
+def test_runs_page_shows_the_start_line(app_populated):
+    import json
+
+    run = app_populated["run"]
+    results = json.loads((run / "results.json").read_text())
+    results.setdefault("training", {})["linear_start"] = {
+        "alpha_relative": 0.01, "rank": 16, "whiten": [0.0, 0.0], "population_shrink": 0.5,
+        "population_noise_share": 4.0, "selection": "5-fold cross-validation on the train and val images"}
+    (run / "results.json").write_text(json.dumps(results))
+    at = s.app_at(PAGE)
+    at.selectbox(key=keys.RUNS_ONE).set_value(str(app_populated["run"])).run()
+    s.no_exceptions(at)
+    assert any(c.value.startswith("Closed-form start: ridge strength 0.01") and "damped to 0.50" in c.value
+               for c in at.caption), [c.value for c in at.caption]

@@ -258,3 +258,32 @@ IMAGE_CHOICE_COLUMNS = {
     "features": st.column_config.NumberColumn(format="%d", help="image features the readout reads (pooled grid)"),
     "seconds": st.column_config.NumberColumn(format="%.1f", help="features (0 when cached) plus the fit"),
 }
+
+
+def start_caption(results: Mapping[str, Any] | None) -> str | None:
+    """One line on the closed-form start a run began from (results.json → training.linear_start):
+    its ridge strength, rank, whitening and how they were chosen, and how much the population-mean
+    direction was damped for the repeat noise along it. None when the run had no such start (other
+    presets, fine-tuning) or the record is damaged."""
+    training = results.get("training") if isinstance(results, Mapping) else None
+    rep = training.get("linear_start") if isinstance(training, Mapping) else None
+    if not isinstance(rep, Mapping):
+        return None
+    alpha, rank = json_number(rep.get("alpha_relative")), json_number(rep.get("rank"))
+    whiten = rep.get("whiten")
+    if alpha is None or rank is None:
+        return None
+    parts = [f"Closed-form start: ridge strength {alpha:.2g} (relative to the largest), rank {int(rank)}"]
+    if isinstance(whiten, (list, tuple)) and len(whiten) == 2 and all(json_number(w) is not None for w in whiten):
+        parts.append(f"whitening exponents {json_number(whiten[0]):g} (image) / {json_number(whiten[1]):g} (neural)")
+    if isinstance(rep.get("selection"), str):
+        parts.append(f"chosen by {rep['selection']}")
+    line = ", ".join(parts) + "."
+    shrink, share = json_number(rep.get("population_shrink")), json_number(rep.get("population_noise_share"))
+    if share is not None and shrink is not None:
+        noise = f"the repeat noise along it is {share:.2g}× an average direction's"
+        line += (f" Population-mean direction damped to {shrink:.2f} ({noise})." if shrink < 1.0 else
+                 f" Population-mean direction not damped ({noise}).")
+    elif shrink is not None:
+        line += " Population-mean direction not damped (no repeats to estimate its noise from)."
+    return line
