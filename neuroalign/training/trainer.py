@@ -208,11 +208,7 @@ class Trainer:
         self.normaliser = normaliser if normaliser is not None else \
             Normaliser(d.normaliser).fit(subject.responses[self.split["train"]])
         self.responses = _to_device(torch.from_numpy(self.normaliser.transform(subject.responses)), self.device)
-        # the closed-form start damps the population-mean direction by its share of the repeat noise
-        # (`linear_start.population_shrink`, train images only); None without repeats
-        reps = subject.repeats
-        self.population = None if reps is None or reps.shape[0] < 2 else population_shrink(
-            np.stack([self.normaliser.transform(rep[self.split["train"]]) for rep in reps]))
+        self._population: dict[str, float] | None | bool = False  # estimated on first use (`population`)
 
     def _choose_image_model(self, cache_dir: str | Path | None) -> TrainConfig:
         """Image model "auto": the candidate whose closed-form start scores best on the val images
@@ -416,9 +412,21 @@ class Trainer:
         return self.val_scores()[self.config.select_by.removeprefix("val_")]
 
     @property
+    def population(self) -> dict[str, float] | None:
+        """The repeat noise along the responses' population-mean direction (`linear_start.population_shrink`
+        on the train images' normalised repeats: its `share` and the start's damping `shrink`); None
+        without repeats. Estimated once, when the closed-form start first needs it."""
+        if self._population is False:
+            reps = self.subject.repeats
+            self._population = None if reps is None else population_shrink(
+                np.stack([self.normaliser.transform(rep[self.split["train"]]) for rep in reps]))
+        return self._population
+
+    @property
     def start_shrink(self) -> float:
         """The closed-form start's damping of the population-mean direction (1 = none)."""
-        return 1.0 if self.population is None else float(self.population["shrink"])
+        population = self.population
+        return 1.0 if population is None else float(population["shrink"])
 
     @_needs_engine
     def fit_linear_start(self) -> dict[str, Any]:
