@@ -10,8 +10,9 @@ config uses):
 2. the closed-form start (`linear_start.fit_linear_start`, its settings chosen on the val split:
    how `auto` compares image models; a training run then re-chooses the settings of the layer it
    trains on by 5-fold cross-validation on train + val, five more fits that the profile spares on
-   every layer) scored on val and on test, both directions, top-1 with Wilson intervals, MRR, mean
-   rank;
+   every layer; the population-mean direction damped as in a training run,
+   `linear_start.population_shrink`) scored on val and on test, both directions, top-1 with Wilson
+   intervals, MRR, mean rank;
 3. the encoding score per neuron: FEVE of a ridge from those features, strength chosen on val,
    scored on the test repeats (`evaluation.feve`).
 

@@ -33,7 +33,7 @@ from __future__ import annotations
 import logging
 import threading
 from contextlib import nullcontext
-from functools import partial, wraps
+from functools import cached_property, partial, wraps
 from pathlib import Path
 from typing import Any, Callable
 
@@ -208,7 +208,6 @@ class Trainer:
         self.normaliser = normaliser if normaliser is not None else \
             Normaliser(d.normaliser).fit(subject.responses[self.split["train"]])
         self.responses = _to_device(torch.from_numpy(self.normaliser.transform(subject.responses)), self.device)
-        self._population: dict[str, float] | None | bool = False  # estimated on first use (`population`)
 
     def _choose_image_model(self, cache_dir: str | Path | None) -> TrainConfig:
         """Image model "auto": the candidate whose closed-form start scores best on the val images
@@ -411,16 +410,14 @@ class Trainer:
             return None
         return self.val_scores()[self.config.select_by.removeprefix("val_")]
 
-    @property
+    @cached_property
     def population(self) -> dict[str, float] | None:
         """The repeat noise along the responses' population-mean direction (`linear_start.population_shrink`
         on the train images' normalised repeats: its `share` and the start's damping `shrink`); None
         without repeats. Estimated once, when the closed-form start first needs it."""
-        if self._population is False:
-            reps = self.subject.repeats
-            self._population = None if reps is None else population_shrink(
-                np.stack([self.normaliser.transform(rep[self.split["train"]]) for rep in reps]))
-        return self._population
+        reps = self.subject.repeats
+        return None if reps is None else population_shrink(
+            np.stack([self.normaliser.transform(rep[self.split["train"]]) for rep in reps]))
 
     @property
     def start_shrink(self) -> float:
