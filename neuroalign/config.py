@@ -29,7 +29,7 @@ IMAGE_MODEL_DEPTHS = {
     "ds_net_small": (3, 4, 12, 3),
     "efficientnet_lite0": (1, 2, 2, 3, 3, 4, 1),
     "v1_gabor": (1,),
-    "random_rectified": (1,),
+    "random_rectified": (1, 1, 1),
 }
 # the fixed nonlinearity the readout head applies by default per model (the banks are rectified already)
 IMAGE_MODEL_TRANSFORMS = {"ds_net_tiny": "square", "ds_net_small": "square", "efficientnet_lite0": "none",

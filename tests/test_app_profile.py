@@ -103,7 +103,7 @@ def test_run_profile_job_completes_and_is_kept_with_the_subject(sim_app):
     at = s.app_at(PAGE, timeout=60)
     s.no_exceptions(at)
     assert at.selectbox(key=profile_view.SUBJECT_KEY).value == "sim-M1"
-    at.multiselect(key=profile_view.MODELS_KEY).set_value(["random_rectified"]).run()
+    at.multiselect(key=profile_view.MODELS_KEY).set_value(["v1_gabor"]).run()
     assert at.button(key=profile_view.RUN_KEY).label == "Run profile (1 layer)"
     at.button(key=profile_view.RUN_KEY).click().run()
     s.no_exceptions(at)
@@ -114,13 +114,13 @@ def test_run_profile_job_completes_and_is_kept_with_the_subject(sim_app):
     final = profile_job.get_profile_jobs().wait(sim_app["subject_dir"], timeout=JOB_TIMEOUT_S)
     assert final.state == "finished", final.message
     prof = load_profile(sim_app["subject_dir"])
-    assert prof["complete"] and [r["model"] for r in prof["rows"]] == ["random_rectified"]
+    assert prof["complete"] and [r["model"] for r in prof["rows"]] == ["v1_gabor"]
     assert "val" in prof["rows"][0] and "ridge_random" in prof["reference"]
     at.run()
     s.no_exceptions(at)
     assert any("Last profile job (finished)" in b.value for b in at.success)
     assert _titles(at)[0] == "Top-1 identification by layer (test images)"
-    assert at.dataframe[0].value["model"].tolist() == ["random_rectified"]
+    assert at.dataframe[0].value["model"].tolist() == ["v1_gabor"]
 
 
 def test_stop_ends_the_profile_job(sim_app):

@@ -64,6 +64,30 @@ def test_random_bank_is_the_baselines_feature_set():
     np.testing.assert_allclose(ours, random_rectified_features(images, pool=4), rtol=2e-5, atol=1e-6)
 
 
+def test_random_bank_stages_filter_a_pyramid_of_the_image():
+    """Stage s of random_rectified is the same bank on the image block-averaged by 2^(s-1) (trailing
+    rows/columns that fill no block dropped); one forward pass gives several stages; a stage whose
+    block-averaged image is smaller than the filters says so."""
+    images = np.random.default_rng(1).random((2, 1, 41, 75)).astype(np.float32)
+    model, _ = build_image_model("random_rectified", 3, 1)
+    assert model.depths == (1, 1, 1) and model.stage_channels == (64, 64, 64)
+    x = torch.from_numpy(images)
+    s1, s2, s3 = model.forward_intermediates(x, [(1, 1), (2, 1), (3, 1)])
+    for stage, got in ((2, s2), (3, s3)):
+        f = 2 ** (stage - 1)
+        h, w = 41 // f, 75 // f
+        blocks = images[:, :, :h * f, :w * f].reshape(2, 1, h, f, w, f).mean(axis=(3, 5))
+        want = random_rectified_features(blocks.astype(np.float32), pool=1)
+        np.testing.assert_allclose(got.flatten(1).numpy(), want, rtol=2e-5, atol=1e-6)
+        assert got.shape[-2:] == (h - 8, w - 8)
+    torch.testing.assert_close(s1, model.features_at(x, 1, 1))
+    with pytest.raises(ValueError, match="stage 3 filters the image block-averaged by 4: images must be at least "
+                                         "36x36 px, got \\(30, 75\\)"):
+        model.features_at(x[:, :, :30], 3, 1)
+    with pytest.raises(ValueError, match="random_rectified has stages 1..3, got stage 4"):
+        build_image_model("random_rectified", 4, 1)
+
+
 def test_gabor_kernels_are_a_quadrature_bank():
     k = gabor_pair_kernels(8.0, n_orient=4)[:, 0]
     assert k.shape[0] == 8
@@ -174,7 +198,8 @@ def test_profile_layer_score_equals_a_separate_closed_form_start(sim_root, tmp_p
     cfg = preset("recommended")
     prof = alignment_profile(sub, cfg, models=["random_rectified", "ds_net_tiny"], cache_dir=tmp_path)
     labels = [r["label"] for r in prof["rows"]]
-    assert labels[0] == "random_rectified" and len(labels) == 1 + 4
+    assert labels[:3] == ["random_rectified", "random_rectified stage 2 (1/2 resolution)",
+                          "random_rectified stage 3 (1/4 resolution)"] and len(labels) == 3 + 4
     # recompute one layer by hand: features, normaliser on train, start on train/val, test metrics
     from neuroalign.data import Normaliser
     from neuroalign.training.profile import subject_split
@@ -182,7 +207,7 @@ def test_profile_layer_score_equals_a_separate_closed_form_start(sim_root, tmp_p
     split = subject_split(sub, cfg)
     norm = Normaliser(cfg.data.normaliser).fit(sub.responses[split["train"]])
     resp = norm.transform(sub.responses).astype(np.float64)
-    row = prof["rows"][2]  # ds_net_tiny stage 2
+    row = prof["rows"][4]  # ds_net_tiny stage 2
     tower = candidate_tower(cfg, Candidate("ds_net_tiny", row["stage"], row["block"], row["transform"]))
     feats = cached_features(tower, sub.images, sub.data_hash).flatten(1).numpy()
     # the start damps the population-mean direction by the train images' repeat noise, as a training run's

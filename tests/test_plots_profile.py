@@ -15,8 +15,9 @@ def _traces(fig, name, panel):
 
 def test_layer_positions_follow_the_registry_depths():
     rows = make_profile()["rows"]
-    assert layer_positions(rows) == [2.0, 4.0, 8.0, 9.0, 1.0]  # ds_net_tiny depths (2, 2, 4, 1); a one-layer bank
-    assert layer_positions(rows, "relative") == pytest.approx([2 / 9, 4 / 9, 8 / 9, 1.0, 1.0])
+    # ds_net_tiny depths (2, 2, 4, 1); random_rectified stage 1 of its three one-block stages
+    assert layer_positions(rows) == [2.0, 4.0, 8.0, 9.0, 1.0]
+    assert layer_positions(rows, "relative") == pytest.approx([2 / 9, 4 / 9, 8 / 9, 1.0, 1 / 3])
     own = [{"model": "pkg.mod:factory", "stage": 1, "block": 1}, {"model": "pkg.mod:factory", "stage": 2, "block": 1}]
     assert layer_positions(own) == [1.0, 2.0] and layer_positions(own, "relative") == [0.5, 1.0]
     with pytest.raises(ValueError, match="x must be"):

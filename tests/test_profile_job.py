@@ -32,7 +32,7 @@ def sim_data(sim_root, tmp_path):
 
 
 def test_requests_refused_in_one_line(jobs, sim_data):
-    assert pj.n_layers(["ds_net_tiny", "random_rectified"], "stages") == 5
+    assert pj.n_layers(["ds_net_tiny", "random_rectified"], "stages") == 4 + 3  # the bank's 3 pyramid levels
     assert pj.n_layers(["ds_net_tiny"], "all") == 9 and pj.n_layers(["pkg.mod:f"], "stages") is None
     for kwargs, match in (({"layers": "some"}, "layers must be one of"), ({"models": []}, "at least one image model"),
                           ({"models": ["resnet50"]}, "unknown image model 'resnet50'"),

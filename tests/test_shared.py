@@ -228,3 +228,73 @@ def test_shared_auto_keeps_the_time_budget(shared_root: Path, tmp_path: Path, on
     assert "val_mrr_pooled" in rows[0] and choice["chosen"] == AUTO_CANDIDATES[0].backbone
     assert all(r.get("skipped") == "time budget" for r in rows[1:])
     assert json.loads((run / "status.json").read_text())["state"] == "finished"
+
+
+def _gain_subject(seed: int, n: int = 300, q: int = 16, k: int = 80, gain: float = 4.0, noise: float = 2.0):
+    """Shared embeddings `z (n, q)` of n images, and two trials per image of k neurons driven linearly by
+    z, with independent noise and a fluctuation that moves every neuron at once (sd `gain`)."""
+    rng = np.random.default_rng(seed)
+    z = rng.normal(size=(n, q))
+    rates = z @ rng.normal(size=(q, k)) / np.sqrt(q)
+    trials = np.stack([rates + noise * rng.normal(size=rates.shape) + gain * rng.normal(size=(n, 1))
+                       for _ in range(2)])
+    return z, trials.mean(axis=0), trials
+
+
+def _top1(a: np.ndarray, b: np.ndarray) -> float:
+    a = a / np.linalg.norm(a, axis=1, keepdims=True)
+    b = b / np.linalg.norm(b, axis=1, keepdims=True)
+    return float((np.argmax(a @ b.T, axis=1) == np.arange(len(a))).mean())
+
+
+def test_readin_damps_a_shared_fluctuation_and_still_reads_the_raw_responses() -> None:
+    """With repeats, a read-in damps its subject's population-mean direction by its share of the repeat
+    noise (as the single-subject start does): its weights take the raw responses and equal a read-in
+    fitted on damped responses; under a shared gain fluctuation it identifies test images better."""
+    from neuroalign.data.splits import Normaliser
+    from neuroalign.training.linear_start import _damp_population, population_shrink
+    from neuroalign.training.shared import fit_readin, make_readin
+
+    split = {"train": np.arange(60), "val": np.arange(60, 110), "test": np.arange(110, 160)}
+    tr, va, te = split["train"], split["val"], split["test"]
+    top1 = []
+    for seed in range(8):  # few train images for many neurons: the read-in's regression alone lets the gain in
+        z, resp, trials = _gain_subject(seed, n=160, k=200, gain=4.0, noise=3.0)
+        damped = make_readin(z, resp, split, "zscore", trials)
+        plain = make_readin(z, resp, split, "zscore")
+        norm = Normaliser("zscore").fit(resp[tr])
+        c = population_shrink(np.stack([norm.transform(t[tr]) for t in trials]))["shrink"]
+        assert c < 0.3 and damped.report["population_shrink"] == pytest.approx(c)
+        assert damped.report["population_noise_share"] > 10
+        assert plain.report["population_shrink"] == 1.0 and plain.report["population_noise_share"] is None
+        if seed == 0:  # = the read-in fitted on damped normalised responses, applied to damped responses
+            y = _damp_population(norm.transform(resp).astype(np.float64), c)
+            weight, centre, offset, _ = fit_readin(z[tr], y[tr], z[va], y[va])
+            np.testing.assert_allclose(damped.embed(resp[te]), (y[te] - centre) @ weight + offset, rtol=1e-8, atol=1e-9)
+        top1.append([_top1(r.embed(resp[te]), z[te]) for r in (plain, damped)])
+    plain_top1, damped_top1 = np.mean(top1, axis=0)
+    assert damped_top1 > plain_top1 + 0.03, top1
+
+
+def test_shared_model_damps_each_subject_by_its_own_repeats() -> None:
+    """`fit_shared_model` damps each subject that has repeats by its own noise share (recorded in its
+    read-in's report); a subject without repeats is not damped."""
+    from neuroalign.training.shared import SubjectData, fit_shared_model
+
+    rng = np.random.default_rng(5)
+    n, d = 120, 60
+    feats = rng.normal(size=(n, d)).astype(np.float32)
+    hashes = [f"img{i:03d}" for i in range(n)]
+    split = {"train": np.arange(80), "val": np.arange(80, 100), "test": np.arange(100, 120)}
+    data = []
+    for name, gain, with_reps in (("gain", 4.0, True), ("even", 0.0, True), ("none", 4.0, False)):
+        rates = feats[:, :12].astype(np.float64) @ rng.normal(size=(12, 40)) / np.sqrt(12)
+        trials = np.stack([rates + rng.normal(size=rates.shape) + gain * rng.normal(size=(n, 1)) for _ in range(2)])
+        data.append(SubjectData(name, feats, trials.mean(axis=0), hashes, split, trials if with_reps else None))
+    model = fit_shared_model(data, {"backbone": "test"}, {"rule": "test"}, n_components=8)
+    shrink = {name: model.readin(name).report["population_shrink"] for name in ("gain", "even", "none")}
+    assert shrink["gain"] < 0.3 and shrink["even"] > 0.8 and shrink["none"] == 1.0, shrink
+    # the raw responses go in: the damping is part of the weights (each column sums as the damped map says)
+    ri = model.readin("gain")
+    y = ri.normaliser.transform(data[0].responses[split["test"]])
+    np.testing.assert_allclose(ri.embed(data[0].responses[split["test"]]), (y - ri.centre) @ ri.weight + ri.offset)

@@ -10,11 +10,15 @@
   kernel); all scales are resampled to half the input resolution and stacked:
   `(B, 4 * N_ORIENT * n_scales, H/2, W/2)`.
 * ``random_rectified`` -- `N_RANDOM` fixed random zero-mean `RANDOM_SIZE`x`RANDOM_SIZE` filters (seed 0),
-  valid convolution, both signs half-wave rectified and raised to 1.5: `(B, 2 * N_RANDOM, H-8, W-8)`.
-  The same filters as the baseline `evaluation.baselines.random_rectified_features`, which pools them
-  4x4 and fits a ridge; as an image model the readout head pools them to its grid instead.
+  valid convolution, both signs half-wave rectified and raised to 1.5, on a pyramid of the image:
+  stage s applies the filters to the image block-averaged `2^(s-1)` x `2^(s-1)` (stage 1: the image
+  itself, `(B, 2 * N_RANDOM, H-8, W-8)`; stage 2: half the resolution, so each filter spans 18 px;
+  stage 3: a quarter, 36 px), one block each. Stage 1 is exactly the bank of the baseline
+  `evaluation.baselines.random_rectified_features`, which pools it 4x4 and fits a ridge; as an image
+  model the readout head pools every stage to its grid instead. Stage 2 was added on 2026-12-04 after
+  it beat stage 1 on all three selection subjects' validation images (docs/RESULTS.md).
 
-Both have one stage with one block, so their layer is (1, 1).
+``v1_gabor`` has one stage with one block, so its layer is (1, 1).
 """
 
 from __future__ import annotations
@@ -34,6 +38,7 @@ SIGMA_PER_WAVELENGTH = 0.56
 N_RANDOM = 32
 RANDOM_SIZE = 9
 RANDOM_POWER = 1.5
+RANDOM_STAGES = 3  # pyramid levels of random_rectified: the image block-averaged by 1, 2, 4
 
 
 def random_filters(n_filters: int = N_RANDOM, in_chans: int = 1, size: int = RANDOM_SIZE, seed: int = 0) -> torch.Tensor:
@@ -150,20 +155,66 @@ class GaborBank(_OneBlockModel):
         return torch.cat(levels, dim=1)
 
 
-class RandomRectifiedBank(_OneBlockModel):
-    """Fixed random zero-mean filters, both signs rectified, power 1.5 (module docstring)."""
+class RandomRectifiedBank(nn.Module):
+    """Fixed random zero-mean filters, both signs rectified, power 1.5, on a pyramid of the image: stage s
+    reads it block-averaged by `2^(s-1)` (module docstring). Built with `n_stages` stages (a truncated
+    model has no later ones); each stage has one block."""
 
-    def __init__(self, in_chans: int = 1, n_filters: int = N_RANDOM, size: int = RANDOM_SIZE, seed: int = 0) -> None:
-        super().__init__(in_chans, 2 * n_filters, min_side=size)
-        self.n_filters, self.size, self.seed = int(n_filters), int(size), int(seed)
+    def __init__(self, in_chans: int = 1, n_filters: int = N_RANDOM, size: int = RANDOM_SIZE, seed: int = 0,
+                 n_stages: int = RANDOM_STAGES) -> None:
+        super().__init__()
+        if not 1 <= n_stages <= RANDOM_STAGES:
+            raise ValueError(f"random_rectified has stages 1..{RANDOM_STAGES}, got {n_stages}")
+        self.in_chans, self.n_filters, self.size, self.seed = int(in_chans), int(n_filters), int(size), int(seed)
+        self.depths = (1,) * int(n_stages)
+        self.stage_channels = (2 * self.n_filters,) * int(n_stages)
         self.register_buffer("filters", random_filters(n_filters, in_chans, size, seed), persistent=False)
 
     def config(self) -> dict:
+        # the stage count is not part of it: a layer's features do not depend on how many stages exist
         return {"kind": "random_rectified", "n_filters": self.n_filters, "size": self.size, "seed": self.seed,
-                "power": RANDOM_POWER, "in_chans": self.in_chans}
+                "power": RANDOM_POWER, "in_chans": self.in_chans, "pyramid": "block average 2^(stage-1)"}
 
-    def _features(self, x: torch.Tensor) -> torch.Tensor:
-        return rectified_power(F.conv2d(x.float(), self.filters), RANDOM_POWER)
+    def min_side(self, stage: int) -> int:
+        """The smallest image side stage `stage` can filter."""
+        return self.size * 2 ** (int(stage) - 1)
+
+    def _stage(self, index) -> int:
+        if isinstance(index, int):
+            stage = len(self.depths) if index == -1 else index + 1
+        else:
+            stage, block = (int(v) for v in index)
+            if block != 1:
+                stage = 0
+        if not 1 <= stage <= len(self.depths):
+            raise ValueError(f"random_rectified (built with {len(self.depths)} stage(s), one block each) has no "
+                             f"layer {index!r}")
+        return stage
+
+    def forward_intermediates(self, x: torch.Tensor, indices: Sequence = ((1, 1),), stop_early: bool = True,
+                              intermediates_only: bool = True):
+        """The requested stages' outputs (`(stage, 1)` pairs, or flat indices 0.. / -1)."""
+        stages = [self._stage(i) for i in indices]
+        if x.dim() != 4 or x.shape[1] != self.in_chans:
+            raise ValueError(f"expected images (B, {self.in_chans}, H, W), got {tuple(x.shape)}")
+        for stage in sorted(set(stages)):
+            if min(x.shape[-2:]) < self.min_side(stage):
+                raise ValueError(f"random_rectified stage {stage} filters the image block-averaged by "
+                                 f"{2 ** (stage - 1)}: images must be at least {self.min_side(stage)}x"
+                                 f"{self.min_side(stage)} px, got {tuple(x.shape[-2:])}")
+        done: dict[int, torch.Tensor] = {}
+        for stage in stages:
+            if stage not in done:
+                img = x.float() if stage == 1 else F.avg_pool2d(x.float(), 2 ** (stage - 1))
+                done[stage] = rectified_power(F.conv2d(img, self.filters), RANDOM_POWER)
+        out = [done[stage] for stage in stages]
+        return out if intermediates_only else (done[max(stages)], out)
+
+    def features_at(self, x: torch.Tensor, stage: int = 1, block: int = 1) -> torch.Tensor:
+        return self.forward_intermediates(x, [(stage, block)])[0]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.features_at(x, len(self.depths), 1)
 
 
 def _build_gabor(depths: Sequence[int], in_chans: int = 1, seed: int = 0) -> GaborBank:
@@ -172,7 +223,7 @@ def _build_gabor(depths: Sequence[int], in_chans: int = 1, seed: int = 0) -> Gab
 
 def _build_random(depths: Sequence[int], in_chans: int = 1, seed: int = 0) -> RandomRectifiedBank:
     # The filters are those of the baseline (seed 0) whatever the tower's init seed: one fixed bank.
-    return RandomRectifiedBank(in_chans=in_chans).eval()
+    return RandomRectifiedBank(in_chans=in_chans, n_stages=len(depths)).eval()
 
 
 def _no_weights(model, path, stage, block):
@@ -184,6 +235,7 @@ register_image_model(ImageModelSpec(
     f"V1 Gabor bank: {N_ORIENT} orientations x {len(WAVELENGTHS)} scales, even/odd, rectified and squared",
     pretrained=False, transform="none", min_side=16, load_weights=_no_weights))
 register_image_model(ImageModelSpec(
-    "random_rectified", (1,), (2 * N_RANDOM,), _build_random,
-    f"{N_RANDOM} random zero-mean {RANDOM_SIZE}x{RANDOM_SIZE} filters, both signs rectified, power 1.5",
+    "random_rectified", (1,) * RANDOM_STAGES, (2 * N_RANDOM,) * RANDOM_STAGES, _build_random,
+    f"{N_RANDOM} random zero-mean {RANDOM_SIZE}x{RANDOM_SIZE} filters, both signs rectified, power 1.5, on the "
+    f"image (stage 1), at half (stage 2) and a quarter (stage 3) of its resolution",
     pretrained=False, transform="none", min_side=RANDOM_SIZE, load_weights=_no_weights))

@@ -21,6 +21,11 @@ Fit (`fit_shared`), generalising `linear_start` to several subjects:
    reduced-rank inverse of a ridge *encoder* from the q shared dimensions to its neurons (few
    parameters: works from a hundred images), or a dual-form ridge *decoder* from its responses to
    the shared embedding; the kind, strength and rank are chosen on that subject's val images.
+4. With repeats, each subject's responses have their population-mean direction damped by its share
+   of that subject's trial-to-trial noise before steps 1-3, as in a single-subject start
+   (`linear_start.population_shrink`, module docstring step 5): a shared gain or arousal fluctuation
+   no image predicts. The read-in's weights absorb the linear map, so a read-in still takes the raw
+   responses; its report keeps `population_shrink` and `population_noise_share`.
 
 The ridge strength `alpha`, the shared rank `q` and the whitening are chosen on the pooled val MRR
 (mean over subjects of both retrieval directions, cosine similarity, ties: top-1). Test images take
@@ -48,7 +53,7 @@ import numpy as np
 from neuroalign.data.splits import Normaliser
 from neuroalign.io_utils import atomic_savez, atomic_write_json
 from neuroalign.linalg import eigh, standardised_gram, standardised_t_product, standardiser
-from neuroalign.training.linear_start import _cosine_key
+from neuroalign.training.linear_start import _cosine_key, _damp_population, population_shrink
 
 logger = logging.getLogger(__name__)
 
@@ -286,15 +291,34 @@ def fit_readin(z_tr: np.ndarray, y_tr: np.ndarray, z_va: np.ndarray, y_va: np.nd
     return ReadinProblem(y_tr, y_va).fit(z_tr, z_va, alphas, betas, ranks)
 
 
+def subject_population(normaliser: Normaliser, repeats: np.ndarray | None,
+                       train: np.ndarray) -> dict[str, float] | None:
+    """`linear_start.population_shrink` of a subject's normalised repeats `(R, N, K)` on its train
+    images (None without repeats), as a single-subject run estimates it."""
+    if repeats is None:
+        return None
+    train = np.asarray(train, dtype=np.int64)
+    return population_shrink(np.stack([normaliser.transform(np.asarray(rep)[train]) for rep in repeats]))
+
+
 def make_readin(z: np.ndarray, raw_responses: np.ndarray, split: Mapping[str, np.ndarray],
-                normaliser_kind: str = "zscore") -> ReadIn:
+                normaliser_kind: str = "zscore", repeats: np.ndarray | None = None) -> ReadIn:
     """A subject's read-in: its normaliser fitted on its train rows, `fit_readin` on train, chosen on val.
-    `z (N, q)`: the shared embeddings of its N images; `raw_responses (N, K)` as stored."""
+    `z (N, q)`: the shared embeddings of its N images; `raw_responses (N, K)` as stored; `repeats
+    (R, N, K)` (optional, as stored): the population-mean direction is damped by its share of the
+    train images' trial-to-trial noise (module docstring, step 4), folded into the weights."""
     tr, va = (np.asarray(split[s], dtype=np.int64) for s in ("train", "val"))
     norm = Normaliser(normaliser_kind).fit(np.asarray(raw_responses)[tr])
     y = norm.transform(raw_responses).astype(np.float64)
-    weight, centre, offset, info = fit_readin(z[tr], y[tr], z[va], y[va])
-    return ReadIn(norm, weight, centre, offset, info)
+    population = subject_population(norm, repeats, tr)
+    shrink = 1.0 if population is None else float(population["shrink"])
+    damped = _damp_population(y, shrink)
+    weight, _, offset, info = fit_readin(z[tr], damped[tr], z[va], damped[va])
+    # (y' - mean y'_tr) W with y' = y D, D = I - (1 - c) 1 1^T / K symmetric: = (y - mean y_tr) (D W)
+    weight = weight - (1.0 - shrink) * weight.mean(axis=0, keepdims=True)
+    info.update({"population_shrink": shrink,
+                 "population_noise_share": None if population is None else float(population["share"])})
+    return ReadIn(norm, weight, y[tr].mean(axis=0), offset, info)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -427,13 +451,15 @@ def fit_shared(features: np.ndarray, responses: Mapping[str, np.ndarray], rows: 
 @dataclass
 class SubjectData:
     """What the shared fit needs of one subject: its features `(N, D)`, raw responses `(N, K)`, the
-    hashes of its images and its split (by those hashes)."""
+    hashes of its images and its split (by those hashes); its raw repeats `(R, N, K)` when it has
+    them (the damping of the population-mean direction, module docstring step 4)."""
 
     name: str
     features: np.ndarray
     responses: np.ndarray
     hashes: list[str]
     split: dict[str, np.ndarray]
+    repeats: np.ndarray | None = None
 
 
 def fit_shared_model(data: Sequence[SubjectData], image: dict[str, Any], split_rule: dict[str, Any],
@@ -455,25 +481,30 @@ def fit_shared_model(data: Sequence[SubjectData], image: dict[str, Any], split_r
     for d in data:
         feats[rows[d.name]] = np.asarray(d.features, dtype=np.float32).reshape(len(d.features), -1)
     norms = {d.name: Normaliser(normaliser_kind).fit(np.asarray(d.responses)[d.split["train"]]) for d in data}
-    responses = {d.name: norms[d.name].transform(d.responses) for d in data}
+    populations = {d.name: subject_population(norms[d.name], d.repeats, d.split["train"]) for d in data}
+    responses = {d.name: _damp_population(norms[d.name].transform(d.responses).astype(np.float64),
+                                          1.0 if populations[d.name] is None else populations[d.name]["shrink"])
+                 for d in data}
     fit = fit_shared(feats, responses, rows, splits, n_components=n_components, status=status, **grid)
     model = SharedModel(dict(image), fit["feat_mean"], fit["feat_scale"], fit["image_weight"], {}, dict(split_rule),
                         fit["report"])
     for d in data:
         z = model.embed_features(d.features)
-        model.readins[d.name] = make_readin(z, d.responses, d.split, normaliser_kind)
+        model.readins[d.name] = make_readin(z, d.responses, d.split, normaliser_kind, d.repeats)
     return model
 
 
 def adapt(model: SharedModel, name: str, features: np.ndarray, responses: np.ndarray,
-          split: Mapping[str, np.ndarray], normaliser_kind: str | None = None) -> SharedModel:
+          split: Mapping[str, np.ndarray], normaliser_kind: str | None = None,
+          repeats: np.ndarray | None = None) -> SharedModel:
     """A new subject's read-in on a fixed shared model: a new `SharedModel` that holds the SAME shared
-    arrays (not copies; never written) and the old read-ins plus the new one. Closed form, seconds."""
+    arrays (not copies; never written) and the old read-ins plus the new one. Closed form, seconds.
+    `repeats (R, N, K)` (optional): its population-mean direction damped as in `make_readin`."""
     if name in model.readins:
         raise ValueError(f"subject {name!r} is already part of this shared model; adapt a new subject, or "
                          "train the shared run again")
     kind = normaliser_kind or (next(iter(model.readins.values())).normaliser.kind if model.readins else "zscore")
     z = model.embed_features(features)
-    readin = make_readin(z, responses, split, kind)
+    readin = make_readin(z, responses, split, kind, repeats)
     readin.report["adapted"] = True
     return replace(model, readins={**model.readins, name: readin})

@@ -120,7 +120,7 @@ def _fit(config: TrainConfig, loaded: dict[str, tuple[Any, Path]], hashes: dict[
             for name, (subject, _) in loaded.items():
                 status(f"features: {label}, {name} ({i + 1}/{len(candidates)})")
                 data.append(SubjectData(name, subject_features(image, subject, cache_dir), subject.responses,
-                                        hashes[name], splits[name]))
+                                        hashes[name], splits[name], subject.repeats))
         except ValueError as exc:
             if len(candidates) == 1:
                 raise
@@ -324,7 +324,7 @@ def _adapt_from_run(from_dir: str | Path, names: Sequence[str], data_dir: str | 
             feats = subject_features(model.image, subject, cache_dir)
             status(f"fitting the read-in of {name} (the shared parts stay fixed)")
             t0 = time.monotonic()
-            adapted = adapt(model, name, feats, subject.responses, split)
+            adapted = adapt(model, name, feats, subject.responses, split, repeats=subject.repeats)
             fit_s = time.monotonic() - t0
             if adapted.shared_fingerprint() != fingerprint:  # pragma: no cover - guarded by construction
                 raise RuntimeError("the shared parts changed during adaptation")
