@@ -178,7 +178,8 @@ FIELDS: tuple[ConfigField, ...] = (
                 "rectified filters, DS-Net and ImageNet-trained EfficientNet-Lite0 layers (needs the readout "
                 "head). ds_net_*: the research code's DS-Net, random init unless --backbone-weights; "
                 "efficientnet_lite0: ImageNet weights shipped with the package; v1_gabor: Gabor quadrature "
-                "bank; random_rectified: the random-feature baseline's filters. CLI: also a model of your own "
+                "bank; random_rectified: the random-feature baseline's filters (stage 1: on the image; stages 2 and "
+                "3: at half and a quarter of its resolution). CLI: also a model of your own "
                 "as package.module:factory (README).", "choice", IMAGE, choices=cfg.BACKBONES,
                 aliases=("--backbone",), open_choices=True, metavar="MODEL"),
     ConfigField("image.weights", "--backbone-weights", "Backbone weights", "Local state dict for the image "

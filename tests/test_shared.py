@@ -97,6 +97,9 @@ def test_shared_run_adapt_and_cli(shared_root: Path, tmp_path: Path, one_torch_t
         assert getattr(adapted, k).tobytes() == v.tobytes()
     assert adapted.shared_fingerprint() == model.shared_fingerprint()
     assert set(adapted.readins) == {"D"}
+    # every subject here has repeats: each read-in (the adapted one too) records its own damping
+    for ri in (*model.readins.values(), adapted.readins["D"]):
+        assert 0.0 < ri.report["population_shrink"] <= 1.0 and ri.report["population_noise_share"] > 0
     for n, w in before_readins.items():
         assert model.readins[n].weight.tobytes() == w.tobytes()
     res_d = json.loads((adapted_dirs[0] / "subjects" / "D" / "results.json").read_text())

@@ -19,7 +19,8 @@ else (three ImageNet-normalised channels) converts inside. Registered names (`IM
   orientations, half-wave rectified and squared (simple cells; their sums are the energies of
   complex cells);
 * ``random_rectified`` -- 32 fixed random zero-mean 9x9 filters, both signs rectified, power 1.5
-  (the strongest simple baseline, `evaluation.baselines.random_rectified_features`).
+  (the strongest simple baseline, `evaluation.baselines.random_rectified_features`), on a pyramid of
+  the image: stage 1 the image itself, stages 2 and 3 block-averaged by 2 and 4.
 
 A user's own model: `backbone="package.module:factory"` (CLI `--image-model package.module:factory`),
 where `factory(in_chans=1)` returns an `nn.Module` with the interface above (plus `depths` and
