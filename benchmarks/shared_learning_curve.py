@@ -21,7 +21,7 @@ on its untouched test images, 100-way top-1 (mean of 100 random draws), both dir
 All three read the same images and the same split; the shared model never saw a test image of
 anyone (splits by image hash are shared). Features: `random_rectified` (32 random 9x9 filters,
 both signs, pooled to the 8x32 readout grid, 16,384 numbers per image) for (a) and (b) -- the
-single-subject default's "auto" image model is not run here (it would compute six feature banks
+single-subject default's "auto" image model is not run here (it would compute every candidate bank
 per mouse; CPU time), so (b) is the closed-form default on the same bank as (a).
 
     python benchmarks/shared_learning_curve.py --out docs/shared_learning_curve.json

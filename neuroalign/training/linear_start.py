@@ -137,6 +137,16 @@ def population_shrink(repeats: np.ndarray | None, rows: np.ndarray | None = None
     return {"share": share, "shrink": float(min(1.0, 1.0 / np.sqrt(max(share, 1e-12))))}
 
 
+def train_population(normaliser, repeats: np.ndarray | None, train: np.ndarray) -> dict[str, float] | None:
+    """`population_shrink` of a subject's stored repeats `(R, N, K)` on its `train` images, each trial
+    normalised with `normaliser` (fitted on the train responses, `.transform`); None without repeats.
+    What a training run's start, a shared fit and an adapted read-in estimate."""
+    if repeats is None:
+        return None
+    train = np.asarray(train, dtype=np.int64)
+    return population_shrink(np.stack([normaliser.transform(np.asarray(rep)[train]) for rep in repeats]))
+
+
 def _damp_population(y: np.ndarray, shrink: float) -> np.ndarray:
     """`y - (1 - shrink) (y.u) u` with `u = 1/sqrt(K)`: the population mean of each row scaled by `shrink`."""
     if shrink >= 1.0:

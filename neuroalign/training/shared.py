@@ -53,7 +53,7 @@ import numpy as np
 from neuroalign.data.splits import Normaliser
 from neuroalign.io_utils import atomic_savez, atomic_write_json
 from neuroalign.linalg import eigh, standardised_gram, standardised_t_product, standardiser
-from neuroalign.training.linear_start import _cosine_key, _damp_population, population_shrink
+from neuroalign.training.linear_start import _cosine_key, _damp_population, train_population
 
 logger = logging.getLogger(__name__)
 
@@ -291,16 +291,6 @@ def fit_readin(z_tr: np.ndarray, y_tr: np.ndarray, z_va: np.ndarray, y_va: np.nd
     return ReadinProblem(y_tr, y_va).fit(z_tr, z_va, alphas, betas, ranks)
 
 
-def subject_population(normaliser: Normaliser, repeats: np.ndarray | None,
-                       train: np.ndarray) -> dict[str, float] | None:
-    """`linear_start.population_shrink` of a subject's normalised repeats `(R, N, K)` on its train
-    images (None without repeats), as a single-subject run estimates it."""
-    if repeats is None:
-        return None
-    train = np.asarray(train, dtype=np.int64)
-    return population_shrink(np.stack([normaliser.transform(np.asarray(rep)[train]) for rep in repeats]))
-
-
 def make_readin(z: np.ndarray, raw_responses: np.ndarray, split: Mapping[str, np.ndarray],
                 normaliser_kind: str = "zscore", repeats: np.ndarray | None = None) -> ReadIn:
     """A subject's read-in: its normaliser fitted on its train rows, `fit_readin` on train, chosen on val.
@@ -310,7 +300,7 @@ def make_readin(z: np.ndarray, raw_responses: np.ndarray, split: Mapping[str, np
     tr, va = (np.asarray(split[s], dtype=np.int64) for s in ("train", "val"))
     norm = Normaliser(normaliser_kind).fit(np.asarray(raw_responses)[tr])
     y = norm.transform(raw_responses).astype(np.float64)
-    population = subject_population(norm, repeats, tr)
+    population = train_population(norm, repeats, tr)
     shrink = 1.0 if population is None else float(population["shrink"])
     damped = _damp_population(y, shrink)
     weight, _, offset, info = fit_readin(z[tr], damped[tr], z[va], damped[va])
@@ -481,7 +471,7 @@ def fit_shared_model(data: Sequence[SubjectData], image: dict[str, Any], split_r
     for d in data:
         feats[rows[d.name]] = np.asarray(d.features, dtype=np.float32).reshape(len(d.features), -1)
     norms = {d.name: Normaliser(normaliser_kind).fit(np.asarray(d.responses)[d.split["train"]]) for d in data}
-    populations = {d.name: subject_population(norms[d.name], d.repeats, d.split["train"]) for d in data}
+    populations = {d.name: train_population(norms[d.name], d.repeats, d.split["train"]) for d in data}
     responses = {d.name: _damp_population(norms[d.name].transform(d.responses).astype(np.float64),
                                           1.0 if populations[d.name] is None else populations[d.name]["shrink"])
                  for d in data}

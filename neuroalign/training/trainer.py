@@ -49,7 +49,7 @@ from neuroalign.training import distributed as dist_ops
 from neuroalign.training import state as state_io
 from neuroalign.training.device import available_memory_bytes, seed_everything
 from neuroalign.training.dual_tower import DualTower
-from neuroalign.training.linear_start import CV_FOLDS, apply_linear_start, fit_linear_start, population_shrink
+from neuroalign.training.linear_start import CV_FOLDS, apply_linear_start, fit_linear_start, train_population
 from neuroalign.training.loop import Callback, FitLoop, FitResult, TrainingDiverged
 from neuroalign.training.state import FitState
 
@@ -415,9 +415,7 @@ class Trainer:
         """The repeat noise along the responses' population-mean direction (`linear_start.population_shrink`
         on the train images' normalised repeats: its `share` and the start's damping `shrink`); None
         without repeats. Estimated once, when the closed-form start first needs it."""
-        reps = self.subject.repeats
-        return None if reps is None else population_shrink(
-            np.stack([self.normaliser.transform(rep[self.split["train"]]) for rep in reps]))
+        return train_population(self.normaliser, self.subject.repeats, self.split["train"])
 
     @property
     def start_shrink(self) -> float:
