@@ -89,7 +89,7 @@ def rectified_power(z: torch.Tensor, power: float) -> torch.Tensor:
 
 
 class _OneBlockModel(nn.Module):
-    """Shared plumbing of the one-layer banks: the registry interface over `self._features(x)`."""
+    """Plumbing of a one-layer bank (the Gabor bank): the registry interface over `self._features(x)`."""
 
     depths = (1,)
 

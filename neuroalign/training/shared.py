@@ -292,15 +292,18 @@ def fit_readin(z_tr: np.ndarray, y_tr: np.ndarray, z_va: np.ndarray, y_va: np.nd
 
 
 def make_readin(z: np.ndarray, raw_responses: np.ndarray, split: Mapping[str, np.ndarray],
-                normaliser_kind: str = "zscore", repeats: np.ndarray | None = None) -> ReadIn:
+                normaliser_kind: str = "zscore", repeats: np.ndarray | None = None,
+                population: dict[str, float] | None = None) -> ReadIn:
     """A subject's read-in: its normaliser fitted on its train rows, `fit_readin` on train, chosen on val.
     `z (N, q)`: the shared embeddings of its N images; `raw_responses (N, K)` as stored; `repeats
     (R, N, K)` (optional, as stored): the population-mean direction is damped by its share of the
-    train images' trial-to-trial noise (module docstring, step 4), folded into the weights."""
+    train images' trial-to-trial noise (module docstring, step 4), folded into the weights; `population`:
+    that estimate (`linear_start.train_population`) when the caller has made it already."""
     tr, va = (np.asarray(split[s], dtype=np.int64) for s in ("train", "val"))
     norm = Normaliser(normaliser_kind).fit(np.asarray(raw_responses)[tr])
     y = norm.transform(raw_responses).astype(np.float64)
-    population = train_population(norm, repeats, tr)
+    if population is None:
+        population = train_population(norm, repeats, tr)
     shrink = 1.0 if population is None else float(population["shrink"])
     damped = _damp_population(y, shrink)
     weight, _, offset, info = fit_readin(z[tr], damped[tr], z[va], damped[va])
@@ -480,7 +483,8 @@ def fit_shared_model(data: Sequence[SubjectData], image: dict[str, Any], split_r
                         fit["report"])
     for d in data:
         z = model.embed_features(d.features)
-        model.readins[d.name] = make_readin(z, d.responses, d.split, normaliser_kind, d.repeats)
+        model.readins[d.name] = make_readin(z, d.responses, d.split, normaliser_kind, d.repeats,
+                                            populations[d.name])
     return model
 
 
