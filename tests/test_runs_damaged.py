@@ -113,6 +113,27 @@ def test_damaged_json_is_one_clear_line(run, name, damage):
         assert info.state == ("finished" if name == runs.RESULTS_FILE else "unreadable")
 
 
+def test_a_json_document_cut_at_any_byte_reads_as_truncated(tmp_path):
+    """Wherever a crash cuts a document (inside a key, a string, a literal, a number's fraction or
+    exponent, after a minus sign, between the bytes of a character), the message says it was truncated and where; a document broken
+    inside is not called truncated."""
+    from neuroalign.training.run_files import RunFileError, read_json_file
+
+    doc = json.dumps({"loss": -3.125e-05, "ok": True, "none": None, "name": "x \u00d7 y",
+                      "rows": [1, 2.5, -7, 1e+300, False], "nested": {"a": [0.001, "b"]}}, ensure_ascii=False)
+    raw = doc.encode("utf-8")
+    path = tmp_path / "results.json"
+    for n in range(1, len(raw)):
+        path.write_bytes(raw[:n])
+        with pytest.raises(RunFileError) as err:
+            read_json_file(path)
+        msg = str(err.value)
+        assert f"truncated at byte {n}" in msg, (n, raw[:n], msg)
+    path.write_text(doc.replace("2.5", "2.5.5"))
+    with pytest.raises(RunFileError, match=r"is not valid JSON \(Expecting ',' delimiter at byte \d+\)"):
+        read_json_file(path)
+
+
 def test_truncated_results_json_in_the_cli_list_and_evaluate_rewrites_it(run, trained, capsys):
     n = _truncate(run / runs.RESULTS_FILE, 0.6)
     assert main(["runs", "--runs-dir", str(run.parent), "--json"]) == 0

@@ -55,17 +55,25 @@ def display_path(path: Path) -> str:
     return str(path) if rel.startswith("..") else rel
 
 
+_TORN_NUMBER = re.compile(r"[.eE][-+0-9.eE]*")
+
+
 def _json_problem(raw: bytes, exc: Exception) -> str:
     """What is wrong with a document that did not parse: cut short (a crash mid-write) or invalid."""
     if isinstance(exc, UnicodeDecodeError):
+        if exc.reason == "unexpected end of data" and exc.end >= len(raw):  # cut inside a character
+            return f"is not valid JSON (truncated at byte {len(raw)})"
         return f"is not UTF-8 text (invalid byte at {exc.start}); expected JSON"
     assert isinstance(exc, json.JSONDecodeError)
     text = exc.doc
     if not text.strip():
         return "is empty (expected JSON; truncated by a crash?)"
     rest = text[exc.pos:].strip()
+    # cut short: at the end, inside a string, inside a literal ("tru"), at a lone minus sign, or inside a number's fraction
+    # or exponent ("3.1e", "2.": the parser stops at the torn tail, which holds nothing but number characters)
     cut_short = (exc.pos >= len(text.rstrip()) or exc.msg.startswith("Unterminated string")
-                 or (exc.msg == "Expecting value" and any(w.startswith(rest) for w in ("true", "false", "null"))))
+                 or (exc.msg == "Expecting value" and (rest == "-" or any(w.startswith(rest) for w in ("true", "false", "null"))))
+                 or (exc.pos > 0 and text[exc.pos - 1].isdigit() and _TORN_NUMBER.fullmatch(rest) is not None))
     if cut_short:
         return f"is not valid JSON (truncated at byte {len(raw)})"
     return f"is not valid JSON ({exc.msg} at byte {len(text[: exc.pos].encode('utf-8'))})"
