@@ -34,6 +34,11 @@ IMAGE_MODEL_DEPTHS = {
 # the fixed nonlinearity the readout head applies by default per model (the banks are rectified already)
 IMAGE_MODEL_TRANSFORMS = {"ds_net_tiny": "square", "ds_net_small": "square", "efficientnet_lite0": "none",
                           "v1_gabor": "none", "random_rectified": "none"}
+# how each model's layers are named (`layer_label`): "blocks" (default) "stage s block b"; "single" a
+# one-layer bank, named by the model alone; "pyramid" one block per stage, stage s the image at
+# 1/2^(s-1) of its resolution
+IMAGE_MODEL_LAYER_NAMING = {"v1_gabor": "single", "random_rectified": "pyramid"}
+LAYER_NAMINGS = ("blocks", "single", "pyramid")
 AUTO = "auto"
 BACKBONES = (*IMAGE_MODEL_DEPTHS, AUTO)
 BACKBONE_MODES = ("frozen", "finetune")
@@ -255,6 +260,24 @@ def _layer_check(backbone: str, stage: int, block: int) -> tuple[bool, str]:
         return False, f"{backbone} has stages 1..{len(depths)}, got stage {stage}"
     return (block <= depths[stage - 1],
             f"{backbone} stage {stage} has blocks 1..{depths[stage - 1]}, got block {block}")
+
+
+def layer_label(model: str, stage: int, block: int, transform: str | None = None, with_model: bool = True) -> str:
+    """The one name of an image model's layer in tables, charts and reports: "efficientnet_lite0 stage 2
+    block 2", "random_rectified stage 2 (1/2 resolution)", "v1_gabor" (`IMAGE_MODEL_LAYER_NAMING`); a
+    transform other than the model's own default and "none" is appended (", square"). `with_model=False`:
+    the layer alone ("stage 2 block 2"; a one-layer bank: "(one layer)")."""
+    naming = IMAGE_MODEL_LAYER_NAMING.get(model, "blocks")
+    if naming == "single" and (stage, block) == (1, 1):
+        layer = ""
+    elif naming == "pyramid" and block == 1:
+        layer = "stage 1 (full resolution)" if stage == 1 else f"stage {stage} (1/{2 ** (stage - 1)} resolution)"
+    else:
+        layer = f"stage {stage} block {block}"
+    if not with_model:
+        return layer or "(one layer)"
+    nonlin = "" if transform in (None, "none") else f", {transform}"
+    return f"{model} {layer}".rstrip() + nonlin
 
 
 def head_dim(d_model: int, n_heads: int) -> int:

@@ -27,6 +27,27 @@ def test_registry_matches_the_torch_free_catalog():
     assert set(registered_models()) == set(IMAGE_MODEL_DEPTHS)
 
 
+def test_every_table_names_a_layer_the_same_way():
+    """One rule (`config.layer_label`) names a layer in auto's candidates, shared runs, the profile's
+    chart and table and the baselines: a pyramid level by its resolution, a one-layer bank by its name,
+    any other layer by stage and block, a transform other than none appended."""
+    from neuroalign.config import layer_label
+    from neuroalign.plots.profile import _layer_name
+    from neuroalign.training.profile_file import ProfileRow
+    from neuroalign.ui.profile_view import layer_name
+
+    assert Candidate("random_rectified", 2, 1, "none").label == "random_rectified stage 2 (1/2 resolution)"
+    assert Candidate("random_rectified", 3, 1, "none").label == "random_rectified stage 3 (1/4 resolution)"
+    assert Candidate("v1_gabor", 1, 1, "none").label == "v1_gabor"
+    assert Candidate("ds_net_small", 1, 3, "square").label == "ds_net_small stage 1 block 3, square"
+    assert Candidate("efficientnet_lite0", 2, 2, "none").label == "efficientnet_lite0 stage 2 block 2"
+    assert layer_label("pkg.mod:factory", 2, 1) == "pkg.mod:factory stage 2 block 1"  # a user's model
+    row = ProfileRow.from_json({"model": "random_rectified", "stage": 2, "block": 1})
+    assert layer_name(row) == "stage 2 (1/2 resolution)"
+    assert _layer_name({"model": "random_rectified", "stage": 2, "block": 1}) == "random_rectified stage 2 (1/2 resolution)"
+    assert layer_name(ProfileRow.from_json({"model": "v1_gabor", "stage": 1, "block": 1})) == "(one layer)"
+
+
 @pytest.mark.parametrize("name", sorted(IMAGE_MODEL_DEPTHS))
 def test_every_model_gives_its_declared_channels_at_every_stage_end(name):
     spec = image_model_spec(name)
@@ -198,7 +219,7 @@ def test_profile_layer_score_equals_a_separate_closed_form_start(sim_root, tmp_p
     cfg = preset("recommended")
     prof = alignment_profile(sub, cfg, models=["random_rectified", "ds_net_tiny"], cache_dir=tmp_path)
     labels = [r["label"] for r in prof["rows"]]
-    assert labels[:3] == ["random_rectified", "random_rectified stage 2 (1/2 resolution)",
+    assert labels[:3] == ["random_rectified stage 1 (full resolution)", "random_rectified stage 2 (1/2 resolution)",
                           "random_rectified stage 3 (1/4 resolution)"] and len(labels) == 3 + 4
     # recompute one layer by hand: features, normaliser on train, start on train/val, test metrics
     from neuroalign.data import Normaliser

@@ -29,6 +29,7 @@ from neuroalign.evaluation.baselines import (
     repeat_baseline,
     ridge_baseline,
 )
+from neuroalign.config import layer_label
 from neuroalign.evaluation.feve import linear_feve
 from neuroalign.evaluation.retrieval import n_way_metrics, retrieval_metrics
 from neuroalign.models import minmax_per_sample, similarity_matrix, ssim_per_sample
@@ -190,7 +191,7 @@ def score_trainer(trainer, subject_path: str | Path | None = None, training: dic
         results["encoding"] = encoding
     if baselines:
         c = trainer.config.image
-        label = f"the run's frozen {c.backbone} stage {c.stage} block {c.block} features"
+        label = f"the run's frozen {layer_label(c.backbone, c.stage, c.block)} features"
         results["baselines"] = compute_baselines(trainer.subject, split, subject_path,
                                                  backbone_baseline_features(trainer), label)
         comparison = compare_with_linear(test, results["baselines"])

@@ -233,9 +233,9 @@ def _no_weights(model, path, stage, block):
 register_image_model(ImageModelSpec(
     "v1_gabor", (1,), (4 * N_ORIENT * len(WAVELENGTHS),), _build_gabor,
     f"V1 Gabor bank: {N_ORIENT} orientations x {len(WAVELENGTHS)} scales, even/odd, rectified and squared",
-    pretrained=False, transform="none", min_side=16, load_weights=_no_weights))
+    pretrained=False, transform="none", min_side=16, load_weights=_no_weights, layer_naming="single"))
 register_image_model(ImageModelSpec(
     "random_rectified", (1,) * RANDOM_STAGES, (2 * N_RANDOM,) * RANDOM_STAGES, _build_random,
     f"{N_RANDOM} random zero-mean {RANDOM_SIZE}x{RANDOM_SIZE} filters, both signs rectified, power 1.5, on the "
     f"image (stage 1), at half (stage 2) and a quarter (stage 3) of its resolution",
-    pretrained=False, transform="none", min_side=RANDOM_SIZE, load_weights=_no_weights))
+    pretrained=False, transform="none", min_side=RANDOM_SIZE, load_weights=_no_weights, layer_naming="pyramid"))

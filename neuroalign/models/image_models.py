@@ -69,7 +69,8 @@ class ImageModelSpec:
     path, stage, block)` (None: use the generic strict loader) loads a user's local weights file;
     `pretrained` says the model comes with trained weights; `transform` is the fixed nonlinearity
     the readout head applies by default (models whose outputs are already rectified use "none");
-    `min_side` is the smallest image side it accepts."""
+    `min_side` is the smallest image side it accepts; `layer_naming` how its layers are named
+    (`config.layer_label`: "blocks", "single" or "pyramid")."""
 
     name: str
     depths: tuple[int, ...]
@@ -80,6 +81,7 @@ class ImageModelSpec:
     transform: str = "none"
     min_side: int = 16
     load_weights: Callable[..., object] | None = None
+    layer_naming: str = "blocks"
 
     def layers(self) -> list[tuple[int, int]]:
         """Every (stage, block), 1-based, in forward order."""
@@ -290,10 +292,14 @@ def image_models_for_help() -> str:
 
 
 def check_catalog() -> None:
-    """The torch-free `config.IMAGE_MODEL_DEPTHS` equals the registry (a test calls this)."""
+    """The torch-free `config.IMAGE_MODEL_DEPTHS`, `IMAGE_MODEL_TRANSFORMS` and `IMAGE_MODEL_LAYER_NAMING`
+    equal the registry (a test calls this)."""
     reg = {name: spec.depths for name, spec in registered_models().items()}
     if reg != dict(cfg.IMAGE_MODEL_DEPTHS):
         raise AssertionError(f"config.IMAGE_MODEL_DEPTHS {dict(cfg.IMAGE_MODEL_DEPTHS)} != registry {reg}")
     transforms = {name: spec.transform for name, spec in registered_models().items()}
     if transforms != dict(cfg.IMAGE_MODEL_TRANSFORMS):
         raise AssertionError(f"config.IMAGE_MODEL_TRANSFORMS {dict(cfg.IMAGE_MODEL_TRANSFORMS)} != registry {transforms}")
+    naming = {name: spec.layer_naming for name, spec in registered_models().items() if spec.layer_naming != "blocks"}
+    if naming != dict(cfg.IMAGE_MODEL_LAYER_NAMING) or not set(naming.values()) <= set(cfg.LAYER_NAMINGS):
+        raise AssertionError(f"config.IMAGE_MODEL_LAYER_NAMING {dict(cfg.IMAGE_MODEL_LAYER_NAMING)} != registry {naming}")

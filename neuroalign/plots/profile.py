@@ -9,7 +9,7 @@ from typing import Any, Mapping, Sequence
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-from neuroalign.config import IMAGE_MODEL_DEPTHS
+from neuroalign.config import IMAGE_MODEL_DEPTHS, layer_label
 from neuroalign.plots.style import LAYOUT, PALETTE
 
 DIRECTIONS = {"image_to_neural": "image → neural", "neural_to_image": "neural → image"}
@@ -61,9 +61,7 @@ def layer_positions(rows: Sequence[Mapping[str, Any]], x: str = "block") -> list
 
 
 def _layer_name(row: Mapping[str, Any]) -> str:
-    if IMAGE_MODEL_DEPTHS.get(row.get("model")) == (1,):
-        return str(row.get("model"))
-    return f"{row.get('model')} stage {row.get('stage')} block {row.get('block')}"
+    return layer_label(str(row.get("model")), row.get("stage"), row.get("block"))
 
 
 def _best(profile: Mapping[str, Any]) -> tuple[int | None, set[int]]:

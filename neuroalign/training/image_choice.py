@@ -34,7 +34,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 import torch
 
-from neuroalign.config import AUTO, TrainConfig
+from neuroalign.config import AUTO, TrainConfig, layer_label
 from neuroalign.linalg import standardised_gram, standardiser
 from neuroalign.models import ImageTower, cached_features
 from neuroalign.training.linear_start import CV_FOLDS, DualStart, LinearStart, solve_start
@@ -53,14 +53,7 @@ class Candidate:
     def label(self) -> str:
         if "+" in self.backbone:  # a combination names its parts' layers itself
             return self.backbone
-        if self.backbone == "random_rectified":  # one block per stage: a level of the image pyramid
-            layer = "" if self.stage == 1 else f" stage {self.stage} (1/{2 ** (self.stage - 1)} resolution)"
-        elif (self.stage, self.block) == (1, 1) and self.backbone == "v1_gabor":
-            layer = ""
-        else:
-            layer = f" stage {self.stage} block {self.block}"
-        nonlin = "" if self.transform == "none" else f", {self.transform}"
-        return f"{self.backbone}{layer}{nonlin}"
+        return layer_label(self.backbone, self.stage, self.block, self.transform)
 
 
 # the best two candidates read side by side compete too (their features concatenated); with 3, the best

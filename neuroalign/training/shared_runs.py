@@ -30,7 +30,7 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from neuroalign.config import AUTO, TrainConfig
+from neuroalign.config import AUTO, TrainConfig, layer_label
 from neuroalign.data import SubjectStore, load_subject
 from neuroalign.data.shared_split import image_hashes, overlap_report, split_by_hash
 from neuroalign.io_utils import atomic_savez, atomic_write_json
@@ -111,7 +111,7 @@ def _fit(config: TrainConfig, loaded: dict[str, tuple[Any, Path]], hashes: dict[
         candidates = [image_settings(config)]
     rows, best = [], None
     for i, image in enumerate(candidates):
-        label = f"{image['backbone']} stage {image['stage']} block {image['block']}"
+        label = layer_label(image["backbone"], image["stage"], image["block"], image.get("transform"))
         if best is not None and deadline is not None and time.monotonic() > deadline:
             rows.append({"model": label, "skipped": "time budget"})
             continue

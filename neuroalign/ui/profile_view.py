@@ -65,11 +65,9 @@ def _size(v: int | None) -> str:
 
 
 def layer_name(row: ProfileRow) -> str:
-    from neuroalign.config import IMAGE_MODEL_DEPTHS
+    from neuroalign.config import layer_label
 
-    if IMAGE_MODEL_DEPTHS.get(row.model) == (1,):
-        return "(one layer)"
-    return f"stage {row.stage} block {row.block}"
+    return layer_label(row.model, row.stage, row.block, with_model=False)
 
 
 def rows_table(profile: Profile | Mapping[str, Any]) -> pd.DataFrame:
