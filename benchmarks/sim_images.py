@@ -11,6 +11,8 @@ hundred images), deterministic for a `numpy.random.Generator`:
 * `photo_gratings(rng, n)` -- crops of scikit-learn's sample photos (china.jpg, flower.jpg;
   gray, random position/scale/flip, spatially varying local contrast) (60 %), gratings/plaids,
   some in a circular window on gray (25 %), and photo + grating blends (15 %).
+* `shaded_objects(rng, n)` -- 3..8 Lambertian-shaded, occluding ellipsoids (random size, elongation,
+  albedo, light direction) over a low-contrast 1/f^1.6 background.
 
 `spectral_slope(images)` measures the radially averaged amplitude-spectrum slope per image.
 """
@@ -269,6 +271,41 @@ def _photo_gratings_chunk(rng: np.random.Generator, n: int) -> np.ndarray:
 
 def photo_gratings(rng: np.random.Generator, n: int) -> np.ndarray:
     return _chunked(_photo_gratings_chunk, rng, n)
+
+
+# ---------------------------------------------------------------------------------------------
+# 4. shaded objects
+
+
+def _shaded_objects_chunk(rng: np.random.Generator, n: int, max_objects: int = 8) -> np.ndarray:
+    """Lambertian-shaded ellipsoids (random size, elongation, rotation, albedo and light direction,
+    painted far to near: occlusion) over a low-pass 1/f^1.6 background of lower contrast."""
+    f, _, _ = _freq_radius()
+    amp = np.maximum(f, 1.0 / W) ** -1.6
+    img = 0.35 * _filtered_noise(rng, np.broadcast_to(amp, (n, *amp.shape)))
+    y, x = _coords()
+    n_obj = rng.integers(3, max_objects + 1, n)
+    for o in range(max_objects):
+        on = (n_obj > o)[:, None, None]
+        cy, cx = _col(rng.uniform(-5, H + 5, n)), _col(rng.uniform(0, W, n))
+        a = _col(np.exp(rng.uniform(np.log(6), np.log(40), n)))  # semi-axes (px)
+        b = a * _col(rng.uniform(0.3, 1.0, n))
+        th = _col(rng.uniform(0, np.pi, n))
+        u = ((x - cx) * np.cos(th) + (y - cy) * np.sin(th)) / a
+        v = (-(x - cx) * np.sin(th) + (y - cy) * np.cos(th)) / b
+        r2 = u**2 + v**2
+        inside = on & (r2 < 1)
+        nz = np.sqrt(np.clip(1 - r2, 0, 1))  # the ellipsoid's surface normal (u, v, nz) in its own frame
+        el, az = _col(rng.uniform(0.3, 1.3, n)), _col(rng.uniform(0, 2 * np.pi, n))  # light: elevation, azimuth
+        lu, lv, lz = np.cos(el) * np.cos(az - th), np.cos(el) * np.sin(az - th), np.sin(el)
+        shade = np.clip(u * lu + v * lv + nz * lz, 0, None)
+        lum = _col(rng.uniform(-1.5, 1.5, n)) + _col(rng.uniform(1.0, 3.0, n)) * (shade - 0.5)
+        img = np.where(inside, lum, img)
+    return _to_unit(_zscore(img), rng.uniform(0.4, 0.6, n), rng.uniform(0.14, 0.24, n))
+
+
+def shaded_objects(rng: np.random.Generator, n: int) -> np.ndarray:
+    return _chunked(_shaded_objects_chunk, rng, n)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -17,6 +17,9 @@ and per-neuron labels; `calibrate_gain` turns them into expected spike counts:
 * `surround_population` -- Gabor energy cells divided by a surround contrast-energy pool
   (band-passed contrast squared, Gaussian-pooled at a scale ~2.5x the centre), plus on/off DoG
   centre-surround cells.
+* `higher_order_population` -- a second stage on divisively normalised Gabor energy maps: units that
+  combine 3..6 oriented parts at offsets (corner / junction selective, tolerant to small shifts,
+  thresholded), and large pooled-energy units.
 
 Noise (`NoiseModel`): per trial, counts ~ Poisson(rate * G * Gamma) + gauss_sd * N(0, 1), with
 a shared lognormal gain G per trial (mean 1, log-sd gain_sd) and, when nb_shape is set, a
@@ -226,6 +229,109 @@ def surround_population(x: torch.Tensor, rng: np.random.Generator, k: int, regio
         r[:, dog[s]] = torch.relu(dd) ** torch.from_numpy(p_dog[idg])[None]
         out[:, s] = _finish(r, base[s], amp[s])
     return out, {"cell_type": dog.astype(np.int8), "unreliable": np.zeros(k, bool)}  # 0 energy+surround, 1 DoG
+
+
+def energy_maps(x: torch.Tensor, wavelengths=(4.0, 8.0), n_orient: int = 8, chunk: int = 256) -> torch.Tensor:
+    """A first stage of oriented units: quadrature Gabor energy maps `(n, len(wavelengths) * n_orient, HH, WH)`
+    of the half-resolution contrast, each divided by the local mean energy of all channels (divisive
+    normalisation, a Gaussian pool of 3 half-res px) and smoothed by 1 half-res px."""
+    import torch.nn.functional as F
+
+    kernels = []
+    for lam in wavelengths:
+        size = int(2 * round(0.8 * lam) + 1)
+        r = torch.arange(size, dtype=torch.float32) - size // 2
+        yy, xx = torch.meshgrid(r, r, indexing="ij")
+        env = torch.exp(-(xx**2 + yy**2) / (2 * (0.5 * lam) ** 2))
+        pad = (int(2 * round(0.8 * wavelengths[-1]) + 1) - size) // 2
+        for o in range(n_orient):
+            th = math.pi * o / n_orient
+            u = xx * math.cos(th) + yy * math.sin(th)
+            for f in (torch.cos(2 * math.pi * u / lam) * env, torch.sin(2 * math.pi * u / lam) * env):
+                f = f - env * (f.sum() / env.sum())
+                kernels.append(F.pad(f / f.norm(), (pad, pad, pad, pad)))
+    weight = torch.stack(kernels)[:, None]  # (2 * C, 1, s, s): even, odd, even, odd, ...
+    def blur(t: torch.Tensor, sigma: float) -> torch.Tensor:
+        r = torch.arange(-3 * int(math.ceil(sigma)), 3 * int(math.ceil(sigma)) + 1, dtype=torch.float32)
+        g = torch.exp(-r**2 / (2 * sigma**2))
+        g = g / g.sum()
+        c = t.shape[1]
+        t = F.conv2d(F.pad(t, (0, 0, len(r) // 2, len(r) // 2), mode="replicate"), g.view(1, 1, -1, 1).expand(c, 1, -1, 1).contiguous(), groups=c)
+        return F.conv2d(F.pad(t, (len(r) // 2, len(r) // 2, 0, 0), mode="replicate"), g.view(1, 1, 1, -1).expand(c, 1, 1, -1).contiguous(), groups=c)
+    out = []
+    for s in range(0, x.shape[0], chunk):
+        img = x[s:s + chunk].reshape(-1, 1, HH, WH)
+        d = F.conv2d(F.pad(img, [weight.shape[-1] // 2] * 4, mode="reflect"), weight)
+        e = (d[:, 0::2] ** 2 + d[:, 1::2] ** 2).sqrt()
+        norm = blur(e.mean(dim=1, keepdim=True), 3.0)
+        out.append(blur(e / (0.1 * norm.mean() + norm), 1.0))
+    return torch.cat(out)
+
+
+def higher_order_population(x: torch.Tensor, rng: np.random.Generator, k: int, region, frac_energy: float = 0.3,
+                            ) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    """Units of a second stage on `energy_maps` (16 channels: 2 scales x 8 orientations):
+
+    * higher-order units (1 - `frac_energy`): 3..6 parts, each one channel at an offset of up to 7 half-res
+      px from the unit's centre, weights 3:1 excitatory:inhibitory (half the units' parts are drawn
+      from two orientations only: corner / junction selective), the weighted sum computed at the centre
+      and 4 positions 2 half-res px away, the maximum over the five kept (local position tolerance),
+      thresholded at its 40th..80th percentile over images and raised to p ~ U(1, 2);
+    * pooled energy units: one or two channels of one orientation summed over a Gaussian field of
+      3..8 half-res px, raised to q ~ U(0.6, 1.2) (large, position-tolerant complex cells)."""
+    maps = energy_maps(x)
+    n, c = maps.shape[:2]
+    flat = maps.reshape(n, -1)
+    cy, cx = rf_centres(rng, k, region)
+    hy = np.clip(np.round(cy / 2 - 0.25), 0, HH - 1).astype(np.int64)
+    hx = np.clip(np.round(cx / 2 - 0.25), 0, WH - 1).astype(np.int64)
+    energy = rng.uniform(size=k) < frac_energy
+    base, amp = rng.uniform(0.1, 0.5, k).astype(np.float32), rng.lognormal(0, 0.4, k).astype(np.float32)
+    out = np.empty((n, k), np.float32)
+    shifts = np.array([(0, 0), (2, 0), (-2, 0), (0, 2), (0, -2)])
+    n_orient = c // 2
+    for s in _chunks(k):
+        ids = np.arange(s.start, s.stop)
+        r = torch.empty((n, len(ids)))
+        hi = ids[~energy[ids]]
+        if hi.size:
+            m = 6
+            n_parts = rng.integers(3, m + 1, hi.size)
+            corner = rng.uniform(size=hi.size) < 0.5
+            o1, o2 = rng.integers(0, n_orient, hi.size), rng.integers(0, n_orient, hi.size)
+            orient = np.where(corner[:, None] & (rng.uniform(size=(hi.size, m)) < 0.5), o2[:, None],
+                              np.where(corner[:, None], o1[:, None], rng.integers(0, n_orient, (hi.size, m))))
+            chan = orient + n_orient * rng.integers(0, 2, (hi.size, m))
+            rad, ang = rng.uniform(0, 7, (hi.size, m)), rng.uniform(0, 2 * np.pi, (hi.size, m))
+            dy, dx = np.round(rad * np.sin(ang)).astype(np.int64), np.round(rad * np.cos(ang)).astype(np.int64)
+            w = rng.lognormal(0, 0.3, (hi.size, m)) * np.where(rng.uniform(size=(hi.size, m)) < 0.25, -0.7, 1.0)
+            w = w * (np.arange(m)[None] < n_parts[:, None])
+            yy = np.clip(hy[hi, None, None] + dy[:, :, None] + shifts[None, None, :, 0], 0, HH - 1)
+            xx = np.clip(hx[hi, None, None] + dx[:, :, None] + shifts[None, None, :, 1], 0, WH - 1)
+            idx = torch.from_numpy((chan[:, :, None] * HH * WH + yy * WH + xx).reshape(-1))
+            vals = flat[:, idx].reshape(n, hi.size, m, len(shifts))
+            drive = (vals * torch.from_numpy(w.astype(np.float32))[None, :, :, None]).sum(2).amax(-1)  # (n, k_hi)
+            drive = (drive - drive.mean(0)) / (drive.std(0) + 1e-8)
+            thr = torch.from_numpy(np.stack([np.quantile(drive[:, j].numpy(), q) for j, q in
+                                             enumerate(rng.uniform(0.4, 0.8, hi.size))]).astype(np.float32))
+            p = torch.from_numpy(rng.uniform(1.0, 2.0, hi.size).astype(np.float32))
+            r[:, ~energy[ids]] = torch.relu(drive - thr[None]) ** p[None]
+        en = ids[energy[ids]]
+        if en.size:
+            orient = rng.integers(0, n_orient, en.size)
+            scales = rng.integers(0, 3, en.size)  # 0: fine, 1: coarse, 2: both
+            sig = rng.uniform(3, 8, en.size)
+            pool = _gaussian_pools(2 * hy[en] + 0.5, 2 * hx[en] + 0.5, 2 * sig)  # (k_en, P) in full-res px
+            e = torch.zeros((n, en.size))
+            for sc in (0, 1):
+                for o in range(n_orient):  # each channel once: its units' fields in one product
+                    units = np.flatnonzero(((scales == sc) | (scales == 2)) & (orient == o))
+                    if units.size:
+                        e[:, units] += maps[:, o + n_orient * sc].reshape(n, -1) @ torch.from_numpy(pool[units].T.copy())
+            q = torch.from_numpy(rng.uniform(0.6, 1.2, en.size).astype(np.float32))
+            r[:, energy[ids]] = e ** q[None]
+        out[:, s] = _finish(r + 1e-3, base[s], amp[s])
+    return out, {"cell_type": energy.astype(np.int8), "unreliable": np.zeros(k, bool)}  # 0 higher-order, 1 energy
 
 
 # ---------------------------------------------------------------------------------------------

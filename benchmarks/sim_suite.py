@@ -14,6 +14,9 @@ Generators (all images 68x270 grayscale, stored uint8; neurons respond to the st
 * `surround_photo` -- crops of scikit-learn's china.jpg / flower.jpg (random position, scale,
   flip, local contrast) mixed with gratings/plaids; surround-normalised Gabor energy cells and
   DoG cells; Poisson + Gaussian noise.
+* `higher_order_objects` (held out: report subjects only) -- Lambertian-shaded occluding ellipsoids
+  on a 1/f background; second-stage units combining oriented parts of divisively normalised energy
+  maps (corner / junction selective, tolerant to small shifts) and large pooled-energy units.
 
 Noise is calibrated per subject so that the expected median repeat-to-repeat correlation over
 neurons equals `SubjectSpec.target_r` (closed form, see `sim_neurons`). Measured with
@@ -69,7 +72,11 @@ GENERATORS: dict[str, tuple[Callable, Callable]] = {
     "gabor_ln": (sim_images.powerlaw_edges, sim_neurons.gabor_ln_population),
     "subunit_texture": (sim_images.textures, sim_neurons.subunit_population),
     "surround_photo": (sim_images.photo_gratings, sim_neurons.surround_population),
+    "higher_order_objects": (sim_images.shaded_objects, sim_neurons.higher_order_population),
 }
+# generators held out entirely: report subjects only, so no choice of the product was made on any subject
+# of theirs (added 2026-12-04, after the image-model defaults were chosen)
+HELD_OUT_GENERATORS = ("higher_order_objects",)
 SPEC_FILE = "suite_spec.json"
 
 
@@ -87,7 +94,8 @@ class SubjectSpec:
     gain_sd: float = 0.0
     nb_shape: float | None = None
     gauss_sd: float = 0.0
-    mix: float | None = None  # complex (gabor_ln) / DoG (others) fraction; None: model default
+    mix: float | None = None  # complex (gabor_ln) / pooled-energy (higher_order_objects) / DoG (others)
+    # fraction; None: the model's default
     frac_unreliable: float = 0.25  # subunit_texture only
 
     def __post_init__(self) -> None:
@@ -119,6 +127,10 @@ SUITE: list[SubjectSpec] = [
       target_r=0.45, gain_sd=0.15, nb_shape=6.0, frac_unreliable=0.25),
     S("report-F", "surround_photo", 1600, 1500, 2206, "report", "v5", "responses_repeats",
       target_r=0.4, gauss_sd=0.5, mix=0.25),
+    # report, from a generator held out entirely (HELD_OUT_GENERATORS): higher-order units on shaded objects
+    S("report-G", "higher_order_objects", 450, 300, 2207, "report", "v7.3", "istim", target_r=0.2, gain_sd=0.1),
+    S("report-H", "higher_order_objects", 1500, 1200, 2208, "report", "v5", "responses_repeats",
+      target_r=0.12, gauss_sd=0.5, mix=0.2),
 ]
 QUICK_SUITE: list[SubjectSpec] = [
     S("quick-sel-gabor", "gabor_ln", 400, 200, 3301, "selection", "v5", "istim", target_r=0.3),
@@ -135,7 +147,8 @@ def generate(spec: SubjectSpec) -> dict[str, np.ndarray]:
     r_img, r_pop, r_noise, r_order = (np.random.default_rng(s) for s in np.random.SeedSequence(spec.seed).spawn(4))
     images = np.round(img_fn(r_img, spec.n_images) * 255).astype(np.uint8)
     x = sim_neurons.half_res(images.astype(np.float32) / 255.0)
-    kwargs = {} if spec.mix is None else {"frac_complex" if spec.generator == "gabor_ln" else "frac_dog": spec.mix}
+    mix_arg = {"gabor_ln": "frac_complex", "higher_order_objects": "frac_energy"}.get(spec.generator, "frac_dog")
+    kwargs = {} if spec.mix is None else {mix_arg: spec.mix}
     if spec.generator == "subunit_texture":
         kwargs["frac_unreliable"] = spec.frac_unreliable
     rel, labels = pop_fn(x, r_pop, spec.n_neurons, sim_neurons.random_region(r_pop), **kwargs)
