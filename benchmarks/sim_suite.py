@@ -34,8 +34,11 @@ check, on 2 shared, heavily loaded CPU cores; peak memory of the whole suite 2.4
     report-D      gabor_ln         report    2400  3000 v7.3   0.14   0.458    0.935  19.2
     report-E      subunit_texture  report     500   200 v5     0.44   0.650    0.860   2.8
     report-F      surround_photo   report    1600  1500 v5     0.40   0.666    0.922   9.8
+    report-G      higher_order_*   report     450   300 v7.3   0.19   0.444    0.989   3.0
+    report-H      higher_order_*   report    1500  1200 v5     0.12   0.637    1.000  13.0
 
-Measured medians are within 0.02 of the targets (the subunit subjects' medians include their
+(report-G and H, of the held-out generator `higher_order_objects`, were measured on 2026-12-04 on a
+quiet machine, one thread.) Measured medians are within 0.02 of the targets (the subunit subjects' medians include their
 unreliable cells, whose median repeat r measures |r| < 0.005). Counts are sparse, as for
 deconvolved calcium responses: mean expected count per trial 0.03 (report-D) .. 0.63 (report-C).
 
