@@ -32,7 +32,6 @@ def test_every_table_names_a_layer_the_same_way():
     chart and table and the baselines: a pyramid level by its resolution, a one-layer bank by its name,
     any other layer by stage and block, a transform other than none appended."""
     from neuroalign.config import layer_label
-    from neuroalign.plots.profile import _layer_name
     from neuroalign.training.profile_file import ProfileRow
     from neuroalign.ui.profile_view import layer_name
 
@@ -44,7 +43,7 @@ def test_every_table_names_a_layer_the_same_way():
     assert layer_label("pkg.mod:factory", 2, 1) == "pkg.mod:factory stage 2 block 1"  # a user's model
     row = ProfileRow.from_json({"model": "random_rectified", "stage": 2, "block": 1})
     assert layer_name(row) == "stage 2 (1/2 resolution)"
-    assert _layer_name({"model": "random_rectified", "stage": 2, "block": 1}) == "random_rectified stage 2 (1/2 resolution)"
+    assert row.name == "random_rectified stage 2 (1/2 resolution)"  # the charts' hover names
     assert layer_name(ProfileRow.from_json({"model": "v1_gabor", "stage": 1, "block": 1})) == "(one layer)"
 
 

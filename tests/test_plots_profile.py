@@ -76,3 +76,43 @@ def test_feve_chart_median_quartiles_and_best():
     (bank,) = [t for t in fig.data if t.name == "random_rectified"]
     assert list(tiny.x) == pytest.approx([2 - 0.04, 4 - 0.04, 8 - 0.04, 9 - 0.04])  # side by side at a shared x
     assert list(bank.x) == pytest.approx([1 + 0.04])
+
+
+def test_charts_read_a_damaged_profile_by_the_tables_rules():
+    """The charts read profile.json through `Profile`, as the page's table does: a score of the wrong
+    type draws no point, a bad interval leaves the hover without one, a row that is not an object or a
+    best index out of range draws nothing, a reference line that is not a number is left out."""
+    prof = make_profile()
+    prof["rows"][0]["test"]["image_to_neural"]["top1"] = "0.3"
+    prof["rows"][1]["test"]["image_to_neural"]["top1_ci"] = [0.1]
+    prof["rows"][3]["feve"] = {"median": None}
+    prof["rows"].append("garbage")
+    prof["best"]["overall"] = 99
+    prof["reference"]["ridge"] = {"image_to_neural": "high", "neural_to_image": 0.16}
+    fig = plots.profile_chart(prof)
+    (tiny,) = _traces(fig, "ds_net_tiny", 1)
+    assert list(tiny.x) == [4.0, 8.0, 9.0]
+    assert "[" not in tiny.text[0] and "[" in tiny.text[1]
+    assert not [t for t in fig.data if t.name == "best layer (highest val MRR)"]
+    assert not _traces(fig, "ridge on pixels (test)", 1) and _traces(fig, "ridge on pixels (test)", 2)
+    feve = plots.profile_feve_chart(prof)
+    (tiny,) = [t for t in feve.data if t.name == "ds_net_tiny"]
+    assert len(tiny.y) == 3 and not [t for t in feve.data if t.name == "best layer (highest val MRR)"]
+
+
+def test_cli_table_marks_the_best_layers_and_prints_a_dash_for_a_missing_score():
+    from neuroalign.cli.profile_commands import format_table
+
+    prof = make_profile()
+    lines = format_table(prof).splitlines()
+    assert lines[3].startswith("ds_net_tiny stage 3 block 4, square") and lines[3].endswith("◀ best")
+    assert lines[5].startswith("random_rectified") and lines[5].endswith("◀")  # its model's best
+    assert "0.60 / 0.55" in lines[3] and "0.55 / 0.50" in lines[3]
+    assert lines[-1] == "test n = 25 (chance top-1 0.040); val n = 20; best = highest val MRR"
+    prof["rows"][0]["test"]["image_to_neural"]["top1"] = None
+    prof["rows"].append({"model": "efficientnet_lite0", "stage": 7, "block": 1, "label": "effnet deep",
+                         "error": "images too small"})
+    del prof["split"]["test"]
+    lines = format_table(prof).splitlines()
+    assert "— / 0.20" in lines[1] and lines[6].startswith("effnet deep") and lines[6].endswith("images too small")
+    assert lines[-1].startswith("test n = ?;")

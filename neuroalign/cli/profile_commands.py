@@ -41,29 +41,38 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(handler=cmd_image_models)
 
 
-def format_table(profile: dict) -> str:
-    """The profile as an aligned text table, best layer per model marked."""
-    best = set((profile.get("best") or {}).get("per_model", {}).values())
-    overall = (profile.get("best") or {}).get("overall")
+def format_table(profile) -> str:
+    """The profile (a dict or `Profile`) as an aligned text table, best layer per model marked; read
+    through `Profile` like the dashboard's table, so a missing score prints "—"."""
+    from neuroalign.training.profile_file import Profile
+
+    profile = Profile.from_json(profile)
+
+    def num(v: float | None, width: int, left: bool = False) -> str:
+        text = "—" if v is None else f"{v:.2f}"
+        return f"{text:<{width}s}" if left else f"{text:>{width}s}"
+
     lines = [f"{'model / layer':44s} {'val top-1 i→n/n→i':>18s} {'test top-1 i→n/n→i':>19s} {'median FEVE':>11s}"]
-    for i, row in enumerate(profile["rows"]):
-        if "error" in row:
-            lines.append(f"{row['label']:44s} {row['error']}")
+    for i, row in enumerate(profile.rows):
+        label = row.label or row.name
+        if row.error:
+            lines.append(f"{label:44s} {row.error}")
             continue
-        v, t = row["val"], row["test"]
-        feve = (row.get("feve") or {}).get("median")
-        mark = " ◀ best" if i == overall else (" ◀" if i in best else "")
-        lines.append(f"{row['label']:44s} {v['image_to_neural']['top1']:>8.2f} / {v['neural_to_image']['top1']:<7.2f} "
-                     f"{t['image_to_neural']['top1']:>9.2f} / {t['neural_to_image']['top1']:<7.2f} "
-                     f"{'—' if feve is None else f'{feve:.2f}':>11s}{mark}")
-    ref = profile.get("reference") or {}
+        v, t = row.val, row.test
+        feve = None if row.feve is None else row.feve.median
+        mark = " ◀ best" if i == profile.best_overall else (" ◀" if i in profile.best_per_model.values() else "")
+        lines.append(f"{label:44s} {num(v.image_to_neural, 8)} / {num(v.neural_to_image, 7, True)} "
+                     f"{num(t.image_to_neural, 9)} / {num(t.neural_to_image, 7, True)} {num(feve, 11)}{mark}")
     names = {"ridge": "ridge on pixels", "ridge_random": "ridge on random rectified features",
              "repeat": "repeat decoder", "oracle": "oracle (noiseless rates)"}
     for key, label in names.items():
-        if key in ref:
-            lines.append(f"{label:44s} {'':18s} {ref[key]['image_to_neural']:>9.2f} / {ref[key]['neural_to_image']:<7.2f}")
-    n = profile["split"]
-    lines.append(f"test n = {n['test']} (chance top-1 {1 / n['test']:.3f}); val n = {n['val']}; best = highest val MRR")
+        if key in profile.reference:
+            lines.append(f"{label:44s} {'':18s} {num(profile.reference_top1(key, 'image_to_neural'), 9)} / "
+                         f"{num(profile.reference_top1(key, 'neural_to_image'), 7, True)}")
+    n_test, n_val = profile.split.get("test"), profile.split.get("val")
+    chance = f" (chance top-1 {1 / n_test:.3f})" if n_test else ""
+    lines.append(f"test n = {n_test if n_test is not None else '?'}{chance}; val n = "
+                 f"{n_val if n_val is not None else '?'}; best = highest val MRR")
     return "\n".join(lines)
 
 

@@ -6,7 +6,8 @@ what the Image models page showed when it is missing: sizes and counts None
 (shown as "?"), `complete` True, no rows, no best layer, no reference lines. A field of the wrong
 type reads as missing, and a row that is not an object reads as an unscored layer (`NOT_A_ROW`,
 keeping its place: `best` indexes the rows), so an odd file gives a summary and table with less in
-them, not a traceback. `raw` keeps the dict for the charts (`plots.profile`, which read it themselves).
+them, not a traceback. The page's table and summary (`ui.profile_view`) and its charts
+(`plots.profile`) all read it through this class; `raw` keeps the dict as read.
 
 Light on purpose (no torch, no numpy): the dashboard imports it to draw a page.
 """
@@ -17,6 +18,8 @@ import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
+
+from neuroalign.config import layer_label
 
 DIRECTIONS = ("image_to_neural", "neural_to_image")
 SPLITS = ("train", "val", "test")
@@ -39,23 +42,36 @@ def mapping(v: Any) -> Mapping[str, Any]:
     return v if isinstance(v, Mapping) else {}
 
 
+def interval(v: Any) -> tuple[float, float] | None:
+    """`v` as (low, high) when it is a JSON list of two finite numbers, else None."""
+    if isinstance(v, list) and len(v) == 2 and all(finite(x) is not None for x in v):
+        return float(v[0]), float(v[1])
+    return None
+
+
 @dataclass(frozen=True)
 class LayerScores:
-    """One split (val or test) of a profiled layer: top-1 per direction, the split's size and chance."""
+    """One split (val or test) of a profiled layer: top-1 per direction (and its 95 % interval), the
+    split's size and chance."""
 
     image_to_neural: float | None = None  # top-1
     neural_to_image: float | None = None
     n: int | None = None
     chance_top1: float | None = None
+    intervals: Mapping[str, tuple[float, float] | None] = field(default_factory=dict)  # direction -> top-1 CI
 
     @classmethod
     def from_json(cls, d: Any) -> LayerScores:
         d = mapping(d)
         i2n, n2i = (finite(mapping(d.get(k)).get("top1")) for k in DIRECTIONS)
-        return cls(i2n, n2i, integer(d.get("n")), finite(d.get("chance_top1")))
+        return cls(i2n, n2i, integer(d.get("n")), finite(d.get("chance_top1")),
+                   {k: interval(mapping(d.get(k)).get("top1_ci")) for k in DIRECTIONS})
 
     def top1(self, direction: str) -> float | None:
         return getattr(self, direction) if direction in DIRECTIONS else None
+
+    def top1_ci(self, direction: str) -> tuple[float, float] | None:
+        return self.intervals.get(direction)
 
 
 @dataclass(frozen=True)
@@ -113,6 +129,17 @@ class ProfileRow:
     @property
     def scored(self) -> bool:
         return self.val_mrr is not None
+
+    def scores(self, split: str) -> LayerScores:
+        """The val or test scores (ValueError for another split name)."""
+        if split not in ("val", "test"):
+            raise ValueError(f"split must be 'val' or 'test', got {split!r}")
+        return self.val if split == "val" else self.test
+
+    @property
+    def name(self) -> str:
+        """The layer's name in charts and tables (`config.layer_label`)."""
+        return layer_label(str(self.model), self.stage, self.block)
 
 
 @dataclass(frozen=True)
@@ -176,7 +203,7 @@ class Profile:
 
     @property
     def has_feve(self) -> bool:
-        """Whether any row has a median FEVE (the subject has repeats), as `plots.profile.has_feve`."""
+        """Whether any row has a median FEVE (the subject has repeats)."""
         return any(r.feve is not None and r.feve.median is not None for r in self.rows)
 
     def reference_top1(self, name: str, direction: str) -> float | None:

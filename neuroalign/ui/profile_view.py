@@ -161,11 +161,11 @@ def render_profile(profile: Profile | Mapping[str, Any]) -> None:
     x = c[1].radio("x axis", list(X_OPTIONS), format_func=X_OPTIONS.get, horizontal=True, key=X_KEY,
                    help="block: the block's place in the model's forward order; relative depth: that place divided "
                         "by the model's blocks (1 = its last block)")
-    st.plotly_chart(plots.profile_chart(profile.raw, split=split, x=x), key="profile.chart")
+    st.plotly_chart(plots.profile_chart(profile, split=split, x=x), key="profile.chart")
     st.caption(BEST_CAPTION)
     if profile.has_feve:
         left, right = st.columns([3, 2])
-        left.plotly_chart(plots.profile_feve_chart(profile.raw, x=x), key="profile.feve")
+        left.plotly_chart(plots.profile_feve_chart(profile, x=x), key="profile.feve")
         right.markdown("**Encoding: FEVE**")
         right.caption(FEVE_HELP)
         right.caption("Retrieval asks whether the population identifies the image; FEVE asks how much of each "
