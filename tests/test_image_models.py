@@ -392,3 +392,50 @@ def test_rectified_power_equals_the_general_power_to_rounding():
     for p in (1.0, 1.5, 2.0, 1.25):
         ref = torch.cat([torch.relu(z), torch.relu(-z)], dim=1).pow(p)
         torch.testing.assert_close(rectified_power(z.clone(), p), ref, rtol=1e-6, atol=1e-6)
+
+
+def test_auto_starts_only_what_is_expected_to_end_within_its_budget(sim_root, tmp_path, monkeypatch):
+    """On a clock the test drives, each candidate costs what the test says (features + fit). A candidate
+    is started only when the time left is at least the costliest candidate's so far; the best two read
+    side by side only when one more fit fits; the winner's settings are cross-validated only when
+    `CV_FOLDS` fits end before `cv_deadline`, else the val split's are kept and the report says why."""
+    from neuroalign.data import Normaliser, split_indices
+    from neuroalign.training import image_choice
+
+    clock = [1000.0]
+    monkeypatch.setattr(image_choice.time, "monotonic", lambda: clock[0])
+    costs = {"random_rectified": {2: 5.0, 1: 4.0, 3: 12.0}, "v1_gabor": {1: 2.0}}  # features, by model and stage
+    real_features, real_solve = image_choice.cached_features, image_choice._solve
+
+    def features(tower, *args, **kwargs):
+        clock[0] += costs[tower.backbone_name][tower.stage]
+        return real_features(tower, *args, **kwargs)
+
+    def solve(*args, **kwargs):
+        clock[0] += 1.0  # every closed-form fit on the val split costs 1 s
+        return real_solve(*args, **kwargs)
+
+    monkeypatch.setattr(image_choice, "cached_features", features)
+    monkeypatch.setattr(image_choice, "_solve", solve)
+    clear_memory_cache()
+    sub = _tiny_subject(sim_root)
+    cfg = preset("recommended").replace(**{"image.backbone": "auto"})
+    split = split_indices(sub.n_images, 0.1, 0.1, cfg.data.split_seed)
+    resp = Normaliser("zscore").fit(sub.responses[split["train"]]).transform(sub.responses)
+    cands = (Candidate("random_rectified", 2, 1, "none"), Candidate("random_rectified", 1, 1, "none"),
+             Candidate("random_rectified", 3, 1, "none"), Candidate("v1_gabor", 1, 1, "none"))
+    # 1st: 0 -> 6 s; 2nd: 6 + 6 <= 15, started, -> 11 s; 3rd: 11 + 6 > 15, skipped (it would have ended
+    # at 24 s), and so is the 4th; the pair: 11 + 1 <= 15, scored -> 12 s; CV: 12 + 5 x 1 > 14: not run
+    choice = choose_image_features(cfg, sub, split, resp, cache_dir=tmp_path, candidates=cands,
+                                   deadline=1015.0, cv_deadline=1014.0)
+    rows = choice.report["candidates"]
+    assert ["val_mrr" in r for r in rows] == [True, True, False, False, True]
+    assert [r.get("skipped") for r in rows[2:4]] == ["time budget", "time budget"]
+    assert clock[0] == 1012.0
+    assert choice.start.report["selection"] == "val split (the time budget left no time for cross-validation)"
+    # with room for the folds the winner's settings are cross-validated (the features are cached now)
+    clock[0] = 2000.0
+    costs["random_rectified"] = {2: 0.0, 1: 0.0, 3: 0.0}
+    choice = choose_image_features(cfg, sub, split, resp, cache_dir=tmp_path, candidates=cands[:2],
+                                   deadline=2100.0, cv_deadline=2100.0)
+    assert choice.start.report["selection"].endswith("cross-validation on the train and val images")

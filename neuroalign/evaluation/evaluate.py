@@ -98,13 +98,14 @@ def compute_baselines(subject, split: dict[str, np.ndarray], subject_path: str |
     return out
 
 
-def estimate_evaluation_seconds(trainer, baselines: bool = True) -> float:
+def estimate_evaluation_seconds(trainer, baselines: bool = True, feature_dim: int | None = None) -> float:
     """How long `score_trainer` will take on this machine, measured rather than guessed: the random
     rectified features are timed on a few images and scaled to all of them, one Gram product and one
     eigendecomposition of the solves' sizes are timed on a quarter of the training images and scaled
     (quadratically / cubically), and the ridge fits are counted (pixels, random features, the run's
     features, FEVE of the model and of the features), with 50 % slack. Used to end training early
-    enough that the whole job fits its time budget."""
+    enough that the whole job fits its time budget. `feature_dim`: the width of the frozen features
+    when the trainer has none yet (before image model "auto" has chosen; only the split is needed)."""
     import time as _time
 
     from neuroalign.evaluation.baselines import random_rectified_features
@@ -119,7 +120,9 @@ def estimate_evaluation_seconds(trainer, baselines: bool = True) -> float:
         sample = random_rectified_features(sub.images[:k])
         seconds += (_time.monotonic() - t0) * n / k
         dims = [2048, sample.shape[1]]
-        if trainer.frozen:
+        if feature_dim is not None:
+            dims.append(int(feature_dim))
+        elif trainer.frozen:
             dims.append(int(np.prod(trainer.inputs.shape[1:])))
     else:
         dims = []

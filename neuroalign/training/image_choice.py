@@ -61,11 +61,15 @@ class Candidate:
 # report subjects' quality runs lost with it on report-B and report-E (val sets of 120 and 50 images
 # cannot tell the triple from the pair): back to 2 (docs/RESULTS.md)
 COMBINE_TOP = 2
+# the channels of a typical candidate (random_rectified's 64, EfficientNet-Lite0 stage 2's 24, the
+# Gabor bank's 128): the evaluation's time is estimated for features this wide on the readout grid
+# before the choice (`Trainer._choose_image_model`)
+TYPICAL_CHANNELS = 64
 NUMBER_WORDS = {2: "two", 3: "three"}
 
 # Ordered so that under a tight time budget the cheap candidates that won on the selection subjects
-# are tried first (candidates not started by half the budget are skipped): random rectified filters
-# at half resolution (the cheapest bank: a quarter of the full resolution's convolutions; val MRR of
+# are tried first (candidates not expected to end within half the budget are skipped, `ChoiceBudget`):
+# random rectified filters at half resolution (the cheapest bank: a quarter of the full resolution's convolutions; val MRR of
 # the start 0.674 -> 0.743 on sel-subunit, 0.954 -> 0.966 on sel-gabor, 0.704 -> 0.794 on
 # sel-surround against the full resolution), then EfficientNet-Lite0 stage 2 (best on sel-surround's
 # profile, val MRR 0.788, and cheap: two stages of a small network) -- the quality run of sel-surround
@@ -102,16 +106,20 @@ def choose_image_features(config: TrainConfig, subject, split: dict[str, np.ndar
                           cache_dir=None, device: torch.device | str = "cpu",
                           candidates: Sequence[Candidate] = AUTO_CANDIDATES,
                           status: Callable[[str], None] | None = None,
-                          deadline: float | None = None, combine: bool = True, shrink: float = 1.0) -> ImageChoice:
+                          deadline: float | None = None, combine: bool = True, shrink: float = 1.0,
+                          cv_deadline: float | None = None) -> ImageChoice:
     """Score every candidate by its closed-form start on the val images (module docstring).
 
     `responses (N, K)`: the subject's responses normalised with train statistics. `deadline`
-    (time.monotonic() value): candidates not yet started when it passes are skipped (the ones scored
-    so far still compete; at least one is always scored). With `combine`, the best two candidates
-    read side by side (`image_models.CombinedModel`, their features concatenated) compete too (and,
-    with `COMBINE_TOP` 3, the best three; `_combinations`), each only if started before `deadline`.
-    `shrink`: the start's damping of the population-mean direction (`linear_start.population_shrink`).
-    Returns the winner."""
+    (time.monotonic() value): a candidate is started only when it is expected to end by then
+    (`ChoiceBudget`: expected to cost as much as the costliest one scored so far; at least one is always
+    scored); the others are listed as skipped. With `combine`, the best two candidates read side by side
+    (`image_models.CombinedModel`, their features concatenated) compete too (and, with `COMBINE_TOP` 3,
+    the best three; `_combinations`), each only if its fit is expected to end by `deadline`.
+    `cv_deadline`: the winner's start has its settings cross-validated only when that is expected to end
+    by then (`CV_FOLDS` fits of the winner's size); else the val split's settings are kept, and its
+    report says so. `shrink`: the start's damping of the population-mean direction
+    (`linear_start.population_shrink`). Returns the winner."""
     tr = np.asarray(split["train"], dtype=np.int64)
     va = np.asarray(split["val"], dtype=np.int64)
     responses = np.asarray(responses, dtype=np.float64)
@@ -119,8 +127,9 @@ def choose_image_features(config: TrainConfig, subject, split: dict[str, np.ndar
     best: tuple[tuple[float, float, int], Candidate, _Scored] | None = None
     scored: list[tuple[tuple[float, float, int], int, Candidate, _Scored]] = []
     t_all = time.monotonic()
+    budget = ChoiceBudget(deadline)
     for i, cand in enumerate(candidates):
-        if best is not None and deadline is not None and time.monotonic() > deadline:
+        if best is not None and not budget.allows(budget.candidate_s):
             rows.append({"model": cand.label, "skipped": "time budget"})
             continue
         t0 = time.monotonic()
@@ -138,7 +147,9 @@ def choose_image_features(config: TrainConfig, subject, split: dict[str, np.ndar
             rows.append({"model": cand.label, "error": str(exc)})
             continue
         t_feat = time.monotonic() - t0
+        t_fit = time.monotonic()
         fit = _Scored.fit(feats, tr, va, responses, config.n_components, shrink)
+        budget.spent(time.monotonic() - t0, time.monotonic() - t_fit)
         rep = fit.dual.report
         key = (float(rep["val_mrr_mean"]), float(rep["val_top1_mean"]), -i)
         rows.append({"model": cand.label, "backbone": cand.backbone, "stage": cand.stage, "block": cand.block,
@@ -151,7 +162,7 @@ def choose_image_features(config: TrainConfig, subject, split: dict[str, np.ndar
         scored.append((key, i, cand, fit))
         scored = sorted(scored, key=lambda t: t[0], reverse=True)[:COMBINE_TOP]  # only these keep their features
     if combine and len(scored) >= 2:
-        best = _try_combinations(config, subject, scored, responses, tr, va, rows, best, cache_dir, status, deadline,
+        best = _try_combinations(config, subject, scored, responses, tr, va, rows, best, cache_dir, status, budget,
                                  shrink)
     if best is None:
         raise ValueError("no image model could read these images: " +
@@ -160,7 +171,30 @@ def choose_image_features(config: TrainConfig, subject, split: dict[str, np.ndar
     report = {"chosen": cand.label, "backbone": cand.backbone, "stage": cand.stage, "block": cand.block,
               "transform": cand.transform, "criterion": "val MRR of the closed-form start (mean of both directions)",
               "candidates": rows, "elapsed_s": round(time.monotonic() - t_all, 2)}
-    return ImageChoice(cand, fit.start(tr, va, responses, config.n_components, shrink), report)
+    # cross-validating the winner's settings costs about CV_FOLDS fits of its size
+    cross_validate = ChoiceBudget(cv_deadline).allows(CV_FOLDS * budget.fit_s)
+    start = fit.start(tr, va, responses, config.n_components, shrink, cross_validate=cross_validate)
+    return ImageChoice(cand, start, report)
+
+
+class ChoiceBudget:
+    """What `choose_image_features` may still start before its deadline: a step is started when the
+    time left is at least its expected cost -- that of the costliest candidate scored so far (features
+    and fit; `candidate_s`) or of the slowest fit (`fit_s`; a side-by-side read or a cross-validation
+    repeats fits). Costs differ by candidate (a full-resolution bank is several times a pyramid level),
+    so the costliest rather than the mean keeps the overrun of a tight budget small."""
+
+    def __init__(self, deadline: float | None) -> None:
+        self.deadline = deadline
+        self.candidate_s = 0.0
+        self.fit_s = 0.0
+
+    def spent(self, candidate_s: float, fit_s: float) -> None:
+        self.candidate_s = max(self.candidate_s, candidate_s)
+        self.fit_s = max(self.fit_s, fit_s)
+
+    def allows(self, expected_s: float) -> bool:
+        return self.deadline is None or time.monotonic() + expected_s <= self.deadline
 
 
 @dataclass
@@ -187,11 +221,15 @@ class _Scored:
         return cls(feats, mean, scale, gram, _solve(gram, len(tr), responses, tr, va, n_components, shrink))
 
     def start(self, tr: np.ndarray, va: np.ndarray, responses: np.ndarray, n_components: int,
-              shrink: float = 1.0) -> LinearStart:
+              shrink: float = 1.0, cross_validate: bool = True) -> LinearStart:
         """The training run's start on these features, with feature-space weights (what the trainer
         copies into the towers): settings by cross-validation on train + val (`CV_FOLDS`; the
-        candidates were compared by the val split alone)."""
+        candidates were compared by the val split alone), or, with `cross_validate` False (the time
+        budget left no room for it), the val split's settings already fitted."""
         x = self.feats.flatten(1).numpy()
+        if not cross_validate:
+            self.dual.report["selection"] = "val split (the time budget left no time for cross-validation)"
+            return self.dual.primal(x[tr], self.mean, self.scale)
         n = len(tr)
         dual = solve_start(self.gram[:n], self.gram[n:], responses[tr], responses[va], n_components,
                            gram_val_val=standardised_gram(x, self.mean, self.scale, b_rows=va, rows=va),
@@ -211,11 +249,11 @@ def _combinations(scored: list) -> list[list]:
     return [sorted(scored[:k], key=lambda t: t[1]) for k in range(2, min(len(scored), COMBINE_TOP) + 1)]
 
 
-def _try_combinations(config, subject, scored, responses, tr, va, rows, best, cache_dir, status, deadline=None,
-                      shrink: float = 1.0):
+def _try_combinations(config, subject, scored, responses, tr, va, rows, best, cache_dir, status,
+                      budget: "ChoiceBudget | None" = None, shrink: float = 1.0):
     """Score the best candidates read side by side (their standardised features concatenated: the Gram
     matrix is the sum of theirs, so no new product): the best two (and with `COMBINE_TOP` 3 the best
-    three; `_combinations`), each only if started before `deadline`. The winning combination's concatenated
+    three; `_combinations`), each only if `budget` allows one more fit. The winning combination's concatenated
     features are kept in the cache under its own key (so the trainer reuses them). Returns the new best."""
     from neuroalign.models.feature_cache import store_features
     from neuroalign.models.image_models import combination_name
@@ -223,7 +261,7 @@ def _try_combinations(config, subject, scored, responses, tr, va, rows, best, ca
     winner = None
     groups = _combinations(scored)
     for group in groups:
-        if deadline is not None and time.monotonic() > deadline:
+        if budget is not None and not budget.allows(budget.fit_s):
             rows.append({"model": " + ".join(c.label for _, _, c, _ in group), "skipped": "time budget"})
             continue
         name = combination_name([(c.backbone, c.stage, c.block, c.transform) for _, _, c, _ in group])

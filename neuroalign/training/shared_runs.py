@@ -101,20 +101,23 @@ def _fit(config: TrainConfig, loaded: dict[str, tuple[Any, Path]], hashes: dict[
          splits: dict[str, dict[str, np.ndarray]], cache_dir, status: Status,
          deadline: float | None = None) -> tuple[SharedModel, dict, dict | None]:
     """The shared model for the config's image model, or for each "auto" candidate (best pooled val MRR).
-    `deadline` (time.monotonic()): "auto" candidates not yet started when it passes are skipped, as in
-    a single-subject run (at least one is always fitted)."""
-    if config.image.backbone == AUTO:
-        from neuroalign.training.image_choice import AUTO_CANDIDATES
+    `deadline` (time.monotonic()): an "auto" candidate is started only when it is expected to end by
+    then (as costly as the costliest so far, `image_choice.ChoiceBudget`), as in a single-subject run
+    (at least one is always fitted)."""
+    from neuroalign.training.image_choice import AUTO_CANDIDATES, ChoiceBudget
 
+    if config.image.backbone == AUTO:
         candidates = [image_settings(config, c.backbone, c.stage, c.block, c.transform) for c in AUTO_CANDIDATES]
     else:
         candidates = [image_settings(config)]
     rows, best = [], None
+    budget = ChoiceBudget(deadline)
     for i, image in enumerate(candidates):
         label = layer_label(image["backbone"], image["stage"], image["block"], image.get("transform"))
-        if best is not None and deadline is not None and time.monotonic() > deadline:
+        if best is not None and not budget.allows(budget.candidate_s):
             rows.append({"model": label, "skipped": "time budget"})
             continue
+        t0 = time.monotonic()
         try:
             data = []
             for name, (subject, _) in loaded.items():
@@ -127,8 +130,10 @@ def _fit(config: TrainConfig, loaded: dict[str, tuple[Any, Path]], hashes: dict[
             rows.append({"model": label, "error": str(exc)})
             continue
         image = {**image, "image_shape": list(next(iter(loaded.values()))[0].image_shape)}
+        t_fit = time.monotonic()
         model = fit_shared_model(data, image, split_rule(config), n_components=config.n_components,
                                  normaliser_kind=config.data.normaliser, status=status)
+        budget.spent(time.monotonic() - t0, time.monotonic() - t_fit)
         key = (model.report["val_mrr_pooled"], model.report["val_top1_pooled"], -i)
         rows.append({"model": label, "val_mrr_pooled": key[0], "val_top1_pooled": key[1]})
         if best is None or key > best[0]:

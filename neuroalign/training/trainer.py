@@ -140,8 +140,10 @@ class Trainer:
         # here. Its image model may be "auto" until prepare() resolves it (`self.config` is replaced).
         self.config, self.subject = config, subject
         # `deadline`: time.monotonic() by which the whole job (preparation, training, evaluation) must
-        # end -- run_training sets it from `max_seconds`; "auto" stops trying candidates at half the
-        # budget. The training loop's own end is `fit(train_deadline=...)`.
+        # end -- run_training sets it from `max_seconds`; "auto" starts no candidate it expects to end
+        # after half the budget or after the time the evaluation needs, and cross-validates the
+        # winner's start only if that fits before the evaluation. The training loop's own end is
+        # `fit(train_deadline=...)`.
         self.deadline = deadline
         self.run_dir = Path(run_dir) if run_dir is not None else None
         self.cache_dir = cache_dir  # backbone features (and "auto"'s candidates) are cached here
@@ -216,14 +218,20 @@ class Trainer:
         from neuroalign.training import image_choice
 
         report = None if self.status is None or not self.is_main else self.status
-        choose_by = None
+        choose_by = cv_by = None
         if self.deadline is not None and self.config.max_seconds:
-            choose_by = self.deadline - 0.5 * self.config.max_seconds
+            # the evaluation must fit after the choice: measured now, for features of a typical
+            # candidate's width on the readout grid (`image_choice.TYPICAL_CHANNELS`)
+            from neuroalign.evaluation.evaluate import estimate_evaluation_seconds
+
+            width = image_choice.TYPICAL_CHANNELS * int(np.prod(self.config.image.grid))
+            cv_by = self.deadline - estimate_evaluation_seconds(self, feature_dim=width)
+            choose_by = min(self.deadline - 0.5 * self.config.max_seconds, cv_by)
         choice = image_choice.choose_image_features(self.config, self.subject, self.split,
                                                     self.responses.cpu().numpy(), cache_dir=cache_dir,
                                                     device=self.device, candidates=image_choice.AUTO_CANDIDATES,
-                                                    status=report,
-                                                    deadline=choose_by, shrink=self.start_shrink)
+                                                    status=report, deadline=choose_by, shrink=self.start_shrink,
+                                                    cv_deadline=cv_by)
         self.image_choice = choice.report
         self._chosen_start = choice.start
         return image_choice.resolved_config(self.config, choice.candidate)

@@ -249,8 +249,8 @@ def image_choice_frame(record: Mapping[str, Any] | None) -> pd.DataFrame | None:
 IMAGE_CHOICE_COLUMNS = {
     "image model": st.column_config.TextColumn(width="medium", help="a registered model's layer, or two read side "
                                                                     "by side (their features concatenated)"),
-    "outcome": st.column_config.TextColumn(help="chosen (trained), skipped (not started by half the time budget) "
-                                                "or why it could not read the images"),
+    "outcome": st.column_config.TextColumn(help="chosen (trained), skipped (the time budget: not expected to end within "
+                                                "half of it and before the evaluation) or why it could not read the images"),
     "val MRR": st.column_config.NumberColumn(
         format="%.3f", help="mean reciprocal rank of the closed-form start on the validation images, mean of both "
                             "retrieval directions (a shared run: pooled over its subjects); the test images play no part"),
