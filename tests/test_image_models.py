@@ -258,18 +258,25 @@ def test_profile_layer_score_equals_a_separate_closed_form_start(sim_root, tmp_p
     assert load_profile(folder, "another-hash") is None
 
 
+def _auto_inputs(sim_root):
+    """The tiny subject, the default config with image model "auto", its split and its responses
+    normalised on the train images: what `choose_image_features` takes."""
+    from neuroalign.data import Normaliser, split_indices
+
+    clear_memory_cache()
+    sub = _tiny_subject(sim_root)
+    cfg = preset("recommended").replace(**{"image.backbone": "auto"})
+    split = split_indices(sub.n_images, 0.1, 0.1, cfg.data.split_seed)
+    resp = Normaliser("zscore").fit(sub.responses[split["train"]]).transform(sub.responses)
+    return sub, cfg, split, resp
+
+
 @pytest.mark.parametrize("combine_top", [2, 3])
 def test_auto_picks_the_best_val_candidate_and_records_every_score(sim_root, tmp_path, monkeypatch, combine_top):
     from neuroalign.training import image_choice
 
     monkeypatch.setattr(image_choice, "COMBINE_TOP", combine_top)  # 2, the default; 3 adds the best three
-    clear_memory_cache()
-    sub = _tiny_subject(sim_root)
-    cfg = preset("recommended").replace(**{"image.backbone": "auto"})
-    from neuroalign.data import Normaliser, split_indices
-
-    split = split_indices(sub.n_images, 0.1, 0.1, cfg.data.split_seed)
-    resp = Normaliser("zscore").fit(sub.responses[split["train"]]).transform(sub.responses)
+    sub, cfg, split, resp = _auto_inputs(sim_root)
     cands = (Candidate("random_rectified", 1, 1, "none"), Candidate("ds_net_tiny", 1, 1, "square"),
              Candidate("v1_gabor", 1, 1, "none"))
     choice = choose_image_features(cfg, sub, split, resp, cache_dir=tmp_path, candidates=cands)
@@ -399,7 +406,6 @@ def test_auto_starts_only_what_is_expected_to_end_within_its_budget(sim_root, tm
     is started only when the time left is at least the costliest candidate's so far; the best two read
     side by side only when one more fit fits; the winner's settings are cross-validated only when
     `CV_FOLDS` fits end before `cv_deadline`, else the val split's are kept and the report says why."""
-    from neuroalign.data import Normaliser, split_indices
     from neuroalign.training import image_choice
 
     clock = [1000.0]
@@ -417,11 +423,7 @@ def test_auto_starts_only_what_is_expected_to_end_within_its_budget(sim_root, tm
 
     monkeypatch.setattr(image_choice, "cached_features", features)
     monkeypatch.setattr(image_choice, "_solve", solve)
-    clear_memory_cache()
-    sub = _tiny_subject(sim_root)
-    cfg = preset("recommended").replace(**{"image.backbone": "auto"})
-    split = split_indices(sub.n_images, 0.1, 0.1, cfg.data.split_seed)
-    resp = Normaliser("zscore").fit(sub.responses[split["train"]]).transform(sub.responses)
+    sub, cfg, split, resp = _auto_inputs(sim_root)
     cands = (Candidate("random_rectified", 2, 1, "none"), Candidate("random_rectified", 1, 1, "none"),
              Candidate("random_rectified", 3, 1, "none"), Candidate("v1_gabor", 1, 1, "none"))
     # 1st: 0 -> 6 s; 2nd: 6 + 6 <= 15, started, -> 11 s; 3rd: 11 + 6 > 15, skipped (it would have ended
