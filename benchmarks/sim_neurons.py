@@ -251,13 +251,15 @@ def energy_maps(x: torch.Tensor, wavelengths=(4.0, 8.0), n_orient: int = 8, chun
                 f = f - env * (f.sum() / env.sum())
                 kernels.append(F.pad(f / f.norm(), (pad, pad, pad, pad)))
     weight = torch.stack(kernels)[:, None]  # (2 * C, 1, s, s): even, odd, even, odd, ...
+
     def blur(t: torch.Tensor, sigma: float) -> torch.Tensor:
         r = torch.arange(-3 * int(math.ceil(sigma)), 3 * int(math.ceil(sigma)) + 1, dtype=torch.float32)
         g = torch.exp(-r**2 / (2 * sigma**2))
         g = g / g.sum()
-        c = t.shape[1]
-        t = F.conv2d(F.pad(t, (0, 0, len(r) // 2, len(r) // 2), mode="replicate"), g.view(1, 1, -1, 1).expand(c, 1, -1, 1).contiguous(), groups=c)
-        return F.conv2d(F.pad(t, (len(r) // 2, len(r) // 2, 0, 0), mode="replicate"), g.view(1, 1, 1, -1).expand(c, 1, 1, -1).contiguous(), groups=c)
+        c, h = t.shape[1], len(r) // 2
+        column = g.view(1, 1, -1, 1).expand(c, 1, -1, 1).contiguous()  # separable: down the rows, then along
+        t = F.conv2d(F.pad(t, (0, 0, h, h), mode="replicate"), column, groups=c)
+        return F.conv2d(F.pad(t, (h, h, 0, 0), mode="replicate"), column.transpose(2, 3).contiguous(), groups=c)
     out = []
     for s in range(0, x.shape[0], chunk):
         img = x[s:s + chunk].reshape(-1, 1, HH, WH)

@@ -69,8 +69,8 @@ NUMBER_WORDS = {2: "two", 3: "three"}
 
 # Ordered so that under a tight time budget the cheap candidates that won on the selection subjects
 # are tried first (candidates not expected to end within half the budget are skipped, `ChoiceBudget`):
-# random rectified filters at half resolution (the cheapest bank: a quarter of the full resolution's convolutions; val MRR of
-# the start 0.674 -> 0.743 on sel-subunit, 0.954 -> 0.966 on sel-gabor, 0.704 -> 0.794 on
+# random rectified filters at half resolution (the cheapest bank: a quarter of the full resolution's
+# convolutions; val MRR of the start 0.674 -> 0.743 on sel-subunit, 0.954 -> 0.966 on sel-gabor, 0.704 -> 0.794 on
 # sel-surround against the full resolution), then EfficientNet-Lite0 stage 2 (best on sel-surround's
 # profile, val MRR 0.788, and cheap: two stages of a small network) -- the quality run of sel-surround
 # had once skipped it at half the budget and chosen the random filters -- then the baseline's bank.
