@@ -265,7 +265,7 @@ def _layer_check(backbone: str, stage: int, block: int) -> tuple[bool, str]:
 def layer_label(model: str, stage: int, block: int, transform: str | None = None, with_model: bool = True) -> str:
     """The one name of an image model's layer in tables, charts and reports: "efficientnet_lite0 stage 2
     block 2", "random_rectified stage 2 (1/2 resolution)", "v1_gabor" (`IMAGE_MODEL_LAYER_NAMING`); a
-    transform other than the model's own default and "none" is appended (", square"). `with_model=False`:
+    transform other than "none" is appended (", square"). `with_model=False`:
     the layer alone ("stage 2 block 2"; a one-layer bank: "(one layer)")."""
     naming = IMAGE_MODEL_LAYER_NAMING.get(model, "blocks")
     if naming == "single" and (stage, block) == (1, 1):

@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from neuroalign.config import layer_label
 from neuroalign.evaluation.baselines import (
     backbone_features_baseline,
     compare_with_linear,
@@ -29,7 +30,6 @@ from neuroalign.evaluation.baselines import (
     repeat_baseline,
     ridge_baseline,
 )
-from neuroalign.config import layer_label
 from neuroalign.evaluation.feve import linear_feve
 from neuroalign.evaluation.retrieval import n_way_metrics, retrieval_metrics
 from neuroalign.models import minmax_per_sample, similarity_matrix, ssim_per_sample
