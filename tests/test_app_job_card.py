@@ -69,3 +69,21 @@ def test_an_evaluating_job_shows_no_eta_and_queued_jobs_their_place():
     assert jobs_view.counts_text(snaps) == "2 running, 2 queued"
     assert jobs_view.progress_text(q4, snaps).startswith("queued · 2nd in line")
     assert jobs_view.progress_text(q3, snaps).startswith("queued · next to start")
+
+
+def test_a_preparing_budgeted_job_says_what_is_left_of_its_budget(monkeypatch):
+    """Before its first epoch a job has no ETA; with a time budget the card says how much of it is left
+    (the budget bounds the whole job) instead of 'ETA —', and that it is used up once it is."""
+    from types import SimpleNamespace
+
+    from neuroalign.ui import jobs_view
+
+    monkeypatch.setattr(jobs_view.time, "time", lambda: 1000.0)
+    prep = SimpleNamespace(job_id="job-1", subject="m1", run_dir="/runs/job-1", state="running",
+                           message="choosing the image model", epoch=0, epochs=40, eta_s=None, samples_per_s=None,
+                           history=(), started=1000.0 - 70.0, finished=None, progress=0.0, budget_s=300.0)
+    assert "3m 50s of the time budget left" in jobs_view.progress_text(prep)
+    assert "time budget used up" in jobs_view.progress_text(SimpleNamespace(**{**vars(prep), "started": 500.0}))
+    assert "ETA —" in jobs_view.progress_text(SimpleNamespace(**{**vars(prep), "budget_s": None}))
+    training = SimpleNamespace(**{**vars(prep), "eta_s": 95.0, "epoch": 3})
+    assert "ETA 1m 35s" in jobs_view.progress_text(training)

@@ -45,6 +45,7 @@ class JobSnapshot:
     subjects: tuple[str, ...] = ()  # a shared job's subjects
     adapt_from: Path | None = None  # an adapt job's shared run
     stopping: bool = False  # a stop was requested and the job still runs (restoring, evaluating)
+    budget_s: float | None = None  # a training job's time budget (config.max_seconds), None without one
 
     @property
     def active(self) -> bool:
@@ -125,4 +126,5 @@ def snapshot(job: Job) -> JobSnapshot:
                        job.config.epochs if job.mode == "train" else 0, job.eta_s, job.samples_per_s, job.history, job.error, job.started,
                        job.finished, kind=job.kind, nproc=job.nproc, pid=job.pid, alive=alive,
                        last_activity=job.last_activity, mode=job.mode, subjects=job.subjects,
-                       adapt_from=job.adapt_from, stopping=stopping)
+                       adapt_from=job.adapt_from, stopping=stopping,
+                       budget_s=job.config.max_seconds if job.mode == "train" else None)

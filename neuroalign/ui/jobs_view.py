@@ -261,7 +261,8 @@ def training_throughput(snap: Any) -> float | None:
 
 def progress_text(snap: Any, snaps: list[Any] | None = None) -> str:
     """One line: state (or 'stopping' / 'evaluating'; a queued job's place in the queue when `snaps`
-    are given), epoch x/y, ETA, training samples/s."""
+    are given), epoch x/y, ETA (while a budgeted job prepares and has none yet: what is left of its
+    time budget), training samples/s."""
     stopping, evaluating = is_stopping(snap), is_evaluating(snap)
     parts = ["stopping" if stopping else "evaluating" if evaluating else snap.state]
     position = queue_position(snap, snaps) if snaps is not None else None
@@ -273,7 +274,13 @@ def progress_text(snap: Any, snaps: list[Any] | None = None) -> str:
         if snap.state == "running" and not stopping:
             parts.append(f"{100 * float(snap.progress or 0.0):.0f} % done")
     elif snap.state == "running" and not stopping and not evaluating:
-        parts.append(f"ETA {format_eta(snap.eta_s)}")
+        budget, started = getattr(snap, "budget_s", None), getattr(snap, "started", None)
+        if snap.eta_s is None and budget and started:  # preparing (features, the image-model choice): no
+            # ETA yet, but the budget bounds the job (its clock starts a few seconds after the worker's)
+            left = budget - (time.time() - started)
+            parts.append(f"{format_eta(left)} of the time budget left" if left > 0 else "time budget used up")
+        else:
+            parts.append(f"ETA {format_eta(snap.eta_s)}")
     rate = training_throughput(snap)
     if rate:
         parts.append(f"{rate:,.0f} samples/s training")
