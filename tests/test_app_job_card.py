@@ -82,8 +82,8 @@ def test_a_preparing_budgeted_job_says_what_is_left_of_its_budget(monkeypatch):
     prep = SimpleNamespace(job_id="job-1", subject="m1", run_dir="/runs/job-1", state="running",
                            message="choosing the image model", epoch=0, epochs=40, eta_s=None, samples_per_s=None,
                            history=(), started=1000.0 - 70.0, finished=None, progress=0.0, budget_s=300.0)
-    assert "3m 50s of the time budget left" in jobs_view.progress_text(prep)
+    assert jobs_view.progress_text(prep) == "running · preparing · 3m 50s of the time budget left"
     assert "time budget used up" in jobs_view.progress_text(SimpleNamespace(**{**vars(prep), "started": 500.0}))
     assert "ETA —" in jobs_view.progress_text(SimpleNamespace(**{**vars(prep), "budget_s": None}))
     training = SimpleNamespace(**{**vars(prep), "eta_s": 95.0, "epoch": 3})
-    assert "ETA 1m 35s" in jobs_view.progress_text(training)
+    assert jobs_view.progress_text(training) == "running · epoch 3/40 · ETA 1m 35s"

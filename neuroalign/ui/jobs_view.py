@@ -261,14 +261,18 @@ def training_throughput(snap: Any) -> float | None:
 
 def progress_text(snap: Any, snaps: list[Any] | None = None) -> str:
     """One line: state (or 'stopping' / 'evaluating'; a queued job's place in the queue when `snaps`
-    are given), epoch x/y, ETA (while a budgeted job prepares and has none yet: what is left of its
-    time budget), training samples/s."""
+    are given), epoch x/y ('preparing' before the first step), ETA (while a budgeted job prepares and
+    has none yet: what is left of its time budget), training samples/s."""
     stopping, evaluating = is_stopping(snap), is_evaluating(snap)
     parts = ["stopping" if stopping else "evaluating" if evaluating else snap.state]
     position = queue_position(snap, snaps) if snaps is not None else None
     if position is not None:
         parts[0] = "queued · next to start" if position == 1 else f"queued · {_ordinal(position)} in line"
-    if snap.epochs:
+    preparing = (snap.state == "running" and not stopping and not evaluating and snap.eta_s is None
+                 and not snap.epoch and getattr(snap, "mode", "train") == "train")  # before the first step
+    if preparing:
+        parts.append("preparing")
+    elif snap.epochs:
         parts.append(f"epoch {snap.epoch or 0}/{snap.epochs}")
     if getattr(snap, "mode", "train") != "train":  # a shared fit reports phases, not epochs
         if snap.state == "running" and not stopping:
